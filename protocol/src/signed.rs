@@ -1,0 +1,335 @@
+//! `Signed<T>`: the only form in which messages travel or are stored.
+//!
+//! Wire layout (all big-endian):
+//!
+//! ```text
+//! version u8 (= 1) | kind u8 | body_len u32 | body (canonical encoding of T) | signature [u8; 64]
+//! ```
+//!
+//! The signature is ed25519 by the message's author (the field [`Message::author`] names) over
+//! `"xov/sig/v1\0" || kind || body`, so a signature for one kind of message can never be passed off as
+//! another kind, nor as anything outside xov. The size limit of the kind is checked before any decoding.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::bid::Bid;
+use crate::encoding::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::identity::{verify_raw, Keypair, NodeId};
+use crate::invoice::Invoice;
+use crate::lease::LeaseNotice;
+use crate::offer::{Offer, OfferWithdrawal};
+use crate::order::Order;
+use crate::pool::PoolCharter;
+
+/// The only encoding version this code speaks.
+pub const VERSION: u8 = 1;
+/// Bytes before the body: version, kind, body length.
+const HEADER: usize = 1 + 1 + 4;
+const SIGNATURE: usize = 64;
+const DOMAIN: &[u8] = b"xov/sig/v1\0";
+/// No message of any kind may be larger than this.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// Message kinds; the byte is part of what is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Kind {
+    Offer = 1,
+    OfferWithdrawal = 2,
+    Bid = 3,
+    PoolCharter = 4,
+    Order = 5,
+    Invoice = 6,
+    LeaseNotice = 7,
+}
+
+impl Kind {
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Offer,
+            2 => Kind::OfferWithdrawal,
+            3 => Kind::Bid,
+            4 => Kind::PoolCharter,
+            5 => Kind::Order,
+            6 => Kind::Invoice,
+            7 => Kind::LeaseNotice,
+            _ => return None,
+        })
+    }
+    /// Largest encoded message of this kind, checked before decoding.
+    pub fn max_size(self) -> usize {
+        match self {
+            Kind::Offer => 4096,
+            Kind::OfferWithdrawal | Kind::Bid => 1024,
+            Kind::PoolCharter => 10 * 1024,
+            Kind::Order => 6 * 1024,
+            Kind::Invoice => 1024,
+            Kind::LeaseNotice => 2048,
+        }
+    }
+}
+
+/// A message body that can be signed.
+pub trait Message: Encode + Decode + Clone {
+    const KIND: Kind;
+    const NAME: &'static str;
+    /// Who must have signed it.
+    fn author(&self) -> &NodeId;
+}
+
+macro_rules! message {
+    ($t:ty, $kind:ident, $name:literal, $author:ident) => {
+        impl Message for $t {
+            const KIND: Kind = Kind::$kind;
+            const NAME: &'static str = $name;
+            fn author(&self) -> &NodeId {
+                &self.$author
+            }
+        }
+    };
+}
+
+message!(Offer, Offer, "offer", provider);
+message!(OfferWithdrawal, OfferWithdrawal, "offer withdrawal", provider);
+message!(Bid, Bid, "bid", buyer);
+message!(PoolCharter, PoolCharter, "pool charter", founder);
+message!(Order, Order, "order", buyer);
+message!(Invoice, Invoice, "invoice", provider);
+message!(LeaseNotice, LeaseNotice, "lease notice", from);
+
+/// Content id of a signed message: SHA-256 of its complete wire bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub [u8; 32]);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+impl std::str::FromStr for MessageId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<crate::pool::PoolId>()
+            .map(|p| MessageId(p.0))
+            .map_err(|_| format!("message id must be 64 hex characters, got '{s}'"))
+    }
+}
+
+impl Serialize for MessageId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Encode for MessageId {
+    fn encode(&self, w: &mut Writer) {
+        w.raw(&self.0)
+    }
+}
+
+impl Decode for MessageId {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(MessageId(r.array("message id")?))
+    }
+}
+
+/// A message body with its author's signature. Construct by [`Signed::sign`] or [`Signed::from_bytes`];
+/// a decoded message is not yet trusted: call [`Signed::verify`] (validation does).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Signed<T> {
+    body: T,
+    signature: [u8; 64],
+}
+
+impl<T: fmt::Debug> fmt::Debug for Signed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signed").field("body", &self.body).finish()
+    }
+}
+
+fn signing_input(kind: Kind, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + 1 + body.len());
+    m.extend_from_slice(DOMAIN);
+    m.push(kind as u8);
+    m.extend_from_slice(body);
+    m
+}
+
+impl<T: Message> Signed<T> {
+    /// Signs `body` with `key`. The key should be the body's author, or verification will fail.
+    pub fn sign(body: T, key: &Keypair) -> Self {
+        let bytes = body.to_canonical_bytes();
+        let signature = key.sign_raw(&signing_input(T::KIND, &bytes));
+        Signed { body, signature }
+    }
+
+    pub fn body(&self) -> &T {
+        &self.body
+    }
+
+    pub fn into_body(self) -> T {
+        self.body
+    }
+
+    pub fn signature(&self) -> &[u8; 64] {
+        &self.signature
+    }
+
+    /// Whether the signature is the author's, over exactly this body.
+    pub fn verify(&self) -> bool {
+        let bytes = self.body.to_canonical_bytes();
+        verify_raw(
+            self.body.author(),
+            &signing_input(T::KIND, &bytes),
+            &self.signature,
+        )
+    }
+
+    /// The canonical wire bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let body = self.body.to_canonical_bytes();
+        let mut w = Writer::with_capacity(HEADER + body.len() + SIGNATURE);
+        w.u8(VERSION);
+        w.u8(T::KIND as u8);
+        w.bytes(&body);
+        w.raw(&self.signature);
+        w.into_bytes()
+    }
+
+    /// The content id: SHA-256 of the wire bytes.
+    pub fn id(&self) -> MessageId {
+        MessageId(Sha256::digest(self.to_bytes()).into())
+    }
+
+    /// Decodes wire bytes of this kind, checking the size limit first. Does not verify the signature.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let max = T::KIND.max_size();
+        if bytes.len() > max {
+            return Err(DecodeError::TooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let kind = read_header(&mut r)?;
+        if kind != T::KIND as u8 {
+            return Err(DecodeError::WrongKind {
+                expected: T::NAME,
+                found: kind,
+            });
+        }
+        Self::decode_after_header(&mut r)
+    }
+
+    fn decode_after_header(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let len = r.u32("body length")? as usize;
+        let body_bytes = r.take(len, "body")?;
+        let body = T::from_canonical_bytes(body_bytes)?;
+        let signature = r.array::<64>("signature")?;
+        r.finish()?;
+        Ok(Signed { body, signature })
+    }
+}
+
+fn read_header(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
+    let version = r.u8("version")?;
+    if version != VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    r.u8("kind")
+}
+
+impl<T: Message + Serialize> Serialize for Signed<T> {
+    /// JSON form for the local API: the body, plus id and signature in hex for those who want to check.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Signed", 3)?;
+        st.serialize_field("id", &self.id())?;
+        st.serialize_field("body", &self.body)?;
+        let sig: String = self.signature.iter().map(|b| format!("{b:02x}")).collect();
+        st.serialize_field("signature", &sig)?;
+        st.end()
+    }
+}
+
+/// Any signed message, for transports that carry several kinds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyMessage {
+    Offer(Signed<Offer>),
+    OfferWithdrawal(Signed<OfferWithdrawal>),
+    Bid(Signed<Bid>),
+    PoolCharter(Signed<PoolCharter>),
+    Order(Signed<Order>),
+    Invoice(Signed<Invoice>),
+    LeaseNotice(Signed<LeaseNotice>),
+}
+
+impl AnyMessage {
+    /// Decodes any kind, checking the overall limit and then the kind's own limit before decoding the body.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(DecodeError::TooLarge {
+                size: bytes.len(),
+                max: MAX_MESSAGE_BYTES,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let kind_byte = read_header(&mut r)?;
+        let kind = Kind::from_u8(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;
+        Ok(match kind {
+            Kind::Offer => AnyMessage::Offer(Signed::from_bytes(bytes)?),
+            Kind::OfferWithdrawal => AnyMessage::OfferWithdrawal(Signed::from_bytes(bytes)?),
+            Kind::Bid => AnyMessage::Bid(Signed::from_bytes(bytes)?),
+            Kind::PoolCharter => AnyMessage::PoolCharter(Signed::from_bytes(bytes)?),
+            Kind::Order => AnyMessage::Order(Signed::from_bytes(bytes)?),
+            Kind::Invoice => AnyMessage::Invoice(Signed::from_bytes(bytes)?),
+            Kind::LeaseNotice => AnyMessage::LeaseNotice(Signed::from_bytes(bytes)?),
+        })
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            AnyMessage::Offer(_) => Kind::Offer,
+            AnyMessage::OfferWithdrawal(_) => Kind::OfferWithdrawal,
+            AnyMessage::Bid(_) => Kind::Bid,
+            AnyMessage::PoolCharter(_) => Kind::PoolCharter,
+            AnyMessage::Order(_) => Kind::Order,
+            AnyMessage::Invoice(_) => Kind::Invoice,
+            AnyMessage::LeaseNotice(_) => Kind::LeaseNotice,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            AnyMessage::Offer(m) => m.to_bytes(),
+            AnyMessage::OfferWithdrawal(m) => m.to_bytes(),
+            AnyMessage::Bid(m) => m.to_bytes(),
+            AnyMessage::PoolCharter(m) => m.to_bytes(),
+            AnyMessage::Order(m) => m.to_bytes(),
+            AnyMessage::Invoice(m) => m.to_bytes(),
+            AnyMessage::LeaseNotice(m) => m.to_bytes(),
+        }
+    }
+}
