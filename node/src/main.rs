@@ -1,1 +1,208 @@
-fn main() {}
+//! `xov`: the node daemon and its command-line client.
+
+mod api;
+mod cli;
+mod client;
+mod config;
+mod daemon;
+mod datadir;
+mod market;
+mod output;
+mod store;
+
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::cli::{
+    Cli, Command, NodeCommand, OfferCommand, OffersCommand, PoolCommand, PublishArgs,
+};
+use crate::client::Client;
+use crate::config::{Config, CONFIG_FILE};
+use crate::datadir::DataDir;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let dd = DataDir::new(cli.datadir.clone().unwrap_or_else(DataDir::default_root));
+    let client = || Client::from_datadir(&dd, cli.api.as_deref());
+    match cli.command {
+        Command::Node(NodeCommand::Run {
+            log_json,
+            log_level,
+        }) => {
+            let mut cfg = Config::load(&dd.path(CONFIG_FILE), |k| std::env::var(k).ok())?;
+            if log_json || cli.json {
+                cfg.log.json = true;
+            }
+            if let Some(l) = log_level {
+                cfg.log.level = l;
+            }
+            init_logging(&cfg)?;
+            daemon::run(dd, cfg).await
+        }
+        Command::Node(NodeCommand::Stop) => {
+            let v: Value = client()?
+                .call::<(), Value>(Method::POST, "/v1/node/stop", None, None)
+                .await?;
+            output::print(cli.json, &v, || "stopping".to_string());
+            Ok(())
+        }
+        Command::Status => {
+            let s: api::Status = client()?.get("/v1/status", None).await?;
+            output::print(cli.json, &s, || output::status(&s));
+            Ok(())
+        }
+        Command::Offers(OffersCommand::List(f)) => {
+            let mut q: Vec<(&str, String)> = vec![("limit", f.limit.to_string())];
+            let opt = |q: &mut Vec<(&str, String)>, k: &'static str, v: Option<String>| {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            };
+            opt(&mut q, "pool", f.pool);
+            opt(&mut q, "min_vcpus", f.vcpus.map(|v| v.to_string()));
+            opt(&mut q, "min_ram_mib", f.ram.map(|v| v.to_string()));
+            opt(&mut q, "min_disk_gib", f.disk.map(|v| v.to_string()));
+            opt(&mut q, "gpu", f.gpu);
+            opt(&mut q, "image", f.image);
+            opt(&mut q, "max_price", f.max_price.map(|v| v.to_string()));
+            opt(&mut q, "country", f.country);
+            opt(&mut q, "region", f.region);
+            opt(&mut q, "arch", f.arch);
+            if f.mine {
+                q.push(("mine", "true".into()));
+            }
+            let offers: Vec<api::OfferView> = client()?.get("/v1/offers", Some(&q)).await?;
+            output::print(cli.json, &offers, || output::offers(&offers));
+            Ok(())
+        }
+        Command::Offer(OfferCommand::Publish(args)) => {
+            let spec = publish_spec(args)?;
+            let v: api::OfferView = client()?
+                .call(Method::POST, "/v1/offers", None, Some(&spec))
+                .await?;
+            output::print(cli.json, &v, || {
+                format!(
+                    "published offer {} (sequence {}) at {} sats/h, expires at {}",
+                    v.offer_id, v.sequence, v.price_sats_per_hour, v.expires_at
+                )
+            });
+            Ok(())
+        }
+        Command::Offer(OfferCommand::Withdraw { offer_id }) => {
+            let v: api::Withdrawn = client()?
+                .call::<(), _>(
+                    Method::DELETE,
+                    &format!("/v1/offers/{offer_id}"),
+                    None,
+                    None,
+                )
+                .await?;
+            output::print(cli.json, &v, || format!("withdrew offer {}", v.offer_id));
+            Ok(())
+        }
+        Command::Pool(PoolCommand::List) => {
+            let pools: Vec<api::PoolView> = client()?.get("/v1/pools", None).await?;
+            output::print(cli.json, &pools, || output::pools(&pools));
+            Ok(())
+        }
+    }
+}
+
+/// Builds the offer from the optional TOML file, with flags taking precedence.
+fn publish_spec(a: PublishArgs) -> anyhow::Result<market::OfferSpec> {
+    let mut t: toml::Table = match &a.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read offer file {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("offer file {} is not valid TOML", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    let mut set = |k: &str, v: Option<toml::Value>| {
+        if let Some(v) = v {
+            t.insert(k.to_string(), v);
+        }
+    };
+    let int = |v: Option<u64>| v.map(|n| toml::Value::Integer(n as i64));
+    set("pool", a.pool.map(toml::Value::String));
+    set("offer_id", int(a.offer_id));
+    set("vcpus", int(a.vcpus.map(u64::from)));
+    set("ram_mib", int(a.ram.map(u64::from)));
+    set("disk_gib", int(a.disk.map(u64::from)));
+    set("gpu_model", a.gpu.map(toml::Value::String));
+    set("gpu_count", int(a.gpu_count.map(u64::from)));
+    set(
+        "arch",
+        a.arch.map(|s| toml::Value::String(s.to_lowercase())),
+    );
+    if !a.images.is_empty() {
+        set(
+            "images",
+            Some(toml::Value::Array(
+                a.images.into_iter().map(toml::Value::String).collect(),
+            )),
+        );
+    }
+    set("price_sats_per_hour", int(a.price));
+    set("min_lease_secs", int(a.min_lease_secs.map(u64::from)));
+    set("max_lease_secs", int(a.max_lease_secs.map(u64::from)));
+    set(
+        "country",
+        a.country.map(|c| toml::Value::String(c.to_uppercase())),
+    );
+    set("region", a.region.map(toml::Value::String));
+    set("capacity", int(a.capacity.map(u64::from)));
+    set("ttl_secs", int(a.ttl_secs.map(u64::from)));
+    t.try_into().map_err(|e: toml::de::Error| {
+        anyhow!(
+            "the offer is incomplete or wrong: {}. Required: --vcpus, --ram, --disk, --image, --price, --country (or the same fields in --file)",
+            e.message()
+        )
+    })
+}
+
+fn init_logging(cfg: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log.level))
+        .with_context(|| format!("log level '{}' is not a valid filter", cfg.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}

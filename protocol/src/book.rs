@@ -42,7 +42,9 @@ impl OfferKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
     New,
-    Superseded { previous_sequence: u64 },
+    Superseded {
+        previous_sequence: u64,
+    },
     /// Exactly this message was already held: nothing changed, nothing to forward.
     Duplicate,
 }
@@ -118,9 +120,22 @@ impl OfferBook {
             .count()
     }
 
-    /// Adds or supersedes an offer. The caller has validated it (signature, ranges, charter); the book
-    /// enforces only what needs its state: newer sequence, tombstones and expiry at `now`.
-    pub fn insert(&mut self, offer: Signed<Offer>, now: u64) -> Result<Inserted, ValidationError> {
+    /// What [`OfferBook::insert`] would do with `offer`, without changing anything (so callers can persist
+    /// first and index second).
+    pub fn check_insert(
+        &self,
+        offer: &Signed<Offer>,
+        now: u64,
+    ) -> Result<Inserted, ValidationError> {
+        self.decide(offer, &offer.id(), now)
+    }
+
+    fn decide(
+        &self,
+        offer: &Signed<Offer>,
+        id: &MessageId,
+        now: u64,
+    ) -> Result<Inserted, ValidationError> {
         let body = offer.body();
         if body.expires_at <= now {
             return Err(ValidationError::Expired {
@@ -137,25 +152,39 @@ impl OfferBook {
                 });
             }
         }
-        let id = offer.id();
-        let mut outcome = Inserted::New;
-        if let Some(held) = self.entries.get(&key) {
-            let have = held.offer.body().sequence;
-            if held.id == id {
-                return Ok(Inserted::Duplicate);
-            }
-            // Equal sequences with different content are the provider equivocating; the lower id wins everywhere.
-            let newer = body.sequence > have || (body.sequence == have && id < held.id);
-            if !newer {
-                return Err(ValidationError::SequenceNotNewer {
-                    have,
-                    got: body.sequence,
-                });
-            }
-            outcome = Inserted::Superseded {
+        let Some(held) = self.entries.get(&key) else {
+            return Ok(Inserted::New);
+        };
+        let have = held.offer.body().sequence;
+        if held.id == *id {
+            return Ok(Inserted::Duplicate);
+        }
+        // Equal sequences with different content are the provider equivocating; the lower id wins everywhere.
+        if body.sequence > have || (body.sequence == have && *id < held.id) {
+            Ok(Inserted::Superseded {
                 previous_sequence: have,
-            };
-            self.remove(&key);
+            })
+        } else {
+            Err(ValidationError::SequenceNotNewer {
+                have,
+                got: body.sequence,
+            })
+        }
+    }
+
+    /// Adds or supersedes an offer. The caller has validated it (signature, ranges, charter); the book
+    /// enforces only what needs its state: newer sequence, tombstones and expiry at `now`.
+    pub fn insert(&mut self, offer: Signed<Offer>, now: u64) -> Result<Inserted, ValidationError> {
+        let id = offer.id();
+        let outcome = self.decide(&offer, &id, now)?;
+        let body = offer.body();
+        let key = OfferKey::of(body);
+        match outcome {
+            Inserted::Duplicate => return Ok(outcome),
+            Inserted::Superseded { .. } => {
+                self.remove(&key);
+            }
+            Inserted::New => {}
         }
         let price_key = (body.price_sats_per_hour, key);
         self.by_price.insert(price_key);

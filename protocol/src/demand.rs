@@ -15,7 +15,10 @@ pub enum GpuWanted {
     /// Only machines without a GPU.
     None,
     /// At least `min_count` GPUs, of `model` when given (case-insensitive).
-    Some { model: Option<String>, min_count: u16 },
+    Some {
+        model: Option<String>,
+        min_count: u16,
+    },
 }
 
 impl GpuWanted {

@@ -28,7 +28,11 @@ pub enum DecodeError {
     #[error("{0} is not valid UTF-8")]
     InvalidUtf8(&'static str),
     #[error("{field} has length {len}, the limit is {max}")]
-    LengthTooLarge { field: &'static str, len: usize, max: usize },
+    LengthTooLarge {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("{0} is not a valid public key")]
     InvalidKey(&'static str),
 }
@@ -184,7 +188,11 @@ impl<'a> Reader<'a> {
         }
     }
     /// A sequence of at most `max` items.
-    pub fn seq<T: Decode>(&mut self, what: &'static str, max: usize) -> Result<Vec<T>, DecodeError> {
+    pub fn seq<T: Decode>(
+        &mut self,
+        what: &'static str,
+        max: usize,
+    ) -> Result<Vec<T>, DecodeError> {
         let len = self.u16(what)? as usize;
         if len > max {
             return Err(DecodeError::LengthTooLarge {

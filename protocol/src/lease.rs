@@ -276,7 +276,10 @@ mod tests {
     #[test]
     fn state_tags_round_trip() {
         for s in ALL_STATES {
-            assert_eq!(LeaseState::from_canonical_bytes(&s.to_canonical_bytes()), Ok(s));
+            assert_eq!(
+                LeaseState::from_canonical_bytes(&s.to_canonical_bytes()),
+                Ok(s)
+            );
         }
         assert!(LeaseState::from_canonical_bytes(&[ALL_STATES.len() as u8]).is_err());
     }

@@ -26,6 +26,6 @@ pub use invoice::Invoice;
 pub use lease::{LeaseEvent, LeaseNotice, LeaseState};
 pub use offer::{Arch, BondRef, Gpu, InstanceType, Location, Offer, OfferWithdrawal};
 pub use order::Order;
-pub use pool::{PoolCharter, PoolId, PoolRules, PublishPolicy};
+pub use pool::{public_charter, PoolCharter, PoolId, PoolRules, PublishPolicy, PUBLIC_POOL_NAME};
 pub use signed::{AnyMessage, Kind, Message, MessageId, Signed};
 pub use validate::ValidationError;

@@ -107,7 +107,9 @@ impl Decode for PublishPolicy {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match r.u8("publish policy")? {
             0 => Ok(PublishPolicy::Anyone),
-            1 => Ok(PublishPolicy::AllowList(r.seq("publishers", MAX_PUBLISHERS)?)),
+            1 => Ok(PublishPolicy::AllowList(
+                r.seq("publishers", MAX_PUBLISHERS)?,
+            )),
             tag => Err(DecodeError::InvalidTag {
                 field: "publish policy",
                 tag,
@@ -208,5 +210,35 @@ impl Decode for PoolCharter {
             created_at: r.u64("created at")?,
             rules: PoolRules::decode(r)?,
         })
+    }
+}
+
+/// Name of the pool every node joins unless told otherwise.
+pub const PUBLIC_POOL_NAME: &str = "public";
+
+/// The default public pool, so that a new node has somewhere to go. Its founder key is derived from a public
+/// constant: anyone can reproduce the charter, nobody can change it (the pool id is the charter's hash), and
+/// the signature proves only that the charter is this one.
+pub fn public_charter() -> crate::signed::Signed<PoolCharter> {
+    let seed: [u8; 32] = Sha256::digest(b"xov/public-pool/v1").into();
+    let founder = crate::identity::Keypair::from_secret_bytes(&seed);
+    let charter = PoolCharter {
+        name: PUBLIC_POOL_NAME.to_string(),
+        founder: founder.node_id(),
+        created_at: 1_767_225_600, // 2026-01-01T00:00:00Z
+        rules: PoolRules::default(),
+    };
+    crate::signed::Signed::sign(charter, &founder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_pool_is_the_same_everywhere_and_valid() {
+        let a = public_charter();
+        assert_eq!(a.body().pool_id(), public_charter().body().pool_id());
+        assert_eq!(crate::validate::validate_charter(&a, 1_800_000_000), Ok(()));
     }
 }

@@ -94,7 +94,12 @@ macro_rules! message {
 }
 
 message!(Offer, Offer, "offer", provider);
-message!(OfferWithdrawal, OfferWithdrawal, "offer withdrawal", provider);
+message!(
+    OfferWithdrawal,
+    OfferWithdrawal,
+    "offer withdrawal",
+    provider
+);
 message!(Bid, Bid, "bid", buyer);
 message!(PoolCharter, PoolCharter, "pool charter", founder);
 message!(Order, Order, "order", buyer);

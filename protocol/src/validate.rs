@@ -28,7 +28,9 @@ pub enum ValidationError {
     BadSignature(NodeId),
     #[error("expired at {expires_at}, now is {now}")]
     Expired { expires_at: u64, now: u64 },
-    #[error("created at {created_at}, which is more than {MAX_CLOCK_SKEW_SECS} s after now ({now})")]
+    #[error(
+        "created at {created_at}, which is more than {MAX_CLOCK_SKEW_SECS} s after now ({now})"
+    )]
     FromTheFuture { created_at: u64, now: u64 },
     #[error("sequence {got} is not newer than the {have} already held")]
     SequenceNotNewer { have: u64, got: u64 },
@@ -127,13 +129,25 @@ pub fn validate_offer(
     range(i.disk_gib > 0, "disk_gib", "must be at least 1")?;
     if let Some(gpu) = &i.gpu {
         check_label(&gpu.model, "gpu model")?;
-        range(gpu.count > 0, "gpu count", "must be at least 1 when a GPU is named")?;
+        range(
+            gpu.count > 0,
+            "gpu count",
+            "must be at least 1 when a GPU is named",
+        )?;
     }
-    range(!o.images.is_empty(), "images", "at least one image must be offered")?;
+    range(
+        !o.images.is_empty(),
+        "images",
+        "at least one image must be offered",
+    )?;
     for img in &o.images {
         check_label(img, "image")?;
     }
-    range(o.price_sats_per_hour > 0, "price", "must be at least 1 sat per hour")?;
+    range(
+        o.price_sats_per_hour > 0,
+        "price",
+        "must be at least 1 sat per hour",
+    )?;
     range(o.capacity > 0, "capacity", "must be at least 1")?;
     range(o.min_lease_secs > 0, "min_lease", "must be at least 1 s")?;
     range(
@@ -142,7 +156,11 @@ pub fn validate_offer(
         "must not be below min_lease",
     )?;
     check_country(&o.location.country)?;
-    range(o.location.region.len() <= MAX_LABEL, "region", "must be at most 64 bytes")?;
+    range(
+        o.location.region.len() <= MAX_LABEL,
+        "region",
+        "must be at most 64 bytes",
+    )?;
     let default_rules = PoolRules::default();
     let rules = match charter {
         Some(c) => {
@@ -202,7 +220,11 @@ pub fn validate_bid(msg: &Signed<Bid>, now: u64) -> Result<(), ValidationError> 
         "max_price",
         "a bid must name a maximum price of at least 1 sat per hour",
     )?;
-    range(b.hours > 0 && b.hours <= MAX_HOURS, "hours", "must be 1 to 8784")?;
+    range(
+        b.hours > 0 && b.hours <= MAX_HOURS,
+        "hours",
+        "must be 1 to 8784",
+    )?;
     range(b.count > 0, "count", "must be at least 1")?;
     if let Some(c) = &b.demand.country {
         check_country(c)?;
@@ -231,15 +253,27 @@ pub fn validate_charter(msg: &Signed<PoolCharter>, now: u64) -> Result<(), Valid
     )?;
     let r = &c.rules;
     range(r.min_ttl_secs > 0, "min_ttl", "must be at least 1 s")?;
-    range(r.max_ttl_secs >= r.min_ttl_secs, "max_ttl", "must not be below min_ttl")?;
-    range(r.min_price_step_sats > 0, "min_price_step", "must be at least 1 sat")?;
+    range(
+        r.max_ttl_secs >= r.min_ttl_secs,
+        "max_ttl",
+        "must not be below min_ttl",
+    )?;
+    range(
+        r.min_price_step_sats > 0,
+        "min_price_step",
+        "must be at least 1 sat",
+    )?;
     range(
         r.max_offers_per_provider > 0,
         "max_offers_per_provider",
         "must be at least 1",
     )?;
     if let PublishPolicy::AllowList(ids) = &r.publish {
-        range(!ids.is_empty(), "publishers", "an allow-list must name someone")?;
+        range(
+            !ids.is_empty(),
+            "publishers",
+            "an allow-list must name someone",
+        )?;
     }
     check_signature(msg)
 }
@@ -252,14 +286,22 @@ pub fn validate_order(msg: &Signed<Order>, now: u64) -> Result<(), ValidationErr
             now,
         });
     }
-    range(o.hours > 0 && o.hours <= MAX_HOURS, "hours", "must be 1 to 8784")?;
+    range(
+        o.hours > 0 && o.hours <= MAX_HOURS,
+        "hours",
+        "must be 1 to 8784",
+    )?;
     check_label(&o.image, "image")?;
     range(
         o.ssh_public_key.starts_with("ssh-") || o.ssh_public_key.starts_with("ecdsa-"),
         "ssh key",
         "must be an OpenSSH public key line (ssh-ed25519 AAAA…)",
     )?;
-    range(o.buyer != o.provider, "provider", "a node cannot order from itself")?;
+    range(
+        o.buyer != o.provider,
+        "provider",
+        "a node cannot order from itself",
+    )?;
     check_signature(msg)
 }
 

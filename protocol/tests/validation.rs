@@ -14,7 +14,10 @@ fn signed(o: Offer) -> Signed<Offer> {
 
 #[test]
 fn an_honest_offer_is_accepted() {
-    assert_eq!(validate_offer(&signed(offer(&key(1), 1, 1, 500)), NOW, None), Ok(()));
+    assert_eq!(
+        validate_offer(&signed(offer(&key(1), 1, 1, 500)), NOW, None),
+        Ok(())
+    );
 }
 
 #[test]
@@ -23,7 +26,10 @@ fn expired_and_future_offers_are_rejected() {
     o.expires_at = NOW;
     assert_eq!(
         validate_offer(&signed(o), NOW, None),
-        Err(ValidationError::Expired { expires_at: NOW, now: NOW })
+        Err(ValidationError::Expired {
+            expires_at: NOW,
+            now: NOW
+        })
     );
     let mut o = offer(&key(1), 1, 1, 500);
     o.created_at = NOW + MAX_CLOCK_SKEW_SECS + 1;
@@ -44,9 +50,20 @@ fn out_of_range_fields_are_named() {
         ("capacity", Box::new(|o| o.capacity = 0)),
         ("images", Box::new(|o| o.images.clear())),
         ("image", Box::new(|o| o.images = vec!["".into()])),
-        ("max_lease", Box::new(|o| o.max_lease_secs = o.min_lease_secs - 1)),
+        (
+            "max_lease",
+            Box::new(|o| o.max_lease_secs = o.min_lease_secs - 1),
+        ),
         ("country", Box::new(|o| o.location.country = "de".into())),
-        ("gpu count", Box::new(|o| o.instance.gpu = Some(Gpu { model: "A100".into(), count: 0 }))),
+        (
+            "gpu count",
+            Box::new(|o| {
+                o.instance.gpu = Some(Gpu {
+                    model: "A100".into(),
+                    count: 0,
+                })
+            }),
+        ),
     ];
     for (field, mutate) in cases {
         let mut o = offer(&key(1), 1, 1, 500);
@@ -81,7 +98,10 @@ fn charter_rules_are_enforced() {
     o.expires_at = o.created_at + 1000;
     assert_eq!(
         validate_offer(&signed(o.clone()), NOW, Some(&c)),
-        Err(ValidationError::PriceStep { price: 550, step: 100 })
+        Err(ValidationError::PriceStep {
+            price: 550,
+            step: 100
+        })
     );
     o.price_sats_per_hour = 600;
     assert_eq!(validate_offer(&signed(o.clone()), NOW, Some(&c)), Ok(()));
@@ -118,15 +138,24 @@ fn oversized_unknown_version_and_wrong_kind_are_refused_before_decoding() {
         Err(DecodeError::TooLarge { .. })
     ));
     bytes[0] = 2;
-    assert_eq!(Signed::<Offer>::from_bytes(&bytes), Err(DecodeError::UnknownVersion(2)));
+    assert_eq!(
+        Signed::<Offer>::from_bytes(&bytes),
+        Err(DecodeError::UnknownVersion(2))
+    );
     bytes[0] = 1;
     bytes[1] = Kind::Bid as u8;
     assert!(matches!(
         Signed::<Offer>::from_bytes(&bytes),
-        Err(DecodeError::WrongKind { expected: "offer", .. })
+        Err(DecodeError::WrongKind {
+            expected: "offer",
+            ..
+        })
     ));
     bytes[1] = 99;
-    assert_eq!(AnyMessage::from_bytes(&bytes), Err(DecodeError::UnknownKind(99)));
+    assert_eq!(
+        AnyMessage::from_bytes(&bytes),
+        Err(DecodeError::UnknownKind(99))
+    );
 }
 
 #[test]
@@ -163,7 +192,12 @@ fn book_rejects_replayed_sequences_and_honours_withdrawals() {
         Err(ValidationError::SequenceNotNewer { have: 2, got: 1 })
     );
     let v3 = Signed::sign(offer(&k, 1, 3, 450), &k);
-    assert_eq!(book.insert(v3, NOW), Ok(Inserted::Superseded { previous_sequence: 2 }));
+    assert_eq!(
+        book.insert(v3, NOW),
+        Ok(Inserted::Superseded {
+            previous_sequence: 2
+        })
+    );
     assert_eq!(book.len(), 1);
 
     let w = Signed::sign(
@@ -183,9 +217,15 @@ fn book_rejects_replayed_sequences_and_honours_withdrawals() {
     // A delayed copy of the withdrawn version stays out; a newer version comes back.
     assert!(matches!(
         book.insert(Signed::sign(offer(&k, 1, 3, 450), &k), NOW),
-        Err(ValidationError::Withdrawn { withdrawn: 3, got: 3 })
+        Err(ValidationError::Withdrawn {
+            withdrawn: 3,
+            got: 3
+        })
     ));
-    assert_eq!(book.insert(Signed::sign(offer(&k, 1, 4, 450), &k), NOW), Ok(Inserted::New));
+    assert_eq!(
+        book.insert(Signed::sign(offer(&k, 1, 4, 450), &k), NOW),
+        Ok(Inserted::New)
+    );
 }
 
 #[test]
@@ -195,10 +235,17 @@ fn book_expires_by_ttl() {
     let mut short = offer(&k, 1, 1, 500);
     short.expires_at = NOW + 60;
     book.insert(Signed::sign(short, &k), NOW).unwrap();
-    book.insert(Signed::sign(offer(&k, 2, 1, 500), &k), NOW).unwrap();
+    book.insert(Signed::sign(offer(&k, 2, 1, 500), &k), NOW)
+        .unwrap();
     assert_eq!(book.expire(NOW + 59), vec![]);
     let gone = book.expire(NOW + 60);
-    assert_eq!(gone, vec![OfferKey { provider: k.node_id(), offer_id: 1 }]);
+    assert_eq!(
+        gone,
+        vec![OfferKey {
+            provider: k.node_id(),
+            offer_id: 1
+        }]
+    );
     assert_eq!(book.len(), 1);
     // A query never returns an offer past its expiry, even before expire() runs.
     assert!(book.query(&OfferQuery::default(), NOW + 3600).is_empty());
@@ -208,7 +255,10 @@ fn book_expires_by_ttl() {
 fn queries_filter_every_dimension_and_sort_by_price() {
     let mut book = OfferBook::new();
     let mut gpu = offer(&key(1), 1, 1, 9000);
-    gpu.instance.gpu = Some(Gpu { model: "A100".into(), count: 2 });
+    gpu.instance.gpu = Some(Gpu {
+        model: "A100".into(),
+        count: 2,
+    });
     let mut arm = offer(&key(2), 1, 1, 300);
     arm.instance.arch = Arch::Aarch64;
     arm.location.country = "FR".into();
@@ -220,21 +270,81 @@ fn queries_filter_every_dimension_and_sort_by_price() {
         book.insert(Signed::sign(o, &key(k)), NOW).unwrap();
     }
     let ask = |d: Demand| -> Vec<u64> {
-        book.query(&OfferQuery { pool: Some(pool()), demand: d, limit: 0 }, NOW)
-            .iter()
-            .map(|o| o.body().price_sats_per_hour)
-            .collect()
+        book.query(
+            &OfferQuery {
+                pool: Some(pool()),
+                demand: d,
+                limit: 0,
+            },
+            NOW,
+        )
+        .iter()
+        .map(|o| o.body().price_sats_per_hour)
+        .collect()
     };
     assert_eq!(ask(Demand::default()), vec![200, 300, 800, 9000]);
-    assert_eq!(ask(Demand { min_vcpus: 4, ..Demand::default() }), vec![800]);
-    assert_eq!(ask(Demand { gpu: GpuWanted::Some { model: Some("a100".into()), min_count: 1 }, ..Demand::default() }), vec![9000]);
-    assert_eq!(ask(Demand { gpu: GpuWanted::None, ..Demand::default() }), vec![200, 300, 800]);
-    assert_eq!(ask(Demand { arch: Some(Arch::Aarch64), ..Demand::default() }), vec![300]);
-    assert_eq!(ask(Demand { country: Some("fr".into()), ..Demand::default() }), vec![300]);
-    assert_eq!(ask(Demand { image: Some("ubuntu-24.04".into()), ..Demand::default() }), vec![800]);
-    assert_eq!(ask(Demand { max_price_sats_per_hour: Some(300), ..Demand::default() }), vec![200, 300]);
+    assert_eq!(
+        ask(Demand {
+            min_vcpus: 4,
+            ..Demand::default()
+        }),
+        vec![800]
+    );
+    assert_eq!(
+        ask(Demand {
+            gpu: GpuWanted::Some {
+                model: Some("a100".into()),
+                min_count: 1
+            },
+            ..Demand::default()
+        }),
+        vec![9000]
+    );
+    assert_eq!(
+        ask(Demand {
+            gpu: GpuWanted::None,
+            ..Demand::default()
+        }),
+        vec![200, 300, 800]
+    );
+    assert_eq!(
+        ask(Demand {
+            arch: Some(Arch::Aarch64),
+            ..Demand::default()
+        }),
+        vec![300]
+    );
+    assert_eq!(
+        ask(Demand {
+            country: Some("fr".into()),
+            ..Demand::default()
+        }),
+        vec![300]
+    );
+    assert_eq!(
+        ask(Demand {
+            image: Some("ubuntu-24.04".into()),
+            ..Demand::default()
+        }),
+        vec![800]
+    );
+    assert_eq!(
+        ask(Demand {
+            max_price_sats_per_hour: Some(300),
+            ..Demand::default()
+        }),
+        vec![200, 300]
+    );
     let other_pool = PoolId([9; 32]);
-    assert!(book.query(&OfferQuery { pool: Some(other_pool), ..OfferQuery::default() }, NOW).is_empty());
+    assert!(book
+        .query(
+            &OfferQuery {
+                pool: Some(other_pool),
+                ..OfferQuery::default()
+            },
+            NOW
+        )
+        .is_empty());
 }
 
 #[test]
@@ -253,16 +363,28 @@ fn bids_need_a_max_price_and_charters_a_sane_name() {
     };
     assert!(matches!(
         validate_bid(&Signed::sign(bid.clone(), &k), NOW),
-        Err(ValidationError::OutOfRange { field: "max_price", .. })
+        Err(ValidationError::OutOfRange {
+            field: "max_price",
+            ..
+        })
     ));
-    let priced = Bid { demand: Demand { max_price_sats_per_hour: Some(900), ..Demand::default() }, ..bid };
+    let priced = Bid {
+        demand: Demand {
+            max_price_sats_per_hour: Some(900),
+            ..Demand::default()
+        },
+        ..bid
+    };
     assert_eq!(validate_bid(&Signed::sign(priced, &k), NOW), Ok(()));
     let mut c = charter(&k);
     assert_eq!(validate_charter(&Signed::sign(c.clone(), &k), NOW), Ok(()));
     c.name = "bad name!".into();
     assert!(matches!(
         validate_charter(&Signed::sign(c, &k), NOW),
-        Err(ValidationError::OutOfRange { field: "pool name", .. })
+        Err(ValidationError::OutOfRange {
+            field: "pool name",
+            ..
+        })
     ));
 }
 
@@ -282,13 +404,26 @@ fn orders_need_an_ssh_key_and_metering_is_exact() {
         created_at: NOW,
         nonce: 42,
     };
-    assert_eq!(validate_order(&Signed::sign(order.clone(), &k), NOW), Ok(()));
-    let bad = Order { ssh_public_key: "hunter2".into(), ..order };
+    assert_eq!(
+        validate_order(&Signed::sign(order.clone(), &k), NOW),
+        Ok(())
+    );
+    let bad = Order {
+        ssh_public_key: "hunter2".into(),
+        ..order
+    };
     assert!(matches!(
         validate_order(&Signed::sign(bad, &k), NOW),
-        Err(ValidationError::OutOfRange { field: "ssh key", .. })
+        Err(ValidationError::OutOfRange {
+            field: "ssh key",
+            ..
+        })
     ));
     let o = offer(&k, 1, 1, 3600);
-    assert_eq!(o.cost_msat(1), 1000, "3600 sats/h is 1 sat = 1000 msat per second");
+    assert_eq!(
+        o.cost_msat(1),
+        1000,
+        "3600 sats/h is 1 sat = 1000 msat per second"
+    );
     assert_eq!(o.cost_msat(3600), 3_600_000);
 }

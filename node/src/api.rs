@@ -1,0 +1,438 @@
+//! The local HTTP JSON API. Binds loopback only and demands the cookie token on every request; the CLI is
+//! its main client. Every failure is a JSON `{ "error": code, "message": text }` with a 4xx/5xx status.
+
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use xov_protocol::{Arch, Demand, GpuWanted, Offer, OfferQuery, Signed};
+
+use crate::market::{Market, MarketError, OfferSpec};
+
+/// Unix seconds now. The daemon is the only place that reads the clock; the protocol takes time as input.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub market: Arc<RwLock<Market>>,
+    pub token: Arc<String>,
+    pub started_at: u64,
+    pub datadir: String,
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// An API error: HTTP status, a stable machine-readable code, and a sentence for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    pub error: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self)).into_response()
+    }
+}
+
+impl From<MarketError> for ApiError {
+    fn from(e: MarketError) -> Self {
+        let (status, code) = match &e {
+            MarketError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_offer"),
+            MarketError::UnknownPool(_) => (StatusCode::NOT_FOUND, "unknown_pool"),
+            MarketError::NoSuchOffer(_) => (StatusCode::NOT_FOUND, "no_such_offer"),
+            MarketError::TooManyOffers { .. } => (StatusCode::CONFLICT, "too_many_offers"),
+            MarketError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::new(e.status(), "bad_body", e.body_text())
+    }
+}
+
+fn poisoned() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "node state lock poisoned",
+    )
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from response timing.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_cookie(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same_token(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_cookie",
+            "the API token does not match; the daemon writes a fresh one to <datadir>/.cookie at each start",
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no_cookie",
+            "send `Authorization: Bearer <token>` with the token from <datadir>/.cookie (the xov CLI does this)",
+        )
+        .into_response(),
+    }
+}
+
+/// Node status.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    /// This node's id (its ed25519 public key, base58).
+    pub node_id: String,
+    pub version: String,
+    pub datadir: String,
+    pub started_at: u64,
+    pub uptime_secs: u64,
+    pub offers: usize,
+    pub pools: usize,
+}
+
+#[utoipa::path(get, path = "/v1/status", responses((status = 200, body = Status), (status = 401, body = ApiError)))]
+async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
+    let m = st.market.read().map_err(|_| poisoned())?;
+    let now = unix_now();
+    Ok(Json(Status {
+        node_id: m.node_id().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        datadir: st.datadir.clone(),
+        started_at: st.started_at,
+        uptime_secs: now.saturating_sub(st.started_at),
+        offers: m.book().len(),
+        pools: m.pools().count(),
+    }))
+}
+
+/// One offer as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OfferView {
+    /// Message id (hex SHA-256 of the signed offer).
+    pub id: String,
+    pub provider: String,
+    pub pool: String,
+    pub offer_id: u64,
+    pub sequence: u64,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub vcpus: u32,
+    pub ram_mib: u32,
+    pub disk_gib: u32,
+    pub gpu_model: Option<String>,
+    pub gpu_count: u16,
+    pub arch: String,
+    pub images: Vec<String>,
+    pub price_sats_per_hour: u64,
+    pub min_lease_secs: u32,
+    pub max_lease_secs: u32,
+    pub country: String,
+    pub region: String,
+    pub capacity: u32,
+    /// The canonical signed bytes, hex, for anyone who wants to verify the provider's signature.
+    pub signed_hex: String,
+}
+
+impl From<&Signed<Offer>> for OfferView {
+    fn from(s: &Signed<Offer>) -> Self {
+        let o = s.body();
+        OfferView {
+            id: s.id().to_string(),
+            provider: o.provider.to_string(),
+            pool: o.pool.to_string(),
+            offer_id: o.offer_id,
+            sequence: o.sequence,
+            created_at: o.created_at,
+            expires_at: o.expires_at,
+            vcpus: o.instance.vcpus,
+            ram_mib: o.instance.ram_mib,
+            disk_gib: o.instance.disk_gib,
+            gpu_model: o.instance.gpu.as_ref().map(|g| g.model.clone()),
+            gpu_count: o.instance.gpu.as_ref().map_or(0, |g| g.count),
+            arch: o.instance.arch.as_str().to_string(),
+            images: o.images.clone(),
+            price_sats_per_hour: o.price_sats_per_hour,
+            min_lease_secs: o.min_lease_secs,
+            max_lease_secs: o.max_lease_secs,
+            country: o.location.country.clone(),
+            region: o.location.region.clone(),
+            capacity: o.capacity,
+            signed_hex: hex::encode(s.to_bytes()),
+        }
+    }
+}
+
+/// Filters for `GET /v1/offers`. Every filter is optional.
+#[derive(Debug, Default, Deserialize, Serialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OfferFilter {
+    /// Pool name or id.
+    pub pool: Option<String>,
+    pub min_vcpus: Option<u32>,
+    pub min_ram_mib: Option<u32>,
+    pub min_disk_gib: Option<u32>,
+    /// `any` (must have a GPU), `none` (must not), or a model name such as `A100`.
+    pub gpu: Option<String>,
+    pub image: Option<String>,
+    pub max_price: Option<u64>,
+    /// ISO country code.
+    pub country: Option<String>,
+    pub region: Option<String>,
+    /// x86_64, aarch64 or riscv64.
+    pub arch: Option<String>,
+    /// Only this node's own offers.
+    pub mine: Option<bool>,
+    /// At most this many offers (default 100).
+    pub limit: Option<usize>,
+}
+
+impl OfferFilter {
+    fn to_query(&self, m: &Market) -> Result<OfferQuery, ApiError> {
+        let pool = match &self.pool {
+            Some(p) => Some(m.resolve_pool(Some(p))?),
+            None => None,
+        };
+        let gpu = match self.gpu.as_deref() {
+            None => GpuWanted::DontCare,
+            Some("none") => GpuWanted::None,
+            Some("any") => GpuWanted::Some {
+                model: None,
+                min_count: 1,
+            },
+            Some(model) => GpuWanted::Some {
+                model: Some(model.to_string()),
+                min_count: 1,
+            },
+        };
+        let arch = match &self.arch {
+            Some(a) => Some(
+                a.parse::<Arch>()
+                    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e))?,
+            ),
+            None => None,
+        };
+        Ok(OfferQuery {
+            pool,
+            demand: Demand {
+                min_vcpus: self.min_vcpus.unwrap_or(0),
+                min_ram_mib: self.min_ram_mib.unwrap_or(0),
+                min_disk_gib: self.min_disk_gib.unwrap_or(0),
+                gpu,
+                image: self.image.clone(),
+                arch,
+                country: self.country.clone(),
+                region: self.region.clone(),
+                max_price_sats_per_hour: self.max_price,
+            },
+            limit: self.limit.unwrap_or(100),
+        })
+    }
+}
+
+#[utoipa::path(get, path = "/v1/offers", params(OfferFilter),
+    responses((status = 200, body = [OfferView]), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+async fn list_offers(
+    State(st): State<AppState>,
+    filter: Result<Query<OfferFilter>, QueryRejection>,
+) -> Result<Json<Vec<OfferView>>, ApiError> {
+    let Query(filter) = filter?;
+    let m = st.market.read().map_err(|_| poisoned())?;
+    let mut q = filter.to_query(&m)?;
+    let now = unix_now();
+    let me = m.node_id();
+    let limit = std::mem::take(&mut q.limit);
+    let views = m
+        .query(&q, now)
+        .into_iter()
+        .filter(|o| !filter.mine.unwrap_or(false) || o.body().provider == me)
+        .take(if limit == 0 { usize::MAX } else { limit })
+        .map(OfferView::from)
+        .collect();
+    Ok(Json(views))
+}
+
+#[utoipa::path(post, path = "/v1/offers", request_body = OfferSpec,
+    responses((status = 201, body = OfferView), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
+async fn publish_offer(
+    State(st): State<AppState>,
+    spec: Result<Json<OfferSpec>, JsonRejection>,
+) -> Result<(StatusCode, Json<OfferView>), ApiError> {
+    let Json(spec) = spec?;
+    let mut m = st.market.write().map_err(|_| poisoned())?;
+    let signed = m.publish(&spec, unix_now())?;
+    Ok((StatusCode::CREATED, Json(OfferView::from(&signed))))
+}
+
+/// Result of a withdrawal.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Withdrawn {
+    pub offer_id: u64,
+    pub sequence: u64,
+}
+
+#[utoipa::path(delete, path = "/v1/offers/{offer_id}", params(("offer_id" = u64, Path, description = "id of one of this node's offers")),
+    responses((status = 200, body = Withdrawn), (status = 404, body = ApiError)))]
+async fn withdraw_offer(
+    State(st): State<AppState>,
+    offer_id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<Withdrawn>, ApiError> {
+    let Path(offer_id) =
+        offer_id.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))?;
+    let mut m = st.market.write().map_err(|_| poisoned())?;
+    let w = m.withdraw_own(offer_id, unix_now())?;
+    Ok(Json(Withdrawn {
+        offer_id,
+        sequence: w.body().sequence,
+    }))
+}
+
+/// A pool this node knows.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PoolView {
+    pub id: String,
+    pub name: String,
+    pub founder: String,
+    pub created_at: u64,
+    /// Who may publish: `anyone` or an allow-list of node ids.
+    pub publish: Vec<String>,
+    pub min_price_step_sats: u64,
+    pub min_ttl_secs: u32,
+    pub max_ttl_secs: u32,
+    pub max_offers_per_provider: u32,
+    /// Live offers in this node's book.
+    pub offers: usize,
+}
+
+#[utoipa::path(get, path = "/v1/pools", responses((status = 200, body = [PoolView])))]
+async fn list_pools(State(st): State<AppState>) -> Result<Json<Vec<PoolView>>, ApiError> {
+    let m = st.market.read().map_err(|_| poisoned())?;
+    let views = m
+        .pools()
+        .map(|c| {
+            let b = c.body();
+            let id = b.pool_id();
+            PoolView {
+                id: id.to_string(),
+                name: b.name.clone(),
+                founder: b.founder.to_string(),
+                created_at: b.created_at,
+                publish: match &b.rules.publish {
+                    xov_protocol::PublishPolicy::Anyone => vec!["anyone".into()],
+                    xov_protocol::PublishPolicy::AllowList(ids) => {
+                        ids.iter().map(|i| i.to_string()).collect()
+                    }
+                },
+                min_price_step_sats: b.rules.min_price_step_sats,
+                min_ttl_secs: b.rules.min_ttl_secs,
+                max_ttl_secs: b.rules.max_ttl_secs,
+                max_offers_per_provider: b.rules.max_offers_per_provider,
+                offers: m.book().iter_pool(&id).count(),
+            }
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+/// Acknowledgement of a stop request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Stopping {
+    pub stopping: bool,
+}
+
+#[utoipa::path(post, path = "/v1/node/stop", responses((status = 200, body = Stopping)))]
+async fn stop(State(st): State<AppState>) -> Json<Stopping> {
+    let _ = st.shutdown.send(true);
+    Json(Stopping { stopping: true })
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "xov node local API",
+        description = "Local control API of an xov node. Loopback only; every request needs `Authorization: Bearer <token from <datadir>/.cookie>`."
+    ),
+    paths(status, list_offers, publish_offer, withdraw_offer, list_pools, stop),
+    components(schemas(Status, OfferView, OfferSpec, Withdrawn, PoolView, Stopping, ApiError))
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; GET /openapi.json lists them",
+    )
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/offers", get(list_offers).post(publish_offer))
+        .route("/v1/offers/{offer_id}", delete(withdraw_offer))
+        .route("/v1/pools", get(list_pools))
+        .route("/v1/node/stop", post(stop))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; GET /openapi.json lists them",
+            )
+        })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_cookie,
+        ))
+        // Bodies are small JSON documents; refuse anything large before reading it.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}

@@ -1,0 +1,168 @@
+//! Command-line interface of the `xov` binary. Every command except `node run` talks to a running daemon.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xov",
+    version,
+    about = "xov: a peer-to-peer compute exchange settled in bitcoin",
+    long_about = "xov: a peer-to-peer compute exchange settled in bitcoin.\n\nStart a node with `xov node run`; every other command talks to that node through its local API."
+)]
+pub struct Cli {
+    /// Data directory of the node (key, database, cookie).
+    #[arg(long, global = true, env = "XOV_DATADIR", value_name = "DIR")]
+    pub datadir: Option<PathBuf>,
+    /// Address of the node's local API (default: read from <datadir>/api).
+    #[arg(long, global = true, env = "XOV_API", value_name = "HOST:PORT")]
+    pub api: Option<String>,
+    /// Machine-readable JSON output instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run or stop the node daemon.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Show the running node's id, uptime and counts.
+    Status,
+    /// Browse the offer book.
+    #[command(subcommand)]
+    Offers(OffersCommand),
+    /// Publish or withdraw this node's own offers (providers).
+    #[command(subcommand)]
+    Offer(OfferCommand),
+    /// Pools this node knows.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Start the daemon in the foreground (Ctrl-C or SIGTERM stops it cleanly).
+    Run {
+        /// Log as JSON lines.
+        #[arg(long)]
+        log_json: bool,
+        /// Log filter, e.g. `debug` or `xov_node=debug,info` (also XOV_LOG_LEVEL).
+        #[arg(long, value_name = "FILTER")]
+        log_level: Option<String>,
+    },
+    /// Ask the running daemon to stop.
+    Stop,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffersCommand {
+    /// List offers, cheapest first.
+    List(OfferFilterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OfferFilterArgs {
+    /// Pool name or id.
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// At least this many vCPUs.
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// At least this much RAM, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub ram: Option<u32>,
+    /// At least this much disk, in GiB.
+    #[arg(long, value_name = "GIB")]
+    pub disk: Option<u32>,
+    /// `any`, `none`, or a GPU model such as A100.
+    #[arg(long)]
+    pub gpu: Option<String>,
+    /// OS image the offer must list, e.g. debian-12.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Highest price in sats per hour.
+    #[arg(long, value_name = "SATS")]
+    pub max_price: Option<u64>,
+    /// ISO country code, e.g. DE.
+    #[arg(long)]
+    pub country: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// x86_64, aarch64 or riscv64.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Only this node's own offers.
+    #[arg(long)]
+    pub mine: bool,
+    /// At most this many offers.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OfferCommand {
+    /// Sign and publish an offer, from flags or a TOML file (flags override the file).
+    Publish(PublishArgs),
+    /// Withdraw one of this node's offers.
+    Withdraw {
+        /// The offer id (see `xov offers list --mine`).
+        offer_id: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// TOML file with the offer's fields (same names as the API's OfferSpec).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// Replace the offer with this id instead of adding one.
+    #[arg(long)]
+    pub offer_id: Option<u64>,
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// RAM in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub ram: Option<u32>,
+    /// Disk in GiB.
+    #[arg(long, value_name = "GIB")]
+    pub disk: Option<u32>,
+    #[arg(long, value_name = "MODEL")]
+    pub gpu: Option<String>,
+    #[arg(long)]
+    pub gpu_count: Option<u16>,
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// OS image offered; repeat for several.
+    #[arg(long = "image", value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Price in sats per hour.
+    #[arg(long, value_name = "SATS")]
+    pub price: Option<u64>,
+    #[arg(long)]
+    pub min_lease_secs: Option<u32>,
+    #[arg(long)]
+    pub max_lease_secs: Option<u32>,
+    /// ISO country code, e.g. DE.
+    #[arg(long)]
+    pub country: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// How many machines of this shape can run at once.
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// Lifetime of the offer in seconds.
+    #[arg(long)]
+    pub ttl_secs: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// List known pools and their rules.
+    List,
+}

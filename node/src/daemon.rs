@@ -1,0 +1,108 @@
+//! `xov node run`: lock the data dir, load state, serve the local API, stop cleanly on SIGINT/SIGTERM.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use rand_core::{OsRng, RngCore};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use xov_protocol::Keypair;
+
+use crate::api::{self, unix_now, AppState};
+use crate::config::Config;
+use crate::datadir::{DataDir, DB_DIR};
+use crate::market::Market;
+use crate::store::Store;
+
+/// How often expired offers are pruned from memory and disk.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
+
+pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
+    dd.create()?;
+    let _lock = dd.lock()?;
+    let (key, created) = dd.load_or_create_key(|| Keypair::generate(&mut OsRng))?;
+    let node_id = key.node_id();
+    if created {
+        info!(%node_id, "created a new node key");
+    }
+    let db_path = dd.path(DB_DIR);
+    let store = Store::open(&db_path)
+        .with_context(|| format!("cannot open the database at {}", db_path.display()))?;
+    let (market, report) = Market::load(key, store, unix_now())?;
+    if report.corrupt > 0 || report.rejected > 0 {
+        warn!(?report, "some stored entries were dropped");
+    }
+
+    let mut token = [0u8; 32];
+    OsRng.fill_bytes(&mut token);
+    let token = hex::encode(token);
+    dd.write_cookie(&token)?;
+
+    let listener = TcpListener::bind(cfg.api.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} for the local API; is another program using it? Set api.listen in {} or XOV_API_LISTEN (port 0 picks a free port)",
+            cfg.api.listen,
+            dd.path(crate::config::CONFIG_FILE).display()
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    dd.write_api_addr(&addr)?;
+
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+    let market = Arc::new(RwLock::new(market));
+    let state = AppState {
+        market: market.clone(),
+        token: Arc::new(token),
+        started_at: unix_now(),
+        datadir: dd.root().display().to_string(),
+        shutdown: shutdown_tx.clone(),
+    };
+
+    let expiry = tokio::spawn({
+        let market = market.clone();
+        async move {
+            let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Ok(mut m) = market.write() else { break };
+                match m.expire(unix_now()) {
+                    Ok(0) => {}
+                    Ok(n) => info!(count = n, "expired offers pruned"),
+                    Err(e) => error!(error = %e, "pruning expired offers failed"),
+                }
+            }
+        }
+    });
+
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received, stopping"),
+            _ = int.recv() => info!("SIGINT received, stopping"),
+        }
+        let _ = shutdown_tx.send(true);
+    });
+
+    info!(%node_id, api = %addr, datadir = %dd.root().display(), "node ready");
+    // One line on stdout when ready, for scripts and tests that start the daemon: they wait for it.
+    println!("xov node ready: node_id={node_id} api={addr}");
+
+    let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+        let _ = shutdown_rx.wait_for(|stop| *stop).await;
+    });
+    let result = serve.await;
+    expiry.abort();
+    dd.clear_runtime_files();
+    result.context("local API server failed")?;
+    info!("node stopped");
+    Ok(())
+}

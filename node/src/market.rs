@@ -1,0 +1,352 @@
+//! The node's view of the market: the offer book and known pools, kept in memory for queries and mirrored
+//! to the store before a change becomes visible.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::{info, warn};
+use utoipa::ToSchema;
+use xov_protocol::validate::{validate_charter, validate_offer, validate_withdrawal};
+use xov_protocol::{
+    public_charter, Arch, Gpu, Inserted, InstanceType, Keypair, Location, Offer, OfferBook,
+    OfferKey, OfferQuery, OfferWithdrawal, PoolCharter, PoolId, Signed, ValidationError,
+    PUBLIC_POOL_NAME,
+};
+
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Error)]
+pub enum MarketError {
+    #[error("offer rejected: {0}")]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("unknown pool '{0}'; `xov pool list` shows the pools this node knows")]
+    UnknownPool(String),
+    #[error("this node has no live offer with id {0}; `xov offers list --mine` shows yours")]
+    NoSuchOffer(u64),
+    #[error("pool '{pool}' allows at most {max} offers per provider")]
+    TooManyOffers { pool: String, max: u32 },
+}
+
+/// What a provider fills in to publish an offer (API body, or a TOML file for `xov offer publish --file`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfferSpec {
+    /// Pool name or id; the public pool when omitted.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Reuse an id to replace that offer; a new id is picked when omitted.
+    #[serde(default)]
+    pub offer_id: Option<u64>,
+    pub vcpus: u32,
+    pub ram_mib: u32,
+    pub disk_gib: u32,
+    #[serde(default)]
+    pub gpu_model: Option<String>,
+    #[serde(default)]
+    pub gpu_count: Option<u16>,
+    #[serde(default = "default_arch")]
+    #[schema(value_type = String, example = "x86_64")]
+    pub arch: Arch,
+    pub images: Vec<String>,
+    pub price_sats_per_hour: u64,
+    #[serde(default = "default_min_lease")]
+    pub min_lease_secs: u32,
+    #[serde(default = "default_max_lease")]
+    pub max_lease_secs: u32,
+    pub country: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+    /// How long the offer lives before it must be refreshed.
+    #[serde(default = "default_ttl")]
+    pub ttl_secs: u32,
+}
+
+fn default_arch() -> Arch {
+    Arch::X86_64
+}
+fn default_min_lease() -> u32 {
+    3600
+}
+fn default_max_lease() -> u32 {
+    30 * 24 * 3600
+}
+fn default_capacity() -> u32 {
+    1
+}
+fn default_ttl() -> u32 {
+    3600
+}
+
+/// What loading from disk found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LoadReport {
+    pub offers: usize,
+    pub expired: usize,
+    pub rejected: usize,
+    pub corrupt: usize,
+}
+
+pub struct Market {
+    key: Keypair,
+    book: OfferBook,
+    pools: BTreeMap<PoolId, Signed<PoolCharter>>,
+    store: Store,
+}
+
+impl Market {
+    /// Loads pools, withdrawals and offers from the store, re-validating each at `now`.
+    pub fn load(key: Keypair, store: Store, now: u64) -> Result<(Market, LoadReport), MarketError> {
+        let mut m = Market {
+            key,
+            book: OfferBook::new(),
+            pools: BTreeMap::new(),
+            store,
+        };
+        let mut report = LoadReport::default();
+        let public = public_charter();
+        m.store.put_pool(&public)?;
+        let pools = m.store.pools()?;
+        report.corrupt += pools.corrupt;
+        for c in pools.items {
+            if validate_charter(&c, now).is_ok() {
+                m.pools.insert(c.body().pool_id(), c);
+            } else {
+                report.rejected += 1;
+            }
+        }
+        let withdrawals = m.store.withdrawals()?;
+        report.corrupt += withdrawals.corrupt;
+        for w in withdrawals.items {
+            let key = OfferKey {
+                provider: w.body().provider,
+                offer_id: w.body().offer_id,
+            };
+            let charter = m.pools.get(&w.body().pool).map(|c| c.body());
+            match validate_withdrawal(&w, now, charter) {
+                Ok(()) => {
+                    let _ = m.book.withdraw(&w, now);
+                }
+                Err(_) => m.store.delete_withdrawal(&key)?,
+            }
+        }
+        let offers = m.store.offers()?;
+        report.corrupt += offers.corrupt;
+        for o in offers.items {
+            let key = OfferKey::of(o.body());
+            let charter = m.pools.get(&o.body().pool).map(|c| c.body());
+            let verdict = validate_offer(&o, now, charter).and_then(|()| m.book.insert(o, now));
+            match verdict {
+                Ok(_) => report.offers += 1,
+                Err(ValidationError::Expired { .. }) => {
+                    report.expired += 1;
+                    m.store.delete_offer(&key)?;
+                }
+                Err(e) => {
+                    warn!(error = %e, "dropping stored offer that no longer validates");
+                    report.rejected += 1;
+                    m.store.delete_offer(&key)?;
+                }
+            }
+        }
+        if report.corrupt > 0 {
+            warn!(
+                count = report.corrupt,
+                "skipped unreadable database entries"
+            );
+        }
+        info!(
+            offers = report.offers,
+            expired = report.expired,
+            pools = m.pools.len(),
+            "market loaded"
+        );
+        Ok((m, report))
+    }
+
+    pub fn node_id(&self) -> xov_protocol::NodeId {
+        self.key.node_id()
+    }
+
+    pub fn book(&self) -> &OfferBook {
+        &self.book
+    }
+
+    pub fn pools(&self) -> impl Iterator<Item = &Signed<PoolCharter>> {
+        self.pools.values()
+    }
+
+    /// Resolves a pool by name or hex id.
+    pub fn resolve_pool(&self, name_or_id: Option<&str>) -> Result<PoolId, MarketError> {
+        let wanted = name_or_id.unwrap_or(PUBLIC_POOL_NAME);
+        if let Ok(id) = wanted.parse::<PoolId>() {
+            if self.pools.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        let mut by_name = self.pools.values().filter(|c| c.body().name == wanted);
+        match (by_name.next(), by_name.next()) {
+            (Some(c), None) => Ok(c.body().pool_id()),
+            _ => Err(MarketError::UnknownPool(wanted.to_string())),
+        }
+    }
+
+    /// Accepts an offer from anyone (gossip, sync): validate against its pool, persist, then index.
+    pub fn accept_offer(
+        &mut self,
+        offer: Signed<Offer>,
+        now: u64,
+    ) -> Result<Inserted, MarketError> {
+        let charter = self.pools.get(&offer.body().pool).map(|c| c.body());
+        validate_offer(&offer, now, charter)?;
+        if let Some(c) = charter {
+            let key = OfferKey::of(offer.body());
+            let replacing = self.book.get(&key).is_some();
+            let held = self
+                .book
+                .count_for(&offer.body().provider, &offer.body().pool);
+            if !replacing && held >= c.rules.max_offers_per_provider as usize {
+                return Err(MarketError::TooManyOffers {
+                    pool: c.name.clone(),
+                    max: c.rules.max_offers_per_provider,
+                });
+            }
+        }
+        // Decide first, persist second, make visible last: a crash in between leaves the disk ahead of memory,
+        // which the next start's load resolves the same way.
+        match self.book.check_insert(&offer, now)? {
+            Inserted::Duplicate => Ok(Inserted::Duplicate),
+            _ => {
+                self.store.put_offer(&offer)?;
+                Ok(self.book.insert(offer, now)?)
+            }
+        }
+    }
+
+    /// Signs and accepts an offer of this node's own.
+    pub fn publish(&mut self, spec: &OfferSpec, now: u64) -> Result<Signed<Offer>, MarketError> {
+        let pool = self.resolve_pool(spec.pool.as_deref())?;
+        let me = self.key.node_id();
+        let offer_id = spec.offer_id.unwrap_or_else(|| {
+            (0..)
+                .find(|id| {
+                    self.book
+                        .get(&OfferKey {
+                            provider: me,
+                            offer_id: *id,
+                        })
+                        .is_none()
+                })
+                .expect("an unused id exists")
+        });
+        let key = OfferKey {
+            provider: me,
+            offer_id,
+        };
+        // Sequence never goes backwards, even across restarts that lost the old version: at least `now`.
+        let sequence = self
+            .book
+            .get(&key)
+            .map_or(now, |o| (o.body().sequence + 1).max(now));
+        let gpu = match (&spec.gpu_model, spec.gpu_count) {
+            (Some(model), count) => Some(Gpu {
+                model: model.clone(),
+                count: count.unwrap_or(1),
+            }),
+            (None, _) => None,
+        };
+        let body = Offer {
+            provider: me,
+            pool,
+            offer_id,
+            sequence,
+            created_at: now,
+            expires_at: now + spec.ttl_secs as u64,
+            instance: InstanceType {
+                vcpus: spec.vcpus,
+                ram_mib: spec.ram_mib,
+                disk_gib: spec.disk_gib,
+                gpu,
+                arch: spec.arch,
+            },
+            images: spec.images.clone(),
+            price_sats_per_hour: spec.price_sats_per_hour,
+            min_lease_secs: spec.min_lease_secs,
+            max_lease_secs: spec.max_lease_secs,
+            location: Location {
+                country: spec.country.clone(),
+                region: spec.region.clone(),
+            },
+            capacity: spec.capacity,
+            bond: None,
+        };
+        let signed = Signed::sign(body, &self.key);
+        self.accept_offer(signed.clone(), now)?;
+        Ok(signed)
+    }
+
+    /// Withdraws one of this node's own offers.
+    pub fn withdraw_own(
+        &mut self,
+        offer_id: u64,
+        now: u64,
+    ) -> Result<Signed<OfferWithdrawal>, MarketError> {
+        let me = self.key.node_id();
+        let key = OfferKey {
+            provider: me,
+            offer_id,
+        };
+        let held = self
+            .book
+            .get(&key)
+            .ok_or(MarketError::NoSuchOffer(offer_id))?
+            .body()
+            .clone();
+        let w = Signed::sign(
+            OfferWithdrawal {
+                provider: me,
+                pool: held.pool,
+                offer_id,
+                sequence: held.sequence,
+                created_at: now.min(held.expires_at - 1),
+                expires_at: held.expires_at,
+            },
+            &self.key,
+        );
+        self.accept_withdrawal(w.clone(), now)?;
+        Ok(w)
+    }
+
+    /// Accepts a withdrawal from anyone: validate, persist, apply.
+    pub fn accept_withdrawal(
+        &mut self,
+        w: Signed<OfferWithdrawal>,
+        now: u64,
+    ) -> Result<Option<Signed<Offer>>, MarketError> {
+        let charter = self.pools.get(&w.body().pool).map(|c| c.body());
+        validate_withdrawal(&w, now, charter)?;
+        self.store.put_withdrawal(&w)?;
+        let removed = self.book.withdraw(&w, now)?;
+        if let Some(o) = &removed {
+            self.store.delete_offer(&OfferKey::of(o.body()))?;
+        }
+        Ok(removed)
+    }
+
+    pub fn query(&self, q: &OfferQuery, now: u64) -> Vec<&Signed<Offer>> {
+        self.book.query(q, now)
+    }
+
+    /// Drops expired offers from memory and disk.
+    pub fn expire(&mut self, now: u64) -> Result<usize, MarketError> {
+        let gone = self.book.expire(now);
+        for k in &gone {
+            self.store.delete_offer(k)?;
+        }
+        Ok(gone.len())
+    }
+}

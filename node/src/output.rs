@@ -1,0 +1,138 @@
+//! Human-readable tables and JSON output for the CLI.
+
+use serde::Serialize;
+
+use crate::api::{OfferView, PoolView, Status};
+
+/// Prints `value` as JSON when asked, otherwise the human rendering.
+pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value)
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        );
+    } else {
+        println!("{}", human());
+    }
+}
+
+pub fn status(s: &Status) -> String {
+    format!(
+        "node id   {}\nversion   {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}",
+        s.node_id, s.version, s.datadir, s.uptime_secs, s.offers, s.pools
+    )
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Lays out rows under a header, each column as wide as its widest cell.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.into_iter().map(line));
+    out.join("\n")
+}
+
+pub fn offers(offers: &[OfferView]) -> String {
+    if offers.is_empty() {
+        return "no offers match; loosen the filters or try another --pool".into();
+    }
+    let rows = offers
+        .iter()
+        .map(|o| {
+            vec![
+                o.price_sats_per_hour.to_string(),
+                o.vcpus.to_string(),
+                o.ram_mib.to_string(),
+                o.disk_gib.to_string(),
+                match &o.gpu_model {
+                    Some(m) => format!("{}x{}", o.gpu_count, m),
+                    None => "-".into(),
+                },
+                o.arch.clone(),
+                short(&o.images.join(","), 30),
+                format!(
+                    "{}{}{}",
+                    o.country,
+                    if o.region.is_empty() { "" } else { "/" },
+                    short(&o.region, 16)
+                ),
+                o.capacity.to_string(),
+                short(&o.provider, 12),
+                o.offer_id.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SATS/H", "VCPU", "RAM_MIB", "DISK_GIB", "GPU", "ARCH", "IMAGES", "LOCATION", "CAP",
+            "PROVIDER", "OFFER",
+        ],
+        rows,
+    )
+}
+
+pub fn pools(pools: &[PoolView]) -> String {
+    let rows = pools
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                short(&p.id, 16),
+                p.offers.to_string(),
+                if p.publish == ["anyone"] {
+                    "anyone".into()
+                } else {
+                    format!("{} providers", p.publish.len())
+                },
+                format!("{}..{} s", p.min_ttl_secs, p.max_ttl_secs),
+                p.min_price_step_sats.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "ID", "OFFERS", "PUBLISH", "TTL", "PRICE_STEP"],
+        rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["A", "BB"],
+            vec![
+                vec!["xxx".into(), "y".into()],
+                vec!["z".into(), "wwww".into()],
+            ],
+        );
+        assert_eq!(t, "A    BB\nxxx  y\nz    wwww");
+    }
+}

@@ -1,0 +1,195 @@
+//! Durable state in RocksDB: signed offers, withdrawals and pool charters (later: leases).
+//!
+//! Values are the messages' canonical wire bytes, so what is stored is exactly what was verified, and a
+//! restarted node re-validates everything it loads instead of trusting its own disk blindly.
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
+use thiserror::Error;
+use xov_protocol::{Offer, OfferKey, OfferWithdrawal, PoolCharter, PoolId, Signed};
+
+const CF_OFFERS: &str = "offers";
+const CF_WITHDRAWALS: &str = "withdrawals";
+const CF_POOLS: &str = "pools";
+const CF_META: &str = "meta";
+const FAMILIES: [&str; 4] = [CF_OFFERS, CF_WITHDRAWALS, CF_POOLS, CF_META];
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rocksdb::Error),
+}
+
+pub struct Store {
+    db: DB,
+}
+
+fn offer_key(k: &OfferKey) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    out[..32].copy_from_slice(k.provider.as_bytes());
+    out[32..].copy_from_slice(&k.offer_id.to_be_bytes());
+    out
+}
+
+/// What a load found: messages that decoded, and how many entries were unreadable (logged, skipped).
+pub struct Loaded<T> {
+    pub items: Vec<T>,
+    pub corrupt: usize,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // A node is a small daemon: keep RocksDB's background work and memory modest.
+        opts.increase_parallelism(2);
+        opts.set_max_open_files(256);
+        let cfs = FAMILIES
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Store { db })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column families are created at open")
+    }
+
+    /// Writes are synced: a message acknowledged to the user survives a power cut.
+    fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.put_cf_opt(self.cf(cf), key, value, &wo)?;
+        Ok(())
+    }
+
+    fn delete(&self, cf: &str, key: &[u8]) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.delete_cf_opt(self.cf(cf), key, &wo)?;
+        Ok(())
+    }
+
+    fn load<T>(
+        &self,
+        cf: &str,
+        decode: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Loaded<T>, StoreError> {
+        let mut items = Vec::new();
+        let mut corrupt = 0;
+        for kv in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+            let (_, v) = kv?;
+            match decode(&v) {
+                Some(t) => items.push(t),
+                None => corrupt += 1,
+            }
+        }
+        Ok(Loaded { items, corrupt })
+    }
+
+    pub fn put_offer(&self, offer: &Signed<Offer>) -> Result<(), StoreError> {
+        self.put(
+            CF_OFFERS,
+            &offer_key(&OfferKey::of(offer.body())),
+            &offer.to_bytes(),
+        )
+    }
+
+    pub fn delete_offer(&self, key: &OfferKey) -> Result<(), StoreError> {
+        self.delete(CF_OFFERS, &offer_key(key))
+    }
+
+    pub fn offers(&self) -> Result<Loaded<Signed<Offer>>, StoreError> {
+        self.load(CF_OFFERS, |b| Signed::from_bytes(b).ok())
+    }
+
+    pub fn put_withdrawal(&self, w: &Signed<OfferWithdrawal>) -> Result<(), StoreError> {
+        let b = w.body();
+        let key = OfferKey {
+            provider: b.provider,
+            offer_id: b.offer_id,
+        };
+        self.put(CF_WITHDRAWALS, &offer_key(&key), &w.to_bytes())
+    }
+
+    pub fn delete_withdrawal(&self, key: &OfferKey) -> Result<(), StoreError> {
+        self.delete(CF_WITHDRAWALS, &offer_key(key))
+    }
+
+    pub fn withdrawals(&self) -> Result<Loaded<Signed<OfferWithdrawal>>, StoreError> {
+        self.load(CF_WITHDRAWALS, |b| Signed::from_bytes(b).ok())
+    }
+
+    pub fn put_pool(&self, charter: &Signed<PoolCharter>) -> Result<(), StoreError> {
+        let id: PoolId = charter.body().pool_id();
+        self.put(CF_POOLS, id.as_bytes(), &charter.to_bytes())
+    }
+
+    pub fn pools(&self) -> Result<Loaded<Signed<PoolCharter>>, StoreError> {
+        self.load(CF_POOLS, |b| Signed::from_bytes(b).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xov_protocol::*;
+
+    fn offer(k: &Keypair, id: u64) -> Signed<Offer> {
+        Signed::sign(
+            Offer {
+                provider: k.node_id(),
+                pool: public_charter().body().pool_id(),
+                offer_id: id,
+                sequence: 1,
+                created_at: 100,
+                expires_at: 4000,
+                instance: InstanceType {
+                    vcpus: 1,
+                    ram_mib: 512,
+                    disk_gib: 1,
+                    gpu: None,
+                    arch: Arch::X86_64,
+                },
+                images: vec!["tiny".into()],
+                price_sats_per_hour: 10,
+                min_lease_secs: 60,
+                max_lease_secs: 3600,
+                location: Location {
+                    country: "NL".into(),
+                    region: String::new(),
+                },
+                capacity: 1,
+                bond: None,
+            },
+            k,
+        )
+    }
+
+    #[test]
+    fn offers_survive_reopen_and_corrupt_entries_are_counted_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = Keypair::from_secret_bytes(&[3; 32]);
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_offer(&offer(&k, 1)).unwrap();
+            s.put_offer(&offer(&k, 2)).unwrap();
+            s.delete_offer(&OfferKey {
+                provider: k.node_id(),
+                offer_id: 2,
+            })
+            .unwrap();
+            s.put_pool(&public_charter()).unwrap();
+            s.put(CF_OFFERS, b"junk-key", b"not a message").unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let loaded = s.offers().unwrap();
+        assert_eq!(loaded.items, vec![offer(&k, 1)]);
+        assert_eq!(loaded.corrupt, 1);
+        assert_eq!(s.pools().unwrap().items, vec![public_charter()]);
+    }
+}

@@ -1,0 +1,268 @@
+//! Writes a seed corpus for every fuzz target into `corpus/<target>/` (valid, signed messages of each kind and
+//! a few book scripts), so the fuzzers start past the framing and the key checks.
+//!
+//! Run from `protocol/fuzz`: `cargo run --example seeds` (stable is enough). `corpus/` is git-ignored.
+
+use std::fs;
+use std::path::Path;
+
+use xov_protocol::*;
+use xov_protocol_fuzz::NOW;
+
+fn key(n: u8) -> Keypair {
+    Keypair::from_secret_bytes(&[n; 32])
+}
+
+fn charter(founder: &Keypair, publish: PublishPolicy) -> PoolCharter {
+    PoolCharter {
+        name: "seed-pool".into(),
+        founder: founder.node_id(),
+        created_at: NOW - 1000,
+        rules: PoolRules {
+            publish,
+            ..PoolRules::default()
+        },
+    }
+}
+
+fn offer(
+    provider: &Keypair,
+    pool: PoolId,
+    offer_id: u64,
+    sequence: u64,
+    price: u64,
+    gpu: bool,
+) -> Offer {
+    Offer {
+        provider: provider.node_id(),
+        pool,
+        offer_id,
+        sequence,
+        created_at: NOW - 10,
+        expires_at: NOW + 3600 + sequence,
+        instance: InstanceType {
+            vcpus: 2,
+            ram_mib: 4096,
+            disk_gib: 40,
+            gpu: gpu.then(|| Gpu {
+                model: "A100".into(),
+                count: 1,
+            }),
+            arch: Arch::X86_64,
+        },
+        images: vec!["debian-12".into(), "ubuntu-24.04".into()],
+        price_sats_per_hour: price,
+        min_lease_secs: 3600,
+        max_lease_secs: 30 * 24 * 3600,
+        location: Location {
+            country: "DE".into(),
+            region: "Bavaria".into(),
+        },
+        capacity: 4,
+        bond: gpu.then_some(BondRef {
+            txid: [7; 32],
+            vout: 1,
+        }),
+    }
+}
+
+fn withdrawal(provider: &Keypair, pool: PoolId, offer_id: u64, sequence: u64) -> OfferWithdrawal {
+    OfferWithdrawal {
+        provider: provider.node_id(),
+        pool,
+        offer_id,
+        sequence,
+        created_at: NOW - 5,
+        expires_at: NOW + 3600,
+    }
+}
+
+fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
+    let d = dir.join(target);
+    fs::create_dir_all(&d).expect("create corpus directory");
+    fs::write(d.join(name), bytes).expect("write seed");
+}
+
+/// One book-script operation that inserts or withdraws `msg` (opcode 0, u16 length, bytes).
+fn op_msg(script: &mut Vec<u8>, msg: &[u8]) {
+    script.push(0);
+    script.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    script.extend_from_slice(msg);
+}
+
+fn main() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let dir = corpus.as_path();
+    let (p1, p2, buyer, founder) = (key(1), key(2), key(3), key(4));
+    let pool = charter(&founder, PublishPolicy::Anyone).pool_id();
+
+    let offers = [
+        Signed::sign(offer(&p1, pool, 1, 1, 100, false), &p1),
+        Signed::sign(offer(&p1, pool, 1, 2, 90, false), &p1),
+        Signed::sign(offer(&p2, pool, 7, 1, 100, true), &p2),
+        Signed::sign(offer(&p2, PoolId([9; 32]), 8, 0, 5000, false), &p2),
+    ];
+    let withdrawals = [
+        Signed::sign(withdrawal(&p1, pool, 1, 1), &p1),
+        Signed::sign(withdrawal(&p2, pool, 7, 5), &p2),
+    ];
+    let charters = [
+        Signed::sign(charter(&founder, PublishPolicy::Anyone), &founder),
+        Signed::sign(
+            charter(
+                &founder,
+                PublishPolicy::AllowList(vec![p1.node_id(), p2.node_id()]),
+            ),
+            &founder,
+        ),
+    ];
+    let bids = [
+        Signed::sign(
+            Bid {
+                buyer: buyer.node_id(),
+                pool,
+                bid_id: 1,
+                sequence: 1,
+                created_at: NOW,
+                expires_at: NOW + 600,
+                demand: Demand {
+                    min_vcpus: 2,
+                    image: Some("debian-12".into()),
+                    max_price_sats_per_hour: Some(200),
+                    ..Demand::default()
+                },
+                hours: 24,
+                count: 1,
+            },
+            &buyer,
+        ),
+        Signed::sign(
+            Bid {
+                buyer: buyer.node_id(),
+                pool,
+                bid_id: 2,
+                sequence: 0,
+                created_at: NOW,
+                expires_at: NOW + 600,
+                demand: Demand {
+                    gpu: GpuWanted::Some {
+                        model: Some("A100".into()),
+                        min_count: 1,
+                    },
+                    arch: Some(Arch::Aarch64),
+                    country: Some("DE".into()),
+                    region: Some("Bavaria".into()),
+                    max_price_sats_per_hour: Some(10_000),
+                    ..Demand::default()
+                },
+                hours: 1,
+                count: 3,
+            },
+            &buyer,
+        ),
+    ];
+    let order = Signed::sign(
+        Order {
+            buyer: buyer.node_id(),
+            provider: p1.node_id(),
+            pool,
+            offer_id: 1,
+            offer_sequence: 2,
+            image: "debian-12".into(),
+            hours: 24,
+            ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFuzz buyer@example".into(),
+            refund_address: Some("bc1qexampleexampleexampleexampleexample0".into()),
+            created_at: NOW,
+            nonce: 42,
+        },
+        &buyer,
+    );
+    let invoice = Signed::sign(
+        Invoice {
+            provider: p1.node_id(),
+            buyer: buyer.node_id(),
+            lease_id: order.id(),
+            address: "bc1qexampleexampleexampleexampleexample1".into(),
+            amount_sats: 2160,
+            price_sats_per_hour: 90,
+            hours: 24,
+            min_confirmations: 1,
+            created_at: NOW,
+            expires_at: NOW + 900,
+        },
+        &p1,
+    );
+    let notices: Vec<_> = lease::ALL_STATES
+        .iter()
+        .map(|&state| {
+            Signed::sign(
+                LeaseNotice {
+                    from: p1.node_id(),
+                    lease_id: order.id(),
+                    state,
+                    at: NOW,
+                    detail: format!("now {state:?}"),
+                },
+                &p1,
+            )
+        })
+        .collect();
+
+    let mut all: Vec<Vec<u8>> = Vec::new();
+    for (i, m) in offers.iter().enumerate() {
+        write(dir, "offer", &format!("seed-{i}"), &m.to_bytes());
+        all.push(m.to_bytes());
+    }
+    for (i, m) in withdrawals.iter().enumerate() {
+        write(dir, "offer_withdrawal", &format!("seed-{i}"), &m.to_bytes());
+        all.push(m.to_bytes());
+    }
+    for (i, m) in charters.iter().enumerate() {
+        write(dir, "pool_charter", &format!("seed-{i}"), &m.to_bytes());
+        all.push(m.to_bytes());
+    }
+    for (i, m) in bids.iter().enumerate() {
+        write(dir, "bid", &format!("seed-{i}"), &m.to_bytes());
+        all.push(m.to_bytes());
+    }
+    write(dir, "order", "seed-0", &order.to_bytes());
+    all.push(order.to_bytes());
+    write(dir, "invoice", "seed-0", &invoice.to_bytes());
+    all.push(invoice.to_bytes());
+    for (i, m) in notices.iter().enumerate() {
+        write(dir, "lease_notice", &format!("seed-{i}"), &m.to_bytes());
+        all.push(m.to_bytes());
+    }
+    for (i, bytes) in all.iter().enumerate() {
+        write(dir, "any_message", &format!("seed-{i}"), bytes);
+    }
+
+    // Book scripts: inserts, a supersession, withdrawals, queries, and the clock running out.
+    let mut script = Vec::new();
+    for o in &offers {
+        op_msg(&mut script, &o.to_bytes());
+    }
+    script.extend_from_slice(&[3, 0b011]);
+    script.extend_from_slice(&150u64.to_be_bytes());
+    script.push(0);
+    op_msg(&mut script, &withdrawals[0].to_bytes());
+    op_msg(&mut script, &offers[0].to_bytes());
+    op_msg(&mut script, &withdrawals[1].to_bytes());
+    script.extend_from_slice(&[3, 0b100, 2, 10]);
+    script.push(2);
+    script.extend_from_slice(&3601u32.to_be_bytes());
+    script.extend_from_slice(&[3, 0, 0]);
+    write(dir, "book", "seed-0", &script);
+
+    let mut reversed = Vec::new();
+    for o in offers.iter().rev() {
+        op_msg(&mut reversed, &o.to_bytes());
+    }
+    for w in withdrawals.iter().rev() {
+        op_msg(&mut reversed, &w.to_bytes());
+    }
+    reversed.extend_from_slice(&[3, 0, 0]);
+    write(dir, "book", "seed-1", &reversed);
+
+    eprintln!("wrote seeds under {}", dir.display());
+}

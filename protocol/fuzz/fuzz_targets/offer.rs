@@ -1,0 +1,24 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use xov_protocol::validate::validate_offer;
+use xov_protocol::{Offer, PoolCharter, PoolRules};
+use xov_protocol_fuzz::{decode_canonical, NOW};
+
+fuzz_target!(|data: &[u8]| {
+    let Some(msg) = decode_canonical::<Offer>(data) else {
+        return;
+    };
+    let _ = validate_offer(&msg, NOW, None);
+    // Against a charter for the offer's own author, so the charter checks run past the pool id comparison only
+    // when the fuzzer reproduces the pool id; mostly this exercises `WrongPool`.
+    let charter = PoolCharter {
+        name: "fuzz".into(),
+        founder: msg.body().provider,
+        created_at: NOW,
+        rules: PoolRules::default(),
+    };
+    let _ = validate_offer(&msg, NOW, Some(&charter));
+    let _ = validate_offer(&msg, msg.body().created_at, None);
+    let _ = msg.body().cost_msat(u64::MAX);
+});

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building and testing xov needs on a fresh Debian 12 machine (run as root, or with sudo).
+# Safe to re-run: installs only what is missing. Later steps (bitcoind, OpenStack lab) are added here as the
+# features that need them land.
+set -euo pipefail
+need=(build-essential pkg-config clang libclang-dev)
+missing=()
+for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+if ! command -v cargo >/dev/null; then
+  echo "cargo is missing: install Rust (https://rustup.rs), then re-run" >&2
+  exit 1
+fi

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: set-up, then every test of the workspace against the real parts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash testnet/setup.sh
+source testnet/env.sh
+cargo fmt --all -- --check
+cargo test --workspace --locked
+# The fuzz targets are not run here (they need nightly), but they must keep compiling.
+(cd protocol/fuzz && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" cargo check --quiet --bins --locked)
