@@ -28,6 +28,7 @@ pub fn unix_now() -> u64 {
 
 #[derive(Clone)]
 pub struct AppState {
+    pub net: crate::network::NetworkHandle,
     pub market: Arc<RwLock<Market>>,
     pub token: Arc<String>,
     pub started_at: u64,
@@ -68,6 +69,9 @@ impl From<MarketError> for ApiError {
             MarketError::NoSuchOffer(_) => (StatusCode::NOT_FOUND, "no_such_offer"),
             MarketError::TooManyOffers { .. } => (StatusCode::CONFLICT, "too_many_offers"),
             MarketError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+            MarketError::NotJoined(_) => (StatusCode::CONFLICT, "not_joined"),
+            MarketError::AmbiguousPool(_) => (StatusCode::CONFLICT, "ambiguous_pool"),
+            MarketError::Replayed { .. } => (StatusCode::CONFLICT, "replayed"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -82,6 +86,12 @@ impl From<QueryRejection> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
         ApiError::new(e.status(), "bad_body", e.body_text())
+    }
+}
+
+impl From<crate::network::NetworkError> for ApiError {
+    fn from(e: crate::network::NetworkError) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "network", e.to_string())
     }
 }
 
@@ -132,13 +142,16 @@ pub struct Status {
     pub uptime_secs: u64,
     pub offers: usize,
     pub pools: usize,
+    pub network: crate::network::NetworkStatus,
 }
 
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = Status), (status = 401, body = ApiError)))]
 async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
+    let network = st.net.status().await?;
     let m = st.market.read().map_err(|_| poisoned())?;
     let now = unix_now();
     Ok(Json(Status {
+        network,
         node_id: m.node_id().to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         datadir: st.datadir.clone(),
@@ -302,8 +315,13 @@ async fn publish_offer(
     spec: Result<Json<OfferSpec>, JsonRejection>,
 ) -> Result<(StatusCode, Json<OfferView>), ApiError> {
     let Json(spec) = spec?;
-    let mut m = st.market.write().map_err(|_| poisoned())?;
-    let signed = m.publish(&spec, unix_now())?;
+    let signed = {
+        let mut m = st.market.write().map_err(|_| poisoned())?;
+        m.publish(&spec, unix_now())?
+    };
+    let pool = signed.body().pool;
+    st.net.join(pool).await?;
+    st.net.publish(&pool, &signed).await?;
     Ok((StatusCode::CREATED, Json(OfferView::from(&signed))))
 }
 
@@ -322,8 +340,11 @@ async fn withdraw_offer(
 ) -> Result<Json<Withdrawn>, ApiError> {
     let Path(offer_id) =
         offer_id.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))?;
-    let mut m = st.market.write().map_err(|_| poisoned())?;
-    let w = m.withdraw_own(offer_id, unix_now())?;
+    let w = {
+        let mut m = st.market.write().map_err(|_| poisoned())?;
+        m.withdraw_own(offer_id, unix_now())?
+    };
+    st.net.publish(&w.body().pool, &w).await?;
     Ok(Json(Withdrawn {
         offer_id,
         sequence: w.body().sequence,
@@ -345,36 +366,178 @@ pub struct PoolView {
     pub max_offers_per_provider: u32,
     /// Live offers in this node's book.
     pub offers: usize,
+    /// Whether this node takes part in the pool.
+    pub joined: bool,
+    /// Peers seen subscribed to the pool (this node not counted).
+    pub members_seen: usize,
 }
 
 #[utoipa::path(get, path = "/v1/pools", responses((status = 200, body = [PoolView])))]
 async fn list_pools(State(st): State<AppState>) -> Result<Json<Vec<PoolView>>, ApiError> {
+    let members = st.net.members().await?;
     let m = st.market.read().map_err(|_| poisoned())?;
-    let views = m
-        .pools()
-        .map(|c| {
-            let b = c.body();
-            let id = b.pool_id();
-            PoolView {
-                id: id.to_string(),
-                name: b.name.clone(),
-                founder: b.founder.to_string(),
-                created_at: b.created_at,
-                publish: match &b.rules.publish {
-                    xov_protocol::PublishPolicy::Anyone => vec!["anyone".into()],
-                    xov_protocol::PublishPolicy::AllowList(ids) => {
-                        ids.iter().map(|i| i.to_string()).collect()
-                    }
-                },
-                min_price_step_sats: b.rules.min_price_step_sats,
-                min_ttl_secs: b.rules.min_ttl_secs,
-                max_ttl_secs: b.rules.max_ttl_secs,
-                max_offers_per_provider: b.rules.max_offers_per_provider,
-                offers: m.book().iter_pool(&id).count(),
+    Ok(Json(
+        m.pools().map(|c| pool_view(&m, c, &members)).collect(),
+    ))
+}
+
+fn pool_view(
+    m: &Market,
+    c: &Signed<xov_protocol::PoolCharter>,
+    members: &std::collections::HashMap<xov_protocol::PoolId, usize>,
+) -> PoolView {
+    let b = c.body();
+    let id = b.pool_id();
+    PoolView {
+        joined: m.joined().contains(&id),
+        members_seen: members.get(&id).copied().unwrap_or(0),
+        id: id.to_string(),
+        name: b.name.clone(),
+        founder: b.founder.to_string(),
+        created_at: b.created_at,
+        publish: match &b.rules.publish {
+            xov_protocol::PublishPolicy::Anyone => vec!["anyone".into()],
+            xov_protocol::PublishPolicy::AllowList(ids) => {
+                ids.iter().map(|i| i.to_string()).collect()
             }
-        })
-        .collect();
-    Ok(Json(views))
+        },
+        min_price_step_sats: b.rules.min_price_step_sats,
+        min_ttl_secs: b.rules.min_ttl_secs,
+        max_ttl_secs: b.rules.max_ttl_secs,
+        max_offers_per_provider: b.rules.max_offers_per_provider,
+        offers: m.book().iter_pool(&id).count(),
+    }
+}
+
+/// A new pool's name and rules. Unset rules take the defaults of the public pool.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePool {
+    pub name: String,
+    /// Node ids allowed to publish; anyone when empty.
+    #[serde(default)]
+    pub publishers: Vec<String>,
+    pub min_price_step_sats: Option<u64>,
+    pub min_ttl_secs: Option<u32>,
+    pub max_ttl_secs: Option<u32>,
+    pub max_offers_per_provider: Option<u32>,
+}
+
+#[utoipa::path(post, path = "/v1/pools", request_body = CreatePool,
+    responses((status = 201, body = PoolView), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
+async fn create_pool(
+    State(st): State<AppState>,
+    body: Result<Json<CreatePool>, JsonRejection>,
+) -> Result<(StatusCode, Json<PoolView>), ApiError> {
+    let Json(req) = body?;
+    let d = xov_protocol::PoolRules::default();
+    let mut publishers = Vec::new();
+    for p in &req.publishers {
+        publishers.push(p.parse::<xov_protocol::NodeId>().map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_publisher",
+                format!("publisher '{p}': {e}"),
+            )
+        })?);
+    }
+    let rules = xov_protocol::PoolRules {
+        publish: if publishers.is_empty() {
+            xov_protocol::PublishPolicy::Anyone
+        } else {
+            xov_protocol::PublishPolicy::AllowList(publishers)
+        },
+        min_price_step_sats: req.min_price_step_sats.unwrap_or(d.min_price_step_sats),
+        min_ttl_secs: req.min_ttl_secs.unwrap_or(d.min_ttl_secs),
+        max_ttl_secs: req.max_ttl_secs.unwrap_or(d.max_ttl_secs),
+        max_offers_per_provider: req
+            .max_offers_per_provider
+            .unwrap_or(d.max_offers_per_provider),
+    };
+    let charter = {
+        let mut m = st.market.write().map_err(|_| poisoned())?;
+        if m.resolve_pool(Some(&req.name)).is_ok() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "pool_exists",
+                format!(
+                    "a pool named '{}' is already known; pick another name or join it",
+                    req.name
+                ),
+            ));
+        }
+        m.create_pool(&req.name, rules, unix_now())?
+    };
+    let id = charter.body().pool_id();
+    st.net.publish_charter(&charter).await?;
+    st.net.join(id).await?;
+    let m = st.market.read().map_err(|_| poisoned())?;
+    Ok((
+        StatusCode::CREATED,
+        Json(pool_view(&m, &charter, &Default::default())),
+    ))
+}
+
+/// Names a pool by name or id.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolRef {
+    pub pool: String,
+}
+
+/// Whether a join or leave changed anything.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct Membership {
+    pub pool: String,
+    pub joined: bool,
+    pub changed: bool,
+}
+
+#[utoipa::path(post, path = "/v1/pools/join", request_body = PoolRef,
+    responses((status = 200, body = Membership), (status = 404, body = ApiError)))]
+async fn join_pool(
+    State(st): State<AppState>,
+    body: Result<Json<PoolRef>, JsonRejection>,
+) -> Result<Json<Membership>, ApiError> {
+    let Json(r) = body?;
+    let (id, changed) = {
+        let mut m = st.market.write().map_err(|_| poisoned())?;
+        let id = m.resolve_pool(Some(&r.pool))?;
+        (id, m.join(&id)?)
+    };
+    st.net.join(id).await?;
+    Ok(Json(Membership {
+        pool: id.to_string(),
+        joined: true,
+        changed,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/pools/leave", request_body = PoolRef,
+    responses((status = 200, body = Membership), (status = 404, body = ApiError)))]
+async fn leave_pool(
+    State(st): State<AppState>,
+    body: Result<Json<PoolRef>, JsonRejection>,
+) -> Result<Json<Membership>, ApiError> {
+    let Json(r) = body?;
+    let (id, changed) = {
+        let mut m = st.market.write().map_err(|_| poisoned())?;
+        let id = m.resolve_pool(Some(&r.pool))?;
+        (id, m.leave(&id)?)
+    };
+    st.net.leave(id).await?;
+    Ok(Json(Membership {
+        pool: id.to_string(),
+        joined: false,
+        changed,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/peers", responses((status = 200, body = [crate::network::PeerView])))]
+async fn list_peers(
+    State(st): State<AppState>,
+) -> Result<Json<Vec<crate::network::PeerView>>, ApiError> {
+    Ok(Json(st.net.peers().await?))
 }
 
 /// Acknowledgement of a stop request.
@@ -395,8 +558,33 @@ async fn stop(State(st): State<AppState>) -> Json<Stopping> {
         title = "xov node local API",
         description = "Local control API of an xov node. Loopback only; every request needs `Authorization: Bearer <token from <datadir>/.cookie>`."
     ),
-    paths(status, list_offers, publish_offer, withdraw_offer, list_pools, stop),
-    components(schemas(Status, OfferView, OfferSpec, Withdrawn, PoolView, Stopping, ApiError))
+    paths(
+        status,
+        list_offers,
+        publish_offer,
+        withdraw_offer,
+        list_pools,
+        create_pool,
+        join_pool,
+        leave_pool,
+        list_peers,
+        stop
+    ),
+    components(schemas(
+        Status,
+        OfferView,
+        OfferSpec,
+        Withdrawn,
+        PoolView,
+        CreatePool,
+        PoolRef,
+        Membership,
+        Stopping,
+        ApiError,
+        crate::network::NetworkStatus,
+        crate::network::GossipStats,
+        crate::network::PeerView
+    ))
 )]
 pub struct ApiDoc;
 
@@ -417,7 +605,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/offers", get(list_offers).post(publish_offer))
         .route("/v1/offers/{offer_id}", delete(withdraw_offer))
-        .route("/v1/pools", get(list_pools))
+        .route("/v1/pools", get(list_pools).post(create_pool))
+        .route("/v1/pools/join", post(join_pool))
+        .route("/v1/pools/leave", post(leave_pool))
+        .route("/v1/peers", get(list_peers))
         .route("/v1/node/stop", post(stop))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)

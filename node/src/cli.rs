@@ -38,9 +38,11 @@ pub enum Command {
     /// Publish or withdraw this node's own offers (providers).
     #[command(subcommand)]
     Offer(OfferCommand),
-    /// Pools this node knows.
+    /// Form, join, leave and list pools.
     #[command(subcommand)]
     Pool(PoolCommand),
+    /// Connected and known peers, with their scores.
+    Peers,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +165,29 @@ pub struct PublishArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PoolCommand {
-    /// List known pools and their rules.
+    /// List known pools: rules, offers held, peers seen, whether joined.
     List,
+    /// Found a new pool with this node as founder, publish its charter and join it.
+    Create {
+        name: String,
+        /// Only these node ids may publish offers (repeat); anyone when omitted.
+        #[arg(long = "publisher", value_name = "NODE_ID")]
+        publishers: Vec<String>,
+        /// Prices must be multiples of this many sats per hour.
+        #[arg(long, value_name = "SATS")]
+        min_price_step: Option<u64>,
+        /// Shortest offer lifetime allowed, seconds.
+        #[arg(long)]
+        min_ttl_secs: Option<u32>,
+        /// Longest offer lifetime allowed, seconds.
+        #[arg(long)]
+        max_ttl_secs: Option<u32>,
+        /// Most live offers per provider.
+        #[arg(long)]
+        max_offers_per_provider: Option<u32>,
+    },
+    /// Join a pool by name or id: receive its gossip and pull its current book from peers.
+    Join { pool: String },
+    /// Leave a pool and forget its offers.
+    Leave { pool: String },
 }

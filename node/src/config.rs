@@ -36,6 +36,43 @@ pub enum ConfigError {
 pub struct Config {
     pub api: ApiConfig,
     pub log: LogConfig,
+    pub network: NetworkConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// libp2p listen addresses (multiaddrs): TCP and QUIC by default.
+    pub listen: Vec<String>,
+    /// Peers to contact at start, as multiaddrs ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<String>,
+    /// Find peers on the local network by mDNS (off by default: it announces the node to the LAN).
+    pub mdns: bool,
+    /// Keep dialing discovered peers until this many are connected.
+    pub target_peers: usize,
+    /// Messages per second one peer may send us before the excess is dropped and held against it.
+    pub peer_rate_per_sec: u32,
+    /// Burst allowance on top of the rate.
+    pub peer_burst: u32,
+    /// Pools joined on first start (names or ids); later joins and leaves are remembered in the database.
+    pub pools: Vec<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/9738".into(),
+                "/ip4/0.0.0.0/udp/9738/quic-v1".into(),
+            ],
+            bootstrap: Vec::new(),
+            mdns: false,
+            target_peers: 8,
+            peer_rate_per_sec: 200,
+            peer_burst: 2000,
+            pools: vec![xov_protocol::PUBLIC_POOL_NAME.to_string()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +96,7 @@ impl Default for Config {
         Config {
             api: ApiConfig::default(),
             log: LogConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -101,7 +139,8 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Environment overrides, one variable per setting: `XOV_API_LISTEN`, `XOV_LOG_LEVEL`, `XOV_LOG_JSON`.
+    /// Environment overrides, one variable per setting: `XOV_API_LISTEN`, `XOV_LOG_LEVEL`, `XOV_LOG_JSON`,
+    /// `XOV_NETWORK_LISTEN` and `XOV_NETWORK_BOOTSTRAP` (comma-separated lists), `XOV_NETWORK_MDNS`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("XOV_API_LISTEN") {
             self.api.listen =
@@ -116,26 +155,53 @@ impl Config {
             self.log.level = v;
         }
         if let Some(v) = env("XOV_LOG_JSON") {
-            self.log.json = match v.as_str() {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" => false,
-                _ => {
-                    return Err(ConfigError::Env {
-                        var: "XOV_LOG_JSON",
-                        value: v,
-                        message: "expected true or false".into(),
-                    })
-                }
-            };
+            self.log.json = parse_bool("XOV_LOG_JSON", v)?;
+        }
+        if let Some(v) = env("XOV_NETWORK_MDNS") {
+            self.network.mdns = parse_bool("XOV_NETWORK_MDNS", v)?;
+        }
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        if let Some(v) = env("XOV_NETWORK_LISTEN") {
+            self.network.listen = list(v);
+        }
+        if let Some(v) = env("XOV_NETWORK_BOOTSTRAP") {
+            self.network.bootstrap = list(v);
         }
         Ok(())
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        for a in self.network.listen.iter().chain(&self.network.bootstrap) {
+            a.parse::<libp2p::Multiaddr>()
+                .map_err(|e| ConfigError::Parse {
+                    path: "network".into(),
+                    message: format!(
+                        "'{a}' is not a multiaddr ({e}); example: /ip4/127.0.0.1/tcp/9738"
+                    ),
+                })?;
+        }
         if !self.api.listen.ip().is_loopback() {
             return Err(ConfigError::NotLoopback(self.api.listen));
         }
         Ok(())
+    }
+}
+
+fn parse_bool(var: &'static str, v: String) -> Result<bool, ConfigError> {
+    match v.as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(ConfigError::Env {
+            var,
+            value: v,
+            message: "expected true or false".into(),
+        }),
     }
 }
 

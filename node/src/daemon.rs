@@ -15,6 +15,7 @@ use crate::api::{self, unix_now, AppState};
 use crate::config::Config;
 use crate::datadir::{DataDir, DB_DIR};
 use crate::market::Market;
+use crate::network;
 use crate::store::Store;
 
 /// How often expired offers are pruned from memory and disk.
@@ -24,6 +25,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     dd.create()?;
     let _lock = dd.lock()?;
     let (key, created) = dd.load_or_create_key(|| Keypair::generate(&mut OsRng))?;
+    let p2p_key = Keypair::from_secret_bytes(&key.secret_bytes());
     let node_id = key.node_id();
     if created {
         info!(%node_id, "created a new node key");
@@ -31,7 +33,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     let db_path = dd.path(DB_DIR);
     let store = Store::open(&db_path)
         .with_context(|| format!("cannot open the database at {}", db_path.display()))?;
-    let (market, report) = Market::load(key, store, unix_now())?;
+    let (market, report) = Market::load(key, store, unix_now(), &cfg.network.pools)?;
     if report.corrupt > 0 || report.rejected > 0 {
         warn!(?report, "some stored entries were dropped");
     }
@@ -53,7 +55,10 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     let market = Arc::new(RwLock::new(market));
+    let net = network::start(&p2p_key, &cfg.network, market.clone(), shutdown_rx.clone()).await?;
+    drop(p2p_key);
     let state = AppState {
+        net: net.clone(),
         market: market.clone(),
         token: Arc::new(token),
         started_at: unix_now(),
@@ -94,7 +99,11 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
 
     info!(%node_id, api = %addr, datadir = %dd.root().display(), "node ready");
     // One line on stdout when ready, for scripts and tests that start the daemon: they wait for it.
-    println!("xov node ready: node_id={node_id} api={addr}");
+    let p2p: Vec<String> = net.listen_addrs.iter().map(|a| a.to_string()).collect();
+    println!(
+        "xov node ready: node_id={node_id} api={addr} p2p={}",
+        p2p.join(",")
+    );
 
     let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
         let _ = shutdown_rx.wait_for(|stop| *stop).await;

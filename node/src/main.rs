@@ -1,28 +1,19 @@
 //! `xov`: the node daemon and its command-line client.
 
-mod api;
-mod cli;
-mod client;
-mod config;
-mod daemon;
-mod datadir;
-mod market;
-mod output;
-mod store;
-
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use reqwest::Method;
 use serde_json::Value;
+use xov_node::{api, daemon, market, output};
 
-use crate::cli::{
+use xov_node::cli::{
     Cli, Command, NodeCommand, OfferCommand, OffersCommand, PoolCommand, PublishArgs,
 };
-use crate::client::Client;
-use crate::config::{Config, CONFIG_FILE};
-use crate::datadir::DataDir;
+use xov_node::client::Client;
+use xov_node::config::{Config, CONFIG_FILE};
+use xov_node::datadir::DataDir;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -132,6 +123,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pool(PoolCommand::List) => {
             let pools: Vec<api::PoolView> = client()?.get("/v1/pools", None).await?;
             output::print(cli.json, &pools, || output::pools(&pools));
+            Ok(())
+        }
+        Command::Pool(PoolCommand::Create {
+            name,
+            publishers,
+            min_price_step,
+            min_ttl_secs,
+            max_ttl_secs,
+            max_offers_per_provider,
+        }) => {
+            let req = api::CreatePool {
+                name,
+                publishers,
+                min_price_step_sats: min_price_step,
+                min_ttl_secs,
+                max_ttl_secs,
+                max_offers_per_provider,
+            };
+            let p: api::PoolView = client()?
+                .call(Method::POST, "/v1/pools", None, Some(&req))
+                .await?;
+            output::print(cli.json, &p, || {
+                format!("created pool {} ({}) and joined it", p.name, p.id)
+            });
+            Ok(())
+        }
+        Command::Pool(cmd @ (PoolCommand::Join { .. } | PoolCommand::Leave { .. })) => {
+            let (joining, pool) = match cmd {
+                PoolCommand::Join { pool } => (true, pool),
+                PoolCommand::Leave { pool } => (false, pool),
+                _ => unreachable!("matched above"),
+            };
+            let path = if joining {
+                "/v1/pools/join"
+            } else {
+                "/v1/pools/leave"
+            };
+            let r: api::Membership = client()?
+                .call(Method::POST, path, None, Some(&api::PoolRef { pool }))
+                .await?;
+            output::print(cli.json, &r, || match (joining, r.changed) {
+                (true, true) => format!("joined pool {}; pulling its book from peers", r.pool),
+                (true, false) => format!("already in pool {}", r.pool),
+                (false, true) => format!("left pool {}", r.pool),
+                (false, false) => format!("was not in pool {}", r.pool),
+            });
+            Ok(())
+        }
+        Command::Peers => {
+            let peers: Vec<xov_node::network::PeerView> = client()?.get("/v1/peers", None).await?;
+            output::print(cli.json, &peers, || output::peers(&peers));
             Ok(())
         }
     }

@@ -1,7 +1,7 @@
 //! The node's view of the market: the offer book and known pools, kept in memory for queries and mirrored
 //! to the store before a change becomes visible.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -28,7 +28,36 @@ pub enum MarketError {
     NoSuchOffer(u64),
     #[error("pool '{pool}' allows at most {max} offers per provider")]
     TooManyOffers { pool: String, max: u32 },
+    #[error("this node has not joined pool {0}; `xov pool join` it first")]
+    NotJoined(PoolId),
+    #[error("pool name '{0}' is ambiguous; use the pool id from `xov pool list`")]
+    AmbiguousPool(String),
+    #[error("replayed: sequence {got} is older than sequence {have}, which has been out for over {REPLAY_GRACE_SECS} s")]
+    Replayed { have: u64, got: u64 },
 }
+
+/// How long after a newer version of an offer was created an older one may still arrive honestly (messages
+/// crossing in the network). Later than that, an old version is a replay and its sender is penalised.
+pub const REPLAY_GRACE_SECS: u64 = 60;
+
+impl MarketError {
+    /// Whether the sender of the message is to blame (a forged, malformed or rule-breaking message), as
+    /// opposed to crossing messages, pools we do not carry, or our own storage trouble.
+    pub fn is_senders_fault(&self) -> bool {
+        match self {
+            // A message can expire while it travels; only one that expired well before it arrived is blamed.
+            MarketError::Invalid(ValidationError::Expired { expires_at, now }) => {
+                *now > expires_at.saturating_add(REPLAY_GRACE_SECS)
+            }
+            MarketError::Invalid(e) => !e.is_benign(),
+            MarketError::TooManyOffers { .. } | MarketError::Replayed { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// The meta key under which the joined pools are remembered.
+const META_JOINED: &str = "joined_pools";
 
 /// What a provider fills in to publish an offer (API body, or a TOML file for `xov offer publish --file`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -95,16 +124,34 @@ pub struct Market {
     key: Keypair,
     book: OfferBook,
     pools: BTreeMap<PoolId, Signed<PoolCharter>>,
+    joined: BTreeSet<PoolId>,
+    /// Live withdrawals, kept to hand to peers that sync (the book keeps only their effect).
+    withdrawals: HashMap<OfferKey, Signed<OfferWithdrawal>>,
     store: Store,
+}
+
+/// One page of a pool's book for a peer that syncs.
+pub struct SyncPage {
+    pub offers: Vec<Vec<u8>>,
+    pub withdrawals: Vec<Vec<u8>>,
+    pub next: Option<OfferKey>,
 }
 
 impl Market {
     /// Loads pools, withdrawals and offers from the store, re-validating each at `now`.
-    pub fn load(key: Keypair, store: Store, now: u64) -> Result<(Market, LoadReport), MarketError> {
+    /// `default_pools` (names or ids) are joined when the database remembers no joined pools.
+    pub fn load(
+        key: Keypair,
+        store: Store,
+        now: u64,
+        default_pools: &[String],
+    ) -> Result<(Market, LoadReport), MarketError> {
         let mut m = Market {
             key,
             book: OfferBook::new(),
             pools: BTreeMap::new(),
+            joined: BTreeSet::new(),
+            withdrawals: HashMap::new(),
             store,
         };
         let mut report = LoadReport::default();
@@ -119,6 +166,23 @@ impl Market {
                 report.rejected += 1;
             }
         }
+        match m.store.get_meta(META_JOINED)? {
+            Some(raw) => {
+                for chunk in raw.chunks_exact(32) {
+                    let id = PoolId(chunk.try_into().expect("32-byte chunk"));
+                    if m.pools.contains_key(&id) {
+                        m.joined.insert(id);
+                    }
+                }
+            }
+            None => {
+                for p in default_pools {
+                    let id = m.resolve_pool(Some(p))?;
+                    m.joined.insert(id);
+                }
+                m.save_joined()?;
+            }
+        }
         let withdrawals = m.store.withdrawals()?;
         report.corrupt += withdrawals.corrupt;
         for w in withdrawals.items {
@@ -130,6 +194,7 @@ impl Market {
             match validate_withdrawal(&w, now, charter) {
                 Ok(()) => {
                     let _ = m.book.withdraw(&w, now);
+                    m.withdrawals.insert(key, w);
                 }
                 Err(_) => m.store.delete_withdrawal(&key)?,
             }
@@ -191,7 +256,158 @@ impl Market {
         let mut by_name = self.pools.values().filter(|c| c.body().name == wanted);
         match (by_name.next(), by_name.next()) {
             (Some(c), None) => Ok(c.body().pool_id()),
+            (Some(_), Some(_)) => Err(MarketError::AmbiguousPool(wanted.to_string())),
             _ => Err(MarketError::UnknownPool(wanted.to_string())),
+        }
+    }
+
+    pub fn joined(&self) -> &BTreeSet<PoolId> {
+        &self.joined
+    }
+
+    pub fn charter(&self, pool: &PoolId) -> Option<&Signed<PoolCharter>> {
+        self.pools.get(pool)
+    }
+
+    fn save_joined(&self) -> Result<(), MarketError> {
+        let raw: Vec<u8> = self.joined.iter().flat_map(|p| p.0).collect();
+        Ok(self.store.put_meta(META_JOINED, &raw)?)
+    }
+
+    /// Learns a pool charter (from gossip, sync or our own creation). Returns whether it was new.
+    pub fn accept_charter(
+        &mut self,
+        c: Signed<PoolCharter>,
+        now: u64,
+    ) -> Result<bool, MarketError> {
+        validate_charter(&c, now)?;
+        let id = c.body().pool_id();
+        if self.pools.contains_key(&id) {
+            return Ok(false);
+        }
+        self.store.put_pool(&c)?;
+        self.pools.insert(id, c);
+        Ok(true)
+    }
+
+    /// Founds a pool with this node as founder, and joins it.
+    pub fn create_pool(
+        &mut self,
+        name: &str,
+        rules: xov_protocol::PoolRules,
+        now: u64,
+    ) -> Result<Signed<PoolCharter>, MarketError> {
+        let charter = Signed::sign(
+            PoolCharter {
+                name: name.to_string(),
+                founder: self.key.node_id(),
+                created_at: now,
+                rules,
+            },
+            &self.key,
+        );
+        self.accept_charter(charter.clone(), now)?;
+        self.join(&charter.body().pool_id())?;
+        Ok(charter)
+    }
+
+    /// Joins a known pool; its offers are accepted from now on. Returns whether it was newly joined.
+    pub fn join(&mut self, pool: &PoolId) -> Result<bool, MarketError> {
+        if !self.pools.contains_key(pool) {
+            return Err(MarketError::UnknownPool(pool.to_string()));
+        }
+        let new = self.joined.insert(*pool);
+        if new {
+            self.save_joined()?;
+        }
+        Ok(new)
+    }
+
+    /// Leaves a pool and forgets its offers (they would only go stale). Returns whether it was joined.
+    pub fn leave(&mut self, pool: &PoolId) -> Result<bool, MarketError> {
+        if !self.joined.remove(pool) {
+            return Ok(false);
+        }
+        self.save_joined()?;
+        let keys: Vec<OfferKey> = self
+            .book
+            .iter_pool(pool)
+            .map(|o| OfferKey::of(o.body()))
+            .collect();
+        for k in keys {
+            self.store.delete_offer(&k)?;
+            self.book.remove_key(&k);
+        }
+        Ok(true)
+    }
+
+    /// This node's own live offers.
+    pub fn own_offers(&self) -> Vec<Signed<Offer>> {
+        let me = self.key.node_id();
+        self.book
+            .iter()
+            .filter(|o| o.body().provider == me)
+            .cloned()
+            .collect()
+    }
+
+    /// Re-signs own offers that are past three quarters of their lifetime, so they never lapse while the node
+    /// runs. Returns the new versions, to be gossiped.
+    pub fn refresh_own(&mut self, now: u64) -> Result<Vec<Signed<Offer>>, MarketError> {
+        let mut out = Vec::new();
+        for old in self.own_offers() {
+            let b = old.body();
+            let ttl = b.expires_at - b.created_at;
+            if now < b.created_at + ttl * 3 / 4 {
+                continue;
+            }
+            let mut body = b.clone();
+            body.sequence = (b.sequence + 1).max(now);
+            body.created_at = now;
+            body.expires_at = now + ttl;
+            let signed = Signed::sign(body, &self.key);
+            self.accept_offer(signed.clone(), now)?;
+            out.push(signed);
+        }
+        Ok(out)
+    }
+
+    /// A page of a joined pool's offers and withdrawals in key order, for a syncing peer.
+    pub fn sync_page(&self, pool: &PoolId, after: Option<OfferKey>, limit: usize) -> SyncPage {
+        if !self.joined.contains(pool) {
+            return SyncPage {
+                offers: Vec::new(),
+                withdrawals: Vec::new(),
+                next: None,
+            };
+        }
+        let mut keys: Vec<OfferKey> = self
+            .book
+            .iter_pool(pool)
+            .map(|o| OfferKey::of(o.body()))
+            .filter(|k| after.is_none_or(|a| *k > a))
+            .collect();
+        keys.sort();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let offers = keys
+            .iter()
+            .filter_map(|k| self.book.get(k))
+            .map(|o| o.to_bytes())
+            .collect();
+        let withdrawals = if after.is_none() {
+            self.withdrawals
+                .values()
+                .filter(|w| w.body().pool == *pool)
+                .map(|w| w.to_bytes())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        SyncPage {
+            offers,
+            withdrawals,
+            next: if more { keys.last().copied() } else { None },
         }
     }
 
@@ -218,7 +434,22 @@ impl Market {
         }
         // Decide first, persist second, make visible last: a crash in between leaves the disk ahead of memory,
         // which the next start's load resolves the same way.
-        match self.book.check_insert(&offer, now)? {
+        let key = OfferKey::of(offer.body());
+        let decision = self.book.check_insert(&offer, now).map_err(|e| match e {
+            ValidationError::SequenceNotNewer { have, got } => {
+                let newer_since = self.book.get(&key).map_or(now, |o| o.body().created_at);
+                self.replay_or(now, newer_since, have, got, e)
+            }
+            ValidationError::Withdrawn { withdrawn, got } => {
+                let since = self
+                    .withdrawals
+                    .get(&key)
+                    .map_or(now, |w| w.body().created_at);
+                self.replay_or(now, since, withdrawn, got, e)
+            }
+            other => other.into(),
+        })?;
+        match decision {
             Inserted::Duplicate => Ok(Inserted::Duplicate),
             _ => {
                 self.store.put_offer(&offer)?;
@@ -227,9 +458,26 @@ impl Market {
         }
     }
 
+    fn replay_or(
+        &self,
+        now: u64,
+        newer_since: u64,
+        have: u64,
+        got: u64,
+        e: ValidationError,
+    ) -> MarketError {
+        if now > newer_since.saturating_add(REPLAY_GRACE_SECS) {
+            MarketError::Replayed { have, got }
+        } else {
+            e.into()
+        }
+    }
+
     /// Signs and accepts an offer of this node's own.
     pub fn publish(&mut self, spec: &OfferSpec, now: u64) -> Result<Signed<Offer>, MarketError> {
         let pool = self.resolve_pool(spec.pool.as_deref())?;
+        // Publishing into a pool means taking part in it.
+        self.join(&pool)?;
         let me = self.key.node_id();
         let offer_id = spec.offer_id.unwrap_or_else(|| {
             (0..)
@@ -327,10 +575,27 @@ impl Market {
         w: Signed<OfferWithdrawal>,
         now: u64,
     ) -> Result<Option<Signed<Offer>>, MarketError> {
+        if !self.joined.contains(&w.body().pool) {
+            return Err(MarketError::NotJoined(w.body().pool));
+        }
         let charter = self.pools.get(&w.body().pool).map(|c| c.body());
         validate_withdrawal(&w, now, charter)?;
+        let key = OfferKey {
+            provider: w.body().provider,
+            offer_id: w.body().offer_id,
+        };
+        if let Some(held) = self.withdrawals.get(&key) {
+            if held.body().sequence >= w.body().sequence {
+                return Err(ValidationError::Withdrawn {
+                    withdrawn: held.body().sequence,
+                    got: w.body().sequence,
+                }
+                .into());
+            }
+        }
         self.store.put_withdrawal(&w)?;
         let removed = self.book.withdraw(&w, now)?;
+        self.withdrawals.insert(key, w);
         if let Some(o) = &removed {
             self.store.delete_offer(&OfferKey::of(o.body()))?;
         }
@@ -346,6 +611,16 @@ impl Market {
         let gone = self.book.expire(now);
         for k in &gone {
             self.store.delete_offer(k)?;
+        }
+        let dead: Vec<OfferKey> = self
+            .withdrawals
+            .iter()
+            .filter(|(_, w)| w.body().expires_at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in dead {
+            self.withdrawals.remove(&k);
+            self.store.delete_withdrawal(&k)?;
         }
         Ok(gone.len())
     }

@@ -18,9 +18,39 @@ pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String
 }
 
 pub fn status(s: &Status) -> String {
+    let n = &s.network;
     format!(
-        "node id   {}\nversion   {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}",
-        s.node_id, s.version, s.datadir, s.uptime_secs, s.offers, s.pools
+        "node id   {}\nversion   {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}\npeers     {}\nlisten    {}\ngossip    {} accepted, {} rejected, {} ignored, {} rate-limited, {} synced",
+        s.node_id, s.version, s.datadir, s.uptime_secs, s.offers, s.pools, n.connected_peers,
+        n.listen_addrs.join("\n          "),
+        n.gossip.accepted, n.gossip.rejected, n.gossip.ignored, n.gossip.rate_limited, n.gossip.synced
+    )
+}
+
+pub fn peers(peers: &[crate::network::PeerView]) -> String {
+    if peers.is_empty() {
+        return "no peers; give a bootstrap address (network.bootstrap in xov.toml or XOV_NETWORK_BOOTSTRAP)".into();
+    }
+    let rows = peers
+        .iter()
+        .map(|p| {
+            vec![
+                short(&p.peer_id, 20),
+                if p.connected {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                p.gossip_score.map_or("-".into(), |s| format!("{s:.1}")),
+                p.penalty.to_string(),
+                if p.banned { "yes".into() } else { "no".into() },
+                p.pools.len().to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["PEER", "CONNECTED", "SCORE", "PENALTY", "BANNED", "POOLS"],
+        rows,
     )
 }
 

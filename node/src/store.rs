@@ -132,6 +132,14 @@ impl Store {
     pub fn pools(&self) -> Result<Loaded<Signed<PoolCharter>>, StoreError> {
         self.load(CF_POOLS, |b| Signed::from_bytes(b).ok())
     }
+
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
+    }
+
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.put(CF_META, key.as_bytes(), value)
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! Supersession is decided by `(provider, offer_id, sequence)` alone, with ties broken by message id, and
 //! withdrawals leave a tombstone until the withdrawn offer would have expired. Together these make the book
 //! independent of arrival order: any two nodes that saw the same messages hold the same book, which is what
-//! gossip convergence rests on.
+//! gossip convergence rests on. Known limit: a superseded version leaves no trace, so if a newer version
+//! expires before an older one, a delayed copy of the older one can return for the rest of its life.
+//! Offer ids are per provider, across pools: one provider must not reuse an id in two pools.
 //!
 //! Index layout, chosen for books of a million offers: entries live in one hash map by key; each pool keeps a
 //! price-ordered set of keys (and so does the whole book), so a query walks offers cheapest first, can stop at
@@ -144,7 +146,7 @@ impl OfferBook {
             });
         }
         let key = OfferKey::of(body);
-        if let Some(t) = self.tombstones.get(&key) {
+        if let Some(t) = self.tombstones.get(&key).filter(|t| t.expires_at > now) {
             if body.sequence <= t.sequence {
                 return Err(ValidationError::Withdrawn {
                     withdrawn: t.sequence,
@@ -212,7 +214,9 @@ impl OfferBook {
             provider: b.provider,
             offer_id: b.offer_id,
         };
+        let mut previous_until = 0;
         if let Some(t) = self.tombstones.get(&key).copied() {
+            previous_until = t.expires_at;
             if t.sequence >= b.sequence {
                 return Err(ValidationError::Withdrawn {
                     withdrawn: t.sequence,
@@ -221,19 +225,25 @@ impl OfferBook {
             }
             self.tombstones_by_expiry.remove(&(t.expires_at, key));
         }
-        self.tombstones.insert(
-            key,
-            Tombstone {
-                sequence: b.sequence,
-                expires_at: b.expires_at,
-            },
-        );
-        self.tombstones_by_expiry.insert((b.expires_at, key));
         let removable = self
             .entries
             .get(&key)
             .is_some_and(|e| e.offer.body().sequence <= b.sequence);
-        Ok(if removable { self.remove(&key) } else { None })
+        let removed = if removable { self.remove(&key) } else { None };
+        // Keep the tombstone at least as long as the withdrawn offer would have lived.
+        let until = removed
+            .as_ref()
+            .map_or(b.expires_at, |o| o.body().expires_at.max(b.expires_at))
+            .max(previous_until);
+        self.tombstones.insert(
+            key,
+            Tombstone {
+                sequence: b.sequence,
+                expires_at: until,
+            },
+        );
+        self.tombstones_by_expiry.insert((until, key));
+        Ok(removed)
     }
 
     /// Drops offers and tombstones that expired at or before `now`; returns the keys of dropped offers.
@@ -256,6 +266,11 @@ impl OfferBook {
             self.tombstones.remove(&d.1);
         }
         due
+    }
+
+    /// Forgets an offer without a withdrawal (the node left its pool). A later copy may come back.
+    pub fn remove_key(&mut self, key: &OfferKey) -> Option<Signed<Offer>> {
+        self.remove(key)
     }
 
     fn remove(&mut self, key: &OfferKey) -> Option<Signed<Offer>> {

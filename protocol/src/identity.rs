@@ -31,7 +31,8 @@ impl NodeId {
     /// The all-zero id, below every real id; only for range bounds.
     pub(crate) const MIN: NodeId = NodeId([0; 32]);
 
-    /// Wraps raw bytes after checking they are a valid ed25519 point, so every `NodeId` can verify.
+    /// Wraps raw bytes after checking they decode as an ed25519 point. Weak (small-order) keys pass this
+    /// check but can never produce a signature that `verify_strict` accepts, so their messages are rejected.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, NodeIdError> {
         VerifyingKey::from_bytes(&bytes).map_err(|_| NodeIdError::NotAKey)?;
         Ok(NodeId(bytes))
@@ -130,8 +131,9 @@ impl fmt::Debug for Keypair {
     }
 }
 
-/// Strict verification: rejects non-canonical signatures and small-order keys, so a signed message has
-/// exactly one valid signature per signer and cannot be made to look new by re-encoding its signature.
+/// Strict verification: rejects non-canonical signatures and small-order keys, so nobody but the author can
+/// produce another valid signature (and so another message id) for the same body. The author can, which is
+/// why supersession is decided by sequence and not by message id.
 pub(crate) fn verify_raw(id: &NodeId, msg: &[u8], sig: &[u8; 64]) -> bool {
     let Some(key) = id.verifying_key() else {
         return false;

@@ -136,7 +136,9 @@ impl LeaseState {
             (S::Invoiced | S::PaymentSeen, E::PaymentConfirmed) => S::Funded,
             (S::Invoiced, E::InvoiceExpired) => S::Expired,
             (S::PaymentSeen | S::Funded, E::PaymentReorged) => S::Invoiced,
-            (S::Invoiced | S::PaymentSeen, E::Cancelled) => S::Expired,
+            // Once a payment is seen the buyer can no longer walk away for free: it confirms (then a cancel
+            // refunds from Funded) or it is reorged out (back to Invoiced).
+            (S::Invoiced, E::Cancelled) => S::Expired,
             (S::Funded, E::LaunchRequested) => S::Provisioning,
             (S::Funded, E::Cancelled) => S::Failed,
             (S::Provisioning, E::Launched) => S::Running,
@@ -153,8 +155,23 @@ impl LeaseState {
         Ok(next)
     }
 
+    /// Wire number of the state; fixed forever, independent of any list order.
     fn tag(self) -> u8 {
-        ALL_STATES.iter().position(|s| *s == self).unwrap_or(0) as u8
+        match self {
+            LeaseState::Ordered => 0,
+            LeaseState::Invoiced => 1,
+            LeaseState::PaymentSeen => 2,
+            LeaseState::Funded => 3,
+            LeaseState::Provisioning => 4,
+            LeaseState::Running => 5,
+            LeaseState::Warned => 6,
+            LeaseState::Grace => 7,
+            LeaseState::Halted => 8,
+            LeaseState::Closed => 9,
+            LeaseState::Refused => 10,
+            LeaseState::Expired => 11,
+            LeaseState::Failed => 12,
+        }
     }
 }
 
@@ -168,8 +185,9 @@ impl Decode for LeaseState {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let tag = r.u8("lease state")?;
         ALL_STATES
-            .get(tag as usize)
+            .iter()
             .copied()
+            .find(|s| s.tag() == tag)
             .ok_or(DecodeError::InvalidTag {
                 field: "lease state",
                 tag,

@@ -196,9 +196,10 @@ pub struct Offer {
 }
 
 impl Offer {
-    /// What `secs` seconds of one machine cost, in millisatoshis (exact, rounded down).
+    /// What `secs` seconds of one machine cost, in millisatoshis (exact, rounded down; saturates instead of
+    /// overflowing for absurd inputs).
     pub fn cost_msat(&self, secs: u64) -> u128 {
-        self.price_sats_per_hour as u128 * 1000 * secs as u128 / 3600
+        (self.price_sats_per_hour as u128 * 1000).saturating_mul(secs as u128) / 3600
     }
 
     /// Whether the offer lists this OS image.

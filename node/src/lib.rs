@@ -1,0 +1,13 @@
+//! The xov node: everything that does I/O. The `xov` binary (main.rs) is a thin shell over this library, which
+//! integration tests also use to build adversarial peers that speak the node's own protocols.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod datadir;
+pub mod market;
+pub mod network;
+pub mod output;
+pub mod store;

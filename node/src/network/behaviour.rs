@@ -1,0 +1,95 @@
+//! The node's libp2p behaviour: gossipsub for offers, kademlia and identify for discovery, ping for liveness,
+//! request-response for book sync, and mDNS when enabled.
+
+use std::time::Duration;
+
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{gossipsub, identify, identity, kad, mdns, ping, request_response, StreamProtocol};
+use sha2::{Digest, Sha256};
+
+use super::scoring;
+use super::sync::{SyncRequest, SyncResponse, PROTOCOL};
+
+pub const KAD_PROTOCOL: &str = "/xov/kad/1.0.0";
+pub const IDENTIFY_PROTOCOL: &str = "/xov/id/1.0.0";
+/// Largest gossip frame; our own messages are at most 16 KiB, larger ones are garbage (rejected on arrival).
+pub const MAX_TRANSMIT: usize = 64 * 1024;
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub gossipsub: gossipsub::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BehaviourError {
+    #[error("gossipsub configuration: {0}")]
+    Gossipsub(String),
+    #[error("mDNS: {0}")]
+    Mdns(std::io::Error),
+}
+
+impl Behaviour {
+    pub fn new(key: &identity::Keypair, mdns_enabled: bool) -> Result<Self, BehaviourError> {
+        let peer_id = key.public().to_peer_id();
+        // Our payloads carry their own ed25519 signatures, so gossipsub's envelope signing would only repeat
+        // that work; messages are identified by content, which also makes re-publishing the same bytes a no-op.
+        let config = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Anonymous)
+            .validate_messages()
+            .message_id_fn(|m: &gossipsub::Message| {
+                gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec())
+            })
+            .max_transmit_size(MAX_TRANSMIT)
+            .heartbeat_interval(Duration::from_millis(500))
+            .duplicate_cache_time(Duration::from_secs(120))
+            .build()
+            .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
+        let mut gossipsub =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, config)
+                .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
+        gossipsub
+            .with_peer_score(scoring::peer_score_params(), scoring::thresholds())
+            .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
+
+        let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        kad_cfg.set_query_timeout(Duration::from_secs(30));
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+        // Serve the DHT even without a confirmed public address (test nets, LANs).
+        kad.set_mode(Some(kad::Mode::Server));
+
+        let identify = identify::Behaviour::new(identify::Config::new(
+            IDENTIFY_PROTOCOL.into(),
+            key.public(),
+        ));
+        let sync = request_response::cbor::Behaviour::new(
+            [(
+                StreamProtocol::new(PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+        );
+        let mdns = if mdns_enabled {
+            Some(
+                mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                    .map_err(BehaviourError::Mdns)?,
+            )
+        } else {
+            None
+        };
+        Ok(Behaviour {
+            gossipsub,
+            kad,
+            identify,
+            ping: ping::Behaviour::default(),
+            sync,
+            mdns: mdns.into(),
+        })
+    }
+}

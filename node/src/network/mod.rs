@@ -1,0 +1,873 @@
+//! The node's peer-to-peer side: a libp2p swarm (TCP and QUIC, noise, yamux) that finds peers (bootstrap,
+//! kademlia, identify, optional mDNS), carries pool gossip and serves book sync.
+//!
+//! One task owns the swarm. The API talks to it through [`NetworkHandle`] commands; received messages go
+//! through the same [`Market`] path as local ones (validate, persist, index), and gossipsub forwards a
+//! message only after that path accepted it.
+
+pub mod behaviour;
+pub mod rate_limit;
+pub mod scoring;
+pub mod sync;
+pub mod topics;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, identity, kad, mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+use utoipa::ToSchema;
+use xov_protocol::{AnyMessage, Inserted, NodeId, PoolId, Signed};
+
+use crate::api::unix_now;
+use crate::config::NetworkConfig;
+use crate::market::{Market, MarketError};
+use behaviour::{Behaviour, BehaviourEvent};
+use scoring::Reputation;
+use sync::{SyncRequest, SyncResponse};
+use topics::{charters_topic, classify, pool_topic, TopicKind};
+
+/// How long start-up waits for the listeners to report their addresses.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often own offers are checked for refresh, and discovery runs when below the target peer count.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    #[error("invalid node key for libp2p: {0}")]
+    Key(String),
+    #[error("cannot build the libp2p transport: {0}")]
+    Transport(String),
+    #[error(transparent)]
+    Behaviour(#[from] behaviour::BehaviourError),
+    #[error("cannot listen on {addr}: {reason}; change network.listen in the config or XOV_NETWORK_LISTEN")]
+    Listen { addr: String, reason: String },
+    #[error("bootstrap address '{0}' is not a multiaddr ending in /p2p/<peer id>")]
+    Bootstrap(String),
+    #[error("the network task has stopped")]
+    Stopped,
+}
+
+/// Counters of gossip validation outcomes, for status and tests.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GossipStats {
+    /// Messages validated and forwarded.
+    pub accepted: u64,
+    /// Messages that failed validation (their sender was penalised; not forwarded).
+    pub rejected: u64,
+    /// Messages dropped without blame: duplicates, stale sequences, pools we do not carry.
+    pub ignored: u64,
+    /// Messages dropped because their sender exceeded its rate limit.
+    pub rate_limited: u64,
+    /// Offers and withdrawals received through sync that were accepted.
+    pub synced: u64,
+}
+
+/// A peer as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PeerView {
+    pub peer_id: String,
+    /// The peer's xov node id, when it identified itself.
+    pub node_id: Option<String>,
+    pub connected: bool,
+    /// Gossipsub's score of the peer (negative after invalid messages).
+    pub gossip_score: Option<f64>,
+    /// Our own penalty points for the peer (invalid messages, floods, bad sync data).
+    pub penalty: u32,
+    pub banned: bool,
+    /// Pool ids the peer is subscribed to.
+    pub pools: Vec<String>,
+}
+
+/// The network part of `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NetworkStatus {
+    pub peer_id: String,
+    /// Listen addresses including `/p2p/<peer id>`, usable as bootstrap addresses by other nodes.
+    pub listen_addrs: Vec<String>,
+    pub connected_peers: usize,
+    pub gossip: GossipStats,
+}
+
+enum Command {
+    Publish { topic: IdentTopic, data: Vec<u8> },
+    Join(PoolId),
+    Leave(PoolId),
+    Status(oneshot::Sender<NetworkStatus>),
+    Peers(oneshot::Sender<Vec<PeerView>>),
+    Members(oneshot::Sender<HashMap<PoolId, usize>>),
+}
+
+/// The API's way to reach the network task.
+#[derive(Clone)]
+pub struct NetworkHandle {
+    tx: mpsc::Sender<Command>,
+    pub peer_id: PeerId,
+    pub listen_addrs: Vec<Multiaddr>,
+}
+
+impl NetworkHandle {
+    async fn send(&self, c: Command) -> Result<(), NetworkError> {
+        self.tx.send(c).await.map_err(|_| NetworkError::Stopped)
+    }
+
+    async fn ask<T>(
+        &self,
+        f: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetworkError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(f(tx)).await?;
+        rx.await.map_err(|_| NetworkError::Stopped)
+    }
+
+    /// Gossips a signed message into a pool.
+    pub async fn publish<T: xov_protocol::Message>(
+        &self,
+        pool: &PoolId,
+        msg: &Signed<T>,
+    ) -> Result<(), NetworkError> {
+        self.send(Command::Publish {
+            topic: pool_topic(pool),
+            data: msg.to_bytes(),
+        })
+        .await
+    }
+
+    pub async fn publish_charter(
+        &self,
+        c: &Signed<xov_protocol::PoolCharter>,
+    ) -> Result<(), NetworkError> {
+        self.send(Command::Publish {
+            topic: charters_topic(),
+            data: c.to_bytes(),
+        })
+        .await
+    }
+
+    pub async fn join(&self, pool: PoolId) -> Result<(), NetworkError> {
+        self.send(Command::Join(pool)).await
+    }
+
+    pub async fn leave(&self, pool: PoolId) -> Result<(), NetworkError> {
+        self.send(Command::Leave(pool)).await
+    }
+
+    pub async fn status(&self) -> Result<NetworkStatus, NetworkError> {
+        self.ask(Command::Status).await
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerView>, NetworkError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// Peers seen subscribed to each pool.
+    pub async fn members(&self) -> Result<HashMap<PoolId, usize>, NetworkError> {
+        self.ask(Command::Members).await
+    }
+}
+
+/// The libp2p identity of a node: the same ed25519 key as its xov node id, so peer id and node id name the
+/// same party.
+pub fn libp2p_key(key: &xov_protocol::Keypair) -> Result<identity::Keypair, NetworkError> {
+    identity::Keypair::ed25519_from_bytes(key.secret_bytes())
+        .map_err(|e| NetworkError::Key(e.to_string()))
+}
+
+/// Builds a swarm with the node's behaviour. Also used by tests to build peers that misbehave.
+pub fn build_swarm(key: identity::Keypair, mdns: bool) -> Result<Swarm<Behaviour>, NetworkError> {
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetworkError::Transport(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|k| {
+            Behaviour::new(k, mdns)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| NetworkError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts listening and returns the bound addresses, waiting until every listener reported one.
+pub async fn listen(
+    swarm: &mut Swarm<Behaviour>,
+    addrs: &[String],
+) -> Result<Vec<Multiaddr>, NetworkError> {
+    let mut pending = HashSet::new();
+    for a in addrs {
+        let ma: Multiaddr =
+            a.parse()
+                .map_err(|e: libp2p::multiaddr::Error| NetworkError::Listen {
+                    addr: a.clone(),
+                    reason: e.to_string(),
+                })?;
+        let id = swarm.listen_on(ma).map_err(|e| NetworkError::Listen {
+            addr: a.clone(),
+            reason: e.to_string(),
+        })?;
+        pending.insert(id);
+    }
+    let mut bound = Vec::new();
+    let deadline = tokio::time::sleep(LISTEN_TIMEOUT);
+    tokio::pin!(deadline);
+    while !pending.is_empty() {
+        tokio::select! {
+            ev = swarm.select_next_some() => match ev {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    pending.remove(&listener_id);
+                    bound.push(address);
+                }
+                SwarmEvent::ListenerClosed { listener_id, reason, .. } if pending.contains(&listener_id) => {
+                    return Err(NetworkError::Listen { addr: format!("{listener_id:?}"), reason: format!("{reason:?}") });
+                }
+                SwarmEvent::ListenerError { listener_id, error } if pending.contains(&listener_id) => {
+                    return Err(NetworkError::Listen { addr: format!("{listener_id:?}"), reason: error.to_string() });
+                }
+                _ => {}
+            },
+            _ = &mut deadline => {
+                return Err(NetworkError::Listen { addr: addrs.join(","), reason: "no address reported in time".into() });
+            }
+        }
+    }
+    let me = *swarm.local_peer_id();
+    Ok(bound
+        .into_iter()
+        .map(|a| a.with(Protocol::P2p(me)))
+        .collect())
+}
+
+/// Starts the network task.
+pub async fn start(
+    key: &xov_protocol::Keypair,
+    cfg: &NetworkConfig,
+    market: Arc<RwLock<Market>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<NetworkHandle, NetworkError> {
+    let mut swarm = build_swarm(libp2p_key(key)?, cfg.mdns)?;
+    let listen_addrs = listen(&mut swarm, &cfg.listen).await?;
+    let peer_id = *swarm.local_peer_id();
+
+    let joined: Vec<PoolId> = market
+        .read()
+        .map(|m| m.joined().iter().copied().collect())
+        .unwrap_or_default();
+    subscribe(&mut swarm, &charters_topic());
+    for p in &joined {
+        subscribe(&mut swarm, &pool_topic(p));
+        announce(&mut swarm, p);
+    }
+    for b in &cfg.bootstrap {
+        let addr: Multiaddr = b.parse().map_err(|_| NetworkError::Bootstrap(b.clone()))?;
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            return Err(NetworkError::Bootstrap(b.clone()));
+        };
+        if peer == peer_id {
+            continue;
+        }
+        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        if let Err(e) = swarm.dial(addr) {
+            warn!(bootstrap = %b, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+
+    let (tx, rx) = mpsc::channel(256);
+    let mut runner = Runner {
+        swarm,
+        market,
+        rate: rate_limit::RateLimiter::new(cfg.peer_rate_per_sec, cfg.peer_burst),
+        reputation: Reputation::default(),
+        stats: GossipStats::default(),
+        target_peers: cfg.target_peers,
+        synced: HashSet::new(),
+        requests: HashMap::new(),
+        node_ids: HashMap::new(),
+        listen_addrs: listen_addrs.clone(),
+        ticks: 0,
+    };
+    tokio::spawn(async move {
+        let mut rx = rx;
+        let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+        loop {
+            tokio::select! {
+                ev = runner.swarm.select_next_some() => runner.on_swarm_event(ev),
+                cmd = rx.recv() => match cmd {
+                    Some(c) => runner.on_command(c),
+                    None => break,
+                },
+                _ = tick.tick() => runner.maintain(),
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+        }
+        debug!("network task stopped");
+    });
+    info!(%peer_id, addrs = ?listen_addrs, "p2p network listening");
+    Ok(NetworkHandle {
+        tx,
+        peer_id,
+        listen_addrs,
+    })
+}
+
+/// The DHT key under which a pool's members announce themselves, so members find each other even when the
+/// nodes between them are not in the pool (gossipsub routes only among subscribers).
+fn pool_key(pool: &PoolId) -> kad::RecordKey {
+    kad::RecordKey::new(&[b"xov/pool/".as_slice(), pool.as_bytes()].concat())
+}
+
+fn announce(swarm: &mut Swarm<Behaviour>, pool: &PoolId) {
+    if let Err(e) = swarm.behaviour_mut().kad.start_providing(pool_key(pool)) {
+        debug!(error = %e, "cannot announce pool membership");
+    }
+}
+
+fn subscribe(swarm: &mut Swarm<Behaviour>, topic: &IdentTopic) {
+    let g = &mut swarm.behaviour_mut().gossipsub;
+    if let Err(e) = g.subscribe(topic) {
+        warn!(topic = %topic, error = %e, "cannot subscribe");
+    }
+    let _ = g.set_topic_params(topic.clone(), scoring::topic_params());
+}
+
+/// The outcome of validating a received message.
+enum Verdict {
+    Accept,
+    Ignore,
+    Reject(String),
+}
+
+impl From<Result<Inserted, MarketError>> for Verdict {
+    fn from(r: Result<Inserted, MarketError>) -> Self {
+        match r {
+            Ok(Inserted::New | Inserted::Superseded { .. }) => Verdict::Accept,
+            Ok(Inserted::Duplicate) => Verdict::Ignore,
+            Err(e) if e.is_senders_fault() => Verdict::Reject(e.to_string()),
+            Err(_) => Verdict::Ignore,
+        }
+    }
+}
+
+struct Runner {
+    swarm: Swarm<Behaviour>,
+    market: Arc<RwLock<Market>>,
+    rate: rate_limit::RateLimiter,
+    reputation: Reputation,
+    stats: GossipStats,
+    target_peers: usize,
+    /// (peer, pool) pairs already pulled on this connection.
+    synced: HashSet<(PeerId, PoolId)>,
+    requests: HashMap<OutboundRequestId, PeerId>,
+    node_ids: HashMap<PeerId, NodeId>,
+    listen_addrs: Vec<Multiaddr>,
+    ticks: u64,
+}
+
+/// Below this many peers in a joined pool, the node looks up the pool's members in the DHT.
+const MIN_POOL_PEERS: usize = 3;
+/// Pool-member dials may exceed the target peer count up to this factor.
+const POOL_DIAL_FACTOR: usize = 3;
+
+impl Runner {
+    /// Validates and applies one message received on `topic` (gossip) or through sync (`topic` = None, the
+    /// pool named by the caller). Every path into the market from the network goes through here.
+    fn apply(&mut self, topic: Option<TopicKind>, data: &[u8]) -> Verdict {
+        let msg = match AnyMessage::from_bytes(data) {
+            Ok(m) => m,
+            Err(e) => return Verdict::Reject(format!("undecodable: {e}")),
+        };
+        let now = unix_now();
+        let Ok(mut m) = self.market.write() else {
+            return Verdict::Ignore;
+        };
+        match (topic, msg) {
+            (Some(TopicKind::Pool(p)), AnyMessage::Offer(o)) if o.body().pool == p => {
+                m.accept_offer(o, now).into()
+            }
+            (Some(TopicKind::Pool(p)), AnyMessage::OfferWithdrawal(w)) if w.body().pool == p => {
+                m.accept_withdrawal(w, now).map(|_| Inserted::New).into()
+            }
+            (Some(TopicKind::Pool(p)), AnyMessage::Bid(b)) if b.body().pool == p => {
+                // Bids are answered by the lease work; until then a valid bid is dropped without blame.
+                match xov_protocol::validate::validate_bid(&b, now) {
+                    Ok(()) => Verdict::Ignore,
+                    Err(e) => Verdict::Reject(e.to_string()),
+                }
+            }
+            (Some(TopicKind::Charters), AnyMessage::PoolCharter(c)) => {
+                match m.accept_charter(c, now) {
+                    Ok(true) => Verdict::Accept,
+                    Ok(false) => Verdict::Ignore,
+                    Err(e) if e.is_senders_fault() => Verdict::Reject(e.to_string()),
+                    Err(_) => Verdict::Ignore,
+                }
+            }
+            (_, other) => Verdict::Reject(format!(
+                "{:?} message not allowed on this topic",
+                other.kind()
+            )),
+        }
+    }
+
+    fn penalise(&mut self, peer: &PeerId, points: u32) {
+        if self.reputation.penalise(peer, points, Instant::now()) {
+            warn!(%peer, "peer banned for misbehaviour");
+            let _ = self.swarm.disconnect_peer_id(*peer);
+        }
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, msg: gossipsub::Message) {
+        let acceptance = if !self.rate.allow(&source, Instant::now()) {
+            self.stats.rate_limited += 1;
+            self.penalise(&source, scoring::PENALTY_FLOOD);
+            MessageAcceptance::Ignore
+        } else {
+            match self.apply(classify(&msg.topic), &msg.data) {
+                Verdict::Accept => {
+                    self.stats.accepted += 1;
+                    MessageAcceptance::Accept
+                }
+                Verdict::Ignore => {
+                    self.stats.ignored += 1;
+                    MessageAcceptance::Ignore
+                }
+                Verdict::Reject(why) => {
+                    self.stats.rejected += 1;
+                    debug!(peer = %source, reason = %why, "rejected gossip");
+                    self.penalise(&source, scoring::PENALTY_INVALID);
+                    MessageAcceptance::Reject
+                }
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, acceptance);
+    }
+
+    fn request_sync(&mut self, peer: PeerId, pool: PoolId) {
+        if self.synced.insert((peer, pool)) {
+            let id = self.swarm.behaviour_mut().sync.send_request(
+                &peer,
+                SyncRequest::Book {
+                    pool: pool.0,
+                    after: None,
+                },
+            );
+            self.requests.insert(id, peer);
+        }
+    }
+
+    fn on_sync_request(&mut self, req: SyncRequest) -> SyncResponse {
+        let Ok(m) = self.market.read() else {
+            return SyncResponse::Charters(Vec::new());
+        };
+        match req {
+            SyncRequest::Charters => {
+                SyncResponse::Charters(m.pools().map(|c| c.to_bytes()).collect())
+            }
+            SyncRequest::Book { pool, after } => {
+                let page = m.sync_page(&sync::pool_of(pool), after, sync::PAGE);
+                SyncResponse::Book {
+                    pool,
+                    offers: page.offers,
+                    withdrawals: page.withdrawals,
+                    next: page.next,
+                }
+            }
+        }
+    }
+
+    fn on_sync_response(&mut self, peer: PeerId, resp: SyncResponse) {
+        match resp {
+            SyncResponse::Charters(items) => {
+                for c in items {
+                    if let Verdict::Reject(why) = self.apply(Some(TopicKind::Charters), &c) {
+                        debug!(%peer, reason = %why, "bad charter in sync");
+                        self.penalise(&peer, scoring::PENALTY_INVALID);
+                    }
+                }
+            }
+            SyncResponse::Book {
+                pool,
+                offers,
+                withdrawals,
+                next,
+            } => {
+                let pool = sync::pool_of(pool);
+                // Withdrawals first, so that a withdrawn offer in the same page stays out.
+                for item in withdrawals.iter().chain(offers.iter()) {
+                    match self.apply(Some(TopicKind::Pool(pool)), item) {
+                        Verdict::Accept => self.stats.synced += 1,
+                        Verdict::Ignore => {}
+                        Verdict::Reject(why) => {
+                            debug!(%peer, reason = %why, "bad offer in sync");
+                            self.penalise(&peer, scoring::PENALTY_INVALID);
+                        }
+                    }
+                }
+                if let Some(after) = next {
+                    let id = self.swarm.behaviour_mut().sync.send_request(
+                        &peer,
+                        SyncRequest::Book {
+                            pool: pool.0,
+                            after: Some(after),
+                        },
+                    );
+                    self.requests.insert(id, peer);
+                }
+            }
+        }
+    }
+
+    fn joined(&self, pool: &PoolId) -> bool {
+        self.market
+            .read()
+            .map(|m| m.joined().contains(pool))
+            .unwrap_or(false)
+    }
+
+    /// Gossips this node's own offers in `pool` again (a peer appeared after we had none there).
+    fn republish_own(&mut self, pool: &PoolId) {
+        let own: Vec<_> = self
+            .market
+            .read()
+            .map(|m| m.own_offers())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| o.body().pool == *pool)
+            .collect();
+        for o in own {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(pool_topic(pool), o.to_bytes());
+        }
+    }
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => match e {
+                gossipsub::Event::Message {
+                    propagation_source,
+                    message_id,
+                    message,
+                } => self.on_gossip(propagation_source, message_id, message),
+                gossipsub::Event::Subscribed { peer_id, topic } => match classify(&topic) {
+                    Some(TopicKind::Pool(p)) if self.joined(&p) => {
+                        let first = self
+                            .swarm
+                            .behaviour()
+                            .gossipsub
+                            .all_peers()
+                            .filter(|(_, ts)| ts.contains(&&topic))
+                            .count()
+                            == 1;
+                        self.request_sync(peer_id, p);
+                        if first {
+                            self.republish_own(&p);
+                        }
+                    }
+                    Some(TopicKind::Charters) => {
+                        let id = self
+                            .swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_request(&peer_id, SyncRequest::Charters);
+                        self.requests.insert(id, peer_id);
+                    }
+                    _ => {}
+                },
+                _ => {}
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => match e {
+                request_response::Event::Message { peer, message, .. } => match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        let resp = self.on_sync_request(request);
+                        let _ = self.swarm.behaviour_mut().sync.send_response(channel, resp);
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        self.requests.remove(&request_id);
+                        self.on_sync_response(peer, response);
+                    }
+                },
+                request_response::Event::OutboundFailure {
+                    peer,
+                    request_id,
+                    error,
+                    ..
+                } => {
+                    self.requests.remove(&request_id);
+                    debug!(%peer, %error, "sync request failed");
+                    // Allow a retry on the next subscription or join.
+                    self.synced.retain(|(p, _)| *p != peer);
+                }
+                _ => {}
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if let Ok(pk) = info.public_key.clone().try_into_ed25519() {
+                    if let Ok(id) = NodeId::from_bytes(pk.to_bytes()) {
+                        self.node_ids.insert(peer_id, id);
+                    }
+                }
+                if info
+                    .protocols
+                    .iter()
+                    .any(|p| p.as_ref() == behaviour::KAD_PROTOCOL)
+                {
+                    for a in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => match e {
+                kad::Event::RoutingUpdated { peer, .. } => self.maybe_dial(peer),
+                kad::Event::OutboundQueryProgressed {
+                    result: kad::QueryResult::GetClosestPeers(Ok(ok)),
+                    ..
+                } => {
+                    for p in ok.peers {
+                        self.maybe_dial(p.peer_id);
+                    }
+                }
+                kad::Event::OutboundQueryProgressed {
+                    result:
+                        kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                            providers,
+                            ..
+                        })),
+                    ..
+                } => {
+                    for p in providers {
+                        self.dial_pool_member(p);
+                    }
+                }
+                _ => {}
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                for (peer, addr) in list {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    self.maybe_dial(peer);
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if self.reputation.is_banned(&peer_id, Instant::now()) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.synced.retain(|(p, _)| *p != peer_id);
+                self.rate.forget(&peer_id);
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+                if !self.listen_addrs.contains(&full) {
+                    self.listen_addrs.push(full);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn maybe_dial(&mut self, peer: PeerId) {
+        if peer == *self.swarm.local_peer_id()
+            || self.swarm.is_connected(&peer)
+            || self.swarm.connected_peers().count() >= self.target_peers
+            || self.reputation.is_banned(&peer, Instant::now())
+        {
+            return;
+        }
+        let _ = self.swarm.dial(peer);
+    }
+
+    /// Dials a fellow pool member, allowing more connections than the general target.
+    fn dial_pool_member(&mut self, peer: PeerId) {
+        if peer == *self.swarm.local_peer_id()
+            || self.swarm.is_connected(&peer)
+            || self.swarm.connected_peers().count() >= self.target_peers * POOL_DIAL_FACTOR
+            || self.reputation.is_banned(&peer, Instant::now())
+        {
+            return;
+        }
+        let _ = self.swarm.dial(peer);
+    }
+
+    fn maintain(&mut self) {
+        self.ticks += 1;
+        let joined: Vec<PoolId> = self
+            .market
+            .read()
+            .map(|m| m.joined().iter().copied().collect())
+            .unwrap_or_default();
+        for p in &joined {
+            let hash = pool_topic(p).hash();
+            let peers = self
+                .swarm
+                .behaviour()
+                .gossipsub
+                .all_peers()
+                .filter(|(_, ts)| ts.contains(&&hash))
+                .count();
+            // Re-announce now and then: provider records live on whichever peers were closest at the time.
+            if self.ticks % 15 == 1 {
+                announce(&mut self.swarm, p);
+            }
+            if peers < MIN_POOL_PEERS && self.swarm.connected_peers().count() > 0 {
+                self.swarm.behaviour_mut().kad.get_providers(pool_key(p));
+            }
+        }
+        let refreshed = self
+            .market
+            .write()
+            .map(|mut m| m.refresh_own(unix_now()))
+            .unwrap_or_else(|_| Ok(Vec::new()));
+        match refreshed {
+            Ok(list) => {
+                for o in list {
+                    let topic = pool_topic(&o.body().pool);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(topic, o.to_bytes());
+                }
+            }
+            Err(e) => warn!(error = %e, "refreshing own offers failed"),
+        }
+        if self.swarm.connected_peers().count() < self.target_peers {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .get_closest_peers(PeerId::random());
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Publish { topic, data } => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic.clone(), data)
+                {
+                    // No peers yet is normal for a new node; peers will pull the book when they connect.
+                    debug!(topic = %topic, error = %e, "publish did not go out");
+                }
+            }
+            Command::Join(pool) => {
+                let topic = pool_topic(&pool);
+                subscribe(&mut self.swarm, &topic);
+                announce(&mut self.swarm, &pool);
+                let hash = topic.hash();
+                let members: Vec<PeerId> = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(_, ts)| ts.contains(&&hash))
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in members {
+                    self.request_sync(p, pool);
+                }
+            }
+            Command::Leave(pool) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .unsubscribe(&pool_topic(&pool));
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&pool_key(&pool));
+                self.synced.retain(|(_, p)| *p != pool);
+            }
+            Command::Status(tx) => {
+                let _ = tx.send(NetworkStatus {
+                    peer_id: self.swarm.local_peer_id().to_string(),
+                    listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
+                    connected_peers: self.swarm.connected_peers().count(),
+                    gossip: self.stats.clone(),
+                });
+            }
+            Command::Peers(tx) => {
+                let _ = tx.send(self.peer_views());
+            }
+            Command::Members(tx) => {
+                let mut counts: HashMap<PoolId, usize> = HashMap::new();
+                for (_, topics) in self.swarm.behaviour().gossipsub.all_peers() {
+                    for t in topics {
+                        if let Some(TopicKind::Pool(p)) = classify(t) {
+                            *counts.entry(p).or_default() += 1;
+                        }
+                    }
+                }
+                let _ = tx.send(counts);
+            }
+        }
+    }
+
+    fn peer_views(&self) -> Vec<PeerView> {
+        let now = Instant::now();
+        let g = &self.swarm.behaviour().gossipsub;
+        let mut topics: HashMap<PeerId, Vec<String>> = HashMap::new();
+        for (p, ts) in g.all_peers() {
+            topics.insert(
+                *p,
+                ts.iter()
+                    .filter_map(|t| match classify(t) {
+                        Some(TopicKind::Pool(id)) => Some(id.to_string()),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+        }
+        let mut peers: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
+        peers.extend(topics.keys().copied());
+        peers.extend(self.node_ids.keys().copied());
+        let mut out: Vec<PeerView> = peers
+            .into_iter()
+            .map(|p| PeerView {
+                peer_id: p.to_string(),
+                node_id: self.node_ids.get(&p).map(|n| n.to_string()),
+                connected: self.swarm.is_connected(&p),
+                gossip_score: g.peer_score(&p),
+                penalty: self.reputation.penalty(&p),
+                banned: self.reputation.is_banned(&p, now),
+                pools: topics.remove(&p).unwrap_or_default(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        out
+    }
+}
