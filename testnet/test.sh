@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash testnet/setup.sh
 source testnet/env.sh
+# Real Bitcoin Core for the wallet's regtest tests (built once from crates.io sources, ~5 min; cached).
+XOV_BITCOIND_DIR=$(bash testnet/bitcoind/build.sh | tail -n 1)
+export XOV_BITCOIND_DIR
 cargo fmt --all -- --check
 cargo test --workspace --locked
 # The fuzz targets are not run here (they need nightly), but they must keep compiling.

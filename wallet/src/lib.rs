@@ -1,5 +1,20 @@
-//! xov-wallet: the node's built-in bitcoin wallet (BDK), its chain sources (compact block filters by default,
-//! bitcoind RPC as an option), per-lease invoice addresses, payment tracking and refunds.
-//!
-//! Not yet implemented: see the wallet issue. The crate exists so the workspace has its final shape and the
-//! dependency direction (node → wallet) is fixed from the start.
+//! xov-wallet: the node's own bitcoin wallet. It watches the chain itself — compact block filters by default,
+//! bitcoind RPC as an option — hands out one fresh address per lease invoice, classifies what arrives
+//! (seen, confirmed, partial, overpaid, late, top-ups, reorged out), and pays and refunds.
+
+pub mod bip21;
+pub mod chain;
+pub mod error;
+pub mod events;
+pub mod invoice;
+pub mod keys;
+pub mod store;
+mod wallet;
+
+pub use bdk_wallet::bitcoin::Network;
+pub use chain::ChainSource;
+pub use error::WalletError;
+pub use events::WalletEvent;
+pub use invoice::{Invoice, InvoiceStatus, Payment, PaymentPolicy};
+pub use store::{FileStore, WalletStore};
+pub use wallet::{Balance, HistoryEntry, WalletConfig, XovWallet, DEFAULT_LOOKAHEAD, FALLBACK_FEE_SAT_PER_VB};

@@ -1,0 +1,186 @@
+//! A real Bitcoin Core `bitcoind` in regtest mode for tests: own data dir, free ports on 127.0.0.1, compact
+//! block filters served (`-blockfilterindex=1 -peerblockfilters=1`) so both the light client and RPC work;
+//! stopped when dropped. Driven through `bitcoin-cli`, so the harness needs no RPC client of its own.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::HarnessError;
+
+/// Where `testnet/bitcoind/build.sh` installs by default (its crate version is part of the path).
+const DEFAULT_VERSION_DIR: &str = "bitcoind-0.4.1";
+
+/// Finds the directory holding `bitcoind` and `bitcoin-cli`: `$XOV_BITCOIND_DIR`, the build script's cache,
+/// or `PATH`.
+pub fn bin_dir() -> Result<PathBuf, HarnessError> {
+    if let Some(d) = std::env::var_os("XOV_BITCOIND_DIR") {
+        let d = PathBuf::from(d);
+        if d.join("bitcoind").exists() {
+            return Ok(d);
+        }
+    }
+    let cache = std::env::var_os("XOV_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/xov")))
+        .map(|c| c.join(DEFAULT_VERSION_DIR).join("bin"));
+    if let Some(c) = cache.filter(|c| c.join("bitcoind").exists()) {
+        return Ok(c);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for p in std::env::split_paths(&path) {
+            if p.join("bitcoind").exists() && p.join("bitcoin-cli").exists() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(HarnessError::Missing {
+        what: "bitcoind",
+        how: "run `bash testnet/bitcoind/build.sh` (builds Bitcoin Core once, ~5 min) or set XOV_BITCOIND_DIR",
+    })
+}
+
+/// Picks a free TCP port on 127.0.0.1 (the OS may hand it out again, but not while we hold it here).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A running regtest node.
+pub struct Bitcoind {
+    child: Option<Child>,
+    bin: PathBuf,
+    _dir: tempfile::TempDir,
+    datadir: PathBuf,
+    pub rpc_port: u16,
+    pub p2p_port: u16,
+}
+
+impl Bitcoind {
+    /// Starts bitcoind and returns once its RPC answers.
+    pub fn start() -> Result<Bitcoind, HarnessError> {
+        let bin = bin_dir()?;
+        let dir = tempfile::tempdir().map_err(HarnessError::io("temp dir"))?;
+        let datadir = dir.path().to_path_buf();
+        let (rpc_port, p2p_port) = (free_port(), free_port());
+        let child = Command::new(bin.join("bitcoind"))
+            .args([
+                "-regtest",
+                &format!("-datadir={}", datadir.display()),
+                &format!("-rpcport={rpc_port}"),
+                &format!("-port={p2p_port}"),
+                "-bind=127.0.0.1",
+                "-rpcbind=127.0.0.1",
+                "-rpcallowip=127.0.0.1",
+                "-listen=1",
+                "-blockfilterindex=1",
+                "-peerblockfilters=1",
+                "-fallbackfee=0.0001",
+                "-txindex=1",
+                "-dnsseed=0",
+                "-fixedseeds=0",
+                "-printtoconsole=0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(HarnessError::io("start bitcoind"))?;
+        let node = Bitcoind {
+            child: Some(child),
+            bin,
+            _dir: dir,
+            datadir,
+            rpc_port,
+            p2p_port,
+        };
+        // -rpcwait blocks until the RPC server is up: an event, not a guess.
+        node.cli(&["-rpcwait", "-rpcwaittimeout=60", "getblockchaininfo"])?;
+        Ok(node)
+    }
+
+    pub fn datadir(&self) -> &Path {
+        &self.datadir
+    }
+
+    /// The RPC cookie file (for clients that authenticate with it).
+    pub fn cookie_file(&self) -> PathBuf {
+        self.datadir.join("regtest").join(".cookie")
+    }
+
+    pub fn rpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rpc_port)
+    }
+
+    pub fn p2p_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.p2p_port))
+    }
+
+    /// Runs `bitcoin-cli` against this node; returns its stdout as JSON (or as a JSON string when it is not
+    /// JSON, as for `getnewaddress`-style answers).
+    pub fn cli(&self, args: &[&str]) -> Result<Value, HarnessError> {
+        let out = Command::new(self.bin.join("bitcoin-cli"))
+            .arg("-regtest")
+            .arg(format!("-datadir={}", self.datadir.display()))
+            .arg(format!("-rpcport={}", self.rpc_port))
+            .args(args)
+            .output()
+            .map_err(HarnessError::io("run bitcoin-cli"))?;
+        if !out.status.success() {
+            return Err(HarnessError::Rpc(format!(
+                "bitcoin-cli {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Mines `n` blocks paying `address`; returns the block hashes.
+    pub fn mine_to(&self, n: u32, address: &str) -> Result<Vec<String>, HarnessError> {
+        let v = self.cli(&["generatetoaddress", &n.to_string(), address])?;
+        Ok(v.as_array()
+            .map(|a| a.iter().filter_map(|h| h.as_str().map(String::from)).collect())
+            .unwrap_or_default())
+    }
+
+    /// Mines `n` blocks to a throwaway address (Core is built without its wallet, so use a fixed one).
+    pub fn mine(&self, n: u32) -> Result<Vec<String>, HarnessError> {
+        self.mine_to(n, BURN_ADDRESS)
+    }
+
+    pub fn height(&self) -> Result<u64, HarnessError> {
+        self.cli(&["getblockcount"])?
+            .as_u64()
+            .ok_or_else(|| HarnessError::Rpc("getblockcount gave no number".into()))
+    }
+
+    /// Stops the node and waits for it to exit.
+    pub fn stop(mut self) -> Result<(), HarnessError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), HarnessError> {
+        if let Some(mut child) = self.child.take() {
+            if self.cli(&["stop"]).is_err() {
+                let _ = child.kill();
+            }
+            child.wait().map_err(HarnessError::io("wait for bitcoind"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Bitcoind {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// A regtest P2WPKH address whose key nobody uses: a sink for blocks mined only to move the chain.
+pub const BURN_ADDRESS: &str = "bcrt1qs758ursh4q9z627kt3pp5yysm78ddny6txaqgw";

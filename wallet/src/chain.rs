@@ -1,0 +1,285 @@
+//! Chain sources, behind one handle: compact block filters (BIP157/158 via bdk_kyoto, the default: no server
+//! of one's own needed) and bitcoind RPC (bdk_bitcoind_rpc, for operators who run a node).
+//!
+//! Each runs as a task that applies chain data to the wallet, persists, and re-assesses invoices. The light
+//! client sees transactions only once they are in a block; RPC also sees the mempool.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bdk_bitcoind_rpc::bitcoincore_rpc::{Auth, Client, RpcApi};
+use bdk_bitcoind_rpc::Emitter;
+use bdk_kyoto::builder::{Builder, BuilderExt};
+use bdk_kyoto::{Requester, SyncConfig, TrustedPeer};
+use bdk_wallet::bitcoin::{Network, Transaction};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+use tracing::{debug, info, warn};
+
+use crate::error::WalletError;
+use crate::wallet::{unix_now, Inner, BROADCAST_TIMEOUT};
+
+/// Which chain source to follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChainSource {
+    /// Light client: download compact block filters from these peers (BIP157/158).
+    CompactFilters { peers: Vec<SocketAddr> },
+    /// A bitcoind of one's own, over RPC, polled every `poll_ms`.
+    BitcoindRpc { url: String, cookie_file: PathBuf, poll_ms: u64 },
+}
+
+impl ChainSource {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChainSource::CompactFilters { .. } => "compact block filters",
+            ChainSource::BitcoindRpc { .. } => "bitcoind RPC",
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn lock(inner: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) enum ChainHandle {
+    Kyoto {
+        requester: Arc<Mutex<Option<Requester>>>,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    },
+    Rpc {
+        client: Arc<Client>,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+pub(crate) async fn start(
+    source: ChainSource,
+    network: Network,
+    inner: Shared,
+    rebuild: Arc<Notify>,
+) -> Result<ChainHandle, WalletError> {
+    match source {
+        ChainSource::CompactFilters { peers } => {
+            if peers.is_empty() {
+                return Err(WalletError::Chain("compact block filters need at least one peer".into()));
+            }
+            let requester = Arc::new(Mutex::new(None));
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(run_kyoto(network, peers, inner, rebuild, requester.clone(), stop_rx));
+            Ok(ChainHandle::Kyoto { requester, stop, task })
+        }
+        ChainSource::BitcoindRpc { url, cookie_file, poll_ms } => {
+            let client = Arc::new(
+                Client::new(&url, Auth::CookieFile(cookie_file.clone()))
+                    .map_err(|e| WalletError::Chain(format!("bitcoind RPC at {url}: {e}")))?,
+            );
+            let c = client.clone();
+            let info = tokio::task::spawn_blocking(move || c.get_blockchain_info())
+                .await
+                .map_err(|e| WalletError::Chain(e.to_string()))?
+                .map_err(|e| WalletError::Chain(format!("bitcoind RPC at {url} does not answer: {e}; is bitcoind running, and is {} its cookie?", cookie_file.display())))?;
+            if info.chain != network {
+                return Err(WalletError::Chain(format!("bitcoind is on {}, the wallet on {network}", info.chain)));
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let (c, s) = (client.clone(), stop.clone());
+            let thread = std::thread::Builder::new()
+                .name("xov-wallet-rpc".into())
+                .spawn(move || run_rpc(c, inner, Duration::from_millis(poll_ms.max(10)), s))
+                .map_err(|e| WalletError::Chain(e.to_string()))?;
+            Ok(ChainHandle::Rpc { client, stop, thread: Some(thread) })
+        }
+    }
+}
+
+impl ChainHandle {
+    pub(crate) async fn broadcast(&self, tx: Transaction) -> Result<(), WalletError> {
+        match self {
+            ChainHandle::Kyoto { requester, .. } => {
+                let r = requester
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .ok_or_else(|| WalletError::Broadcast("the light client is not connected yet".into()))?;
+                tokio::time::timeout(BROADCAST_TIMEOUT, r.submit_package(tx))
+                    .await
+                    .map_err(|_| WalletError::Broadcast("no peer took the transaction in time".into()))?
+                    .map_err(|e| WalletError::Broadcast(e.to_string()))?;
+                Ok(())
+            }
+            ChainHandle::Rpc { client, .. } => {
+                let c = client.clone();
+                tokio::task::spawn_blocking(move || c.send_raw_transaction(&tx))
+                    .await
+                    .map_err(|e| WalletError::Broadcast(e.to_string()))?
+                    .map_err(|e| WalletError::Broadcast(e.to_string()))?;
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn stop(self) {
+        match self {
+            ChainHandle::Kyoto { requester, stop, task } => {
+                let _ = stop.send(true);
+                if let Some(r) = requester.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = r.shutdown();
+                }
+                let _ = task.await;
+            }
+            ChainHandle::Rpc { stop, mut thread, .. } => {
+                stop.store(true, Ordering::SeqCst);
+                if let Some(t) = thread.take() {
+                    let _ = tokio::task::spawn_blocking(move || t.join()).await;
+                }
+            }
+        }
+    }
+}
+
+/// Light-client loop. The client watches the wallet's addresses as they were when it was built (revealed
+/// ones plus the lookahead), so it is rebuilt when invoices come close to the end of that window, and
+/// whenever the node stops (it gives up on peers after a long idle spell).
+async fn run_kyoto(
+    network: Network,
+    peers: Vec<SocketAddr>,
+    inner: Shared,
+    rebuild: Arc<Notify>,
+    slot: Arc<Mutex<Option<Requester>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let built = {
+            let mut g = lock(&inner);
+            let revealed = g.wallet.derivation_index(bdk_wallet::KeychainKind::External).unwrap_or(0);
+            g.watched_up_to = revealed;
+            // Each connection attempt uses up one whitelist entry; list every peer many times.
+            let whitelist: Vec<TrustedPeer> = peers
+                .iter()
+                .flat_map(|p| std::iter::repeat_n(TrustedPeer::from_socket_addr(*p), 64))
+                .collect();
+            Builder::new(network)
+                .add_peers(whitelist)
+                .whitelist_only()
+                .required_peers(1)
+                .fetch_witness_data()
+                .build_with_wallet(&g.wallet, SyncConfig::sync_from_last_checkpoint().build())
+        };
+        let client = match built {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot build the light client");
+                return;
+            }
+        };
+        let (client, logging, mut updates) = client.subscribe();
+        let mut warnings = logging.warning_subscriber;
+        drop(logging.info_subscriber);
+        tokio::spawn(async move {
+            while let Some(w) = warnings.recv().await {
+                debug!(warning = %w, "light client");
+            }
+        });
+        let requester = client.start().requester();
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(requester.clone());
+        info!(network = %network, "light client started");
+        loop {
+            tokio::select! {
+                u = updates.update() => match u {
+                    Ok(update) => {
+                        let mut g = lock(&inner);
+                        if let Err(e) = g.wallet.apply_update(update) {
+                            warn!(error = %e, "light client update does not connect");
+                            continue;
+                        }
+                        if let Err(e) = g.persist().and_then(|_| g.refresh()) {
+                            warn!(error = %e, "cannot persist wallet update");
+                        }
+                        g.tip_event();
+                    }
+                    Err(_) => {
+                        warn!("light client stopped; restarting it");
+                        break;
+                    }
+                },
+                _ = rebuild.notified() => {
+                    debug!("rebuilding the light client to watch newly revealed addresses");
+                    let _ = requester.shutdown();
+                    break;
+                }
+                _ = stop.wait_for(|s| *s) => {
+                    let _ = requester.shutdown();
+                    return;
+                }
+            }
+        }
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// RPC loop: connect new blocks (the emitter walks back over reorgs by itself), then the mempool.
+fn run_rpc(client: Arc<Client>, inner: Shared, poll: Duration, stop: Arc<AtomicBool>) {
+    let (cp, expected) = {
+        let g = lock(&inner);
+        let expected: Vec<Arc<Transaction>> = g
+            .wallet
+            .transactions()
+            .filter(|t| t.chain_position.is_unconfirmed())
+            .map(|t| t.tx_node.tx.clone())
+            .collect();
+        (g.wallet.latest_checkpoint(), expected)
+    };
+    let start = cp.height();
+    let mut emitter = Emitter::new(client, cp, start, expected);
+    while !stop.load(Ordering::SeqCst) {
+        let mut changed = false;
+        loop {
+            match emitter.next_block() {
+                Ok(Some(ev)) => {
+                    let mut g = lock(&inner);
+                    if let Err(e) = g.wallet.apply_block_connected_to(&ev.block, ev.block_height(), ev.connected_to()) {
+                        warn!(error = %e, "block does not connect");
+                        break;
+                    }
+                    changed = true;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "bitcoind RPC failed while fetching blocks");
+                    break;
+                }
+            }
+        }
+        match emitter.mempool() {
+            Ok(mp) => {
+                if !mp.update.is_empty() || !mp.evicted.is_empty() {
+                    let mut g = lock(&inner);
+                    g.wallet.apply_evicted_txs(mp.evicted);
+                    g.wallet.apply_unconfirmed_txs(mp.update);
+                    changed = true;
+                }
+            }
+            Err(e) => warn!(error = %e, "bitcoind RPC failed while reading the mempool"),
+        }
+        if changed {
+            let mut g = lock(&inner);
+            if let Err(e) = g.persist().and_then(|_| g.refresh()) {
+                warn!(error = %e, "cannot persist wallet update");
+            }
+            g.tip_event();
+        }
+        let _ = unix_now();
+        std::thread::sleep(poll);
+    }
+}

@@ -1,0 +1,45 @@
+//! The wallet's error type.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum WalletError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the mnemonic in {path} is not valid BIP39: {message}")]
+    BadMnemonic { path: String, message: String },
+    #[error("mnemonic file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
+    Permissions { path: String, mode: u32 },
+    #[error("wallet descriptor error: {0}")]
+    Descriptor(String),
+    #[error("stored wallet state does not fit this wallet: {0}")]
+    Load(String),
+    #[error("stored wallet state is unreadable: {0}")]
+    Corrupt(String),
+    #[error("chain source: {0}")]
+    Chain(String),
+    #[error("address '{address}' is not valid for {network}: {message}")]
+    BadAddress {
+        address: String,
+        network: String,
+        message: String,
+    },
+    #[error("payment request is not valid: {0}")]
+    BadUri(String),
+    #[error("not enough funds: {0}")]
+    InsufficientFunds(String),
+    #[error("cannot build the transaction: {0}")]
+    Build(String),
+    #[error("cannot sign the transaction: {0}")]
+    Sign(String),
+    #[error("broadcast failed: {0}")]
+    Broadcast(String),
+    #[error("no invoice with id {0}")]
+    NoSuchInvoice(String),
+    #[error("an invoice with id {0} exists already")]
+    DuplicateInvoice(String),
+}

@@ -1,0 +1,84 @@
+//! Where the wallet keeps its state: BDK's change set (chain view, transactions, revealed indexes) and the
+//! invoices. A trait, so the node keeps it in RocksDB and tests in files. Everything is written before the
+//! caller acts on it (an address is stored as revealed before it is handed out).
+
+use std::path::PathBuf;
+
+use bdk_wallet::ChangeSet;
+
+use crate::error::WalletError;
+use crate::invoice::Invoice;
+
+pub trait WalletStore: Send + 'static {
+    fn load_changeset(&self) -> Result<Option<ChangeSet>, WalletError>;
+    /// Replaces the stored change set with the complete one.
+    fn save_changeset(&mut self, full: &ChangeSet) -> Result<(), WalletError>;
+    fn load_invoices(&self) -> Result<Vec<Invoice>, WalletError>;
+    fn save_invoice(&mut self, invoice: &Invoice) -> Result<(), WalletError>;
+}
+
+/// JSON files in a directory, each replaced atomically (write to a temp file, fsync, rename).
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Result<FileStore, WalletError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| WalletError::Io {
+            what: "cannot create",
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(FileStore { dir })
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), WalletError> {
+        use std::io::Write;
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let io = |what, source| WalletError::Io { what, path: path.display().to_string(), source };
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
+        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io("cannot write", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("cannot replace", e))
+    }
+
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, WalletError> {
+        let path = self.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(WalletError::Io { what: "cannot read", path: path.display().to_string(), source }),
+        }
+    }
+}
+
+impl WalletStore for FileStore {
+    fn load_changeset(&self) -> Result<Option<ChangeSet>, WalletError> {
+        self.read("changeset.json")?
+            .map(|b| serde_json::from_slice(&b).map_err(|e| WalletError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    fn save_changeset(&mut self, full: &ChangeSet) -> Result<(), WalletError> {
+        let bytes = serde_json::to_vec(full).map_err(|e| WalletError::Corrupt(e.to_string()))?;
+        self.write("changeset.json", &bytes)
+    }
+
+    fn load_invoices(&self) -> Result<Vec<Invoice>, WalletError> {
+        Ok(match self.read("invoices.json")? {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| WalletError::Corrupt(e.to_string()))?,
+            None => Vec::new(),
+        })
+    }
+
+    fn save_invoice(&mut self, invoice: &Invoice) -> Result<(), WalletError> {
+        let mut all = self.load_invoices()?;
+        match all.iter_mut().find(|i| i.id == invoice.id) {
+            Some(slot) => *slot = invoice.clone(),
+            None => all.push(invoice.clone()),
+        }
+        let bytes = serde_json::to_vec(&all).map_err(|e| WalletError::Corrupt(e.to_string()))?;
+        self.write("invoices.json", &bytes)
+    }
+}

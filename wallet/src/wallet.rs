@@ -1,0 +1,481 @@
+//! `XovWallet`: the node's wallet. BDK holds keys and the chain view; a chain source task feeds it blocks
+//! (and, with bitcoind RPC, mempool transactions); after each update every invoice is re-assessed and the
+//! differences go out as [`WalletEvent`]s. State is persisted before events are sent.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bdk_wallet::bitcoin::bip32::Xpriv;
+use bdk_wallet::bitcoin::{Address, Amount, FeeRate, Network, Transaction};
+use bdk_wallet::chain::{ChainPosition, Merge};
+use bdk_wallet::template::Bip84;
+use bdk_wallet::{ChangeSet, KeychainKind, SignOptions, Wallet};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, Notify};
+use tracing::{debug, warn};
+
+use crate::chain::{self, ChainSource};
+use crate::error::WalletError;
+use crate::events::WalletEvent;
+use crate::invoice::{assess, counts, Invoice, InvoiceStatus, Payment, PaymentPolicy};
+use crate::keys;
+use crate::store::WalletStore;
+
+/// Addresses watched beyond the last revealed one. Kyoto only matches filters against the revealed window
+/// plus this lookahead, so the client is rebuilt when invoices use up half of it.
+pub const DEFAULT_LOOKAHEAD: u32 = 1000;
+/// Fee rate used when none is given and the chain source offers no estimate (regtest has none).
+pub const FALLBACK_FEE_SAT_PER_VB: u64 = 2;
+
+#[derive(Debug, Clone)]
+pub struct WalletConfig {
+    pub network: Network,
+    pub mnemonic_path: PathBuf,
+    /// Optional BIP39 passphrase.
+    pub passphrase: String,
+    pub chain: ChainSource,
+    pub lookahead: u32,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub(crate) struct Inner {
+    pub(crate) wallet: Wallet,
+    xprv: Xpriv,
+    store: Box<dyn WalletStore>,
+    full: ChangeSet,
+    invoices: BTreeMap<String, Invoice>,
+    events: broadcast::Sender<WalletEvent>,
+    /// Highest external index the running light client was built to watch.
+    pub(crate) watched_up_to: u32,
+    lookahead: u32,
+}
+
+impl Inner {
+    /// Writes what BDK staged. Called before any result of the change leaves the wallet.
+    pub(crate) fn persist(&mut self) -> Result<(), WalletError> {
+        if let Some(delta) = self.wallet.take_staged() {
+            self.full.merge(delta);
+            self.store.save_changeset(&self.full)?;
+        }
+        Ok(())
+    }
+
+    /// Payments to each external index, from the wallet's indexed outputs (spent ones included).
+    fn payments_by_index(&self, now: u64) -> BTreeMap<u32, Vec<Payment>> {
+        let mut out: BTreeMap<u32, Vec<Payment>> = BTreeMap::new();
+        for lo in self.wallet.list_output() {
+            if lo.keychain != KeychainKind::External {
+                continue;
+            }
+            let (height, seen_at) = match lo.chain_position {
+                ChainPosition::Confirmed { anchor, .. } => {
+                    (Some(anchor.block_id.height), anchor.confirmation_time)
+                }
+                ChainPosition::Unconfirmed { first_seen, .. } => (None, first_seen.unwrap_or(now)),
+            };
+            let txid = lo.outpoint.txid;
+            let rbf = self
+                .wallet
+                .get_tx(txid)
+                .is_some_and(|t| t.tx_node.tx.is_explicitly_rbf());
+            out.entry(lo.derivation_index).or_default().push(Payment {
+                txid: txid.to_string(),
+                vout: lo.outpoint.vout,
+                amount_sat: lo.txout.value.to_sat(),
+                height,
+                seen_at,
+                rbf,
+            });
+        }
+        out
+    }
+
+    /// Re-assesses every invoice against the chain view; persists and announces what changed.
+    pub(crate) fn refresh(&mut self) -> Result<(), WalletError> {
+        let now = unix_now();
+        let tip = self.wallet.latest_checkpoint().height();
+        let mut by_index = self.payments_by_index(now);
+        let mut events = Vec::new();
+        let mut changed = Vec::new();
+        for inv in self.invoices.values_mut() {
+            let mut payments = by_index.remove(&inv.index).unwrap_or_default();
+            payments.sort_by_key(|p| (p.seen_at, p.txid.clone(), p.vout));
+            let key = |p: &Payment| (p.txid.clone(), p.vout);
+            for p in &payments {
+                let old = inv.payments.iter().find(|o| key(o) == key(p));
+                if old.is_none() {
+                    events.push(WalletEvent::PaymentSeen {
+                        invoice: inv.id.clone(),
+                        txid: p.txid.clone(),
+                        amount_sat: p.amount_sat,
+                        confirmations: p.confirmations(tip),
+                    });
+                }
+                let counted_before = old.is_some_and(|o| counts(o, tip, inv.amount_sat, &inv.policy) && o.height.is_some() == p.height.is_some());
+                if counts(p, tip, inv.amount_sat, &inv.policy) && !counted_before {
+                    events.push(WalletEvent::PaymentConfirmed {
+                        invoice: inv.id.clone(),
+                        txid: p.txid.clone(),
+                        amount_sat: p.amount_sat,
+                        confirmations: p.confirmations(tip),
+                    });
+                }
+                if old.is_some_and(|o| o.height.is_some()) && p.height.is_none() {
+                    events.push(WalletEvent::PaymentReorged {
+                        invoice: inv.id.clone(),
+                        txid: p.txid.clone(),
+                        amount_sat: p.amount_sat,
+                    });
+                }
+            }
+            for o in &inv.payments {
+                if o.height.is_some() && !payments.iter().any(|p| key(p) == key(o)) {
+                    events.push(WalletEvent::PaymentReorged {
+                        invoice: inv.id.clone(),
+                        txid: o.txid.clone(),
+                        amount_sat: o.amount_sat,
+                    });
+                }
+            }
+            let a = assess(inv, &payments, tip, now);
+            let status_changed = (a.status, a.settled_sat, a.pending_sat) != (inv.status, inv.settled_sat, inv.pending_sat);
+            if status_changed || payments != inv.payments {
+                inv.status = a.status;
+                inv.settled_sat = a.settled_sat;
+                inv.pending_sat = a.pending_sat;
+                inv.payments = payments;
+                changed.push(inv.clone());
+                if status_changed {
+                    events.push(WalletEvent::InvoiceUpdated {
+                        invoice: inv.id.clone(),
+                        status: a.status,
+                        settled_sat: a.settled_sat,
+                        pending_sat: a.pending_sat,
+                    });
+                }
+            }
+        }
+        for inv in &changed {
+            self.store.save_invoice(inv)?;
+        }
+        for e in events {
+            debug!(event = ?e, "wallet event");
+            let _ = self.events.send(e);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn tip_event(&self) {
+        let _ = self.events.send(WalletEvent::TipChanged {
+            height: self.wallet.latest_checkpoint().height(),
+        });
+    }
+}
+
+/// A wallet balance in sats.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Balance {
+    pub confirmed_sat: u64,
+    pub pending_sat: u64,
+    pub immature_sat: u64,
+    pub tip_height: u32,
+}
+
+/// One wallet transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub txid: String,
+    pub received_sat: u64,
+    pub sent_sat: u64,
+    pub fee_sat: Option<u64>,
+    pub height: Option<u32>,
+    pub confirmations: u32,
+}
+
+pub struct XovWallet {
+    inner: Arc<Mutex<Inner>>,
+    events: broadcast::Sender<WalletEvent>,
+    network: Network,
+    chain: chain::ChainHandle,
+    rebuild: Arc<Notify>,
+    created_mnemonic: bool,
+}
+
+impl XovWallet {
+    /// Opens the wallet (creating mnemonic and state on first use) and starts following the chain.
+    pub async fn open(cfg: WalletConfig, store: Box<dyn WalletStore>) -> Result<XovWallet, WalletError> {
+        let (mnemonic, created) = keys::load_or_create_mnemonic(&cfg.mnemonic_path)?;
+        let xprv = keys::master_key(&mnemonic, &cfg.passphrase, cfg.network)?;
+        let lookahead = cfg.lookahead.max(25);
+        let (mut wallet, mut full) = match store.load_changeset()? {
+            Some(cs) => {
+                let w = Wallet::load()
+                    .check_network(cfg.network)
+                    .descriptor(KeychainKind::External, Some(Bip84(xprv, KeychainKind::External)))
+                    .descriptor(KeychainKind::Internal, Some(Bip84(xprv, KeychainKind::Internal)))
+                    .lookahead(lookahead)
+                    .load_wallet_no_persist(cs.clone())
+                    .map_err(|e| WalletError::Load(e.to_string()))?
+                    .ok_or_else(|| WalletError::Load("empty change set".into()))?;
+                (w, cs)
+            }
+            None => {
+                let w = Wallet::create(Bip84(xprv, KeychainKind::External), Bip84(xprv, KeychainKind::Internal))
+                    .network(cfg.network)
+                    .lookahead(lookahead)
+                    .create_wallet_no_persist()
+                    .map_err(|e| WalletError::Descriptor(e.to_string()))?;
+                (w, ChangeSet::default())
+            }
+        };
+        let mut store = store;
+        if let Some(delta) = wallet.take_staged() {
+            full.merge(delta);
+            store.save_changeset(&full)?;
+        }
+        let invoices = store.load_invoices()?.into_iter().map(|i| (i.id.clone(), i)).collect();
+        let (events, _) = broadcast::channel(4096);
+        let inner = Arc::new(Mutex::new(Inner {
+            wallet,
+            xprv,
+            store,
+            full,
+            invoices,
+            events: events.clone(),
+            watched_up_to: 0,
+            lookahead,
+        }));
+        let rebuild = Arc::new(Notify::new());
+        let chain = chain::start(cfg.chain.clone(), cfg.network, inner.clone(), rebuild.clone()).await?;
+        Ok(XovWallet { inner, events, network: cfg.network, chain, rebuild, created_mnemonic: created })
+    }
+
+    /// Whether this start created the mnemonic (show it to the user once).
+    pub fn created_mnemonic(&self) -> bool {
+        self.created_mnemonic
+    }
+
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wallet events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<WalletEvent> {
+        self.events.subscribe()
+    }
+
+    /// A fresh receiving address (stored as revealed before it is returned).
+    pub fn new_address(&self) -> Result<String, WalletError> {
+        let mut g = self.lock();
+        let info = g.wallet.reveal_next_address(KeychainKind::External);
+        g.persist()?;
+        self.maybe_rebuild(&g, info.index);
+        Ok(info.address.to_string())
+    }
+
+    fn maybe_rebuild(&self, g: &Inner, index: u32) {
+        if index + g.lookahead / 2 > g.watched_up_to + g.lookahead {
+            self.rebuild.notify_one();
+        }
+    }
+
+    /// Creates an invoice with its own fresh address. The address is never reused: it stays watched so that
+    /// later payments to it are seen as top-ups.
+    pub fn create_invoice(
+        &self,
+        id: &str,
+        amount_sat: u64,
+        expires_at: u64,
+        policy: PaymentPolicy,
+    ) -> Result<Invoice, WalletError> {
+        let mut g = self.lock();
+        if g.invoices.contains_key(id) {
+            return Err(WalletError::DuplicateInvoice(id.to_string()));
+        }
+        let info = g.wallet.reveal_next_address(KeychainKind::External);
+        g.persist()?;
+        let inv = Invoice {
+            id: id.to_string(),
+            address: info.address.to_string(),
+            index: info.index,
+            amount_sat,
+            created_at: unix_now(),
+            expires_at,
+            policy,
+            status: InvoiceStatus::Unpaid,
+            settled_sat: 0,
+            pending_sat: 0,
+            payments: Vec::new(),
+        };
+        g.store.save_invoice(&inv)?;
+        g.invoices.insert(inv.id.clone(), inv.clone());
+        self.maybe_rebuild(&g, info.index);
+        Ok(inv)
+    }
+
+    pub fn invoice(&self, id: &str) -> Option<Invoice> {
+        self.lock().invoices.get(id).cloned()
+    }
+
+    pub fn invoices(&self) -> Vec<Invoice> {
+        self.lock().invoices.values().cloned().collect()
+    }
+
+    /// Re-assesses invoices now (expiry is time-based; chain updates trigger this by themselves).
+    pub fn refresh(&self) -> Result<(), WalletError> {
+        self.lock().refresh()
+    }
+
+    pub fn balance(&self) -> Balance {
+        let g = self.lock();
+        let b = g.wallet.balance();
+        Balance {
+            confirmed_sat: b.confirmed.to_sat(),
+            pending_sat: (b.trusted_pending + b.untrusted_pending).to_sat(),
+            immature_sat: b.immature.to_sat(),
+            tip_height: g.wallet.latest_checkpoint().height(),
+        }
+    }
+
+    pub fn tip_height(&self) -> u32 {
+        self.lock().wallet.latest_checkpoint().height()
+    }
+
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        let g = self.lock();
+        let tip = g.wallet.latest_checkpoint().height();
+        let mut out: Vec<HistoryEntry> = g
+            .wallet
+            .transactions()
+            .map(|t| {
+                let (sent, received) = g.wallet.sent_and_received(&t.tx_node.tx);
+                let height = match t.chain_position {
+                    ChainPosition::Confirmed { anchor, .. } => Some(anchor.block_id.height),
+                    ChainPosition::Unconfirmed { .. } => None,
+                };
+                HistoryEntry {
+                    txid: t.tx_node.txid.to_string(),
+                    received_sat: received.to_sat(),
+                    sent_sat: sent.to_sat(),
+                    fee_sat: g.wallet.calculate_fee(&t.tx_node.tx).ok().map(|f| f.to_sat()),
+                    height,
+                    confirmations: height.map_or(0, |h| tip.saturating_sub(h) + 1),
+                }
+            })
+            .collect();
+        out.sort_by_key(|h| std::cmp::Reverse(h.height.unwrap_or(u32::MAX)));
+        out
+    }
+
+    /// Sends `amount_sat` to `address` with replace-by-fee on; returns the txid once broadcast.
+    pub async fn send(&self, address: &str, amount_sat: u64, fee_sat_per_vb: Option<u64>) -> Result<String, WalletError> {
+        let tx = {
+            let mut g = self.lock();
+            let addr = parse_address(address, self.network)?;
+            let rate = FeeRate::from_sat_per_vb(fee_sat_per_vb.unwrap_or(FALLBACK_FEE_SAT_PER_VB))
+                .ok_or_else(|| WalletError::Build("fee rate out of range".into()))?;
+            let mut b = g.wallet.build_tx();
+            b.add_recipient(addr.script_pubkey(), Amount::from_sat(amount_sat)).fee_rate(rate);
+            let psbt = b.finish().map_err(|e| match e {
+                bdk_wallet::error::CreateTxError::CoinSelection(e) => WalletError::InsufficientFunds(e.to_string()),
+                other => WalletError::Build(other.to_string()),
+            })?;
+            let tx = sign(&mut g, psbt)?;
+            g.persist()?;
+            tx
+        };
+        self.broadcast(tx).await
+    }
+
+    /// Pays a BIP21 URI (it must carry an amount).
+    pub async fn pay(&self, uri: &str, fee_sat_per_vb: Option<u64>) -> Result<String, WalletError> {
+        let req = crate::bip21::parse(uri)?;
+        let amount = req
+            .amount_sat
+            .ok_or_else(|| WalletError::BadUri("the request names no amount; use `xov wallet send ADDRESS AMOUNT`".into()))?;
+        self.send(&req.address, amount, fee_sat_per_vb).await
+    }
+
+    /// Sends what arrived on an invoice's address (all its unspent outputs, less the fee) to `address`:
+    /// the refund of an undeliverable lease.
+    pub async fn refund_invoice(&self, id: &str, address: &str, fee_sat_per_vb: Option<u64>) -> Result<String, WalletError> {
+        let tx = {
+            let mut g = self.lock();
+            let inv = g.invoices.get(id).cloned().ok_or_else(|| WalletError::NoSuchInvoice(id.to_string()))?;
+            let to = parse_address(address, self.network)?;
+            let outs: Vec<_> = g
+                .wallet
+                .list_unspent()
+                .filter(|u| u.keychain == KeychainKind::External && u.derivation_index == inv.index)
+                .map(|u| u.outpoint)
+                .collect();
+            if outs.is_empty() {
+                return Err(WalletError::InsufficientFunds(format!("nothing unspent on invoice {id}")));
+            }
+            let rate = FeeRate::from_sat_per_vb(fee_sat_per_vb.unwrap_or(FALLBACK_FEE_SAT_PER_VB))
+                .ok_or_else(|| WalletError::Build("fee rate out of range".into()))?;
+            let mut b = g.wallet.build_tx();
+            b.add_utxos(&outs)
+                .map_err(|e| WalletError::Build(e.to_string()))?
+                .manually_selected_only()
+                .drain_to(to.script_pubkey())
+                .fee_rate(rate);
+            let psbt = b.finish().map_err(|e| WalletError::Build(e.to_string()))?;
+            let tx = sign(&mut g, psbt)?;
+            g.persist()?;
+            tx
+        };
+        self.broadcast(tx).await
+    }
+
+    async fn broadcast(&self, tx: Transaction) -> Result<String, WalletError> {
+        let txid = tx.compute_txid();
+        self.chain.broadcast(tx.clone()).await?;
+        let mut g = self.lock();
+        g.wallet.apply_unconfirmed_txs([(tx, unix_now())]);
+        g.persist()?;
+        g.refresh()?;
+        Ok(txid.to_string())
+    }
+
+    /// Stops following the chain. State is already persisted.
+    pub async fn shutdown(self) {
+        self.chain.stop().await;
+    }
+}
+
+fn parse_address(address: &str, network: Network) -> Result<Address, WalletError> {
+    let bad = |message: String| WalletError::BadAddress { address: address.to_string(), network: network.to_string(), message };
+    Address::from_str(address.trim())
+        .map_err(|e| bad(e.to_string()))?
+        .require_network(network)
+        .map_err(|e| bad(e.to_string()))
+}
+
+fn sign(g: &mut Inner, mut psbt: bdk_wallet::bitcoin::Psbt) -> Result<Transaction, WalletError> {
+    let xprv = g.xprv;
+    psbt.sign(&xprv, g.wallet.secp_ctx())
+        .map_err(|(_, errs)| WalletError::Sign(format!("{errs:?}")))?;
+    let done = g
+        .wallet
+        .finalize_psbt(&mut psbt, SignOptions::default())
+        .map_err(|e| WalletError::Sign(e.to_string()))?;
+    if !done {
+        warn!("transaction not fully signed");
+        return Err(WalletError::Sign("not every input could be signed".into()));
+    }
+    psbt.extract_tx().map_err(|e| WalletError::Sign(e.to_string()))
+}
+
+/// How long a broadcast may take before it is reported as failed.
+pub(crate) const BROADCAST_TIMEOUT: Duration = Duration::from_secs(30);
