@@ -29,6 +29,7 @@ pub fn unix_now() -> u64 {
 #[derive(Clone)]
 pub struct AppState {
     pub net: crate::network::NetworkHandle,
+    pub wallet: Option<Arc<xov_wallet::XovWallet>>,
     pub market: Arc<RwLock<Market>>,
     pub token: Arc<String>,
     pub started_at: u64,
@@ -40,7 +41,7 @@ pub struct AppState {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiError {
     #[serde(skip)]
-    status: StatusCode,
+    pub(crate) status: StatusCode,
     pub error: &'static str,
     pub message: String,
 }
@@ -589,7 +590,9 @@ async fn stop(State(st): State<AppState>) -> Json<Stopping> {
 pub struct ApiDoc;
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::wallet_api::WalletApiDoc::openapi());
+    Json(doc)
 }
 
 async fn not_found() -> ApiError {
@@ -611,6 +614,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/peers", get(list_peers))
         .route("/v1/node/stop", post(stop))
         .route("/openapi.json", get(openapi))
+        .merge(crate::wallet_api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -43,6 +43,41 @@ pub enum Command {
     Pool(PoolCommand),
     /// Connected and known peers, with their scores.
     Peers,
+    /// The node's bitcoin wallet.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// A fresh receiving address (never reused).
+    Address {
+        /// Also draw a QR code of it, for paying from a phone.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Confirmed, pending and immature balance.
+    Balance,
+    /// Transactions, newest first.
+    History,
+    /// Send sats to an address (replace-by-fee on).
+    Send {
+        address: String,
+        /// Amount in sats.
+        amount_sat: u64,
+        /// Fee rate in sat/vB (default 2).
+        #[arg(long)]
+        fee_rate: Option<u64>,
+    },
+    /// Pay a BIP21 payment request (bitcoin:ADDRESS?amount=…), such as a lease invoice.
+    Pay {
+        uri: String,
+        #[arg(long)]
+        fee_rate: Option<u64>,
+        /// Only draw the request as a QR code (to pay from another wallet); send nothing.
+        #[arg(long)]
+        qr_only: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -37,6 +37,83 @@ pub struct Config {
     pub api: ApiConfig,
     pub log: LogConfig,
     pub network: NetworkConfig,
+    pub wallet: WalletConfig,
+}
+
+/// The built-in bitcoin wallet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalletConfig {
+    pub enabled: bool,
+    /// bitcoin, testnet4, signet or regtest.
+    pub network: String,
+    /// `filters` (compact block filters, the default: no server needed) or `rpc` (your own bitcoind).
+    pub chain: String,
+    /// Peers serving compact block filters (host:port), for `chain = "filters"`.
+    pub peers: Vec<String>,
+    /// bitcoind RPC URL and cookie file, for `chain = "rpc"`.
+    pub rpc_url: String,
+    pub rpc_cookie: String,
+    /// Addresses watched beyond the last one handed out.
+    pub lookahead: u32,
+}
+
+impl Default for WalletConfig {
+    fn default() -> Self {
+        WalletConfig {
+            enabled: false,
+            network: "regtest".into(),
+            chain: "filters".into(),
+            peers: Vec::new(),
+            rpc_url: "http://127.0.0.1:18443".into(),
+            rpc_cookie: String::new(),
+            lookahead: xov_wallet::DEFAULT_LOOKAHEAD,
+        }
+    }
+}
+
+impl WalletConfig {
+    /// The wallet crate's view of this section.
+    pub fn chain_source(&self) -> Result<xov_wallet::ChainSource, ConfigError> {
+        let bad = |message: String| ConfigError::Parse {
+            path: "wallet".into(),
+            message,
+        };
+        match self.chain.as_str() {
+            "filters" => {
+                let peers = self
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        p.parse()
+                            .map_err(|e| bad(format!("peer '{p}': {e}; expected host:port")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if peers.is_empty() {
+                    return Err(bad("chain = \"filters\" needs at least one peer in wallet.peers (XOV_WALLET_PEERS)".into()));
+                }
+                Ok(xov_wallet::ChainSource::CompactFilters { peers })
+            }
+            "rpc" => Ok(xov_wallet::ChainSource::BitcoindRpc {
+                url: self.rpc_url.clone(),
+                cookie_file: self.rpc_cookie.clone().into(),
+                poll_ms: 200,
+            }),
+            other => Err(bad(format!(
+                "chain = '{other}': expected \"filters\" or \"rpc\""
+            ))),
+        }
+    }
+
+    pub fn bitcoin_network(&self) -> Result<xov_wallet::Network, ConfigError> {
+        self.network.parse().map_err(|_| ConfigError::Parse {
+            path: "wallet".into(),
+            message: format!(
+                "network = '{}': expected bitcoin, testnet4, signet or regtest",
+                self.network
+            ),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +174,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             log: LogConfig::default(),
             network: NetworkConfig::default(),
+            wallet: WalletConfig::default(),
         }
     }
 }
@@ -171,12 +249,34 @@ impl Config {
             self.network.listen = list(v);
         }
         if let Some(v) = env("XOV_NETWORK_BOOTSTRAP") {
-            self.network.bootstrap = list(v);
+            self.network.bootstrap = list(v.clone());
+        }
+        if let Some(v) = env("XOV_WALLET_ENABLED") {
+            self.wallet.enabled = parse_bool("XOV_WALLET_ENABLED", v)?;
+        }
+        if let Some(v) = env("XOV_WALLET_NETWORK") {
+            self.wallet.network = v;
+        }
+        if let Some(v) = env("XOV_WALLET_CHAIN") {
+            self.wallet.chain = v;
+        }
+        if let Some(v) = env("XOV_WALLET_PEERS") {
+            self.wallet.peers = list(v);
+        }
+        if let Some(v) = env("XOV_WALLET_RPC_URL") {
+            self.wallet.rpc_url = v;
+        }
+        if let Some(v) = env("XOV_WALLET_RPC_COOKIE") {
+            self.wallet.rpc_cookie = v;
         }
         Ok(())
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if self.wallet.enabled {
+            self.wallet.chain_source()?;
+            self.wallet.bitcoin_network()?;
+        }
         for a in self.network.listen.iter().chain(&self.network.bootstrap) {
             a.parse::<libp2p::Multiaddr>()
                 .map_err(|e| ConfigError::Parse {

@@ -33,6 +33,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     let db_path = dd.path(DB_DIR);
     let store = Store::open(&db_path)
         .with_context(|| format!("cannot open the database at {}", db_path.display()))?;
+    let store_for_wallet = store.clone();
     let (market, report) = Market::load(key, store, unix_now(), &cfg.network.pools)?;
     if report.corrupt > 0 || report.rejected > 0 {
         warn!(?report, "some stored entries were dropped");
@@ -57,7 +58,15 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     let market = Arc::new(RwLock::new(market));
     let net = network::start(&p2p_key, &cfg.network, market.clone(), shutdown_rx.clone()).await?;
     drop(p2p_key);
+    let wallet = if cfg.wallet.enabled {
+        Some(std::sync::Arc::new(
+            open_wallet(&dd, &cfg, store_for_wallet).await?,
+        ))
+    } else {
+        None
+    };
     let state = AppState {
+        wallet,
         net: net.clone(),
         market: market.clone(),
         token: Arc::new(token),
@@ -115,3 +124,38 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     info!("node stopped");
     Ok(())
 }
+
+/// Opens the built-in wallet. On first start the recovery words are printed once to the terminal (not to the
+/// log); they stay in `<datadir>/wallet.mnemonic` (0600).
+async fn open_wallet(
+    dd: &DataDir,
+    cfg: &Config,
+    store: Store,
+) -> anyhow::Result<xov_wallet::XovWallet> {
+    let network = cfg.wallet.bitcoin_network()?;
+    let wcfg = xov_wallet::WalletConfig {
+        network,
+        mnemonic_path: dd.path(WALLET_MNEMONIC),
+        passphrase: String::new(),
+        chain: cfg.wallet.chain_source()?,
+        lookahead: cfg.wallet.lookahead,
+    };
+    let source = wcfg.chain.name();
+    let w = xov_wallet::XovWallet::open(wcfg, Box::new(store))
+        .await
+        .context("cannot open the wallet")?;
+    if w.created_mnemonic() {
+        if let Ok(words) = std::fs::read_to_string(dd.path(WALLET_MNEMONIC)) {
+            eprintln!(
+                "\n  New wallet. Write down these recovery words and keep them offline; they are shown only now\n  (and stay in {} with mode 0600):\n\n    {}\n",
+                dd.path(WALLET_MNEMONIC).display(),
+                words.trim()
+            );
+        }
+    }
+    info!(%network, source, "wallet ready");
+    Ok(w)
+}
+
+/// File holding the wallet's BIP39 mnemonic.
+pub const WALLET_MNEMONIC: &str = "wallet.mnemonic";

@@ -11,3 +11,4 @@ pub mod market;
 pub mod network;
 pub mod output;
 pub mod store;
+pub mod wallet_api;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use xov_node::{api, daemon, market, output};
 
 use xov_node::cli::{
-    Cli, Command, NodeCommand, OfferCommand, OffersCommand, PoolCommand, PublishArgs,
+    Cli, Command, NodeCommand, OfferCommand, OffersCommand, PoolCommand, PublishArgs, WalletCommand,
 };
 use xov_node::client::Client;
 use xov_node::config::{Config, CONFIG_FILE};
@@ -171,6 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             Ok(())
         }
+        Command::Wallet(cmd) => wallet_command(cmd, &client()?, cli.json).await,
         Command::Peers => {
             let peers: Vec<xov_node::network::PeerView> = client()?.get("/v1/peers", None).await?;
             output::print(cli.json, &peers, || output::peers(&peers));
@@ -245,6 +246,87 @@ fn init_logging(cfg: &Config) -> anyhow::Result<()> {
         builder.json().init();
     } else {
         builder.init();
+    }
+    Ok(())
+}
+
+async fn wallet_command(cmd: WalletCommand, c: &Client, json: bool) -> anyhow::Result<()> {
+    use xov_node::wallet_api::*;
+    match cmd {
+        WalletCommand::Address { qr } => {
+            let a: NewAddress = c
+                .call::<(), _>(Method::POST, "/v1/wallet/address", None, None)
+                .await?;
+            output::print(json, &a, || {
+                if qr {
+                    format!("{}\n{}", xov_wallet::bip21::qr(&a.uri), a.address)
+                } else {
+                    a.address.clone()
+                }
+            });
+        }
+        WalletCommand::Balance => {
+            let b: BalanceView = c.get("/v1/wallet/balance", None).await?;
+            output::print(json, &b, || {
+                format!(
+                    "confirmed  {} sat\npending    {} sat\nimmature   {} sat\ntip        {} ({})",
+                    b.confirmed_sat, b.pending_sat, b.immature_sat, b.tip_height, b.network
+                )
+            });
+        }
+        WalletCommand::History => {
+            let h: Vec<HistoryView> = c.get("/v1/wallet/history", None).await?;
+            output::print(json, &h, || {
+                output::table(
+                    &["TXID", "RECEIVED", "SENT", "FEE", "CONFS"],
+                    h.iter()
+                        .map(|t| {
+                            vec![
+                                t.txid.clone(),
+                                t.received_sat.to_string(),
+                                t.sent_sat.to_string(),
+                                t.fee_sat.map_or("-".into(), |f| f.to_string()),
+                                t.confirmations.to_string(),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        WalletCommand::Send {
+            address,
+            amount_sat,
+            fee_rate,
+        } => {
+            let req = SendRequest {
+                address,
+                amount_sat,
+                fee_sat_per_vb: fee_rate,
+            };
+            let s: Sent = c
+                .call(Method::POST, "/v1/wallet/send", None, Some(&req))
+                .await?;
+            output::print(json, &s, || format!("sent: {}", s.txid));
+        }
+        WalletCommand::Pay {
+            uri,
+            fee_rate,
+            qr_only,
+        } => {
+            if qr_only {
+                let req = xov_wallet::bip21::parse(&uri)?;
+                println!("{}\n{}", xov_wallet::bip21::qr(&uri), req.address);
+                return Ok(());
+            }
+            let req = PayRequest {
+                uri,
+                fee_sat_per_vb: fee_rate,
+            };
+            let s: Sent = c
+                .call(Method::POST, "/v1/wallet/pay", None, Some(&req))
+                .await?;
+            output::print(json, &s, || format!("paid: {}", s.txid));
+        }
     }
     Ok(())
 }

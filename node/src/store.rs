@@ -13,7 +13,8 @@ const CF_OFFERS: &str = "offers";
 const CF_WITHDRAWALS: &str = "withdrawals";
 const CF_POOLS: &str = "pools";
 const CF_META: &str = "meta";
-const FAMILIES: [&str; 4] = [CF_OFFERS, CF_WITHDRAWALS, CF_POOLS, CF_META];
+const CF_WALLET: &str = "wallet";
+const FAMILIES: [&str; 5] = [CF_OFFERS, CF_WITHDRAWALS, CF_POOLS, CF_META, CF_WALLET];
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -21,8 +22,10 @@ pub enum StoreError {
     Db(#[from] rocksdb::Error),
 }
 
+/// Cheap to clone: clones share one database.
+#[derive(Clone)]
 pub struct Store {
-    db: DB,
+    db: std::sync::Arc<DB>,
 }
 
 fn offer_key(k: &OfferKey) -> [u8; 40] {
@@ -50,7 +53,9 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Store { db })
+        Ok(Store {
+            db: std::sync::Arc::new(db),
+        })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -139,6 +144,62 @@ impl Store {
 
     pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.put(CF_META, key.as_bytes(), value)
+    }
+}
+
+/// The wallet's state lives in the node's database, in its own column family: the BDK change set under one
+/// key, each invoice under `invoice/<id>`. Writes are synced like everything else.
+impl xov_wallet::WalletStore for Store {
+    fn load_changeset(
+        &self,
+    ) -> Result<Option<xov_wallet::bdk::ChangeSet>, xov_wallet::WalletError> {
+        let raw = self
+            .db
+            .get_cf(self.cf(CF_WALLET), b"changeset")
+            .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))?;
+        raw.map(|b| {
+            serde_json::from_slice(&b).map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))
+        })
+        .transpose()
+    }
+
+    fn save_changeset(
+        &mut self,
+        full: &xov_wallet::bdk::ChangeSet,
+    ) -> Result<(), xov_wallet::WalletError> {
+        let bytes = serde_json::to_vec(full)
+            .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))?;
+        self.put(CF_WALLET, b"changeset", &bytes)
+            .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))
+    }
+
+    fn load_invoices(&self) -> Result<Vec<xov_wallet::Invoice>, xov_wallet::WalletError> {
+        let mut out = Vec::new();
+        for kv in self.db.prefix_iterator_cf(self.cf(CF_WALLET), b"invoice/") {
+            let (k, v) = kv.map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))?;
+            if !k.starts_with(b"invoice/") {
+                break;
+            }
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn save_invoice(
+        &mut self,
+        invoice: &xov_wallet::Invoice,
+    ) -> Result<(), xov_wallet::WalletError> {
+        let bytes = serde_json::to_vec(invoice)
+            .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))?;
+        self.put(
+            CF_WALLET,
+            format!("invoice/{}", invoice.id).as_bytes(),
+            &bytes,
+        )
+        .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))
     }
 }
 

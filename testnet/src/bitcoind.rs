@@ -145,7 +145,11 @@ impl Bitcoind {
     pub fn mine_to(&self, n: u32, address: &str) -> Result<Vec<String>, HarnessError> {
         let v = self.cli(&["generatetoaddress", &n.to_string(), address])?;
         Ok(v.as_array()
-            .map(|a| a.iter().filter_map(|h| h.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -170,7 +174,9 @@ impl Bitcoind {
             if self.cli(&["stop"]).is_err() {
                 let _ = child.kill();
             }
-            child.wait().map_err(HarnessError::io("wait for bitcoind"))?;
+            child
+                .wait()
+                .map_err(HarnessError::io("wait for bitcoind"))?;
         }
         Ok(())
     }

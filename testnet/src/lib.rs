@@ -12,7 +12,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum HarnessError {
     #[error("{what} is not installed: {how}")]
-    Missing { what: &'static str, how: &'static str },
+    Missing {
+        what: &'static str,
+        how: &'static str,
+    },
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

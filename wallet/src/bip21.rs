@@ -24,14 +24,18 @@ fn btc(sat: u64) -> String {
     if frac == 0 {
         whole.to_string()
     } else {
-        format!("{whole}.{:08}", frac).trim_end_matches('0').to_string()
+        format!("{whole}.{:08}", frac)
+            .trim_end_matches('0')
+            .to_string()
     }
 }
 
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -57,14 +61,20 @@ pub fn parse(s: &str) -> Result<PaymentRequest, WalletError> {
     if address.is_empty() {
         return Err(WalletError::BadUri("no address".into()));
     }
-    let mut req = PaymentRequest { address: address.to_string(), amount_sat: None, label: None };
+    let mut req = PaymentRequest {
+        address: address.to_string(),
+        amount_sat: None,
+        label: None,
+    };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "amount" => req.amount_sat = Some(parse_btc(v)?),
             "label" => req.label = Some(percent_decode(v)),
             k if k.starts_with("req-") => {
-                return Err(WalletError::BadUri(format!("unsupported required parameter '{k}'")))
+                return Err(WalletError::BadUri(format!(
+                    "unsupported required parameter '{k}'"
+                )))
             }
             _ => {}
         }
@@ -75,12 +85,25 @@ pub fn parse(s: &str) -> Result<PaymentRequest, WalletError> {
 fn parse_btc(v: &str) -> Result<u64, WalletError> {
     let bad = || WalletError::BadUri(format!("amount '{v}' is not a BTC amount like 0.0015"));
     let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
-    if whole.is_empty() && frac.is_empty() || frac.len() > 8 || !whole.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+    if whole.is_empty() && frac.is_empty()
+        || frac.len() > 8
+        || !whole
+            .chars()
+            .chain(frac.chars())
+            .all(|c| c.is_ascii_digit())
+    {
         return Err(bad());
     }
-    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
     let frac: u64 = format!("{frac:0<8}").parse().map_err(|_| bad())?;
-    whole.checked_mul(100_000_000).and_then(|w| w.checked_add(frac)).ok_or_else(bad)
+    whole
+        .checked_mul(100_000_000)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(bad)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -121,8 +144,18 @@ mod tests {
         let u = uri("bcrt1qxyz", Some(150_000), Some("lease 7"));
         assert_eq!(u, "bitcoin:bcrt1qxyz?amount=0.0015&label=lease%207");
         let p = parse(&u).unwrap();
-        assert_eq!(p, PaymentRequest { address: "bcrt1qxyz".into(), amount_sat: Some(150_000), label: Some("lease 7".into()) });
-        assert_eq!(parse("BITCOIN:addr?amount=1").unwrap().amount_sat, Some(100_000_000));
+        assert_eq!(
+            p,
+            PaymentRequest {
+                address: "bcrt1qxyz".into(),
+                amount_sat: Some(150_000),
+                label: Some("lease 7".into())
+            }
+        );
+        assert_eq!(
+            parse("BITCOIN:addr?amount=1").unwrap().amount_sat,
+            Some(100_000_000)
+        );
         assert!(parse("bitcoin:addr?req-pay=1").is_err());
         assert!(parse("bitcoin:addr?amount=1e5").is_err());
         assert!(parse("http://x").is_err());

@@ -20,7 +20,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
 use crate::error::WalletError;
-use crate::wallet::{unix_now, Inner, BROADCAST_TIMEOUT};
+use crate::wallet::{Inner, BROADCAST_TIMEOUT};
 
 /// Which chain source to follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +29,11 @@ pub enum ChainSource {
     /// Light client: download compact block filters from these peers (BIP157/158).
     CompactFilters { peers: Vec<SocketAddr> },
     /// A bitcoind of one's own, over RPC, polled every `poll_ms`.
-    BitcoindRpc { url: String, cookie_file: PathBuf, poll_ms: u64 },
+    BitcoindRpc {
+        url: String,
+        cookie_file: PathBuf,
+        poll_ms: u64,
+    },
 }
 
 impl ChainSource {
@@ -69,14 +73,31 @@ pub(crate) async fn start(
     match source {
         ChainSource::CompactFilters { peers } => {
             if peers.is_empty() {
-                return Err(WalletError::Chain("compact block filters need at least one peer".into()));
+                return Err(WalletError::Chain(
+                    "compact block filters need at least one peer".into(),
+                ));
             }
             let requester = Arc::new(Mutex::new(None));
             let (stop, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(run_kyoto(network, peers, inner, rebuild, requester.clone(), stop_rx));
-            Ok(ChainHandle::Kyoto { requester, stop, task })
+            let task = tokio::spawn(run_kyoto(
+                network,
+                peers,
+                inner,
+                rebuild,
+                requester.clone(),
+                stop_rx,
+            ));
+            Ok(ChainHandle::Kyoto {
+                requester,
+                stop,
+                task,
+            })
         }
-        ChainSource::BitcoindRpc { url, cookie_file, poll_ms } => {
+        ChainSource::BitcoindRpc {
+            url,
+            cookie_file,
+            poll_ms,
+        } => {
             let client = Arc::new(
                 Client::new(&url, Auth::CookieFile(cookie_file.clone()))
                     .map_err(|e| WalletError::Chain(format!("bitcoind RPC at {url}: {e}")))?,
@@ -87,7 +108,10 @@ pub(crate) async fn start(
                 .map_err(|e| WalletError::Chain(e.to_string()))?
                 .map_err(|e| WalletError::Chain(format!("bitcoind RPC at {url} does not answer: {e}; is bitcoind running, and is {} its cookie?", cookie_file.display())))?;
             if info.chain != network {
-                return Err(WalletError::Chain(format!("bitcoind is on {}, the wallet on {network}", info.chain)));
+                return Err(WalletError::Chain(format!(
+                    "bitcoind is on {}, the wallet on {network}",
+                    info.chain
+                )));
             }
             let stop = Arc::new(AtomicBool::new(false));
             let (c, s) = (client.clone(), stop.clone());
@@ -95,7 +119,11 @@ pub(crate) async fn start(
                 .name("xov-wallet-rpc".into())
                 .spawn(move || run_rpc(c, inner, Duration::from_millis(poll_ms.max(10)), s))
                 .map_err(|e| WalletError::Chain(e.to_string()))?;
-            Ok(ChainHandle::Rpc { client, stop, thread: Some(thread) })
+            Ok(ChainHandle::Rpc {
+                client,
+                stop,
+                thread: Some(thread),
+            })
         }
     }
 }
@@ -108,10 +136,14 @@ impl ChainHandle {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone()
-                    .ok_or_else(|| WalletError::Broadcast("the light client is not connected yet".into()))?;
+                    .ok_or_else(|| {
+                        WalletError::Broadcast("the light client is not connected yet".into())
+                    })?;
                 tokio::time::timeout(BROADCAST_TIMEOUT, r.submit_package(tx))
                     .await
-                    .map_err(|_| WalletError::Broadcast("no peer took the transaction in time".into()))?
+                    .map_err(|_| {
+                        WalletError::Broadcast("no peer took the transaction in time".into())
+                    })?
                     .map_err(|e| WalletError::Broadcast(e.to_string()))?;
                 Ok(())
             }
@@ -128,14 +160,20 @@ impl ChainHandle {
 
     pub(crate) async fn stop(self) {
         match self {
-            ChainHandle::Kyoto { requester, stop, task } => {
+            ChainHandle::Kyoto {
+                requester,
+                stop,
+                task,
+            } => {
                 let _ = stop.send(true);
                 if let Some(r) = requester.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     let _ = r.shutdown();
                 }
                 let _ = task.await;
             }
-            ChainHandle::Rpc { stop, mut thread, .. } => {
+            ChainHandle::Rpc {
+                stop, mut thread, ..
+            } => {
                 stop.store(true, Ordering::SeqCst);
                 if let Some(t) = thread.take() {
                     let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -159,7 +197,10 @@ async fn run_kyoto(
     loop {
         let built = {
             let mut g = lock(&inner);
-            let revealed = g.wallet.derivation_index(bdk_wallet::KeychainKind::External).unwrap_or(0);
+            let revealed = g
+                .wallet
+                .derivation_index(bdk_wallet::KeychainKind::External)
+                .unwrap_or(0);
             g.watched_up_to = revealed;
             // Each connection attempt uses up one whitelist entry; list every peer many times.
             let whitelist: Vec<TrustedPeer> = peers
@@ -200,10 +241,13 @@ async fn run_kyoto(
                             warn!(error = %e, "light client update does not connect");
                             continue;
                         }
+                        let tip_before = g.assessed_tip();
                         if let Err(e) = g.persist().and_then(|_| g.refresh()) {
                             warn!(error = %e, "cannot persist wallet update");
                         }
-                        g.tip_event();
+                        if g.wallet.latest_checkpoint().height() != tip_before {
+                            g.tip_event();
+                        }
                     }
                     Err(_) => {
                         warn!("light client stopped; restarting it");
@@ -241,15 +285,24 @@ fn run_rpc(client: Arc<Client>, inner: Shared, poll: Duration, stop: Arc<AtomicB
         (g.wallet.latest_checkpoint(), expected)
     };
     let start = cp.height();
-    let mut emitter = Emitter::new(client, cp, start, expected);
+    let mut emitter = Emitter::new(client.clone(), cp, start, expected);
     while !stop.load(Ordering::SeqCst) {
         let mut changed = false;
         loop {
             match emitter.next_block() {
                 Ok(Some(ev)) => {
                     let mut g = lock(&inner);
-                    if let Err(e) = g.wallet.apply_block_connected_to(&ev.block, ev.block_height(), ev.connected_to()) {
-                        warn!(error = %e, "block does not connect");
+                    if let Err(e) = g.wallet.apply_block_connected_to(
+                        &ev.block,
+                        ev.block_height(),
+                        ev.connected_to(),
+                    ) {
+                        // Start over from what the wallet holds rather than skip a block for good.
+                        warn!(error = %e, "block does not connect; re-reading the chain from the wallet's tip");
+                        let cp = g.wallet.latest_checkpoint();
+                        let h = cp.height();
+                        emitter =
+                            Emitter::new(client.clone(), cp, h, Vec::<Arc<Transaction>>::new());
                         break;
                     }
                     changed = true;
@@ -274,12 +327,21 @@ fn run_rpc(client: Arc<Client>, inner: Shared, poll: Duration, stop: Arc<AtomicB
         }
         if changed {
             let mut g = lock(&inner);
-            if let Err(e) = g.persist().and_then(|_| g.refresh()) {
-                warn!(error = %e, "cannot persist wallet update");
+            let tip_before = g.assessed_tip();
+            match g.persist() {
+                // Only a real change (new block, new or evicted transaction) is worth re-assessing.
+                Ok(true) => {
+                    if let Err(e) = g.refresh() {
+                        warn!(error = %e, "cannot persist invoice update");
+                    }
+                    if g.wallet.latest_checkpoint().height() != tip_before {
+                        g.tip_event();
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "cannot persist wallet update"),
             }
-            g.tip_event();
         }
-        let _ = unix_now();
         std::thread::sleep(poll);
     }
 }

@@ -18,7 +18,10 @@ pub struct PaymentPolicy {
 
 impl Default for PaymentPolicy {
     fn default() -> Self {
-        PaymentPolicy { min_confirmations: 1, zero_conf_max_sat: 0 }
+        PaymentPolicy {
+            min_confirmations: 1,
+            zero_conf_max_sat: 0,
+        }
     }
 }
 
@@ -65,7 +68,10 @@ pub enum InvoiceStatus {
 impl InvoiceStatus {
     /// Whether the invoice's amount is covered (the lease may start).
     pub fn is_paid(self) -> bool {
-        matches!(self, InvoiceStatus::Paid | InvoiceStatus::Overpaid | InvoiceStatus::PaidLate)
+        matches!(
+            self,
+            InvoiceStatus::Paid | InvoiceStatus::Overpaid | InvoiceStatus::PaidLate
+        )
     }
 }
 
@@ -138,7 +144,11 @@ pub fn assess(inv: &Invoice, payments: &[Payment], tip: u32, now: u64) -> Assess
         None if now >= inv.expires_at => InvoiceStatus::Expired,
         None => InvoiceStatus::Unpaid,
     };
-    Assessment { status, settled_sat: settled, pending_sat: pending }
+    Assessment {
+        status,
+        settled_sat: settled,
+        pending_sat: pending,
+    }
 }
 
 #[cfg(test)]
@@ -162,10 +172,20 @@ mod tests {
     }
 
     fn pay(txid: &str, amount: u64, height: Option<u32>, seen_at: u64, rbf: bool) -> Payment {
-        Payment { txid: txid.into(), vout: 0, amount_sat: amount, height, seen_at, rbf }
+        Payment {
+            txid: txid.into(),
+            vout: 0,
+            amount_sat: amount,
+            height,
+            seen_at,
+            rbf,
+        }
     }
 
-    const TWO: PaymentPolicy = PaymentPolicy { min_confirmations: 2, zero_conf_max_sat: 0 };
+    const TWO: PaymentPolicy = PaymentPolicy {
+        min_confirmations: 2,
+        zero_conf_max_sat: 0,
+    };
 
     #[test]
     fn unpaid_seen_paid_by_confirmations() {
@@ -174,31 +194,67 @@ mod tests {
         let mempool = [pay("a", 5000, None, 200, false)];
         assert_eq!(assess(&i, &mempool, 10, 200).status, InvoiceStatus::Seen);
         let one = [pay("a", 5000, Some(10), 200, false)];
-        assert_eq!(assess(&i, &one, 10, 200).status, InvoiceStatus::Seen, "1 of 2 confirmations");
+        assert_eq!(
+            assess(&i, &one, 10, 200).status,
+            InvoiceStatus::Seen,
+            "1 of 2 confirmations"
+        );
         let a = assess(&i, &one, 11, 200);
-        assert_eq!((a.status, a.settled_sat, a.pending_sat), (InvoiceStatus::Paid, 5000, 0));
+        assert_eq!(
+            (a.status, a.settled_sat, a.pending_sat),
+            (InvoiceStatus::Paid, 5000, 0)
+        );
     }
 
     #[test]
     fn partial_over_late_and_top_up() {
         let i = inv(5000, TWO);
-        assert_eq!(assess(&i, &[pay("a", 2000, Some(1), 200, false)], 10, 200).status, InvoiceStatus::Partial);
-        assert_eq!(assess(&i, &[pay("a", 7000, Some(1), 200, false)], 10, 200).status, InvoiceStatus::Overpaid);
-        assert_eq!(assess(&i, &[pay("a", 5000, Some(1), 1001, false)], 10, 2000).status, InvoiceStatus::PaidLate);
-        let topped = [pay("a", 5000, Some(1), 200, false), pay("b", 3000, Some(2), 300, false)];
+        assert_eq!(
+            assess(&i, &[pay("a", 2000, Some(1), 200, false)], 10, 200).status,
+            InvoiceStatus::Partial
+        );
+        assert_eq!(
+            assess(&i, &[pay("a", 7000, Some(1), 200, false)], 10, 200).status,
+            InvoiceStatus::Overpaid
+        );
+        assert_eq!(
+            assess(&i, &[pay("a", 5000, Some(1), 1001, false)], 10, 2000).status,
+            InvoiceStatus::PaidLate
+        );
+        let topped = [
+            pay("a", 5000, Some(1), 200, false),
+            pay("b", 3000, Some(2), 300, false),
+        ];
         let a = assess(&i, &topped, 10, 300);
-        assert_eq!((a.status, a.settled_sat), (InvoiceStatus::Paid, 8000), "a later payment is a top-up");
+        assert_eq!(
+            (a.status, a.settled_sat),
+            (InvoiceStatus::Paid, 8000),
+            "a later payment is a top-up"
+        );
         assert_eq!(assess(&i, &[], 10, 1000).status, InvoiceStatus::Expired);
     }
 
     #[test]
     fn zero_conf_only_small_and_without_rbf() {
-        let policy = PaymentPolicy { min_confirmations: 1, zero_conf_max_sat: 10_000 };
+        let policy = PaymentPolicy {
+            min_confirmations: 1,
+            zero_conf_max_sat: 10_000,
+        };
         let small = inv(5000, policy);
-        assert_eq!(assess(&small, &[pay("a", 5000, None, 200, false)], 10, 200).status, InvoiceStatus::Paid);
-        assert_eq!(assess(&small, &[pay("a", 5000, None, 200, true)], 10, 200).status, InvoiceStatus::Seen, "RBF never counts unconfirmed");
+        assert_eq!(
+            assess(&small, &[pay("a", 5000, None, 200, false)], 10, 200).status,
+            InvoiceStatus::Paid
+        );
+        assert_eq!(
+            assess(&small, &[pay("a", 5000, None, 200, true)], 10, 200).status,
+            InvoiceStatus::Seen,
+            "RBF never counts unconfirmed"
+        );
         let big = inv(50_000, policy);
-        assert_eq!(assess(&big, &[pay("a", 50_000, None, 200, false)], 10, 200).status, InvoiceStatus::Seen);
+        assert_eq!(
+            assess(&big, &[pay("a", 50_000, None, 200, false)], 10, 200).status,
+            InvoiceStatus::Seen
+        );
     }
 
     #[test]

@@ -20,33 +20,58 @@ pub fn load_or_create_mnemonic(path: &Path) -> Result<(Mnemonic, bool), WalletEr
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let mode = std::fs::metadata(path)
-                .map_err(|source| WalletError::Io { what: "cannot read", path: p.clone(), source })?
+                .map_err(|source| WalletError::Io {
+                    what: "cannot read",
+                    path: p.clone(),
+                    source,
+                })?
                 .permissions()
                 .mode();
             if mode & 0o077 != 0 {
-                return Err(WalletError::Permissions { path: p, mode: mode & 0o777 });
+                return Err(WalletError::Permissions {
+                    path: p,
+                    mode: mode & 0o777,
+                });
             }
-            let m = Mnemonic::parse_in(Language::English, text.trim())
-                .map_err(|e| WalletError::BadMnemonic { path: p, message: e.to_string() })?;
+            let m = Mnemonic::parse_in(Language::English, text.trim()).map_err(|e| {
+                WalletError::BadMnemonic {
+                    path: p,
+                    message: e.to_string(),
+                }
+            })?;
             Ok((m, false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut entropy = [0u8; 32];
             OsRng.fill_bytes(&mut entropy);
-            let m = Mnemonic::from_entropy(&entropy)
-                .map_err(|e| WalletError::BadMnemonic { path: p.clone(), message: e.to_string() })?;
+            let m = Mnemonic::from_entropy(&entropy).map_err(|e| WalletError::BadMnemonic {
+                path: p.clone(),
+                message: e.to_string(),
+            })?;
             let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
-                .map_err(|source| WalletError::Io { what: "cannot create", path: p.clone(), source })?;
+                .map_err(|source| WalletError::Io {
+                    what: "cannot create",
+                    path: p.clone(),
+                    source,
+                })?;
             writeln!(f, "{m}")
                 .and_then(|_| f.sync_all())
-                .map_err(|source| WalletError::Io { what: "cannot write", path: p, source })?;
+                .map_err(|source| WalletError::Io {
+                    what: "cannot write",
+                    path: p,
+                    source,
+                })?;
             Ok((m, true))
         }
-        Err(source) => Err(WalletError::Io { what: "cannot read", path: p, source }),
+        Err(source) => Err(WalletError::Io {
+            what: "cannot read",
+            path: p,
+            source,
+        }),
     }
 }
 
@@ -67,11 +92,17 @@ mod tests {
         let (m1, created) = load_or_create_mnemonic(&path).unwrap();
         assert!(created);
         assert_eq!(m1.word_count(), 24);
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let (m2, created) = load_or_create_mnemonic(&path).unwrap();
         assert!(!created);
         assert_eq!(m1, m2);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(load_or_create_mnemonic(&path), Err(WalletError::Permissions { .. })));
+        assert!(matches!(
+            load_or_create_mnemonic(&path),
+            Err(WalletError::Permissions { .. })
+        ));
     }
 }

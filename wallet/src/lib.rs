@@ -12,9 +12,15 @@ pub mod store;
 mod wallet;
 
 pub use bdk_wallet::bitcoin::Network;
+/// The BDK types that appear in this crate's API (for implementing [`WalletStore`]).
+pub mod bdk {
+    pub use bdk_wallet::ChangeSet;
+}
 pub use chain::ChainSource;
 pub use error::WalletError;
 pub use events::WalletEvent;
 pub use invoice::{Invoice, InvoiceStatus, Payment, PaymentPolicy};
 pub use store::{FileStore, WalletStore};
-pub use wallet::{Balance, HistoryEntry, WalletConfig, XovWallet, DEFAULT_LOOKAHEAD, FALLBACK_FEE_SAT_PER_VB};
+pub use wallet::{
+    Balance, HistoryEntry, WalletConfig, XovWallet, DEFAULT_LOOKAHEAD, FALLBACK_FEE_SAT_PER_VB,
+};

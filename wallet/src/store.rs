@@ -37,9 +37,15 @@ impl FileStore {
         use std::io::Write;
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let io = |what, source| WalletError::Io { what, path: path.display().to_string(), source };
+        let io = |what, source| WalletError::Io {
+            what,
+            path: path.display().to_string(),
+            source,
+        };
         let mut f = std::fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
-        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io("cannot write", e))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io("cannot write", e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io("cannot replace", e))
     }
 
@@ -48,7 +54,11 @@ impl FileStore {
         match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(WalletError::Io { what: "cannot read", path: path.display().to_string(), source }),
+            Err(source) => Err(WalletError::Io {
+                what: "cannot read",
+                path: path.display().to_string(),
+                source,
+            }),
         }
     }
 }
@@ -67,7 +77,9 @@ impl WalletStore for FileStore {
 
     fn load_invoices(&self) -> Result<Vec<Invoice>, WalletError> {
         Ok(match self.read("invoices.json")? {
-            Some(b) => serde_json::from_slice(&b).map_err(|e| WalletError::Corrupt(e.to_string()))?,
+            Some(b) => {
+                serde_json::from_slice(&b).map_err(|e| WalletError::Corrupt(e.to_string()))?
+            }
             None => Vec::new(),
         })
     }

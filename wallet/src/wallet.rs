@@ -41,7 +41,10 @@ pub struct WalletConfig {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub(crate) struct Inner {
@@ -54,16 +57,22 @@ pub(crate) struct Inner {
     /// Highest external index the running light client was built to watch.
     pub(crate) watched_up_to: u32,
     lookahead: u32,
+    /// The tip at the last assessment, so "newly counts" compares like with like.
+    assessed_tip: u32,
 }
 
 impl Inner {
-    /// Writes what BDK staged. Called before any result of the change leaves the wallet.
-    pub(crate) fn persist(&mut self) -> Result<(), WalletError> {
-        if let Some(delta) = self.wallet.take_staged() {
-            self.full.merge(delta);
-            self.store.save_changeset(&self.full)?;
+    /// Writes what BDK staged; returns whether anything was. Called before any result of the change leaves
+    /// the wallet.
+    pub(crate) fn persist(&mut self) -> Result<bool, WalletError> {
+        match self.wallet.take_staged() {
+            Some(delta) if !delta.is_empty() => {
+                self.full.merge(delta);
+                self.store.save_changeset(&self.full)?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     /// Payments to each external index, from the wallet's indexed outputs (spent ones included).
@@ -117,7 +126,8 @@ impl Inner {
                         confirmations: p.confirmations(tip),
                     });
                 }
-                let counted_before = old.is_some_and(|o| counts(o, tip, inv.amount_sat, &inv.policy) && o.height.is_some() == p.height.is_some());
+                let counted_before =
+                    old.is_some_and(|o| counts(o, self.assessed_tip, inv.amount_sat, &inv.policy));
                 if counts(p, tip, inv.amount_sat, &inv.policy) && !counted_before {
                     events.push(WalletEvent::PaymentConfirmed {
                         invoice: inv.id.clone(),
@@ -144,7 +154,8 @@ impl Inner {
                 }
             }
             let a = assess(inv, &payments, tip, now);
-            let status_changed = (a.status, a.settled_sat, a.pending_sat) != (inv.status, inv.settled_sat, inv.pending_sat);
+            let status_changed = (a.status, a.settled_sat, a.pending_sat)
+                != (inv.status, inv.settled_sat, inv.pending_sat);
             if status_changed || payments != inv.payments {
                 inv.status = a.status;
                 inv.settled_sat = a.settled_sat;
@@ -164,11 +175,16 @@ impl Inner {
         for inv in &changed {
             self.store.save_invoice(inv)?;
         }
+        self.assessed_tip = tip;
         for e in events {
             debug!(event = ?e, "wallet event");
             let _ = self.events.send(e);
         }
         Ok(())
+    }
+
+    pub(crate) fn assessed_tip(&self) -> u32 {
+        self.assessed_tip
     }
 
     pub(crate) fn tip_event(&self) {
@@ -209,7 +225,10 @@ pub struct XovWallet {
 
 impl XovWallet {
     /// Opens the wallet (creating mnemonic and state on first use) and starts following the chain.
-    pub async fn open(cfg: WalletConfig, store: Box<dyn WalletStore>) -> Result<XovWallet, WalletError> {
+    pub async fn open(
+        cfg: WalletConfig,
+        store: Box<dyn WalletStore>,
+    ) -> Result<XovWallet, WalletError> {
         let (mnemonic, created) = keys::load_or_create_mnemonic(&cfg.mnemonic_path)?;
         let xprv = keys::master_key(&mnemonic, &cfg.passphrase, cfg.network)?;
         let lookahead = cfg.lookahead.max(25);
@@ -217,8 +236,14 @@ impl XovWallet {
             Some(cs) => {
                 let w = Wallet::load()
                     .check_network(cfg.network)
-                    .descriptor(KeychainKind::External, Some(Bip84(xprv, KeychainKind::External)))
-                    .descriptor(KeychainKind::Internal, Some(Bip84(xprv, KeychainKind::Internal)))
+                    .descriptor(
+                        KeychainKind::External,
+                        Some(Bip84(xprv, KeychainKind::External)),
+                    )
+                    .descriptor(
+                        KeychainKind::Internal,
+                        Some(Bip84(xprv, KeychainKind::Internal)),
+                    )
                     .lookahead(lookahead)
                     .load_wallet_no_persist(cs.clone())
                     .map_err(|e| WalletError::Load(e.to_string()))?
@@ -226,11 +251,14 @@ impl XovWallet {
                 (w, cs)
             }
             None => {
-                let w = Wallet::create(Bip84(xprv, KeychainKind::External), Bip84(xprv, KeychainKind::Internal))
-                    .network(cfg.network)
-                    .lookahead(lookahead)
-                    .create_wallet_no_persist()
-                    .map_err(|e| WalletError::Descriptor(e.to_string()))?;
+                let w = Wallet::create(
+                    Bip84(xprv, KeychainKind::External),
+                    Bip84(xprv, KeychainKind::Internal),
+                )
+                .network(cfg.network)
+                .lookahead(lookahead)
+                .create_wallet_no_persist()
+                .map_err(|e| WalletError::Descriptor(e.to_string()))?;
                 (w, ChangeSet::default())
             }
         };
@@ -239,7 +267,12 @@ impl XovWallet {
             full.merge(delta);
             store.save_changeset(&full)?;
         }
-        let invoices = store.load_invoices()?.into_iter().map(|i| (i.id.clone(), i)).collect();
+        let invoices = store
+            .load_invoices()?
+            .into_iter()
+            .map(|i| (i.id.clone(), i))
+            .collect();
+        let assessed_tip = wallet.latest_checkpoint().height();
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Mutex::new(Inner {
             wallet,
@@ -250,10 +283,24 @@ impl XovWallet {
             events: events.clone(),
             watched_up_to: 0,
             lookahead,
+            assessed_tip,
         }));
         let rebuild = Arc::new(Notify::new());
-        let chain = chain::start(cfg.chain.clone(), cfg.network, inner.clone(), rebuild.clone()).await?;
-        Ok(XovWallet { inner, events, network: cfg.network, chain, rebuild, created_mnemonic: created })
+        let chain = chain::start(
+            cfg.chain.clone(),
+            cfg.network,
+            inner.clone(),
+            rebuild.clone(),
+        )
+        .await?;
+        Ok(XovWallet {
+            inner,
+            events,
+            network: cfg.network,
+            chain,
+            rebuild,
+            created_mnemonic: created,
+        })
     }
 
     /// Whether this start created the mnemonic (show it to the user once).
@@ -367,7 +414,11 @@ impl XovWallet {
                     txid: t.tx_node.txid.to_string(),
                     received_sat: received.to_sat(),
                     sent_sat: sent.to_sat(),
-                    fee_sat: g.wallet.calculate_fee(&t.tx_node.tx).ok().map(|f| f.to_sat()),
+                    fee_sat: g
+                        .wallet
+                        .calculate_fee(&t.tx_node.tx)
+                        .ok()
+                        .map(|f| f.to_sat()),
                     height,
                     confirmations: height.map_or(0, |h| tip.saturating_sub(h) + 1),
                 }
@@ -378,16 +429,24 @@ impl XovWallet {
     }
 
     /// Sends `amount_sat` to `address` with replace-by-fee on; returns the txid once broadcast.
-    pub async fn send(&self, address: &str, amount_sat: u64, fee_sat_per_vb: Option<u64>) -> Result<String, WalletError> {
+    pub async fn send(
+        &self,
+        address: &str,
+        amount_sat: u64,
+        fee_sat_per_vb: Option<u64>,
+    ) -> Result<String, WalletError> {
         let tx = {
             let mut g = self.lock();
             let addr = parse_address(address, self.network)?;
             let rate = FeeRate::from_sat_per_vb(fee_sat_per_vb.unwrap_or(FALLBACK_FEE_SAT_PER_VB))
                 .ok_or_else(|| WalletError::Build("fee rate out of range".into()))?;
             let mut b = g.wallet.build_tx();
-            b.add_recipient(addr.script_pubkey(), Amount::from_sat(amount_sat)).fee_rate(rate);
+            b.add_recipient(addr.script_pubkey(), Amount::from_sat(amount_sat))
+                .fee_rate(rate);
             let psbt = b.finish().map_err(|e| match e {
-                bdk_wallet::error::CreateTxError::CoinSelection(e) => WalletError::InsufficientFunds(e.to_string()),
+                bdk_wallet::error::CreateTxError::CoinSelection(e) => {
+                    WalletError::InsufficientFunds(e.to_string())
+                }
                 other => WalletError::Build(other.to_string()),
             })?;
             let tx = sign(&mut g, psbt)?;
@@ -400,18 +459,29 @@ impl XovWallet {
     /// Pays a BIP21 URI (it must carry an amount).
     pub async fn pay(&self, uri: &str, fee_sat_per_vb: Option<u64>) -> Result<String, WalletError> {
         let req = crate::bip21::parse(uri)?;
-        let amount = req
-            .amount_sat
-            .ok_or_else(|| WalletError::BadUri("the request names no amount; use `xov wallet send ADDRESS AMOUNT`".into()))?;
+        let amount = req.amount_sat.ok_or_else(|| {
+            WalletError::BadUri(
+                "the request names no amount; use `xov wallet send ADDRESS AMOUNT`".into(),
+            )
+        })?;
         self.send(&req.address, amount, fee_sat_per_vb).await
     }
 
     /// Sends what arrived on an invoice's address (all its unspent outputs, less the fee) to `address`:
     /// the refund of an undeliverable lease.
-    pub async fn refund_invoice(&self, id: &str, address: &str, fee_sat_per_vb: Option<u64>) -> Result<String, WalletError> {
+    pub async fn refund_invoice(
+        &self,
+        id: &str,
+        address: &str,
+        fee_sat_per_vb: Option<u64>,
+    ) -> Result<String, WalletError> {
         let tx = {
             let mut g = self.lock();
-            let inv = g.invoices.get(id).cloned().ok_or_else(|| WalletError::NoSuchInvoice(id.to_string()))?;
+            let inv = g
+                .invoices
+                .get(id)
+                .cloned()
+                .ok_or_else(|| WalletError::NoSuchInvoice(id.to_string()))?;
             let to = parse_address(address, self.network)?;
             let outs: Vec<_> = g
                 .wallet
@@ -420,7 +490,9 @@ impl XovWallet {
                 .map(|u| u.outpoint)
                 .collect();
             if outs.is_empty() {
-                return Err(WalletError::InsufficientFunds(format!("nothing unspent on invoice {id}")));
+                return Err(WalletError::InsufficientFunds(format!(
+                    "nothing unspent on invoice {id}"
+                )));
             }
             let rate = FeeRate::from_sat_per_vb(fee_sat_per_vb.unwrap_or(FALLBACK_FEE_SAT_PER_VB))
                 .ok_or_else(|| WalletError::Build("fee rate out of range".into()))?;
@@ -455,7 +527,11 @@ impl XovWallet {
 }
 
 fn parse_address(address: &str, network: Network) -> Result<Address, WalletError> {
-    let bad = |message: String| WalletError::BadAddress { address: address.to_string(), network: network.to_string(), message };
+    let bad = |message: String| WalletError::BadAddress {
+        address: address.to_string(),
+        network: network.to_string(),
+        message,
+    };
     Address::from_str(address.trim())
         .map_err(|e| bad(e.to_string()))?
         .require_network(network)
@@ -474,7 +550,8 @@ fn sign(g: &mut Inner, mut psbt: bdk_wallet::bitcoin::Psbt) -> Result<Transactio
         warn!("transaction not fully signed");
         return Err(WalletError::Sign("not every input could be signed".into()));
     }
-    psbt.extract_tx().map_err(|e| WalletError::Sign(e.to_string()))
+    psbt.extract_tx()
+        .map_err(|e| WalletError::Sign(e.to_string()))
 }
 
 /// How long a broadcast may take before it is reported as failed.

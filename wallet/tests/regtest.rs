@@ -17,13 +17,22 @@ enum Source {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn source(kind: Source, btc: &Bitcoind) -> ChainSource {
     match kind {
-        Source::Filters => ChainSource::CompactFilters { peers: vec![btc.p2p_addr()] },
-        Source::Rpc => ChainSource::BitcoindRpc { url: btc.rpc_url(), cookie_file: btc.cookie_file(), poll_ms: 50 },
+        Source::Filters => ChainSource::CompactFilters {
+            peers: vec![btc.p2p_addr()],
+        },
+        Source::Rpc => ChainSource::BitcoindRpc {
+            url: btc.rpc_url(),
+            cookie_file: btc.cookie_file(),
+            poll_ms: 50,
+        },
     }
 }
 
@@ -35,11 +44,17 @@ async fn open(dir: &std::path::Path, name: &str, chain: ChainSource) -> XovWalle
         chain,
         lookahead: 50,
     };
-    XovWallet::open(cfg, Box::new(FileStore::new(dir.join(name)).unwrap())).await.expect("wallet opens")
+    XovWallet::open(cfg, Box::new(FileStore::new(dir.join(name)).unwrap()))
+        .await
+        .expect("wallet opens")
 }
 
 /// Waits for the first event matching `pred`, failing after WAIT with what was seen.
-async fn wait_for(rx: &mut Receiver<WalletEvent>, what: &str, pred: impl Fn(&WalletEvent) -> bool) -> WalletEvent {
+async fn wait_for(
+    rx: &mut Receiver<WalletEvent>,
+    what: &str,
+    pred: impl Fn(&WalletEvent) -> bool,
+) -> WalletEvent {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut seen = Vec::new();
     loop {
@@ -73,7 +88,10 @@ fn is_status(id: &str, status: InvoiceStatus) -> impl Fn(&WalletEvent) -> bool +
     move |e| matches!(e, WalletEvent::InvoiceUpdated { invoice, status: s, .. } if invoice == id && *s == status)
 }
 
-const TWO_CONFS: PaymentPolicy = PaymentPolicy { min_confirmations: 2, zero_conf_max_sat: 0 };
+const TWO_CONFS: PaymentPolicy = PaymentPolicy {
+    min_confirmations: 2,
+    zero_conf_max_sat: 0,
+};
 
 async fn scenario(kind: Source) {
     if xov_testnet::skip_e2e("wallet regtest") {
@@ -89,44 +107,102 @@ async fn scenario(kind: Source) {
     // Fund the payer with a mature coinbase.
     let funding = payer.new_address().unwrap();
     tokio::task::block_in_place(|| btc.mine_to(101, &funding).unwrap());
-    until(&mut pay_rx, "payer funded", || payer.balance().confirmed_sat > 0).await;
+    until(&mut pay_rx, "payer funded", || {
+        payer.balance().confirmed_sat > 0
+    })
+    .await;
 
     let mut delays = Vec::new();
 
     // 1. Unpaid -> seen -> confirmed, paid from a BIP21 URI.
-    let inv1 = receiver.create_invoice("inv-1", 50_000, now() + 3600, TWO_CONFS).unwrap();
+    let inv1 = receiver
+        .create_invoice("inv-1", 50_000, now() + 3600, TWO_CONFS)
+        .unwrap();
     assert_eq!(inv1.status, InvoiceStatus::Unpaid);
-    assert!(inv1.uri().starts_with(&format!("bitcoin:{}?amount=0.0005", inv1.address)));
-    let txid = payer.pay(&inv1.uri(), None).await.expect("payer pays the invoice");
+    assert!(inv1
+        .uri()
+        .starts_with(&format!("bitcoin:{}?amount=0.0005", inv1.address)));
+    let txid = payer
+        .pay(&inv1.uri(), None)
+        .await
+        .expect("payer pays the invoice");
     if let Source::Rpc = kind {
         // bitcoind RPC sees the mempool: seen before any block.
-        let e = wait_for(&mut rx, "payment seen in mempool", |e| matches!(e, WalletEvent::PaymentSeen { invoice, .. } if invoice == "inv-1")).await;
-        assert_eq!(e, WalletEvent::PaymentSeen { invoice: "inv-1".into(), txid: txid.clone(), amount_sat: 50_000, confirmations: 0 });
+        let e = wait_for(
+            &mut rx,
+            "payment seen in mempool",
+            |e| matches!(e, WalletEvent::PaymentSeen { invoice, .. } if invoice == "inv-1"),
+        )
+        .await;
+        assert_eq!(
+            e,
+            WalletEvent::PaymentSeen {
+                invoice: "inv-1".into(),
+                txid: txid.clone(),
+                amount_sat: 50_000,
+                confirmations: 0
+            }
+        );
         mine(&btc, 1);
     } else {
         // The light client learns of payments from blocks: seen at the first confirmation.
         mine(&btc, 1);
-        let e = wait_for(&mut rx, "payment seen in a block", |e| matches!(e, WalletEvent::PaymentSeen { invoice, .. } if invoice == "inv-1")).await;
-        assert_eq!(e, WalletEvent::PaymentSeen { invoice: "inv-1".into(), txid: txid.clone(), amount_sat: 50_000, confirmations: 1 });
+        let e = wait_for(
+            &mut rx,
+            "payment seen in a block",
+            |e| matches!(e, WalletEvent::PaymentSeen { invoice, .. } if invoice == "inv-1"),
+        )
+        .await;
+        assert_eq!(
+            e,
+            WalletEvent::PaymentSeen {
+                invoice: "inv-1".into(),
+                txid: txid.clone(),
+                amount_sat: 50_000,
+                confirmations: 1
+            }
+        );
     }
-    until(&mut rx, "inv-1 seen", || receiver.invoice("inv-1").unwrap().status == InvoiceStatus::Seen).await;
+    until(&mut rx, "inv-1 seen", || {
+        receiver.invoice("inv-1").unwrap().status == InvoiceStatus::Seen
+    })
+    .await;
     let t = mine(&btc, 1);
     wait_for(&mut rx, "payment confirmed", |e| matches!(e, WalletEvent::PaymentConfirmed { invoice, confirmations: 2, .. } if invoice == "inv-1")).await;
     delays.push(t.elapsed());
-    wait_for(&mut rx, "inv-1 paid", is_status("inv-1", InvoiceStatus::Paid)).await;
+    wait_for(
+        &mut rx,
+        "inv-1 paid",
+        is_status("inv-1", InvoiceStatus::Paid),
+    )
+    .await;
 
     // 2. Partial, 3. over, 4. late payments.
-    let inv2 = receiver.create_invoice("inv-2", 100_000, now() + 3600, TWO_CONFS).unwrap();
-    let inv3 = receiver.create_invoice("inv-3", 30_000, now() + 3600, TWO_CONFS).unwrap();
-    let inv4 = receiver.create_invoice("inv-4", 20_000, now().saturating_sub(1), TWO_CONFS).unwrap();
+    let inv2 = receiver
+        .create_invoice("inv-2", 100_000, now() + 3600, TWO_CONFS)
+        .unwrap();
+    let inv3 = receiver
+        .create_invoice("inv-3", 30_000, now() + 3600, TWO_CONFS)
+        .unwrap();
+    let inv4 = receiver
+        .create_invoice("inv-4", 20_000, now().saturating_sub(1), TWO_CONFS)
+        .unwrap();
     receiver.refresh().unwrap();
-    assert_eq!(receiver.invoice("inv-4").unwrap().status, InvoiceStatus::Expired);
+    assert_eq!(
+        receiver.invoice("inv-4").unwrap().status,
+        InvoiceStatus::Expired
+    );
     payer.send(&inv2.address, 40_000, None).await.unwrap();
     payer.send(&inv3.address, 45_000, None).await.unwrap();
     payer.send(&inv4.address, 20_000, Some(3)).await.unwrap();
     mine(&btc, 1);
     let t = mine(&btc, 1);
-    wait_for(&mut rx, "inv-2 partial", is_status("inv-2", InvoiceStatus::Partial)).await;
+    wait_for(
+        &mut rx,
+        "inv-2 partial",
+        is_status("inv-2", InvoiceStatus::Partial),
+    )
+    .await;
     delays.push(t.elapsed());
     until(&mut rx, "inv-3 overpaid and inv-4 paid late", || {
         receiver.invoice("inv-3").unwrap().status == InvoiceStatus::Overpaid
@@ -138,29 +214,81 @@ async fn scenario(kind: Source) {
     payer.send(&inv1.address, 20_000, None).await.unwrap();
     mine(&btc, 1);
     let t = mine(&btc, 1);
-    let e = wait_for(&mut rx, "top-up", |e| matches!(e, WalletEvent::InvoiceUpdated { invoice, .. } if invoice == "inv-1")).await;
+    let e = wait_for(&mut rx, "top-up counted", |e| {
+        matches!(e, WalletEvent::InvoiceUpdated { invoice, settled_sat, .. } if invoice == "inv-1" && *settled_sat > 50_000)
+    })
+    .await;
     delays.push(t.elapsed());
-    assert_eq!(e, WalletEvent::InvoiceUpdated { invoice: "inv-1".into(), status: InvoiceStatus::Paid, settled_sat: 70_000, pending_sat: 0 });
+    assert_eq!(
+        e,
+        WalletEvent::InvoiceUpdated {
+            invoice: "inv-1".into(),
+            status: InvoiceStatus::Paid,
+            settled_sat: 70_000,
+            pending_sat: 0
+        }
+    );
 
-    // 6. Reorg: the paying block is invalidated and its transaction kept out of new blocks.
-    let inv5 = receiver.create_invoice("inv-5", 25_000, now() + 3600, TWO_CONFS).unwrap();
+    // 6. Many unpaid invoices do not blind the wallet: the last of more invoices than the lookahead is seen.
+    let mut last = None;
+    for i in 0..120 {
+        last = Some(
+            receiver
+                .create_invoice(&format!("bulk-{i}"), 10_000, now() + 3600, TWO_CONFS)
+                .unwrap(),
+        );
+    }
+    let last = last.unwrap();
+    payer.send(&last.address, 10_000, None).await.unwrap();
+    mine(&btc, 2);
+    wait_for(
+        &mut rx,
+        "the 120th unpaid invoice is paid",
+        is_status("bulk-119", InvoiceStatus::Paid),
+    )
+    .await;
+
+    // 7. Reorg: the paying block is invalidated and its transaction kept out of new blocks.
+    let inv5 = receiver
+        .create_invoice("inv-5", 25_000, now() + 3600, TWO_CONFS)
+        .unwrap();
     let txid5 = payer.send(&inv5.address, 25_000, None).await.unwrap();
     let paying_block = tokio::task::block_in_place(|| btc.mine(1).unwrap())[0].clone();
     mine(&btc, 1);
-    wait_for(&mut rx, "inv-5 paid", is_status("inv-5", InvoiceStatus::Paid)).await;
+    wait_for(
+        &mut rx,
+        "inv-5 paid",
+        is_status("inv-5", InvoiceStatus::Paid),
+    )
+    .await;
     tokio::task::block_in_place(|| {
         btc.cli(&["invalidateblock", &paying_block]).unwrap();
-        btc.cli(&["prioritisetransaction", &txid5, "0", "-100000000"]).unwrap();
+        btc.cli(&["prioritisetransaction", &txid5, "0", "-100000000"])
+            .unwrap();
     });
-    if let Source::Filters = kind {
-        // A light client only hears of a reorg when the other branch grows longer.
-        mine(&btc, 3);
-    }
-    let e = wait_for(&mut rx, "payment reorged out", |e| matches!(e, WalletEvent::PaymentReorged { invoice, .. } if invoice == "inv-5")).await;
-    assert_eq!(e, WalletEvent::PaymentReorged { invoice: "inv-5".into(), txid: txid5.clone(), amount_sat: 25_000 });
-    until(&mut rx, "inv-5 no longer paid", || !receiver.invoice("inv-5").unwrap().status.is_paid()).await;
+    // Neither source sees a chain shrink by itself: the reorg is noticed when the competing branch's blocks
+    // arrive (they do not contain the payment, which was made unminable).
+    mine(&btc, 3);
+    let e = wait_for(
+        &mut rx,
+        "payment reorged out",
+        |e| matches!(e, WalletEvent::PaymentReorged { invoice, .. } if invoice == "inv-5"),
+    )
+    .await;
+    assert_eq!(
+        e,
+        WalletEvent::PaymentReorged {
+            invoice: "inv-5".into(),
+            txid: txid5.clone(),
+            amount_sat: 25_000
+        }
+    );
+    until(&mut rx, "inv-5 no longer paid", || {
+        !receiver.invoice("inv-5").unwrap().status.is_paid()
+    })
+    .await;
 
-    // 7. A restarted wallet keeps its state: chain position, invoices, payments.
+    // 8. A restarted wallet keeps its state: chain position, invoices, payments.
     let tip = receiver.tip_height();
     let before = receiver.invoices();
     receiver.shutdown().await;
@@ -170,7 +298,12 @@ async fn scenario(kind: Source) {
     assert_eq!(receiver.invoice("inv-1").unwrap().settled_sat, 70_000);
     let mut rx = receiver.subscribe();
     mine(&btc, 1);
-    wait_for(&mut rx, "restarted wallet follows the chain", |e| matches!(e, WalletEvent::TipChanged { height } if *height > tip)).await;
+    wait_for(
+        &mut rx,
+        "restarted wallet follows the chain",
+        |e| matches!(e, WalletEvent::TipChanged { height } if *height > tip),
+    )
+    .await;
 
     let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
     println!("BENCH chain-event-delay source={kind:?} samples_ms={ms:?}");

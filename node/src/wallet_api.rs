@@ -1,0 +1,178 @@
+//! The wallet part of the local API: addresses, balance, history, sending and paying.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use xov_wallet::{WalletError, XovWallet};
+
+use crate::api::{ApiError, AppState};
+
+fn wallet(st: &AppState) -> Result<Arc<XovWallet>, ApiError> {
+    st.wallet.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "wallet_disabled",
+            "this node runs without a wallet; set [wallet] enabled = true (and its chain source) in xov.toml, or XOV_WALLET_ENABLED=true",
+        )
+    })
+}
+
+impl From<WalletError> for ApiError {
+    fn from(e: WalletError) -> Self {
+        let (status, code) = match &e {
+            WalletError::BadAddress { .. } => (StatusCode::BAD_REQUEST, "bad_address"),
+            WalletError::BadUri(_) => (StatusCode::BAD_REQUEST, "bad_uri"),
+            WalletError::InsufficientFunds(_) => (StatusCode::CONFLICT, "insufficient_funds"),
+            WalletError::NoSuchInvoice(_) => (StatusCode::NOT_FOUND, "no_such_invoice"),
+            WalletError::DuplicateInvoice(_) => (StatusCode::CONFLICT, "duplicate_invoice"),
+            WalletError::Broadcast(_) | WalletError::Chain(_) => (StatusCode::BAD_GATEWAY, "chain"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "wallet"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// A fresh receiving address.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NewAddress {
+    pub address: String,
+    /// BIP21 URI of the address (no amount).
+    pub uri: String,
+}
+
+#[utoipa::path(post, path = "/v1/wallet/address", responses((status = 200, body = NewAddress), (status = 409, body = ApiError)))]
+async fn address(State(st): State<AppState>) -> Result<Json<NewAddress>, ApiError> {
+    let w = wallet(&st)?;
+    let address = w.new_address()?;
+    let uri = xov_wallet::bip21::uri(&address, None, None);
+    Ok(Json(NewAddress { address, uri }))
+}
+
+/// Wallet balance in sats.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BalanceView {
+    pub confirmed_sat: u64,
+    pub pending_sat: u64,
+    pub immature_sat: u64,
+    pub tip_height: u32,
+    pub network: String,
+}
+
+#[utoipa::path(get, path = "/v1/wallet/balance", responses((status = 200, body = BalanceView), (status = 409, body = ApiError)))]
+async fn balance(State(st): State<AppState>) -> Result<Json<BalanceView>, ApiError> {
+    let w = wallet(&st)?;
+    let b = w.balance();
+    Ok(Json(BalanceView {
+        confirmed_sat: b.confirmed_sat,
+        pending_sat: b.pending_sat,
+        immature_sat: b.immature_sat,
+        tip_height: b.tip_height,
+        network: w.network().to_string(),
+    }))
+}
+
+/// One transaction of the wallet.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryView {
+    pub txid: String,
+    pub received_sat: u64,
+    pub sent_sat: u64,
+    pub fee_sat: Option<u64>,
+    pub height: Option<u32>,
+    pub confirmations: u32,
+}
+
+#[utoipa::path(get, path = "/v1/wallet/history", responses((status = 200, body = [HistoryView]), (status = 409, body = ApiError)))]
+async fn history(State(st): State<AppState>) -> Result<Json<Vec<HistoryView>>, ApiError> {
+    let w = wallet(&st)?;
+    Ok(Json(
+        w.history()
+            .into_iter()
+            .map(|h| HistoryView {
+                txid: h.txid,
+                received_sat: h.received_sat,
+                sent_sat: h.sent_sat,
+                fee_sat: h.fee_sat,
+                height: h.height,
+                confirmations: h.confirmations,
+            })
+            .collect(),
+    ))
+}
+
+/// Send an amount to an address.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    pub address: String,
+    pub amount_sat: u64,
+    /// Fee rate in sat/vB (default: 2).
+    pub fee_sat_per_vb: Option<u64>,
+}
+
+/// Pay a BIP21 URI.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayRequest {
+    pub uri: String,
+    pub fee_sat_per_vb: Option<u64>,
+}
+
+/// A broadcast transaction.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Sent {
+    pub txid: String,
+}
+
+#[utoipa::path(post, path = "/v1/wallet/send", request_body = SendRequest,
+    responses((status = 200, body = Sent), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn send(
+    State(st): State<AppState>,
+    body: Result<Json<SendRequest>, JsonRejection>,
+) -> Result<Json<Sent>, ApiError> {
+    let Json(r) = body?;
+    let w = wallet(&st)?;
+    if r.amount_sat == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_amount",
+            "amount must be at least 1 sat",
+        ));
+    }
+    let txid = w.send(&r.address, r.amount_sat, r.fee_sat_per_vb).await?;
+    Ok(Json(Sent { txid }))
+}
+
+#[utoipa::path(post, path = "/v1/wallet/pay", request_body = PayRequest,
+    responses((status = 200, body = Sent), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn pay(
+    State(st): State<AppState>,
+    body: Result<Json<PayRequest>, JsonRejection>,
+) -> Result<Json<Sent>, ApiError> {
+    let Json(r) = body?;
+    let w = wallet(&st)?;
+    let txid = w.pay(&r.uri, r.fee_sat_per_vb).await?;
+    Ok(Json(Sent { txid }))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/wallet/address", post(address))
+        .route("/v1/wallet/balance", get(balance))
+        .route("/v1/wallet/history", get(history))
+        .route("/v1/wallet/send", post(send))
+        .route("/v1/wallet/pay", post(pay))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(address, balance, history, send, pay),
+    components(schemas(NewAddress, BalanceView, HistoryView, SendRequest, PayRequest, Sent))
+)]
+pub struct WalletApiDoc;
