@@ -1,0 +1,139 @@
+//! The node's wallet through the `xov` CLI, against a real Bitcoin Core regtest node: one node follows the
+//! chain with compact block filters, the other over bitcoind RPC, as configured by a user.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use xov_testnet::bitcoind::Bitcoind;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn balance(d: &Daemon) -> (u64, u64) {
+    let b = d.json(&["wallet", "balance"]);
+    (
+        b["confirmed_sat"].as_u64().unwrap(),
+        b["pending_sat"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
+    if xov_testnet::skip_e2e("node wallet") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    let filters = vec![
+        ("XOV_WALLET_ENABLED", "true".to_string()),
+        ("XOV_WALLET_NETWORK", "regtest".to_string()),
+        ("XOV_WALLET_CHAIN", "filters".to_string()),
+        ("XOV_WALLET_PEERS", btc.p2p_addr().to_string()),
+    ];
+    let rpc = vec![
+        ("XOV_WALLET_ENABLED", "true".to_string()),
+        ("XOV_WALLET_NETWORK", "regtest".to_string()),
+        ("XOV_WALLET_CHAIN", "rpc".to_string()),
+        ("XOV_WALLET_RPC_URL", btc.rpc_url()),
+        (
+            "XOV_WALLET_RPC_COOKIE",
+            btc.cookie_file().display().to_string(),
+        ),
+    ];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Daemon::start_with(da.path(), &filters);
+    let b = Daemon::start_with(db.path(), &rpc);
+    assert_eq!(
+        mode(&da.path().join("wallet.mnemonic")),
+        0o600,
+        "recovery words are private"
+    );
+    assert!(
+        a.log_text().contains("recovery words"),
+        "the words are shown once at creation"
+    );
+
+    let addr_a = a.json(&["wallet", "address"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(addr_a.starts_with("bcrt1q"), "{addr_a}");
+    btc.mine_to(101, &addr_a).unwrap();
+    eventually("node A sees its mature coinbase", WAIT, || {
+        match balance(&a) {
+            (c, _) if c > 0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    // A sends to B's address; B (RPC) sees it pending, then confirmed.
+    let addr_b = b.json(&["wallet", "address"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sent = a.json(&["wallet", "send", &addr_b, "150000"]);
+    let txid = sent["txid"].as_str().unwrap().to_string();
+    eventually(
+        "B sees the payment in the mempool",
+        WAIT,
+        || match balance(&b) {
+            (0, 150_000) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    btc.mine(1).unwrap();
+    eventually("B sees it confirmed", WAIT, || match balance(&b) {
+        (150_000, 0) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    let hist = b.json(&["wallet", "history"]);
+    let entry = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["txid"] == txid.as_str())
+        .expect("tx in history");
+    assert_eq!(entry["received_sat"], 150_000);
+
+    // Paying a BIP21 request.
+    let addr_b2 = b.json(&["wallet", "address"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uri = format!("bitcoin:{addr_b2}?amount=0.001&label=lease");
+    a.json(&["wallet", "pay", &uri]);
+    btc.mine(1).unwrap();
+    eventually("B received the BIP21 payment", WAIT, || match balance(&b) {
+        (250_000, 0) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+
+    // Mistakes are explained.
+    let bad = xov(&a.datadir, &["wallet", "send", "bc1qnotregtest", "1000"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not valid for regtest"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let broke = xov(&b.datadir, &["wallet", "send", &addr_a, "100000000000"]);
+    assert!(
+        String::from_utf8_lossy(&broke.stderr).contains("not enough funds"),
+        "{}",
+        String::from_utf8_lossy(&broke.stderr)
+    );
+    let qr = xov(&a.datadir, &["wallet", "address", "--qr"]);
+    assert!(
+        String::from_utf8_lossy(&qr.stdout).contains('█'),
+        "a QR code is drawn"
+    );
+
+    // A restarted node has its balance at once, from its database.
+    let before = balance(&b);
+    assert!(b.stop().success());
+    let b = Daemon::start_with(db.path(), &rpc);
+    assert_eq!(balance(&b), before);
+    let no_wallet = tempfile::tempdir().unwrap();
+    let plain = Daemon::start(no_wallet.path());
+    let off = xov(&plain.datadir, &["wallet", "balance"]);
+    assert!(String::from_utf8_lossy(&off.stderr).contains("runs without a wallet"));
+}
