@@ -595,3 +595,82 @@ async fn forged_replayed_expired_oversized_and_garbage_gossip_is_rejected_and_pe
         );
     });
 }
+
+#[test]
+fn offers_are_refreshed_while_the_owner_runs_and_age_out_when_it_stops() {
+    let dirs = dirs(2);
+    let mut nodes = start_chain(&dirs, |_| None);
+    let b_node = nodes.pop().unwrap();
+    let a_node = nodes.pop().unwrap();
+    let (a, b) = (&a_node, &b_node);
+    let fast = a.json(&[
+        "pool",
+        "create",
+        "fast",
+        "--min-ttl-secs",
+        "2",
+        "--max-ttl-secs",
+        "3600",
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("B knows the new pool", CONVERGE, || {
+        let out = xov(&b.datadir, &["--json", "pool", "join", &fast]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    let o = a.json(&[
+        "offer",
+        "publish",
+        "--pool",
+        &fast,
+        "--vcpus",
+        "1",
+        "--ram",
+        "512",
+        "--disk",
+        "1",
+        "--image",
+        "tiny",
+        "--price",
+        "10",
+        "--country",
+        "NL",
+        "--ttl-secs",
+        "4",
+    ]);
+    let key = (
+        o["provider"].as_str().unwrap().to_string(),
+        o["offer_id"].as_u64().unwrap(),
+    );
+    let first = (
+        o["sequence"].as_u64().unwrap(),
+        o["expires_at"].as_u64().unwrap(),
+    );
+    // While A runs, B keeps seeing the offer past its first expiry, under newer sequences.
+    eventually(
+        "the offer was refreshed past its first expiry",
+        CONVERGE,
+        || {
+            let held = book(b, Some(&fast))?;
+            match held.get(&key) {
+                Some(seq) if *seq > first.0 && now() > first.1 => Ok(()),
+                other => Err(format!("{other:?} (first {first:?}, now {})", now())),
+            }
+        },
+    );
+    // A goes away: B stops offering it once the last version expires.
+    a_node.kill();
+    eventually("the offer aged out", CONVERGE, || {
+        let held = book(&b_node, Some(&fast))?;
+        if held.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{held:?}"))
+        }
+    });
+}

@@ -210,6 +210,27 @@ async fn scenario(kind: Source) {
     })
     .await;
 
+    // Refund: what arrived on the overpaid invoice goes back to an address the payer gave.
+    let refund_to = payer.new_address().unwrap();
+    let before = payer.balance();
+    receiver
+        .refund_invoice("inv-3", &refund_to, None)
+        .await
+        .expect("refund");
+    mine(&btc, 1);
+    until(&mut pay_rx, "payer got the refund", || {
+        let b = payer.balance();
+        b.confirmed_sat + b.pending_sat > before.confirmed_sat + before.pending_sat + 40_000
+    })
+    .await;
+    assert!(
+        matches!(
+            receiver.refund_invoice("inv-3", &refund_to, None).await,
+            Err(WalletError::InsufficientFunds(_))
+        ),
+        "nothing left to refund twice"
+    );
+
     // 5. A second payment to a paid invoice's address is a top-up.
     payer.send(&inv1.address, 20_000, None).await.unwrap();
     mine(&btc, 1);
