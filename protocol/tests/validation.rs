@@ -427,3 +427,56 @@ fn orders_need_an_ssh_key_and_metering_is_exact() {
     );
     assert_eq!(o.cost_msat(3600), 3_600_000);
 }
+
+#[test]
+fn a_query_that_finds_nothing_is_explained() {
+    let mut book = OfferBook::new();
+    book.insert(Signed::sign(offer(&key(1), 1, 1, 1200), &key(1)), NOW)
+        .unwrap();
+    book.insert(Signed::sign(offer(&key(2), 1, 1, 1500), &key(2)), NOW)
+        .unwrap();
+    let q = |d: Demand| OfferQuery {
+        pool: Some(pool()),
+        demand: d,
+        limit: 0,
+    };
+    let why = explain_no_match(
+        &book,
+        &q(Demand {
+            max_price_sats_per_hour: Some(900),
+            ..Demand::default()
+        }),
+        NOW,
+    );
+    assert_eq!(
+        why,
+        vec!["cheapest matching offer is 1200 sats/h; your maximum is 900".to_string()]
+    );
+    let why = explain_no_match(
+        &book,
+        &q(Demand {
+            image: Some("arch".into()),
+            ..Demand::default()
+        }),
+        NOW,
+    );
+    assert_eq!(
+        why,
+        vec!["no offer has image arch; available: debian-12".to_string()]
+    );
+    let why = explain_no_match(
+        &book,
+        &q(Demand {
+            min_vcpus: 64,
+            ..Demand::default()
+        }),
+        NOW,
+    );
+    assert_eq!(
+        why,
+        vec!["no offer has 64 vCPUs; the largest has 2".to_string()]
+    );
+    assert!(explain_no_match(&book, &q(Demand::default()), NOW).is_empty());
+    let empty = OfferBook::new();
+    assert!(explain_no_match(&empty, &q(Demand::default()), NOW)[0].contains("no live offers"));
+}
