@@ -30,6 +30,7 @@ pub fn unix_now() -> u64 {
 pub struct AppState {
     pub net: crate::network::NetworkHandle,
     pub wallet: Option<Arc<xov_wallet::XovWallet>>,
+    pub leases: Arc<crate::lease_engine::LeaseEngine>,
     pub market: Arc<RwLock<Market>>,
     pub token: Arc<String>,
     pub started_at: u64,
@@ -592,6 +593,7 @@ pub struct ApiDoc;
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::wallet_api::WalletApiDoc::openapi());
+    doc.merge(crate::leases_api::LeasesApiDoc::openapi());
     Json(doc)
 }
 
@@ -605,6 +607,8 @@ async fn not_found() -> ApiError {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .merge(crate::wallet_api::routes())
+        .merge(crate::leases_api::routes())
         .route("/v1/status", get(status))
         .route("/v1/offers", get(list_offers).post(publish_offer))
         .route("/v1/offers/{offer_id}", delete(withdraw_offer))
@@ -614,7 +618,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/peers", get(list_peers))
         .route("/v1/node/stop", post(stop))
         .route("/openapi.json", get(openapi))
-        .merge(crate::wallet_api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -46,6 +46,77 @@ pub enum Command {
     /// The node's bitcoin wallet.
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// Lease a machine: pick the best matching offers and ask their providers for an invoice.
+    Order(OrderArgs),
+    /// Your leases (as buyer and as provider).
+    #[command(subcommand)]
+    Leases(LeasesCommand),
+    /// Act on one lease.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct OrderArgs {
+    #[arg(long)]
+    pub pool: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub vcpus: u32,
+    /// RAM in MiB.
+    #[arg(long, default_value_t = 0, value_name = "MIB")]
+    pub ram: u32,
+    /// Disk in GiB.
+    #[arg(long, default_value_t = 0, value_name = "GIB")]
+    pub disk: u32,
+    /// `any`, `none`, or a GPU model.
+    #[arg(long)]
+    pub gpu: Option<String>,
+    /// OS image, e.g. debian-12.
+    #[arg(long)]
+    pub image: String,
+    /// Highest price in sats per hour.
+    #[arg(long, value_name = "SATS")]
+    pub max_price: Option<u64>,
+    /// Hours to pay for up front (pay the same address again to extend).
+    #[arg(long)]
+    pub hours: u32,
+    /// Your SSH public key file (e.g. ~/.ssh/id_ed25519.pub); the machine accepts it.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: PathBuf,
+    /// Where refunds of unused or undeliverable funds go.
+    #[arg(long, value_name = "ADDRESS")]
+    pub refund_address: Option<String>,
+    /// Pay the invoice from this node's wallet at once.
+    #[arg(long)]
+    pub pay: bool,
+    /// Stay and show progress (payment, confirmations, boot) until the machine runs.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeasesCommand {
+    /// All leases, newest first.
+    List,
+    /// One lease in detail: state, payment, machine address, history.
+    Show {
+        id: String,
+        /// Follow it until it runs or ends.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Pay for more hours (to the lease's own address).
+    Extend {
+        id: String,
+        #[arg(long)]
+        hours: u32,
+    },
+    /// End the lease; the unused part is refunded to the refund address.
+    Cancel { id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,6 +38,37 @@ pub struct Config {
     pub log: LogConfig,
     pub network: NetworkConfig,
     pub wallet: WalletConfig,
+    pub lease: LeaseConfig,
+}
+
+/// A provider's lease terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// Confirmations a payment needs before the machine launches.
+    pub min_confirmations: u32,
+    /// Unconfirmed, non-RBF payments up to this many sats launch at once (0 = never).
+    pub zero_conf_max_sat: u64,
+    pub invoice_ttl_secs: u64,
+    /// Warn the buyer this long before funds run out.
+    pub warn_before_secs: u64,
+    /// Keep running this long after funds ran out.
+    pub grace_secs: u64,
+    /// Keep a halted machine this long for a late top-up before deleting it.
+    pub hold_secs: u64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            min_confirmations: 1,
+            zero_conf_max_sat: 0,
+            invoice_ttl_secs: 3600,
+            warn_before_secs: 600,
+            grace_secs: 300,
+            hold_secs: 3600,
+        }
+    }
 }
 
 /// The built-in bitcoin wallet.
@@ -175,6 +206,7 @@ impl Default for Config {
             log: LogConfig::default(),
             network: NetworkConfig::default(),
             wallet: WalletConfig::default(),
+            lease: LeaseConfig::default(),
         }
     }
 }
@@ -250,6 +282,26 @@ impl Config {
         }
         if let Some(v) = env("XOV_NETWORK_BOOTSTRAP") {
             self.network.bootstrap = list(v.clone());
+        }
+        for (var, slot) in [
+            (
+                "XOV_LEASE_WARN_BEFORE_SECS",
+                &mut self.lease.warn_before_secs,
+            ),
+            ("XOV_LEASE_GRACE_SECS", &mut self.lease.grace_secs),
+            ("XOV_LEASE_HOLD_SECS", &mut self.lease.hold_secs),
+            (
+                "XOV_LEASE_INVOICE_TTL_SECS",
+                &mut self.lease.invoice_ttl_secs,
+            ),
+        ] {
+            if let Some(v) = env(var) {
+                *slot = v.parse().map_err(|_| ConfigError::Env {
+                    var,
+                    value: v.clone(),
+                    message: "expected a number of seconds".into(),
+                })?;
+            }
         }
         if let Some(v) = env("XOV_WALLET_ENABLED") {
             self.wallet.enabled = parse_bool("XOV_WALLET_ENABLED", v)?;

@@ -26,6 +26,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     let _lock = dd.lock()?;
     let (key, created) = dd.load_or_create_key(|| Keypair::generate(&mut OsRng))?;
     let p2p_key = Keypair::from_secret_bytes(&key.secret_bytes());
+    let lease_key_secret = key.secret_bytes();
     let node_id = key.node_id();
     if created {
         info!(%node_id, "created a new node key");
@@ -56,16 +57,40 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     let market = Arc::new(RwLock::new(market));
-    let net = network::start(&p2p_key, &cfg.network, market.clone(), shutdown_rx.clone()).await?;
+    let (net, lease_requests) =
+        network::start(&p2p_key, &cfg.network, market.clone(), shutdown_rx.clone()).await?;
     drop(p2p_key);
     let wallet = if cfg.wallet.enabled {
         Some(std::sync::Arc::new(
-            open_wallet(&dd, &cfg, store_for_wallet).await?,
+            open_wallet(&dd, &cfg, store_for_wallet.clone()).await?,
         ))
     } else {
         None
     };
+    let policy = crate::lease_engine::LeasePolicy {
+        payment: xov_wallet::PaymentPolicy {
+            min_confirmations: cfg.lease.min_confirmations,
+            zero_conf_max_sat: cfg.lease.zero_conf_max_sat,
+        },
+        invoice_ttl_secs: cfg.lease.invoice_ttl_secs,
+        warn_before_secs: cfg.lease.warn_before_secs,
+        grace_secs: cfg.lease.grace_secs,
+        hold_secs: cfg.lease.hold_secs,
+        tick: Duration::from_secs(1),
+    };
+    let machines = crate::machines::from_config(&cfg).await?;
+    let leases = crate::lease_engine::LeaseEngine::new(
+        Keypair::from_secret_bytes(&lease_key_secret),
+        market.clone(),
+        store_for_wallet.clone(),
+        wallet.clone(),
+        machines,
+        net.clone(),
+        policy,
+    )?;
+    leases.spawn(lease_requests);
     let state = AppState {
+        leases,
         wallet,
         net: net.clone(),
         market: market.clone(),

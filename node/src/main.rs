@@ -9,7 +9,8 @@ use serde_json::Value;
 use xov_node::{api, daemon, market, output};
 
 use xov_node::cli::{
-    Cli, Command, NodeCommand, OfferCommand, OffersCommand, PoolCommand, PublishArgs, WalletCommand,
+    Cli, Command, LeaseCommand, LeasesCommand, NodeCommand, OfferCommand, OffersCommand, OrderArgs,
+    PoolCommand, PublishArgs, WalletCommand,
 };
 use xov_node::client::Client;
 use xov_node::config::{Config, CONFIG_FILE};
@@ -172,6 +173,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Wallet(cmd) => wallet_command(cmd, &client()?, cli.json).await,
+        Command::Order(args) => order_command(args, &client()?, cli.json).await,
+        Command::Leases(LeasesCommand::List) => {
+            let l: Vec<xov_node::leases::LeaseRecord> = client()?.get("/v1/leases", None).await?;
+            output::print(cli.json, &l, || output::leases(&l));
+            Ok(())
+        }
+        Command::Leases(LeasesCommand::Show { id, wait }) => {
+            let c = client()?;
+            if wait {
+                follow(&c, &id, cli.json).await
+            } else {
+                let l: xov_node::leases::LeaseRecord =
+                    c.get(&format!("/v1/leases/{id}"), None).await?;
+                output::print(cli.json, &l, || output::lease(&l));
+                Ok(())
+            }
+        }
+        Command::Lease(LeaseCommand::Extend { id, hours }) => {
+            let r: serde_json::Value = client()?
+                .call(
+                    Method::POST,
+                    &format!("/v1/leases/{id}/extend"),
+                    None,
+                    Some(&serde_json::json!({ "hours": hours })),
+                )
+                .await?;
+            output::print(cli.json, &r, || {
+                format!(
+                    "paid for {hours} more hours: {}",
+                    r["txid"].as_str().unwrap_or("")
+                )
+            });
+            Ok(())
+        }
+        Command::Lease(LeaseCommand::Cancel { id }) => {
+            let l: xov_node::leases::LeaseRecord = client()?
+                .call::<(), _>(Method::POST, &format!("/v1/leases/{id}/cancel"), None, None)
+                .await?;
+            output::print(cli.json, &l, || {
+                format!("cancellation sent for lease {}", l.id)
+            });
+            Ok(())
+        }
         Command::Peers => {
             let peers: Vec<xov_node::network::PeerView> = client()?.get("/v1/peers", None).await?;
             output::print(cli.json, &peers, || output::peers(&peers));
@@ -329,4 +373,71 @@ async fn wallet_command(cmd: WalletCommand, c: &Client, json: bool) -> anyhow::R
         }
     }
     Ok(())
+}
+
+async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<()> {
+    let key = std::fs::read_to_string(&a.ssh_key)
+        .with_context(|| format!("cannot read SSH public key {}", a.ssh_key.display()))?;
+    let req = xov_node::lease_engine::OrderRequest {
+        pool: a.pool,
+        vcpus: a.vcpus,
+        ram_mib: a.ram,
+        disk_gib: a.disk,
+        gpu: a.gpu,
+        image: a.image,
+        max_price: a.max_price,
+        hours: a.hours,
+        ssh_public_key: key.trim().to_string(),
+        refund_address: a.refund_address,
+        pay: a.pay,
+    };
+    let l: xov_node::leases::LeaseRecord =
+        c.call(Method::POST, "/v1/orders", None, Some(&req)).await?;
+    if !json {
+        println!("{}", output::lease(&l));
+        if !a.pay {
+            if let Some(uri) = &l.pay_uri {
+                println!(
+                    "\nPay with `xov wallet pay '{uri}'`, or scan:\n{}",
+                    xov_wallet::bip21::qr(uri)
+                );
+            }
+        }
+    }
+    if a.wait {
+        follow(c, &l.id, json).await
+    } else {
+        if json {
+            output::print(true, &l, String::new);
+        }
+        Ok(())
+    }
+}
+
+/// Shows a lease's progress until its machine runs or the lease ends.
+async fn follow(c: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+    let mut shown = 0;
+    loop {
+        let l: xov_node::leases::LeaseRecord = c.get(&format!("/v1/leases/{id}"), None).await?;
+        for s in &l.history[shown.min(l.history.len())..] {
+            if json {
+                println!("{}", serde_json::to_string(s)?);
+            } else {
+                println!(
+                    "{:>10}  {:<13} {}",
+                    s.at,
+                    format!("{:?}", s.state),
+                    s.detail
+                );
+            }
+        }
+        shown = l.history.len();
+        if l.state == xov_protocol::LeaseState::Running || l.state.is_terminal() {
+            if !json {
+                println!("{}", output::lease(&l));
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }

@@ -166,3 +166,57 @@ mod tests {
         assert_eq!(t, "A    BB\nxxx  y\nz    wwww");
     }
 }
+
+pub fn leases(l: &[crate::leases::LeaseRecord]) -> String {
+    if l.is_empty() {
+        return "no leases yet; `xov order --help` shows how to lease a machine".into();
+    }
+    table(
+        &[
+            "LEASE",
+            "ROLE",
+            "STATE",
+            "SATS/H",
+            "PAID",
+            "RUNS_UNTIL",
+            "ADDRESS",
+        ],
+        l.iter()
+            .map(|x| {
+                vec![
+                    x.id[..12].to_string(),
+                    format!("{:?}", x.role).to_lowercase(),
+                    format!("{:?}", x.state),
+                    x.price_sats_per_hour.to_string(),
+                    x.paid_sat.to_string(),
+                    x.runs_until.map_or("-".into(), |u| u.to_string()),
+                    x.instance
+                        .as_ref()
+                        .map_or("-".into(), |i| i.addresses.join(",")),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub fn lease(x: &crate::leases::LeaseRecord) -> String {
+    let mut out = format!(
+        "lease      {}\nrole       {:?}\nstate      {:?}\nprovider   {}\nmachine    {} vCPU, {} MiB, {} GiB, {}\nprice      {} sats/h for {} h = {} sat\npaid       {} sat\n",
+        x.id, x.role, x.state, x.counterparty, x.vcpus, x.ram_mib, x.disk_gib, x.image,
+        x.price_sats_per_hour, x.hours, x.amount_sat, x.paid_sat
+    );
+    if let Some(uri) = &x.pay_uri {
+        out.push_str(&format!("pay to     {uri}\n"));
+    }
+    if let Some(u) = x.runs_until {
+        out.push_str(&format!("runs until {u}\n"));
+    }
+    if let Some(i) = &x.instance {
+        out.push_str(&format!(
+            "ssh        {}@{}\n",
+            i.user,
+            i.addresses.first().map(String::as_str).unwrap_or("?")
+        ));
+    }
+    out.trim_end().to_string()
+}

@@ -14,7 +14,15 @@ const CF_WITHDRAWALS: &str = "withdrawals";
 const CF_POOLS: &str = "pools";
 const CF_META: &str = "meta";
 const CF_WALLET: &str = "wallet";
-const FAMILIES: [&str; 5] = [CF_OFFERS, CF_WITHDRAWALS, CF_POOLS, CF_META, CF_WALLET];
+pub(crate) const CF_LEASES: &str = "leases";
+const FAMILIES: [&str; 6] = [
+    CF_OFFERS,
+    CF_WITHDRAWALS,
+    CF_POOLS,
+    CF_META,
+    CF_WALLET,
+    CF_LEASES,
+];
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -70,6 +78,19 @@ impl Store {
         wo.set_sync(true);
         self.db.put_cf_opt(self.cf(cf), key, value, &wo)?;
         Ok(())
+    }
+
+    pub(crate) fn put_raw(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.put(cf, key, value)
+    }
+
+    pub(crate) fn load_raw(&self, cf: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+            let (k, v) = kv?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     fn delete(&self, cf: &str, key: &[u8]) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{gossipsub, identify, identity, kad, mdns, ping, request_response, StreamProtocol};
 use sha2::{Digest, Sha256};
 
+use super::lease_wire::{LeaseRequest, LeaseResponse};
 use super::scoring;
 use super::sync::{SyncRequest, SyncResponse, PROTOCOL};
 
@@ -23,6 +24,7 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    pub lease: request_response::cbor::Behaviour<LeaseRequest, LeaseResponse>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
@@ -75,6 +77,13 @@ impl Behaviour {
             )],
             request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
         );
+        let lease = request_response::cbor::Behaviour::new(
+            [(
+                StreamProtocol::new(super::lease_wire::PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+        );
         let mdns = if mdns_enabled {
             Some(
                 mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
@@ -89,6 +98,7 @@ impl Behaviour {
             identify,
             ping: ping::Behaviour::default(),
             sync,
+            lease,
             mdns: mdns.into(),
         })
     }

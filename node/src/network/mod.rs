@@ -6,6 +6,7 @@
 //! message only after that path accepted it.
 
 pub mod behaviour;
+pub mod lease_wire;
 pub mod rate_limit;
 pub mod scoring;
 pub mod sync;
@@ -55,6 +56,8 @@ pub enum NetworkError {
     Bootstrap(String),
     #[error("the network task has stopped")]
     Stopped,
+    #[error("cannot reach the other party: {0}")]
+    Unreachable(String),
 }
 
 /// Counters of gossip validation outcomes, for status and tests.
@@ -98,8 +101,44 @@ pub struct NetworkStatus {
     pub gossip: GossipStats,
 }
 
+/// A lease request from a peer, for the lease engine; answer through [`NetworkHandle::reply_lease`].
+pub struct IncomingLease {
+    pub peer: PeerId,
+    /// The peer's node id (its peer id's ed25519 key).
+    pub from: Option<NodeId>,
+    pub request: lease_wire::LeaseRequest,
+    pub token: u64,
+}
+
+/// The libp2p peer id of an xov node id (same ed25519 key).
+pub fn peer_id_of(node: &NodeId) -> Option<PeerId> {
+    let pk = identity::ed25519::PublicKey::try_from_bytes(node.as_bytes()).ok()?;
+    Some(identity::PublicKey::from(pk).to_peer_id())
+}
+
+fn node_id_of(peer: &PeerId) -> Option<NodeId> {
+    let mh = peer.as_ref();
+    // Ed25519 peer ids inline the protobuf-encoded key (identity multihash): the key is the last 32 bytes.
+    let digest = mh.digest();
+    let pk = identity::PublicKey::try_decode_protobuf(digest).ok()?;
+    let ed = pk.try_into_ed25519().ok()?;
+    NodeId::from_bytes(ed.to_bytes()).ok()
+}
+
 enum Command {
-    Publish { topic: IdentTopic, data: Vec<u8> },
+    LeaseSend {
+        peer: PeerId,
+        request: lease_wire::LeaseRequest,
+        reply: oneshot::Sender<Result<lease_wire::LeaseResponse, String>>,
+    },
+    LeaseReply {
+        token: u64,
+        response: lease_wire::LeaseResponse,
+    },
+    Publish {
+        topic: IdentTopic,
+        data: Vec<u8>,
+    },
     Join(PoolId),
     Leave(PoolId),
     Status(oneshot::Sender<NetworkStatus>),
@@ -151,6 +190,35 @@ impl NetworkHandle {
             data: c.to_bytes(),
         })
         .await
+    }
+
+    /// Sends a lease request to the node `to` directly (dialing it if needed) and waits for its answer.
+    pub async fn send_lease(
+        &self,
+        to: &NodeId,
+        request: lease_wire::LeaseRequest,
+    ) -> Result<lease_wire::LeaseResponse, NetworkError> {
+        let peer = peer_id_of(to)
+            .ok_or_else(|| NetworkError::Unreachable(format!("{to} is not a valid node id")))?;
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::LeaseSend {
+            peer,
+            request,
+            reply: tx,
+        })
+        .await?;
+        rx.await
+            .map_err(|_| NetworkError::Stopped)?
+            .map_err(NetworkError::Unreachable)
+    }
+
+    /// Answers an incoming lease request.
+    pub async fn reply_lease(
+        &self,
+        token: u64,
+        response: lease_wire::LeaseResponse,
+    ) -> Result<(), NetworkError> {
+        self.send(Command::LeaseReply { token, response }).await
     }
 
     pub async fn join(&self, pool: PoolId) -> Result<(), NetworkError> {
@@ -258,7 +326,7 @@ pub async fn start(
     cfg: &NetworkConfig,
     market: Arc<RwLock<Market>>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<NetworkHandle, NetworkError> {
+) -> Result<(NetworkHandle, mpsc::Receiver<IncomingLease>), NetworkError> {
     let mut swarm = build_swarm(libp2p_key(key)?, cfg.mdns)?;
     let listen_addrs = listen(&mut swarm, &cfg.listen).await?;
     let peer_id = *swarm.local_peer_id();
@@ -287,7 +355,12 @@ pub async fn start(
     }
 
     let (tx, rx) = mpsc::channel(256);
+    let (lease_tx, lease_rx) = mpsc::channel(256);
     let mut runner = Runner {
+        lease_tx,
+        lease_in: HashMap::new(),
+        lease_out: HashMap::new(),
+        next_token: 0,
         swarm,
         market,
         rate: rate_limit::RateLimiter::new(cfg.peer_rate_per_sec, cfg.peer_burst),
@@ -317,11 +390,14 @@ pub async fn start(
         debug!("network task stopped");
     });
     info!(%peer_id, addrs = ?listen_addrs, "p2p network listening");
-    Ok(NetworkHandle {
-        tx,
-        peer_id,
-        listen_addrs,
-    })
+    Ok((
+        NetworkHandle {
+            tx,
+            peer_id,
+            listen_addrs,
+        },
+        lease_rx,
+    ))
 }
 
 /// The DHT key under which a pool's members announce themselves, so members find each other even when the
@@ -363,6 +439,11 @@ impl From<Result<Inserted, MarketError>> for Verdict {
 }
 
 struct Runner {
+    lease_tx: mpsc::Sender<IncomingLease>,
+    lease_in: HashMap<u64, request_response::ResponseChannel<lease_wire::LeaseResponse>>,
+    lease_out:
+        HashMap<OutboundRequestId, oneshot::Sender<Result<lease_wire::LeaseResponse, String>>>,
+    next_token: u64,
     swarm: Swarm<Behaviour>,
     market: Arc<RwLock<Market>>,
     rate: rate_limit::RateLimiter,
@@ -624,6 +705,43 @@ impl Runner {
                 }
                 _ => {}
             },
+            SwarmEvent::Behaviour(BehaviourEvent::Lease(e)) => match e {
+                request_response::Event::Message { peer, message, .. } => match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        self.next_token += 1;
+                        let token = self.next_token;
+                        self.lease_in.insert(token, channel);
+                        let incoming = IncomingLease {
+                            peer,
+                            from: node_id_of(&peer),
+                            request,
+                            token,
+                        };
+                        if self.lease_tx.try_send(incoming).is_err() {
+                            warn!(%peer, "lease engine busy or absent; request dropped");
+                            self.lease_in.remove(&token);
+                        }
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some(tx) = self.lease_out.remove(&request_id) {
+                            let _ = tx.send(Ok(response));
+                        }
+                    }
+                },
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                } => {
+                    if let Some(tx) = self.lease_out.remove(&request_id) {
+                        let _ = tx.send(Err(error.to_string()));
+                    }
+                }
+                _ => {}
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -772,6 +890,23 @@ impl Runner {
 
     fn on_command(&mut self, c: Command) {
         match c {
+            Command::LeaseSend {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .lease
+                    .send_request(&peer, request);
+                self.lease_out.insert(id, reply);
+            }
+            Command::LeaseReply { token, response } => {
+                if let Some(ch) = self.lease_in.remove(&token) {
+                    let _ = self.swarm.behaviour_mut().lease.send_response(ch, response);
+                }
+            }
             Command::Publish { topic, data } => {
                 if let Err(e) = self
                     .swarm

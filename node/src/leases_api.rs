@@ -1,0 +1,128 @@
+//! The lease part of the local API: ordering, listing, extending and cancelling leases.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::{ApiError, AppState};
+use crate::lease_engine::{OrderError, OrderRequest};
+use crate::leases::LeaseRecord;
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        let (status, code) = match &e {
+            OrderError::NoMatch(_) => (StatusCode::NOT_FOUND, "no_match"),
+            OrderError::AllRefused(_) => (StatusCode::CONFLICT, "refused"),
+            OrderError::NoWallet => (StatusCode::CONFLICT, "wallet_disabled"),
+            OrderError::Other(_) => (StatusCode::BAD_REQUEST, "lease"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+#[utoipa::path(post, path = "/v1/orders", request_body = OrderRequest,
+    responses((status = 201, body = LeaseRecord), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn order(
+    State(st): State<AppState>,
+    body: Result<Json<OrderRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<LeaseRecord>), ApiError> {
+    let Json(req) = body?;
+    if req.hours == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_hours",
+            "--hours must be at least 1",
+        ));
+    }
+    let l = st.leases.order(req).await?;
+    Ok((StatusCode::CREATED, Json(l)))
+}
+
+#[utoipa::path(get, path = "/v1/leases", responses((status = 200, body = [LeaseRecord])))]
+async fn list(State(st): State<AppState>) -> Json<Vec<LeaseRecord>> {
+    Json(st.leases.list())
+}
+
+fn find(st: &AppState, id: &str) -> Result<LeaseRecord, ApiError> {
+    st.leases.get(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_lease",
+            format!("no lease {id}; `xov leases list` shows yours"),
+        )
+    })
+}
+
+#[utoipa::path(get, path = "/v1/leases/{id}", params(("id" = String, Path, description = "lease id or an unambiguous prefix")),
+    responses((status = 200, body = LeaseRecord), (status = 404, body = ApiError)))]
+async fn show(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<LeaseRecord>, ApiError> {
+    Ok(Json(find(&st, &id)?))
+}
+
+/// How many more hours to buy.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Extend {
+    pub hours: u32,
+}
+
+/// A payment made for a lease.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Extended {
+    pub txid: String,
+}
+
+#[utoipa::path(post, path = "/v1/leases/{id}/extend", request_body = Extend, params(("id" = String, Path)),
+    responses((status = 200, body = Extended), (status = 404, body = ApiError)))]
+async fn extend(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<Extend>, JsonRejection>,
+) -> Result<Json<Extended>, ApiError> {
+    let Json(e) = body?;
+    let l = find(&st, &id)?;
+    let txid = st.leases.extend(&l.id, e.hours.max(1)).await?;
+    Ok(Json(Extended { txid }))
+}
+
+#[utoipa::path(post, path = "/v1/leases/{id}/cancel", params(("id" = String, Path)),
+    responses((status = 200, body = LeaseRecord), (status = 404, body = ApiError)))]
+async fn cancel(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<LeaseRecord>, ApiError> {
+    let l = find(&st, &id)?;
+    st.leases.cancel(&l.id).await?;
+    Ok(Json(find(&st, &l.id)?))
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/orders", post(order))
+        .route("/v1/leases", get(list))
+        .route("/v1/leases/{id}", get(show))
+        .route("/v1/leases/{id}/extend", post(extend))
+        .route("/v1/leases/{id}/cancel", post(cancel))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(order, list, show, extend, cancel),
+    components(schemas(
+        OrderRequest,
+        LeaseRecord,
+        crate::leases::InstanceInfo,
+        crate::leases::Step,
+        crate::leases::Role,
+        Extend,
+        Extended
+    ))
+)]
+pub struct LeasesApiDoc;
