@@ -143,6 +143,12 @@ pub struct LeaseEngine {
     leases: Mutex<HashMap<String, LeaseRecord>>,
 }
 
+/// Sats that start a lease: the price of the offer's shortest lease, at least 1. The machine then runs as
+/// long as the confirmed funds last; the invoice amount is what the buyer asked for up front.
+fn min_start(l: &LeaseRecord) -> u64 {
+    ((l.price_sats_per_hour as u128 * l.min_lease_secs as u128).div_ceil(3600) as u64).max(1)
+}
+
 fn hex_id(id: &MessageId) -> String {
     id.to_string()
 }
@@ -382,6 +388,7 @@ impl LeaseEngine {
                 image: o.image.clone(),
                 hours: o.hours,
                 price_sats_per_hour: offer.price_sats_per_hour,
+                min_lease_secs: offer.min_lease_secs,
                 vcpus: offer.instance.vcpus,
                 ram_mib: offer.instance.ram_mib,
                 disk_gib: offer.instance.disk_gib,
@@ -470,7 +477,8 @@ impl LeaseEngine {
                 match l.state {
                     LeaseState::Invoiced | LeaseState::PaymentSeen
                         if status.is_paid()
-                            || status == InvoiceStatus::Partial && settled_sat >= l.amount_sat =>
+                            || (status == InvoiceStatus::Partial
+                                && settled_sat >= min_start(&l)) =>
                     {
                         if l.apply(
                             LeaseEvent::PaymentConfirmed,
@@ -1067,6 +1075,7 @@ impl LeaseEngine {
                 image: req.image.clone(),
                 hours: req.hours,
                 price_sats_per_hour: o.price_sats_per_hour,
+                min_lease_secs: o.min_lease_secs,
                 vcpus: o.instance.vcpus,
                 ram_mib: o.instance.ram_mib,
                 disk_gib: o.instance.disk_gib,

@@ -47,6 +47,9 @@ pub struct LeaseRecord {
     pub image: String,
     pub hours: u32,
     pub price_sats_per_hour: u64,
+    /// The offer's shortest lease: confirmed payments covering at least this much start the machine.
+    #[serde(default)]
+    pub min_lease_secs: u32,
     pub vcpus: u32,
     pub ram_mib: u32,
     pub disk_gib: u32,

@@ -6,6 +6,8 @@
 //! `run.sh`, `test.sh`, `bitcoind/build.sh`) install and start what the harnesses need.
 
 pub mod bitcoind;
+pub mod node;
+pub mod openstack;
 
 use thiserror::Error;
 

@@ -1,0 +1,159 @@
+//! The OpenStack lab (`testnet/openstack/up.sh`) for tests: a single-node Keystone, Nova (fake virt
+//! driver), Glance and friends on 127.0.0.1. Unlike bitcoind it is shared, not started per test: it takes
+//! ~50 s to start and ~1.4 GiB, so [`OpenStackLab::ensure`] checks that it answers and starts it only when
+//! it does not. Tests must therefore use unique names and clean up what they create.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::HarnessError;
+
+const KEYSTONE_PORT: u16 = 5000;
+const NOVA_PORT: u16 = 8774;
+const GLANCE_PORT: u16 = 9292;
+
+/// How to reach the lab and what it holds (see `testnet/openstack/README.md`).
+#[derive(Debug, Clone)]
+pub struct OpenStackLab {
+    /// Keystone v3, `http://127.0.0.1:5000/v3`.
+    pub auth_url: String,
+    /// Nova, `http://127.0.0.1:8774/v2.1`.
+    pub compute_url: String,
+    /// Nova's origin (`http://127.0.0.1:8774`), for proxies that forward paths unchanged.
+    pub compute_origin: String,
+    /// Glance, `http://127.0.0.1:9292`.
+    pub image_url: String,
+    pub username: String,
+    pub password: String,
+    pub project_name: String,
+    pub user_domain: String,
+    pub project_domain: String,
+    pub region: String,
+    /// The lab's flavor: `m1.tiny`, id `1` (1 vCPU, 512 MiB, 1 GiB).
+    pub flavor_id: String,
+    pub flavor_name: String,
+    /// The lab's image: `tiny-raw` (public, 1 KiB raw).
+    pub image_name: String,
+}
+
+/// Serialises the check-and-start among a test binary's threads; remembers a failed start.
+static ENSURE: Mutex<Option<bool>> = Mutex::new(None);
+
+impl OpenStackLab {
+    /// The lab, started with `up.sh` if Keystone or Nova does not answer. Fails with
+    /// [`HarnessError::Missing`] (saying how to start it) if it cannot be started.
+    pub fn ensure() -> Result<OpenStackLab, HarnessError> {
+        let mut state = ENSURE.lock().unwrap_or_else(|p| p.into_inner());
+        if !Self::answers() {
+            if *state == Some(false) {
+                return Err(Self::missing());
+            }
+            let ok = Self::start();
+            *state = Some(ok);
+            if !ok {
+                return Err(Self::missing());
+            }
+        }
+        *state = Some(true);
+        Ok(Self::current())
+    }
+
+    fn current() -> OpenStackLab {
+        OpenStackLab {
+            auth_url: format!("http://127.0.0.1:{KEYSTONE_PORT}/v3"),
+            compute_url: format!("http://127.0.0.1:{NOVA_PORT}/v2.1"),
+            compute_origin: format!("http://127.0.0.1:{NOVA_PORT}"),
+            image_url: format!("http://127.0.0.1:{GLANCE_PORT}"),
+            username: "admin".into(),
+            password: std::env::var("OSLAB_ADMIN_PASSWORD").unwrap_or_else(|_| "admin".into()),
+            project_name: "admin".into(),
+            user_domain: "Default".into(),
+            project_domain: "Default".into(),
+            region: "RegionOne".into(),
+            flavor_id: "1".into(),
+            flavor_name: "m1.tiny".into(),
+            image_name: "tiny-raw".into(),
+        }
+    }
+
+    fn missing() -> HarnessError {
+        HarnessError::Missing {
+            what: "the OpenStack lab",
+            how: "start it with `sudo bash testnet/openstack/up.sh` (Debian 12; installs packages the first \
+                  time, ~2 min), see testnet/openstack/README.md",
+        }
+    }
+
+    /// `testnet/openstack/` of this checkout.
+    pub fn script_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openstack")
+    }
+
+    /// Keystone and Nova both answer their version documents.
+    pub fn answers() -> bool {
+        http_get_ok(KEYSTONE_PORT, "/v3", "v3") && http_get_ok(NOVA_PORT, "/", "v2.1")
+    }
+
+    /// Runs `up.sh` (as root directly, otherwise through `sudo -n`); true when the lab answers afterwards.
+    fn start() -> bool {
+        let up = Self::script_dir().join("up.sh");
+        eprintln!("OpenStack lab not answering: running {}", up.display());
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let mut cmd = if root {
+            Command::new("bash")
+        } else {
+            let mut c = Command::new("sudo");
+            c.args(["-n", "bash"]);
+            c
+        };
+        match cmd.arg(&up).output() {
+            Ok(out) if out.status.success() && Self::answers() => true,
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout).to_string()
+                    + &String::from_utf8_lossy(&out.stderr);
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                eprintln!(
+                    "up.sh failed ({}):\n{}",
+                    out.status,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+                false
+            }
+            Err(e) => {
+                eprintln!("cannot run up.sh: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// A raw `GET path HTTP/1.0` on 127.0.0.1:port: true on a 2xx/3xx answer whose body mentions `needle`.
+/// Plain std, so the harness needs no HTTP client.
+fn http_get_ok(port: u16, path: &str, needle: &str) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = s.take(64 * 1024).read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status_ok = text
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code.starts_with('2') || code.starts_with('3'));
+    status_ok && text.contains(needle)
+}
