@@ -39,6 +39,49 @@ pub struct Config {
     pub network: NetworkConfig,
     pub wallet: WalletConfig,
     pub lease: LeaseConfig,
+    pub provider: ProviderConfig,
+}
+
+/// Selling machines: the cloud to run them on and what to offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    pub enabled: bool,
+    /// Pool to offer in.
+    pub pool: String,
+    /// ISO country code and free-form region of the machines.
+    pub country: String,
+    pub region: String,
+    pub offer_ttl_secs: u32,
+    pub min_lease_secs: u32,
+    pub max_lease_secs: u32,
+    /// Re-read the cloud's inventory and republish offers this often.
+    pub inventory_interval_secs: u64,
+    /// Compare the cloud's tagged machines with the leases this often.
+    pub reconcile_interval_secs: u64,
+    pub openstack: Option<xov_provisioner::OpenStackConfig>,
+    pub inventory: xov_provisioner::InventoryMapping,
+    /// SSH login user of the offered images, told to buyers.
+    pub ssh_user: String,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            enabled: false,
+            pool: xov_protocol::PUBLIC_POOL_NAME.into(),
+            country: "DE".into(),
+            region: String::new(),
+            offer_ttl_secs: 3600,
+            min_lease_secs: 3600,
+            max_lease_secs: 30 * 24 * 3600,
+            inventory_interval_secs: 300,
+            reconcile_interval_secs: 60,
+            openstack: None,
+            inventory: Default::default(),
+            ssh_user: "debian".into(),
+        }
+    }
 }
 
 /// A provider's lease terms.
@@ -207,6 +250,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             wallet: WalletConfig::default(),
             lease: LeaseConfig::default(),
+            provider: ProviderConfig::default(),
         }
     }
 }
@@ -325,6 +369,25 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if self.provider.enabled {
+            let bad = |m: String| ConfigError::Parse {
+                path: "provider".into(),
+                message: m,
+            };
+            let os = self.provider.openstack.as_ref().ok_or_else(|| {
+                bad("provider.enabled needs a [provider.openstack] section".into())
+            })?;
+            os.validate().map_err(|e| bad(e.to_string()))?;
+            self.provider
+                .inventory
+                .validate()
+                .map_err(|e| bad(e.to_string()))?;
+            if !self.wallet.enabled {
+                return Err(bad(
+                    "a provider needs the wallet ([wallet] enabled = true) to be paid".into(),
+                ));
+            }
+        }
         if self.wallet.enabled {
             self.wallet.chain_source()?;
             self.wallet.bitcoin_network()?;

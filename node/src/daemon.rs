@@ -78,7 +78,10 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         hold_secs: cfg.lease.hold_secs,
         tick: Duration::from_secs(1),
     };
-    let machines = crate::machines::from_config(&cfg).await?;
+    let cloud = crate::machines::from_config(&cfg).await?;
+    let machines = cloud
+        .clone()
+        .map(|c| c as std::sync::Arc<dyn crate::lease_engine::Machines>);
     let leases = crate::lease_engine::LeaseEngine::new(
         Keypair::from_secret_bytes(&lease_key_secret),
         market.clone(),
@@ -89,6 +92,15 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         policy,
     )?;
     leases.spawn(lease_requests);
+    if let Some(c) = cloud {
+        crate::machines::spawn_provider(
+            c,
+            cfg.provider.clone(),
+            market.clone(),
+            net.clone(),
+            leases.clone(),
+        );
+    }
     let state = AppState {
         leases,
         wallet,

@@ -1,0 +1,347 @@
+//! How a provider points its node at its own OpenStack: endpoint, credentials, where machines are attached,
+//! timeouts. Deserialisable from the node's TOML config; secrets never show in `Debug` output or logs.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{ProvisionError, Result};
+
+/// A password or application-credential secret. `Debug` prints `***` so configs can be logged safely.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The clear text, for the one place that sends it (the Keystone request body).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Keystone v3 credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Auth {
+    /// A user's password, scoped to a project. Works, but the node then holds a full user password.
+    Password {
+        username: String,
+        password: Secret,
+        project_name: String,
+        #[serde(default = "default_domain")]
+        user_domain: String,
+        #[serde(default = "default_domain")]
+        project_domain: String,
+    },
+    /// An application credential (recommended): bound to one project, revocable on its own, and it can be
+    /// restricted (`--restricted`, access rules) without touching the user's password.
+    ApplicationCredential { id: String, secret: Secret },
+}
+
+fn default_domain() -> String {
+    "Default".into()
+}
+
+/// Which catalog endpoint to use for each service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interface {
+    #[default]
+    Public,
+    Internal,
+    Admin,
+}
+
+impl Interface {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Public => "public",
+            Interface::Internal => "internal",
+            Interface::Admin => "admin",
+        }
+    }
+}
+
+/// Where new machines are attached. Written as a string in the config: `"none"`, `"auto"` or a network UUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Networks {
+    /// No network at all (`"networks": "none"`, compute API 2.37+); useful for labs and tests only.
+    None,
+    /// Let Nova pick or auto-allocate the project's network (`"networks": "auto"`).
+    Auto,
+    /// Attach one port on this Neutron network (its UUID).
+    Named(String),
+}
+
+impl Serialize for Networks {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Networks::None => s.serialize_str("none"),
+            Networks::Auto => s.serialize_str("auto"),
+            Networks::Named(id) => s.serialize_str(id),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Networks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "none" => Networks::None,
+            "auto" => Networks::Auto,
+            _ => Networks::Named(s),
+        })
+    }
+}
+
+/// How the buyer's SSH key reaches the machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyDelivery {
+    /// A Nova key pair named `xov-<lease id>` (injected by cloud-init from the metadata service or config
+    /// drive). Counts against the user's key-pair quota (100 by default); deleted with the lease.
+    #[default]
+    Keypair,
+    /// A `#cloud-config` user-data document with `ssh_authorized_keys`: no key pair, no key-pair quota.
+    UserData,
+}
+
+/// How often and how patiently to retry a failing request (connection errors, timeouts, 5xx, 429).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetryPolicy {
+    /// Tries per request, the first included.
+    pub attempts: u32,
+    /// Pause after the first failure; doubled after each further one (with jitter), up to `max_delay`.
+    #[serde(with = "secs")]
+    pub initial_delay: Duration,
+    #[serde(with = "secs")]
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The `[provider.openstack]` part of a provider's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenStackConfig {
+    /// Keystone v3, e.g. `http://keystone.example:5000/v3` (`/v3` is added when missing).
+    pub auth_url: String,
+    pub auth: Auth,
+    /// Region to pick catalog endpoints from; any region when unset.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub interface: Interface,
+    /// Use this compute endpoint instead of the catalog's (a proxy, a private address; the tests put a
+    /// fault-injecting proxy here).
+    #[serde(default)]
+    pub compute_endpoint_override: Option<String>,
+    /// Use this image (Glance) endpoint instead of the catalog's.
+    #[serde(default)]
+    pub image_endpoint_override: Option<String>,
+    /// Network for new machines: `"none"`, `"auto"` or a network UUID.
+    pub network: Networks,
+    #[serde(default)]
+    pub key_delivery: KeyDelivery,
+    /// How long a launch waits for BUILD to end (and stop/start/delete for their state), in seconds.
+    #[serde(default = "default_boot_timeout", with = "secs")]
+    pub boot_timeout: Duration,
+    /// Limit for one HTTP request, in seconds.
+    #[serde(default = "default_request_timeout", with = "secs")]
+    pub request_timeout: Duration,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+fn default_boot_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl OpenStackConfig {
+    /// Checks what can be checked without the cloud, so a bad config fails at start, not at the first lease.
+    pub fn validate(&self) -> Result<()> {
+        check_url("auth_url", &self.auth_url)?;
+        if let Some(u) = &self.compute_endpoint_override {
+            check_url("compute_endpoint_override", u)?;
+        }
+        if let Some(u) = &self.image_endpoint_override {
+            check_url("image_endpoint_override", u)?;
+        }
+        if self.boot_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(ProvisionError::Config(
+                "boot_timeout and request_timeout must be positive".into(),
+            ));
+        }
+        if self.retry.attempts == 0 {
+            return Err(ProvisionError::Config(
+                "retry.attempts must be at least 1".into(),
+            ));
+        }
+        if let Networks::Named(id) = &self.network {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                return Err(ProvisionError::Config(format!(
+                    "network must be \"none\", \"auto\" or a network UUID, got '{id}'"
+                )));
+            }
+        }
+        match &self.auth {
+            Auth::Password {
+                username,
+                project_name,
+                ..
+            } if username.is_empty() || project_name.is_empty() => Err(ProvisionError::Config(
+                "password auth needs username and project_name".into(),
+            )),
+            Auth::ApplicationCredential { id, .. } if id.is_empty() => Err(ProvisionError::Config(
+                "application credential id is empty".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The Keystone v3 base URL without a trailing slash.
+    pub(crate) fn keystone_v3(&self) -> String {
+        let base = self.auth_url.trim_end_matches('/');
+        if base.ends_with("/v3") {
+            base.to_string()
+        } else {
+            format!("{base}/v3")
+        }
+    }
+}
+
+/// Rejects what this build cannot talk to. The workspace's reqwest has no TLS backend, so https fails here
+/// with a clear message instead of at the first request.
+pub(crate) fn check_url(field: &str, url: &str) -> Result<()> {
+    if url.starts_with("http://") {
+        Ok(())
+    } else if url.starts_with("https://") {
+        Err(ProvisionError::Config(format!(
+            "{field} is https ({url}), but this build of xov has no TLS support: use an http endpoint on a \
+             trusted network (or a local TLS-terminating proxy)"
+        )))
+    } else {
+        Err(ProvisionError::Config(format!(
+            "{field} must be an http:// URL, got '{url}'"
+        )))
+    }
+}
+
+/// Durations as (possibly fractional) seconds in the config file.
+pub(crate) mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.subsec_nanos() == 0 {
+            s.serialize_u64(d.as_secs())
+        } else {
+            s.serialize_f64(d.as_secs_f64())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(|_| {
+            serde::de::Error::custom(format!("expected a positive number of seconds, got {v}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_not_printed() {
+        let auth = Auth::ApplicationCredential {
+            id: "abc".into(),
+            secret: Secret::new("hunter2"),
+        };
+        let dbg = format!("{auth:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("***"));
+    }
+
+    #[test]
+    fn parses_a_toml_config_with_defaults() {
+        let cfg: OpenStackConfig = toml::from_str(
+            r#"
+            auth_url = "http://127.0.0.1:5000"
+            network = "none"
+            request_timeout = 2.5
+            [auth]
+            type = "password"
+            username = "admin"
+            password = "admin"
+            project_name = "admin"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.keystone_v3(), "http://127.0.0.1:5000/v3");
+        assert_eq!(cfg.network, Networks::None);
+        assert_eq!(cfg.boot_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.request_timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.interface, Interface::Public);
+        assert_eq!(cfg.key_delivery, KeyDelivery::Keypair);
+        match &cfg.auth {
+            Auth::Password { user_domain, .. } => assert_eq!(user_domain, "Default"),
+            other => panic!("{other:?}"),
+        }
+        cfg.validate().unwrap();
+        // and back: what the node stores reads again the same
+        let again: OpenStackConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn networks_from_strings() {
+        let n: Networks = serde_json::from_str("\"auto\"").unwrap();
+        assert_eq!(n, Networks::Auto);
+        let id = "4f0e7a36-8c1b-4b43-9d0e-3c1f7f0b6a11";
+        let n: Networks = serde_json::from_str(&format!("\"{id}\"")).unwrap();
+        assert_eq!(n, Networks::Named(id.into()));
+    }
+
+    #[test]
+    fn rejects_https_and_bad_values() {
+        let mut cfg: OpenStackConfig = serde_json::from_value(serde_json::json!({
+            "auth_url": "https://keystone.example/v3",
+            "network": "none",
+            "auth": {"type": "application_credential", "id": "x", "secret": "y"}
+        }))
+        .unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("no TLS support"), "{err}");
+        cfg.auth_url = "http://keystone.example/v3".into();
+        cfg.validate().unwrap();
+        cfg.network = Networks::Named("not a uuid".into());
+        assert!(cfg.validate().is_err());
+        cfg.network = Networks::Auto;
+        cfg.retry.attempts = 0;
+        assert!(cfg.validate().is_err());
+    }
+}

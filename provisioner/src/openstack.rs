@@ -1,0 +1,625 @@
+//! The OpenStack backend of [`Provisioner`]: a lease's machine is a Nova server carrying the metadata
+//! `xov-lease=<lease id>`. That tag is the only link between the two, which makes every operation
+//! restartable: after any failure or crash, listing the tagged servers says what exists.
+//!
+//! Never two machines for one lease: a launch first looks for the tagged server; a server create whose
+//! answer is lost (dropped connection, timeout, 5xx) is followed by a fresh listing, and only a listing that
+//! succeeded and shows nothing allows another create. Should two exist anyway (another process raced us),
+//! the oldest is kept and the others, tagged with the same lease, are deleted. Nothing untagged is touched.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tracing::{info, warn};
+
+use crate::config::{KeyDelivery, Networks, OpenStackConfig};
+use crate::error::{ProvisionError, Result};
+use crate::glance::{Glance, Image};
+use crate::http::{self, Service};
+use crate::inventory::{self, InventoryMapping};
+use crate::keystone::Keystone;
+use crate::nova::{Action, Created, Flavor, Nova, NovaServer};
+use crate::provisioner::{
+    parse_ssh_key, same_ssh_key, validate_lease_id, Inventory, LaunchRequest, Machine, Provisioner,
+    LEASE_TAG,
+};
+use crate::retry::{Backoff, Poll};
+use crate::userdata;
+
+/// The Nova key pair holding a lease's buyer key.
+pub fn keypair_name(lease_id: &str) -> String {
+    format!("xov-{lease_id}")
+}
+
+/// The server's display name (the tag, not the name, identifies it).
+fn server_name(lease_id: &str) -> String {
+    format!("xov-{}", &lease_id[..lease_id.len().min(16)])
+}
+
+/// Keep the oldest healthy server first: the one a launch follows and a de-duplication keeps.
+fn oldest_first(servers: &mut [NovaServer]) {
+    servers.sort_by(|a, b| {
+        (a.status == "ERROR", &a.created, &a.id).cmp(&(b.status == "ERROR", &b.created, &b.id))
+    });
+}
+
+#[derive(Clone, Copy)]
+enum Power {
+    Stop,
+    Start,
+}
+
+impl Power {
+    fn action(self) -> &'static str {
+        match self {
+            Power::Stop => "os-stop",
+            Power::Start => "os-start",
+        }
+    }
+    fn target(self) -> &'static str {
+        match self {
+            Power::Stop => "SHUTOFF",
+            Power::Start => "ACTIVE",
+        }
+    }
+    fn transition(self) -> &'static str {
+        match self {
+            Power::Stop => "powering-off",
+            Power::Start => "powering-on",
+        }
+    }
+    fn wanted(self) -> &'static str {
+        match self {
+            Power::Stop => "stopped",
+            Power::Start => "running",
+        }
+    }
+}
+
+/// A provider's OpenStack project as a [`Provisioner`].
+pub struct OpenStackProvisioner {
+    cfg: OpenStackConfig,
+    mapping: InventoryMapping,
+    keystone: Arc<Keystone>,
+    nova: Nova,
+    glance: Glance,
+    /// One operation at a time per lease within this process (two concurrent launches would both see no
+    /// server and both boot one).
+    locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+/// Holds a lease's lock; forgets the lock when nobody else waits for it.
+struct LeaseGuard<'a> {
+    owner: &'a OpenStackProvisioner,
+    lease_id: String,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.owner.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // the map and our guard hold the only references: no one is waiting
+        if locks
+            .get(&self.lease_id)
+            .is_some_and(|m| Arc::strong_count(m) <= 2)
+        {
+            locks.remove(&self.lease_id);
+        }
+        drop(self.guard.take());
+    }
+}
+
+impl OpenStackProvisioner {
+    /// Checks the configuration and the mapping; talks to no one yet (see [`OpenStackProvisioner::check`]).
+    pub fn new(cfg: OpenStackConfig, mapping: InventoryMapping) -> Result<Self> {
+        cfg.validate()?;
+        mapping.validate()?;
+        let client = http::client(cfg.request_timeout)?;
+        let keystone = Arc::new(Keystone::new(&cfg, client.clone()));
+        let service = |kind, suffix, endpoint_override: &Option<String>| {
+            Service::new(
+                kind,
+                suffix,
+                client.clone(),
+                keystone.clone(),
+                endpoint_override.clone(),
+                cfg.interface,
+                cfg.region.clone(),
+                cfg.retry.clone(),
+            )
+        };
+        let nova = Nova::new(service("compute", None, &cfg.compute_endpoint_override));
+        let glance = Glance {
+            svc: service("image", Some("/v2"), &cfg.image_endpoint_override),
+        };
+        Ok(OpenStackProvisioner {
+            cfg,
+            mapping,
+            keystone,
+            nova,
+            glance,
+            locks: StdMutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &OpenStackConfig {
+        &self.cfg
+    }
+
+    pub fn mapping(&self) -> &InventoryMapping {
+        &self.mapping
+    }
+
+    /// Tokens Keystone issued to this provisioner so far (one per token lifetime when all is well).
+    pub fn keystone_authentications(&self) -> u64 {
+        self.keystone.authentications()
+    }
+
+    /// Authenticates, finds the endpoints and agrees on the compute microversion: a node calls this at
+    /// start so a wrong password or URL shows up at once. Returns the microversion.
+    pub async fn check(&self) -> Result<String> {
+        let mv = self.nova.microversion().await?.to_string();
+        self.nova.limits().await?;
+        self.glance.by_name("xov-connectivity-check").await?;
+        Ok(mv)
+    }
+
+    async fn lock(&self, lease_id: &str) -> LeaseGuard<'_> {
+        let m = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(lease_id.to_string()).or_default().clone()
+        };
+        LeaseGuard {
+            owner: self,
+            lease_id: lease_id.to_string(),
+            guard: Some(m.lock_owned().await),
+        }
+    }
+
+    /// Our servers (tagged), not counting those being deleted.
+    async fn ours(&self) -> Result<Vec<NovaServer>> {
+        let mut v: Vec<NovaServer> = self
+            .nova
+            .servers()
+            .await?
+            .into_iter()
+            .filter(|s| s.lease().is_some() && !s.is_gone())
+            .collect();
+        oldest_first(&mut v);
+        Ok(v)
+    }
+
+    /// The lease's servers, oldest healthy first. Normally zero or one.
+    async fn of_lease(&self, lease_id: &str) -> Result<Vec<NovaServer>> {
+        Ok(self
+            .ours()
+            .await?
+            .into_iter()
+            .filter(|s| s.lease() == Some(lease_id))
+            .collect())
+    }
+
+    async fn flavor(&self, reference: &str) -> Result<Flavor> {
+        let flavors = self.nova.flavors().await?;
+        let usable = || flavors.iter().filter(|f| !f.disabled);
+        usable()
+            .find(|f| f.id == reference)
+            .or_else(|| usable().find(|f| f.name == reference))
+            .cloned()
+            .ok_or_else(|| ProvisionError::NotFound {
+                what: "flavor",
+                name: reference.into(),
+            })
+    }
+
+    async fn image(&self, reference: &str) -> Result<Image> {
+        let glance_ref = self.mapping.glance_ref(reference);
+        self.glance
+            .resolve(glance_ref)
+            .await?
+            .ok_or_else(|| ProvisionError::NotFound {
+                what: "image",
+                name: glance_ref.into(),
+            })
+    }
+
+    /// Creates the lease's key pair, or reuses it if it holds the same key. A key pair of that name with
+    /// another key can only be left from an earlier attempt for this lease (no server uses it: we looked),
+    /// so it is replaced.
+    async fn ensure_keypair(&self, lease_id: &str, key: &str) -> Result<String> {
+        let name = keypair_name(lease_id);
+        for _ in 0..2 {
+            if self.nova.create_keypair(&name, key).await? {
+                return Ok(name);
+            }
+            match self.nova.keypair(&name).await? {
+                Some(existing) if same_ssh_key(&existing, key) => return Ok(name),
+                Some(_) => {
+                    warn!(
+                        lease = lease_id,
+                        keypair = name,
+                        "replacing a stale key pair of this lease"
+                    );
+                    self.nova.delete_keypair(&name).await?;
+                }
+                None => {} // deleted in between: create again
+            }
+        }
+        Err(ProvisionError::KeypairConflict { name })
+    }
+
+    /// Best effort: a left-over key pair is harmless and the next delete removes it.
+    async fn drop_keypair(&self, lease_id: &str) {
+        if let Err(e) = self.nova.delete_keypair(&keypair_name(lease_id)).await {
+            warn!(lease = lease_id, error = %e, "could not delete the lease's key pair");
+        }
+    }
+
+    fn failed(&self, lease_id: &str, reason: impl Into<String>) -> ProvisionError {
+        ProvisionError::LaunchFailed {
+            lease_id: lease_id.into(),
+            reason: reason.into(),
+        }
+    }
+
+    async fn launch_locked(&self, req: &LaunchRequest) -> Result<Machine> {
+        let lease = req.lease_id.as_str();
+        // A retry, a restart or a crash after the create: the tagged server is the lease's machine.
+        if let Some(s) = self.of_lease(lease).await?.into_iter().next() {
+            info!(
+                lease,
+                server = s.id,
+                status = s.status,
+                "launch: the lease already has a machine"
+            );
+            return self.follow(lease, s.id).await;
+        }
+        let flavor = match self.flavor(&req.flavor).await {
+            Err(e @ ProvisionError::NotFound { .. }) => {
+                return Err(self.failed(lease, e.to_string()))
+            }
+            other => other?,
+        };
+        let image = match self.image(&req.image).await {
+            Err(e @ ProvisionError::NotFound { .. }) => {
+                return Err(self.failed(lease, e.to_string()))
+            }
+            other => other?,
+        };
+        let mut server = json!({
+            "name": server_name(lease),
+            "imageRef": image.id,
+            "flavorRef": flavor.id,
+            "metadata": { LEASE_TAG: lease },
+        });
+        server["networks"] = match &self.cfg.network {
+            Networks::None => json!("none"),
+            Networks::Auto => json!("auto"),
+            Networks::Named(id) => json!([{ "uuid": id }]),
+        };
+        match self.cfg.key_delivery {
+            KeyDelivery::Keypair => {
+                server["key_name"] = json!(self.ensure_keypair(lease, &req.ssh_public_key).await?);
+            }
+            KeyDelivery::UserData => {
+                server["user_data"] = json!(userdata::user_data(&req.ssh_public_key)?);
+            }
+        }
+        let body = json!({ "server": server });
+        let mut backoff = Backoff::new(&self.cfg.retry);
+        let id = loop {
+            info!(
+                lease,
+                flavor = flavor.name,
+                image = image.id,
+                "launch: creating the server"
+            );
+            match self.nova.create_server(&body).await? {
+                Created::Id(id) => break id,
+                Created::Refused(e) => {
+                    self.drop_keypair(lease).await;
+                    return Err(self.failed(lease, e.to_string()));
+                }
+                Created::Unknown(why) => {
+                    warn!(
+                        lease,
+                        why,
+                        "launch: the create got no trustworthy answer; looking before retrying"
+                    );
+                    let pause = backoff.failed();
+                    tokio::time::sleep(pause.unwrap_or(Duration::from_millis(500))).await;
+                    // Only a successful listing that shows nothing allows another create.
+                    if let Some(s) = self.of_lease(lease).await?.into_iter().next() {
+                        info!(lease, server = s.id, "launch: the create had gone through");
+                        break s.id;
+                    }
+                    if pause.is_none() {
+                        return Err(ProvisionError::Unavailable {
+                            service: "compute",
+                            attempts: backoff.tried(),
+                            last: why,
+                        });
+                    }
+                }
+            }
+        };
+        self.follow(lease, id).await
+    }
+
+    /// Waits for the lease's server to leave BUILD. ERROR: delete it and fail the launch. Gone: follow
+    /// another server of the lease if one exists. Several: keep the oldest, delete the rest.
+    async fn follow(&self, lease: &str, mut id: String) -> Result<Machine> {
+        let mut poll = Poll::new(self.cfg.boot_timeout);
+        loop {
+            let server = self.nova.server(&id).await?.filter(|s| !s.is_gone());
+            let Some(s) = server else {
+                match self.of_lease(lease).await?.into_iter().next() {
+                    Some(other) if other.id != id => {
+                        id = other.id;
+                        continue;
+                    }
+                    _ => {
+                        return Err(
+                            self.failed(lease, format!("server {id} was deleted while building"))
+                        )
+                    }
+                }
+            };
+            match s.status.as_str() {
+                "ERROR" => return Err(self.fail_errored(lease, &s).await),
+                "BUILD" => {
+                    if !poll.wait().await {
+                        return Err(ProvisionError::BootTimeout {
+                            lease_id: lease.into(),
+                            server_id: s.id,
+                            status: s.status,
+                            waited: poll.elapsed(),
+                        });
+                    }
+                }
+                _ => {
+                    let all = self.of_lease(lease).await?;
+                    if all.len() > 1 {
+                        let keep = all[0].id.clone();
+                        let extra: Vec<&str> = all
+                            .iter()
+                            .filter(|x| x.id != keep)
+                            .map(|x| x.id.as_str())
+                            .collect();
+                        warn!(
+                            lease,
+                            keep,
+                            ?extra,
+                            "launch: several servers for one lease, deleting the newer ones"
+                        );
+                        for x in &extra {
+                            self.nova.delete_server(x).await?;
+                        }
+                        if keep != s.id {
+                            id = keep;
+                            continue;
+                        }
+                    }
+                    info!(
+                        lease,
+                        server = s.id,
+                        status = s.status,
+                        "launch: machine is up"
+                    );
+                    return Ok(s.to_machine());
+                }
+            }
+        }
+    }
+
+    /// An instance in ERROR is deleted (it would hold quota forever) and the launch reported as failed.
+    async fn fail_errored(&self, lease: &str, s: &NovaServer) -> ProvisionError {
+        let mut reason = format!(
+            "server {} went to ERROR: {}",
+            s.id,
+            s.fault
+                .as_ref()
+                .map_or("no reason given", |f| f.message.as_str())
+        );
+        warn!(
+            lease,
+            server = s.id,
+            reason,
+            "launch failed, deleting the server"
+        );
+        if let Err(e) = self.delete_and_wait(lease, std::slice::from_ref(s)).await {
+            reason.push_str(&format!(
+                "; deleting it failed as well ({e}), reconciliation will report it"
+            ));
+        }
+        self.drop_keypair(lease).await;
+        self.failed(lease, reason)
+    }
+
+    async fn delete_and_wait(&self, lease: &str, servers: &[NovaServer]) -> Result<()> {
+        for s in servers.iter().filter(|s| !s.is_gone()) {
+            info!(lease, server = s.id, "deleting server");
+            self.nova.delete_server(&s.id).await?;
+        }
+        let mut poll = Poll::new(self.cfg.boot_timeout);
+        for s in servers {
+            loop {
+                match self.nova.server(&s.id).await? {
+                    None => break,
+                    Some(now) if now.status == "DELETED" => break,
+                    Some(now) => {
+                        if !poll.wait().await {
+                            return Err(ProvisionError::StateTimeout {
+                                lease_id: lease.into(),
+                                server_id: s.id.clone(),
+                                wanted: "deleted",
+                                status: now.status,
+                                waited: poll.elapsed(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn power(&self, lease: &str, p: Power) -> Result<Machine> {
+        validate_lease_id(lease)?;
+        let _guard = self.lock(lease).await;
+        let no_machine = || ProvisionError::NoMachine {
+            lease_id: lease.into(),
+        };
+        let s = self
+            .of_lease(lease)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(no_machine)?;
+        if s.status == p.target() && s.task_state.is_none() {
+            return Ok(s.to_machine());
+        }
+        let mut backoff = Backoff::new(&self.cfg.retry);
+        loop {
+            match self.nova.action(&s.id, p.action()).await? {
+                Action::Accepted => break,
+                Action::NotFound => return Err(no_machine()),
+                // Often our own earlier try (its answer lost) already under way, or the state reached.
+                Action::Conflict(msg) => {
+                    let now = self.nova.server(&s.id).await?.ok_or_else(no_machine)?;
+                    if now.status == p.target() || now.task_state.as_deref() == Some(p.transition())
+                    {
+                        break;
+                    }
+                    match backoff.failed() {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => {
+                            return Err(ProvisionError::Api {
+                                service: "compute",
+                                method: "POST".into(),
+                                path: format!("/servers/{}/action ({})", s.id, p.action()),
+                                status: 409,
+                                message: msg,
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        let mut poll = Poll::new(self.cfg.boot_timeout);
+        loop {
+            let now = self.nova.server(&s.id).await?.ok_or_else(no_machine)?;
+            if now.status == p.target() && now.task_state.is_none() {
+                info!(
+                    lease,
+                    server = s.id,
+                    status = now.status,
+                    "machine is {}",
+                    p.wanted()
+                );
+                return Ok(now.to_machine());
+            }
+            if !poll.wait().await {
+                return Err(ProvisionError::StateTimeout {
+                    lease_id: lease.into(),
+                    server_id: s.id,
+                    wanted: p.wanted(),
+                    status: now.status,
+                    waited: poll.elapsed(),
+                });
+            }
+        }
+    }
+}
+
+impl Provisioner for OpenStackProvisioner {
+    async fn launch(&self, req: &LaunchRequest) -> Result<Machine> {
+        validate_lease_id(&req.lease_id)?;
+        parse_ssh_key(&req.ssh_public_key)?;
+        let _guard = self.lock(&req.lease_id).await;
+        self.launch_locked(req).await
+    }
+
+    async fn status(&self, lease_id: &str) -> Result<Option<Machine>> {
+        validate_lease_id(lease_id)?;
+        Ok(self
+            .of_lease(lease_id)
+            .await?
+            .first()
+            .map(NovaServer::to_machine))
+    }
+
+    async fn stop(&self, lease_id: &str) -> Result<Machine> {
+        self.power(lease_id, Power::Stop).await
+    }
+
+    async fn start(&self, lease_id: &str) -> Result<Machine> {
+        self.power(lease_id, Power::Start).await
+    }
+
+    async fn delete(&self, lease_id: &str) -> Result<bool> {
+        validate_lease_id(lease_id)?;
+        let _guard = self.lock(lease_id).await;
+        // include servers already being deleted, to wait for them too
+        let servers: Vec<NovaServer> = self
+            .nova
+            .servers()
+            .await?
+            .into_iter()
+            .filter(|s| s.lease() == Some(lease_id))
+            .collect();
+        self.delete_and_wait(lease_id, &servers).await?;
+        self.drop_keypair(lease_id).await;
+        Ok(!servers.is_empty())
+    }
+
+    async fn list_ours(&self) -> Result<Vec<Machine>> {
+        Ok(self
+            .ours()
+            .await?
+            .iter()
+            .map(NovaServer::to_machine)
+            .collect())
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        let ours = self.ours().await?;
+        inventory::collect(&self.nova, &self.glance, &self.mapping, &ours).await
+    }
+}
+
+/// The user-data a launch with `key_delivery = "user_data"` sends, for callers that want to check it.
+pub fn user_data_for(ssh_public_key: &str) -> Result<String> {
+    userdata::user_data(ssh_public_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let lease = "ab".repeat(32);
+        assert_eq!(keypair_name(&lease), format!("xov-{lease}"));
+        assert_eq!(server_name(&lease), "xov-abababababababab");
+        assert_eq!(server_name("x"), "xov-x");
+    }
+
+    #[test]
+    fn oldest_healthy_first() {
+        let s = |id: &str, status: &str, created: &str| -> NovaServer {
+            serde_json::from_value(json!({"id": id, "status": status, "created": created})).unwrap()
+        };
+        let mut v = vec![
+            s("c", "ACTIVE", "2026-01-02T00:00:00Z"),
+            s("a", "ERROR", "2026-01-01T00:00:00Z"),
+            s("b", "BUILD", "2026-01-01T00:00:00Z"),
+        ];
+        oldest_first(&mut v);
+        let ids: Vec<&str> = v.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c", "a"]);
+    }
+}

@@ -1,0 +1,237 @@
+//! The `Provisioner` trait: what a node needs from a cloud to serve leases, and the plain types it stores.
+//! The node holds a generic `P: Provisioner` and never learns which cloud it drives. Every operation is
+//! keyed by the lease id, because that is what the node has after a crash; the cloud finds the machine by
+//! the lease tag it carries.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ProvisionError, Result};
+
+/// Metadata key that marks a machine as ours and names its lease. Nothing without it is ever touched.
+pub const LEASE_TAG: &str = "xov-lease";
+
+/// Ask for a machine for a funded lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchRequest {
+    /// The lease id (the order's message id, 64 hex characters); also the machine's tag.
+    pub lease_id: String,
+    /// Flavor id or name (as listed by [`Provisioner::inventory`]).
+    pub flavor: String,
+    /// Image as offered (an alias from the inventory mapping), or a Glance image name or id.
+    pub image: String,
+    /// The buyer's OpenSSH public key, one line (`ssh-ed25519 AAAA... comment`).
+    pub ssh_public_key: String,
+}
+
+/// A machine's state, the same words for every cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MachineState {
+    Building,
+    Running,
+    Stopped,
+    /// The cloud gave up on it (a launch deletes it; reconciliation reports it).
+    Error,
+    Deleting,
+    /// Anything else (rebooting, resizing, paused, ...): see `Machine::cloud_status`.
+    Other,
+}
+
+/// One network address of a machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub network: String,
+    pub ip: String,
+    /// 4 or 6.
+    pub version: u8,
+    /// "fixed" or "floating" where the cloud says so.
+    pub kind: Option<String>,
+}
+
+/// A machine we run for a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub lease_id: String,
+    /// The cloud's id for it (Nova server UUID).
+    pub server_id: String,
+    pub name: String,
+    pub state: MachineState,
+    /// The cloud's own status word (Nova: ACTIVE, BUILD, SHUTOFF, ERROR, ...).
+    pub cloud_status: String,
+    pub addresses: Vec<Address>,
+    /// The key pair it was booted with (`None` with user-data key delivery).
+    pub key_name: Option<String>,
+    pub flavor: Option<String>,
+    pub image_id: Option<String>,
+    /// As the cloud wrote it (RFC 3339).
+    pub created_at: Option<String>,
+    /// The cloud's reason when it is in error.
+    pub fault: Option<String>,
+}
+
+/// Something the provider can offer now: a shape, the images it can boot, its price, and how many more
+/// fit in the remaining quota (and under the provider's own cap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferableShape {
+    pub flavor_id: String,
+    pub flavor_name: String,
+    pub vcpus: u32,
+    pub ram_mib: u32,
+    pub disk_gib: u32,
+    pub images: Vec<OfferedImage>,
+    pub price_sats_per_hour: u64,
+    /// Machines of this shape that can be launched now. 0 means: do not offer it.
+    pub capacity: u32,
+}
+
+/// An image as offered, and what it is in the cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedImage {
+    /// The name buyers see and ask for (e.g. `debian-12`).
+    pub name: String,
+    pub image_id: String,
+    /// The image's name in Glance.
+    pub cloud_name: String,
+}
+
+/// What is left of the project's quota; `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaLeft {
+    pub instances: Option<u64>,
+    pub cores: Option<u64>,
+    pub ram_mib: Option<u64>,
+}
+
+/// The provider's current offerable inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub shapes: Vec<OfferableShape>,
+    pub quota_left: QuotaLeft,
+    /// Mapping entries that could not be honoured (missing flavor or image, image too big for the flavor):
+    /// left out of `shapes`, told to the operator.
+    pub warnings: Vec<String>,
+}
+
+/// A cloud the node can run leased machines on.
+///
+/// Implementations must be idempotent per lease: `launch` twice (or after a crash) must end with one
+/// machine, and must never touch a machine that does not carry our lease tag.
+pub trait Provisioner: Send + Sync {
+    /// Creates the lease's machine (or finds the one already there) and waits until it is built. A machine
+    /// found in another state (stopped, say) is returned as it is.
+    fn launch(&self, req: &LaunchRequest) -> impl Future<Output = Result<Machine>> + Send;
+
+    /// The lease's machine, if any.
+    fn status(&self, lease_id: &str) -> impl Future<Output = Result<Option<Machine>>> + Send;
+
+    /// Powers the lease's machine off (kept, not billed by the lease logic) and waits until it is stopped.
+    fn stop(&self, lease_id: &str) -> impl Future<Output = Result<Machine>> + Send;
+
+    /// Powers the lease's machine on again and waits until it runs.
+    fn start(&self, lease_id: &str) -> impl Future<Output = Result<Machine>> + Send;
+
+    /// Deletes the lease's machine(s) and key material and waits until they are gone. `Ok(false)` when there
+    /// was no machine (deleting twice is fine).
+    fn delete(&self, lease_id: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every machine carrying our lease tag, whatever its lease.
+    fn list_ours(&self) -> impl Future<Output = Result<Vec<Machine>>> + Send;
+
+    /// What can be offered right now.
+    fn inventory(&self) -> impl Future<Output = Result<Inventory>> + Send;
+}
+
+/// Lease ids become metadata values and key-pair names: keep them to safe characters.
+pub fn validate_lease_id(lease_id: &str) -> Result<()> {
+    let ok = !lease_id.is_empty()
+        && lease_id.len() <= 128
+        && lease_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ProvisionError::InvalidRequest(format!(
+            "lease id must be 1-128 characters of [A-Za-z0-9_-], got '{lease_id}'"
+        )))
+    }
+}
+
+const KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Checks an OpenSSH public key line and returns its `(type, base64 blob)`. Strict, because the key ends up
+/// in a cloud-config document and in the buyer's `authorized_keys`.
+pub fn parse_ssh_key(key: &str) -> Result<(&str, &str)> {
+    let bad = |why: &str| ProvisionError::InvalidRequest(format!("SSH public key: {why}"));
+    let key = key.trim();
+    if key.len() > 16 * 1024 || key.chars().any(|c| c.is_control()) {
+        return Err(bad("must be one line of at most 16 KiB"));
+    }
+    let mut parts = key.split_ascii_whitespace();
+    let kind = parts.next().ok_or_else(|| bad("empty"))?;
+    if !KEY_TYPES.contains(&kind) {
+        return Err(bad(&format!("unsupported key type '{kind}'")));
+    }
+    let blob = parts.next().ok_or_else(|| bad("no key data"))?;
+    let base64 = blob
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
+    if blob.len() < 16 || !base64 {
+        return Err(bad("key data is not base64"));
+    }
+    Ok((kind, blob))
+}
+
+/// Whether two key lines hold the same key (comments may differ).
+pub(crate) fn same_ssh_key(a: &str, b: &str) -> bool {
+    matches!((parse_ssh_key(a), parse_ssh_key(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOzsQd6gSG6hQA80FztWVAzNhowSmJZl05CAYBboQqGz buyer@x";
+
+    #[test]
+    fn lease_ids() {
+        validate_lease_id(&"ab".repeat(32)).unwrap();
+        validate_lease_id("lease_1-x").unwrap();
+        for bad in ["", "a b", "a/b", "é", &"a".repeat(129)] {
+            assert!(validate_lease_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ssh_keys() {
+        assert_eq!(
+            parse_ssh_key(KEY).unwrap(),
+            (
+                "ssh-ed25519",
+                "AAAAC3NzaC1lZDI1NTE5AAAAIOzsQd6gSG6hQA80FztWVAzNhowSmJZl05CAYBboQqGz"
+            )
+        );
+        assert!(same_ssh_key(KEY, &KEY.replace("buyer@x", "other comment")));
+        assert!(!same_ssh_key(KEY, &KEY.replace("Qq", "Qr")));
+        for bad in [
+            "",
+            "ssh-dss AAAAB3NzaC1kc3MAAACBAP",
+            "ssh-ed25519",
+            "ssh-ed25519 not-base64!!!!!!!!!!!!!!",
+            &format!("{KEY}\nruncmd: [rm -rf /]"),
+        ] {
+            assert!(parse_ssh_key(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The product, end to end: two providers attached to the real OpenStack lab, one buyer, real Bitcoin Core
+//! regtest, every party its own `xov` process talking over libp2p on 127.0.0.1.
+//!
+//! order → invoice → pay → (provider crashes after the payment is seen, restarts) → confirm → ACTIVE VM with the
+//! buyer's key → (provider crashes while running, restarts: still one VM) → top-up extends → warn → grace →
+//! halt → delete → signed receipts on both sides; and a refused order explains itself.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use xov_provisioner::{keypair_name, MachineState, OpenStackProvisioner, Provisioner};
+use xov_testnet::bitcoind::Bitcoind;
+use xov_testnet::node::*;
+use xov_testnet::openstack::OpenStackLab;
+
+const WAIT: Duration = Duration::from_secs(120);
+/// 36,000 sats/h is 10 sats a second: small payments buy seconds, so the whole life fits in a test.
+const PRICE_P1: u64 = 36_000;
+const PRICE_P2: u64 = 54_000;
+
+fn provider_toml(lab: &OpenStackLab, btc: &Bitcoind, price: u64) -> String {
+    format!(
+        r#"
+[wallet]
+enabled = true
+network = "regtest"
+chain = "rpc"
+rpc_url = "{rpc}"
+rpc_cookie = "{cookie}"
+
+[lease]
+min_confirmations = 1
+warn_before_secs = 15
+grace_secs = 5
+hold_secs = 5
+
+[provider]
+enabled = true
+pool = "public"
+country = "DE"
+region = "lab"
+offer_ttl_secs = 600
+min_lease_secs = 30
+max_lease_secs = 86400
+inventory_interval_secs = 5
+reconcile_interval_secs = 5
+ssh_user = "debian"
+
+[provider.openstack]
+auth_url = "{auth}"
+network = "none"
+region = "{region}"
+
+[provider.openstack.auth]
+type = "password"
+username = "{user}"
+password = "{pass}"
+project_name = "{project}"
+user_domain = "{udom}"
+project_domain = "{pdom}"
+
+[[provider.inventory.entries]]
+flavor = "{flavor}"
+price_sats_per_hour = {price}
+images = [{{ offer = "debian-12", glance = "{image}" }}]
+"#,
+        rpc = btc.rpc_url(),
+        cookie = btc.cookie_file().display(),
+        auth = lab.auth_url,
+        region = lab.region,
+        user = lab.username,
+        pass = lab.password,
+        project = lab.project_name,
+        udom = lab.user_domain,
+        pdom = lab.project_domain,
+        flavor = lab.flavor_name,
+        image = lab.image_name,
+    )
+}
+
+fn buyer_toml(btc: &Bitcoind) -> String {
+    format!(
+        "[wallet]\nenabled = true\nnetwork = \"regtest\"\nchain = \"filters\"\npeers = [\"{}\"]\n",
+        btc.p2p_addr()
+    )
+}
+
+fn start(dir: &Path, toml: &str, bootstrap: Option<&Daemon>) -> Daemon {
+    std::fs::write(dir.join("xov.toml"), toml).unwrap();
+    let env: Vec<(&str, String)> = bootstrap
+        .map(|b| vec![("XOV_NETWORK_BOOTSTRAP", b.bootstrap())])
+        .unwrap_or_default();
+    Daemon::start_with(dir, &env)
+}
+
+fn lease(d: &Daemon, id: &str) -> Value {
+    d.json(&["leases", "show", id])
+}
+
+fn state(d: &Daemon, id: &str) -> String {
+    lease(d, id)["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn wait_state(d: &Daemon, id: &str, want: &str) -> Value {
+    eventually(
+        &format!("lease {} in state {want}", &id[..12]),
+        WAIT,
+        || {
+            let l = lease(d, id);
+            if l["state"] == want {
+                Ok(l)
+            } else {
+                Err(format!("{} ({})", l["state"], l["history"]))
+            }
+        },
+    )
+}
+
+fn provisioner(lab: &OpenStackLab) -> OpenStackProvisioner {
+    let cfg: xov_provisioner::OpenStackConfig = toml_like(lab);
+    OpenStackProvisioner::new(cfg, Default::default()).unwrap()
+}
+
+fn toml_like(lab: &OpenStackLab) -> xov_provisioner::OpenStackConfig {
+    serde_json::from_value(serde_json::json!({
+        "auth_url": lab.auth_url,
+        "network": "none",
+        "region": lab.region,
+        "auth": { "type": "password", "username": lab.username, "password": lab.password,
+                  "project_name": lab.project_name, "user_domain": lab.user_domain, "project_domain": lab.project_domain },
+    }))
+    .unwrap()
+}
+
+fn machines_of(
+    rt: &tokio::runtime::Runtime,
+    p: &OpenStackProvisioner,
+    lease_id: &str,
+) -> Vec<xov_provisioner::Machine> {
+    rt.block_on(p.list_ours())
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.lease_id == lease_id)
+        .collect()
+}
+
+#[test]
+fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_receipt() {
+    if xov_testnet::skip_e2e("lease lifecycle") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cloud = provisioner(&lab);
+    let (d1, d2, db) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let p1 = start(d1.path(), &provider_toml(&lab, &btc, PRICE_P1), None);
+    let p2 = start(d2.path(), &provider_toml(&lab, &btc, PRICE_P2), Some(&p1));
+    let buyer = start(db.path(), &buyer_toml(&btc), Some(&p1));
+
+    // Fund the buyer.
+    let funding = buyer.json(&["wallet", "address"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    btc.mine_to(101, &funding).unwrap();
+    eventually("buyer funded", WAIT, || {
+        let b = buyer.json(&["wallet", "balance"]);
+        if b["confirmed_sat"].as_u64().unwrap() > 0 {
+            Ok(())
+        } else {
+            Err(b.to_string())
+        }
+    });
+    // Both providers' offers, made from the lab's inventory, reach the buyer.
+    eventually("both providers' offers in the buyer's book", WAIT, || {
+        let v = buyer.json(&["offers", "list", "--image", "debian-12"]);
+        let prices: Vec<u64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["price_sats_per_hour"].as_u64().unwrap())
+            .collect();
+        if prices == vec![PRICE_P1, PRICE_P2] {
+            Ok(())
+        } else {
+            Err(format!("{prices:?}"))
+        }
+    });
+
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_path = key_dir.path().join("id_ed25519");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "buyer@laptop", "-f"])
+        .arg(&key_path)
+        .status()
+        .expect("ssh-keygen (openssh-client) is needed to make the buyer's key");
+    assert!(made.success());
+    let key_file = key_dir.path().join("id_ed25519.pub");
+    let key = key_file.to_str().unwrap();
+
+    // A refused order explains itself.
+    let too_cheap = xov(
+        &buyer.datadir,
+        &[
+            "order",
+            "--image",
+            "debian-12",
+            "--max-price",
+            "1000",
+            "--hours",
+            "1",
+            "--ssh-key",
+            key,
+        ],
+    );
+    let why = String::from_utf8_lossy(&too_cheap.stderr);
+    assert!(
+        why.contains(&format!("cheapest matching offer is {PRICE_P1} sats/h")),
+        "{why}"
+    );
+    let no_image = xov(
+        &buyer.datadir,
+        &[
+            "order",
+            "--image",
+            "arch-linux",
+            "--hours",
+            "1",
+            "--ssh-key",
+            key,
+        ],
+    );
+    assert!(String::from_utf8_lossy(&no_image.stderr)
+        .contains("no offer has image arch-linux; available: debian-12"));
+
+    // Order: the cheapest provider (P1) answers with a signed invoice for the hours asked.
+    let refund = buyer.json(&["wallet", "address"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let l = buyer.json(&[
+        "order",
+        "--vcpus",
+        "1",
+        "--image",
+        "debian-12",
+        "--max-price",
+        "60000",
+        "--hours",
+        "1",
+        "--ssh-key",
+        key,
+        "--refund-address",
+        &refund,
+    ]);
+    let id = l["id"].as_str().unwrap().to_string();
+    assert_eq!(l["state"], "invoiced");
+    assert_eq!(l["counterparty"], p1.node_id.as_str());
+    assert_eq!(l["amount_sat"], PRICE_P1);
+    let pay_to = l["pay_address"].as_str().unwrap().to_string();
+    assert!(l["pay_uri"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("bitcoin:{pay_to}?amount=0.00036")));
+    assert_eq!(state(&p1, &id), "invoiced");
+
+    // The buyer pays for 40 s (the offer's shortest lease is 30 s). The provider sees it in the mempool...
+    buyer.json(&["wallet", "send", &pay_to, "400"]);
+    wait_state(&p1, &id, "payment_seen");
+    // ...and crashes. The block confirming the payment is mined while it is down.
+    let p1 = {
+        p1.kill();
+        btc.mine(1).unwrap();
+        start(d1.path(), &provider_toml(&lab, &btc, PRICE_P1), Some(&p2))
+    };
+    // Restarted, it finds the payment confirmed and launches exactly one machine.
+    let running = wait_state(&p1, &id, "running");
+    let ours = machines_of(&rt, &cloud, &id);
+    assert_eq!(ours.len(), 1, "exactly one VM for the lease: {ours:?}");
+    assert_eq!(ours[0].state, MachineState::Running);
+    assert_eq!(
+        ours[0].key_name.as_deref(),
+        Some(keypair_name(&id).as_str()),
+        "booted with the buyer's key pair"
+    );
+    assert_eq!(running["instance"]["server_id"], ours[0].server_id.as_str());
+    // The buyer learns it over the direct channel.
+    let seen = wait_state(&buyer, &id, "running");
+    assert_eq!(seen["instance"]["server_id"], ours[0].server_id.as_str());
+    assert_eq!(seen["instance"]["user"], "debian");
+    let first_until = seen["runs_until"].as_u64().unwrap();
+
+    // The provider crashes while the lease runs; after a restart there is still exactly one VM.
+    let p1 = {
+        p1.kill();
+        start(d1.path(), &provider_toml(&lab, &btc, PRICE_P1), Some(&p2))
+    };
+    assert_eq!(state(&p1, &id), "running");
+    assert_eq!(machines_of(&rt, &cloud, &id).len(), 1);
+
+    // Paying the same address again extends the lease (300 sats = 30 s more).
+    buyer.json(&["wallet", "send", &pay_to, "300"]);
+    btc.mine(1).unwrap();
+    eventually("top-up extends the lease", WAIT, || {
+        let l = lease(&buyer, &id);
+        match l["runs_until"].as_u64() {
+            Some(u) if u >= first_until + 29 => Ok(()),
+            other => Err(format!("{other:?} vs {first_until}")),
+        }
+    });
+    assert_eq!(lease(&p1, &id)["paid_sat"], 700);
+
+    // Funds drain: warned, grace, halted (the VM is stopped), deleted, receipts.
+    wait_state(&buyer, &id, "warned");
+    wait_state(&p1, &id, "grace");
+    wait_state(&p1, &id, "halted");
+    let stopped = machines_of(&rt, &cloud, &id);
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(
+        stopped[0].state,
+        MachineState::Stopped,
+        "halted means stopped, not yet deleted"
+    );
+    let closed = wait_state(&buyer, &id, "closed");
+    assert!(
+        machines_of(&rt, &cloud, &id).is_empty(),
+        "the VM is deleted"
+    );
+    let receipt = closed["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s["detail"].as_str().filter(|d| d.starts_with("receipt ")))
+        .expect("buyer holds the provider's receipt")
+        .to_string();
+    let r: Value = serde_json::from_str(receipt.trim_start_matches("receipt ")).unwrap();
+    assert_eq!(r["paid_sat"], 700);
+    assert_eq!(r["buyer"], buyer.node_id.as_str());
+    assert_eq!(r["provider"], p1.node_id.as_str());
+    eventually(
+        "provider holds the buyer's countersigned receipt",
+        WAIT,
+        || {
+            let h = lease(&p1, &id)["history"].to_string();
+            if h.contains("buyer countersigned receipt") {
+                Ok(())
+            } else {
+                Err(h)
+            }
+        },
+    );
+    // P2 was never involved.
+    assert!(p2.json(&["leases", "list"]).as_array().unwrap().is_empty());
+}
