@@ -7,6 +7,8 @@ source testnet/env.sh
 # Real Bitcoin Core for the wallet's regtest tests (built once from crates.io sources, ~5 min; cached).
 XOV_BITCOIND_DIR=$(bash testnet/bitcoind/build.sh | tail -n 1)
 export XOV_BITCOIND_DIR
+# The real OpenStack lab for the provisioner and lease tests (installs Debian packages the first time).
+bash testnet/openstack/up.sh
 cargo fmt --all -- --check
 cargo test --workspace --locked
 # The fuzz targets are not run here (they need nightly), but they must keep compiling.

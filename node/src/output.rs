@@ -212,11 +212,13 @@ pub fn lease(x: &crate::leases::LeaseRecord) -> String {
         out.push_str(&format!("runs until {u}\n"));
     }
     if let Some(i) = &x.instance {
-        out.push_str(&format!(
-            "ssh        {}@{}\n",
-            i.user,
-            i.addresses.first().map(String::as_str).unwrap_or("?")
-        ));
+        match i.addresses.first() {
+            Some(a) => out.push_str(&format!("ssh        {}@{a}\n", i.user)),
+            None => out.push_str(&format!(
+                "server     {} (no network address: the cloud attached none)\n",
+                i.server_id
+            )),
+        }
     }
     out.trim_end().to_string()
 }

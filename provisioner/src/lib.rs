@@ -3,7 +3,7 @@
 //! The node holds a generic [`Provisioner`] and knows nothing of the cloud behind it. The one backend is
 //! OpenStack ([`OpenStackProvisioner`]): Keystone v3 (password or application credential, cached token),
 //! Nova v2.1 with microversions, Glance v2. A lease's machine is the server tagged `xov-lease=<lease id>`,
-//! which makes launches idempotent (a retry or a restart finds it; never two) and lets [`reconcile`] compare
+//! which makes launches idempotent (a retry or a restart finds it; never two) and lets [`reconcile()`] compare
 //! the cloud with the node's leases. [`inventory`](Provisioner::inventory) turns flavors, images and
 //! remaining quota into what the provider may offer, through the provider's [`InventoryMapping`].
 //!

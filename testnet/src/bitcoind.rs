@@ -103,6 +103,10 @@ impl Bitcoind {
         Ok(node)
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn datadir(&self) -> &Path {
         &self.datadir
     }

@@ -8,6 +8,7 @@
 pub mod bitcoind;
 pub mod node;
 pub mod openstack;
+pub mod scenario;
 
 use thiserror::Error;
 
