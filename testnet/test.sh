@@ -10,6 +10,6 @@ export XOV_BITCOIND_DIR
 # The real OpenStack lab for the provisioner and lease tests (installs Debian packages the first time).
 bash testnet/openstack/up.sh
 cargo fmt --all -- --check
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 # The fuzz targets are not run here (they need nightly), but they must keep compiling.
 (cd protocol/fuzz && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz" cargo check --quiet --bins --locked)

@@ -10,6 +10,11 @@ use xov_testnet::bitcoind::Bitcoind;
 
 const WAIT: Duration = Duration::from_secs(90);
 
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn balance(d: &Daemon) -> (u64, u64) {
     let b = d.json(&["wallet", "balance"]);
     (
@@ -29,6 +34,7 @@ fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
         ("XOV_WALLET_NETWORK", "regtest".to_string()),
         ("XOV_WALLET_CHAIN", "filters".to_string()),
         ("XOV_WALLET_PEERS", btc.p2p_addr().to_string()),
+        ("XOV_LOG_LEVEL", "info,xov_wallet=debug".to_string()),
     ];
     let rpc = vec![
         ("XOV_WALLET_ENABLED", "true".to_string()),
@@ -62,7 +68,8 @@ fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
     eventually("node A sees its mature coinbase", WAIT, || {
         match balance(&a) {
             (c, _) if c > 0 => Ok(()),
-            other => Err(format!("{other:?}")),
+            // On failure, say what the light client went through.
+            other => Err(format!("{other:?}\nlog of A:\n{}", tail(&a.log_text(), 40))),
         }
     });
 

@@ -158,6 +158,34 @@ impl ChainHandle {
         }
     }
 
+    /// A fee rate for a transaction to confirm within about six blocks, in sat/vB, when the chain source
+    /// can tell: bitcoind's `estimatesmartfee`, or (light client) the peers' minimum relay fee. None on a
+    /// fresh regtest chain, where there is nothing to estimate from.
+    pub(crate) async fn fee_rate(&self) -> Option<u64> {
+        match self {
+            ChainHandle::Rpc { client, .. } => {
+                let c = client.clone();
+                let est = tokio::task::spawn_blocking(move || c.estimate_smart_fee(6, None))
+                    .await
+                    .ok()?
+                    .ok()?;
+                est.fee_rate
+                    .map(|per_kvb| per_kvb.to_sat().div_ceil(1000).max(1))
+            }
+            ChainHandle::Kyoto { requester, .. } => {
+                let r = requester
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()?;
+                let rate = tokio::time::timeout(Duration::from_secs(5), r.broadcast_min_feerate())
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(rate.to_sat_per_vb_ceil().max(1))
+            }
+        }
+    }
+
     pub(crate) async fn stop(self) {
         match self {
             ChainHandle::Kyoto {
@@ -226,7 +254,7 @@ async fn run_kyoto(
         drop(logging.info_subscriber);
         tokio::spawn(async move {
             while let Some(w) = warnings.recv().await {
-                debug!(warning = %w, "light client");
+                info!(warning = %w, "light client");
             }
         });
         let requester = client.start().requester();

@@ -435,6 +435,10 @@ impl XovWallet {
         amount_sat: u64,
         fee_sat_per_vb: Option<u64>,
     ) -> Result<String, WalletError> {
+        let fee_sat_per_vb = match fee_sat_per_vb {
+            Some(f) => Some(f),
+            None => self.chain.fee_rate().await,
+        };
         let tx = {
             let mut g = self.lock();
             let addr = parse_address(address, self.network)?;
