@@ -998,7 +998,9 @@ impl LeaseEngine {
             return Err(OrderError::NoWallet);
         }
         let mut refusals = Vec::new();
-        for offer in candidates {
+        let mut queue: std::collections::VecDeque<(Signed<Offer>, bool)> =
+            candidates.into_iter().map(|o| (o, true)).collect();
+        while let Some((offer, may_retry)) = queue.pop_front() {
             let o = offer.body();
             let order = Signed::sign(
                 Order {
@@ -1037,6 +1039,25 @@ impl LeaseEngine {
                     }
                 },
                 LeaseResponse::Refused(why) => {
+                    // The offer was renewed while the order travelled: try once more with the version now in
+                    // our book, if it still matches what was asked.
+                    if may_retry && why.contains("changed since you saw it") {
+                        let newer = self.market.read().ok().and_then(|m| {
+                            m.book()
+                                .get(&OfferKey::of(o))
+                                .filter(|n| {
+                                    n.body().sequence > o.sequence
+                                        && req
+                                            .max_price
+                                            .is_none_or(|p| n.body().price_sats_per_hour <= p)
+                                })
+                                .cloned()
+                        });
+                        if let Some(n) = newer {
+                            queue.push_front((n, false));
+                            continue;
+                        }
+                    }
                     refusals.push(format!("{short}…: {why}"));
                     continue;
                 }

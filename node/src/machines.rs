@@ -173,7 +173,14 @@ impl OpenStackMachines {
                 ttl_secs: pc.offer_ttl_secs,
             };
             let signed = match market.write() {
-                Ok(mut m) => m.publish(&spec, unix_now()),
+                Ok(mut m) => {
+                    // Republish only what changed: a new version of an unchanged offer would only make buyers'
+                    // orders for the previous version bounce. Its TTL refresh happens on its own.
+                    if m.own_offer_matches(offer_id, &spec) {
+                        continue;
+                    }
+                    m.publish(&spec, unix_now())
+                }
                 Err(_) => return,
             };
             match signed {

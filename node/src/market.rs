@@ -341,6 +341,31 @@ impl Market {
         Ok(true)
     }
 
+    /// Whether this node's live offer `offer_id` already says what `spec` says (terms, shape, capacity).
+    pub fn own_offer_matches(&self, offer_id: u64, spec: &OfferSpec) -> bool {
+        let key = OfferKey {
+            provider: self.key.node_id(),
+            offer_id,
+        };
+        let Some(held) = self.book.get(&key) else {
+            return false;
+        };
+        let o = held.body();
+        let i = &o.instance;
+        i.vcpus == spec.vcpus
+            && i.ram_mib == spec.ram_mib
+            && i.disk_gib == spec.disk_gib
+            && i.arch == spec.arch
+            && o.images == spec.images
+            && o.price_sats_per_hour == spec.price_sats_per_hour
+            && o.capacity == spec.capacity
+            && o.min_lease_secs == spec.min_lease_secs
+            && o.max_lease_secs == spec.max_lease_secs
+            && o.location.country == spec.country
+            && o.location.region == spec.region
+            && Some(o.pool) == self.resolve_pool(spec.pool.as_deref()).ok()
+    }
+
     /// This node's own live offers.
     pub fn own_offers(&self) -> Vec<Signed<Offer>> {
         let me = self.key.node_id();

@@ -123,7 +123,12 @@ pub(crate) fn error_message(body: &[u8]) -> String {
 pub(crate) enum Failure {
     /// Nothing usable came back (connection refused or dropped, timeout, 5xx, 429): maybe the request was
     /// carried out, maybe not. Idempotent calls simply try again.
-    Retryable(String),
+    Retryable {
+        why: String,
+        /// The service may still be working on it (we timed out or lost the connection after sending, or a
+        /// gateway gave up waiting for it): its effect can show up a while later.
+        in_flight: bool,
+    },
     /// No point in trying again (credentials refused, configuration error, Keystone given up on).
     Fatal(ProvisionError),
 }
@@ -210,12 +215,22 @@ impl Service {
             debug!(service = self.kind, %method, path, "request");
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) => return Err(Failure::Retryable(describe(&e))),
+                Err(e) => {
+                    return Err(Failure::Retryable {
+                        why: describe(&e),
+                        in_flight: !e.is_connect(),
+                    })
+                }
             };
             let status = resp.status().as_u16();
             let bytes = match resp.bytes().await {
                 Ok(b) => b.to_vec(),
-                Err(e) => return Err(Failure::Retryable(describe(&e))),
+                Err(e) => {
+                    return Err(Failure::Retryable {
+                        why: describe(&e),
+                        in_flight: true,
+                    })
+                }
             };
             if status == 401 {
                 if reauthenticated {
@@ -230,10 +245,15 @@ impl Service {
                 continue;
             }
             if status >= 500 || status == 429 || status == 408 {
-                return Err(Failure::Retryable(format!(
-                    "{method} {path} answered {status}: {}",
-                    error_message(&bytes)
-                )));
+                return Err(Failure::Retryable {
+                    why: format!(
+                        "{method} {path} answered {status}: {}",
+                        error_message(&bytes)
+                    ),
+                    // 503, 429 and 408 say the request was not taken on; a 500 may have died half-way and a
+                    // gateway's 502/504 may have left it running behind the gateway
+                    in_flight: !matches!(status, 503 | 429 | 408),
+                });
             }
             return Ok(Reply {
                 status,
@@ -258,7 +278,7 @@ impl Service {
             match self.once(method.clone(), path, body, headers).await {
                 Ok(r) => return Ok(r),
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Retryable(why)) => match backoff.failed() {
+                Err(Failure::Retryable { why, .. }) => match backoff.failed() {
                     Some(d) => {
                         debug!(service = self.kind, %method, path, why, delay = ?d, "retrying");
                         tokio::time::sleep(d).await;

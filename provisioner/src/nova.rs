@@ -163,8 +163,9 @@ fn unlimited() -> i64 {
 pub(crate) enum Created {
     /// Nova accepted it: the new server's id.
     Id(String),
-    /// No answer we can trust (connection dropped, timeout, 5xx): the server may or may not exist.
-    Unknown(String),
+    /// No answer we can trust (connection dropped, timeout, 5xx): the server may or may not exist, and with
+    /// `in_flight` it may still appear a while later.
+    Unknown { why: String, in_flight: bool },
     /// Nova refused it (4xx): nothing was created.
     Refused(ProvisionError),
 }
@@ -280,15 +281,16 @@ impl Nova {
             .once(Method::POST, "/servers", Some(body), &h)
             .await
         {
-            Err(Failure::Retryable(why)) => Ok(Created::Unknown(why)),
+            Err(Failure::Retryable { why, in_flight }) => Ok(Created::Unknown { why, in_flight }),
             Err(Failure::Fatal(e)) => Err(e),
             Ok(reply) if reply.ok() => {
                 let v: Value = reply.json()?;
                 match v.pointer("/server/id").and_then(Value::as_str) {
                     Some(id) => Ok(Created::Id(id.to_string())),
-                    None => Ok(Created::Unknown(
-                        "server create answer without an id".into(),
-                    )),
+                    None => Ok(Created::Unknown {
+                        why: "server create answer without an id".into(),
+                        in_flight: false,
+                    }),
                 }
             }
             Ok(reply) => Ok(Created::Refused(reply.unexpected())),

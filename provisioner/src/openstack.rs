@@ -258,6 +258,11 @@ impl OpenStackProvisioner {
         }
     }
 
+    /// How long a create we gave up on may still take to show up in the listing.
+    fn settle_time(&self) -> Duration {
+        self.cfg.request_timeout.min(Duration::from_secs(30))
+    }
+
     fn failed(&self, lease_id: &str, reason: impl Into<String>) -> ProvisionError {
         ProvisionError::LaunchFailed {
             lease_id: lease_id.into(),
@@ -323,7 +328,7 @@ impl OpenStackProvisioner {
                     self.drop_keypair(lease).await;
                     return Err(self.failed(lease, e.to_string()));
                 }
-                Created::Unknown(why) => {
+                Created::Unknown { why, in_flight } => {
                     warn!(
                         lease,
                         why,
@@ -335,6 +340,19 @@ impl OpenStackProvisioner {
                     if let Some(s) = self.of_lease(lease).await?.into_iter().next() {
                         info!(lease, server = s.id, "launch: the create had gone through");
                         break s.id;
+                    }
+                    // Nova may still be working on a create we gave up on: give it as long again as we
+                    // gave it, then look once more.
+                    if in_flight {
+                        tokio::time::sleep(self.settle_time()).await;
+                        if let Some(s) = self.of_lease(lease).await?.into_iter().next() {
+                            info!(
+                                lease,
+                                server = s.id,
+                                "launch: the create had gone through, late"
+                            );
+                            break s.id;
+                        }
                     }
                     if pause.is_none() {
                         return Err(ProvisionError::Unavailable {

@@ -344,6 +344,34 @@ async fn create_answer_after_timeout_gives_one_server() {
     assert!(p.delete(&lease).await.unwrap());
 }
 
+/// The create reaches Nova only after the client gave up (a slow gateway): the first listing shows
+/// nothing, and the launch waits for the late create to show up instead of sending a second one.
+#[tokio::test]
+async fn create_reaching_nova_after_timeout_is_not_repeated() {
+    let Some(ctx) = setup("create_reaching_nova_after_timeout_is_not_repeated").await else {
+        return;
+    };
+    let proxy = FaultProxy::start(&ctx.lab.compute_origin).await;
+    proxy.rule(
+        Some(Method::POST),
+        Path::Exact("/v2.1/servers"),
+        1,
+        Fault::Delay(Duration::from_secs(6)),
+    );
+    let mut cfg = ctx.config();
+    cfg.compute_endpoint_override = Some(proxy.compute_url());
+    cfg.request_timeout = Duration::from_secs(4);
+    let p = OpenStackProvisioner::new(cfg, ctx.mapping()).unwrap();
+    let lease = lease_id();
+
+    let m = p.launch(&ctx.request(&lease, BUYER_KEY)).await.unwrap();
+    assert_eq!(proxy.count(&Method::POST, "/v2.1/servers"), (1, 1));
+    let direct = ctx.raw.servers_of_lease(&lease).await;
+    assert_eq!(direct.len(), 1, "{direct:#?}");
+    assert_eq!(direct[0]["id"], m.server_id.as_str());
+    assert!(p.delete(&lease).await.unwrap());
+}
+
 /// Nova answering 503 to everything, Nova not listening, Keystone not listening, a wrong password: clear
 /// errors after bounded retries, and no server.
 #[tokio::test]

@@ -253,3 +253,68 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     // P2 was never involved.
     assert!(p2.json(&["leases", "list"]).as_array().unwrap().is_empty());
 }
+
+#[test]
+fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_machine_behind() {
+    if xov_testnet::skip_e2e("lease failover") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cloud = provisioner(&lab);
+    let (d1, d2, db) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let p1 = start(d1.path(), &provider_toml(&lab, &btc, PRICE_P1), None);
+    let p2 = start(d2.path(), &provider_toml(&lab, &btc, PRICE_P2), Some(&p1));
+    let buyer = start(db.path(), &buyer_toml(&btc), Some(&p2));
+    eventually("both offers known", WAIT, || {
+        let v = buyer.json(&["offers", "list", "--image", "debian-12"]);
+        if v.as_array().unwrap().len() == 2 {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    });
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_path = key_dir.path().join("id_ed25519");
+    assert!(std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key_path)
+        .status()
+        .unwrap()
+        .success());
+    let key = key_dir.path().join("id_ed25519.pub");
+
+    // The cheapest provider crashes before it could invoice anything.
+    p1.kill();
+    let l = buyer.json(&[
+        "order",
+        "--image",
+        "debian-12",
+        "--hours",
+        "1",
+        "--ssh-key",
+        key.to_str().unwrap(),
+    ]);
+    let id = l["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        l["counterparty"],
+        p2.node_id.as_str(),
+        "the next provider invoiced"
+    );
+    assert_eq!(l["amount_sat"], PRICE_P2);
+    assert!(
+        l["history"].to_string().contains("invoice for"),
+        "the lease records its invoice: {}",
+        l["history"]
+    );
+    // Back up, P1 knows nothing of the lease; unpaid, nobody launched anything.
+    let p1 = start(d1.path(), &provider_toml(&lab, &btc, PRICE_P1), Some(&p2));
+    assert!(p1.json(&["leases", "list"]).as_array().unwrap().is_empty());
+    assert_eq!(p2.json(&["leases", "show", &id])["state"], "invoiced");
+    assert!(machines_of(&rt, &cloud, &id).is_empty());
+}

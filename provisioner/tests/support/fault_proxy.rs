@@ -272,33 +272,48 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         fault: format!("{fault:?}"),
         forwarded,
     });
-    let go = || forward(&inner, &parts.method, &pq, &parts.headers, body.clone());
+    // Forwarding runs in its own task: like a real server, Nova's side carries on when the client hangs
+    // up (hyper drops this handler when the client's connection closes).
+    let go = |delay: Duration| {
+        let (inner, method, headers, pq, body) = (
+            inner.clone(),
+            parts.method.clone(),
+            parts.headers.clone(),
+            pq.clone(),
+            body.clone(),
+        );
+        async move {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                forward(&inner, &method, &pq, &headers, body).await
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+        }
+    };
     let relay = |r: Result<Forwarded, String>| match r {
         Ok(f) => f.into_response(),
         Err(_) => error_reply(502),
     };
     match fault {
-        Fault::Pass => relay(go().await),
-        Fault::Delay(d) => {
-            tokio::time::sleep(d).await;
-            relay(go().await)
-        }
+        Fault::Pass => relay(go(Duration::ZERO).await),
+        Fault::Delay(d) => relay(go(d).await),
         Fault::Reply(code) => error_reply(code),
         Fault::ForwardThenReply(code) => {
-            let _ = go().await;
+            let _ = go(Duration::ZERO).await;
             error_reply(code)
         }
         Fault::Drop => drop_connection(),
         Fault::ForwardThenDrop => {
-            let _ = go().await;
+            let _ = go(Duration::ZERO).await;
             drop_connection()
         }
         Fault::ForwardThenDelay(d) => {
-            let r = go().await;
+            let r = go(Duration::ZERO).await;
             tokio::time::sleep(d).await;
             relay(r)
         }
-        Fault::PretendBuilding => relay(go().await.map(|mut f| {
+        Fault::PretendBuilding => relay(go(Duration::ZERO).await.map(|mut f| {
             f.body = pretend_building(&f.body);
             f
         })),
