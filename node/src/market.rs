@@ -504,27 +504,30 @@ impl Market {
         // Publishing into a pool means taking part in it.
         self.join(&pool)?;
         let me = self.key.node_id();
-        let offer_id = spec.offer_id.unwrap_or_else(|| {
-            (0..)
-                .find(|id| {
-                    self.book
-                        .get(&OfferKey {
-                            provider: me,
-                            offer_id: *id,
-                        })
-                        .is_none()
-                })
-                .expect("an unused id exists")
-        });
+        let used = |id: u64| {
+            let k = OfferKey {
+                provider: me,
+                offer_id: id,
+            };
+            self.book.get(&k).is_some() || self.withdrawals.contains_key(&k)
+        };
+        // A new offer takes an id that is neither live nor recently withdrawn (a withdrawn id stays blocked
+        // for older sequences until its tombstone expires).
+        let offer_id = spec
+            .offer_id
+            .unwrap_or_else(|| (0..).find(|id| !used(*id)).expect("an unused id exists"));
         let key = OfferKey {
             provider: me,
             offer_id,
         };
-        // Sequence never goes backwards, even across restarts that lost the old version: at least `now`.
-        let sequence = self
-            .book
+        // Sequence never goes backwards, even across restarts that lost the old version: at least `now`, and
+        // above both the live version and any withdrawal of this id.
+        let live = self.book.get(&key).map_or(0, |o| o.body().sequence + 1);
+        let withdrawn = self
+            .withdrawals
             .get(&key)
-            .map_or(now, |o| (o.body().sequence + 1).max(now));
+            .map_or(0, |w| w.body().sequence + 1);
+        let sequence = now.max(live).max(withdrawn);
         let gpu = match (&spec.gpu_model, spec.gpu_count) {
             (Some(model), count) => Some(Gpu {
                 model: model.clone(),

@@ -335,3 +335,37 @@ fn node_stop_through_the_api_shuts_down_cleanly() {
         "API address file removed at shutdown"
     );
 }
+
+#[test]
+fn an_offer_id_can_be_republished_right_after_its_withdrawal() {
+    let dir = tempfile::tempdir().unwrap();
+    let dd = dir.path();
+    let _d = Daemon::start(dd);
+    let args = [
+        "offer",
+        "publish",
+        "--vcpus",
+        "1",
+        "--ram",
+        "512",
+        "--disk",
+        "1",
+        "--image",
+        "x",
+        "--price",
+        "5",
+        "--country",
+        "DE",
+    ];
+    let first = ok_json(dd, &args);
+    let id = first["offer_id"].as_u64().unwrap().to_string();
+    ok_json(dd, &["offer", "withdraw", &id]);
+    // In the same second: a new offer does not reuse the withdrawn id, and republishing that id explicitly
+    // gets a sequence above the withdrawal.
+    let second = ok_json(dd, &args);
+    assert_ne!(second["offer_id"], first["offer_id"]);
+    let mut again = args.to_vec();
+    again.extend_from_slice(&["--offer-id", &id]);
+    let third = ok_json(dd, &again);
+    assert!(third["sequence"].as_u64() > first["sequence"].as_u64());
+}

@@ -116,3 +116,80 @@ pub fn wait_state(d: &Daemon, id: &str, want: &str) -> Value {
         },
     )
 }
+
+/// A buyer's SSH key pair made with `ssh-keygen` in `dir`; returns the public key file.
+pub fn ssh_key(dir: &Path) -> std::path::PathBuf {
+    let key = dir.join("id_ed25519");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "xov-buyer", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (Debian package openssh-client) makes the buyer's key");
+    assert!(st.success(), "ssh-keygen failed");
+    key.with_extension("pub")
+}
+
+/// Two providers attached to the lab (P1 cheaper) and a buyer, each in its own directory under `root`.
+pub struct LocalMarket {
+    pub p1: Daemon,
+    pub p2: Daemon,
+    pub buyer: Daemon,
+}
+
+impl LocalMarket {
+    pub fn start(root: &Path, btc: &Bitcoind, lab: &OpenStackLab) -> LocalMarket {
+        let dir = |n: &str| {
+            let d = root.join(n);
+            std::fs::create_dir_all(&d).expect("market dir");
+            d
+        };
+        let p1 = start(&dir("provider-1"), &provider_toml(lab, btc, PRICE_P1), None);
+        let p2 = start(
+            &dir("provider-2"),
+            &provider_toml(lab, btc, PRICE_P2),
+            Some(&p1),
+        );
+        let buyer = start(&dir("buyer"), &buyer_toml(btc), Some(&p2));
+        LocalMarket { p1, p2, buyer }
+    }
+
+    /// Restarts provider 1 from its data dir (after a crash, say).
+    pub fn restart_p1(dir: &Path, btc: &Bitcoind, lab: &OpenStackLab, via: &Daemon) -> Daemon {
+        start(dir, &provider_toml(lab, btc, PRICE_P1), Some(via))
+    }
+
+    /// Waits until the buyer's book holds both providers' offers.
+    pub fn wait_offers(&self) {
+        eventually("both providers' offers in the buyer's book", WAIT, || {
+            let v = self.buyer.json(&["offers", "list", "--image", "debian-12"]);
+            let prices: Vec<u64> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["price_sats_per_hour"].as_u64())
+                .collect();
+            if prices == vec![PRICE_P1, PRICE_P2] {
+                Ok(())
+            } else {
+                Err(format!("{prices:?}"))
+            }
+        });
+    }
+
+    /// Mines 101 blocks to the buyer and waits until its wallet sees them.
+    pub fn fund_buyer(&self, btc: &Bitcoind) {
+        let addr = self.buyer.json(&["wallet", "address"])["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        btc.mine_to(101, &addr).expect("mine to the buyer");
+        eventually("buyer funded", WAIT, || {
+            let b = self.buyer.json(&["wallet", "balance"]);
+            if b["confirmed_sat"].as_u64().unwrap_or(0) > 0 {
+                Ok(())
+            } else {
+                Err(b.to_string())
+            }
+        });
+    }
+}

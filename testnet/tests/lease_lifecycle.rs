@@ -49,54 +49,16 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cloud = provisioner(&lab);
-    let (d1, d2, db) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let p1 = start(d1.path(), &provider_toml(&lab, &btc, PRICE_P1), None);
-    let p2 = start(d2.path(), &provider_toml(&lab, &btc, PRICE_P2), Some(&p1));
-    let buyer = start(db.path(), &buyer_toml(&btc), Some(&p1));
-
-    // Fund the buyer.
-    let funding = buyer.json(&["wallet", "address"])["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    btc.mine_to(101, &funding).unwrap();
-    eventually("buyer funded", WAIT, || {
-        let b = buyer.json(&["wallet", "balance"]);
-        if b["confirmed_sat"].as_u64().unwrap() > 0 {
-            Ok(())
-        } else {
-            Err(b.to_string())
-        }
-    });
+    let root = tempfile::tempdir().unwrap();
+    let market = LocalMarket::start(root.path(), &btc, &lab);
+    market.fund_buyer(&btc);
     // Both providers' offers, made from the lab's inventory, reach the buyer.
-    eventually("both providers' offers in the buyer's book", WAIT, || {
-        let v = buyer.json(&["offers", "list", "--image", "debian-12"]);
-        let prices: Vec<u64> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["price_sats_per_hour"].as_u64().unwrap())
-            .collect();
-        if prices == vec![PRICE_P1, PRICE_P2] {
-            Ok(())
-        } else {
-            Err(format!("{prices:?}"))
-        }
-    });
+    market.wait_offers();
+    let LocalMarket { p1, p2, buyer } = market;
+    let d1 = root.path().join("provider-1");
 
     let key_dir = tempfile::tempdir().unwrap();
-    let key_path = key_dir.path().join("id_ed25519");
-    let made = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "buyer@laptop", "-f"])
-        .arg(&key_path)
-        .status()
-        .expect("ssh-keygen (openssh-client) is needed to make the buyer's key");
-    assert!(made.success());
-    let key_file = key_dir.path().join("id_ed25519.pub");
+    let key_file = ssh_key(key_dir.path());
     let key = key_file.to_str().unwrap();
 
     // A refused order explains itself.
@@ -172,7 +134,7 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     let p1 = {
         p1.kill();
         btc.mine(1).unwrap();
-        start(d1.path(), &provider_toml(&lab, &btc, PRICE_P1), Some(&p2))
+        LocalMarket::restart_p1(&d1, &btc, &lab, &p2)
     };
     // Restarted, it finds the payment confirmed and launches exactly one machine.
     let running = wait_state(&p1, &id, "running");
@@ -194,7 +156,7 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     // The provider crashes while the lease runs; after a restart there is still exactly one VM.
     let p1 = {
         p1.kill();
-        start(d1.path(), &provider_toml(&lab, &btc, PRICE_P1), Some(&p2))
+        LocalMarket::restart_p1(&d1, &btc, &lab, &p2)
     };
     assert_eq!(state(&p1, &id), "running");
     assert_eq!(machines_of(&rt, &cloud, &id).len(), 1);
@@ -263,31 +225,13 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
     let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cloud = provisioner(&lab);
-    let (d1, d2, db) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let p1 = start(d1.path(), &provider_toml(&lab, &btc, PRICE_P1), None);
-    let p2 = start(d2.path(), &provider_toml(&lab, &btc, PRICE_P2), Some(&p1));
-    let buyer = start(db.path(), &buyer_toml(&btc), Some(&p2));
-    eventually("both offers known", WAIT, || {
-        let v = buyer.json(&["offers", "list", "--image", "debian-12"]);
-        if v.as_array().unwrap().len() == 2 {
-            Ok(())
-        } else {
-            Err(v.to_string())
-        }
-    });
+    let root = tempfile::tempdir().unwrap();
+    let market = LocalMarket::start(root.path(), &btc, &lab);
+    market.wait_offers();
+    let LocalMarket { p1, p2, buyer } = market;
+    let d1 = root.path().join("provider-1");
     let key_dir = tempfile::tempdir().unwrap();
-    let key_path = key_dir.path().join("id_ed25519");
-    assert!(std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key_path)
-        .status()
-        .unwrap()
-        .success());
-    let key = key_dir.path().join("id_ed25519.pub");
+    let key = ssh_key(key_dir.path());
 
     // The cheapest provider crashes before it could invoice anything.
     p1.kill();
@@ -313,7 +257,7 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
         l["history"]
     );
     // Back up, P1 knows nothing of the lease; unpaid, nobody launched anything.
-    let p1 = start(d1.path(), &provider_toml(&lab, &btc, PRICE_P1), Some(&p2));
+    let p1 = LocalMarket::restart_p1(&d1, &btc, &lab, &p2);
     assert!(p1.json(&["leases", "list"]).as_array().unwrap().is_empty());
     assert_eq!(p2.json(&["leases", "show", &id])["state"], "invoiced");
     assert!(machines_of(&rt, &cloud, &id).is_empty());

@@ -36,73 +36,35 @@ fn up() -> Result<(), String> {
     say("starting the OpenStack lab (about 20 s warm, 2 min on a fresh machine)");
     let lab = OpenStackLab::ensure().map_err(|e| e.to_string())?;
     println!("    keystone {}  nova {}", lab.auth_url, lab.compute_url);
-    let dir = |n: &str| {
-        let d = root.join(n);
-        std::fs::create_dir_all(&d).expect("state dir");
-        d
-    };
     say("starting provider 1, provider 2 and a buyer");
-    let p1 = start(
-        &dir("provider-1"),
-        &provider_toml(&lab, &btc, PRICE_P1),
-        None,
-    );
-    let p2 = start(
-        &dir("provider-2"),
-        &provider_toml(&lab, &btc, PRICE_P2),
-        Some(&p1),
-    );
-    let buyer = start(&dir("buyer"), &buyer_toml(&btc), Some(&p1));
-    let pids: Vec<String> = [p1.pid(), p2.pid(), buyer.pid()]
+    let market = LocalMarket::start(&root, &btc, &lab);
+    let pids: Vec<String> = [market.p1.pid(), market.p2.pid(), market.buyer.pid()]
         .into_iter()
         .map(|p| p.to_string())
         .chain(btc.pid().map(|p| p.to_string()))
         .collect();
     let _ = std::fs::write(state_dir().join("pids"), pids.join("\n"));
-    for (name, d) in [("provider-1", &p1), ("provider-2", &p2), ("buyer", &buyer)] {
+    for (name, d) in [
+        ("provider-1", &market.p1),
+        ("provider-2", &market.p2),
+        ("buyer", &market.buyer),
+    ] {
         println!(
             "    {name:<10} node {}  datadir {}",
             d.node_id,
             d.datadir.display()
         );
     }
-
     say("mining 101 blocks to the buyer's wallet");
-    let addr = buyer.json(&["wallet", "address"])["address"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    btc.mine_to(101, &addr).map_err(|e| e.to_string())?;
-    eventually("buyer funded", WAIT, || {
-        let b = buyer.json(&["wallet", "balance"]);
-        if b["confirmed_sat"].as_u64().unwrap_or(0) > 0 {
-            Ok(())
-        } else {
-            Err(b.to_string())
-        }
-    });
-    show(&buyer, &["wallet", "balance"]);
-
+    market.fund_buyer(&btc);
+    show(&market.buyer, &["wallet", "balance"]);
     say("waiting for both providers' offers (made from the lab's flavors and images) to reach the buyer");
-    eventually("offers", WAIT, || {
-        let v = buyer.json(&["offers", "list", "--image", "debian-12"]);
-        if v.as_array().map_or(0, |a| a.len()) >= 2 {
-            Ok(())
-        } else {
-            Err(v.to_string())
-        }
-    });
-    show(&buyer, &["offers", "list", "--image", "debian-12"]);
+    market.wait_offers();
+    show(&market.buyer, &["offers", "list", "--image", "debian-12"]);
+    let LocalMarket { p1, p2, buyer } = market;
 
     say("the buyer orders 1 vCPU with debian-12 for one hour, at most 60,000 sats/h, and pays from its wallet");
-    let key_dir = root.join("buyer-key");
-    std::fs::create_dir_all(&key_dir).map_err(|e| e.to_string())?;
-    let key = key_dir.join("id_ed25519");
-    let _ = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "testnet-buyer", "-f"])
-        .arg(&key)
-        .status();
-    let pubkey = key.with_extension("pub");
+    let pubkey = ssh_key(&root);
     let l = buyer.json(&[
         "order",
         "--vcpus",
