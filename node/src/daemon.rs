@@ -174,6 +174,10 @@ async fn open_wallet(
         network,
         mnemonic_path: dd.path(WALLET_MNEMONIC),
         passphrase: String::new(),
+        // Not a config key on purpose: a passphrase belongs in the environment of the one process, not on disk.
+        file_passphrase: std::env::var("XOV_WALLET_PASSPHRASE")
+            .ok()
+            .filter(|p| !p.is_empty()),
         chain: cfg.wallet.chain_source()?,
         lookahead: cfg.wallet.lookahead,
     };
@@ -182,7 +186,14 @@ async fn open_wallet(
         .await
         .context("cannot open the wallet")?;
     if w.created_mnemonic() {
-        if let Ok(words) = std::fs::read_to_string(dd.path(WALLET_MNEMONIC)) {
+        let pass = std::env::var("XOV_WALLET_PASSPHRASE")
+            .ok()
+            .filter(|p| !p.is_empty());
+        if let Ok((words, _)) = xov_wallet::keys::load_or_create_mnemonic_with(
+            &dd.path(WALLET_MNEMONIC),
+            pass.as_deref(),
+        ) {
+            let words = words.to_string();
             eprintln!(
                 "\n  New wallet. Write down these recovery words and keep them offline; they are shown only now\n  (and stay in {} with mode 0600):\n\n    {}\n",
                 dd.path(WALLET_MNEMONIC).display(),

@@ -139,6 +139,35 @@ fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
     assert!(b.stop().success());
     let b = Daemon::start_with(db.path(), &rpc);
     assert_eq!(balance(&b), before);
+    // A passphrase-protected wallet: the words are encrypted on disk and the node needs the passphrase.
+    let dc = tempfile::tempdir().unwrap();
+    let mut locked = filters.clone();
+    locked.push(("XOV_WALLET_PASSPHRASE", "correct horse".to_string()));
+    let c = Daemon::start_with(dc.path(), &locked);
+    let addr_c = c.json(&["wallet", "address"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(c.log_text().contains("recovery words"));
+    let file = std::fs::read_to_string(dc.path().join("wallet.mnemonic")).unwrap();
+    assert!(
+        file.starts_with("xov-encrypted-mnemonic-v1"),
+        "encrypted on disk"
+    );
+    assert!(c.stop().success());
+    let (status, log) = wait_exit(
+        spawn_daemon_with(dc.path(), &filters),
+        Duration::from_secs(60),
+    );
+    assert!(!status.success());
+    assert!(log.contains("XOV_WALLET_PASSPHRASE"), "{log}");
+    let c = Daemon::start_with(dc.path(), &locked);
+    assert_ne!(
+        c.json(&["wallet", "address"])["address"].as_str().unwrap(),
+        addr_c,
+        "opens with the passphrase: the stored wallet only loads with the same keys"
+    );
+
     let no_wallet = tempfile::tempdir().unwrap();
     let plain = Daemon::start(no_wallet.path());
     let off = xov(&plain.datadir, &["wallet", "balance"]);

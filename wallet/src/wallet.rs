@@ -36,6 +36,8 @@ pub struct WalletConfig {
     pub mnemonic_path: PathBuf,
     /// Optional BIP39 passphrase.
     pub passphrase: String,
+    /// Encrypt the mnemonic file with this passphrase (and need it to open the wallet).
+    pub file_passphrase: Option<String>,
     pub chain: ChainSource,
     pub lookahead: u32,
 }
@@ -229,7 +231,8 @@ impl XovWallet {
         cfg: WalletConfig,
         store: Box<dyn WalletStore>,
     ) -> Result<XovWallet, WalletError> {
-        let (mnemonic, created) = keys::load_or_create_mnemonic(&cfg.mnemonic_path)?;
+        let (mnemonic, created) =
+            keys::load_or_create_mnemonic_with(&cfg.mnemonic_path, cfg.file_passphrase.as_deref())?;
         let xprv = keys::master_key(&mnemonic, &cfg.passphrase, cfg.network)?;
         let lookahead = cfg.lookahead.max(25);
         let (mut wallet, mut full) = match store.load_changeset()? {

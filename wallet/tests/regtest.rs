@@ -41,6 +41,7 @@ async fn open(dir: &std::path::Path, name: &str, chain: ChainSource) -> XovWalle
         network: Network::Regtest,
         mnemonic_path: dir.join(format!("{name}.mnemonic")),
         passphrase: String::new(),
+        file_passphrase: None,
         chain,
         lookahead: 50,
     };
