@@ -721,7 +721,12 @@ impl LeaseEngine {
                             )
                             .await;
                         }
-                        (LeaseState::Halted, _) if now >= until + p.grace_secs + p.hold_secs => {
+                        (LeaseState::Halted, _)
+                            if now
+                                >= l.runs_until.map_or(until, |u| u.min(until))
+                                    + p.grace_secs
+                                    + p.hold_secs =>
+                        {
                             if let Some(m) = &self.machines {
                                 if let Err(e) = m.delete(&l.id).await {
                                     warn!(lease = %l.id, error = %e, "cannot delete machine; will retry");
@@ -900,6 +905,8 @@ impl LeaseEngine {
         {
             return;
         }
+        // The lease ends now: the halted machine is deleted after the hold counted from here.
+        l.runs_until = Some(now);
         self.save(&l);
         if was_running {
             if let Some(m) = &self.machines {

@@ -233,6 +233,10 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
     let key_dir = tempfile::tempdir().unwrap();
     let key = ssh_key(key_dir.path());
 
+    let refund = buyer.json(&["wallet", "address"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // The cheapest provider crashes before it could invoice anything.
     p1.kill();
     let l = buyer.json(&[
@@ -243,6 +247,8 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
         "1",
         "--ssh-key",
         key.to_str().unwrap(),
+        "--refund-address",
+        &refund,
     ]);
     let id = l["id"].as_str().unwrap().to_string();
     assert_eq!(
@@ -261,4 +267,46 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
     assert!(p1.json(&["leases", "list"]).as_array().unwrap().is_empty());
     assert_eq!(p2.json(&["leases", "show", &id])["state"], "invoiced");
     assert!(machines_of(&rt, &cloud, &id).is_empty());
+
+    // The buyer pays for 100 s, the machine runs, the buyer cancels: the provider stops the machine and
+    // refunds the unused part to the refund address.
+    let market = LocalMarket { p1, p2, buyer };
+    market.fund_buyer(&btc);
+    let LocalMarket { p1: _p1, p2, buyer } = market;
+    let pay_to = l["pay_address"].as_str().unwrap().to_string();
+    buyer.json(&["wallet", "send", &pay_to, "1500"]);
+    btc.mine(1).unwrap();
+    wait_state(&buyer, &id, "running");
+    buyer.json(&["lease", "cancel", &id]);
+    let halted = wait_state(&p2, &id, "halted");
+    assert!(
+        halted["refunded_sat"].as_u64().unwrap() > 0,
+        "unused part refunded: {halted}"
+    );
+    let stopped = machines_of(&rt, &cloud, &id);
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(stopped[0].state, MachineState::Stopped);
+    btc.mine(1).unwrap();
+    eventually(
+        "the buyer sees the refund and the cancellation",
+        WAIT,
+        || {
+            let l = lease(&buyer, &id);
+            if l["state"] == "halted" && l["refunded_sat"].as_u64().unwrap_or(0) > 0 {
+                Ok(())
+            } else {
+                Err(l.to_string())
+            }
+        },
+    );
+    // The halted machine is deleted when its hold ends (the lease was cancelled, nothing more will come).
+    let rt2 = &rt;
+    eventually("cancelled machine deleted", WAIT, || {
+        let n = machines_of(rt2, &cloud, &id).len();
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(format!("{n} machines"))
+        }
+    });
 }
