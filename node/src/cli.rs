@@ -58,8 +58,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct OrderArgs {
+    /// Pool name or id (every pool this node joined when omitted).
     #[arg(long)]
     pub pool: Option<String>,
+    /// At least this many vCPUs.
     #[arg(long, default_value_t = 0)]
     pub vcpus: u32,
     /// RAM in MiB.
@@ -227,11 +229,13 @@ pub struct PublishArgs {
     /// TOML file with the offer's fields (same names as the API's OfferSpec).
     #[arg(long, value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// Pool name or id (the public pool when omitted); publishing joins it.
     #[arg(long)]
     pub pool: Option<String>,
     /// Replace the offer with this id instead of adding one.
     #[arg(long)]
     pub offer_id: Option<u64>,
+    /// vCPUs per machine.
     #[arg(long)]
     pub vcpus: Option<u32>,
     /// RAM in MiB.
@@ -240,10 +244,13 @@ pub struct PublishArgs {
     /// Disk in GiB.
     #[arg(long, value_name = "GIB")]
     pub disk: Option<u32>,
+    /// GPU model, e.g. A100 (none when omitted).
     #[arg(long, value_name = "MODEL")]
     pub gpu: Option<String>,
+    /// GPUs per machine (default 1 with --gpu).
     #[arg(long)]
     pub gpu_count: Option<u16>,
+    /// x86_64 (default), aarch64 or riscv64.
     #[arg(long)]
     pub arch: Option<String>,
     /// OS image offered; repeat for several.
@@ -252,13 +259,16 @@ pub struct PublishArgs {
     /// Price in sats per hour.
     #[arg(long, value_name = "SATS")]
     pub price: Option<u64>,
+    /// Shortest lease sold, seconds (default 3600).
     #[arg(long)]
     pub min_lease_secs: Option<u32>,
+    /// Longest lease sold, seconds (default 30 days).
     #[arg(long)]
     pub max_lease_secs: Option<u32>,
     /// ISO country code, e.g. DE.
     #[arg(long)]
     pub country: Option<String>,
+    /// Free-form region, e.g. fra-1.
     #[arg(long)]
     pub region: Option<String>,
     /// How many machines of this shape can run at once.

@@ -47,6 +47,9 @@ impl ChainSource {
 
 type Shared = Arc<Mutex<Inner>>;
 
+/// How long a new light client may take to connect to its peers before it is rebuilt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
 fn lock(inner: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -251,17 +254,35 @@ async fn run_kyoto(
         };
         let (client, logging, mut updates) = client.subscribe();
         let mut warnings = logging.warning_subscriber;
-        drop(logging.info_subscriber);
+        let mut infos = logging.info_subscriber;
         tokio::spawn(async move {
             while let Some(w) = warnings.recv().await {
                 info!(warning = %w, "light client");
             }
         });
+        let (connected_tx, connected_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Some(i) = infos.recv().await {
+                if matches!(i, bdk_kyoto::Info::ConnectionsMet) {
+                    let _ = connected_tx.send(true);
+                }
+                debug!(info = %i, "light client");
+            }
+        });
         let requester = client.start().requester();
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(requester.clone());
         info!(network = %network, "light client started");
+        // A client that has not reached its peers in time is stuck (seen under heavy load: connected to
+        // nobody, silently) and is rebuilt.
+        let connect_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
+        tokio::pin!(connect_deadline);
         loop {
             tokio::select! {
+                _ = &mut connect_deadline, if !*connected_rx.borrow() => {
+                    warn!("light client reached no peer in {} s; restarting it", CONNECT_TIMEOUT.as_secs());
+                    let _ = requester.shutdown();
+                    break;
+                }
                 u = updates.update() => match u {
                     Ok(update) => {
                         let mut g = lock(&inner);
