@@ -47,7 +47,12 @@ fn a_second_daemon_on_the_same_datadir_is_refused() {
 async fn the_api_refuses_calls_without_the_cookie_and_survives_garbage() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(dir.path());
-    let http = reqwest::Client::new();
+    // A fresh connection per request: after refusing an oversized body the server closes its connection,
+    // and a pooled one would fail the next request for a reason that is not the API's.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let err = |r: reqwest::Response| async move {
         let status = r.status().as_u16();
         let v: Value = r.json().await.expect("errors are JSON");
