@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use xov_protocol::validate::{validate_invoice, validate_order};
 use xov_protocol::{
-    Invoice, Keypair, LeaseEvent, LeaseNotice, LeaseState, MessageId, Meter, NodeId, Offer,
-    OfferKey, Order, Phase, Signed,
+    Invoice, Keypair, LeaseEvent, LeaseNotice, LeaseState, MessageId, NodeId, Offer, OfferKey,
+    Order, Phase, Signed,
 };
 use xov_wallet::{InvoiceStatus, PaymentPolicy, WalletEvent, XovWallet};
 
@@ -551,11 +551,7 @@ impl LeaseEngine {
                 let now = unix_now();
                 l.instance = Some(info.clone());
                 l.started_at = Some(now);
-                let meter = Meter {
-                    price_sats_per_hour: l.price_sats_per_hour,
-                    paid_sat: l.paid_sat,
-                    started_at: now,
-                };
+                let meter = l.meter(now);
                 l.runs_until = Some(meter.runs_until());
                 let _ = l.apply(
                     LeaseEvent::Launched,
@@ -599,11 +595,7 @@ impl LeaseEngine {
 
     async fn top_up(&self, mut l: LeaseRecord, now: u64) {
         let started = l.started_at.unwrap_or(now);
-        let meter = Meter {
-            price_sats_per_hour: l.price_sats_per_hour,
-            paid_sat: l.paid_sat,
-            started_at: started,
-        };
+        let meter = l.meter(started);
         l.runs_until = Some(meter.runs_until());
         let was_halted = l.state == LeaseState::Halted;
         if meter.phase(now, self.policy.warn_before_secs, self.policy.grace_secs) == Phase::Running
@@ -665,11 +657,7 @@ impl LeaseEngine {
                     let Some(started) = l.started_at else {
                         continue;
                     };
-                    let meter = Meter {
-                        price_sats_per_hour: l.price_sats_per_hour,
-                        paid_sat: l.paid_sat,
-                        started_at: started,
-                    };
+                    let meter = l.meter(started);
                     let p = &self.policy;
                     let phase = meter.phase(now, p.warn_before_secs, p.grace_secs);
                     let until = meter.runs_until();
@@ -917,11 +905,7 @@ impl LeaseEngine {
         if let (Some(started), Some(w), Some(addr)) =
             (l.started_at, &self.wallet, l.refund_address.clone())
         {
-            let meter = Meter {
-                price_sats_per_hour: l.price_sats_per_hour,
-                paid_sat: l.paid_sat,
-                started_at: started,
-            };
+            let meter = l.meter(started);
             let unused = meter.unused_sat(now);
             if unused > 1000 {
                 match w.send(&addr, unused - 500, None).await {

@@ -85,6 +85,15 @@ impl LeaseRecord {
         Ok(next)
     }
 
+    /// The lease's meter at its current balance, running since `started_at`.
+    pub fn meter(&self, started_at: u64) -> xov_protocol::Meter {
+        xov_protocol::Meter {
+            price_sats_per_hour: self.price_sats_per_hour,
+            paid_sat: self.paid_sat,
+            started_at,
+        }
+    }
+
     /// Records a state reported by the other party (the buyer mirrors the provider's machine).
     pub fn set_state(&mut self, state: LeaseState, at: u64, detail: impl Into<String>) {
         self.state = state;
