@@ -3,7 +3,8 @@
 # Safe to re-run: installs only what is missing. Later steps (bitcoind, OpenStack lab) are added here as the
 # features that need them land.
 set -euo pipefail
-need=(build-essential pkg-config clang libclang-dev openssh-client)
+# chromium, nodejs and npm: the dashboard's browser test (headless Chromium driven by playwright-core).
+need=(build-essential pkg-config clang libclang-dev openssh-client chromium nodejs npm)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

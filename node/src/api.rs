@@ -36,6 +36,10 @@ pub struct AppState {
     pub started_at: u64,
     pub datadir: String,
     pub shutdown: watch::Sender<bool>,
+    /// Lease changes, wallet activity and drain warnings, streamed at `/v1/events`.
+    pub events: crate::events::EventBus,
+    /// The configuration the node runs with, for `xov doctor`.
+    pub config: Arc<crate::config::Config>,
 }
 
 /// An API error: HTTP status, a stable machine-readable code, and a sentence for people.
@@ -106,17 +110,46 @@ fn poisoned() -> ApiError {
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from response timing.
-fn same_token(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_token(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn require_cookie(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let given = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(String::from);
+    // The dashboard's cookie (see dashboard.rs). A cross-site page cannot make the browser send it
+    // (SameSite=Strict); a request that changes something must also come from the dashboard's own origin.
+    let from_cookie = if bearer.is_none() {
+        crate::dashboard::cookie_token(req.headers())
+    } else {
+        None
+    };
+    if from_cookie.is_some() && req.method() != axum::http::Method::GET {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        if let (Some(o), Some(h)) = (origin, host) {
+            if o != format!("http://{h}") {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "cross_origin",
+                    "requests that change something must come from the dashboard's own page",
+                )
+                .into_response();
+            }
+        }
+    }
+    let given = bearer.or(from_cookie);
+    match given.as_deref() {
         Some(t) if same_token(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -590,10 +623,18 @@ async fn stop(State(st): State<AppState>) -> Json<Stopping> {
 )]
 pub struct ApiDoc;
 
+#[derive(OpenApi)]
+#[openapi(
+    paths(crate::doctor::api),
+    components(schemas(crate::doctor::Report, crate::doctor::Check, crate::doctor::Level))
+)]
+struct DoctorApiDoc;
+
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::wallet_api::WalletApiDoc::openapi());
     doc.merge(crate::leases_api::LeasesApiDoc::openapi());
+    doc.merge(DoctorApiDoc::openapi());
     Json(doc)
 }
 
@@ -618,6 +659,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/peers", get(list_peers))
         .route("/v1/node/stop", post(stop))
         .route("/openapi.json", get(openapi))
+        .route("/v1/events", get(crate::events::stream))
+        .route("/v1/doctor", get(crate::doctor::api))
+        .route("/v1/qr.svg", get(crate::dashboard::qr_svg))
+        .route("/metrics", get(crate::metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -630,6 +675,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             require_cookie,
         ))
+        // The dashboard page and its assets are public; the API calls they make are not.
+        .merge(crate::dashboard::routes())
         // Bodies are small JSON documents; refuse anything large before reading it.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)

@@ -54,6 +54,22 @@ pub enum Command {
     /// Act on one lease.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Check reachability, peers, pools, whether peers see your offers, chain sync, the cloud and the clock;
+    /// explains each problem and its fix. Exits with status 2 when a check fails.
+    Doctor,
+    /// Follow the node's events as they happen: lease changes, payments, drain warnings (Ctrl-C ends).
+    Events,
+    /// Print (or open) the link to the node's web dashboard; the link logs the browser in.
+    Dashboard {
+        /// Open it in the default browser (xdg-open).
+        #[arg(long)]
+        open: bool,
+    },
+    /// Print a shell completion script, e.g. `xov completions bash > /etc/bash_completion.d/xov`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +110,10 @@ pub struct OrderArgs {
     /// Stay and show progress (payment, confirmations, boot) until the machine runs.
     #[arg(long)]
     pub wait: bool,
+    /// When no offer in the book matches, gossip a bid into the pool and wait up to this long for providers
+    /// to answer with offers (some providers only answer bids). 0 = don't bid.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub bid_wait: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,8 +134,12 @@ pub enum LeaseCommand {
     /// Pay for more hours (to the lease's own address).
     Extend {
         id: String,
-        #[arg(long)]
-        hours: u32,
+        /// Hours to add at the lease's price.
+        #[arg(long, required_unless_present = "sats", conflicts_with = "sats")]
+        hours: Option<u32>,
+        /// Or exactly this many sats (the lease runs as long as they last).
+        #[arg(long, value_name = "SATS")]
+        sats: Option<u64>,
     },
     /// End the lease; the unused part is refunded to the refund address.
     Cancel { id: String },

@@ -90,6 +90,38 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| ClientError::Decode(format!("{e}: {text}")))
     }
 
+    /// The API's base URL, `http://HOST:PORT`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The token the daemon wrote to the cookie file.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Opens a long-lived response (the event stream) and hands it back unread.
+    pub async fn open_stream(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                addr: self.base.clone(),
+                source,
+            })?;
+        if !resp.status().is_success() {
+            return Err(ClientError::Api {
+                status: resp.status(),
+                code: "stream".into(),
+                message: resp.text().await.unwrap_or_default(),
+            });
+        }
+        Ok(resp)
+    }
+
     pub async fn get<T: DeserializeOwned>(
         &self,
         path: &str,

@@ -40,6 +40,18 @@ pub struct Config {
     pub wallet: WalletConfig,
     pub lease: LeaseConfig,
     pub provider: ProviderConfig,
+    pub events: EventsConfig,
+}
+
+/// Where drain warnings go besides the event stream (`xov events`, the dashboard): both optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// POST each drain warning as JSON to this URL.
+    pub webhook: Option<String>,
+    /// Run this with `sh -c` for each drain warning; `XOV_EVENT` holds the warning as JSON, and
+    /// `XOV_LEASE_ID`, `XOV_LEASE_STATE`, `XOV_RUNS_UNTIL`, `XOV_MESSAGE` its main fields.
+    pub command: Option<String>,
 }
 
 /// Selling machines: the cloud to run them on and what to offer.
@@ -63,6 +75,9 @@ pub struct ProviderConfig {
     pub inventory: xov_provisioner::InventoryMapping,
     /// SSH login user of the offered images, told to buyers.
     pub ssh_user: String,
+    /// Gossip offers into the pool (true), or keep them unlisted and send them only to buyers whose gossiped
+    /// bids they meet (false): for providers who would rather not show their whole inventory and prices.
+    pub advertise: bool,
 }
 
 impl Default for ProviderConfig {
@@ -80,6 +95,7 @@ impl Default for ProviderConfig {
             openstack: None,
             inventory: Default::default(),
             ssh_user: "debian".into(),
+            advertise: true,
         }
     }
 }
@@ -251,6 +267,7 @@ impl Default for Config {
             wallet: WalletConfig::default(),
             lease: LeaseConfig::default(),
             provider: ProviderConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -365,6 +382,12 @@ impl Config {
         if let Some(v) = env("XOV_WALLET_RPC_COOKIE") {
             self.wallet.rpc_cookie = v;
         }
+        if let Some(v) = env("XOV_EVENTS_WEBHOOK") {
+            self.events.webhook = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = env("XOV_EVENTS_COMMAND") {
+            self.events.command = Some(v).filter(|v| !v.is_empty());
+        }
         Ok(())
     }
 
@@ -403,6 +426,16 @@ impl Config {
         }
         if !self.api.listen.ip().is_loopback() {
             return Err(ConfigError::NotLoopback(self.api.listen));
+        }
+        if let Some(w) = &self.events.webhook {
+            if !w.starts_with("http://") {
+                return Err(ConfigError::Parse {
+                    path: "events".into(),
+                    message: format!(
+                        "webhook = '{w}': expected an http:// URL (this build has no TLS; use a local relay for https)"
+                    ),
+                });
+            }
         }
         Ok(())
     }

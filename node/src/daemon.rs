@@ -101,6 +101,11 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
             leases.clone(),
         );
     }
+    let events = leases.events();
+    if let Some(w) = &wallet {
+        events.forward_wallet(w);
+    }
+    events.spawn_hooks(cfg.events.clone());
     let state = AppState {
         leases,
         wallet,
@@ -110,6 +115,8 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         started_at: unix_now(),
         datadir: dd.root().display().to_string(),
         shutdown: shutdown_tx.clone(),
+        events,
+        config: Arc::new(cfg.clone()),
     };
 
     let expiry = tokio::spawn({

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use xov_protocol::validate::{validate_invoice, validate_order};
 use xov_protocol::{
-    Invoice, Keypair, LeaseEvent, LeaseNotice, LeaseState, MessageId, NodeId, Offer, OfferKey,
-    Order, Phase, Signed,
+    Bid, Invoice, Keypair, LeaseEvent, LeaseNotice, LeaseState, MessageId, NodeId, Offer, OfferKey,
+    Order, Phase, PoolId, Signed,
 };
 use xov_wallet::{InvoiceStatus, PaymentPolicy, WalletEvent, XovWallet};
 
@@ -129,6 +129,9 @@ pub struct OrderRequest {
     /// Pay the invoice from this node's wallet right away.
     #[serde(default)]
     pub pay: bool,
+    /// When no offer in the book matches, gossip a bid and wait this long for providers to answer (0: don't).
+    #[serde(default)]
+    pub bid_wait_secs: u64,
 }
 
 pub struct LeaseEngine {
@@ -141,6 +144,12 @@ pub struct LeaseEngine {
     net: NetworkHandle,
     policy: LeasePolicy,
     leases: Mutex<HashMap<String, LeaseRecord>>,
+    /// Buyer: open bids and the offers providers answered with.
+    bids: crate::bids::BidBoard,
+    /// Provider: bids already answered, (buyer, bid id) → expiry, so a bid heard twice is answered once.
+    answered: Mutex<HashMap<(NodeId, u64), u64>>,
+    /// Every persisted lease change is published here (dashboard, `xov events`, drain-warning hooks).
+    events: crate::events::EventBus,
 }
 
 /// Sats that start a lease: the price of the offer's shortest lease, at least 1. The machine then runs as
@@ -148,6 +157,19 @@ pub struct LeaseEngine {
 fn min_start(l: &LeaseRecord) -> u64 {
     ((l.price_sats_per_hour as u128 * l.min_lease_secs as u128).div_ceil(3600) as u64).max(1)
 }
+
+/// Machines of one offer held by live leases: what capacity is measured against.
+fn busy(leases: &HashMap<String, LeaseRecord>, offer_id: u64) -> usize {
+    leases
+        .values()
+        .filter(|l| l.role == Role::Provider && l.offer_id == offer_id && !l.state.is_terminal())
+        .count()
+}
+
+/// Providers asked, one after another, before an order gives up.
+const MAX_CANDIDATES: usize = 8;
+/// After the first answer to a bid, how long to wait for others to compare with.
+const BID_SETTLE: Duration = Duration::from_millis(500);
 
 fn hex_id(id: &MessageId) -> String {
     id.to_string()
@@ -178,7 +200,15 @@ impl LeaseEngine {
             net,
             policy,
             leases: Mutex::new(leases),
+            bids: Default::default(),
+            answered: Mutex::new(HashMap::new()),
+            events: crate::events::EventBus::new(),
         }))
+    }
+
+    /// The bus this engine publishes lease changes and drain warnings on.
+    pub fn events(&self) -> crate::events::EventBus {
+        self.events.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LeaseRecord>> {
@@ -208,7 +238,8 @@ impl LeaseEngine {
         if let Err(e) = self.store.put_lease(l) {
             warn!(lease = %l.id, error = %e, "cannot persist lease");
         }
-        self.lock().insert(l.id.clone(), l.clone());
+        let previous = self.lock().insert(l.id.clone(), l.clone()).map(|p| p.state);
+        self.events.lease_saved(l, previous);
     }
 
     /// Starts the engine's tasks: incoming requests, wallet events, metering; and resumes interrupted work.
@@ -243,6 +274,20 @@ impl LeaseEngine {
             });
         }
         let me = self.clone();
+        let mut inbound = self.net.inbound();
+        tokio::spawn(async move {
+            loop {
+                match inbound.recv().await {
+                    Ok(xov_protocol::AnyMessage::Bid(b)) => me.on_bid(b).await,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "bids arrived faster than they were answered")
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let me = self.clone();
         tokio::spawn(async move {
             me.resume().await;
             let mut tick = tokio::time::interval(me.policy.tick);
@@ -257,6 +302,12 @@ impl LeaseEngine {
 
     async fn on_request(&self, from: Option<NodeId>, req: LeaseRequest) -> LeaseResponse {
         match req {
+            LeaseRequest::BidAnswer { bid_id, offers } => {
+                match self.bids.answer(from, bid_id, &offers, unix_now()) {
+                    Ok(_) => LeaseResponse::Ack,
+                    Err(why) => LeaseResponse::Refused(why),
+                }
+            }
             LeaseRequest::Order(bytes) => match self.admit(from, &bytes).await {
                 Ok(inv) => LeaseResponse::Invoice(inv.to_bytes()),
                 Err(why) => LeaseResponse::Refused(why),
@@ -303,11 +354,7 @@ impl LeaseEngine {
                 .market
                 .read()
                 .map_err(|_| "internal error".to_string())?;
-            m.book()
-                .get(&OfferKey {
-                    provider: self.me,
-                    offer_id: o.offer_id,
-                })
+            m.own_offer(o.offer_id, now)
                 .map(|s| s.body().clone())
                 .ok_or_else(|| {
                     format!(
@@ -343,12 +390,7 @@ impl LeaseEngine {
         let amount = xov_protocol::price_for_hours(offer.price_sats_per_hour, o.hours);
         let invoice = {
             let mut g = self.lock();
-            let busy = g
-                .values()
-                .filter(|l| {
-                    l.role == Role::Provider && l.offer_id == o.offer_id && !l.state.is_terminal()
-                })
-                .count();
+            let busy = busy(&g, o.offer_id);
             if busy >= offer.capacity as usize {
                 return Err(format!(
                     "offer {} is fully booked ({} of {} machines leased)",
@@ -420,6 +462,57 @@ impl LeaseEngine {
         };
         info!(lease = %lease_id, amount, "order admitted, invoice issued");
         Ok(invoice)
+    }
+
+    /// Answers a gossiped bid with this provider's offers (listed or unlisted) that meet it and have a free
+    /// machine, sent straight to the buyer. Admission still decides when the buyer orders.
+    async fn on_bid(&self, bid: Signed<Bid>) {
+        let b = bid.body();
+        let now = unix_now();
+        if self.machines.is_none() || self.wallet.is_none() || b.buyer == self.me {
+            return;
+        }
+        {
+            let mut seen = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+            seen.retain(|_, expires| *expires > now);
+            if seen.insert((b.buyer, b.bid_id), b.expires_at).is_some() {
+                return;
+            }
+        }
+        let offers: Vec<Vec<u8>> = {
+            let Ok(m) = self.market.read() else { return };
+            let g = self.lock();
+            m.own_offers_for(&b.pool, &b.demand, now)
+                .into_iter()
+                .filter(|o| busy(&g, o.body().offer_id) < o.body().capacity as usize)
+                .filter(|o| {
+                    let secs = b.hours as u64 * 3600;
+                    secs >= o.body().min_lease_secs as u64 && secs <= o.body().max_lease_secs as u64
+                })
+                .map(|o| o.to_bytes())
+                .collect()
+        };
+        if offers.is_empty() {
+            return;
+        }
+        let n = offers.len();
+        match self
+            .net
+            .send_lease(
+                &b.buyer,
+                LeaseRequest::BidAnswer {
+                    bid_id: b.bid_id,
+                    offers,
+                },
+            )
+            .await
+        {
+            Ok(LeaseResponse::Refused(why)) => {
+                info!(buyer = %b.buyer, bid = b.bid_id, %why, "bid answer not taken")
+            }
+            Ok(_) => info!(buyer = %b.buyer, bid = b.bid_id, offers = n, "bid answered"),
+            Err(e) => warn!(buyer = %b.buyer, error = %e, "cannot answer bid"),
+        }
     }
 
     async fn on_wallet_event(&self, ev: WalletEvent) {
@@ -931,7 +1024,7 @@ impl LeaseEngine {
     /// another, until one invoices. Pays from the wallet when asked.
     pub async fn order(&self, req: OrderRequest) -> Result<LeaseRecord, OrderError> {
         let now = unix_now();
-        let (candidates, reasons) = {
+        let candidates = {
             let m = self
                 .market
                 .read()
@@ -968,11 +1061,12 @@ impl LeaseEngine {
                 },
                 limit: 0,
             };
+            // The book answers cheapest first; the ranking below reorders equal prices by trust and latency.
             let c: Vec<Signed<Offer>> = m
                 .query(&q, now)
                 .into_iter()
                 .filter(|o| o.body().provider != self.me)
-                .take(8)
+                .take(MAX_CANDIDATES * 4)
                 .cloned()
                 .collect();
             let why = if c.is_empty() {
@@ -980,11 +1074,28 @@ impl LeaseEngine {
             } else {
                 Vec::new()
             };
-            (c, why)
+            (c, why, q)
         };
+        let (mut candidates, mut reasons, query) = candidates;
+        if candidates.is_empty() && req.bid_wait_secs > 0 {
+            match self.bid(&req, &query, now).await {
+                Ok(answers) if answers.is_empty() => reasons.push(format!(
+                    "no provider answered a bid within {} s",
+                    req.bid_wait_secs
+                )),
+                Ok(answers) => candidates = answers,
+                Err(why) => reasons.push(why),
+            }
+        }
         if candidates.is_empty() {
             return Err(OrderError::NoMatch(reasons));
         }
+        crate::ranking::rank(
+            &mut candidates,
+            |p| self.completed_with(p),
+            |p| self.net.latency(p),
+        );
+        candidates.truncate(MAX_CANDIDATES);
         if req.pay && self.wallet.is_none() {
             return Err(OrderError::NoWallet);
         }
@@ -1134,8 +1245,78 @@ impl LeaseEngine {
         Err(OrderError::AllRefused(refusals))
     }
 
-    /// Buyer: pays more to the lease's address (a top-up).
-    pub async fn extend(&self, id: &str, hours: u32) -> Result<String, OrderError> {
+    /// Buyer: gossips the demand as a bid into the pool asked for (or every joined pool) and collects the
+    /// offers providers answer with directly.
+    async fn bid(
+        &self,
+        req: &OrderRequest,
+        q: &xov_protocol::OfferQuery,
+        now: u64,
+    ) -> Result<Vec<Signed<Offer>>, String> {
+        if q.demand.max_price_sats_per_hour.is_none() {
+            return Err("a bid needs a price limit: add --max-price".into());
+        }
+        let pools: Vec<PoolId> = match q.pool {
+            Some(p) => vec![p],
+            None => self
+                .market
+                .read()
+                .map(|m| m.joined().iter().copied().collect())
+                .unwrap_or_default(),
+        };
+        let mut ids = Vec::new();
+        for pool in pools {
+            let body = Bid {
+                buyer: self.me,
+                pool,
+                bid_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
+                sequence: now,
+                created_at: now,
+                expires_at: now + req.bid_wait_secs + 60,
+                demand: q.demand.clone(),
+                hours: req.hours,
+                count: 1,
+            };
+            self.bids.open(body.clone());
+            ids.push(body.bid_id);
+            let signed = Signed::sign(body, &self.key);
+            if let Err(e) = self.net.publish(&pool, &signed).await {
+                warn!(error = %e, "cannot gossip bid");
+            }
+        }
+        info!(
+            bids = ids.len(),
+            wait = req.bid_wait_secs,
+            "no offer in the book matched; bid gossiped"
+        );
+        let answers = self
+            .bids
+            .wait(&ids, Duration::from_secs(req.bid_wait_secs), BID_SETTLE)
+            .await;
+        for id in ids {
+            self.bids.close(id);
+        }
+        Ok(answers)
+    }
+
+    /// Leases this buyer completed with `provider`: the node's own evidence of trust.
+    fn completed_with(&self, provider: &NodeId) -> u64 {
+        let p = provider.to_string();
+        self.lock()
+            .values()
+            .filter(|l| {
+                l.role == Role::Buyer && l.counterparty == p && l.state == LeaseState::Closed
+            })
+            .count() as u64
+    }
+
+    /// Buyer: pays more to the lease's address (a top-up), `hours` at the lease's price or exactly `sats`.
+    pub async fn extend(
+        &self,
+        id: &str,
+        hours: u32,
+        sats: Option<u64>,
+    ) -> Result<String, OrderError> {
         let l = self
             .get(id)
             .ok_or_else(|| OrderError::Other(format!("no lease {id}")))?;
@@ -1144,7 +1325,14 @@ impl LeaseEngine {
             .pay_address
             .clone()
             .ok_or_else(|| OrderError::Other("lease has no payment address".into()))?;
-        let amount = xov_protocol::price_for_hours(l.price_sats_per_hour, hours);
+        if l.role != Role::Buyer || l.state.is_terminal() {
+            return Err(OrderError::Other(format!(
+                "lease {} is {:?}; only a live lease you bought can be extended",
+                l.id, l.state
+            )));
+        }
+        let amount =
+            sats.unwrap_or_else(|| xov_protocol::price_for_hours(l.price_sats_per_hour, hours));
         w.send(&addr, amount, None)
             .await
             .map_err(|e| OrderError::Other(e.to_string()))

@@ -66,11 +66,14 @@ async fn show(
     Ok(Json(find(&st, &id)?))
 }
 
-/// How many more hours to buy.
+/// How much more to buy: `hours` at the lease's price, or exactly `sats`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Extend {
+    #[serde(default)]
     pub hours: u32,
+    #[serde(default)]
+    pub sats: Option<u64>,
 }
 
 /// A payment made for a lease.
@@ -88,7 +91,14 @@ async fn extend(
 ) -> Result<Json<Extended>, ApiError> {
     let Json(e) = body?;
     let l = find(&st, &id)?;
-    let txid = st.leases.extend(&l.id, e.hours.max(1)).await?;
+    if e.hours == 0 && e.sats.is_none_or(|s| s == 0) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_amount",
+            "say how much to add: --hours N or --sats N",
+        ));
+    }
+    let txid = st.leases.extend(&l.id, e.hours, e.sats).await?;
     Ok(Json(Extended { txid }))
 }
 

@@ -179,16 +179,25 @@ impl OpenStackMachines {
                     if m.own_offer_matches(offer_id, &spec) {
                         continue;
                     }
-                    m.publish(&spec, unix_now())
+                    if pc.advertise {
+                        m.publish(&spec, unix_now())
+                    } else {
+                        m.publish_unlisted(&spec, unix_now())
+                    }
                 }
                 Err(_) => return,
             };
             match signed {
                 Ok(s) => {
                     let pool = s.body().pool;
+                    // Members of the pool hear its bids, so an unlisted provider joins it all the same.
                     let _ = net.join(pool).await;
-                    let _ = net.publish(&pool, &s).await;
-                    info!(offer = offer_id, flavor = %shape.flavor_name, capacity = shape.capacity, "offer published from inventory");
+                    if pc.advertise {
+                        let _ = net.publish(&pool, &s).await;
+                        info!(offer = offer_id, flavor = %shape.flavor_name, capacity = shape.capacity, "offer published from inventory");
+                    } else {
+                        info!(offer = offer_id, flavor = %shape.flavor_name, capacity = shape.capacity, "unlisted offer made from inventory (shown to matching bids only)");
+                    }
                 }
                 Err(e) => warn!(error = %e, flavor = %shape.flavor_name, "cannot publish offer"),
             }

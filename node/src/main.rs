@@ -190,18 +190,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-        Command::Lease(LeaseCommand::Extend { id, hours }) => {
+        Command::Lease(LeaseCommand::Extend { id, hours, sats }) => {
             let r: serde_json::Value = client()?
                 .call(
                     Method::POST,
                     &format!("/v1/leases/{id}/extend"),
                     None,
-                    Some(&serde_json::json!({ "hours": hours })),
+                    Some(&serde_json::json!({ "hours": hours.unwrap_or(0), "sats": sats })),
                 )
                 .await?;
             output::print(cli.json, &r, || {
+                let what = match sats {
+                    Some(s) => format!("{s} sats more"),
+                    None => format!("{} more hours", hours.unwrap_or(0)),
+                };
                 format!(
-                    "paid for {hours} more hours: {}",
+                    "paid {what} to the lease's address: {}\nThe lease is extended once the payment confirms; `xov leases show {id}` shows the new end.",
                     r["txid"].as_str().unwrap_or("")
                 )
             });
@@ -219,6 +223,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peers => {
             let peers: Vec<xov_node::network::PeerView> = client()?.get("/v1/peers", None).await?;
             output::print(cli.json, &peers, || output::peers(&peers));
+            Ok(())
+        }
+        Command::Doctor => {
+            if !xov_node::ops_cli::doctor(&client()?, cli.json).await? {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        Command::Events => Ok(xov_node::ops_cli::events(&client()?, cli.json).await?),
+        Command::Dashboard { open } => {
+            Ok(xov_node::ops_cli::dashboard(&client()?, open, cli.json)?)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "xov", &mut std::io::stdout());
             Ok(())
         }
     }
@@ -390,6 +409,7 @@ async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<(
         ssh_public_key: key.trim().to_string(),
         refund_address: a.refund_address,
         pay: a.pay,
+        bid_wait_secs: a.bid_wait,
     };
     let l: xov_node::leases::LeaseRecord =
         c.call(Method::POST, "/v1/orders", None, Some(&req)).await?;

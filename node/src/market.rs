@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use utoipa::ToSchema;
 use xov_protocol::validate::{validate_charter, validate_offer, validate_withdrawal};
 use xov_protocol::{
-    public_charter, Arch, Gpu, Inserted, InstanceType, Keypair, Location, Offer, OfferBook,
+    public_charter, Arch, Demand, Gpu, Inserted, InstanceType, Keypair, Location, Offer, OfferBook,
     OfferKey, OfferQuery, OfferWithdrawal, PoolCharter, PoolId, Signed, ValidationError,
     PUBLIC_POOL_NAME,
 };
@@ -127,6 +127,9 @@ pub struct Market {
     joined: BTreeSet<PoolId>,
     /// Live withdrawals, kept to hand to peers that sync (the book keeps only their effect).
     withdrawals: HashMap<OfferKey, Signed<OfferWithdrawal>>,
+    /// Own offers kept out of gossip and sync (`provider.advertise = false`), shown only to buyers whose bids
+    /// they meet. In memory only: the inventory loop re-signs them at start.
+    unlisted: BTreeMap<u64, Signed<Offer>>,
     store: Store,
 }
 
@@ -152,6 +155,7 @@ impl Market {
             pools: BTreeMap::new(),
             joined: BTreeSet::new(),
             withdrawals: HashMap::new(),
+            unlisted: BTreeMap::new(),
             store,
         };
         let mut report = LoadReport::default();
@@ -347,7 +351,7 @@ impl Market {
             provider: self.key.node_id(),
             offer_id,
         };
-        let Some(held) = self.book.get(&key) else {
+        let Some(held) = self.book.get(&key).or_else(|| self.unlisted.get(&offer_id)) else {
             return false;
         };
         let o = held.body();
@@ -376,11 +380,41 @@ impl Market {
             .collect()
     }
 
+    /// This node's live offer `offer_id`, listed or unlisted: what an order for it is checked against.
+    pub fn own_offer(&self, offer_id: u64, now: u64) -> Option<&Signed<Offer>> {
+        let key = OfferKey {
+            provider: self.key.node_id(),
+            offer_id,
+        };
+        self.book
+            .get(&key)
+            .or_else(|| self.unlisted.get(&offer_id))
+            .filter(|o| o.body().expires_at > now)
+    }
+
+    /// Own live offers, listed and unlisted, that meet a bid's demand in its pool.
+    pub fn own_offers_for(&self, pool: &PoolId, demand: &Demand, now: u64) -> Vec<Signed<Offer>> {
+        let me = self.key.node_id();
+        self.book
+            .iter_pool(pool)
+            .filter(|o| o.body().provider == me)
+            .chain(self.unlisted.values().filter(|o| o.body().pool == *pool))
+            .filter(|o| o.body().expires_at > now && demand.matches(o.body()))
+            .cloned()
+            .collect()
+    }
+
     /// Re-signs own offers that are past three quarters of their lifetime, so they never lapse while the node
-    /// runs. Returns the new versions, to be gossiped.
+    /// runs. Returns the new versions of listed offers, to be gossiped (unlisted ones are renewed in place).
     pub fn refresh_own(&mut self, now: u64) -> Result<Vec<Signed<Offer>>, MarketError> {
         let mut out = Vec::new();
-        for old in self.own_offers() {
+        let unlisted: Vec<Signed<Offer>> = self.unlisted.values().cloned().collect();
+        for (old, listed) in self
+            .own_offers()
+            .into_iter()
+            .map(|o| (o, true))
+            .chain(unlisted.into_iter().map(|o| (o, false)))
+        {
             let b = old.body();
             let ttl = b.expires_at - b.created_at;
             if now < b.created_at + ttl * 3 / 4 {
@@ -391,8 +425,12 @@ impl Market {
             body.created_at = now;
             body.expires_at = now + ttl;
             let signed = Signed::sign(body, &self.key);
-            self.accept_offer(signed.clone(), now)?;
-            out.push(signed);
+            if listed {
+                self.accept_offer(signed.clone(), now)?;
+                out.push(signed);
+            } else {
+                self.unlisted.insert(b.offer_id, signed);
+            }
         }
         Ok(out)
     }
@@ -500,6 +538,26 @@ impl Market {
 
     /// Signs and accepts an offer of this node's own.
     pub fn publish(&mut self, spec: &OfferSpec, now: u64) -> Result<Signed<Offer>, MarketError> {
+        let signed = self.sign_own(spec, now)?;
+        self.accept_offer(signed.clone(), now)?;
+        Ok(signed)
+    }
+
+    /// Signs an offer of this node's own and keeps it unlisted: valid for orders, never gossiped or synced,
+    /// handed only to buyers whose bids it meets.
+    pub fn publish_unlisted(
+        &mut self,
+        spec: &OfferSpec,
+        now: u64,
+    ) -> Result<Signed<Offer>, MarketError> {
+        let signed = self.sign_own(spec, now)?;
+        let charter = self.pools.get(&signed.body().pool).map(|c| c.body());
+        validate_offer(&signed, now, charter)?;
+        self.unlisted.insert(signed.body().offer_id, signed.clone());
+        Ok(signed)
+    }
+
+    fn sign_own(&mut self, spec: &OfferSpec, now: u64) -> Result<Signed<Offer>, MarketError> {
         let pool = self.resolve_pool(spec.pool.as_deref())?;
         // Publishing into a pool means taking part in it.
         self.join(&pool)?;
@@ -509,7 +567,9 @@ impl Market {
                 provider: me,
                 offer_id: id,
             };
-            self.book.get(&k).is_some() || self.withdrawals.contains_key(&k)
+            self.book.get(&k).is_some()
+                || self.withdrawals.contains_key(&k)
+                || self.unlisted.contains_key(&id)
         };
         // A new offer takes an id that is neither live nor recently withdrawn (a withdrawn id stays blocked
         // for older sequences until its tombstone expires).
@@ -522,7 +582,11 @@ impl Market {
         };
         // Sequence never goes backwards, even across restarts that lost the old version: at least `now`, and
         // above both the live version and any withdrawal of this id.
-        let live = self.book.get(&key).map_or(0, |o| o.body().sequence + 1);
+        let live = self
+            .book
+            .get(&key)
+            .or_else(|| self.unlisted.get(&offer_id))
+            .map_or(0, |o| o.body().sequence + 1);
         let withdrawn = self
             .withdrawals
             .get(&key)
@@ -560,9 +624,7 @@ impl Market {
             capacity: spec.capacity,
             bond: None,
         };
-        let signed = Signed::sign(body, &self.key);
-        self.accept_offer(signed.clone(), now)?;
-        Ok(signed)
+        Ok(Signed::sign(body, &self.key))
     }
 
     /// Withdraws one of this node's own offers.

@@ -1,14 +1,18 @@
 //! xov's wire protocol: the messages nodes exchange, their canonical encoding and signatures, the rules a
-//! message must pass, the offer book, and the lease state machine.
+//! message must pass, the offer book, the lease state machine, and trust (receipts, fidelity bonds, pool
+//! load, admission limits).
 //!
 //! This crate does no I/O: no sockets, no files, no clock, no OS randomness. Time and randomness are
 //! parameters, so every behaviour here is deterministic and can be tested and fuzzed exhaustively.
 
+pub mod admission;
 pub mod bid;
+pub mod bond;
 pub mod book;
 pub mod demand;
 pub mod encoding;
 pub mod explain;
+pub(crate) mod hex;
 pub mod identity;
 pub mod invoice;
 pub mod lease;
@@ -16,10 +20,17 @@ pub mod metering;
 pub mod offer;
 pub mod order;
 pub mod pool;
+pub mod pool_load;
+pub mod receipt;
 pub mod signed;
+pub mod trust;
 pub mod validate;
 
+pub use admission::{
+    admit, AdmissionPolicy, AnonymousLimits, Exceeded, Limits, Refusal, TierLimits,
+};
 pub use bid::Bid;
+pub use bond::{bond_binding_message, bond_value, BondProof};
 pub use book::{Inserted, OfferBook, OfferKey, OfferQuery};
 pub use demand::{Demand, GpuWanted};
 pub use encoding::{Decode, DecodeError, Encode};
@@ -31,5 +42,8 @@ pub use metering::{price_for_hours, Meter, Phase};
 pub use offer::{Arch, BondRef, Gpu, InstanceType, Location, Offer, OfferWithdrawal};
 pub use order::Order;
 pub use pool::{public_charter, PoolCharter, PoolId, PoolRules, PublishPolicy, PUBLIC_POOL_NAME};
+pub use pool_load::{LoadReport, LoadTotal, PoolLoad};
+pub use receipt::{CountersignError, ProviderReceipt, Receipt, SignedReceipt};
 pub use signed::{AnyMessage, Kind, Message, MessageId, Signed};
+pub use trust::{Added, BondStatus, Tier, TrustError, TrustLedger, TrustReport};
 pub use validate::ValidationError;

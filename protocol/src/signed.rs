@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::bid::Bid;
+use crate::bond::BondProof;
 use crate::encoding::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::identity::{verify_raw, Keypair, NodeId};
 use crate::invoice::Invoice;
@@ -23,12 +24,14 @@ use crate::lease::LeaseNotice;
 use crate::offer::{Offer, OfferWithdrawal};
 use crate::order::Order;
 use crate::pool::PoolCharter;
+use crate::pool_load::LoadReport;
+use crate::receipt::SignedReceipt;
 
 /// The only encoding version this code speaks.
 pub const VERSION: u8 = 1;
 /// Bytes before the body: version, kind, body length.
-const HEADER: usize = 1 + 1 + 4;
-const SIGNATURE: usize = 64;
+pub(crate) const HEADER: usize = 1 + 1 + 4;
+pub(crate) const SIGNATURE: usize = 64;
 const DOMAIN: &[u8] = b"xov/sig/v1\0";
 /// No message of any kind may be larger than this.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
@@ -45,6 +48,10 @@ pub enum Kind {
     Order = 5,
     Invoice = 6,
     LeaseNotice = 7,
+    /// A lease receipt signed by both parties (`receipt.rs`); its envelope signature is the buyer's.
+    Receipt = 8,
+    BondProof = 9,
+    LoadReport = 10,
 }
 
 impl Kind {
@@ -57,6 +64,9 @@ impl Kind {
             5 => Kind::Order,
             6 => Kind::Invoice,
             7 => Kind::LeaseNotice,
+            8 => Kind::Receipt,
+            9 => Kind::BondProof,
+            10 => Kind::LoadReport,
             _ => return None,
         })
     }
@@ -69,6 +79,7 @@ impl Kind {
             Kind::Order => 6 * 1024,
             Kind::Invoice => 1024,
             Kind::LeaseNotice => 2048,
+            Kind::Receipt | Kind::BondProof | Kind::LoadReport => 512,
         }
     }
 }
@@ -105,6 +116,8 @@ message!(PoolCharter, PoolCharter, "pool charter", founder);
 message!(Order, Order, "order", buyer);
 message!(Invoice, Invoice, "invoice", provider);
 message!(LeaseNotice, LeaseNotice, "lease notice", from);
+message!(BondProof, BondProof, "bond proof", node);
+message!(LoadReport, LoadReport, "load report", provider);
 
 /// Content id of a signed message: SHA-256 of its complete wire bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,7 +187,7 @@ impl<T: fmt::Debug> fmt::Debug for Signed<T> {
     }
 }
 
-fn signing_input(kind: Kind, body: &[u8]) -> Vec<u8> {
+pub(crate) fn signing_input(kind: Kind, body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(DOMAIN.len() + 1 + body.len());
     m.extend_from_slice(DOMAIN);
     m.push(kind as u8);
@@ -258,7 +271,7 @@ impl<T: Message> Signed<T> {
     }
 }
 
-fn read_header(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
+pub(crate) fn read_header(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     let version = r.u8("version")?;
     if version != VERSION {
         return Err(DecodeError::UnknownVersion(version));
@@ -289,6 +302,9 @@ pub enum AnyMessage {
     Order(Signed<Order>),
     Invoice(Signed<Invoice>),
     LeaseNotice(Signed<LeaseNotice>),
+    Receipt(SignedReceipt),
+    BondProof(Signed<BondProof>),
+    LoadReport(Signed<LoadReport>),
 }
 
 impl AnyMessage {
@@ -311,6 +327,9 @@ impl AnyMessage {
             Kind::Order => AnyMessage::Order(Signed::from_bytes(bytes)?),
             Kind::Invoice => AnyMessage::Invoice(Signed::from_bytes(bytes)?),
             Kind::LeaseNotice => AnyMessage::LeaseNotice(Signed::from_bytes(bytes)?),
+            Kind::Receipt => AnyMessage::Receipt(SignedReceipt::from_bytes(bytes)?),
+            Kind::BondProof => AnyMessage::BondProof(Signed::from_bytes(bytes)?),
+            Kind::LoadReport => AnyMessage::LoadReport(Signed::from_bytes(bytes)?),
         })
     }
 
@@ -323,7 +342,15 @@ impl AnyMessage {
             AnyMessage::Order(_) => Kind::Order,
             AnyMessage::Invoice(_) => Kind::Invoice,
             AnyMessage::LeaseNotice(_) => Kind::LeaseNotice,
+            AnyMessage::Receipt(_) => Kind::Receipt,
+            AnyMessage::BondProof(_) => Kind::BondProof,
+            AnyMessage::LoadReport(_) => Kind::LoadReport,
         }
+    }
+
+    /// The content id: SHA-256 of the wire bytes (the gossip message id).
+    pub fn id(&self) -> MessageId {
+        MessageId(Sha256::digest(self.to_bytes()).into())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -335,6 +362,9 @@ impl AnyMessage {
             AnyMessage::Order(m) => m.to_bytes(),
             AnyMessage::Invoice(m) => m.to_bytes(),
             AnyMessage::LeaseNotice(m) => m.to_bytes(),
+            AnyMessage::Receipt(m) => m.to_bytes(),
+            AnyMessage::BondProof(m) => m.to_bytes(),
+            AnyMessage::LoadReport(m) => m.to_bytes(),
         }
     }
 }

@@ -3,6 +3,7 @@
 use thiserror::Error;
 
 use crate::bid::Bid;
+use crate::bond::{BondProof, LOCKTIME_THRESHOLD, MAX_MONEY_SATS};
 use crate::demand::GpuWanted;
 use crate::encoding::DecodeError;
 use crate::identity::NodeId;
@@ -10,6 +11,8 @@ use crate::invoice::Invoice;
 use crate::offer::{Offer, OfferWithdrawal, MAX_LABEL};
 use crate::order::Order;
 use crate::pool::{PoolCharter, PoolId, PoolRules, PublishPolicy};
+use crate::pool_load::LoadReport;
+use crate::receipt::SignedReceipt;
 use crate::signed::{Message, Signed};
 
 /// How far in the future a message's `created_at` may lie, for clocks that disagree a little.
@@ -348,6 +351,111 @@ pub fn validate_invoice(msg: &Signed<Invoice>, now: u64) -> Result<(), Validatio
         !i.address.is_empty() && i.address.chars().all(|c| c.is_ascii_alphanumeric()),
         "address",
         "must be a bitcoin address",
+    )?;
+    check_signature(msg)
+}
+
+/// A receipt whose lease ended longer ago than this is refused: its weight has decayed to almost nothing
+/// (twelve half-lives), and nodes need not keep it.
+pub const MAX_RECEIPT_AGE_SECS: u64 = 365 * 24 * 3600;
+/// A load report older than this is refused: it no longer says anything about the pool.
+pub const MAX_LOAD_REPORT_AGE_SECS: u64 = 1800;
+
+fn check_not_future(at: u64, now: u64) -> Result<(), ValidationError> {
+    if at > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+        return Err(ValidationError::FromTheFuture {
+            created_at: at,
+            now,
+        });
+    }
+    Ok(())
+}
+
+fn check_max_age(at: u64, max_age: u64, now: u64) -> Result<(), ValidationError> {
+    let expires_at = at.saturating_add(max_age);
+    if expires_at <= now {
+        return Err(ValidationError::Expired { expires_at, now });
+    }
+    Ok(())
+}
+
+/// Checks a countersigned lease receipt: times, amounts, parties and both signatures (provider's first).
+pub fn validate_receipt(msg: &SignedReceipt, now: u64) -> Result<(), ValidationError> {
+    let r = msg.receipt();
+    check_not_future(r.ended_at, now)?;
+    check_max_age(r.ended_at, MAX_RECEIPT_AGE_SECS, now)?;
+    range(
+        r.ended_at >= r.started_at,
+        "ended_at",
+        "must not be before started_at",
+    )?;
+    range(
+        r.provider != r.buyer,
+        "buyer",
+        "a node cannot lease from itself",
+    )?;
+    range(r.paid_sats > 0, "paid", "a receipt is for a paid lease")?;
+    range(
+        r.refunded_sats <= r.paid_sats,
+        "refunded",
+        "must not exceed what was paid",
+    )?;
+    if !msg.provider_signature_valid() {
+        return Err(ValidationError::BadSignature(r.provider));
+    }
+    if !msg.buyer_signature_valid() {
+        return Err(ValidationError::BadSignature(r.buyer));
+    }
+    Ok(())
+}
+
+/// Checks a bond proof's structure and the node's signature. The bond itself (the ECDSA binding signature,
+/// the script, the amount, whether the output is unspent) is the wallet's to check against the chain.
+pub fn validate_bond_proof(msg: &Signed<BondProof>, now: u64) -> Result<(), ValidationError> {
+    let b = msg.body();
+    check_not_future(b.created_at, now)?;
+    range(
+        b.amount_sats > 0 && b.amount_sats <= MAX_MONEY_SATS,
+        "bond amount",
+        "must be 1 sat to 21 million BTC",
+    )?;
+    range(
+        b.locktime > 0 && b.locktime < LOCKTIME_THRESHOLD,
+        "bond locktime",
+        "must be a block height (1 to 499999999)",
+    )?;
+    range(
+        matches!(b.bond_pubkey[0], 2 | 3),
+        "bond pubkey",
+        "must be a compressed secp256k1 public key (starting 02 or 03)",
+    )?;
+    range(
+        b.binding_sig.iter().any(|&x| x != 0),
+        "binding signature",
+        "must not be empty",
+    )?;
+    check_signature(msg)
+}
+
+/// Checks a provider's load report: fresh, not from the future, consistent counts, and the signature.
+pub fn validate_load_report(msg: &Signed<LoadReport>, now: u64) -> Result<(), ValidationError> {
+    let l = msg.body();
+    check_not_future(l.at, now)?;
+    check_max_age(l.at, MAX_LOAD_REPORT_AGE_SECS, now)?;
+    range(
+        (l.running_leases == 0) == (l.running_sats_per_hour == 0),
+        "running sats per hour",
+        "must be zero exactly when no lease runs",
+    )?;
+    range(
+        l.running_sats_per_hour >= l.running_leases as u64,
+        "running sats per hour",
+        "every running lease costs at least 1 sat per hour",
+    )?;
+    range(
+        l.running_sats_per_hour <= MAX_MONEY_SATS,
+        "running sats per hour",
+        "must not exceed 21 million BTC",
     )?;
     check_signature(msg)
 }

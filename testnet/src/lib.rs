@@ -6,6 +6,7 @@
 //! `run.sh`, `test.sh`, `bitcoind/build.sh`) install and start what the harnesses need.
 
 pub mod bitcoind;
+pub mod fault_proxy;
 pub mod node;
 pub mod openstack;
 pub mod scenario;

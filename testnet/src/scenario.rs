@@ -17,6 +17,38 @@ pub const PRICE_P1: u64 = 36_000;
 pub const PRICE_P2: u64 = 54_000;
 
 pub fn provider_toml(lab: &OpenStackLab, btc: &Bitcoind, price: u64) -> String {
+    provider_toml_with(lab, btc, price, &ProviderOpts::default())
+}
+
+/// Provider settings the tests vary.
+#[derive(Debug, Clone)]
+pub struct ProviderOpts {
+    /// Gossip offers (true) or answer bids only (false).
+    pub advertise: bool,
+    /// Reach Nova through this URL (a fault proxy) instead of the catalog's.
+    pub compute_endpoint: Option<String>,
+}
+
+impl Default for ProviderOpts {
+    fn default() -> Self {
+        ProviderOpts {
+            advertise: true,
+            compute_endpoint: None,
+        }
+    }
+}
+
+pub fn provider_toml_with(
+    lab: &OpenStackLab,
+    btc: &Bitcoind,
+    price: u64,
+    opts: &ProviderOpts,
+) -> String {
+    let compute = opts
+        .compute_endpoint
+        .as_ref()
+        .map(|u| format!("compute_endpoint_override = \"{u}\"\n"))
+        .unwrap_or_default();
     format!(
         r#"
 [wallet]
@@ -43,12 +75,13 @@ max_lease_secs = 86400
 inventory_interval_secs = 5
 reconcile_interval_secs = 5
 ssh_user = "debian"
+advertise = {advertise}
 
 [provider.openstack]
 auth_url = "{auth}"
 network = "none"
 region = "{region}"
-
+{compute}
 [provider.openstack.auth]
 type = "password"
 username = "{user}"
@@ -73,6 +106,7 @@ images = [{{ offer = "debian-12", glance = "{image}" }}]
         pdom = lab.project_domain,
         flavor = lab.flavor_name,
         image = lab.image_name,
+        advertise = opts.advertise,
     )
 }
 
@@ -178,18 +212,23 @@ impl LocalMarket {
 
     /// Mines 101 blocks to the buyer and waits until its wallet sees them.
     pub fn fund_buyer(&self, btc: &Bitcoind) {
-        let addr = self.buyer.json(&["wallet", "address"])["address"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        btc.mine_to(101, &addr).expect("mine to the buyer");
-        eventually("buyer funded", WAIT, || {
-            let b = self.buyer.json(&["wallet", "balance"]);
-            if b["confirmed_sat"].as_u64().unwrap_or(0) > 0 {
-                Ok(())
-            } else {
-                Err(b.to_string())
-            }
-        });
+        fund(&self.buyer, btc)
     }
+}
+
+/// Mines 101 blocks to a node's wallet and waits until the wallet sees them.
+pub fn fund(node: &Daemon, btc: &Bitcoind) {
+    let addr = node.json(&["wallet", "address"])["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    btc.mine_to(101, &addr).expect("mine to the buyer");
+    eventually("buyer funded", WAIT, || {
+        let b = node.json(&["wallet", "balance"]);
+        if b["confirmed_sat"].as_u64().unwrap_or(0) > 0 {
+            Ok(())
+        } else {
+            Err(b.to_string())
+        }
+    });
 }

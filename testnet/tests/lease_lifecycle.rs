@@ -5,9 +5,11 @@
 //! buyer's key → (provider crashes while running, restarts: still one VM) → top-up extends → warn → grace →
 //! halt → delete → signed receipts on both sides; and a refused order explains itself.
 
+use reqwest::Method;
 use serde_json::Value;
 use xov_provisioner::{keypair_name, MachineState, OpenStackProvisioner, Provisioner};
 use xov_testnet::bitcoind::Bitcoind;
+use xov_testnet::fault_proxy::{Fault, FaultProxy, Path as FaultPath};
 use xov_testnet::node::*;
 use xov_testnet::openstack::OpenStackLab;
 use xov_testnet::scenario::*;
@@ -161,8 +163,12 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     assert_eq!(state(&p1, &id), "running");
     assert_eq!(machines_of(&rt, &cloud, &id).len(), 1);
 
-    // Paying the same address again extends the lease (300 sats = 30 s more).
-    buyer.json(&["wallet", "send", &pay_to, "300"]);
+    // `xov lease extend` pays the same address again, which extends the lease (300 sats = 30 s more).
+    let topup = buyer.json(&["lease", "extend", &id[..12], "--sats", "300"]);
+    assert!(
+        topup["txid"].as_str().is_some_and(|t| t.len() == 64),
+        "{topup}"
+    );
     btc.mine(1).unwrap();
     eventually("top-up extends the lease", WAIT, || {
         let l = lease(&buyer, &id);
@@ -275,7 +281,43 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
     let LocalMarket { p1: _p1, p2, buyer } = market;
     let pay_to = l["pay_address"].as_str().unwrap().to_string();
     buyer.json(&["wallet", "send", &pay_to, "1500"]);
+    // `xov leases show --wait` stays with the lease and prints each step until the machine runs.
+    let follower = std::process::Command::new(xov_bin())
+        .arg("--datadir")
+        .arg(&buyer.datadir)
+        .args(["--json", "leases", "show", &id, "--wait"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut follower = KillOnDrop(follower);
+    assert!(
+        follower.0.try_wait().unwrap().is_none(),
+        "unconfirmed, the lease is not running yet, so --wait waits"
+    );
     btc.mine(1).unwrap();
+    eventually(
+        "`leases show --wait` returns once running",
+        WAIT,
+        || match follower.0.try_wait().unwrap() {
+            Some(st) => Ok(st),
+            None => Err("still waiting".into()),
+        },
+    );
+    let mut out = String::new();
+    std::io::Read::read_to_string(follower.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let steps: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let states: Vec<&str> = steps.iter().filter_map(|s| s["state"].as_str()).collect();
+    assert_eq!(states.first(), Some(&"invoiced"), "{out}");
+    assert_eq!(states.last(), Some(&"running"), "{out}");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["detail"].as_str().is_some_and(|d| d.contains("confirm"))),
+        "the confirmation is one of the steps shown: {out}"
+    );
     wait_state(&buyer, &id, "running");
     buyer.json(&["lease", "cancel", &id]);
     let halted = wait_state(&p2, &id, "halted");
@@ -309,4 +351,189 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
             Err(format!("{n} machines"))
         }
     });
+}
+
+/// Kills a child process when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_provider_killed_while_the_machine_builds_restarts_to_exactly_one_running_machine() {
+    if xov_testnet::skip_e2e("crash during build") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cloud = provisioner(&lab);
+    // The provider reaches Nova through a proxy that shows every server as still building until healed:
+    // a slow boot, during which the provider dies.
+    let proxy = rt.block_on(FaultProxy::start(&lab.compute_origin));
+    proxy.rule(
+        Some(Method::GET),
+        FaultPath::ServerItem,
+        usize::MAX,
+        Fault::PretendBuilding,
+    );
+    let root = tempfile::tempdir().unwrap();
+    let pdir = root.path().join("provider");
+    let bdir = root.path().join("buyer");
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::create_dir_all(&bdir).unwrap();
+    let opts = ProviderOpts {
+        compute_endpoint: Some(proxy.compute_url()),
+        ..Default::default()
+    };
+    let toml = provider_toml_with(&lab, &btc, PRICE_P1, &opts);
+    let p = start(&pdir, &toml, None);
+    let buyer = start(&bdir, &buyer_toml(&btc), Some(&p));
+    fund(&buyer, &btc);
+    eventually("the provider's offer in the buyer's book", WAIT, || {
+        let v = buyer.json(&["offers", "list", "--image", "debian-12"]);
+        match v.as_array().map(|a| a.len()) {
+            Some(n) if n > 0 => Ok(()),
+            _ => Err(v.to_string()),
+        }
+    });
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = ssh_key(key_dir.path());
+    let l = buyer.json(&[
+        "order",
+        "--image",
+        "debian-12",
+        "--hours",
+        "1",
+        "--ssh-key",
+        key.to_str().unwrap(),
+        "--pay",
+    ]);
+    let id = l["id"].as_str().unwrap().to_string();
+    btc.mine(1).unwrap();
+    // Paid and confirmed: the provider asked Nova for the machine, which is still building.
+    wait_state(&p, &id, "provisioning");
+    let rt2 = &rt;
+    eventually("the server exists in Nova", WAIT, || {
+        match machines_of(rt2, &cloud, &id).len() {
+            1 => Ok(()),
+            n => Err(format!("{n} servers")),
+        }
+    });
+    let p = {
+        p.kill();
+        start(&pdir, &toml, Some(&buyer))
+    };
+    // Back up, the provider finds its machine by the lease tag instead of creating another.
+    assert_eq!(state(&p, &id), "provisioning");
+    proxy.heal();
+    let running = wait_state(&p, &id, "running");
+    let ours = machines_of(&rt, &cloud, &id);
+    assert_eq!(ours.len(), 1, "exactly one VM for the lease: {ours:?}");
+    assert_eq!(running["instance"]["server_id"], ours[0].server_id.as_str());
+    let (_, created) = proxy.count(&Method::POST, "/v2.1/servers");
+    assert_eq!(created, 1, "one create reached Nova, across the crash");
+    wait_state(&buyer, &id, "running");
+
+    // Leave the lab as found: the buyer cancels, the machine is deleted after the hold.
+    buyer.json(&["lease", "cancel", &id]);
+    eventually("cancelled machine deleted", WAIT, || {
+        match machines_of(rt2, &cloud, &id).len() {
+            0 => Ok(()),
+            n => Err(format!("{n} machines")),
+        }
+    });
+}
+
+#[test]
+fn a_bid_reaches_a_provider_that_does_not_advertise_and_it_answers_with_an_offer_to_order() {
+    if xov_testnet::skip_e2e("bids") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
+    let root = tempfile::tempdir().unwrap();
+    let pdir = root.path().join("quiet-provider");
+    let bdir = root.path().join("buyer");
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::create_dir_all(&bdir).unwrap();
+    // This provider keeps its offers out of gossip: it only answers bids.
+    let opts = ProviderOpts {
+        advertise: false,
+        ..Default::default()
+    };
+    let p = start(
+        &pdir,
+        &provider_toml_with(&lab, &btc, PRICE_P1, &opts),
+        None,
+    );
+    let buyer = start(&bdir, &buyer_toml(&btc), Some(&p));
+    eventually("the provider is a member of the public pool", WAIT, || {
+        let peers = buyer.json(&["peers"]);
+        let member = peers.as_array().into_iter().flatten().any(|x| {
+            x["node_id"] == p.node_id.as_str()
+                && x["pools"].as_array().is_some_and(|a| !a.is_empty())
+        });
+        if member {
+            Ok(())
+        } else {
+            Err(peers.to_string())
+        }
+    });
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = ssh_key(key_dir.path());
+    let key = key.to_str().unwrap();
+    let order = |extra: &[&str]| {
+        let mut args = vec![
+            "order",
+            "--image",
+            "debian-12",
+            "--hours",
+            "1",
+            "--ssh-key",
+            key,
+        ];
+        args.extend_from_slice(extra);
+        xov(&buyer.datadir, &args)
+    };
+
+    // The book has nothing, and the buyer is told so.
+    let none = order(&["--max-price", "40000"]);
+    assert!(!none.status.success());
+    let why = String::from_utf8_lossy(&none.stderr).to_string();
+    assert!(why.contains("no offer"), "{why}");
+    assert!(
+        buyer
+            .json(&["offers", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "unlisted offers never reach the book"
+    );
+
+    // A bid below the provider's price goes unanswered, and the buyer is told that too.
+    let cheap = order(&["--max-price", "1000", "--bid-wait", "5"]);
+    let why = String::from_utf8_lossy(&cheap.stderr).to_string();
+    assert!(
+        why.contains("no provider answered a bid within 5 s"),
+        "{why}"
+    );
+
+    // A bid the provider can meet is answered directly, and the order goes through on that offer.
+    let out = order(&["--max-price", "40000", "--bid-wait", "30", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(l["state"], "invoiced");
+    assert_eq!(l["counterparty"], p.node_id.as_str());
+    assert_eq!(l["amount_sat"], PRICE_P1);
+    let id = l["id"].as_str().unwrap();
+    assert_eq!(state(&p, id), "invoiced");
 }

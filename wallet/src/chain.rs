@@ -59,6 +59,9 @@ pub(crate) enum ChainHandle {
         requester: Arc<Mutex<Option<Requester>>>,
         stop: watch::Sender<bool>,
         task: tokio::task::JoinHandle<()>,
+        /// Kept for the bond checker's own light client.
+        network: Network,
+        peers: Vec<SocketAddr>,
     },
     Rpc {
         client: Arc<Client>,
@@ -84,7 +87,7 @@ pub(crate) async fn start(
             let (stop, stop_rx) = watch::channel(false);
             let task = tokio::spawn(run_kyoto(
                 network,
-                peers,
+                peers.clone(),
                 inner,
                 rebuild,
                 requester.clone(),
@@ -94,6 +97,8 @@ pub(crate) async fn start(
                 requester,
                 stop,
                 task,
+                network,
+                peers,
             })
         }
         ChainSource::BitcoindRpc {
@@ -195,6 +200,7 @@ impl ChainHandle {
                 requester,
                 stop,
                 task,
+                ..
             } => {
                 let _ = stop.send(true);
                 if let Some(r) = requester.lock().unwrap_or_else(|p| p.into_inner()).take() {

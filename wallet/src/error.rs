@@ -42,4 +42,12 @@ pub enum WalletError {
     NoSuchInvoice(String),
     #[error("an invoice with id {0} exists already")]
     DuplicateInvoice(String),
+    #[error("no bond at {0} in this wallet")]
+    NoSuchBond(String),
+    #[error("bond not possible: {0}")]
+    BadBond(String),
+    #[error("bond is still locked: {0}")]
+    BondLocked(String),
+    #[error("{0}")]
+    Unsupported(String),
 }

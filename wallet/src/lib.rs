@@ -1,8 +1,11 @@
 //! xov-wallet: the node's own bitcoin wallet. It watches the chain itself — compact block filters by default,
 //! bitcoind RPC as an option — hands out one fresh address per lease invoice, classifies what arrives
-//! (seen, confirmed, partial, overpaid, late, top-ups, reorged out), and pays and refunds.
+//! (seen, confirmed, partial, overpaid, late, top-ups, reorged out), and pays and refunds. It also locks
+//! coins in fidelity bonds and checks other nodes' bonds against the chain ([`bond`]).
 
 pub mod bip21;
+pub mod bond;
+mod bond_check;
 pub mod chain;
 pub mod error;
 pub mod events;
@@ -11,11 +14,14 @@ pub mod keys;
 pub mod store;
 mod wallet;
 
+/// The bitcoin types in this crate's API (outpoints, txids, locktimes for bonds).
+pub use bdk_wallet::bitcoin;
 pub use bdk_wallet::bitcoin::Network;
 /// The BDK types that appear in this crate's API (for implementing [`WalletStore`]).
 pub mod bdk {
     pub use bdk_wallet::ChangeSet;
 }
+pub use bond::{verify_bond_binding, Bond, BondClaim, BondError, BondStatus};
 pub use chain::ChainSource;
 pub use error::WalletError;
 pub use events::WalletEvent;

@@ -1,11 +1,12 @@
-//! Where the wallet keeps its state: BDK's change set (chain view, transactions, revealed indexes) and the
-//! invoices. A trait, so the node keeps it in RocksDB and tests in files. Everything is written before the
+//! Where the wallet keeps its state: BDK's change set (chain view, transactions, revealed indexes), the
+//! invoices and the fidelity bonds. A trait, so the node keeps it in RocksDB and tests in files. Everything is written before the
 //! caller acts on it (an address is stored as revealed before it is handed out).
 
 use std::path::PathBuf;
 
 use bdk_wallet::ChangeSet;
 
+use crate::bond::Bond;
 use crate::error::WalletError;
 use crate::invoice::Invoice;
 
@@ -15,6 +16,17 @@ pub trait WalletStore: Send + 'static {
     fn save_changeset(&mut self, full: &ChangeSet) -> Result<(), WalletError>;
     fn load_invoices(&self) -> Result<Vec<Invoice>, WalletError>;
     fn save_invoice(&mut self, invoice: &Invoice) -> Result<(), WalletError>;
+    /// The wallet's fidelity bonds. A store that keeps none has none.
+    fn load_bonds(&self) -> Result<Vec<Bond>, WalletError> {
+        Ok(Vec::new())
+    }
+    /// Inserts or replaces a bond (keyed by its outpoint). The bond's locktime is not recoverable from the
+    /// seed, so a store that cannot keep bonds refuses them rather than let coins be locked unrecorded.
+    fn save_bond(&mut self, _bond: &Bond) -> Result<(), WalletError> {
+        Err(WalletError::Unsupported(
+            "this wallet store cannot keep fidelity bonds".into(),
+        ))
+    }
 }
 
 /// JSON files in a directory, each replaced atomically (write to a temp file, fsync, rename).
@@ -92,5 +104,24 @@ impl WalletStore for FileStore {
         }
         let bytes = serde_json::to_vec(&all).map_err(|e| WalletError::Corrupt(e.to_string()))?;
         self.write("invoices.json", &bytes)
+    }
+
+    fn load_bonds(&self) -> Result<Vec<Bond>, WalletError> {
+        Ok(match self.read("bonds.json")? {
+            Some(b) => {
+                serde_json::from_slice(&b).map_err(|e| WalletError::Corrupt(e.to_string()))?
+            }
+            None => Vec::new(),
+        })
+    }
+
+    fn save_bond(&mut self, bond: &Bond) -> Result<(), WalletError> {
+        let mut all = self.load_bonds()?;
+        match all.iter_mut().find(|b| b.outpoint == bond.outpoint) {
+            Some(slot) => *slot = bond.clone(),
+            None => all.push(bond.clone()),
+        }
+        let bytes = serde_json::to_vec(&all).map_err(|e| WalletError::Corrupt(e.to_string()))?;
+        self.write("bonds.json", &bytes)
     }
 }

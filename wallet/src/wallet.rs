@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bdk_wallet::bitcoin::bip32::Xpriv;
-use bdk_wallet::bitcoin::{Address, Amount, FeeRate, Network, Transaction};
+use bdk_wallet::bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Transaction};
 use bdk_wallet::chain::{ChainPosition, Merge};
 use bdk_wallet::template::Bip84;
 use bdk_wallet::{ChangeSet, KeychainKind, SignOptions, Wallet};
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Notify};
 use tracing::{debug, warn};
 
+use crate::bond::Bond;
 use crate::chain::{self, ChainSource};
 use crate::error::WalletError;
 use crate::events::WalletEvent;
@@ -51,10 +52,12 @@ pub(crate) fn unix_now() -> u64 {
 
 pub(crate) struct Inner {
     pub(crate) wallet: Wallet,
-    xprv: Xpriv,
-    store: Box<dyn WalletStore>,
+    pub(crate) xprv: Xpriv,
+    pub(crate) store: Box<dyn WalletStore>,
     full: ChangeSet,
     invoices: BTreeMap<String, Invoice>,
+    /// Fidelity bonds, by funding outpoint.
+    pub(crate) bonds: BTreeMap<OutPoint, Bond>,
     events: broadcast::Sender<WalletEvent>,
     /// Highest external index the running light client was built to watch.
     pub(crate) watched_up_to: u32,
@@ -217,10 +220,10 @@ pub struct HistoryEntry {
 }
 
 pub struct XovWallet {
-    inner: Arc<Mutex<Inner>>,
+    pub(crate) inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<WalletEvent>,
-    network: Network,
-    chain: chain::ChainHandle,
+    pub(crate) network: Network,
+    pub(crate) chain: chain::ChainHandle,
     rebuild: Arc<Notify>,
     created_mnemonic: bool,
 }
@@ -275,6 +278,11 @@ impl XovWallet {
             .into_iter()
             .map(|i| (i.id.clone(), i))
             .collect();
+        let bonds = store
+            .load_bonds()?
+            .into_iter()
+            .map(|b| (b.outpoint, b))
+            .collect();
         let assessed_tip = wallet.latest_checkpoint().height();
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Mutex::new(Inner {
@@ -283,6 +291,7 @@ impl XovWallet {
             store,
             full,
             invoices,
+            bonds,
             events: events.clone(),
             watched_up_to: 0,
             lookahead,
@@ -315,7 +324,7 @@ impl XovWallet {
         self.network
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -333,7 +342,7 @@ impl XovWallet {
         Ok(info.address.to_string())
     }
 
-    fn maybe_rebuild(&self, g: &Inner, index: u32) {
+    pub(crate) fn maybe_rebuild(&self, g: &Inner, index: u32) {
         if index + g.lookahead / 2 > g.watched_up_to + g.lookahead {
             self.rebuild.notify_one();
         }
@@ -450,12 +459,7 @@ impl XovWallet {
             let mut b = g.wallet.build_tx();
             b.add_recipient(addr.script_pubkey(), Amount::from_sat(amount_sat))
                 .fee_rate(rate);
-            let psbt = b.finish().map_err(|e| match e {
-                bdk_wallet::error::CreateTxError::CoinSelection(e) => {
-                    WalletError::InsufficientFunds(e.to_string())
-                }
-                other => WalletError::Build(other.to_string()),
-            })?;
+            let psbt = b.finish().map_err(create_tx_error)?;
             let tx = sign(&mut g, psbt)?;
             g.persist()?;
             tx
@@ -517,7 +521,7 @@ impl XovWallet {
         self.broadcast(tx).await
     }
 
-    async fn broadcast(&self, tx: Transaction) -> Result<String, WalletError> {
+    pub(crate) async fn broadcast(&self, tx: Transaction) -> Result<String, WalletError> {
         let txid = tx.compute_txid();
         self.chain.broadcast(tx.clone()).await?;
         let mut g = self.lock();
@@ -533,7 +537,7 @@ impl XovWallet {
     }
 }
 
-fn parse_address(address: &str, network: Network) -> Result<Address, WalletError> {
+pub(crate) fn parse_address(address: &str, network: Network) -> Result<Address, WalletError> {
     let bad = |message: String| WalletError::BadAddress {
         address: address.to_string(),
         network: network.to_string(),
@@ -545,7 +549,10 @@ fn parse_address(address: &str, network: Network) -> Result<Address, WalletError
         .map_err(|e| bad(e.to_string()))
 }
 
-fn sign(g: &mut Inner, mut psbt: bdk_wallet::bitcoin::Psbt) -> Result<Transaction, WalletError> {
+pub(crate) fn sign(
+    g: &mut Inner,
+    mut psbt: bdk_wallet::bitcoin::Psbt,
+) -> Result<Transaction, WalletError> {
     let xprv = g.xprv;
     psbt.sign(&xprv, g.wallet.secp_ctx())
         .map_err(|(_, errs)| WalletError::Sign(format!("{errs:?}")))?;
@@ -559,6 +566,16 @@ fn sign(g: &mut Inner, mut psbt: bdk_wallet::bitcoin::Psbt) -> Result<Transactio
     }
     psbt.extract_tx()
         .map_err(|e| WalletError::Sign(e.to_string()))
+}
+
+/// A transaction the wallet cannot build: short of funds, or otherwise.
+pub(crate) fn create_tx_error(e: bdk_wallet::error::CreateTxError) -> WalletError {
+    match e {
+        bdk_wallet::error::CreateTxError::CoinSelection(e) => {
+            WalletError::InsufficientFunds(e.to_string())
+        }
+        other => WalletError::Build(other.to_string()),
+    }
 }
 
 /// How long a broadcast may take before it is reported as failed.

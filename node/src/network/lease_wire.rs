@@ -11,6 +11,8 @@ pub enum LeaseRequest {
     Order(Vec<u8>),
     /// A signed `LeaseNotice` (either way): state changes, instance details, warnings, receipts.
     Notice(Vec<u8>),
+    /// A provider's answer to a gossiped bid (provider → buyer): its signed offers that meet the bid.
+    BidAnswer { bid_id: u64, offers: Vec<Vec<u8>> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

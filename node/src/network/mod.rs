@@ -21,10 +21,10 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{identify, identity, kad, mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{identify, identity, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use utoipa::ToSchema;
 use xov_protocol::{AnyMessage, Inserted, NodeId, PoolId, Signed};
@@ -146,12 +146,18 @@ enum Command {
     Members(oneshot::Sender<HashMap<PoolId, usize>>),
 }
 
+/// Round-trip times to peers, from libp2p ping, by node id: one of the tie-breakers when ranking offers.
+pub type Latencies = Arc<RwLock<HashMap<NodeId, Duration>>>;
+
 /// The API's way to reach the network task.
 #[derive(Clone)]
 pub struct NetworkHandle {
     tx: mpsc::Sender<Command>,
     pub peer_id: PeerId,
     pub listen_addrs: Vec<Multiaddr>,
+    /// Validated pool messages that other parts of the node act on (bids today), in arrival order.
+    inbound: broadcast::Sender<AnyMessage>,
+    latencies: Latencies,
 }
 
 impl NetworkHandle {
@@ -240,6 +246,16 @@ impl NetworkHandle {
     /// Peers seen subscribed to each pool.
     pub async fn members(&self) -> Result<HashMap<PoolId, usize>, NetworkError> {
         self.ask(Command::Members).await
+    }
+
+    /// Validated pool messages for the node's services (bids), from now on.
+    pub fn inbound(&self) -> broadcast::Receiver<AnyMessage> {
+        self.inbound.subscribe()
+    }
+
+    /// The last measured round-trip time to a node, if it is or was connected.
+    pub fn latency(&self, node: &NodeId) -> Option<Duration> {
+        self.latencies.read().ok()?.get(node).copied()
     }
 }
 
@@ -356,7 +372,11 @@ pub async fn start(
 
     let (tx, rx) = mpsc::channel(256);
     let (lease_tx, lease_rx) = mpsc::channel(256);
+    let (inbound, _) = broadcast::channel(256);
+    let latencies: Latencies = Default::default();
     let mut runner = Runner {
+        inbound: inbound.clone(),
+        latencies: latencies.clone(),
         lease_tx,
         lease_in: HashMap::new(),
         lease_out: HashMap::new(),
@@ -395,6 +415,8 @@ pub async fn start(
             tx,
             peer_id,
             listen_addrs,
+            inbound,
+            latencies,
         },
         lease_rx,
     ))
@@ -439,6 +461,8 @@ impl From<Result<Inserted, MarketError>> for Verdict {
 }
 
 struct Runner {
+    inbound: broadcast::Sender<AnyMessage>,
+    latencies: Latencies,
     lease_tx: mpsc::Sender<IncomingLease>,
     lease_in: HashMap<u64, request_response::ResponseChannel<lease_wire::LeaseResponse>>,
     lease_out:
@@ -483,9 +507,12 @@ impl Runner {
                 m.accept_withdrawal(w, now).map(|_| Inserted::New).into()
             }
             (Some(TopicKind::Pool(p)), AnyMessage::Bid(b)) if b.body().pool == p => {
-                // Bids are answered by the lease work; until then a valid bid is dropped without blame.
+                // A valid bid travels on and goes to the lease engine, whose providers may answer it directly.
                 match xov_protocol::validate::validate_bid(&b, now) {
-                    Ok(()) => Verdict::Ignore,
+                    Ok(()) => {
+                        let _ = self.inbound.send(AnyMessage::Bid(b));
+                        Verdict::Accept
+                    }
                     Err(e) => Verdict::Reject(e.to_string()),
                 }
             }
@@ -742,6 +769,15 @@ impl Runner {
                 }
                 _ => {}
             },
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => {
+                if let (Some(id), Ok(mut l)) = (node_id_of(&peer), self.latencies.write()) {
+                    l.insert(id, rtt);
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,

@@ -208,6 +208,89 @@ fn main() {
         })
         .collect();
 
+    let receipts = [
+        ProviderReceipt::sign(
+            Receipt {
+                lease_id: order.id(),
+                pool,
+                provider: p1.node_id(),
+                buyer: buyer.node_id(),
+                started_at: NOW - 7200,
+                ended_at: NOW - 60,
+                paid_sats: 2160,
+                refunded_sats: 180,
+            },
+            &p1,
+        )
+        .countersign(&buyer)
+        .expect("the buyer countersigns"),
+        ProviderReceipt::sign(
+            Receipt {
+                lease_id: MessageId([3; 32]),
+                pool,
+                provider: p2.node_id(),
+                buyer: buyer.node_id(),
+                started_at: NOW - 30 * 24 * 3600,
+                ended_at: NOW - 29 * 24 * 3600,
+                paid_sats: 1_000_000,
+                refunded_sats: 0,
+            },
+            &p2,
+        )
+        .countersign(&buyer)
+        .expect("the buyer countersigns"),
+    ];
+    let bond_proofs = [
+        Signed::sign(
+            BondProof {
+                node: p1.node_id(),
+                txid: [7; 32],
+                vout: 1,
+                amount_sats: 1_000_000,
+                locktime: 900_000,
+                bond_pubkey: [2; 33],
+                binding_sig: [5; 64],
+                created_at: NOW - 100,
+            },
+            &p1,
+        ),
+        Signed::sign(
+            BondProof {
+                node: buyer.node_id(),
+                txid: [8; 32],
+                vout: 0,
+                amount_sats: 50_000,
+                locktime: 1,
+                bond_pubkey: [3; 33],
+                binding_sig: [6; 64],
+                created_at: NOW,
+            },
+            &buyer,
+        ),
+    ];
+    let load_reports = [
+        Signed::sign(
+            LoadReport {
+                provider: p1.node_id(),
+                pool,
+                running_leases: 3,
+                running_sats_per_hour: 270,
+                at: NOW - 30,
+            },
+            &p1,
+        ),
+        Signed::sign(
+            LoadReport {
+                provider: p2.node_id(),
+                pool,
+                running_leases: 0,
+                running_sats_per_hour: 0,
+                at: NOW,
+            },
+            &p2,
+        ),
+    ];
+
     let mut all: Vec<Vec<u8>> = Vec::new();
     for (i, m) in offers.iter().enumerate() {
         write(dir, "offer", &format!("seed-{i}"), &m.to_bytes());
@@ -231,6 +314,18 @@ fn main() {
     all.push(invoice.to_bytes());
     for (i, m) in notices.iter().enumerate() {
         write(dir, "lease_notice", &format!("seed-{i}"), &m.to_bytes());
+        all.push(m.to_bytes());
+    }
+    for (i, m) in receipts.iter().enumerate() {
+        write(dir, "receipt", &format!("seed-{i}"), &m.to_bytes());
+        all.push(m.to_bytes());
+    }
+    for (i, m) in bond_proofs.iter().enumerate() {
+        write(dir, "bond_proof", &format!("seed-{i}"), &m.to_bytes());
+        all.push(m.to_bytes());
+    }
+    for (i, m) in load_reports.iter().enumerate() {
+        write(dir, "load_report", &format!("seed-{i}"), &m.to_bytes());
         all.push(m.to_bytes());
     }
     for (i, bytes) in all.iter().enumerate() {

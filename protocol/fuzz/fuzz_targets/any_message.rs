@@ -2,8 +2,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use xov_protocol::validate::{
-    validate_bid, validate_charter, validate_invoice, validate_offer, validate_order,
-    validate_withdrawal,
+    validate_bid, validate_bond_proof, validate_charter, validate_invoice, validate_load_report,
+    validate_offer, validate_order, validate_receipt, validate_withdrawal,
 };
 use xov_protocol::AnyMessage;
 use xov_protocol_fuzz::NOW;
@@ -54,6 +54,22 @@ fuzz_target!(|data: &[u8]| {
         AnyMessage::LeaseNotice(m) => {
             let _ = m.id();
             let _ = m.verify();
+        }
+        AnyMessage::Receipt(m) => {
+            let _ = m.id();
+            let _ = m.message_id();
+            let _ = m.verify();
+            let _ = validate_receipt(m, NOW);
+        }
+        AnyMessage::BondProof(m) => {
+            let _ = m.id();
+            let _ = m.verify();
+            let _ = validate_bond_proof(m, NOW);
+        }
+        AnyMessage::LoadReport(m) => {
+            let _ = m.id();
+            let _ = m.verify();
+            let _ = validate_load_report(m, NOW);
         }
     }
 });

@@ -138,3 +138,100 @@ prop_compose! {
         }, &k)
     }
 }
+
+/// A receipt between `provider` and `buyer` for lease `lease`, signed by both, ended at `ended_at`.
+pub fn receipt(
+    lease: u8,
+    provider: &Keypair,
+    buyer: &Keypair,
+    paid: u64,
+    ended_at: u64,
+) -> SignedReceipt {
+    ProviderReceipt::sign(
+        Receipt {
+            lease_id: MessageId([lease; 32]),
+            pool: pool(),
+            provider: provider.node_id(),
+            buyer: buyer.node_id(),
+            started_at: ended_at.saturating_sub(3600),
+            ended_at,
+            paid_sats: paid,
+            refunded_sats: 0,
+        },
+        provider,
+    )
+    .countersign(buyer)
+    .expect("the buyer countersigns")
+}
+
+/// A structurally valid bond proof by `node` (the binding signature is not a real ECDSA signature).
+pub fn bond_proof(node: &Keypair, amount_sats: u64, locktime: u32) -> BondProof {
+    BondProof {
+        node: node.node_id(),
+        txid: [7; 32],
+        vout: 1,
+        amount_sats,
+        locktime,
+        bond_pubkey: [2; 33],
+        binding_sig: [9; 64],
+        created_at: NOW - 10,
+    }
+}
+
+pub fn load_report(provider: &Keypair, leases: u32, rate: u64, at: u64) -> Signed<LoadReport> {
+    Signed::sign(
+        LoadReport {
+            provider: provider.node_id(),
+            pool: pool(),
+            running_leases: leases,
+            running_sats_per_hour: rate,
+            at,
+        },
+        provider,
+    )
+}
+
+prop_compose! {
+    /// Any receipt between two of four keys, signed by both, ended within the last 30 days.
+    pub fn arb_signed_receipt()(
+        lease in any::<[u8; 32]>(), provider in 1u8..=4, other in 1u8..=3,
+        duration in 0u64..1_000_000, age in 0u64..(30 * 24 * 3600),
+        paid in 1u64..10_000_000, refund_share in 0u64..=100,
+    ) -> SignedReceipt {
+        let buyer = if other >= provider { other + 1 } else { other };
+        let (p, b) = (key(provider), key(buyer));
+        let ended_at = NOW - age;
+        ProviderReceipt::sign(Receipt {
+            lease_id: MessageId(lease), pool: pool(), provider: p.node_id(), buyer: b.node_id(),
+            started_at: ended_at - duration, ended_at,
+            paid_sats: paid, refunded_sats: paid / 100 * refund_share,
+        }, &p).countersign(&b).unwrap()
+    }
+}
+
+prop_compose! {
+    pub fn arb_signed_bond_proof()(
+        node in 1u8..=4, txid in any::<[u8; 32]>(), vout in any::<u32>(),
+        amount in 1u64..=2_100_000_000_000_000, locktime in 1u32..500_000_000,
+        parity in 2u8..=3, x in any::<[u8; 32]>(), sig in any::<[u8; 32]>(), created in 0u64..1000,
+    ) -> Signed<BondProof> {
+        let k = key(node);
+        let mut bond_pubkey = [parity; 33];
+        bond_pubkey[1..].copy_from_slice(&x);
+        let mut binding_sig = [1u8; 64];
+        binding_sig[..32].copy_from_slice(&sig);
+        Signed::sign(BondProof {
+            node: k.node_id(), txid, vout, amount_sats: amount, locktime, bond_pubkey, binding_sig,
+            created_at: NOW - created,
+        }, &k)
+    }
+}
+
+prop_compose! {
+    pub fn arb_signed_load_report()(
+        provider in 1u8..=4, leases in 0u32..1000, extra in 0u64..1_000_000, age in 0u64..1800,
+    ) -> Signed<LoadReport> {
+        let rate = if leases == 0 { 0 } else { leases as u64 + extra };
+        load_report(&key(provider), leases, rate, NOW - age)
+    }
+}

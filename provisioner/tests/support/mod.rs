@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-pub mod fault_proxy;
+pub use xov_testnet::fault_proxy;
 
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};

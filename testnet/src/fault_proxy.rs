@@ -1,8 +1,8 @@
-//! A fault-injecting HTTP proxy in front of the real Nova: an axum server on 127.0.0.1:0 that forwards
-//! every request unchanged, except those a rule of the plan picks, which it delays, answers with an error
-//! without forwarding, forwards and then throws the answer away (502, dropped connection, too late), or
-//! forwards and makes a finished server look like it is still building. It records what it saw, so a test
-//! can count how many creates really reached Nova.
+//! A fault-injecting HTTP proxy in front of the real Nova, for the provisioner's and the lease tests: an axum
+//! server on 127.0.0.1:0 that forwards every request unchanged, except those a rule of the plan picks, which
+//! it delays, answers with an error without forwarding, forwards and then throws the answer away (502,
+//! dropped connection, too late), or forwards and makes a finished server look like it is still building.
+//! It records what it saw, so a test can count how many creates really reached Nova.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

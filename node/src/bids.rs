@@ -1,0 +1,234 @@
+//! Bids, the buyer's half: when the book holds nothing that matches, `xov order --bid-wait` gossips the demand
+//! into the pool and collects the offers providers send back directly. The provider's half (answering) is in
+//! the lease engine, next to admission, since both count the same capacity.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use xov_protocol::validate::validate_offer;
+use xov_protocol::{Bid, NodeId, Offer, Signed};
+
+/// Most offers kept from one provider's answer: enough to choose from, too few to flood.
+const MAX_OFFERS_PER_ANSWER: usize = 8;
+
+/// The buyer's open bids and the answers received so far.
+#[derive(Default)]
+pub struct BidBoard {
+    open: Mutex<HashMap<u64, Open>>,
+    answered: Notify,
+}
+
+struct Open {
+    bid: Bid,
+    offers: Vec<Signed<Offer>>,
+}
+
+impl BidBoard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts collecting answers for a bid about to be gossiped.
+    pub fn open(&self, bid: Bid) {
+        self.lock().insert(
+            bid.bid_id,
+            Open {
+                bid,
+                offers: Vec::new(),
+            },
+        );
+    }
+
+    /// Stops collecting and returns what came in.
+    pub fn close(&self, bid_id: u64) -> Vec<Signed<Offer>> {
+        self.lock()
+            .remove(&bid_id)
+            .map(|o| o.offers)
+            .unwrap_or_default()
+    }
+
+    /// Takes a provider's answer: offers signed by that provider, in the bid's pool, that meet the bid. Returns
+    /// how many were kept, or why the answer was refused.
+    pub fn answer(
+        &self,
+        from: Option<NodeId>,
+        bid_id: u64,
+        offers: &[Vec<u8>],
+        now: u64,
+    ) -> Result<usize, String> {
+        let from = from.ok_or("an answer must come from the provider's own node")?;
+        let mut g = self.lock();
+        let open = g
+            .get_mut(&bid_id)
+            .ok_or_else(|| format!("no open bid {bid_id} (it was answered, or it expired)"))?;
+        let mut kept = 0;
+        for bytes in offers.iter().take(MAX_OFFERS_PER_ANSWER) {
+            let offer =
+                Signed::<Offer>::from_bytes(bytes).map_err(|e| format!("malformed offer: {e}"))?;
+            validate_offer(&offer, now, None).map_err(|e| format!("invalid offer: {e}"))?;
+            let o = offer.body();
+            if o.provider != from {
+                return Err("an answer may only carry the answering provider's own offers".into());
+            }
+            if o.pool != open.bid.pool || !open.bid.demand.matches(o) {
+                continue;
+            }
+            if let Some(held) = open
+                .offers
+                .iter_mut()
+                .find(|h| h.body().provider == o.provider && h.body().offer_id == o.offer_id)
+            {
+                if o.sequence > held.body().sequence {
+                    *held = offer;
+                }
+                continue;
+            }
+            open.offers.push(offer);
+            kept += 1;
+        }
+        drop(g);
+        if kept > 0 {
+            self.answered.notify_waiters();
+        }
+        Ok(kept)
+    }
+
+    /// Waits until at least one answer to any of `bid_ids` arrived and then `settle` more (so that answers
+    /// arriving together can be compared), or until `timeout`; returns the answers so far.
+    pub async fn wait(
+        &self,
+        bid_ids: &[u64],
+        timeout: Duration,
+        settle: Duration,
+    ) -> Vec<Signed<Offer>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let answers = |g: &HashMap<u64, Open>| -> Vec<Signed<Offer>> {
+            bid_ids
+                .iter()
+                .filter_map(|id| g.get(id))
+                .flat_map(|o| o.offers.iter().cloned())
+                .collect()
+        };
+        loop {
+            let notified = self.answered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !answers(&self.lock()).is_empty() {
+                let until = (tokio::time::Instant::now() + settle).min(deadline);
+                tokio::time::sleep_until(until).await;
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        answers(&self.lock())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+    use xov_protocol::{public_charter, Demand, InstanceType, Keypair, Location};
+
+    fn offer(key: &Keypair, price: u64, vcpus: u32, now: u64) -> Signed<Offer> {
+        Signed::sign(
+            Offer {
+                provider: key.node_id(),
+                pool: public_charter().body().pool_id(),
+                offer_id: vcpus as u64,
+                sequence: now,
+                created_at: now,
+                expires_at: now + 3600,
+                instance: InstanceType {
+                    vcpus,
+                    ram_mib: 1024,
+                    disk_gib: 10,
+                    gpu: None,
+                    arch: xov_protocol::Arch::X86_64,
+                },
+                images: vec!["debian-12".into()],
+                price_sats_per_hour: price,
+                min_lease_secs: 3600,
+                max_lease_secs: 7200,
+                location: Location {
+                    country: "DE".into(),
+                    region: String::new(),
+                },
+                capacity: 1,
+                bond: None,
+            },
+            key,
+        )
+    }
+
+    fn bid(buyer: &Keypair, now: u64) -> Bid {
+        Bid {
+            buyer: buyer.node_id(),
+            pool: public_charter().body().pool_id(),
+            bid_id: 7,
+            sequence: now,
+            created_at: now,
+            expires_at: now + 60,
+            demand: Demand {
+                min_vcpus: 2,
+                max_price_sats_per_hour: Some(500),
+                ..Default::default()
+            },
+            hours: 1,
+            count: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_only_the_answering_providers_offers_that_meet_the_bid() {
+        let now = 1_800_000_000;
+        let (buyer, provider, other) = (
+            Keypair::generate(&mut OsRng),
+            Keypair::generate(&mut OsRng),
+            Keypair::generate(&mut OsRng),
+        );
+        let board = BidBoard::default();
+        board.open(bid(&buyer, now));
+        let fits = offer(&provider, 400, 2, now).to_bytes();
+        let too_dear = offer(&provider, 900, 4, now).to_bytes();
+        let too_small = offer(&provider, 100, 1, now).to_bytes();
+        assert_eq!(
+            board.answer(
+                Some(provider.node_id()),
+                7,
+                &[fits, too_dear, too_small],
+                now
+            ),
+            Ok(1)
+        );
+        // Somebody else's offer in the answer is a lie about who answers.
+        let theirs = offer(&other, 300, 2, now).to_bytes();
+        assert!(board
+            .answer(Some(provider.node_id()), 7, &[theirs], now)
+            .unwrap_err()
+            .contains("own offers"));
+        // A bid nobody opened.
+        assert!(board.answer(Some(provider.node_id()), 8, &[], now).is_err());
+        let got = board
+            .wait(&[7], Duration::from_secs(5), Duration::from_millis(1))
+            .await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body().price_sats_per_hour, 400);
+        assert_eq!(board.close(7).len(), 1);
+        assert!(board.close(7).is_empty());
+    }
+
+    #[tokio::test]
+    async fn waiting_ends_at_the_timeout_when_nobody_answers() {
+        let board = BidBoard::default();
+        board.open(bid(&Keypair::generate(&mut OsRng), 1_800_000_000));
+        let got = board
+            .wait(&[7], Duration::from_millis(50), Duration::from_millis(1))
+            .await;
+        assert!(got.is_empty());
+    }
+}

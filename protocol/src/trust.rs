@@ -1,0 +1,676 @@
+//! Trust without an authority: a node scores another from evidence it can check itself, namely receipts
+//! both parties of a lease signed (`receipt.rs`) and bitcoin locked in fidelity bonds (`bond.rs`).
+//!
+//! Scoring rule ([`TrustLedger::score`]), all amounts in sats:
+//!
+//! * A receipt weighs its net sats (paid − refunded) × 2^(−age / [`RECEIPT_HALF_LIFE_SECS`]), where age is
+//!   `now − ended_at`: a lease a month ago counts half.
+//! * Who signed the other side decides how much of that weight counts, because a receipt between two keys
+//!   one person made for free proves nothing:
+//!   - the scoring node itself (first-hand, [`TrustLedger::with_local`]): all of it;
+//!   - a counterparty with a live bond: all of it, but at most that bond's value per counterparty (a bonded
+//!     node cannot vouch for more than it has at stake);
+//!   - a counterparty without a live bond: [`UNBONDED_WEIGHT_PERCENT`] % of it, and all such receipts
+//!     together at most [`UNBONDED_CAP_SATS`], which is below [`BASIC_MIN_SCORE`]: a ring of fresh keys
+//!     trading fake receipts can never lift itself out of [`Tier::Anonymous`].
+//! * score = receipt weight + the node's own live bond value.
+//! * tier: the highest [`Tier`] whose minimum score the score reaches.
+//!
+//! Double counting: a lease has one receipt. A second, different receipt for the same lease (which needs
+//! both parties to have signed twice) marks the lease as conflicted, and neither receipt counts, whatever
+//! order they arrived in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::bond::BondProof;
+use crate::identity::NodeId;
+use crate::receipt::SignedReceipt;
+use crate::signed::MessageId;
+use crate::validate::{validate_receipt, ValidationError, MAX_RECEIPT_AGE_SECS};
+
+/// Receipt weight halves every 30 days.
+pub const RECEIPT_HALF_LIFE_SECS: u64 = 30 * 24 * 3600;
+/// Share of a receipt's weight that counts when the counterparty has no live bond.
+pub const UNBONDED_WEIGHT_PERCENT: u64 = 10;
+/// Most weight all receipts with unbonded counterparties together may add to a score.
+pub const UNBONDED_CAP_SATS: u64 = 500;
+/// Least score of [`Tier::Basic`].
+pub const BASIC_MIN_SCORE: u64 = 1_000;
+// Receipts with unbonded counterparties alone must never reach Basic (the Sybil rule above).
+const _: () = assert!(UNBONDED_CAP_SATS < BASIC_MIN_SCORE);
+/// Least score of [`Tier::Established`].
+pub const ESTABLISHED_MIN_SCORE: u64 = 100_000;
+/// Least score of [`Tier::Trusted`].
+pub const TRUSTED_MIN_SCORE: u64 = 10_000_000;
+
+/// Trust tiers, lowest first. Admission limits are set per tier (`admission.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// No evidence worth counting: no bond, no receipts that a Sybil could not have made.
+    Anonymous,
+    Basic,
+    Established,
+    Trusted,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 4] = [
+        Tier::Anonymous,
+        Tier::Basic,
+        Tier::Established,
+        Tier::Trusted,
+    ];
+
+    /// The least score of the tier.
+    pub fn min_score(self) -> u64 {
+        match self {
+            Tier::Anonymous => 0,
+            Tier::Basic => BASIC_MIN_SCORE,
+            Tier::Established => ESTABLISHED_MIN_SCORE,
+            Tier::Trusted => TRUSTED_MIN_SCORE,
+        }
+    }
+
+    /// The tier a score reaches.
+    pub fn for_score(score: u64) -> Tier {
+        Tier::ALL
+            .into_iter()
+            .rev()
+            .find(|t| score >= t.min_score())
+            .unwrap_or(Tier::Anonymous)
+    }
+
+    /// The tier above, if any.
+    pub fn next(self) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| *t > self)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Anonymous => "anonymous",
+            Tier::Basic => "basic",
+            Tier::Established => "established",
+            Tier::Trusted => "trusted",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A bond as the node's wallet last verified it against the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BondStatus {
+    /// Internal byte order; shown reversed in JSON, as bitcoind does.
+    #[serde(with = "crate::hex::txid")]
+    pub txid: [u8; 32],
+    pub vout: u32,
+    pub amount_sats: u64,
+    /// Unlock height.
+    pub locktime: u32,
+    /// `bond_value(amount_sats, locktime, checked_at_height)`.
+    pub value_sats: u64,
+    /// The output was spent: the bond is gone.
+    pub spent: bool,
+    /// Chain height of the last check.
+    pub checked_at_height: u32,
+}
+
+impl BondStatus {
+    /// The status of a verified proof at `height` (the wallet decides `spent`).
+    pub fn from_proof(proof: &BondProof, height: u32, spent: bool) -> Self {
+        BondStatus {
+            txid: proof.txid,
+            vout: proof.vout,
+            amount_sats: proof.amount_sats,
+            locktime: proof.locktime,
+            value_sats: proof.value_at(height),
+            spent,
+            checked_at_height: height,
+        }
+    }
+
+    /// Unspent and still locked.
+    pub fn is_live(&self) -> bool {
+        !self.spent && self.value_sats > 0
+    }
+
+    /// The value that counts: nothing once spent.
+    pub fn live_value(&self) -> u64 {
+        if self.spent {
+            0
+        } else {
+            self.value_sats
+        }
+    }
+}
+
+/// Result of adding a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    New,
+    /// The same receipt was already held (possibly with other, equally valid signatures); nothing changed.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TrustError {
+    /// Forged signature, impossible amounts or times, too old or from the future.
+    #[error("receipt for lease {lease_id} rejected: {source}")]
+    Invalid {
+        lease_id: MessageId,
+        source: ValidationError,
+    },
+    #[error("lease {lease_id} already has a different receipt signed by the same parties: a double count, so neither counts")]
+    Conflict { lease_id: MessageId },
+}
+
+impl TrustError {
+    /// Whether the receipt's signatures failed (as opposed to other faults).
+    pub fn is_forgery(&self) -> bool {
+        matches!(
+            self,
+            TrustError::Invalid {
+                source: ValidationError::BadSignature(_),
+                ..
+            }
+        )
+    }
+}
+
+/// Why a node has the score it has: what `xov trust show` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustReport {
+    pub node: NodeId,
+    /// Unix seconds the score was computed for.
+    pub at: u64,
+    pub tier: Tier,
+    pub score: u64,
+    pub next_tier: Option<Tier>,
+    /// Score still missing to reach `next_tier`.
+    pub score_to_next_tier: Option<u64>,
+    /// Counted receipts (conflicted ones excluded) with the node as provider.
+    pub receipts_as_provider: u32,
+    /// Counted receipts with the node as buyer.
+    pub receipts_as_buyer: u32,
+    /// Receipts of the node's leases that were double-counted and so do not count.
+    pub conflicted_receipts: u32,
+    /// Net sats of the counted receipts, before any weighting.
+    pub sats_as_provider: u64,
+    pub sats_as_buyer: u64,
+    pub last_receipt_at: Option<u64>,
+    /// Weight of receipts whose counterparty is the scoring node itself.
+    pub local_receipt_weight_sats: u64,
+    /// Weight of receipts whose counterparty has a live bond (each counterparty capped by its bond value).
+    pub bonded_receipt_weight_sats: u64,
+    /// Weight of receipts whose counterparty has no live bond (10 %, capped).
+    pub unbonded_receipt_weight_sats: u64,
+    pub receipt_weight_sats: u64,
+    pub bond: Option<BondStatus>,
+    /// The node's own bond value (0 without a live bond).
+    pub bond_value_sats: u64,
+}
+
+impl TrustReport {
+    /// The report of a node nothing is known about.
+    pub fn anonymous(node: NodeId, at: u64) -> Self {
+        let next_tier = Tier::Anonymous.next();
+        TrustReport {
+            node,
+            at,
+            tier: Tier::Anonymous,
+            score: 0,
+            next_tier,
+            score_to_next_tier: next_tier.map(Tier::min_score),
+            receipts_as_provider: 0,
+            receipts_as_buyer: 0,
+            conflicted_receipts: 0,
+            sats_as_provider: 0,
+            sats_as_buyer: 0,
+            last_receipt_at: None,
+            local_receipt_weight_sats: 0,
+            bonded_receipt_weight_sats: 0,
+            unbonded_receipt_weight_sats: 0,
+            receipt_weight_sats: 0,
+            bond: None,
+            bond_value_sats: 0,
+        }
+    }
+
+    /// The score without the node's own bond: what a new bond would be added to.
+    pub fn score_without_bond(&self) -> u64 {
+        self.score.saturating_sub(self.bond_value_sats)
+    }
+}
+
+impl fmt::Display for TrustReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "node {}: {} (score {})",
+            self.node, self.tier, self.score
+        )?;
+        writeln!(
+            f,
+            "  receipts: {} as provider ({} sats), {} as buyer ({} sats){}",
+            self.receipts_as_provider,
+            self.sats_as_provider,
+            self.receipts_as_buyer,
+            self.sats_as_buyer,
+            if self.conflicted_receipts > 0 {
+                format!(", {} double-counted and ignored", self.conflicted_receipts)
+            } else {
+                String::new()
+            }
+        )?;
+        writeln!(
+            f,
+            "  receipt weight {} = {} first-hand + {} with bonded counterparties + {} with unbonded ones (10 %, at most {})",
+            self.receipt_weight_sats,
+            self.local_receipt_weight_sats,
+            self.bonded_receipt_weight_sats,
+            self.unbonded_receipt_weight_sats,
+            UNBONDED_CAP_SATS
+        )?;
+        match &self.bond {
+            Some(b) if b.spent => writeln!(f, "  bond: spent, worth nothing")?,
+            Some(b) => writeln!(
+                f,
+                "  bond: {} sats locked until height {}, worth {} (checked at height {})",
+                b.amount_sats, b.locktime, b.value_sats, b.checked_at_height
+            )?,
+            None => writeln!(f, "  bond: none")?,
+        }
+        match (self.next_tier, self.score_to_next_tier) {
+            (Some(t), Some(missing)) => write!(f, "  next tier {t}: {missing} more score"),
+            _ => write!(f, "  highest tier"),
+        }
+    }
+}
+
+/// The receipts and bonds a node knows, and the scores computed from them. Pure: time is a parameter.
+#[derive(Debug, Clone, Default)]
+pub struct TrustLedger {
+    local: Option<NodeId>,
+    receipts: BTreeMap<MessageId, SignedReceipt>,
+    conflicted: BTreeSet<MessageId>,
+    by_node: BTreeMap<NodeId, BTreeSet<MessageId>>,
+    bonds: BTreeMap<NodeId, BondStatus>,
+}
+
+/// 2^(−age / half-life).
+fn decay(age_secs: u64) -> f64 {
+    (-(age_secs as f64) / RECEIPT_HALF_LIFE_SECS as f64).exp2()
+}
+
+/// Rounds a non-negative weight down to whole sats.
+fn sats(w: f64) -> u64 {
+    if w.is_finite() && w > 0.0 {
+        w as u64
+    } else {
+        0
+    }
+}
+
+impl TrustLedger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A ledger for node `me`: receipts whose counterparty is `me` are first-hand and count in full.
+    pub fn with_local(me: NodeId) -> Self {
+        TrustLedger {
+            local: Some(me),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a receipt after validating it at `now` (both signatures, amounts, times: `validate_receipt`).
+    pub fn add_receipt(&mut self, r: SignedReceipt, now: u64) -> Result<Added, TrustError> {
+        let lease_id = r.id();
+        validate_receipt(&r, now).map_err(|source| TrustError::Invalid { lease_id, source })?;
+        if self.conflicted.contains(&lease_id) {
+            return Err(TrustError::Conflict { lease_id });
+        }
+        if let Some(held) = self.receipts.get(&lease_id) {
+            if held.receipt() == r.receipt() {
+                return Ok(Added::Duplicate);
+            }
+            self.conflicted.insert(lease_id);
+            return Err(TrustError::Conflict { lease_id });
+        }
+        let (provider, buyer) = (r.receipt().provider, r.receipt().buyer);
+        for node in [provider, buyer] {
+            self.by_node.entry(node).or_default().insert(lease_id);
+        }
+        self.receipts.insert(lease_id, r);
+        Ok(Added::New)
+    }
+
+    /// The receipt held for a lease (a conflicted lease keeps the first one, which does not count).
+    pub fn receipt(&self, lease_id: &MessageId) -> Option<&SignedReceipt> {
+        self.receipts.get(lease_id)
+    }
+
+    pub fn is_conflicted(&self, lease_id: &MessageId) -> bool {
+        self.conflicted.contains(lease_id)
+    }
+
+    /// Every receipt held naming `node` as provider or buyer, by lease id.
+    pub fn receipts_of<'a>(
+        &'a self,
+        node: &NodeId,
+    ) -> impl Iterator<Item = &'a SignedReceipt> + 'a {
+        self.by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.receipts.get(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.receipts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.receipts.is_empty()
+    }
+
+    /// Records what the wallet found about `node`'s bond (replacing any earlier status).
+    pub fn set_bond(&mut self, node: NodeId, status: BondStatus) {
+        self.bonds.insert(node, status);
+    }
+
+    pub fn remove_bond(&mut self, node: &NodeId) -> Option<BondStatus> {
+        self.bonds.remove(node)
+    }
+
+    pub fn bond(&self, node: &NodeId) -> Option<&BondStatus> {
+        self.bonds.get(node)
+    }
+
+    /// Forgets receipts that ended [`MAX_RECEIPT_AGE_SECS`] or more before `now` (they would be refused if
+    /// they arrived now); returns how many.
+    pub fn prune(&mut self, now: u64) -> usize {
+        let old: Vec<MessageId> = self
+            .receipts
+            .iter()
+            .filter(|(_, r)| r.receipt().ended_at.saturating_add(MAX_RECEIPT_AGE_SECS) <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &old {
+            if let Some(r) = self.receipts.remove(id) {
+                for node in [r.receipt().provider, r.receipt().buyer] {
+                    if let Some(set) = self.by_node.get_mut(&node) {
+                        set.remove(id);
+                        if set.is_empty() {
+                            self.by_node.remove(&node);
+                        }
+                    }
+                }
+            }
+            self.conflicted.remove(id);
+        }
+        old.len()
+    }
+
+    /// `node`'s score at `now`, with everything that went into it (rule in the module documentation).
+    pub fn score(&self, node: &NodeId, now: u64) -> TrustReport {
+        let mut rep = TrustReport::anonymous(*node, now);
+        rep.bond = self.bonds.get(node).cloned();
+        rep.bond_value_sats = rep.bond.as_ref().map_or(0, BondStatus::live_value);
+
+        let mut local = 0f64;
+        let mut unbonded = 0f64;
+        let mut bonded: BTreeMap<NodeId, f64> = BTreeMap::new();
+        for id in self.by_node.get(node).into_iter().flatten() {
+            let Some(signed) = self.receipts.get(id) else {
+                continue;
+            };
+            let r = signed.receipt();
+            if self.conflicted.contains(id) {
+                rep.conflicted_receipts += 1;
+                continue;
+            }
+            let Some(counterparty) = r.counterparty(node) else {
+                continue;
+            };
+            let net = r.net_sats();
+            if r.provider == *node {
+                rep.receipts_as_provider += 1;
+                rep.sats_as_provider = rep.sats_as_provider.saturating_add(net);
+            } else {
+                rep.receipts_as_buyer += 1;
+                rep.sats_as_buyer = rep.sats_as_buyer.saturating_add(net);
+            }
+            rep.last_receipt_at = rep.last_receipt_at.max(Some(r.ended_at));
+            let w = net as f64 * decay(now.saturating_sub(r.ended_at));
+            if Some(counterparty) == self.local {
+                local += w;
+            } else if self
+                .bonds
+                .get(&counterparty)
+                .is_some_and(BondStatus::is_live)
+            {
+                *bonded.entry(counterparty).or_default() += w;
+            } else {
+                unbonded += w;
+            }
+        }
+        rep.local_receipt_weight_sats = sats(local);
+        rep.bonded_receipt_weight_sats = bonded
+            .iter()
+            .map(|(cp, w)| {
+                let cap = self.bonds.get(cp).map_or(0, BondStatus::live_value);
+                sats(*w).min(cap)
+            })
+            .fold(0u64, u64::saturating_add);
+        rep.unbonded_receipt_weight_sats =
+            (sats(unbonded * UNBONDED_WEIGHT_PERCENT as f64 / 100.0)).min(UNBONDED_CAP_SATS);
+        rep.receipt_weight_sats = rep
+            .local_receipt_weight_sats
+            .saturating_add(rep.bonded_receipt_weight_sats)
+            .saturating_add(rep.unbonded_receipt_weight_sats);
+        rep.score = rep.receipt_weight_sats.saturating_add(rep.bond_value_sats);
+        rep.tier = Tier::for_score(rep.score);
+        rep.next_tier = rep.tier.next();
+        rep.score_to_next_tier = rep.next_tier.map(|t| t.min_score() - rep.score);
+        rep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+    use crate::pool::PoolId;
+    use crate::receipt::{ProviderReceipt, Receipt};
+
+    const NOW: u64 = 1_800_000_000;
+    const DAY: u64 = 24 * 3600;
+
+    fn key(n: u8) -> Keypair {
+        Keypair::from_secret_bytes(&[n; 32])
+    }
+
+    fn receipt(lease: u8, provider: u8, buyer: u8, paid: u64, ended_at: u64) -> SignedReceipt {
+        ProviderReceipt::sign(
+            Receipt {
+                lease_id: MessageId([lease; 32]),
+                pool: PoolId([1; 32]),
+                provider: key(provider).node_id(),
+                buyer: key(buyer).node_id(),
+                started_at: ended_at - 3600,
+                ended_at,
+                paid_sats: paid,
+                refunded_sats: 0,
+            },
+            &key(provider),
+        )
+        .countersign(&key(buyer))
+        .unwrap()
+    }
+
+    fn bond(value: u64) -> BondStatus {
+        BondStatus {
+            txid: [9; 32],
+            vout: 0,
+            amount_sats: value,
+            locktime: 1_000_000,
+            value_sats: value,
+            spent: false,
+            checked_at_height: 900_000,
+        }
+    }
+
+    #[test]
+    fn a_node_nothing_is_known_about_is_anonymous() {
+        let rep = TrustLedger::new().score(&key(1).node_id(), NOW);
+        assert_eq!(rep, TrustReport::anonymous(key(1).node_id(), NOW));
+        assert_eq!(rep.tier, Tier::Anonymous);
+        assert_eq!(rep.score_to_next_tier, Some(BASIC_MIN_SCORE));
+    }
+
+    #[test]
+    fn forged_receipts_are_rejected() {
+        let good = receipt(1, 1, 2, 1000, NOW);
+        let forged = SignedReceipt::from_parts(
+            good.receipt().clone(),
+            *good.provider_sig(),
+            *receipt(1, 1, 3, 1000, NOW).buyer_sig(),
+        );
+        let mut l = TrustLedger::new();
+        let err = l.add_receipt(forged, NOW).unwrap_err();
+        assert!(err.is_forgery(), "{err}");
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn the_same_receipt_twice_is_a_duplicate_and_a_different_one_a_conflict_in_any_order() {
+        let a = receipt(1, 1, 2, 1000, NOW);
+        let b = receipt(1, 1, 2, 5000, NOW);
+        let mut l = TrustLedger::with_local(key(1).node_id());
+        assert_eq!(l.add_receipt(a.clone(), NOW), Ok(Added::New));
+        assert_eq!(l.add_receipt(a.clone(), NOW), Ok(Added::Duplicate));
+        assert_eq!(l.score(&key(2).node_id(), NOW).score, 1000);
+        let conflict = Err(TrustError::Conflict {
+            lease_id: MessageId([1; 32]),
+        });
+        assert_eq!(l.add_receipt(b.clone(), NOW), conflict);
+        assert_eq!(l.add_receipt(a.clone(), NOW), conflict);
+        let rep = l.score(&key(2).node_id(), NOW);
+        assert_eq!((rep.score, rep.conflicted_receipts), (0, 1));
+
+        let mut other = TrustLedger::with_local(key(1).node_id());
+        other.add_receipt(b, NOW).unwrap();
+        assert!(other.add_receipt(a, NOW).is_err());
+        assert_eq!(other.score(&key(2).node_id(), NOW), rep);
+    }
+
+    #[test]
+    fn weight_halves_every_half_life() {
+        let mut l = TrustLedger::with_local(key(1).node_id());
+        l.add_receipt(
+            receipt(1, 1, 2, 8000, NOW - 2 * RECEIPT_HALF_LIFE_SECS),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            l.score(&key(2).node_id(), NOW).local_receipt_weight_sats,
+            2000
+        );
+    }
+
+    #[test]
+    fn receipts_with_unbonded_counterparties_count_a_tenth_and_never_reach_basic() {
+        let mut l = TrustLedger::new();
+        l.add_receipt(receipt(1, 1, 2, 3000, NOW), NOW).unwrap();
+        let rep = l.score(&key(2).node_id(), NOW);
+        assert_eq!(
+            (rep.unbonded_receipt_weight_sats, rep.tier),
+            (300, Tier::Anonymous)
+        );
+        for lease in 3..51 {
+            l.add_receipt(receipt(lease, lease, 2, 1_000_000, NOW), NOW)
+                .unwrap();
+        }
+        let rep = l.score(&key(2).node_id(), NOW);
+        assert_eq!(rep.unbonded_receipt_weight_sats, UNBONDED_CAP_SATS);
+        assert_eq!(rep.tier, Tier::Anonymous);
+        assert_eq!(rep.receipts_as_buyer, 49);
+    }
+
+    #[test]
+    fn a_bonded_counterparty_vouches_for_at_most_its_bond() {
+        let mut l = TrustLedger::new();
+        l.set_bond(key(1).node_id(), bond(150_000));
+        l.add_receipt(receipt(1, 1, 2, 100_000, NOW), NOW).unwrap();
+        let rep = l.score(&key(2).node_id(), NOW);
+        assert_eq!((rep.score, rep.tier), (100_000, Tier::Established));
+        l.add_receipt(receipt(2, 1, 2, 100_000, NOW), NOW).unwrap();
+        assert_eq!(
+            l.score(&key(2).node_id(), NOW).bonded_receipt_weight_sats,
+            150_000
+        );
+        // Once the provider's bond is spent, its receipts count like any unbonded node's.
+        let mut spent = bond(150_000);
+        spent.spent = true;
+        l.set_bond(key(1).node_id(), spent);
+        let rep = l.score(&key(2).node_id(), NOW);
+        assert_eq!(rep.bonded_receipt_weight_sats, 0);
+        assert_eq!(rep.unbonded_receipt_weight_sats, UNBONDED_CAP_SATS);
+        assert_eq!(rep.score, UNBONDED_CAP_SATS);
+    }
+
+    #[test]
+    fn a_bond_lifts_an_anonymous_node_and_a_spent_bond_does_not() {
+        let mut l = TrustLedger::new();
+        let me = key(5).node_id();
+        l.set_bond(me, bond(20_000));
+        let rep = l.score(&me, NOW);
+        assert_eq!(
+            (rep.score, rep.tier, rep.bond_value_sats),
+            (20_000, Tier::Basic, 20_000)
+        );
+        let mut spent = bond(20_000);
+        spent.spent = true;
+        l.set_bond(me, spent);
+        assert_eq!(l.score(&me, NOW).tier, Tier::Anonymous);
+        l.remove_bond(&me);
+        assert_eq!(l.score(&me, NOW).bond, None);
+    }
+
+    #[test]
+    fn providers_and_buyers_are_counted_separately_and_old_receipts_pruned() {
+        let mut l = TrustLedger::with_local(key(9).node_id());
+        l.add_receipt(receipt(1, 9, 2, 1000, NOW - 10 * DAY), NOW)
+            .unwrap();
+        l.add_receipt(receipt(2, 2, 9, 500, NOW), NOW).unwrap();
+        let rep = l.score(&key(2).node_id(), NOW);
+        assert_eq!((rep.receipts_as_buyer, rep.receipts_as_provider), (1, 1));
+        assert_eq!((rep.sats_as_buyer, rep.sats_as_provider), (1000, 500));
+        assert_eq!(rep.last_receipt_at, Some(NOW));
+        assert_eq!(l.receipts_of(&key(2).node_id()).count(), 2);
+        assert_eq!(l.prune(NOW - 10 * DAY + MAX_RECEIPT_AGE_SECS), 1);
+        assert_eq!(l.len(), 1);
+        assert!(rep.to_string().contains("1 as provider"));
+    }
+
+    #[test]
+    fn tiers_follow_the_documented_thresholds() {
+        assert_eq!(Tier::for_score(0), Tier::Anonymous);
+        assert_eq!(Tier::for_score(BASIC_MIN_SCORE - 1), Tier::Anonymous);
+        assert_eq!(Tier::for_score(BASIC_MIN_SCORE), Tier::Basic);
+        assert_eq!(Tier::for_score(ESTABLISHED_MIN_SCORE), Tier::Established);
+        assert_eq!(Tier::for_score(u64::MAX), Tier::Trusted);
+        assert_eq!(Tier::Trusted.next(), None);
+    }
+}
