@@ -634,6 +634,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::wallet_api::WalletApiDoc::openapi());
     doc.merge(crate::leases_api::LeasesApiDoc::openapi());
+    doc.merge(crate::trust_api::TrustApiDoc::openapi());
     doc.merge(DoctorApiDoc::openapi());
     Json(doc)
 }
@@ -650,6 +651,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::wallet_api::routes())
         .merge(crate::leases_api::routes())
+        .merge(crate::trust_api::routes())
         .route("/v1/status", get(status))
         .route("/v1/offers", get(list_offers).post(publish_offer))
         .route("/v1/offers/{offer_id}", delete(withdraw_offer))

@@ -54,6 +54,12 @@ pub enum Command {
     /// Act on one lease.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Trust as this node sees it: receipts, bonds, tier and the limits that follow.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Fidelity bonds: lock bitcoin until a block height to be trusted (and ranked) more.
+    #[command(subcommand)]
+    Bond(BondCommand),
     /// Check reachability, peers, pools, whether peers see your offers, chain sync, the cloud and the clock;
     /// explains each problem and its fix. Exits with status 2 when a check fails.
     Doctor,
@@ -143,6 +149,48 @@ pub enum LeaseCommand {
     },
     /// End the lease; the unused part is refunded to the refund address.
     Cancel { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Explain a node's score: receipts, bond, tier, and what it may run here.
+    Show {
+        /// Node id, or `me`.
+        #[arg(default_value = "me")]
+        node: String,
+        /// Pool whose load sets anonymous limits (default: this node's provider pool).
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Take a dual-signed receipt (hex, as gossiped) into this node's evidence, e.g. from another pool.
+    Import { receipt_hex: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BondCommand {
+    /// Lock sats from the wallet in a timelocked output and announce it once confirmed.
+    Create {
+        /// Sats to lock.
+        #[arg(long, value_name = "SATS")]
+        amount: u64,
+        /// Lock for this many blocks from now (144 a day)...
+        #[arg(
+            long,
+            required_unless_present = "locktime",
+            conflicts_with = "locktime"
+        )]
+        lock_blocks: Option<u32>,
+        /// ...or until this block height.
+        #[arg(long, value_name = "HEIGHT")]
+        locktime: Option<u32>,
+    },
+    /// This node's bonds.
+    List,
+    /// Move a bond's coins back to the wallet once its lock has passed (the bond stops counting).
+    Unlock {
+        /// `txid:vout`, as `xov bond list` shows.
+        outpoint: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -41,6 +41,41 @@ pub struct Config {
     pub lease: LeaseConfig,
     pub provider: ProviderConfig,
     pub events: EventsConfig,
+    pub trust: TrustConfig,
+}
+
+/// Trust evidence upkeep: how often bonds are checked again on the chain and load is announced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// Check every known bond against the chain this often (a spent bond stops counting at the next check).
+    pub bond_recheck_secs: u64,
+    /// Providers announce their running load to the pool this often (the input of anonymous limits).
+    pub load_report_secs: u64,
+    /// Re-gossip this node's own bond proofs this often, for nodes that joined since.
+    pub bond_announce_secs: u64,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            bond_recheck_secs: 300,
+            load_report_secs: 60,
+            bond_announce_secs: 600,
+        }
+    }
+}
+
+/// The admission defaults of a provider node: generous enough that a new pool, where nobody has a history
+/// yet, can trade, and tightening as the pool fills (anonymous limits halve at 1M sats/h of pool load).
+pub fn default_admission() -> xov_protocol::AdmissionPolicy {
+    let mut p = xov_protocol::AdmissionPolicy::default();
+    p.anonymous.max_concurrent_leases = 2;
+    p.anonymous.max_sats_per_hour = 100_000;
+    p.anonymous.reference_sats_per_hour = 1_000_000;
+    p.basic.max_sats_per_hour = p.basic.max_sats_per_hour.max(200_000);
+    p.established.max_sats_per_hour = p.established.max_sats_per_hour.max(1_000_000);
+    p
 }
 
 /// Where drain warnings go besides the event stream (`xov events`, the dashboard): both optional.
@@ -78,6 +113,8 @@ pub struct ProviderConfig {
     /// Gossip offers into the pool (true), or keep them unlisted and send them only to buyers whose gossiped
     /// bids they meet (false): for providers who would rather not show their whole inventory and prices.
     pub advertise: bool,
+    /// How much buyers may run here by trust tier; anonymous limits shrink as the pool's load grows.
+    pub admission: xov_protocol::AdmissionPolicy,
 }
 
 impl Default for ProviderConfig {
@@ -96,6 +133,7 @@ impl Default for ProviderConfig {
             inventory: Default::default(),
             ssh_user: "debian".into(),
             advertise: true,
+            admission: default_admission(),
         }
     }
 }
@@ -268,6 +306,7 @@ impl Default for Config {
             lease: LeaseConfig::default(),
             provider: ProviderConfig::default(),
             events: EventsConfig::default(),
+            trust: TrustConfig::default(),
         }
     }
 }
@@ -350,6 +389,14 @@ impl Config {
                 &mut self.lease.warn_before_secs,
             ),
             ("XOV_LEASE_GRACE_SECS", &mut self.lease.grace_secs),
+            (
+                "XOV_TRUST_BOND_RECHECK_SECS",
+                &mut self.trust.bond_recheck_secs,
+            ),
+            (
+                "XOV_TRUST_LOAD_REPORT_SECS",
+                &mut self.trust.load_report_secs,
+            ),
             ("XOV_LEASE_HOLD_SECS", &mut self.lease.hold_secs),
             (
                 "XOV_LEASE_INVOICE_TTL_SECS",

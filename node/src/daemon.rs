@@ -77,6 +77,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         grace_secs: cfg.lease.grace_secs,
         hold_secs: cfg.lease.hold_secs,
         tick: Duration::from_secs(1),
+        admission: cfg.provider.admission,
     };
     let cloud = crate::machines::from_config(&cfg).await?;
     let machines = cloud
@@ -92,6 +93,15 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         policy,
     )?;
     leases.spawn(lease_requests);
+    crate::trust_service::TrustService::spawn(
+        Keypair::from_secret_bytes(&lease_key_secret),
+        market.clone(),
+        wallet.clone(),
+        net.clone(),
+        leases.clone(),
+        cfg.trust.clone(),
+        cloud.is_some(),
+    );
     if let Some(c) = cloud {
         crate::machines::spawn_provider(
             c,

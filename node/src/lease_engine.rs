@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use xov_protocol::validate::{validate_invoice, validate_order};
 use xov_protocol::{
     Bid, Invoice, Keypair, LeaseEvent, LeaseNotice, LeaseState, MessageId, NodeId, Offer, OfferKey,
-    Order, Phase, PoolId, Signed,
+    Order, Phase, PoolId, ProviderReceipt, Signed, SignedReceipt,
 };
 use xov_wallet::{InvoiceStatus, PaymentPolicy, WalletEvent, XovWallet};
 
@@ -67,6 +67,8 @@ pub struct LeasePolicy {
     pub hold_secs: u64,
     /// How often leases are metered.
     pub tick: Duration,
+    /// How much buyers may run here, by trust tier.
+    pub admission: xov_protocol::AdmissionPolicy,
 }
 
 impl Default for LeasePolicy {
@@ -81,6 +83,7 @@ impl Default for LeasePolicy {
             grace_secs: 300,
             hold_secs: 3600,
             tick: Duration::from_secs(1),
+            admission: crate::config::default_admission(),
         }
     }
 }
@@ -166,6 +169,31 @@ fn busy(leases: &HashMap<String, LeaseRecord>, offer_id: u64) -> usize {
         .count()
 }
 
+/// A buyer's live leases with this provider: how many, and their price per hour together.
+fn buyer_load(leases: &HashMap<String, LeaseRecord>, buyer: &str) -> (u32, u64) {
+    leases
+        .values()
+        .filter(|l| l.role == Role::Provider && l.counterparty == buyer && !l.state.is_terminal())
+        .fold((0, 0), |(n, r), l| (n + 1, r + l.price_sats_per_hour))
+}
+
+/// This provider's machines running or about to (paid): what it announces as its load.
+fn provider_load(leases: &HashMap<String, LeaseRecord>) -> (u32, u64) {
+    leases
+        .values()
+        .filter(|l| {
+            l.role == Role::Provider
+                && matches!(
+                    l.state,
+                    LeaseState::Provisioning
+                        | LeaseState::Running
+                        | LeaseState::Warned
+                        | LeaseState::Grace
+                )
+        })
+        .fold((0, 0), |(n, r), l| (n + 1, r + l.price_sats_per_hour))
+}
+
 /// Providers asked, one after another, before an order gives up.
 const MAX_CANDIDATES: usize = 8;
 /// After the first answer to a bid, how long to wait for others to compare with.
@@ -219,6 +247,11 @@ impl LeaseEngine {
         let mut v: Vec<_> = self.lock().values().cloned().collect();
         v.sort_by_key(|l| std::cmp::Reverse(l.history.first().map_or(0, |s| s.at)));
         v
+    }
+
+    /// This provider's running machines and what they earn per hour together: its announced load.
+    pub fn provider_load(&self) -> (u32, u64) {
+        provider_load(&self.lock())
     }
 
     pub fn get(&self, id: &str) -> Option<LeaseRecord> {
@@ -388,8 +421,28 @@ impl LeaseEngine {
         }
         // Capacity is reserved atomically: count and insert under one lock.
         let amount = xov_protocol::price_for_hours(offer.price_sats_per_hour, o.hours);
+        let (report, pool_rate) = {
+            let m = self
+                .market
+                .read()
+                .map_err(|_| "internal error".to_string())?;
+            let e = m.evidence();
+            (e.report(&o.buyer, now), e.pool_rate(&o.pool, now))
+        };
         let invoice = {
             let mut g = self.lock();
+            // Trust limits, checked under the same lock as capacity so parallel orders cannot slip past.
+            let (running, rate) = buyer_load(&g, &o.buyer.to_string());
+            let (_, own_rate) = provider_load(&g);
+            xov_protocol::admit(
+                &self.policy.admission,
+                &report,
+                running,
+                rate,
+                offer.price_sats_per_hour,
+                pool_rate + own_rate,
+            )
+            .map_err(|r| r.to_string())?;
             let busy = busy(&g, o.offer_id);
             if busy >= offer.capacity as usize {
                 return Err(format!(
@@ -837,14 +890,65 @@ impl LeaseEngine {
             paid_sat: l.paid_sat,
             refunded_sat: l.refunded_sat,
         };
-        let detail = serde_json::to_string(&receipt).unwrap_or_default();
+        // The signed form the buyer countersigns; the JSON beside it is for people reading the history.
+        let signed = match (
+            l.id.parse::<MessageId>(),
+            l.counterparty.parse::<NodeId>(),
+            l.pool.parse::<PoolId>(),
+        ) {
+            (Ok(lease_id), Ok(buyer), Ok(pool)) => Some(ProviderReceipt::sign(
+                xov_protocol::Receipt {
+                    lease_id,
+                    pool,
+                    provider: self.me,
+                    buyer,
+                    started_at: receipt.started_at,
+                    ended_at: receipt.ended_at,
+                    paid_sats: receipt.paid_sat,
+                    refunded_sats: receipt.refunded_sat,
+                },
+                &self.key,
+            )),
+            _ => None,
+        };
+        let mut v = serde_json::to_value(&receipt).unwrap_or_default();
+        if let Some(pr) = &signed {
+            v["provider_signed"] = hex::encode(xov_protocol::Encode::to_canonical_bytes(pr)).into();
+        }
+        let detail = v.to_string();
         l.history.push(crate::leases::Step {
             at: now,
             state: l.state,
-            detail: format!("receipt {detail}"),
+            detail: format!(
+                "receipt {}",
+                serde_json::to_string(&receipt).unwrap_or_default()
+            ),
         });
         self.save(l);
         self.send_notice(l, detail).await;
+    }
+
+    /// Takes a dual-signed receipt into the node's evidence and gossips it into the lease's pool, where it
+    /// builds both parties' trust.
+    async fn record_receipt(&self, r: SignedReceipt) {
+        let pool = r.receipt().pool;
+        let added = self
+            .market
+            .write()
+            .map_err(|_| "internal error".to_string())
+            .and_then(|mut m| {
+                m.evidence_mut()
+                    .accept_receipt(r.clone(), unix_now())
+                    .map_err(|e| e.to_string())
+            });
+        match added {
+            Ok(_) => {
+                if let Err(e) = self.net.publish_bytes(&pool, r.to_bytes()).await {
+                    warn!(error = %e, "cannot gossip receipt");
+                }
+            }
+            Err(e) => warn!(error = %e, "receipt not recorded"),
+        }
     }
 
     /// Resumes work interrupted by a crash: launches that were paid or under way.
@@ -958,19 +1062,67 @@ impl LeaseEngine {
                 );
                 self.save(&l);
                 if is_receipt {
-                    // Countersign the receipt so both parties hold it signed by the other.
-                    self.send_notice(&l, b.detail.clone()).await;
+                    // Countersign the receipt so both parties hold it signed by the other, after checking it
+                    // is about this lease and these parties.
+                    let pr = v
+                        .get("provider_signed")
+                        .and_then(|h| h.as_str())
+                        .and_then(|h| hex::decode(h).ok())
+                        .and_then(|b| {
+                            <ProviderReceipt as xov_protocol::Decode>::from_canonical_bytes(&b).ok()
+                        });
+                    let Some(pr) = pr else {
+                        warn!(lease = %l.id, "receipt without a provider signature; not countersigned");
+                        return;
+                    };
+                    let r = pr.receipt();
+                    if r.lease_id.to_string() != l.id
+                        || r.buyer != self.me
+                        || r.provider.to_string() != l.counterparty
+                    {
+                        warn!(lease = %l.id, "receipt names another lease or other parties; not countersigned");
+                        return;
+                    }
+                    match pr.countersign(&self.key) {
+                        Ok(signed) => {
+                            let detail = serde_json::json!({
+                                "countersigned": hex::encode(signed.to_bytes()),
+                            })
+                            .to_string();
+                            self.send_notice(&l, detail).await;
+                            self.record_receipt(signed).await;
+                        }
+                        Err(e) => warn!(lease = %l.id, error = %e, "receipt not countersigned"),
+                    }
                 }
             }
             Role::Provider => {
                 // The buyer's countersigned receipt, or a cancellation.
                 if b.state == LeaseState::Closed {
+                    let signed = serde_json::from_str::<serde_json::Value>(&b.detail)
+                        .ok()
+                        .and_then(|v| v["countersigned"].as_str().map(String::from))
+                        .and_then(|h| hex::decode(h).ok())
+                        .and_then(|b| SignedReceipt::from_bytes(&b).ok())
+                        .filter(|r| {
+                            r.verify()
+                                && r.receipt().provider == self.me
+                                && r.receipt().lease_id.to_string() == l.id
+                        });
+                    let Some(signed) = signed else {
+                        warn!(lease = %l.id, "the buyer's countersigned receipt does not verify");
+                        return;
+                    };
                     l.history.push(crate::leases::Step {
                         at: b.at,
                         state: l.state,
-                        detail: format!("buyer countersigned receipt {}", hex::encode(bytes)),
+                        detail: format!(
+                            "buyer countersigned receipt {}",
+                            hex::encode(signed.to_bytes())
+                        ),
                     });
                     self.save(&l);
+                    self.record_receipt(signed).await;
                 } else if b.detail == "cancel" {
                     self.cancel_as_provider(l).await;
                 }
@@ -1090,9 +1242,18 @@ impl LeaseEngine {
         if candidates.is_empty() {
             return Err(OrderError::NoMatch(reasons));
         }
+        // Trust: the providers' scores from receipts and bonds this node holds.
+        let scores: HashMap<NodeId, u64> = match self.market.read() {
+            Ok(m) => candidates
+                .iter()
+                .map(|o| o.body().provider)
+                .map(|p| (p, m.evidence().report(&p, now).score))
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
         crate::ranking::rank(
             &mut candidates,
-            |p| self.completed_with(p),
+            |p| scores.get(p).copied().unwrap_or(0),
             |p| self.net.latency(p),
         );
         candidates.truncate(MAX_CANDIDATES);
@@ -1297,17 +1458,6 @@ impl LeaseEngine {
             self.bids.close(id);
         }
         Ok(answers)
-    }
-
-    /// Leases this buyer completed with `provider`: the node's own evidence of trust.
-    fn completed_with(&self, provider: &NodeId) -> u64 {
-        let p = provider.to_string();
-        self.lock()
-            .values()
-            .filter(|l| {
-                l.role == Role::Buyer && l.counterparty == p && l.state == LeaseState::Closed
-            })
-            .count() as u64
     }
 
     /// Buyer: pays more to the lease's address (a top-up), `hours` at the lease's price or exactly `sats`.

@@ -24,4 +24,7 @@ pub mod ops_cli;
 pub mod output;
 pub mod ranking;
 pub mod store;
+pub mod trust;
+pub mod trust_api;
+pub mod trust_service;
 pub mod wallet_api;

@@ -9,8 +9,8 @@ use serde_json::Value;
 use xov_node::{api, daemon, market, output};
 
 use xov_node::cli::{
-    Cli, Command, LeaseCommand, LeasesCommand, NodeCommand, OfferCommand, OffersCommand, OrderArgs,
-    PoolCommand, PublishArgs, WalletCommand,
+    BondCommand, Cli, Command, LeaseCommand, LeasesCommand, NodeCommand, OfferCommand,
+    OffersCommand, OrderArgs, PoolCommand, PublishArgs, TrustCommand, WalletCommand,
 };
 use xov_node::client::Client;
 use xov_node::config::{Config, CONFIG_FILE};
@@ -218,6 +218,74 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::print(cli.json, &l, || {
                 format!("cancellation sent for lease {}", l.id)
             });
+            Ok(())
+        }
+        Command::Trust(TrustCommand::Show { node, pool }) => {
+            let q: Vec<(&str, String)> = pool.into_iter().map(|p| ("pool", p)).collect();
+            let v: xov_node::trust_api::TrustView = client()?
+                .get(&format!("/v1/trust/{node}"), Some(&q))
+                .await?;
+            output::print(cli.json, &v, || output::trust(&v));
+            Ok(())
+        }
+        Command::Trust(TrustCommand::Import { receipt_hex }) => {
+            let r: serde_json::Value = client()?
+                .call(
+                    Method::POST,
+                    "/v1/trust/receipts",
+                    None,
+                    Some(&serde_json::json!({ "receipt_hex": receipt_hex })),
+                )
+                .await?;
+            output::print(cli.json, &r, || {
+                format!(
+                    "receipt for lease {} taken ({})",
+                    r["lease_id"].as_str().unwrap_or(""),
+                    r["added"].as_str().unwrap_or("")
+                )
+            });
+            Ok(())
+        }
+        Command::Bond(BondCommand::Create {
+            amount,
+            lock_blocks,
+            locktime,
+        }) => {
+            let b: serde_json::Value = client()?
+                .call(
+                    Method::POST,
+                    "/v1/bonds",
+                    None,
+                    Some(&serde_json::json!({ "amount_sat": amount, "lock_blocks": lock_blocks, "locktime": locktime })),
+                )
+                .await?;
+            output::print(cli.json, &b, || {
+                format!(
+                    "bond {} locks {} sats until block {}; it is announced to your pools once confirmed",
+                    b["outpoint"].as_str().unwrap_or(""),
+                    amount,
+                    b["locktime"]
+                )
+            });
+            Ok(())
+        }
+        Command::Bond(BondCommand::Unlock { outpoint }) => {
+            let r: serde_json::Value = client()?
+                .call(
+                    Method::POST,
+                    "/v1/bonds/unlock",
+                    None,
+                    Some(&serde_json::json!({ "outpoint": outpoint })),
+                )
+                .await?;
+            output::print(cli.json, &r, || {
+                format!("bond unlocked in {}", r["txid"].as_str().unwrap_or(""))
+            });
+            Ok(())
+        }
+        Command::Bond(BondCommand::List) => {
+            let b: Vec<serde_json::Value> = client()?.get("/v1/bonds", None).await?;
+            output::print(cli.json, &b, || output::bonds(&b));
             Ok(())
         }
         Command::Peers => {

@@ -130,6 +130,8 @@ pub struct Market {
     /// Own offers kept out of gossip and sync (`provider.advertise = false`), shown only to buyers whose bids
     /// they meet. In memory only: the inventory loop re-signs them at start.
     unlisted: BTreeMap<u64, Signed<Offer>>,
+    /// Receipts, bonds and load heard in the pools: the input of trust scores and admission.
+    evidence: crate::trust::Evidence,
     store: Store,
 }
 
@@ -149,6 +151,7 @@ impl Market {
         now: u64,
         default_pools: &[String],
     ) -> Result<(Market, LoadReport), MarketError> {
+        let evidence = crate::trust::Evidence::load(key.node_id(), store.clone(), now)?;
         let mut m = Market {
             key,
             book: OfferBook::new(),
@@ -156,6 +159,7 @@ impl Market {
             joined: BTreeSet::new(),
             withdrawals: HashMap::new(),
             unlisted: BTreeMap::new(),
+            evidence,
             store,
         };
         let mut report = LoadReport::default();
@@ -239,6 +243,14 @@ impl Market {
 
     pub fn node_id(&self) -> xov_protocol::NodeId {
         self.key.node_id()
+    }
+
+    pub fn evidence(&self) -> &crate::trust::Evidence {
+        &self.evidence
+    }
+
+    pub fn evidence_mut(&mut self) -> &mut crate::trust::Evidence {
+        &mut self.evidence
     }
 
     pub fn book(&self) -> &OfferBook {

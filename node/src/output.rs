@@ -222,3 +222,57 @@ pub fn lease(x: &crate::leases::LeaseRecord) -> String {
     }
     out.trim_end().to_string()
 }
+
+/// `xov trust show`: the score explained, then the limits it gives here.
+pub fn trust(v: &crate::trust_api::TrustView) -> String {
+    let l = &v.limits;
+    let mut out = format!(
+        "{}\nlimits here: {} leases at once, {} sats/h in all{}",
+        v.explanation.trim_end(),
+        l.max_concurrent_leases,
+        l.max_sats_per_hour,
+        if l.reduced_by_pool_load {
+            format!(
+                " (reduced: the pool runs {} sats/h)",
+                l.pool_global_sats_per_hour
+            )
+        } else {
+            String::new()
+        }
+    );
+    if let Some(n) = &v.next_tier_limits {
+        out.push_str(&format!(
+            "\nat tier {}: {} leases, {} sats/h",
+            n.tier, n.max_concurrent_leases, n.max_sats_per_hour
+        ));
+    }
+    out
+}
+
+/// `xov bond list`.
+pub fn bonds(b: &[serde_json::Value]) -> String {
+    if b.is_empty() {
+        return "no bonds; `xov bond create --amount SATS --lock-blocks N` makes one".into();
+    }
+    let mut out = format!(
+        "{:<68} {:>12} {:>9} {:>9}  state\n",
+        "OUTPOINT", "SATS", "UNLOCK", "HEIGHT"
+    );
+    for x in b {
+        let state = if x["unlock_txid"].is_string() {
+            "unlocked"
+        } else if x["height"].is_u64() {
+            "confirmed"
+        } else {
+            "unconfirmed"
+        };
+        out.push_str(&format!(
+            "{:<68} {:>12} {:>9} {:>9}  {state}\n",
+            x["outpoint"].as_str().unwrap_or(""),
+            x["amount_sat"],
+            x["locktime"],
+            x["height"],
+        ));
+    }
+    out
+}

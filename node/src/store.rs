@@ -7,7 +7,9 @@ use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
 use thiserror::Error;
-use xov_protocol::{Offer, OfferKey, OfferWithdrawal, PoolCharter, PoolId, Signed};
+use xov_protocol::{
+    BondProof, Offer, OfferKey, OfferWithdrawal, PoolCharter, PoolId, Signed, SignedReceipt,
+};
 
 const CF_OFFERS: &str = "offers";
 const CF_WITHDRAWALS: &str = "withdrawals";
@@ -15,13 +17,16 @@ const CF_POOLS: &str = "pools";
 const CF_META: &str = "meta";
 const CF_WALLET: &str = "wallet";
 pub(crate) const CF_LEASES: &str = "leases";
-const FAMILIES: [&str; 6] = [
+/// Trust evidence: dual-signed receipts (`r` + message id) and bond proofs (`b` + node id).
+const CF_TRUST: &str = "trust";
+const FAMILIES: [&str; 7] = [
     CF_OFFERS,
     CF_WITHDRAWALS,
     CF_POOLS,
     CF_META,
     CF_WALLET,
     CF_LEASES,
+    CF_TRUST,
 ];
 
 #[derive(Debug, Error)]
@@ -159,6 +164,45 @@ impl Store {
         self.load(CF_POOLS, |b| Signed::from_bytes(b).ok())
     }
 
+    pub fn put_receipt(&self, r: &SignedReceipt) -> Result<(), StoreError> {
+        let key = [b"r".as_slice(), r.message_id().0.as_slice()].concat();
+        self.put(CF_TRUST, &key, &r.to_bytes())
+    }
+
+    pub fn put_bond_proof(&self, p: &Signed<BondProof>) -> Result<(), StoreError> {
+        let key = [b"b".as_slice(), p.body().node.as_bytes()].concat();
+        self.put(CF_TRUST, &key, &p.to_bytes())
+    }
+
+    /// Receipts and bond proofs, in key order (receipts after bonds).
+    pub fn trust_evidence(
+        &self,
+    ) -> Result<(Loaded<SignedReceipt>, Loaded<Signed<BondProof>>), StoreError> {
+        let mut receipts = Loaded {
+            items: Vec::new(),
+            corrupt: 0,
+        };
+        let mut bonds = Loaded {
+            items: Vec::new(),
+            corrupt: 0,
+        };
+        for kv in self.db.iterator_cf(self.cf(CF_TRUST), IteratorMode::Start) {
+            let (k, v) = kv?;
+            match k.first() {
+                Some(b'r') => match SignedReceipt::from_bytes(&v) {
+                    Ok(r) => receipts.items.push(r),
+                    Err(_) => receipts.corrupt += 1,
+                },
+                Some(b'b') => match Signed::<BondProof>::from_bytes(&v) {
+                    Ok(b) => bonds.items.push(b),
+                    Err(_) => bonds.corrupt += 1,
+                },
+                _ => receipts.corrupt += 1,
+            }
+        }
+        Ok((receipts, bonds))
+    }
+
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
     }
@@ -195,32 +239,55 @@ impl xov_wallet::WalletStore for Store {
     }
 
     fn load_invoices(&self) -> Result<Vec<xov_wallet::Invoice>, xov_wallet::WalletError> {
-        let mut out = Vec::new();
-        for kv in self.db.prefix_iterator_cf(self.cf(CF_WALLET), b"invoice/") {
-            let (k, v) = kv.map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))?;
-            if !k.starts_with(b"invoice/") {
-                break;
-            }
-            out.push(
-                serde_json::from_slice(&v)
-                    .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))?,
-            );
-        }
-        Ok(out)
+        self.wallet_records("invoice/")
     }
 
     fn save_invoice(
         &mut self,
         invoice: &xov_wallet::Invoice,
     ) -> Result<(), xov_wallet::WalletError> {
-        let bytes = serde_json::to_vec(invoice)
+        self.put_wallet_record(&format!("invoice/{}", invoice.id), invoice)
+    }
+
+    fn load_bonds(&self) -> Result<Vec<xov_wallet::Bond>, xov_wallet::WalletError> {
+        self.wallet_records("bond/")
+    }
+
+    fn save_bond(&mut self, bond: &xov_wallet::Bond) -> Result<(), xov_wallet::WalletError> {
+        self.put_wallet_record(&format!("bond/{}", bond.outpoint), bond)
+    }
+}
+
+impl Store {
+    /// Every JSON record of the wallet's column family under `prefix`.
+    fn wallet_records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<T>, xov_wallet::WalletError> {
+        let corrupt = |e: String| xov_wallet::WalletError::Corrupt(e);
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .prefix_iterator_cf(self.cf(CF_WALLET), prefix.as_bytes())
+        {
+            let (k, v) = kv.map_err(|e| corrupt(e.to_string()))?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push(serde_json::from_slice(&v).map_err(|e| corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    fn put_wallet_record<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), xov_wallet::WalletError> {
+        let bytes = serde_json::to_vec(value)
             .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))?;
-        self.put(
-            CF_WALLET,
-            format!("invoice/{}", invoice.id).as_bytes(),
-            &bytes,
-        )
-        .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))
+        self.put(CF_WALLET, key.as_bytes(), &bytes)
+            .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))
     }
 }
 

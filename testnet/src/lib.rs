@@ -7,8 +7,13 @@
 
 pub mod bitcoind;
 pub mod fault_proxy;
+pub mod footprint;
+pub mod gossip_load;
+pub mod lease_timing;
 pub mod node;
+pub mod node_api;
 pub mod openstack;
+pub mod proc_stats;
 pub mod scenario;
 
 use thiserror::Error;

@@ -27,6 +27,8 @@ pub struct ProviderOpts {
     pub advertise: bool,
     /// Reach Nova through this URL (a fault proxy) instead of the catalog's.
     pub compute_endpoint: Option<String>,
+    /// More TOML appended to the config (whole tables, e.g. `[provider.admission.anonymous]`).
+    pub extra: String,
 }
 
 impl Default for ProviderOpts {
@@ -34,6 +36,7 @@ impl Default for ProviderOpts {
         ProviderOpts {
             advertise: true,
             compute_endpoint: None,
+            extra: String::new(),
         }
     }
 }
@@ -107,7 +110,7 @@ images = [{{ offer = "debian-12", glance = "{image}" }}]
         flavor = lab.flavor_name,
         image = lab.image_name,
         advertise = opts.advertise,
-    )
+    ) + &opts.extra
 }
 
 pub fn buyer_toml(btc: &Bitcoind) -> String {

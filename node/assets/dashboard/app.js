@@ -143,7 +143,7 @@ function renderLeases() {
     return el("tr", { "data-lease": l.id, onclick: () => openLease(l.id) },
       el("td", { class: "mono" }, short(l.id)), el("td", {}, l.role),
       el("td", {}, el("span", { class: `state ${l.state}` }, l.state)),
-      el("td", { class: "mono" }, l.instance ? `${l.instance.user}@${l.instance.addresses.join(", ")}` : "–"),
+      el("td", { class: "mono" }, l.instance ? (l.instance.addresses.length ? `${l.instance.user}@${l.instance.addresses.join(", ")}` : `server ${short(l.instance.server_id, 8)}`) : "–"),
       el("td", { class: "left", "data-until": l.runs_until || "" }, left(l)),
       el("td", {}, String(l.paid_sat)), el("td", {}, String(l.price_sats_per_hour)),
       el("td", {}, canTop ? el("span", {}, hours, " h ", topup) : ""));
@@ -178,8 +178,10 @@ function renderInvoice() {
     const cls = l.state === s ? "now" : (at > i && at >= 0) ? "done" : "";
     return el("li", { class: cls, "data-step": s }, label + (step ? ` — ${new Date(step.at * 1000).toLocaleTimeString()}: ${step.detail}` : ""));
   }));
-  $("#vm-address").textContent = l.instance ? l.instance.addresses.join(", ") : "";
-  $("#vm-login").textContent = l.instance ? `ssh ${l.instance.user}@${l.instance.addresses[0] || ""}` : "waiting for the machine";
+  const i = l.instance;
+  $("#vm-address").textContent = !i ? "" : i.addresses.length ? i.addresses.join(", ") : `server ${i.server_id}`;
+  $("#vm-login").textContent = !i ? "waiting for the machine"
+    : i.addresses.length ? `ssh ${i.user}@${i.addresses[0]}` : "the cloud assigned no IP address to this machine";
   $("#invoice-left").textContent = left(l);
 }
 

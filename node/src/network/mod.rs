@@ -187,6 +187,15 @@ impl NetworkHandle {
         .await
     }
 
+    /// Gossips already-encoded evidence (a dual-signed receipt) into a pool.
+    pub async fn publish_bytes(&self, pool: &PoolId, data: Vec<u8>) -> Result<(), NetworkError> {
+        self.send(Command::Publish {
+            topic: pool_topic(pool),
+            data,
+        })
+        .await
+    }
+
     pub async fn publish_charter(
         &self,
         c: &Signed<xov_protocol::PoolCharter>,
@@ -514,6 +523,34 @@ impl Runner {
                         Verdict::Accept
                     }
                     Err(e) => Verdict::Reject(e.to_string()),
+                }
+            }
+            (Some(TopicKind::Pool(p)), AnyMessage::Receipt(r)) if r.receipt().pool == p => {
+                match m.evidence_mut().accept_receipt(r, now) {
+                    Ok(xov_protocol::Added::New) => Verdict::Accept,
+                    Ok(xov_protocol::Added::Duplicate) => Verdict::Ignore,
+                    Err(e) if e.is_senders_fault() => Verdict::Reject(e.to_string()),
+                    Err(_) => Verdict::Ignore,
+                }
+            }
+            (Some(TopicKind::Pool(_)), AnyMessage::BondProof(b)) => {
+                match m.evidence_mut().accept_bond_proof(b.clone(), now) {
+                    Ok(true) => {
+                        // Counted only once the wallet has checked the output on the chain.
+                        let _ = self.inbound.send(AnyMessage::BondProof(b));
+                        Verdict::Accept
+                    }
+                    Ok(false) => Verdict::Ignore,
+                    Err(e) if e.is_senders_fault() => Verdict::Reject(e.to_string()),
+                    Err(_) => Verdict::Ignore,
+                }
+            }
+            (Some(TopicKind::Pool(p)), AnyMessage::LoadReport(l)) if l.body().pool == p => {
+                match m.evidence_mut().accept_load_report(&l, now) {
+                    Ok(true) => Verdict::Accept,
+                    Ok(false) => Verdict::Ignore,
+                    Err(e) if e.is_senders_fault() => Verdict::Reject(e.to_string()),
+                    Err(_) => Verdict::Ignore,
                 }
             }
             (Some(TopicKind::Charters), AnyMessage::PoolCharter(c)) => {

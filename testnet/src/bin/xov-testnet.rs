@@ -1,9 +1,14 @@
 //! `xov-testnet up`: a whole local market on this machine — Bitcoin Core regtest, the OpenStack lab, two
 //! provider nodes attached to it and a buyer node — and one lease run end to end while you watch. It stays
 //! up until Ctrl-C. `xov-testnet down` stops what an interrupted `up` left behind (`--lab` also the lab).
+//!
+//! Benchmarks (see docs/benchmarks.md): `gossip-load` (N nodes, offer propagation, bytes, a fixed publish
+//! rate), `lease-timing` (payment confirmation to RUNNING, node vs OpenStack), `idle` (RSS and CPU of an idle
+//! node) and `store-size` (RocksDB bytes and memory per stored offer).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use xov_testnet::bitcoind::Bitcoind;
 use xov_testnet::node::*;
@@ -144,13 +149,100 @@ fn down(lab: bool) -> Result<(), String> {
     Ok(())
 }
 
+const USAGE: &str = "usage: xov-testnet [up | down [--lab]
+  | gossip-load [--nodes 50] [--offers 100] [--rate 100] [--load-secs 10] [--publishers 5]
+                [--poll-ms 50] [--load-poll-ms 100] [--idle-secs 10] [--env KEY=VALUE]... [--keep]
+  | lease-timing [--runs 3] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]]";
+
+/// The value after `name` in `args`, parsed, or `default` when absent.
+fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{name} needs a value\n{USAGE}")),
+    }
+}
+
+/// Runs a benchmark in a fresh directory under the testnet's state dir, removed afterwards unless `--keep`
+/// was given; the report is also written next to it as `<name>-<pid>.txt`.
+fn bench_dir(
+    name: &str,
+    f: impl FnOnce(&std::path::Path) -> Result<String, String>,
+) -> Result<(), String> {
+    let keep = std::env::args().any(|a| a == "--keep");
+    let root = xov_testnet::footprint::run_dir(&state_dir(), name);
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let result = f(&root);
+    if let Ok(report) = &result {
+        let file = root.with_extension("txt");
+        let _ = std::fs::write(&file, report);
+        println!("\nreport written to {}", file.display());
+    }
+    if keep {
+        println!("data dirs kept in {}", root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    result.map(|_| ())
+}
+
+fn gossip_load(args: &[String]) -> Result<(), String> {
+    let env = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == "--env")
+        .map(|(i, _)| {
+            args.get(i + 1)
+                .and_then(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--env needs KEY=VALUE\n{USAGE}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let o = |root: &std::path::Path| -> Result<xov_testnet::gossip_load::Opts, String> {
+        Ok(xov_testnet::gossip_load::Opts {
+            nodes: flag(args, "--nodes", 50)?,
+            offers: flag(args, "--offers", 100)?,
+            rate: flag(args, "--rate", 100.0)?,
+            load_secs: flag(args, "--load-secs", 10.0)?,
+            publishers: flag(args, "--publishers", 5)?,
+            poll: Duration::from_millis(flag(args, "--poll-ms", 50)?),
+            load_poll: Duration::from_millis(flag(args, "--load-poll-ms", 100)?),
+            idle_secs: flag(args, "--idle-secs", 10.0)?,
+            root: root.to_path_buf(),
+            env: env.clone(),
+        })
+    };
+    bench_dir("gossip-load", |root| {
+        xov_testnet::gossip_load::run(&o(root)?)
+    })
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str).unwrap_or("up") {
         "up" => up(),
         "down" => down(args.iter().any(|a| a == "--lab")),
+        "gossip-load" => gossip_load(&args[1..]),
+        "lease-timing" => flag(&args[1..], "--runs", 3usize).and_then(|runs| {
+            bench_dir("lease-timing", |root| {
+                xov_testnet::lease_timing::run(runs, root)
+            })
+        }),
+        "idle" => flag(&args[1..], "--secs", 60f64).and_then(|secs| {
+            let runs = flag(&args[1..], "--runs", 1usize)?;
+            bench_dir("idle", |root| {
+                xov_testnet::footprint::idle(secs, runs, root)
+            })
+        }),
+        "store-size" => flag(&args[1..], "--offers", 10_000usize).and_then(|n| {
+            bench_dir("store-size", |root| {
+                xov_testnet::footprint::store_size(n, root)
+            })
+        }),
         _ => {
-            eprintln!("usage: xov-testnet [up | down [--lab]]");
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,153 @@
+//! What this node knows about others' trustworthiness: dual-signed lease receipts and bond proofs heard in its
+//! pools (persisted, re-validated at start), the bonds its wallet verified against the chain, and the load
+//! providers announce. Scoring and admission rules are the protocol crate's; this file holds the evidence.
+
+use std::collections::HashMap;
+
+use thiserror::Error;
+use xov_protocol::validate::{validate_bond_proof, validate_load_report};
+use xov_protocol::{
+    Added, BondProof, LoadReport, NodeId, PoolId, PoolLoad, Signed, SignedReceipt, TrustError,
+    TrustLedger, TrustReport, ValidationError,
+};
+
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Error)]
+pub enum EvidenceError {
+    #[error(transparent)]
+    Receipt(#[from] TrustError),
+    #[error("invalid {what}: {source}")]
+    Invalid {
+        what: &'static str,
+        source: ValidationError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl EvidenceError {
+    /// Whether the sender of the evidence is to blame (forged, malformed, double-counted), as opposed to us.
+    pub fn is_senders_fault(&self) -> bool {
+        match self {
+            EvidenceError::Receipt(_) => true,
+            EvidenceError::Invalid { source, .. } => !source.is_benign(),
+            EvidenceError::Store(_) => false,
+        }
+    }
+}
+
+/// Trust evidence held by the node.
+pub struct Evidence {
+    ledger: TrustLedger,
+    load: PoolLoad,
+    /// The latest bond proof of each node, verified or not yet (the ledger holds what the chain said).
+    proofs: HashMap<NodeId, Signed<BondProof>>,
+    store: Store,
+}
+
+impl Evidence {
+    /// Loads stored receipts and bond proofs, re-validating each at `now`. Bonds count only after the wallet
+    /// has checked them again against the chain.
+    pub fn load(me: NodeId, store: Store, now: u64) -> Result<Evidence, StoreError> {
+        let mut e = Evidence {
+            ledger: TrustLedger::with_local(me),
+            load: PoolLoad::default(),
+            proofs: HashMap::new(),
+            store,
+        };
+        let (receipts, bonds) = e.store.trust_evidence()?;
+        for r in receipts.items {
+            // Conflicting pairs were both stored on purpose: loading them marks the lease conflicted again.
+            let _ = e.ledger.add_receipt(r, now);
+        }
+        for b in bonds.items {
+            if validate_bond_proof(&b, now).is_ok() {
+                e.proofs.insert(b.body().node, b);
+            }
+        }
+        Ok(e)
+    }
+
+    /// A receipt from gossip, a lease's end or the API: validated, scored, persisted.
+    pub fn accept_receipt(&mut self, r: SignedReceipt, now: u64) -> Result<Added, EvidenceError> {
+        match self.ledger.add_receipt(r.clone(), now) {
+            Ok(Added::New) => {
+                self.store.put_receipt(&r)?;
+                Ok(Added::New)
+            }
+            Ok(Added::Duplicate) => Ok(Added::Duplicate),
+            Err(e @ TrustError::Conflict { .. }) => {
+                // Keep the evidence of the double count, so it survives a restart.
+                self.store.put_receipt(&r)?;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A bond proof from gossip or our own wallet. Returns whether it is news (to verify and pass on).
+    pub fn accept_bond_proof(
+        &mut self,
+        p: Signed<BondProof>,
+        now: u64,
+    ) -> Result<bool, EvidenceError> {
+        validate_bond_proof(&p, now).map_err(|source| EvidenceError::Invalid {
+            what: "bond proof",
+            source,
+        })?;
+        let node = p.body().node;
+        if let Some(held) = self.proofs.get(&node) {
+            if held.body().created_at >= p.body().created_at {
+                return Ok(false);
+            }
+        }
+        self.store.put_bond_proof(&p)?;
+        self.proofs.insert(node, p);
+        Ok(true)
+    }
+
+    /// A provider's announced load. Returns whether it is news.
+    pub fn accept_load_report(
+        &mut self,
+        r: &Signed<LoadReport>,
+        now: u64,
+    ) -> Result<bool, EvidenceError> {
+        validate_load_report(r, now).map_err(|source| EvidenceError::Invalid {
+            what: "load report",
+            source,
+        })?;
+        Ok(self.load.observe(r))
+    }
+
+    /// Records what the chain says about a node's bond.
+    pub fn set_bond(&mut self, node: NodeId, status: xov_protocol::BondStatus) {
+        self.ledger.set_bond(node, status);
+    }
+
+    /// Forgets a bond that no longer verifies.
+    pub fn drop_bond(&mut self, node: &NodeId) {
+        self.ledger.remove_bond(node);
+    }
+
+    pub fn proofs(&self) -> Vec<Signed<BondProof>> {
+        self.proofs.values().cloned().collect()
+    }
+
+    pub fn proof_of(&self, node: &NodeId) -> Option<&Signed<BondProof>> {
+        self.proofs.get(node)
+    }
+
+    pub fn report(&self, node: &NodeId, now: u64) -> TrustReport {
+        self.ledger.score(node, now)
+    }
+
+    /// Sum of the running sats per hour the pool's providers announced (stale reports left out).
+    pub fn pool_rate(&self, pool: &PoolId, now: u64) -> u64 {
+        self.load.global_sats_per_hour(pool, now)
+    }
+
+    pub fn receipts_of(&self, node: &NodeId) -> Vec<SignedReceipt> {
+        self.ledger.receipts_of(node).cloned().collect()
+    }
+}

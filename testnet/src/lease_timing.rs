@@ -1,0 +1,401 @@
+//! `xov-testnet lease-timing`: how long from the block that confirms a lease's payment to the provider
+//! reporting the machine RUNNING, split into the node's own time and OpenStack's.
+//!
+//! A provider and a buyer run on the local testnet (bitcoind regtest, the OpenStack lab). The provider reaches
+//! Nova through a recording proxy that timestamps every request and notes each server status in Nova's
+//! answers, so the wire shows when the node asked for the server (`POST /servers`) and when Nova first
+//! answered ACTIVE. The harness mines the confirming block and polls the provider's lease state every
+//! 25 ms. Nova's own view (`created` → `OS-SRV-USG:launched_at`, whole seconds) is read afterwards.
+//!
+//!   node before Nova   = POST /servers sent            − block mined
+//!   OpenStack (wire)   = first ACTIVE answer            − POST /servers sent
+//!   node after ACTIVE  = provider state `running` seen  − first ACTIVE answer
+//!
+//! The wire figure for OpenStack includes the provider's poll interval (it asks for the server's status
+//! 250 ms after the create, then backs off), so part of it is node behaviour; the table says so.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use crate::bitcoind::Bitcoind;
+use crate::node::{eventually, Daemon};
+use crate::node_api::NodeApi;
+use crate::openstack::OpenStackLab;
+use crate::proc_stats::{self, percentile, sorted};
+use crate::scenario::{self, ProviderOpts, PRICE_P1};
+
+/// One request the proxy forwarded.
+#[derive(Debug, Clone)]
+struct Record {
+    /// When the request reached the proxy, and when Nova's answer came back, since the proxy started.
+    sent: f64,
+    answered: f64,
+    method: String,
+    path: String,
+    /// `server.status` or the statuses in `servers[]` of the answer, if any.
+    statuses: Vec<String>,
+    /// `server.id` in the answer of a create.
+    server_id: Option<String>,
+}
+
+struct Proxy {
+    target: String,
+    client: reqwest::Client,
+    t0: Instant,
+    log: Mutex<Vec<Record>>,
+}
+
+async fn relay(State(p): State<Arc<Proxy>>, req: Request) -> Response {
+    let sent = p.t0.elapsed().as_secs_f64();
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|x| x.as_str().to_string())
+        .unwrap_or_default();
+    let mut fwd = p
+        .client
+        .request(parts.method.clone(), format!("{}{pq}", p.target))
+        .body(body);
+    for (k, v) in &parts.headers {
+        if !matches!(
+            k.as_str(),
+            "host" | "content-length" | "connection" | "transfer-encoding"
+        ) {
+            fwd = fwd.header(k, v);
+        }
+    }
+    let Ok(resp) = fwd.send().await else {
+        return Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .body(Body::empty())
+            .unwrap_or_default();
+    };
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let mut statuses = Vec::new();
+    if let Some(s) = v["server"]["status"].as_str() {
+        statuses.push(s.to_string());
+    }
+    for s in v["servers"].as_array().into_iter().flatten() {
+        if let Some(s) = s["status"].as_str() {
+            statuses.push(s.to_string());
+        }
+    }
+    p.log.lock().unwrap().push(Record {
+        sent,
+        answered: p.t0.elapsed().as_secs_f64(),
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        statuses,
+        server_id: v["server"]["id"].as_str().map(String::from),
+    });
+    let mut b = Response::builder().status(status);
+    for (k, v) in &headers {
+        if !matches!(
+            k.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            b = b.header(k, v);
+        }
+    }
+    b.body(Body::from(bytes)).unwrap_or_default()
+}
+
+/// Unix seconds of an OpenStack timestamp (`2026-11-23T15:20:01Z`, `2026-11-23T15:20:01.000000`), UTC.
+fn unix_of(ts: &str) -> Option<f64> {
+    let ts = ts.trim_end_matches('Z');
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let ss: f64 = t.next()?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+/// A Keystone token for the lab's admin, to read server details from Nova afterwards.
+async fn token(lab: &OpenStackLab, client: &reqwest::Client) -> Result<String, String> {
+    let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": lab.username, "password": lab.password, "domain": {"name": lab.user_domain}}}},
+        "scope": {"project": {"name": lab.project_name, "domain": {"name": lab.project_domain}}}}});
+    let r = client
+        .post(format!("{}/auth/tokens", lab.auth_url))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    r.headers()
+        .get("X-Subject-Token")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .ok_or_else(|| format!("keystone gave no token ({})", r.status()))
+}
+
+/// One lease's figures, in seconds.
+#[derive(Debug, Clone, Default)]
+struct Run {
+    before_nova: f64,
+    nova_wire: f64,
+    after_active: f64,
+    total: f64,
+    /// Nova's `launched_at − created`, whole seconds.
+    nova_own: Option<f64>,
+    /// Block mined → provider state `funded` (chain detection, RPC poll 200 ms).
+    to_funded: Option<f64>,
+    polls: usize,
+}
+
+/// Runs `runs` leases one after another and reports the split.
+pub fn run(runs: usize, root: &std::path::Path) -> Result<String, String> {
+    let mut out = String::new();
+    let mut say = |s: String| {
+        println!("{s}");
+        out.push_str(&s);
+        out.push('\n');
+    };
+    say(format!("machine: {}", proc_stats::machine()));
+    say(format!("xov binary: {}", crate::node::xov_bin().display()));
+    let btc = Bitcoind::start().map_err(|e| e.to_string())?;
+    let lab = OpenStackLab::ensure().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = NodeApi::client();
+    let proxy = Arc::new(Proxy {
+        target: lab.compute_origin.clone(),
+        client: client.clone(),
+        t0: Instant::now(),
+        log: Mutex::new(Vec::new()),
+    });
+    let origin = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let origin = format!("http://{}", l.local_addr().map_err(|e| e.to_string())?);
+        let app = axum::Router::new()
+            .fallback(relay)
+            .with_state(proxy.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+        Ok::<_, String>(origin)
+    })?;
+
+    let dir = |n: &str| {
+        let d = root.join(n);
+        std::fs::create_dir_all(&d).map(|_| d)
+    };
+    let opts = ProviderOpts {
+        compute_endpoint: Some(format!("{origin}/v2.1")),
+        ..Default::default()
+    };
+    let provider = scenario::start(
+        &dir("provider").map_err(|e| e.to_string())?,
+        &scenario::provider_toml_with(&lab, &btc, PRICE_P1, &opts),
+        None,
+    );
+    let buyer = scenario::start(
+        &dir("buyer").map_err(|e| e.to_string())?,
+        &scenario::buyer_toml(&btc),
+        Some(&provider),
+    );
+    scenario::fund(&buyer, &btc);
+    eventually("the provider's offer at the buyer", scenario::WAIT, || {
+        let v = buyer.json(&["offers", "list", "--image", "debian-12"]);
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    });
+    let key = scenario::ssh_key(root);
+    let papi = NodeApi::of(&provider, &client);
+    let mut results = Vec::new();
+    for r in 0..runs {
+        let res = one_lease(&rt, &btc, &lab, &buyer, &papi, &proxy, &key, &client)?;
+        say(format!(
+            "run {}/{runs}: mined→POST /servers {:.0} ms, POST→ACTIVE answer {:.0} ms ({} status polls), ACTIVE→running {:.0} ms, total {:.0} ms, Nova's own created→launched_at {}; load average {}",
+            r + 1,
+            res.before_nova * 1e3,
+            res.nova_wire * 1e3,
+            res.polls,
+            res.after_active * 1e3,
+            res.total * 1e3,
+            res.nova_own.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "-".into()),
+            proc_stats::load_average()
+        ));
+        results.push(res);
+    }
+    let col = |f: &dyn Fn(&Run) -> Option<f64>| {
+        let v = sorted(results.iter().filter_map(f).collect());
+        let f = |x: Option<f64>| {
+            x.map(|s| format!("{:.0} ms", s * 1e3))
+                .unwrap_or_else(|| "-".into())
+        };
+        format!(
+            "{} ({}–{})",
+            f(percentile(&v, 50.0)),
+            f(v.first().copied()),
+            f(v.last().copied())
+        )
+    };
+    say(format!("\n{runs} lease(s); median (min–max)"));
+    say("| block mined → funded seen | → POST /servers (node before Nova) | POST → first ACTIVE answer (OpenStack, wire) | Nova's created → launched_at | ACTIVE answer → running (node after) | total | node overhead share |".into());
+    say("|---|---|---|---|---|---|---|".into());
+    let share = |x: &Run| Some((x.before_nova + x.after_active) / x.nova_wire.max(1e-9));
+    let share_v = sorted(results.iter().filter_map(share).collect());
+    say(format!(
+        "| {} | {} | {} | {} | {} | {} | {:.0} % of the OpenStack wire time (median) |",
+        col(&|x| x.to_funded),
+        col(&|x| Some(x.before_nova)),
+        col(&|x| Some(x.nova_wire)),
+        col(&|x| x.nova_own),
+        col(&|x| Some(x.after_active)),
+        col(&|x| Some(x.total)),
+        percentile(&share_v, 50.0).unwrap_or(0.0) * 100.0
+    ));
+    drop((provider, buyer));
+    let _ = btc.stop();
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_lease(
+    rt: &tokio::runtime::Runtime,
+    btc: &Bitcoind,
+    lab: &OpenStackLab,
+    buyer: &Daemon,
+    papi: &NodeApi,
+    proxy: &Proxy,
+    key: &std::path::Path,
+    client: &reqwest::Client,
+) -> Result<Run, String> {
+    let l = buyer.json(&[
+        "order",
+        "--vcpus",
+        "1",
+        "--image",
+        "debian-12",
+        "--max-price",
+        "60000",
+        "--hours",
+        "1",
+        "--ssh-key",
+        key.to_str().unwrap_or_default(),
+        "--pay",
+    ]);
+    let id = l["id"].as_str().unwrap_or_default().to_string();
+    if id.is_empty() {
+        return Err(format!("order gave no lease id: {l}"));
+    }
+    // The provider must have seen the payment before the block, or the block is not what we time.
+    eventually("the provider sees the payment", scenario::WAIT, || {
+        let v = rt.block_on(papi.get(&format!("/v1/leases/{id}")))?;
+        match v["state"].as_str() {
+            Some("payment_seen") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let mark = proxy.log.lock().unwrap().len();
+    let mined_at = proxy.t0.elapsed().as_secs_f64();
+    btc.mine(1).map_err(|e| e.to_string())?;
+    let mut seen: Vec<(String, f64)> = Vec::new();
+    let deadline = Instant::now() + scenario::WAIT;
+    let running_at = loop {
+        let v = rt.block_on(papi.get(&format!("/v1/leases/{id}")))?;
+        let t = proxy.t0.elapsed().as_secs_f64();
+        let s = v["state"].as_str().unwrap_or_default().to_string();
+        if seen.last().is_none_or(|(last, _)| *last != s) {
+            seen.push((s.clone(), t));
+        }
+        if s == "running" {
+            break t;
+        }
+        if matches!(s.as_str(), "failed" | "refused" | "expired") || Instant::now() > deadline {
+            return Err(format!("lease {id} ended in {s}: {v}"));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let log: Vec<Record> = proxy.log.lock().unwrap()[mark..].to_vec();
+    let create = log
+        .iter()
+        .find(|r| r.method == "POST" && r.path.ends_with("/servers"))
+        .ok_or("the provider never asked Nova for a server")?;
+    let server_id = create.server_id.clone().unwrap_or_default();
+    let active = log
+        .iter()
+        .find(|r| r.sent >= create.sent && r.statuses.iter().any(|s| s == "ACTIVE"))
+        .ok_or("no ACTIVE answer from Nova on the wire")?;
+    let polls = log
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&server_id) && r.sent >= create.sent)
+        .count();
+    let nova_own = rt.block_on(async {
+        let tok = token(lab, client).await.ok()?;
+        let v: Value = client
+            .get(format!("{}/servers/{server_id}", lab.compute_url))
+            .header("X-Auth-Token", tok)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let s = &v["server"];
+        Some(unix_of(s["OS-SRV-USG:launched_at"].as_str()?)? - unix_of(s["created"].as_str()?)?)
+    });
+    let to_funded = seen
+        .iter()
+        .find(|(s, _)| s == "funded" || s == "provisioning" || s == "running")
+        .map(|(_, t)| t - mined_at);
+    // Tidy up: end the lease so the lab does not fill with machines (a failure here changes no figure).
+    let bapi = NodeApi::of(buyer, client);
+    let _ = rt.block_on(bapi.post(&format!("/v1/leases/{id}/cancel"), &json!({})));
+    Ok(Run {
+        before_nova: create.sent - mined_at,
+        nova_wire: active.answered - create.sent,
+        after_active: running_at - active.answered,
+        total: running_at - mined_at,
+        nova_own,
+        to_funded,
+        polls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_of;
+
+    #[test]
+    fn openstack_timestamps_parse_as_utc() {
+        assert_eq!(unix_of("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(unix_of("2026-11-23T15:20:01Z"), Some(1_795_447_201.0));
+        assert_eq!(unix_of("2026-11-23T15:20:01.500000"), Some(1_795_447_201.5));
+        assert_eq!(unix_of("garbage"), None);
+    }
+}
