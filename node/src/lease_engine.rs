@@ -510,6 +510,7 @@ impl LeaseEngine {
             if let Err(e) = self.store.put_lease(&rec) {
                 return Err(format!("provider storage error: {e}"));
             }
+            self.events.lease_saved(&rec, None);
             g.insert(rec.id.clone(), rec);
             signed
         };

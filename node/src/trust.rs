@@ -151,3 +151,66 @@ impl Evidence {
         self.ledger.receipts_of(node).cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+    use xov_protocol::{public_charter, Keypair, MessageId, ProviderReceipt, Receipt};
+
+    fn receipt(p: &Keypair, b: &Keypair, lease: u8, paid: u64, now: u64) -> SignedReceipt {
+        ProviderReceipt::sign(
+            Receipt {
+                lease_id: MessageId([lease; 32]),
+                pool: public_charter().body().pool_id(),
+                provider: p.node_id(),
+                buyer: b.node_id(),
+                started_at: now - 100,
+                ended_at: now - 10,
+                paid_sats: paid,
+                refunded_sats: 0,
+            },
+            p,
+        )
+        .countersign(b)
+        .unwrap()
+    }
+
+    #[test]
+    fn receipts_and_double_counts_survive_a_restart() {
+        let now = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let me = Keypair::generate(&mut OsRng);
+        let (p, b) = (Keypair::generate(&mut OsRng), Keypair::generate(&mut OsRng));
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut e = Evidence::load(me.node_id(), store, now).unwrap();
+            assert_eq!(
+                e.accept_receipt(receipt(&p, &b, 1, 5000, now), now)
+                    .unwrap(),
+                Added::New
+            );
+            assert_eq!(
+                e.accept_receipt(receipt(&p, &b, 1, 5000, now), now)
+                    .unwrap(),
+                Added::Duplicate
+            );
+            e.accept_receipt(receipt(&p, &b, 2, 7000, now), now)
+                .unwrap();
+            // A different receipt for lease 2: both parties lose it.
+            let err = e
+                .accept_receipt(receipt(&p, &b, 2, 70_000, now), now)
+                .unwrap_err();
+            assert!(err.is_senders_fault());
+            assert_eq!(e.report(&b.node_id(), now).conflicted_receipts, 1);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let e = Evidence::load(me.node_id(), store, now).unwrap();
+        let r = e.report(&b.node_id(), now);
+        assert_eq!(r.receipts_as_buyer, 1, "{r:?}");
+        assert_eq!(r.conflicted_receipts, 1, "{r:?}");
+        // Both leases' receipts are held (the evidence of the double count included), one counts.
+        assert_eq!(e.receipts_of(&p.node_id()).len(), 2);
+        assert_eq!(e.report(&p.node_id(), now).receipts_as_provider, 1);
+    }
+}

@@ -163,9 +163,11 @@ struct Run {
     total: f64,
     /// Nova's `launched_at − created`, whole seconds.
     nova_own: Option<f64>,
-    /// Block mined → provider state `funded` (chain detection, RPC poll 200 ms).
+    /// Block mined → the provider's lease leaves `payment_seen` (chain detection; its RPC poll is 200 ms).
     to_funded: Option<f64>,
     polls: usize,
+    /// Nova requests and lease states from the block on, in ms after it: what the node did when.
+    trace: Vec<String>,
 }
 
 /// Runs `runs` leases one after another and reports the split.
@@ -238,6 +240,7 @@ pub fn run(runs: usize, root: &std::path::Path) -> Result<String, String> {
     let mut results = Vec::new();
     for r in 0..runs {
         let res = one_lease(&rt, &btc, &lab, &buyer, &papi, &proxy, &key, &client)?;
+        say(format!("  trace: {}", res.trace.join(" | ")));
         say(format!(
             "run {}/{runs}: mined→POST /servers {:.0} ms, POST→ACTIVE answer {:.0} ms ({} status polls), ACTIVE→running {:.0} ms, total {:.0} ms, Nova's own created→launched_at {}; load average {}",
             r + 1,
@@ -265,7 +268,7 @@ pub fn run(runs: usize, root: &std::path::Path) -> Result<String, String> {
         )
     };
     say(format!("\n{runs} lease(s); median (min–max)"));
-    say("| block mined → funded seen | → POST /servers (node before Nova) | POST → first ACTIVE answer (OpenStack, wire) | Nova's created → launched_at | ACTIVE answer → running (node after) | total | node overhead share |".into());
+    say("| block mined → provider acts (leaves payment_seen) | → POST /servers (node before Nova) | POST → first ACTIVE answer (OpenStack, wire) | Nova's created → launched_at | ACTIVE answer → running (node after) | total | node overhead share |".into());
     say("|---|---|---|---|---|---|---|".into());
     let share = |x: &Run| Some((x.before_nova + x.after_active) / x.nova_wire.max(1e-9));
     let share_v = sorted(results.iter().filter_map(share).collect());
@@ -369,9 +372,36 @@ fn one_lease(
         let s = &v["server"];
         Some(unix_of(s["OS-SRV-USG:launched_at"].as_str()?)? - unix_of(s["created"].as_str()?)?)
     });
+    let mut trace: Vec<(f64, String)> = log
+        .iter()
+        .map(|r| {
+            let st = if r.statuses.len() == 1 {
+                format!(" {}", r.statuses[0])
+            } else {
+                String::new()
+            };
+            let path = r.path.replace(&server_id, "{id}");
+            (
+                r.sent - mined_at,
+                format!(
+                    "{:.0}–{:.0} {} {path}{st}",
+                    (r.sent - mined_at) * 1e3,
+                    (r.answered - mined_at) * 1e3,
+                    r.method
+                ),
+            )
+        })
+        .chain(seen.iter().map(|(s, t)| {
+            (
+                t - mined_at,
+                format!("{:.0} state {s}", (t - mined_at) * 1e3),
+            )
+        }))
+        .collect();
+    trace.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
     let to_funded = seen
         .iter()
-        .find(|(s, _)| s == "funded" || s == "provisioning" || s == "running")
+        .find(|(s, _)| s != "payment_seen")
         .map(|(_, t)| t - mined_at);
     // Tidy up: end the lease so the lab does not fill with machines (a failure here changes no figure).
     let bapi = NodeApi::of(buyer, client);
@@ -384,6 +414,7 @@ fn one_lease(
         nova_own,
         to_funded,
         polls,
+        trace: trace.into_iter().map(|(_, s)| s).collect(),
     })
 }
 

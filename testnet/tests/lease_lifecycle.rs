@@ -3,7 +3,10 @@
 //!
 //! order → invoice → pay → (provider crashes after the payment is seen, restarts) → confirm → ACTIVE VM with the
 //! buyer's key → (provider crashes while running, restarts: still one VM) → top-up extends → warn → grace →
-//! halt → delete → signed receipts on both sides; and a refused order explains itself.
+//! halt → delete → signed receipts on both sides; and a refused order explains itself. Also: a provider
+//! killed while Nova is still building the machine (a fault proxy keeps it "BUILD") restarts to exactly one
+//! machine; a provider that does not advertise answers a gossiped bid; `leases show --wait` follows a lease
+//! until it runs; `lease extend` tops it up.
 
 use reqwest::Method;
 use serde_json::Value;

@@ -49,6 +49,10 @@ type Shared = Arc<Mutex<Inner>>;
 
 /// How long a new light client may take to connect to its peers before it is rebuilt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Time a trusted peer gets to accept the TCP connection.
+const PEER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a trusted peer gets to answer a request (headers, filters, blocks).
+const PEER_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn lock(inner: &Shared) -> std::sync::MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -248,6 +252,10 @@ async fn run_kyoto(
                 .add_peers(whitelist)
                 .whitelist_only()
                 .required_peers(1)
+                // The defaults (2 s to connect, 5 s to answer) drop a busy bitcoind under load; our peers
+                // are the operator's own nodes, so waiting for them is better than losing them.
+                .handshake_timeout(PEER_HANDSHAKE_TIMEOUT)
+                .response_timeout(PEER_RESPONSE_TIMEOUT)
                 .fetch_witness_data()
                 .build_with_wallet(&g.wallet, SyncConfig::sync_from_last_checkpoint().build())
         };

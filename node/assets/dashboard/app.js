@@ -170,7 +170,7 @@ function renderInvoice() {
     $("#invoice-qr").dataset.uri = l.pay_uri;
     $("#invoice-qr").src = `/v1/qr.svg?data=${encodeURIComponent(l.pay_uri)}`;
   }
-  $("#invoice-pay-from-wallet").classList.toggle("hidden", !(l.role === "buyer" && l.pay_uri));
+  $("#invoice-pay-from-wallet").classList.toggle("hidden", !(l.role === "buyer" && l.pay_uri && l.state === "invoiced"));
   const at = ORDER.indexOf(l.state);
   $("#progress").replaceChildren(...STEPS.map(([s, label]) => {
     const i = ORDER.indexOf(s);
@@ -256,10 +256,14 @@ async function loadPools() {
 }
 async function loadPeers() {
   const peers = await api("/v1/peers");
-  $("#peers-table tbody").replaceChildren(...peers.map((p) => el("tr", {},
+  // Trust from receipts and bonds (xov trust show), one request per peer with a node id.
+  const trust = await Promise.all(peers.map((p) => p.node_id ? api(`/v1/trust/${p.node_id}`).catch(() => null) : null));
+  $("#peers-table tbody").replaceChildren(...peers.map((p, i) => { const t = trust[i]; return el("tr", {},
     el("td", { class: "mono", title: p.peer_id }, short(p.peer_id, 16)), el("td", { class: "mono" }, short(p.node_id, 16)),
+    el("td", { title: t ? t.explanation : "" }, t ? `${t.report.tier} (${t.report.score})` : "–"),
+    el("td", {}, t && t.report.bond ? (t.report.bond.spent ? "spent" : `${t.report.bond_value_sats} sats`) : "none"),
     el("td", {}, p.connected ? "yes" : "no"), el("td", {}, p.gossip_score == null ? "–" : p.gossip_score.toFixed(2)),
-    el("td", {}, String(p.penalty)), el("td", {}, p.banned ? "BANNED" : "no"), el("td", {}, String(p.pools.length)))));
+    el("td", {}, String(p.penalty)), el("td", {}, p.banned ? "BANNED" : "no"), el("td", {}, String(p.pools.length))); }));
 }
 $("#doctor-run").addEventListener("click", async () => {
   $("#doctor-summary").textContent = "checking (asks peers, the chain source and the cloud; up to 10 s)…";
