@@ -4,9 +4,12 @@
 # features that need them land.
 set -euo pipefail
 # chromium, nodejs and npm: the dashboard's browser test (headless Chromium driven by playwright-core).
-need=(build-essential pkg-config clang libclang-dev openssh-client chromium nodejs npm)
+need=(build-essential pkg-config clang libclang-dev openssh-client chromium)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# A Node.js from elsewhere (e.g. NodeSource, which bundles npm) conflicts with Debian's npm: use what is there.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
   echo "installing: ${missing[*]}" >&2

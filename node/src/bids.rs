@@ -132,37 +132,10 @@ impl BidBoard {
 mod tests {
     use super::*;
     use rand_core::OsRng;
-    use xov_protocol::{public_charter, Demand, InstanceType, Keypair, Location};
+    use xov_protocol::{public_charter, Demand, Keypair};
 
     fn offer(key: &Keypair, price: u64, vcpus: u32, now: u64) -> Signed<Offer> {
-        Signed::sign(
-            Offer {
-                provider: key.node_id(),
-                pool: public_charter().body().pool_id(),
-                offer_id: vcpus as u64,
-                sequence: now,
-                created_at: now,
-                expires_at: now + 3600,
-                instance: InstanceType {
-                    vcpus,
-                    ram_mib: 1024,
-                    disk_gib: 10,
-                    gpu: None,
-                    arch: xov_protocol::Arch::X86_64,
-                },
-                images: vec!["debian-12".into()],
-                price_sats_per_hour: price,
-                min_lease_secs: 3600,
-                max_lease_secs: 7200,
-                location: Location {
-                    country: "DE".into(),
-                    region: String::new(),
-                },
-                capacity: 1,
-                bond: None,
-            },
-            key,
-        )
+        crate::test_support::offer(key, vcpus as u64, price, vcpus, now)
     }
 
     fn bid(buyer: &Keypair, now: u64) -> Bid {

@@ -93,15 +93,16 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         policy,
     )?;
     leases.spawn(lease_requests);
-    crate::trust_service::TrustService::spawn(
-        Keypair::from_secret_bytes(&lease_key_secret),
-        market.clone(),
-        wallet.clone(),
-        net.clone(),
-        leases.clone(),
-        cfg.trust.clone(),
-        cloud.is_some(),
-    );
+    crate::trust_service::TrustService {
+        key: Keypair::from_secret_bytes(&lease_key_secret),
+        market: market.clone(),
+        wallet: wallet.clone(),
+        net: net.clone(),
+        leases: leases.clone(),
+        cfg: cfg.trust.clone(),
+        provider: cloud.is_some(),
+    }
+    .spawn();
     if let Some(c) = cloud {
         crate::machines::spawn_provider(
             c,

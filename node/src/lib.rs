@@ -24,6 +24,8 @@ pub mod ops_cli;
 pub mod output;
 pub mod ranking;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 pub mod trust;
 pub mod trust_api;
 pub mod trust_service;

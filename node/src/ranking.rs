@@ -30,37 +30,10 @@ pub fn rank(
 mod tests {
     use super::*;
     use rand_core::OsRng;
-    use xov_protocol::{public_charter, InstanceType, Keypair, Location};
+    use xov_protocol::Keypair;
 
     fn offer(key: &Keypair, price: u64) -> Signed<Offer> {
-        Signed::sign(
-            Offer {
-                provider: key.node_id(),
-                pool: public_charter().body().pool_id(),
-                offer_id: 1,
-                sequence: 1,
-                created_at: 1,
-                expires_at: 3601,
-                instance: InstanceType {
-                    vcpus: 1,
-                    ram_mib: 1024,
-                    disk_gib: 10,
-                    gpu: None,
-                    arch: xov_protocol::Arch::X86_64,
-                },
-                images: vec!["debian-12".into()],
-                price_sats_per_hour: price,
-                min_lease_secs: 3600,
-                max_lease_secs: 7200,
-                location: Location {
-                    country: "DE".into(),
-                    region: String::new(),
-                },
-                capacity: 1,
-                bond: None,
-            },
-            key,
-        )
+        crate::test_support::offer(key, 1, price, 1, 1)
     }
 
     #[test]

@@ -20,35 +20,21 @@ use crate::network::NetworkHandle;
 /// How often own bonds are looked at for a new confirmation (announcing waits for one).
 const OWN_BOND_POLL: Duration = Duration::from_secs(2);
 
+/// Built by the daemon, then [`TrustService::spawn`]ed.
 pub struct TrustService {
-    key: Keypair,
-    market: Arc<RwLock<Market>>,
-    wallet: Option<Arc<XovWallet>>,
-    net: NetworkHandle,
-    leases: Arc<LeaseEngine>,
-    cfg: TrustConfig,
-    provider: bool,
+    pub key: Keypair,
+    pub market: Arc<RwLock<Market>>,
+    pub wallet: Option<Arc<XovWallet>>,
+    pub net: NetworkHandle,
+    pub leases: Arc<LeaseEngine>,
+    pub cfg: TrustConfig,
+    /// Whether this node provides machines (and so announces its load).
+    pub provider: bool,
 }
 
 impl TrustService {
-    pub fn spawn(
-        key: Keypair,
-        market: Arc<RwLock<Market>>,
-        wallet: Option<Arc<XovWallet>>,
-        net: NetworkHandle,
-        leases: Arc<LeaseEngine>,
-        cfg: TrustConfig,
-        provider: bool,
-    ) {
-        let s = Arc::new(TrustService {
-            key,
-            market,
-            wallet,
-            net,
-            leases,
-            cfg,
-            provider,
-        });
+    pub fn spawn(self) {
+        let s = Arc::new(self);
         let me = s.clone();
         let mut inbound = s.net.inbound();
         tokio::spawn(async move {

@@ -235,3 +235,32 @@ pub fn fund(node: &Daemon, btc: &Bitcoind) {
         }
     });
 }
+
+/// The real parts an end-to-end test runs against, or `None` when `XOV_SKIP_E2E=1` was set explicitly.
+/// A part that cannot be started fails the test with how to start it.
+pub fn real_parts(what: &str) -> Option<(Bitcoind, OpenStackLab)> {
+    if crate::skip_e2e(what) {
+        return None;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
+    Some((btc, lab))
+}
+
+/// A new directory `name` under `root`, for one node's data.
+pub fn subdir(root: &Path, name: &str) -> std::path::PathBuf {
+    let d = root.join(name);
+    std::fs::create_dir_all(&d).expect("node dir");
+    d
+}
+
+/// Waits until a node's book holds at least one debian-12 offer.
+pub fn wait_any_offer(d: &Daemon) {
+    eventually("an offer in the book", WAIT, || {
+        let v = d.json(&["offers", "list", "--image", "debian-12"]);
+        match v.as_array().map(|a| a.len()) {
+            Some(n) if n > 0 => Ok(()),
+            _ => Err(v.to_string()),
+        }
+    });
+}

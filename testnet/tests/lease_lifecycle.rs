@@ -11,7 +11,6 @@
 use reqwest::Method;
 use serde_json::Value;
 use xov_provisioner::{keypair_name, MachineState, OpenStackProvisioner, Provisioner};
-use xov_testnet::bitcoind::Bitcoind;
 use xov_testnet::fault_proxy::{Fault, FaultProxy, Path as FaultPath};
 use xov_testnet::node::*;
 use xov_testnet::openstack::OpenStackLab;
@@ -47,11 +46,9 @@ fn machines_of(
 
 #[test]
 fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_receipt() {
-    if xov_testnet::skip_e2e("lease lifecycle") {
+    let Some((btc, lab)) = real_parts("lease lifecycle") else {
         return;
-    }
-    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
-    let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cloud = provisioner(&lab);
     let root = tempfile::tempdir().unwrap();
@@ -227,11 +224,9 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
 
 #[test]
 fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_machine_behind() {
-    if xov_testnet::skip_e2e("lease failover") {
+    let Some((btc, lab)) = real_parts("lease failover") else {
         return;
-    }
-    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
-    let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cloud = provisioner(&lab);
     let root = tempfile::tempdir().unwrap();
@@ -368,11 +363,9 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn a_provider_killed_while_the_machine_builds_restarts_to_exactly_one_running_machine() {
-    if xov_testnet::skip_e2e("crash during build") {
+    let Some((btc, lab)) = real_parts("crash during build") else {
         return;
-    }
-    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
-    let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cloud = provisioner(&lab);
     // The provider reaches Nova through a proxy that shows every server as still building until healed:
@@ -385,10 +378,8 @@ fn a_provider_killed_while_the_machine_builds_restarts_to_exactly_one_running_ma
         Fault::PretendBuilding,
     );
     let root = tempfile::tempdir().unwrap();
-    let pdir = root.path().join("provider");
-    let bdir = root.path().join("buyer");
-    std::fs::create_dir_all(&pdir).unwrap();
-    std::fs::create_dir_all(&bdir).unwrap();
+    let pdir = subdir(root.path(), "provider");
+    let bdir = subdir(root.path(), "buyer");
     let opts = ProviderOpts {
         compute_endpoint: Some(proxy.compute_url()),
         ..Default::default()
@@ -397,13 +388,7 @@ fn a_provider_killed_while_the_machine_builds_restarts_to_exactly_one_running_ma
     let p = start(&pdir, &toml, None);
     let buyer = start(&bdir, &buyer_toml(&btc), Some(&p));
     fund(&buyer, &btc);
-    eventually("the provider's offer in the buyer's book", WAIT, || {
-        let v = buyer.json(&["offers", "list", "--image", "debian-12"]);
-        match v.as_array().map(|a| a.len()) {
-            Some(n) if n > 0 => Ok(()),
-            _ => Err(v.to_string()),
-        }
-    });
+    wait_any_offer(&buyer);
     let key_dir = tempfile::tempdir().unwrap();
     let key = ssh_key(key_dir.path());
     let l = buyer.json(&[
@@ -454,16 +439,12 @@ fn a_provider_killed_while_the_machine_builds_restarts_to_exactly_one_running_ma
 
 #[test]
 fn a_bid_reaches_a_provider_that_does_not_advertise_and_it_answers_with_an_offer_to_order() {
-    if xov_testnet::skip_e2e("bids") {
+    let Some((btc, lab)) = real_parts("bids") else {
         return;
-    }
-    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
-    let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
+    };
     let root = tempfile::tempdir().unwrap();
-    let pdir = root.path().join("quiet-provider");
-    let bdir = root.path().join("buyer");
-    std::fs::create_dir_all(&pdir).unwrap();
-    std::fs::create_dir_all(&bdir).unwrap();
+    let pdir = subdir(root.path(), "quiet-provider");
+    let bdir = subdir(root.path(), "buyer");
     // This provider keeps its offers out of gossip: it only answers bids.
     let opts = ProviderOpts {
         advertise: false,

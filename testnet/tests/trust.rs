@@ -8,9 +8,7 @@
 
 use serde_json::Value;
 use xov_protocol::{Keypair, MessageId, ProviderReceipt, Receipt};
-use xov_testnet::bitcoind::Bitcoind;
 use xov_testnet::node::*;
-use xov_testnet::openstack::OpenStackLab;
 use xov_testnet::scenario::*;
 
 /// Anonymous buyers: 2 leases and 40,000 sats/h in an idle pool, halved when the pool runs 36,000 sats/h
@@ -47,29 +45,13 @@ fn last_lease_id(d: &Daemon) -> String {
         .to_string()
 }
 
-fn wait_book(d: &Daemon) {
-    eventually("the provider's offer in the book", WAIT, || {
-        let v = d.json(&["offers", "list", "--image", "debian-12"]);
-        match v.as_array().map(|a| a.len()) {
-            Some(n) if n > 0 => Ok(()),
-            _ => Err(v.to_string()),
-        }
-    });
-}
-
 #[test]
 fn anonymous_buyers_are_limited_by_pool_load_until_a_bond_lets_them_in() {
-    if xov_testnet::skip_e2e("trust") {
+    let Some((btc, lab)) = real_parts("trust") else {
         return;
-    }
-    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
-    let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
-    let root = tempfile::tempdir().unwrap();
-    let dir = |n: &str| {
-        let d = root.path().join(n);
-        std::fs::create_dir_all(&d).unwrap();
-        d
     };
+    let root = tempfile::tempdir().unwrap();
+    let dir = |n: &str| subdir(root.path(), n);
     let opts = ProviderOpts {
         extra: ADMISSION.into(),
         ..Default::default()
@@ -83,8 +65,8 @@ fn anonymous_buyers_are_limited_by_pool_load_until_a_bond_lets_them_in() {
     let newcomer = start(&dir("newcomer"), &buyer_toml(&btc), Some(&p));
     fund(&runner, &btc);
     fund(&newcomer, &btc);
-    wait_book(&runner);
-    wait_book(&newcomer);
+    wait_any_offer(&runner);
+    wait_any_offer(&newcomer);
     let key_dir = tempfile::tempdir().unwrap();
     let key = ssh_key(key_dir.path());
     let key = key.to_str().unwrap();

@@ -2,52 +2,20 @@
 //! (the light client, over P2P) and bitcoind RPC. Every payment is a real transaction made by another
 //! xov wallet; blocks come from `generatetoaddress`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast::Receiver;
 use xov_testnet::bitcoind::Bitcoind;
 use xov_wallet::*;
 
-const WAIT: Duration = Duration::from_secs(90);
-
-#[derive(Clone, Copy, Debug)]
-enum Source {
-    Filters,
-    Rpc,
-}
+mod common;
+use common::*;
 
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn source(kind: Source, btc: &Bitcoind) -> ChainSource {
-    match kind {
-        Source::Filters => ChainSource::CompactFilters {
-            peers: vec![btc.p2p_addr()],
-        },
-        Source::Rpc => ChainSource::BitcoindRpc {
-            url: btc.rpc_url(),
-            cookie_file: btc.cookie_file(),
-            poll_ms: 50,
-        },
-    }
-}
-
-async fn open(dir: &std::path::Path, name: &str, chain: ChainSource) -> XovWallet {
-    let cfg = WalletConfig {
-        network: Network::Regtest,
-        mnemonic_path: dir.join(format!("{name}.mnemonic")),
-        passphrase: String::new(),
-        file_passphrase: None,
-        chain,
-        lookahead: 50,
-    };
-    XovWallet::open(cfg, Box::new(FileStore::new(dir.join(name)).unwrap()))
-        .await
-        .expect("wallet opens")
 }
 
 /// Waits for the first event matching `pred`, failing after WAIT with what was seen.
@@ -64,18 +32,6 @@ async fn wait_for(
             Ok(Ok(e)) => seen.push(e),
             Ok(Err(e)) => panic!("event stream broke while waiting for {what}: {e}"),
             Err(_) => panic!("timed out waiting for {what}; saw {seen:?}"),
-        }
-    }
-}
-
-/// Waits until `cond` holds, re-checking after every wallet event.
-async fn until(rx: &mut Receiver<WalletEvent>, what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => panic!("event stream broke while waiting for {what}: {e}"),
-            Err(_) => panic!("timed out waiting for {what}"),
         }
     }
 }
