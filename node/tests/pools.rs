@@ -464,6 +464,94 @@ fn peer<'a>(peers: &'a Value, id: &str) -> Option<&'a Value> {
         .find(|p| p["peer_id"] == id)
 }
 
+/// Waits until `a` rejected one more message and penalised `bad` for it; returns the new rejected count.
+fn rejected_and_penalised(
+    a: &Daemon,
+    bad: &adversary::Adversary,
+    rejected_before: u64,
+    what: &str,
+) -> u64 {
+    let id = bad.peer_id.to_string();
+    tokio::task::block_in_place(|| {
+        eventually(
+            &format!("{what} message rejected and its sender penalised"),
+            CONVERGE,
+            || {
+                let rejected = gossip(a)["rejected"].as_u64().unwrap();
+                let peers = a.json(&["peers"]);
+                let p = peer(&peers, &id).ok_or("adversary not in peer list")?;
+                let score = p["gossip_score"].as_f64().unwrap_or(0.0);
+                if rejected > rejected_before && p["penalty"].as_u64().unwrap() > 0 && score < 0.0 {
+                    Ok(rejected)
+                } else {
+                    Err(format!("rejected {rejected}, peer {p}"))
+                }
+            },
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossiped_receipts_count_in_every_member_and_forged_or_double_counted_ones_are_penalised() {
+    use xov_protocol::{public_charter, Keypair, MessageId, ProviderReceipt, Receipt};
+    let dirs = dirs(3);
+    let nodes = tokio::task::block_in_place(|| start_chain(&dirs, |_| None));
+    let a = &nodes[0];
+    let pool = public_charter().body().pool_id();
+    let t = now();
+    let (provider, buyer) = (
+        Keypair::from_secret_bytes(&[51; 32]),
+        Keypair::from_secret_bytes(&[52; 32]),
+    );
+    let receipt = |paid: u64| {
+        let r = Receipt {
+            lease_id: MessageId([9; 32]),
+            pool,
+            provider: provider.node_id(),
+            buyer: buyer.node_id(),
+            started_at: t - 900,
+            ended_at: t - 30,
+            paid_sats: paid,
+            refunded_sats: 0,
+        };
+        ProviderReceipt::sign(r, &provider)
+            .countersign(&buyer)
+            .unwrap()
+            .to_bytes()
+    };
+    let trust = |d: &Daemon| d.json(&["trust", "show", &buyer.node_id().to_string()]);
+
+    // A genuine receipt heard by A reaches every member and counts for the buyer there.
+    let relay = adversary::Adversary::connect(&a.bootstrap(), pool).await;
+    relay.send(receipt(4000));
+    tokio::task::block_in_place(|| {
+        for d in &nodes {
+            eventually("the receipt counts in every member", CONVERGE, || {
+                let t = trust(d);
+                match t["report"]["receipts_as_buyer"].as_u64() {
+                    Some(1) => Ok(()),
+                    _ => Err(t.to_string()),
+                }
+            });
+        }
+    });
+
+    // A forged one (the buyer's signature broken) and a second, different receipt for the same lease are
+    // rejected, their senders penalised; the double-counted lease then counts for nobody.
+    let mut rejected = gossip(a)["rejected"].as_u64().unwrap();
+    let mut forged = receipt(4000);
+    *forged.last_mut().unwrap() ^= 0x55;
+    let forger = adversary::Adversary::connect(&a.bootstrap(), pool).await;
+    forger.send(forged);
+    rejected = rejected_and_penalised(a, &forger, rejected, "forged receipt");
+    let doubler = adversary::Adversary::connect(&a.bootstrap(), pool).await;
+    doubler.send(receipt(40_000));
+    rejected_and_penalised(a, &doubler, rejected, "double-counted receipt");
+    let t = tokio::task::block_in_place(|| trust(a));
+    assert_eq!(t["report"]["conflicted_receipts"], 1, "{t}");
+    assert_eq!(t["report"]["receipts_as_buyer"], 0, "{t}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replayed_expired_oversized_and_garbage_gossip_is_rejected_and_penalised() {
     use xov_protocol::{public_charter, Keypair, Signed};
@@ -525,28 +613,7 @@ async fn forged_replayed_expired_oversized_and_garbage_gossip_is_rejected_and_pe
     ] {
         let bad = adversary::Adversary::connect(&a.bootstrap(), pool).await;
         bad.send(bytes);
-        let id = bad.peer_id.to_string();
-        tokio::task::block_in_place(|| {
-            eventually(
-                &format!("{what} message rejected and its sender penalised"),
-                CONVERGE,
-                || {
-                    let rejected = gossip(a)["rejected"].as_u64().unwrap();
-                    let peers = a.json(&["peers"]);
-                    let p = peer(&peers, &id).ok_or("adversary not in peer list")?;
-                    let score = p["gossip_score"].as_f64().unwrap_or(0.0);
-                    if rejected > rejected_before
-                        && p["penalty"].as_u64().unwrap() > 0
-                        && score < 0.0
-                    {
-                        Ok(())
-                    } else {
-                        Err(format!("rejected {rejected}, peer {p}"))
-                    }
-                },
-            );
-        });
-        rejected_before = gossip(a)["rejected"].as_u64().unwrap();
+        rejected_before = rejected_and_penalised(a, &bad, rejected_before, what);
     }
     // None of it was forwarded: B and C never saw a bad message, and hold only the honest version.
     tokio::task::block_in_place(|| {
