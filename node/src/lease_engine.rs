@@ -586,33 +586,24 @@ impl LeaseEngine {
                 confirmations,
                 ..
             } if l.state == LeaseState::Invoiced => {
-                if l.apply(
+                self.transition(
+                    &mut l,
                     LeaseEvent::PaymentSeen,
                     now,
                     format!("{amount_sat} sat seen, {confirmations} confirmations"),
+                    "payment seen; waiting for confirmations",
                 )
-                .is_ok()
-                {
-                    self.save(&l);
-                    self.notify(&l, "payment seen; waiting for confirmations")
-                        .await;
-                }
+                .await;
             }
             WalletEvent::PaymentReorged { .. } => {
-                if l.apply(
+                self.transition(
+                    &mut l,
                     LeaseEvent::PaymentReorged,
                     now,
                     "paying transaction reorged out",
+                    "payment was reorged out; waiting for it to confirm again",
                 )
-                .is_ok()
-                {
-                    self.save(&l);
-                    self.notify(
-                        &l,
-                        "payment was reorged out; waiting for it to confirm again",
-                    )
-                    .await;
-                }
+                .await;
             }
             WalletEvent::InvoiceUpdated {
                 status,
@@ -789,12 +780,15 @@ impl LeaseEngine {
                         .and_then(|h| hex::decode(h).ok())
                         .and_then(|b| Signed::<Invoice>::from_bytes(&b).ok())
                         .is_some_and(|i| now >= i.body().expires_at);
-                    if expired
-                        && l.apply(LeaseEvent::InvoiceExpired, now, "invoice expired unpaid")
-                            .is_ok()
-                    {
-                        self.save(&l);
-                        self.notify(&l, "invoice expired unpaid").await;
+                    if expired {
+                        self.transition(
+                            &mut l,
+                            LeaseEvent::InvoiceExpired,
+                            now,
+                            "invoice expired unpaid",
+                            "invoice expired unpaid",
+                        )
+                        .await;
                     }
                 }
                 LeaseState::Running
@@ -810,33 +804,22 @@ impl LeaseEngine {
                     let until = meter.runs_until();
                     match (l.state, phase) {
                         (LeaseState::Running, Phase::Warn) => {
-                            let _ = l.apply(
-                                LeaseEvent::BalanceLow,
-                                now,
-                                format!("funds run out at {until}"),
+                            let tell = format!(
+                                "funds run out in {} s; pay the same address to extend",
+                                until.saturating_sub(now)
                             );
-                            self.save(&l);
-                            self.notify(
-                                &l,
-                                &format!(
-                                    "funds run out in {} s; pay the same address to extend",
-                                    until.saturating_sub(now)
-                                ),
-                            )
-                            .await;
+                            let detail = format!("funds run out at {until}");
+                            self.transition(&mut l, LeaseEvent::BalanceLow, now, detail, &tell)
+                                .await;
                         }
                         (LeaseState::Running | LeaseState::Warned, Phase::Grace | Phase::Halt) => {
-                            let _ =
-                                l.apply(LeaseEvent::Drained, now, "funds exhausted; grace period");
-                            self.save(&l);
-                            self.notify(
-                                &l,
-                                &format!(
-                                    "funds exhausted; the machine halts in {} s unless topped up",
-                                    p.grace_secs
-                                ),
-                            )
-                            .await;
+                            let tell = format!(
+                                "funds exhausted; the machine halts in {} s unless topped up",
+                                p.grace_secs
+                            );
+                            let detail = "funds exhausted; grace period";
+                            self.transition(&mut l, LeaseEvent::Drained, now, detail, &tell)
+                                .await;
                         }
                         (LeaseState::Grace, Phase::Halt) => {
                             if let Some(m) = &self.machines {
@@ -845,14 +828,16 @@ impl LeaseEngine {
                                     continue;
                                 }
                             }
-                            let _ = l.apply(LeaseEvent::GraceOver, now, "machine halted");
-                            self.save(&l);
-                            self.notify(
-                                &l,
-                                &format!(
-                                    "machine halted; it is deleted in {} s unless topped up",
-                                    p.hold_secs
-                                ),
+                            let tell = format!(
+                                "machine halted; it is deleted in {} s unless topped up",
+                                p.hold_secs
+                            );
+                            self.transition(
+                                &mut l,
+                                LeaseEvent::GraceOver,
+                                now,
+                                "machine halted",
+                                &tell,
                             )
                             .await;
                         }
@@ -968,6 +953,24 @@ impl LeaseEngine {
             self.launch(l).await;
         }
         self.resync_invoices().await;
+    }
+
+    /// Applies `event`, persists the result, then tells the buyer: the order of every transition (persist
+    /// before acting). Returns whether the event applied; a refused event changes nothing.
+    async fn transition(
+        &self,
+        l: &mut LeaseRecord,
+        event: LeaseEvent,
+        now: u64,
+        detail: impl Into<String>,
+        tell: &str,
+    ) -> bool {
+        if l.apply(event, now, detail).is_err() {
+            return false;
+        }
+        self.save(l);
+        self.notify(l, tell).await;
+        true
     }
 
     /// Tells the buyer where the lease stands, with the details it needs, as a signed notice.

@@ -237,15 +237,23 @@ fn matching(c: &mut Criterion) {
         }
         let mut idx = Vec::new();
         let mut scan = Vec::new();
+        // Per query too, so a slow tail can be traced to the query that causes it.
+        let mut per_query = vec![Vec::new(); qs.len()];
         for _ in 0..(if n >= 1_000_000 { 25 } else { 100 }) {
-            for q in &qs {
+            for (i, q) in qs.iter().enumerate() {
                 let t = Instant::now();
                 black_box(book.query(q, NOW));
-                idx.push(t.elapsed());
+                let took = t.elapsed();
+                idx.push(took);
+                per_query[i].push(took);
                 let t = Instant::now();
                 black_box(naive(&all, q, NOW));
                 scan.push(t.elapsed());
             }
+        }
+        for (i, d) in per_query.into_iter().enumerate() {
+            let (p50, p99) = percentiles(d);
+            println!("BENCH matching-query n={n} query={i} index_p50={p50:?} index_p99={p99:?}");
         }
         let (i50, i99) = percentiles(idx);
         let (s50, s99) = percentiles(scan);

@@ -7,19 +7,21 @@
 //! expires before an older one, a delayed copy of the older one can return for the rest of its life.
 //! Offer ids are per provider, across pools: one provider must not reuse an id in two pools.
 //!
-//! Index layout, chosen for books of a million offers: entries live in one hash map by key; each pool keeps a
-//! price-ordered set of keys (and so does the whole book), so a query walks offers cheapest first, can stop at
-//! the buyer's maximum price, and stops as soon as it has `limit` matches. Expiry is a time-ordered set, so
-//! pruning costs only what it removes.
+//! Index layout, chosen for books of a million offers (see docs/benchmarks.md): each offer lives once, boxed,
+//! in a slot table, found by key through a hash map. The price indexes are partitioned by pool and by
+//! [`Shape`] (architecture and GPU model), so a query walks only partitions that can match: a rare-GPU query
+//! never touches the CPU-only offers. Partitions hold `(price, slot)` pairs, 16 bytes each, and a query merges
+//! the partitions it needs cheapest first, stops at the buyer's maximum price and as soon as it has `limit`
+//! matches. Expiry is a time-ordered set, so pruning costs only what it removes.
 
-use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
+use std::cmp::Reverse;
+use std::collections::{btree_set, BTreeSet, BinaryHeap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::demand::Demand;
+use crate::demand::{Demand, GpuWanted};
 use crate::identity::NodeId;
-use crate::offer::{Offer, OfferWithdrawal};
+use crate::offer::{Arch, Offer, OfferWithdrawal};
 use crate::pool::PoolId;
 use crate::signed::{MessageId, Signed};
 use crate::validate::ValidationError;
@@ -57,13 +59,59 @@ struct Entry {
     id: MessageId,
 }
 
+impl Entry {
+    fn key(&self) -> OfferKey {
+        OfferKey::of(self.offer.body())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tombstone {
     sequence: u64,
     expires_at: u64,
 }
 
-type PriceKey = (u64, OfferKey);
+/// Index of an entry in the slot table. u32 keeps index keys small; four billion offers is beyond any book.
+type Slot = u32;
+
+/// Price index key. Equal prices are put in [`OfferKey`] order when read (see [`Cheapest`]), which keeps the
+/// key at 16 bytes instead of 48.
+type PriceSlot = (u64, Slot);
+
+/// The partition of a pool's price index an offer falls in: what most narrows a query at no cost per offer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Shape {
+    arch: Arch,
+    /// ASCII-lowercased, since buyers match models case-insensitively.
+    gpu_model: Option<Box<str>>,
+}
+
+impl Shape {
+    fn of(offer: &Offer) -> Self {
+        Shape {
+            arch: offer.instance.arch,
+            gpu_model: offer
+                .instance
+                .gpu
+                .as_ref()
+                .map(|g| g.model.to_ascii_lowercase().into_boxed_str()),
+        }
+    }
+
+    /// Whether any offer of this shape can satisfy `d` (never false for a shape holding a match).
+    fn may_match(&self, d: &Demand) -> bool {
+        let gpu = match &d.gpu {
+            GpuWanted::DontCare => true,
+            GpuWanted::None => self.gpu_model.is_none(),
+            GpuWanted::Some { model, .. } => match (&self.gpu_model, model) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(have), Some(want)) => have.eq_ignore_ascii_case(want),
+            },
+        };
+        gpu && d.arch.is_none_or(|a| a == self.arch)
+    }
+}
 
 /// A buyer's query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,10 +124,14 @@ pub struct OfferQuery {
 
 #[derive(Debug, Default, Clone)]
 pub struct OfferBook {
-    entries: HashMap<OfferKey, Entry>,
-    by_price: BTreeSet<PriceKey>,
-    by_pool: HashMap<PoolId, BTreeSet<PriceKey>>,
-    by_expiry: BTreeSet<(u64, OfferKey)>,
+    /// Boxed so that a half-empty table after growth costs 8 bytes per spare slot, not a whole entry.
+    slots: Vec<Option<Box<Entry>>>,
+    free: Vec<Slot>,
+    by_key: HashMap<OfferKey, Slot>,
+    by_pool: HashMap<PoolId, HashMap<Shape, BTreeSet<PriceSlot>>>,
+    by_expiry: BTreeSet<(u64, Slot)>,
+    /// Live offers per provider and pool, for the pool's per-provider limit without a scan.
+    per_provider: HashMap<(NodeId, PoolId), usize>,
     tombstones: HashMap<OfferKey, Tombstone>,
     tombstones_by_expiry: BTreeSet<(u64, OfferKey)>,
 }
@@ -90,36 +142,49 @@ impl OfferBook {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.by_key.is_empty()
+    }
+
+    fn entry(&self, key: &OfferKey) -> Option<&Entry> {
+        self.by_key.get(key).map(|s| self.at(*s))
+    }
+
+    fn at(&self, slot: Slot) -> &Entry {
+        self.slots[slot as usize]
+            .as_deref()
+            .expect("indexes point at live slots only")
     }
 
     pub fn get(&self, key: &OfferKey) -> Option<&Signed<Offer>> {
-        self.entries.get(key).map(|e| &e.offer)
+        self.entry(key).map(|e| &e.offer)
     }
 
     /// Every held offer, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Signed<Offer>> {
-        self.entries.values().map(|e| &e.offer)
+        self.slots.iter().flatten().map(|e| &e.offer)
     }
 
-    /// Offers of one pool.
+    /// Offers of one pool, cheapest first (ties by provider and offer id).
     pub fn iter_pool<'a>(&'a self, pool: &PoolId) -> impl Iterator<Item = &'a Signed<Offer>> + 'a {
-        self.by_pool
+        let parts = self
+            .by_pool
             .get(pool)
             .into_iter()
-            .flat_map(|set| set.iter())
-            .filter_map(|(_, k)| self.get(k))
+            .flat_map(|shapes| shapes.values())
+            .map(|set| set.range::<PriceSlot, _>(..));
+        Cheapest::new(self, parts, |_| true).map(|e| &e.offer)
     }
 
     /// How many live offers `provider` holds in `pool` (for the pool's per-provider limit).
     pub fn count_for(&self, provider: &NodeId, pool: &PoolId) -> usize {
-        self.iter_pool(pool)
-            .filter(|o| o.body().provider == *provider)
-            .count()
+        self.per_provider
+            .get(&(*provider, *pool))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// What [`OfferBook::insert`] would do with `offer`, without changing anything (so callers can persist
@@ -154,7 +219,7 @@ impl OfferBook {
                 });
             }
         }
-        let Some(held) = self.entries.get(&key) else {
+        let Some(held) = self.entry(&key) else {
             return Ok(Inserted::New);
         };
         let have = held.offer.body().sequence;
@@ -188,11 +253,35 @@ impl OfferBook {
             }
             Inserted::New => {}
         }
-        let price_key = (body.price_sats_per_hour, key);
-        self.by_price.insert(price_key);
-        self.by_pool.entry(body.pool).or_default().insert(price_key);
-        self.by_expiry.insert((body.expires_at, key));
-        self.entries.insert(key, Entry { offer, id });
+        let entry = Box::new(Entry { offer, id });
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(entry);
+                s
+            }
+            None => {
+                let s = Slot::try_from(self.slots.len()).expect("fewer than 2^32 offers");
+                self.slots.push(Some(entry));
+                s
+            }
+        };
+        let body = self.at(slot).offer.body();
+        let (price, expires_at, pool, provider) = (
+            body.price_sats_per_hour,
+            body.expires_at,
+            body.pool,
+            body.provider,
+        );
+        let shape = Shape::of(body);
+        self.by_pool
+            .entry(pool)
+            .or_default()
+            .entry(shape)
+            .or_default()
+            .insert((price, slot));
+        self.by_expiry.insert((expires_at, slot));
+        *self.per_provider.entry((provider, pool)).or_default() += 1;
+        self.by_key.insert(key, slot);
         Ok(outcome)
     }
 
@@ -226,8 +315,7 @@ impl OfferBook {
             self.tombstones_by_expiry.remove(&(t.expires_at, key));
         }
         let removable = self
-            .entries
-            .get(&key)
+            .entry(&key)
             .is_some_and(|e| e.offer.body().sequence <= b.sequence);
         let removed = if removable { self.remove(&key) } else { None };
         // Keep the tombstone at least as long as the withdrawn offer would have lived.
@@ -246,14 +334,16 @@ impl OfferBook {
         Ok(removed)
     }
 
-    /// Drops offers and tombstones that expired at or before `now`; returns the keys of dropped offers.
+    /// Drops offers and tombstones that expired at or before `now`; returns the keys of dropped offers, in
+    /// expiry order (ties by key).
     pub fn expire(&mut self, now: u64) -> Vec<OfferKey> {
-        let due: Vec<OfferKey> = self
+        let mut due: Vec<(u64, OfferKey)> = self
             .by_expiry
-            .range(..(now.saturating_add(1), OfferKey::MIN))
-            .map(|(_, k)| *k)
+            .range(..=(now, Slot::MAX))
+            .map(|&(at, slot)| (at, self.at(slot).key()))
             .collect();
-        for k in &due {
+        due.sort_unstable();
+        for (_, k) in &due {
             self.remove(k);
         }
         let dead: Vec<(u64, OfferKey)> = self
@@ -265,7 +355,7 @@ impl OfferBook {
             self.tombstones_by_expiry.remove(&d);
             self.tombstones.remove(&d.1);
         }
-        due
+        due.into_iter().map(|(_, k)| k).collect()
     }
 
     /// Forgets an offer without a withdrawal (the node left its pool). A later copy may come back.
@@ -274,47 +364,67 @@ impl OfferBook {
     }
 
     fn remove(&mut self, key: &OfferKey) -> Option<Signed<Offer>> {
-        let entry = self.entries.remove(key)?;
+        let slot = self.by_key.remove(key)?;
+        let entry = self.slots[slot as usize]
+            .take()
+            .expect("the key map points at live slots only");
+        self.free.push(slot);
         let body = entry.offer.body();
-        let price_key = (body.price_sats_per_hour, *key);
-        self.by_price.remove(&price_key);
-        if let Some(set) = self.by_pool.get_mut(&body.pool) {
-            set.remove(&price_key);
-            if set.is_empty() {
+        if let Some(shapes) = self.by_pool.get_mut(&body.pool) {
+            let shape = Shape::of(body);
+            if let Some(set) = shapes.get_mut(&shape) {
+                set.remove(&(body.price_sats_per_hour, slot));
+                if set.is_empty() {
+                    shapes.remove(&shape);
+                }
+            }
+            if shapes.is_empty() {
                 self.by_pool.remove(&body.pool);
             }
         }
-        self.by_expiry.remove(&(body.expires_at, *key));
+        self.by_expiry.remove(&(body.expires_at, slot));
+        let owner = (body.provider, body.pool);
+        if let Some(n) = self.per_provider.get_mut(&owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_provider.remove(&owner);
+            }
+        }
         Some(entry.offer)
     }
 
     /// Offers matching `q` that are live at `now`, cheapest first (ties by provider and offer id, so every node
     /// answers the same query in the same order).
     pub fn query(&self, q: &OfferQuery, now: u64) -> Vec<&Signed<Offer>> {
-        let index = match &q.pool {
-            Some(p) => match self.by_pool.get(p) {
-                Some(set) => set,
-                None => return Vec::new(),
-            },
-            None => &self.by_price,
+        let d = &q.demand;
+        let max = d.max_price_sats_per_hour.unwrap_or(u64::MAX);
+        let pools: Vec<&HashMap<Shape, BTreeSet<PriceSlot>>> = match &q.pool {
+            Some(p) => self.by_pool.get(p).into_iter().collect(),
+            None => self.by_pool.values().collect(),
         };
-        let upper = match q.demand.max_price_sats_per_hour {
-            Some(max) => Bound::Excluded((max.saturating_add(1), OfferKey::MIN)),
-            None => Bound::Unbounded,
-        };
+        let parts = pools
+            .into_iter()
+            .flat_map(|shapes| shapes.iter())
+            .filter(|(shape, _)| shape.may_match(d))
+            .map(|(_, set)| set.range(..=(max, Slot::MAX)));
         let limit = if q.limit == 0 { usize::MAX } else { q.limit };
-        index
-            .range((Bound::Unbounded, upper))
-            .filter_map(|(_, k)| self.entries.get(k))
-            .map(|e| &e.offer)
-            .filter(|o| o.body().expires_at > now && q.demand.matches(o.body()))
-            .take(limit)
-            .collect()
+        Cheapest::new(self, parts, |e: &Entry| {
+            let o = e.offer.body();
+            o.expires_at > now && d.matches(o)
+        })
+        .take(limit)
+        .map(|e| &e.offer)
+        .collect()
     }
 
     /// A canonical summary of the book's state (live offers by id and tombstones), for comparing two books.
     pub fn fingerprint(&self) -> Vec<(OfferKey, [u8; 32])> {
-        let mut v: Vec<_> = self.entries.iter().map(|(k, e)| (*k, e.id.0)).collect();
+        let mut v: Vec<_> = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|e| (e.key(), e.id.0))
+            .collect();
         v.extend(self.tombstones.iter().map(|(k, t)| {
             let mut marker = [0xffu8; 32];
             marker[..8].copy_from_slice(&t.sequence.to_be_bytes());
@@ -331,4 +441,65 @@ impl OfferKey {
         provider: NodeId::MIN,
         offer_id: 0,
     };
+}
+
+/// Merges price-index partitions into one stream of entries that pass `keep`, cheapest first and, within a
+/// price, in key order (gathered and sorted one price at a time, so a `take(n)` on top stays exact).
+struct Cheapest<'a, F> {
+    book: &'a OfferBook,
+    parts: Vec<btree_set::Range<'a, PriceSlot>>,
+    /// The next pair of each partition that has one, with the partition's index.
+    heads: BinaryHeap<Reverse<(PriceSlot, usize)>>,
+    /// Entries of the current price that passed `keep`, sorted so that `pop` yields the smallest key.
+    run: Vec<&'a Entry>,
+    keep: F,
+}
+
+impl<'a, F: FnMut(&Entry) -> bool> Cheapest<'a, F> {
+    fn new(
+        book: &'a OfferBook,
+        parts: impl IntoIterator<Item = btree_set::Range<'a, PriceSlot>>,
+        keep: F,
+    ) -> Self {
+        let mut parts: Vec<_> = parts.into_iter().collect();
+        let heads = parts
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, r)| r.next().map(|head| Reverse((*head, i))))
+            .collect();
+        Cheapest {
+            book,
+            parts,
+            heads,
+            run: Vec::new(),
+            keep,
+        }
+    }
+}
+
+impl<'a, F: FnMut(&Entry) -> bool> Iterator for Cheapest<'a, F> {
+    type Item = &'a Entry;
+
+    fn next(&mut self) -> Option<&'a Entry> {
+        loop {
+            if let Some(e) = self.run.pop() {
+                return Some(e);
+            }
+            let Reverse(((price, _), _)) = *self.heads.peek()?;
+            while let Some(&Reverse(((p, slot), i))) = self.heads.peek() {
+                if p != price {
+                    break;
+                }
+                self.heads.pop();
+                let e = self.book.at(slot);
+                if (self.keep)(e) {
+                    self.run.push(e);
+                }
+                if let Some(next) = self.parts[i].next() {
+                    self.heads.push(Reverse((*next, i)));
+                }
+            }
+            self.run.sort_unstable_by_key(|e| Reverse(e.key()));
+        }
+    }
 }

@@ -80,10 +80,7 @@ async fn launch_stop_start_delete() {
     );
 
     assert!(p.delete(&lease).await.unwrap(), "a machine was deleted");
-    assert!(
-        ctx.raw.server(&m.server_id).await.is_none(),
-        "gone when delete returns"
-    );
+    assert!(ctx.raw.gone(&m.server_id).await, "gone when delete returns");
     assert!(
         ctx.raw.keypair(&keypair_name(&lease)).await.is_none(),
         "key pair deleted"
@@ -281,7 +278,7 @@ async fn lost_create_answer_gives_exactly_one_server() {
         "SHUTOFF"
     );
     assert!(p.delete(&lease).await.unwrap());
-    assert!(ctx.raw.server(&m.server_id).await.is_none());
+    assert!(ctx.raw.gone(&m.server_id).await);
 }
 
 /// Creates refused without reaching Nova (503) are retried, each only after a listing showed nothing.

@@ -249,6 +249,13 @@ impl Raw {
             .collect()
     }
 
+    /// Whether the server is gone: not found, or (as an admin may still read it for a while) `DELETED`.
+    pub async fn gone(&self, id: &str) -> bool {
+        self.server(id)
+            .await
+            .is_none_or(|s| s["status"] == "DELETED")
+    }
+
     pub async fn server(&self, id: &str) -> Option<Value> {
         let (status, v) = self
             .nova(reqwest::Method::GET, &format!("/servers/{id}"), None)
