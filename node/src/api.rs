@@ -223,6 +223,9 @@ pub struct OfferView {
     pub capacity: u32,
     /// The canonical signed bytes, hex, for anyone who wants to verify the provider's signature.
     pub signed_hex: String,
+    /// This node's own offer kept out of gossip (`provider.advertise = false`): shown only to matching bids.
+    #[serde(default)]
+    pub unlisted: bool,
 }
 
 impl From<&Signed<Offer>> for OfferView {
@@ -250,6 +253,7 @@ impl From<&Signed<Offer>> for OfferView {
             region: o.location.region.clone(),
             capacity: o.capacity,
             signed_hex: hex::encode(s.to_bytes()),
+            unlisted: false,
         }
     }
 }
@@ -333,13 +337,26 @@ async fn list_offers(
     let now = unix_now();
     let me = m.node_id();
     let limit = std::mem::take(&mut q.limit);
-    let views = m
+    let mine = filter.mine.unwrap_or(false);
+    let mut views: Vec<OfferView> = m
         .query(&q, now)
         .into_iter()
-        .filter(|o| !filter.mine.unwrap_or(false) || o.body().provider == me)
-        .take(if limit == 0 { usize::MAX } else { limit })
+        .filter(|o| !mine || o.body().provider == me)
         .map(OfferView::from)
         .collect();
+    if mine {
+        // Unlisted offers are this node's own too: an operator sees everything it can sell.
+        views.extend(
+            m.unlisted_offers(now)
+                .iter()
+                .filter(|o| q.pool.is_none_or(|p| o.body().pool == p) && q.demand.matches(o.body()))
+                .map(|o| OfferView {
+                    unlisted: true,
+                    ..OfferView::from(o)
+                }),
+        );
+    }
+    views.truncate(if limit == 0 { usize::MAX } else { limit });
     Ok(Json(views))
 }
 

@@ -404,6 +404,15 @@ impl Market {
             .filter(|o| o.body().expires_at > now)
     }
 
+    /// Own live unlisted offers.
+    pub fn unlisted_offers(&self, now: u64) -> Vec<Signed<Offer>> {
+        self.unlisted
+            .values()
+            .filter(|o| o.body().expires_at > now)
+            .cloned()
+            .collect()
+    }
+
     /// Own live offers, listed and unlisted, that meet a bid's demand in its pool.
     pub fn own_offers_for(&self, pool: &PoolId, demand: &Demand, now: u64) -> Vec<Signed<Offer>> {
         let me = self.key.node_id();

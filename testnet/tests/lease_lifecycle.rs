@@ -456,6 +456,16 @@ fn a_bid_reaches_a_provider_that_does_not_advertise_and_it_answers_with_an_offer
         None,
     );
     let buyer = start(&bdir, &buyer_toml(&btc), Some(&p));
+    eventually("the provider made its unlisted offer", WAIT, || {
+        let own = p.json(&["offers", "list", "--mine"]);
+        match own
+            .as_array()
+            .map(|a| a.iter().all(|o| o["unlisted"] == true) && !a.is_empty())
+        {
+            Some(true) => Ok(()),
+            _ => Err(own.to_string()),
+        }
+    });
     eventually("the provider is a member of the public pool", WAIT, || {
         let peers = buyer.json(&["peers"]);
         let member = peers.as_array().into_iter().flatten().any(|x| {
