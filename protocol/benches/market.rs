@@ -1,6 +1,7 @@
 //! Offer ingest and matching, measured next to their physical baselines in the same run:
 //! ingest (decode + validate + index) against raw ed25519 verification, and book queries against a naive
-//! linear scan. Also: heap bytes per offer held in the book.
+//! linear scan. Also: heap bytes per offer held in the book. Query latency is reported interleaved with the
+//! naive scan and, more stably, over 1,000 runs per query with the caches evicted before each (`matching-cold`).
 //!
 //! `cargo bench -p xov-protocol --bench market` (set XOV_BENCH_MAX_BOOK=100000 to skip the 1M book).
 
@@ -199,6 +200,15 @@ fn naive(all: &[Signed<Offer>], q: &OfferQuery, now: u64) -> Vec<u64> {
         .collect()
 }
 
+/// Writes one byte per cache line of a buffer larger than any last-level cache, so that what a query reads
+/// next comes from memory, as in a node whose caches hold other work.
+fn evict(trash: &mut [u8]) {
+    for i in (0..trash.len()).step_by(64) {
+        trash[i] = trash[i].wrapping_add(1);
+    }
+    black_box(&*trash);
+}
+
 fn percentiles(mut d: Vec<Duration>) -> (Duration, Duration) {
     d.sort();
     (d[d.len() / 2], d[d.len() * 99 / 100])
@@ -212,6 +222,7 @@ fn matching(c: &mut Criterion) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let qs = queries();
+    let mut trash = vec![0u8; 64 << 20];
     let mut g = c.benchmark_group("matching");
     g.sample_size(20);
     for n in [10_000usize, 100_000, 1_000_000]
@@ -237,24 +248,34 @@ fn matching(c: &mut Criterion) {
         }
         let mut idx = Vec::new();
         let mut scan = Vec::new();
-        // Per query too, so a slow tail can be traced to the query that causes it.
-        let mut per_query = vec![Vec::new(); qs.len()];
         for _ in 0..(if n >= 1_000_000 { 25 } else { 100 }) {
-            for (i, q) in qs.iter().enumerate() {
+            for q in &qs {
                 let t = Instant::now();
                 black_box(book.query(q, NOW));
-                let took = t.elapsed();
-                idx.push(took);
-                per_query[i].push(took);
+                idx.push(t.elapsed());
                 let t = Instant::now();
                 black_box(naive(&all, q, NOW));
                 scan.push(t.elapsed());
             }
         }
-        for (i, d) in per_query.into_iter().enumerate() {
+        // The interleaved p99 above rests on 100 samples at 1M (it is the slowest one), so one preemption on a
+        // busy machine decides it. This loop takes 1,000 samples per query, evicting the caches before each, and
+        // reports them per query so a slow tail can be traced to the query that causes it.
+        let mut cold = Vec::new();
+        for (i, q) in qs.iter().enumerate() {
+            let mut d = Vec::new();
+            for _ in 0..1000 {
+                evict(&mut trash);
+                let t = Instant::now();
+                black_box(book.query(q, NOW));
+                d.push(t.elapsed());
+            }
+            cold.extend_from_slice(&d);
             let (p50, p99) = percentiles(d);
-            println!("BENCH matching-query n={n} query={i} index_p50={p50:?} index_p99={p99:?}");
+            println!("BENCH matching-cold n={n} query={i} index_p50={p50:?} index_p99={p99:?}");
         }
+        let (c50, c99) = percentiles(cold);
+        println!("BENCH matching-cold n={n} all index_p50={c50:?} index_p99={c99:?}");
         let (i50, i99) = percentiles(idx);
         let (s50, s99) = percentiles(scan);
         println!(

@@ -226,14 +226,26 @@ pub fn fund(node: &Daemon, btc: &Bitcoind) {
         .unwrap_or_default()
         .to_string();
     btc.mine_to(101, &addr).expect("mine to the buyer");
-    eventually("buyer funded", WAIT, || {
-        let b = node.json(&["wallet", "balance"]);
-        if b["confirmed_sat"].as_u64().unwrap_or(0) > 0 {
-            Ok(())
-        } else {
-            Err(b.to_string())
-        }
-    });
+    let funded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually("buyer funded", WAIT, || {
+            let b = node.json(&["wallet", "balance"]);
+            if b["confirmed_sat"].as_u64().unwrap_or(0) > 0 {
+                Ok(())
+            } else {
+                Err(b.to_string())
+            }
+        })
+    }));
+    if funded.is_err() {
+        // The wallet's chain source is the usual suspect: show what the node said about it.
+        let log = node.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "the buyer's wallet never saw the 101 blocks mined to it; last lines of its log:\n{}",
+            tail.join("\n")
+        );
+    }
 }
 
 /// The real parts an end-to-end test runs against, or `None` when `XOV_SKIP_E2E=1` was set explicitly.

@@ -152,7 +152,8 @@ fn down(lab: bool) -> Result<(), String> {
 const USAGE: &str = "usage: xov-testnet [up | down [--lab]
   | gossip-load [--nodes 50] [--offers 100] [--rate 100] [--load-secs 10] [--publishers 5]
                 [--poll-ms 50] [--load-poll-ms 100] [--idle-secs 10] [--env KEY=VALUE]... [--keep]
-  | lease-timing [--runs 3] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]]";
+  | lease-timing [--runs 3] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]]
+every benchmark also takes [--data-root DIR] (where node data dirs go) and [--keep] (keep them)";
 
 /// The value after `name` in `args`, parsed, or `default` when absent.
 fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
@@ -165,14 +166,17 @@ fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result
     }
 }
 
-/// Runs a benchmark in a fresh directory under the testnet's state dir, removed afterwards unless `--keep`
-/// was given; the report is also written next to it as `<name>-<pid>.txt`.
+/// Runs a benchmark in a fresh directory under the testnet's state dir (or `--data-root DIR`, e.g. a tmpfs
+/// to take the disk out of the measurement), removed afterwards unless `--keep` was given; the report is also
+/// written next to it as `<name>-<pid>.txt`.
 fn bench_dir(
     name: &str,
     f: impl FnOnce(&std::path::Path) -> Result<String, String>,
 ) -> Result<(), String> {
-    let keep = std::env::args().any(|a| a == "--keep");
-    let root = xov_testnet::footprint::run_dir(&state_dir(), name);
+    let args: Vec<String> = std::env::args().collect();
+    let keep = args.iter().any(|a| a == "--keep");
+    let base = flag(&args, "--data-root", state_dir())?;
+    let root = xov_testnet::footprint::run_dir(&base, name);
     std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let result = f(&root);
     if let Ok(report) = &result {
