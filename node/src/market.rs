@@ -536,7 +536,11 @@ impl Market {
         match decision {
             Inserted::Duplicate => Ok(Inserted::Duplicate),
             _ => {
-                self.store.put_offer(&offer)?;
+                if offer.body().provider == self.key.node_id() {
+                    self.store.put_offer(&offer)?;
+                } else {
+                    self.store.put_relayed_offer(&offer)?;
+                }
                 Ok(self.book.insert(offer, now)?)
             }
         }
