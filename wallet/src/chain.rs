@@ -47,8 +47,9 @@ impl ChainSource {
 
 type Shared = Arc<Mutex<Inner>>;
 
-/// How long a new light client may take to connect to its peers before it is rebuilt.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a new light client may take to connect to its peers before it is rebuilt: longer than its own
+/// connect and answer timeouts together, so the watchdog never cuts short an attempt that would succeed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 /// Time a trusted peer gets to accept the TCP connection.
 const PEER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a trusted peer gets to answer a request (headers, filters, blocks).
