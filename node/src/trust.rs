@@ -147,6 +147,24 @@ impl Evidence {
         self.load.global_sats_per_hour(pool, now)
     }
 
+    /// Evidence for a peer that syncs a pool: the pool's counted receipts (newest `max`, by end time) and
+    /// every bond proof held, as wire bytes. Conflicted receipts are left out: handing over both halves of a
+    /// double count would make an honest node look like a forger.
+    pub fn sync_items(&self, pool: &PoolId, max: usize) -> Vec<Vec<u8>> {
+        let mut receipts: Vec<&SignedReceipt> = self
+            .ledger
+            .counted_receipts()
+            .filter(|r| r.receipt().pool == *pool)
+            .collect();
+        receipts.sort_by_key(|r| std::cmp::Reverse(r.receipt().ended_at));
+        receipts
+            .into_iter()
+            .take(max)
+            .map(|r| r.to_bytes())
+            .chain(self.proofs.values().map(|p| p.to_bytes()))
+            .collect()
+    }
+
     pub fn receipts_of(&self, node: &NodeId) -> Vec<SignedReceipt> {
         self.ledger.receipts_of(node).cloned().collect()
     }

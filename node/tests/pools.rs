@@ -550,6 +550,29 @@ async fn gossiped_receipts_count_in_every_member_and_forged_or_double_counted_on
     let t = tokio::task::block_in_place(|| trust(a));
     assert_eq!(t["report"]["conflicted_receipts"], 1, "{t}");
     assert_eq!(t["report"]["receipts_as_buyer"], 0, "{t}");
+
+    // A node that joins later learns the receipt gossiped before it came, from its peers' book sync: the one
+    // from B (which never saw the double count) counts; A hands over nothing of the conflicted lease.
+    let late_dir = tempfile::tempdir().unwrap();
+    let late = tokio::task::block_in_place(|| {
+        Daemon::start_with(
+            late_dir.path(),
+            &[("XOV_NETWORK_BOOTSTRAP", nodes[1].bootstrap())],
+        )
+    });
+    tokio::task::block_in_place(|| {
+        eventually(
+            "the late joiner holds the earlier receipt",
+            CONVERGE,
+            || {
+                let t = trust(&late);
+                match t["report"]["receipts_as_buyer"].as_u64() {
+                    Some(1) => Ok(()),
+                    _ => Err(t.to_string()),
+                }
+            },
+        );
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -376,6 +376,15 @@ impl TrustLedger {
             .filter_map(|id| self.receipts.get(id))
     }
 
+    /// Every held receipt that counts (conflicted leases left out), in lease-id order: what a node hands to
+    /// a peer that syncs.
+    pub fn counted_receipts(&self) -> impl Iterator<Item = &SignedReceipt> + '_ {
+        self.receipts
+            .iter()
+            .filter(|(id, _)| !self.conflicted.contains(id))
+            .map(|(_, r)| r)
+    }
+
     pub fn len(&self) -> usize {
         self.receipts.len()
     }

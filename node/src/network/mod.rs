@@ -626,12 +626,19 @@ impl Runner {
                 SyncResponse::Charters(m.pools().map(|c| c.to_bytes()).collect())
             }
             SyncRequest::Book { pool, after } => {
-                let page = m.sync_page(&sync::pool_of(pool), after, sync::PAGE);
+                let p = sync::pool_of(pool);
+                let page = m.sync_page(&p, after, sync::PAGE);
+                let evidence = if after.is_none() && m.joined().contains(&p) {
+                    m.evidence().sync_items(&p, sync::MAX_SYNC_RECEIPTS)
+                } else {
+                    Vec::new()
+                };
                 SyncResponse::Book {
                     pool,
                     offers: page.offers,
                     withdrawals: page.withdrawals,
                     next: page.next,
+                    evidence,
                 }
             }
         }
@@ -652,10 +659,15 @@ impl Runner {
                 offers,
                 withdrawals,
                 next,
+                evidence,
             } => {
                 let pool = sync::pool_of(pool);
                 // Withdrawals first, so that a withdrawn offer in the same page stays out.
-                for item in withdrawals.iter().chain(offers.iter()) {
+                for item in withdrawals
+                    .iter()
+                    .chain(offers.iter())
+                    .chain(evidence.iter())
+                {
                     match self.apply(Some(TopicKind::Pool(pool)), item) {
                         Verdict::Accept => self.stats.synced += 1,
                         Verdict::Ignore => {}

@@ -8,6 +8,8 @@ use xov_protocol::{OfferKey, PoolId};
 pub const PROTOCOL: &str = "/xov/sync/1";
 /// Offers per page; a page stays far below the codec's response limit.
 pub const PAGE: usize = 512;
+/// Receipts handed over with a pool's first page: the newest ones, far below the response limit.
+pub const MAX_SYNC_RECEIPTS: usize = 2048;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SyncRequest {
@@ -28,6 +30,10 @@ pub enum SyncResponse {
         offers: Vec<Vec<u8>>,
         withdrawals: Vec<Vec<u8>>,
         next: Option<OfferKey>,
+        /// On the first page only: the pool's dual-signed receipts and the bond proofs the peer holds, so a
+        /// late joiner learns the trust evidence gossiped before it came.
+        #[serde(default)]
+        evidence: Vec<Vec<u8>>,
     },
 }
 
