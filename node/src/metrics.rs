@@ -17,21 +17,7 @@ use crate::leases::{LeaseRecord, Role};
 const LATENCY_BUCKETS: [f64; 8] = [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
 /// Every lease state, so each series exists (at 0) from the first scrape.
-const STATES: [LeaseState; 13] = [
-    LeaseState::Ordered,
-    LeaseState::Invoiced,
-    LeaseState::PaymentSeen,
-    LeaseState::Funded,
-    LeaseState::Provisioning,
-    LeaseState::Running,
-    LeaseState::Warned,
-    LeaseState::Grace,
-    LeaseState::Halted,
-    LeaseState::Closed,
-    LeaseState::Refused,
-    LeaseState::Expired,
-    LeaseState::Failed,
-];
+const STATES: [LeaseState; 13] = xov_protocol::lease::ALL_STATES;
 
 /// The name a state has in the API and in metric labels (`payment_seen`).
 pub fn state_name(s: LeaseState) -> String {

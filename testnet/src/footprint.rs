@@ -42,14 +42,8 @@ fn min_med_max(v: Vec<f64>, fmt: impl Fn(f64) -> String) -> (String, String, Str
 /// Starts each variant `runs` times (variants side by side, each run after the previous), lets the nodes
 /// sit for `secs`, and reports VmRSS/VmHWM at the end and CPU used during the idle window.
 pub fn idle(secs: f64, runs: usize, root: &Path) -> Result<String, String> {
-    let mut out = String::new();
-    let mut say = |s: String| {
-        println!("{s}");
-        out.push_str(&s);
-        out.push('\n');
-    };
-    say(format!("machine: {}", proc_stats::machine()));
-    say(format!("xov binary: {}", crate::node::xov_bin().display()));
+    let mut report = proc_stats::Report::start();
+    let mut say = |s: String| report.say(s);
     let btc = match Bitcoind::start() {
         Ok(b) => Some(b),
         Err(e) => {
@@ -129,7 +123,7 @@ pub fn idle(secs: f64, runs: usize, root: &Path) -> Result<String, String> {
     if let Some(b) = btc {
         let _ = b.stop();
     }
-    Ok(out)
+    Ok(report.text())
 }
 
 /// Sizes of a RocksDB directory: SST files, write-ahead logs, everything.
@@ -243,14 +237,8 @@ fn store_offers(dir: &Path, offers: usize, rt: &tokio::runtime::Runtime) -> Resu
 
 /// `xov-testnet store-size --offers N`: bytes per stored offer on disk and in memory, against an empty node.
 pub fn store_size(offers: usize, root: &Path) -> Result<String, String> {
-    let mut out = String::new();
-    let mut say = |s: String| {
-        println!("{s}");
-        out.push_str(&s);
-        out.push('\n');
-    };
-    say(format!("machine: {}", proc_stats::machine()));
-    say(format!("xov binary: {}", crate::node::xov_bin().display()));
+    let mut report = proc_stats::Report::start();
+    let mut say = |s: String| report.say(s);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -307,7 +295,7 @@ pub fn store_size(offers: usize, root: &Path) -> Result<String, String> {
             per(f, e)
         ));
     }
-    Ok(out)
+    Ok(report.text())
 }
 
 /// A fresh directory for a benchmark's nodes under `base`, named after the command and this process.

@@ -134,14 +134,8 @@ pub fn run(o: &Opts) -> Result<String, String> {
         return Err("need at least 2 nodes and 1..=nodes publishers".into());
     }
     std::fs::create_dir_all(&o.root).map_err(|e| format!("{}: {e}", o.root.display()))?;
-    let mut out = String::new();
-    let mut say = |s: String| {
-        println!("{s}");
-        out.push_str(&s);
-        out.push('\n');
-    };
-    say(format!("machine: {}", proc_stats::machine()));
-    say(format!("xov binary: {}", crate::node::xov_bin().display()));
+    let mut report = proc_stats::Report::start();
+    let mut say = |s: String| report.say(s);
 
     // Each node dials the one before it and the one at half its index: a chain with shortcuts, so the
     // overlay is connected from the start and the DHT finds the rest.
@@ -190,7 +184,7 @@ pub fn run(o: &Opts) -> Result<String, String> {
         proc_stats::load_average()
     ));
     drop(daemons);
-    result.map(|()| out)
+    result.map(|()| report.text())
 }
 
 async fn scenario(

@@ -198,14 +198,8 @@ struct Run {
 
 /// Runs `runs` leases one after another and reports the split.
 pub fn run(runs: usize, root: &std::path::Path) -> Result<String, String> {
-    let mut out = String::new();
-    let mut say = |s: String| {
-        println!("{s}");
-        out.push_str(&s);
-        out.push('\n');
-    };
-    say(format!("machine: {}", proc_stats::machine()));
-    say(format!("xov binary: {}", crate::node::xov_bin().display()));
+    let mut report = proc_stats::Report::start();
+    let mut say = |s: String| report.say(s);
     let btc = Bitcoind::start().map_err(|e| e.to_string())?;
     let lab = OpenStackLab::ensure().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -337,7 +331,7 @@ pub fn run(runs: usize, root: &std::path::Path) -> Result<String, String> {
     ));
     drop((provider, buyer));
     let _ = btc.stop();
-    Ok(out)
+    Ok(report.text())
 }
 
 #[allow(clippy::too_many_arguments)]

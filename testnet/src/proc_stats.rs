@@ -163,3 +163,25 @@ mod tests {
         assert!(cpu_secs(me).is_some());
     }
 }
+
+/// A scenario's report: each line printed as it comes and kept, headed by the machine and the binary.
+pub struct Report(String);
+
+impl Report {
+    pub fn start() -> Report {
+        let mut r = Report(String::new());
+        r.say(format!("machine: {}", machine()));
+        r.say(format!("xov binary: {}", crate::node::xov_bin().display()));
+        r
+    }
+
+    pub fn say(&mut self, s: String) {
+        println!("{s}");
+        self.0.push_str(&s);
+        self.0.push('\n');
+    }
+
+    pub fn text(self) -> String {
+        self.0
+    }
+}
