@@ -551,16 +551,30 @@ async fn join_pool(
     State(st): State<AppState>,
     body: Result<Json<PoolRef>, JsonRejection>,
 ) -> Result<Json<Membership>, ApiError> {
+    membership(st, body, true).await
+}
+
+/// Joins or leaves a pool: the market's record first, then the network's subscription.
+async fn membership(
+    st: AppState,
+    body: Result<Json<PoolRef>, JsonRejection>,
+    join: bool,
+) -> Result<Json<Membership>, ApiError> {
     let Json(r) = body?;
     let (id, changed) = {
         let mut m = st.market.write().map_err(|_| poisoned())?;
         let id = m.resolve_pool(Some(&r.pool))?;
-        (id, m.join(&id)?)
+        let changed = if join { m.join(&id)? } else { m.leave(&id)? };
+        (id, changed)
     };
-    st.net.join(id).await?;
+    if join {
+        st.net.join(id).await?;
+    } else {
+        st.net.leave(id).await?;
+    }
     Ok(Json(Membership {
         pool: id.to_string(),
-        joined: true,
+        joined: join,
         changed,
     }))
 }
@@ -571,18 +585,7 @@ async fn leave_pool(
     State(st): State<AppState>,
     body: Result<Json<PoolRef>, JsonRejection>,
 ) -> Result<Json<Membership>, ApiError> {
-    let Json(r) = body?;
-    let (id, changed) = {
-        let mut m = st.market.write().map_err(|_| poisoned())?;
-        let id = m.resolve_pool(Some(&r.pool))?;
-        (id, m.leave(&id)?)
-    };
-    st.net.leave(id).await?;
-    Ok(Json(Membership {
-        pool: id.to_string(),
-        joined: false,
-        changed,
-    }))
+    membership(st, body, false).await
 }
 
 #[utoipa::path(get, path = "/v1/peers", responses((status = 200, body = [crate::network::PeerView])))]

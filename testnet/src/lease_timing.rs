@@ -345,20 +345,7 @@ fn one_lease(
     key: &std::path::Path,
     client: &reqwest::Client,
 ) -> Result<Run, String> {
-    let l = buyer.json(&[
-        "order",
-        "--vcpus",
-        "1",
-        "--image",
-        "debian-12",
-        "--max-price",
-        "60000",
-        "--hours",
-        "1",
-        "--ssh-key",
-        key.to_str().unwrap_or_default(),
-        "--pay",
-    ]);
+    let l = crate::scenario::order_one_vcpu(buyer, key, &["--pay"]);
     let id = l["id"].as_str().unwrap_or_default().to_string();
     if id.is_empty() {
         return Err(format!("order gave no lease id: {l}"));

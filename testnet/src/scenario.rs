@@ -223,6 +223,27 @@ impl LocalMarket {
     }
 }
 
+/// `xov order` for the testnet's usual machine: 1 vCPU with debian-12 for one hour, at most 60,000 sats/h,
+/// with the buyer's public key file; `extra` adds options (`--pay`, `--refund-address A`).
+pub fn order_one_vcpu(buyer: &Daemon, ssh_key: &Path, extra: &[&str]) -> Value {
+    let key = ssh_key.to_str().unwrap_or_default();
+    let mut args = vec![
+        "order",
+        "--vcpus",
+        "1",
+        "--image",
+        "debian-12",
+        "--max-price",
+        "60000",
+        "--hours",
+        "1",
+        "--ssh-key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    buyer.json(&args)
+}
+
 /// Mines 101 blocks to a node's wallet and waits until the wallet sees them.
 pub fn fund(node: &Daemon, btc: &Bitcoind) {
     let addr = node.json(&["wallet", "address"])["address"]

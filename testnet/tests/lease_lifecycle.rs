@@ -103,21 +103,7 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
         .as_str()
         .unwrap()
         .to_string();
-    let l = buyer.json(&[
-        "order",
-        "--vcpus",
-        "1",
-        "--image",
-        "debian-12",
-        "--max-price",
-        "60000",
-        "--hours",
-        "1",
-        "--ssh-key",
-        key,
-        "--refund-address",
-        &refund,
-    ]);
+    let l = order_one_vcpu(&buyer, &key_file, &["--refund-address", &refund]);
     let id = l["id"].as_str().unwrap().to_string();
     assert_eq!(l["state"], "invoiced");
     assert_eq!(l["counterparty"], p1.node_id.as_str());

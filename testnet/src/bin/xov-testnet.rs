@@ -70,20 +70,7 @@ fn up() -> Result<(), String> {
 
     say("the buyer orders 1 vCPU with debian-12 for one hour, at most 60,000 sats/h, and pays from its wallet");
     let pubkey = ssh_key(&root);
-    let l = buyer.json(&[
-        "order",
-        "--vcpus",
-        "1",
-        "--image",
-        "debian-12",
-        "--max-price",
-        "60000",
-        "--hours",
-        "1",
-        "--ssh-key",
-        pubkey.to_str().unwrap_or_default(),
-        "--pay",
-    ]);
+    let l = order_one_vcpu(&buyer, &pubkey, &["--pay"]);
     let id = l["id"].as_str().unwrap_or_default().to_string();
     println!("    lease {id}\n    invoice {} sat, paid", l["amount_sat"]);
     say("mining a block to confirm the payment");
