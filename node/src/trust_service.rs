@@ -160,6 +160,7 @@ impl TrustService {
                     bond_pubkey: bond.pubkey_bytes(),
                     binding_sig: sig,
                     created_at: now,
+                    height: bond.height.unwrap_or(0),
                 },
                 &self.key,
             );
@@ -231,7 +232,7 @@ async fn check(w: &XovWallet, b: &BondProof) -> Result<u32, BondCheck> {
         pubkey: b.bond_pubkey,
         locktime,
         amount_sat: b.amount_sats,
-        height_hint: None,
+        height_hint: (b.height > 0).then_some(b.height),
     };
     match w.check_bond(&claim).await {
         Ok(st) if st.confirmations >= 1 => Ok(st.tip_height),

@@ -78,6 +78,9 @@ pub struct BondProof {
     #[serde(with = "crate::hex::array")]
     pub binding_sig: [u8; 64],
     pub created_at: u64,
+    /// Height of the block that confirmed the bond, 0 if not given: a hint that lets a light client check the
+    /// bond from that block on instead of scanning the chain. The chain check decides; the hint proves nothing.
+    pub height: u32,
 }
 
 impl BondProof {
@@ -110,6 +113,7 @@ impl Encode for BondProof {
         w.raw(&self.bond_pubkey);
         w.raw(&self.binding_sig);
         w.u64(self.created_at);
+        w.u32(self.height);
     }
 }
 
@@ -124,6 +128,7 @@ impl Decode for BondProof {
             bond_pubkey: r.array("bond pubkey")?,
             binding_sig: r.array("binding signature")?,
             created_at: r.u64("created at")?,
+            height: r.u32("bond height")?,
         })
     }
 }

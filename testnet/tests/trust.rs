@@ -63,6 +63,16 @@ fn anonymous_buyers_are_limited_by_pool_load_until_a_bond_lets_them_in() {
     );
     let runner = start(&dir("runner"), &buyer_toml(&btc), Some(&p));
     let newcomer = start(&dir("newcomer"), &buyer_toml(&btc), Some(&p));
+    // A node on the default chain source (compact block filters) that only watches: it checks bonds from
+    // the height their proof names.
+    let observer = start(
+        &dir("observer"),
+        &format!(
+            "[wallet]\nenabled = true\nnetwork = \"regtest\"\nchain = \"filters\"\npeers = [\"{}\"]\n\n[trust]\nbond_recheck_secs = 5\n",
+            btc.p2p_addr()
+        ),
+        Some(&p),
+    );
     fund(&runner, &btc);
     fund(&newcomer, &btc);
     wait_any_offer(&runner);
@@ -138,6 +148,14 @@ fn anonymous_buyers_are_limited_by_pool_load_until_a_bond_lets_them_in() {
     });
     assert_eq!(t["report"]["bond"]["spent"], false, "{t}");
     assert_eq!(t["report"]["bond"]["amount_sats"], 10_000_000, "{t}");
+    eventually("a light-client node counts the bond too", WAIT, || {
+        let t = trust_of(&observer, &newcomer);
+        if t["report"]["tier"] == "basic" {
+            Ok(())
+        } else {
+            Err(t.to_string())
+        }
+    });
     // ...and is admitted.
     // (Not paid: an invoice is the provider's yes, and nothing is left running in the lab.)
     let l = order(&newcomer, false).unwrap_or_else(|e| panic!("{e}"));

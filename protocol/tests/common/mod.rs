@@ -175,6 +175,7 @@ pub fn bond_proof(node: &Keypair, amount_sats: u64, locktime: u32) -> BondProof 
         bond_pubkey: [2; 33],
         binding_sig: [9; 64],
         created_at: NOW - 10,
+        height: 0,
     }
 }
 
@@ -222,7 +223,7 @@ prop_compose! {
         binding_sig[..32].copy_from_slice(&sig);
         Signed::sign(BondProof {
             node: k.node_id(), txid, vout, amount_sats: amount, locktime, bond_pubkey, binding_sig,
-            created_at: NOW - created,
+            created_at: NOW - created, height: vout / 2,
         }, &k)
     }
 }
