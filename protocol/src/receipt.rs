@@ -19,7 +19,7 @@ use thiserror::Error;
 use crate::encoding::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::identity::{verify_raw, Keypair, NodeId};
 use crate::pool::PoolId;
-use crate::signed::{read_header, signing_input, Kind, MessageId, HEADER, SIGNATURE, VERSION};
+use crate::signed::{open_envelope, signing_input, Kind, MessageId, HEADER, SIGNATURE, VERSION};
 
 /// Domain tag of the provider's signature.
 const PROVIDER_DOMAIN: &[u8] = b"xov/receipt/v1\0";
@@ -268,21 +268,7 @@ impl SignedReceipt {
 
     /// Decodes wire bytes, checking the size limit first. Does not verify the signatures.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let max = Kind::Receipt.max_size();
-        if bytes.len() > max {
-            return Err(DecodeError::TooLarge {
-                size: bytes.len(),
-                max,
-            });
-        }
-        let mut r = Reader::new(bytes);
-        let kind = read_header(&mut r)?;
-        if kind != Kind::Receipt as u8 {
-            return Err(DecodeError::WrongKind {
-                expected: "receipt",
-                found: kind,
-            });
-        }
+        let mut r = open_envelope(bytes, Kind::Receipt, "receipt")?;
         let len = r.u32("body length")? as usize;
         let body = ProviderReceipt::from_canonical_bytes(r.take(len, "body")?)?;
         let buyer_sig = r.array::<64>("signature")?;

@@ -243,21 +243,7 @@ impl<T: Message> Signed<T> {
 
     /// Decodes wire bytes of this kind, checking the size limit first. Does not verify the signature.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let max = T::KIND.max_size();
-        if bytes.len() > max {
-            return Err(DecodeError::TooLarge {
-                size: bytes.len(),
-                max,
-            });
-        }
-        let mut r = Reader::new(bytes);
-        let kind = read_header(&mut r)?;
-        if kind != T::KIND as u8 {
-            return Err(DecodeError::WrongKind {
-                expected: T::NAME,
-                found: kind,
-            });
-        }
+        let mut r = open_envelope(bytes, T::KIND, T::NAME)?;
         Self::decode_after_header(&mut r)
     }
 
@@ -269,6 +255,31 @@ impl<T: Message> Signed<T> {
         r.finish()?;
         Ok(Signed { body, signature })
     }
+}
+
+/// Starts decoding an envelope that must be of `kind`: the kind's size limit first, then version and kind.
+/// Returns the reader positioned at the body length.
+pub(crate) fn open_envelope<'a>(
+    bytes: &'a [u8],
+    kind: Kind,
+    name: &'static str,
+) -> Result<Reader<'a>, DecodeError> {
+    let max = kind.max_size();
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            max,
+        });
+    }
+    let mut r = Reader::new(bytes);
+    let found = read_header(&mut r)?;
+    if found != kind as u8 {
+        return Err(DecodeError::WrongKind {
+            expected: name,
+            found,
+        });
+    }
+    Ok(r)
 }
 
 pub(crate) fn read_header(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
