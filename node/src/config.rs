@@ -153,6 +153,34 @@ pub struct LeaseConfig {
     pub grace_secs: u64,
     /// Keep a halted machine this long for a late top-up before deleting it.
     pub hold_secs: u64,
+    /// A payment seen but unconfirmed keeps the machine reserved this long past the invoice's expiry.
+    pub payment_seen_ttl_secs: u64,
+    /// Give up launching this long after payment: the lease fails, is refunded, and any machine is deleted.
+    pub launch_deadline_secs: u64,
+    /// Refunds below this many sats are written off (they would mostly pay the network fee).
+    pub refund_min_sat: u64,
+    /// As a buyer: raise an alert when a paid lease has not started after this long.
+    pub start_timeout_secs: u64,
+    /// Unpaid invoices one buyer may hold open here at once.
+    pub max_unpaid_per_buyer: u32,
+}
+
+impl LeaseConfig {
+    /// The lease machine's terms from this section.
+    pub fn terms(&self) -> crate::lease::machine::Terms {
+        crate::lease::machine::Terms {
+            min_confirmations: self.min_confirmations,
+            zero_conf_max_sat: self.zero_conf_max_sat,
+            warn_before_secs: self.warn_before_secs,
+            grace_secs: self.grace_secs,
+            hold_secs: self.hold_secs,
+            payment_seen_ttl_secs: self.payment_seen_ttl_secs,
+            launch_deadline_secs: self.launch_deadline_secs,
+            refund_min_sat: self.refund_min_sat,
+            start_timeout_secs: self.start_timeout_secs,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for LeaseConfig {
@@ -164,6 +192,11 @@ impl Default for LeaseConfig {
             warn_before_secs: 600,
             grace_secs: 300,
             hold_secs: 3600,
+            payment_seen_ttl_secs: 6 * 3600,
+            launch_deadline_secs: 1800,
+            refund_min_sat: 600,
+            start_timeout_secs: 3600,
+            max_unpaid_per_buyer: 3,
         }
     }
 }

@@ -3,20 +3,16 @@
 //! dashboard and `xov events`), and the optional `[events]` hooks (a webhook, a command) receive the drain
 //! warnings, so that "funds are running out" reaches people where they look instead of a log line.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
 use xov_protocol::LeaseState;
 
-use crate::api::{unix_now, AppState};
+use crate::clock::unix_now;
 use crate::config::EventsConfig;
-use crate::leases::{LeaseRecord, Role};
+use crate::lease::record::{LeaseRecord, Role};
 
 /// Events buffered per subscriber; a slower subscriber is told it lagged and should re-read the state.
 const CAPACITY: usize = 1024;
@@ -38,6 +34,8 @@ pub enum Event {
     DrainWarning(DrainWarning),
     /// Something the wallet saw: payments to invoices, reorgs, a new chain tip.
     Wallet { event: xov_wallet::WalletEvent },
+    /// Something about a lease a person should act on (a provider that does not start, a refund owed...).
+    Alert { alert: crate::lease::machine::Alert },
     /// Sent to a subscriber that fell behind: some events were lost; re-read the state.
     Lagged { missed: u64 },
 }
@@ -49,6 +47,7 @@ impl Event {
             Event::Lease { .. } => "lease",
             Event::DrainWarning(_) => "drain_warning",
             Event::Wallet { .. } => "wallet",
+            Event::Alert { .. } => "alert",
             Event::Lagged { .. } => "lagged",
         }
     }
@@ -245,23 +244,6 @@ async fn run_command(cmd: &str, w: &DrainWarning) {
         Ok(Err(e)) => warn!(lease = %w.lease_id, error = %e, "cannot run events.command"),
         Err(_) => warn!(lease = %w.lease_id, "events.command took too long and was stopped"),
     }
-}
-
-/// `GET /v1/events`: the bus as server-sent events, one JSON object per event, named by its `type`.
-pub async fn stream(
-    State(st): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = st.events.subscribe();
-    let s = futures::stream::unfold(rx, |mut rx| async move {
-        let e = match rx.recv().await {
-            Ok(e) => e,
-            Err(broadcast::error::RecvError::Lagged(missed)) => Event::Lagged { missed },
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        let data = serde_json::to_string(&e).unwrap_or_default();
-        Some((Ok(SseEvent::default().event(e.kind()).data(data)), rx))
-    });
-    Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 #[cfg(test)]

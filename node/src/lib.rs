@@ -1,32 +1,25 @@
 //! The xov node: everything that does I/O. The `xov` binary (main.rs) is a thin shell over this library, which
 //! integration tests also use to build adversarial peers that speak the node's own protocols.
+//!
+//! One folder per concept; decisions are pure and take time as an argument, one driver per concept does the
+//! I/O, and `api` and `cli` sit on top (nothing below them imports them):
+//! - `lease/`: records, the pure lease machine (`machine.rs`), and its driver (wallet, cloud, notices).
+//! - `market/`: offer book and pools in memory and on disk, trust evidence, bids, ranking.
+//! - `network/`: the libp2p swarm, gossip policies, book sync, the direct lease channel.
+//! - `store/`: RocksDB and the data dir.
+//! - `daemon/`: `xov node run` wiring, and the provider's cloud (`provider.rs`).
+//! - `api/`: the local HTTP API, dashboard, doctor, metrics. `cli/`: the `xov` commands.
+//! - `clock.rs` reads the wall clock (drivers only); `events.rs` is the bus lease changes are published on.
 
 pub mod api;
-pub mod bids;
-pub mod chain_probe;
 pub mod cli;
-pub mod client;
+pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod dashboard;
-pub mod datadir;
-pub mod doctor;
 pub mod events;
-pub mod lease_engine;
-pub mod leases;
-pub mod leases_api;
-pub mod machines;
+pub mod lease;
 pub mod market;
-pub mod metrics;
 pub mod network;
-pub mod offer_probe;
-pub mod ops_cli;
-pub mod output;
-pub mod ranking;
 pub mod store;
 #[cfg(test)]
 mod test_support;
-pub mod trust;
-pub mod trust_api;
-pub mod trust_service;
-pub mod wallet_api;

@@ -6,15 +6,16 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use reqwest::Method;
 use serde_json::Value;
-use xov_node::{api, daemon, market, output};
+use xov_node::cli::output;
+use xov_node::{api, daemon, market};
 
 use xov_node::cli::{
     BondCommand, Cli, Command, LeaseCommand, LeasesCommand, NodeCommand, OfferCommand,
     OffersCommand, OrderArgs, PoolCommand, PublishArgs, TrustCommand, WalletCommand,
 };
-use xov_node::client::Client;
+use xov_node::cli::client::Client;
 use xov_node::config::{Config, CONFIG_FILE};
-use xov_node::datadir::DataDir;
+use xov_node::store::datadir::DataDir;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -175,7 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wallet(cmd) => wallet_command(cmd, &client()?, cli.json).await,
         Command::Order(args) => order_command(args, &client()?, cli.json).await,
         Command::Leases(LeasesCommand::List) => {
-            let l: Vec<xov_node::leases::LeaseRecord> = client()?.get("/v1/leases", None).await?;
+            let l: Vec<xov_node::lease::record::LeaseRecord> = client()?.get("/v1/leases", None).await?;
             output::print(cli.json, &l, || output::leases(&l));
             Ok(())
         }
@@ -184,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if wait {
                 follow(&c, &id, cli.json).await
             } else {
-                let l: xov_node::leases::LeaseRecord =
+                let l: xov_node::lease::record::LeaseRecord =
                     c.get(&format!("/v1/leases/{id}"), None).await?;
                 output::print(cli.json, &l, || output::lease(&l));
                 Ok(())
@@ -212,7 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Lease(LeaseCommand::Cancel { id }) => {
-            let l: xov_node::leases::LeaseRecord = client()?
+            let l: xov_node::lease::record::LeaseRecord = client()?
                 .call::<(), _>(Method::POST, &format!("/v1/leases/{id}/cancel"), None, None)
                 .await?;
             output::print(cli.json, &l, || {
@@ -222,7 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Trust(TrustCommand::Show { node, pool }) => {
             let q: Vec<(&str, String)> = pool.into_iter().map(|p| ("pool", p)).collect();
-            let v: xov_node::trust_api::TrustView = client()?
+            let v: xov_node::api::trust::TrustView = client()?
                 .get(&format!("/v1/trust/{node}"), Some(&q))
                 .await?;
             output::print(cli.json, &v, || output::trust(&v));
@@ -294,14 +295,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Doctor => {
-            if !xov_node::ops_cli::doctor(&client()?, cli.json).await? {
+            if !xov_node::cli::ops::doctor(&client()?, cli.json).await? {
                 std::process::exit(2);
             }
             Ok(())
         }
-        Command::Events => Ok(xov_node::ops_cli::events(&client()?, cli.json).await?),
+        Command::Events => Ok(xov_node::cli::ops::events(&client()?, cli.json).await?),
         Command::Dashboard { open } => {
-            Ok(xov_node::ops_cli::dashboard(&client()?, open, cli.json)?)
+            Ok(xov_node::cli::ops::dashboard(&client()?, open, cli.json)?)
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -382,7 +383,7 @@ fn init_logging(cfg: &Config) -> anyhow::Result<()> {
 }
 
 async fn wallet_command(cmd: WalletCommand, c: &Client, json: bool) -> anyhow::Result<()> {
-    use xov_node::wallet_api::*;
+    use xov_node::api::wallet::*;
     match cmd {
         WalletCommand::Address { qr } => {
             let a: NewAddress = c
@@ -465,7 +466,7 @@ async fn wallet_command(cmd: WalletCommand, c: &Client, json: bool) -> anyhow::R
 async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<()> {
     let key = std::fs::read_to_string(&a.ssh_key)
         .with_context(|| format!("cannot read SSH public key {}", a.ssh_key.display()))?;
-    let req = xov_node::lease_engine::OrderRequest {
+    let req = xov_node::lease::driver::OrderRequest {
         pool: a.pool,
         vcpus: a.vcpus,
         ram_mib: a.ram,
@@ -479,7 +480,7 @@ async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<(
         pay: a.pay,
         bid_wait_secs: a.bid_wait,
     };
-    let l: xov_node::leases::LeaseRecord =
+    let l: xov_node::lease::record::LeaseRecord =
         c.call(Method::POST, "/v1/orders", None, Some(&req)).await?;
     if !json {
         println!("{}", output::lease(&l));
@@ -506,7 +507,7 @@ async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<(
 async fn follow(c: &Client, id: &str, json: bool) -> anyhow::Result<()> {
     let mut shown = 0;
     loop {
-        let l: xov_node::leases::LeaseRecord = c.get(&format!("/v1/leases/{id}"), None).await?;
+        let l: xov_node::lease::record::LeaseRecord = c.get(&format!("/v1/leases/{id}"), None).await?;
         for s in &l.history[shown.min(l.history.len())..] {
             if json {
                 println!("{}", serde_json::to_string(s)?);

@@ -5,6 +5,8 @@
 //! integers are fixed-width big-endian, booleans and option tags are one byte that must be 0 or 1,
 //! strings and byte strings carry a length prefix and strings must be UTF-8, sequences carry a count,
 //! and a decoder must consume its input exactly. Any input a decoder accepts re-encodes to the same bytes.
+//! Enums that later versions may extend report an unknown tag as [`DecodeError::UnknownVariant`], never as
+//! [`DecodeError::InvalidTag`], so receivers can tell "newer" from "garbage" by the variant.
 
 use thiserror::Error;
 
@@ -23,8 +25,14 @@ pub enum DecodeError {
     Truncated(&'static str),
     #[error("{0} bytes left over after the message")]
     TrailingBytes(usize),
+    /// A tag byte that can never be valid here (a bool or option tag other than 0 or 1, a value outside a
+    /// closed set): the input is garbage.
     #[error("invalid tag {tag} for {field}")]
     InvalidTag { field: &'static str, tag: u8 },
+    /// A variant tag of an extensible enum (a lease notice's body) that this code does not know: most likely
+    /// a newer kind of message from a newer peer, to be dropped quietly rather than held against the sender.
+    #[error("unknown kind {tag} of {field} (sent by a newer version?)")]
+    UnknownVariant { field: &'static str, tag: u8 },
     #[error("{0} is not valid UTF-8")]
     InvalidUtf8(&'static str),
     #[error("{field} has length {len}, the limit is {max}")]

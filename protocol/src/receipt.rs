@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -106,9 +106,11 @@ pub enum CountersignError {
 
 /// A receipt signed by its provider only, on its way to the buyer. Its canonical bytes (receipt, then the
 /// 64-byte signature) are what a node sends to the buyer, and are also the body of the countersigned form.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// JSON form: the receipt and the signature in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProviderReceipt {
     receipt: Receipt,
+    #[serde(rename = "provider_signature", with = "crate::hex::array")]
     provider_sig: [u8; 64],
 }
 
@@ -294,6 +296,26 @@ impl Serialize for SignedReceipt {
         )?;
         st.serialize_field("buyer_signature", &crate::hex::encode(&self.buyer_sig))?;
         st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SignedReceipt {
+    /// Reads the JSON form back; `message_id` is derived, so it is ignored. Signatures are not checked.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Json {
+            receipt: Receipt,
+            #[serde(with = "crate::hex::array")]
+            provider_signature: [u8; 64],
+            #[serde(with = "crate::hex::array")]
+            buyer_signature: [u8; 64],
+        }
+        let j = Json::deserialize(d)?;
+        Ok(SignedReceipt::from_parts(
+            j.receipt,
+            j.provider_signature,
+            j.buyer_signature,
+        ))
     }
 }
 

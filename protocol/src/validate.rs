@@ -1,4 +1,8 @@
 //! Validation: what a node checks before it accepts, stores or forwards a message. Time is a parameter.
+//!
+//! Cheap checks run before the signature (the most expensive check). An SSH public key in an order must be a
+//! single OpenSSH public key line whose base64 blob names the same key type as the line
+//! ([`check_ssh_public_key`]); nothing else about the key is checked here.
 
 use thiserror::Error;
 
@@ -8,6 +12,7 @@ use crate::demand::GpuWanted;
 use crate::encoding::DecodeError;
 use crate::identity::NodeId;
 use crate::invoice::Invoice;
+use crate::lease::{LeaseNotice, NoticeBody};
 use crate::offer::{Offer, OfferWithdrawal, MAX_LABEL};
 use crate::order::Order;
 use crate::pool::{PoolCharter, PoolId, PoolRules, PublishPolicy};
@@ -58,6 +63,8 @@ pub enum ValidationError {
     WrongPool { expected: PoolId, got: PoolId },
     #[error("provider already holds {max} offers in this pool, the pool's limit")]
     TooManyOffers { max: u32 },
+    #[error("ssh key is not usable: {0}")]
+    BadSshKey(SshKeyError),
 }
 
 impl ValidationError {
@@ -320,11 +327,7 @@ pub fn validate_order(msg: &Signed<Order>, now: u64) -> Result<(), ValidationErr
         "must be 1 to 8784",
     )?;
     check_label(&o.image, "image")?;
-    range(
-        o.ssh_public_key.starts_with("ssh-") || o.ssh_public_key.starts_with("ecdsa-"),
-        "ssh key",
-        "must be an OpenSSH public key line (ssh-ed25519 AAAA…)",
-    )?;
+    check_ssh_public_key(&o.ssh_public_key).map_err(ValidationError::BadSshKey)?;
     range(
         o.buyer != o.provider,
         "provider",
@@ -458,4 +461,469 @@ pub fn validate_load_report(msg: &Signed<LoadReport>, now: u64) -> Result<(), Va
         "must not exceed 21 million BTC",
     )?;
     check_signature(msg)
+}
+
+/// Checks a lease notice: not from the future, a status that adds up and has no control characters in its
+/// strings (their lengths are bounded by decoding), and a nested receipt about this lease from the right
+/// party; then the sender's signature. The nested receipt's own signatures are checked where it is used
+/// ([`crate::receipt::ProviderReceipt::countersign`], [`validate_receipt`]). Whether `seq` is new is for the
+/// receiver to judge against what it applied.
+pub fn validate_notice(msg: &Signed<LeaseNotice>, now: u64) -> Result<(), ValidationError> {
+    let n = msg.body();
+    check_not_future(n.at, now)?;
+    match &n.body {
+        NoticeBody::Status(s) => {
+            range(
+                s.refunded_sats <= s.paid_sats,
+                "refunded",
+                "must not exceed what was paid",
+            )?;
+            if let (Some(start), Some(until)) = (s.started_at, s.runs_until) {
+                range(
+                    until >= start,
+                    "runs_until",
+                    "must not be before started_at",
+                )?;
+            }
+            range(
+                !s.message.chars().any(char::is_control),
+                "message",
+                "must not contain control characters",
+            )?;
+            if let Some(a) = &s.access {
+                let fields = [
+                    (&a.server_id, "server id"),
+                    (&a.user, "user"),
+                    (&a.image, "image"),
+                ];
+                for (v, field) in fields {
+                    range(
+                        !v.chars().any(char::is_control),
+                        field,
+                        "must not contain control characters",
+                    )?;
+                }
+                for addr in &a.addresses {
+                    range(
+                        !addr.is_empty() && !addr.chars().any(|c| c.is_control() || c == ' '),
+                        "address",
+                        "must be a host name or IP address",
+                    )?;
+                }
+            }
+        }
+        NoticeBody::Cancel | NoticeBody::StatusRequest => {}
+        NoticeBody::Receipt(p) => {
+            let r = p.receipt();
+            range(
+                r.lease_id == n.lease_id,
+                "receipt",
+                "must be for the notice's lease",
+            )?;
+            range(
+                r.provider == n.from,
+                "receipt",
+                "must come from the lease's provider",
+            )?;
+        }
+        NoticeBody::Countersigned(c) => {
+            let r = c.receipt();
+            range(
+                r.lease_id == n.lease_id,
+                "receipt",
+                "must be for the notice's lease",
+            )?;
+            range(
+                r.buyer == n.from,
+                "receipt",
+                "must come from the lease's buyer",
+            )?;
+        }
+    }
+    check_signature(msg)
+}
+
+/// Longest SSH public key line [`check_ssh_public_key`] accepts (orders carry at most
+/// [`crate::order::MAX_SSH_KEY`]).
+pub const MAX_SSH_KEY_LINE: usize = 16 * 1024;
+
+/// Key types accepted in an SSH public key line.
+pub const SSH_KEY_TYPES: [&str; 7] = [
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+const SSH_KEY_EXAMPLE: &str =
+    "a valid key is one line like \"ssh-ed25519 AAAAC3Nza... comment\", the contents of a .pub file";
+
+/// Why a string is not an OpenSSH public key line. Each message ends by saying what a valid line looks like.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SshKeyError {
+    #[error("it is empty; {SSH_KEY_EXAMPLE}")]
+    Empty,
+    #[error("it is {len} bytes, the limit is {MAX_SSH_KEY_LINE}; {SSH_KEY_EXAMPLE}")]
+    TooLong { len: usize },
+    #[error("it has more than one line; {SSH_KEY_EXAMPLE}")]
+    MultipleLines,
+    #[error("it contains control characters; {SSH_KEY_EXAMPLE}")]
+    ControlCharacter,
+    /// The first word is not a supported key type (shown truncated to 40 bytes).
+    #[error("'{found}' is not a supported key type (ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@openssh.com); {SSH_KEY_EXAMPLE}")]
+    UnknownKeyType { found: String },
+    #[error("the key type is not followed by the base64 key; {SSH_KEY_EXAMPLE}")]
+    MissingKey,
+    #[error("the key is not valid base64; {SSH_KEY_EXAMPLE}")]
+    BadBase64,
+    #[error("the key data is not a {key_type} key; {SSH_KEY_EXAMPLE}")]
+    KeyTypeMismatch { key_type: &'static str },
+    #[error("the {key_type} key data is {len} bytes, expected {expected} (truncated?); {SSH_KEY_EXAMPLE}")]
+    WrongKeyLength {
+        key_type: &'static str,
+        len: usize,
+        expected: usize,
+    },
+}
+
+/// Checks that `line` is one OpenSSH public key line: a supported key type, the base64 key blob, and an
+/// optional comment, at most [`MAX_SSH_KEY_LINE`] bytes, without control characters (trailing line breaks
+/// and surrounding blanks are ignored). The blob must begin with the line's key type as an SSH string
+/// (u32 length, bytes), and an ssh-ed25519 blob must be exactly that string and a 32-byte key (51 bytes).
+pub fn check_ssh_public_key(line: &str) -> Result<(), SshKeyError> {
+    if line.len() > MAX_SSH_KEY_LINE {
+        return Err(SshKeyError::TooLong { len: line.len() });
+    }
+    let line = line.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n');
+    if line.is_empty() {
+        return Err(SshKeyError::Empty);
+    }
+    if line.contains(['\n', '\r']) {
+        return Err(SshKeyError::MultipleLines);
+    }
+    if line.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(SshKeyError::ControlCharacter);
+    }
+    let mut words = line.split([' ', '\t']).filter(|w| !w.is_empty());
+    let found = words.next().unwrap_or_default();
+    let Some(&key_type) = SSH_KEY_TYPES.iter().find(|t| **t == found) else {
+        let mut end = found.len().min(40);
+        while !found.is_char_boundary(end) {
+            end -= 1;
+        }
+        return Err(SshKeyError::UnknownKeyType {
+            found: found[..end].to_string(),
+        });
+    };
+    let blob = words.next().ok_or(SshKeyError::MissingKey)?;
+    let blob = base64_decode(blob).ok_or(SshKeyError::BadBase64)?;
+    let mismatch = SshKeyError::KeyTypeMismatch { key_type };
+    let named = blob
+        .get(..4)
+        .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
+        .and_then(|n| blob.get(4..4 + n))
+        .ok_or(mismatch.clone())?;
+    if named != key_type.as_bytes() {
+        return Err(mismatch);
+    }
+    if key_type == "ssh-ed25519" {
+        let expected = 4 + key_type.len() + 4 + 32;
+        let key_len = blob
+            .get(15..19)
+            .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]));
+        if blob.len() != expected || key_len != Some(32) {
+            return Err(SshKeyError::WrongKeyLength {
+                key_type,
+                len: blob.len(),
+                expected,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Decodes standard-alphabet base64 with padding (RFC 4648 §4): the length must be a multiple of 4 and `=`
+/// may appear only as the last one or two characters.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let bytes = s.as_bytes();
+    if bytes.is_empty() || bytes.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    let last = bytes.len() / 4 - 1;
+    for (i, quad) in bytes.chunks(4).enumerate() {
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && i != last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &quad[..4 - pad] {
+            n = n << 6 | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&decoded[..3 - pad]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+    use crate::identity::Keypair;
+    use crate::lease::{Access, LeaseState, LeaseStatus};
+    use crate::pool::PoolId;
+    use crate::receipt::{ProviderReceipt, Receipt};
+    use crate::signed::MessageId;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn key(n: u8) -> Keypair {
+        Keypair::from_secret_bytes(&[n; 32])
+    }
+
+    fn notice(from: &Keypair, body: NoticeBody) -> Signed<LeaseNotice> {
+        Signed::sign(
+            LeaseNotice {
+                from: from.node_id(),
+                lease_id: MessageId([5; 32]),
+                seq: 1,
+                at: NOW,
+                body,
+            },
+            from,
+        )
+    }
+
+    fn status() -> LeaseStatus {
+        LeaseStatus {
+            state: LeaseState::Running,
+            paid_sats: 1000,
+            refunded_sats: 0,
+            started_at: Some(NOW - 60),
+            runs_until: Some(NOW + 3600),
+            access: Some(Access {
+                server_id: "12345".into(),
+                addresses: vec!["203.0.113.7".into(), "2001:db8::7".into()],
+                user: "root".into(),
+                image: "debian-12".into(),
+            }),
+            message: "running".into(),
+        }
+    }
+
+    fn receipt(lease: u8) -> ProviderReceipt {
+        ProviderReceipt::sign(
+            Receipt {
+                lease_id: MessageId([lease; 32]),
+                pool: PoolId([6; 32]),
+                provider: key(1).node_id(),
+                buyer: key(2).node_id(),
+                started_at: NOW - 3600,
+                ended_at: NOW,
+                paid_sats: 1000,
+                refunded_sats: 0,
+            },
+            &key(1),
+        )
+    }
+
+    fn field(r: Result<(), ValidationError>) -> &'static str {
+        match r {
+            Err(ValidationError::OutOfRange { field, .. }) => field,
+            other => panic!("expected OutOfRange, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn notices_are_checked_for_sense_and_signature() {
+        let (provider, buyer) = (key(1), key(2));
+        for n in [
+            notice(&provider, NoticeBody::Status(status())),
+            notice(&buyer, NoticeBody::Cancel),
+            notice(&buyer, NoticeBody::StatusRequest),
+            notice(&provider, NoticeBody::Receipt(receipt(5))),
+            notice(
+                &buyer,
+                NoticeBody::Countersigned(receipt(5).countersign(&buyer).unwrap()),
+            ),
+        ] {
+            assert_eq!(validate_notice(&n, NOW), Ok(()), "{n:?}");
+        }
+        let mut late = notice(&buyer, NoticeBody::Cancel).into_body();
+        late.at = NOW + MAX_CLOCK_SKEW_SECS + 1;
+        assert!(matches!(
+            validate_notice(&Signed::sign(late, &buyer), NOW),
+            Err(ValidationError::FromTheFuture { .. })
+        ));
+        let mut s = status();
+        s.refunded_sats = 1001;
+        assert_eq!(
+            field(validate_notice(
+                &notice(&provider, NoticeBody::Status(s)),
+                NOW
+            )),
+            "refunded"
+        );
+        let mut s = status();
+        s.message = "\u{1b}[2J".into();
+        assert_eq!(
+            field(validate_notice(
+                &notice(&provider, NoticeBody::Status(s)),
+                NOW
+            )),
+            "message"
+        );
+        let mut s = status();
+        s.access.as_mut().unwrap().addresses.push("a b".into());
+        assert_eq!(
+            field(validate_notice(
+                &notice(&provider, NoticeBody::Status(s)),
+                NOW
+            )),
+            "address"
+        );
+        // A receipt for another lease, or from the wrong party.
+        assert_eq!(
+            field(validate_notice(
+                &notice(&provider, NoticeBody::Receipt(receipt(6))),
+                NOW
+            )),
+            "receipt"
+        );
+        assert_eq!(
+            field(validate_notice(
+                &notice(&buyer, NoticeBody::Receipt(receipt(5))),
+                NOW
+            )),
+            "receipt"
+        );
+        // A notice signed by someone other than its sender.
+        let mut forged = notice(&provider, NoticeBody::Cancel).into_body();
+        forged.from = buyer.node_id();
+        assert!(matches!(
+            validate_notice(&Signed::sign(forged, &provider), NOW),
+            Err(ValidationError::BadSignature(_))
+        ));
+    }
+}
+
+#[cfg(test)]
+mod ssh_key_tests {
+    use super::*;
+
+    const ED25519: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFMq1LDz2jg9w7mOpwiKfpc7OclyFbnfAmDxnjAXHk82 buyer@laptop";
+    const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCq04wkQ6Py8t+jPAyJMsl1yd7KnQpdWxDyhUDq9fU4iKqRxOgCjrZS4bs2AH53ScXArIcjAssc3/feMVHidVQNs1f+VA5iCBPxiTkZwBVfXexr8Ljwtv1HjL0oc+AT8FBm1JW9JKRZTrG0swuGmNlPPvT6zmgm/hGN/spc8dDCF48EUKxx80laE7TMQAkwitmopVvPV371H47qVa7TZlhC+vE57q6l6dxey/Gm+/I3oIgk+fnJ0zN2afFU4ibwN+Xqu2eu1uhho5alSSesAV+KntLGgxBmCgmh37/zh/+8MwPLzdVFjRpr9/J1EDOWeQXOMb+iyuvK8yFXtA4QWkdF rsa@host";
+    const ECDSA: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBAF/AqxsI/eGgHDdzVFlL5HiRSADih969e8MC5m8drbZxo6WPD3WHJo8XNSRJH7rdc4b0YL65+lZ4EKziIIjwSk= e@h";
+
+    #[test]
+    fn real_keys_are_accepted() {
+        assert_eq!(check_ssh_public_key(ED25519), Ok(()));
+        assert_eq!(check_ssh_public_key(RSA), Ok(()));
+        assert_eq!(check_ssh_public_key(ECDSA), Ok(()));
+        // Without a comment, and as read from a .pub file (trailing newline).
+        let bare = ED25519.rsplit_once(' ').unwrap().0;
+        assert_eq!(check_ssh_public_key(bare), Ok(()));
+        assert_eq!(check_ssh_public_key(&format!("{ED25519}\n")), Ok(()));
+        assert_eq!(check_ssh_public_key(&format!("{ED25519}\r\n")), Ok(()));
+        assert_eq!(
+            check_ssh_public_key(&format!("{ED25519} with a long comment")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_the_reason() {
+        assert_eq!(check_ssh_public_key(""), Err(SshKeyError::Empty));
+        assert_eq!(
+            check_ssh_public_key("localhost"),
+            Err(SshKeyError::UnknownKeyType {
+                found: "localhost".into()
+            })
+        );
+        assert_eq!(
+            check_ssh_public_key("ssh-ed25519"),
+            Err(SshKeyError::MissingKey)
+        );
+        // The ed25519 blob behind an RSA label.
+        let relabelled = ED25519.replace("ssh-ed25519", "ssh-rsa");
+        assert_eq!(
+            check_ssh_public_key(&relabelled),
+            Err(SshKeyError::KeyTypeMismatch {
+                key_type: "ssh-rsa"
+            })
+        );
+        // The RSA blob behind an ed25519 label.
+        let relabelled = RSA.replace("ssh-rsa", "ssh-ed25519");
+        assert_eq!(
+            check_ssh_public_key(&relabelled),
+            Err(SshKeyError::KeyTypeMismatch {
+                key_type: "ssh-ed25519"
+            })
+        );
+        // Truncated: 4 base64 characters (3 bytes) fewer.
+        let truncated = ED25519.replace("Hk82", "");
+        assert_eq!(
+            check_ssh_public_key(&truncated),
+            Err(SshKeyError::WrongKeyLength {
+                key_type: "ssh-ed25519",
+                len: 48,
+                expected: 51
+            })
+        );
+        assert_eq!(
+            check_ssh_public_key("ssh-ed25519 AAAAC3Nza buyer@laptop"),
+            Err(SshKeyError::BadBase64)
+        );
+        assert_eq!(
+            check_ssh_public_key("ssh-ed25519 AAAA*3NzaC1lZDI1NTE5 x"),
+            Err(SshKeyError::BadBase64)
+        );
+        assert_eq!(
+            check_ssh_public_key(&format!("{ED25519}\n{RSA}")),
+            Err(SshKeyError::MultipleLines)
+        );
+        assert_eq!(
+            check_ssh_public_key(&format!("{ED25519}\u{1b}[2J")),
+            Err(SshKeyError::ControlCharacter)
+        );
+        let long = format!("{ED25519} {}", "x".repeat(MAX_SSH_KEY_LINE));
+        assert!(matches!(
+            check_ssh_public_key(&long),
+            Err(SshKeyError::TooLong { .. })
+        ));
+        // An authorized_keys line with options is not a bare public key.
+        assert!(matches!(
+            check_ssh_public_key(&format!("no-pty {ED25519}")),
+            Err(SshKeyError::UnknownKeyType { .. })
+        ));
+        let text = check_ssh_public_key("localhost").unwrap_err().to_string();
+        assert!(text.contains("ssh-ed25519 AAAAC3Nza... comment"), "{text}");
+    }
+
+    #[test]
+    fn base64_follows_the_standard() {
+        assert_eq!(base64_decode("TWFu"), Some(b"Man".to_vec()));
+        assert_eq!(base64_decode("TWE="), Some(b"Ma".to_vec()));
+        assert_eq!(base64_decode("TQ=="), Some(b"M".to_vec()));
+        assert_eq!(base64_decode("TQ"), None);
+        assert_eq!(base64_decode("T==="), None);
+        assert_eq!(base64_decode("TQ==TWFu"), None);
+        assert_eq!(base64_decode("TW-u"), None);
+        assert_eq!(base64_decode(""), None);
+    }
 }

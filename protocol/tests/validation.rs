@@ -399,7 +399,7 @@ fn orders_need_an_ssh_key_and_metering_is_exact() {
         offer_sequence: 1,
         image: "debian-12".into(),
         hours: 3,
-        ssh_public_key: "ssh-ed25519 AAAAC3Nza buyer@laptop".into(),
+        ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFMq1LDz2jg9w7mOpwiKfpc7OclyFbnfAmDxnjAXHk82 buyer@laptop".into(),
         refund_address: Some("bcrt1qexample".into()),
         created_at: NOW,
         nonce: 42,
@@ -412,13 +412,19 @@ fn orders_need_an_ssh_key_and_metering_is_exact() {
         ssh_public_key: "hunter2".into(),
         ..order
     };
-    assert!(matches!(
-        validate_order(&Signed::sign(bad, &k), NOW),
-        Err(ValidationError::OutOfRange {
-            field: "ssh key",
-            ..
-        })
-    ));
+    let err = validate_order(&Signed::sign(bad, &k), NOW).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ValidationError::BadSshKey(SshKeyError::UnknownKeyType { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("ssh key is not usable: 'hunter2' is not a supported key type"),
+        "{err}"
+    );
     let o = offer(&k, 1, 1, 3600);
     assert_eq!(
         o.cost_msat(1),

@@ -3,6 +3,10 @@
 //!
 //! Each runs as a task that applies chain data to the wallet, persists, and re-assesses invoices. The light
 //! client sees transactions only once they are in a block; RPC also sees the mempool.
+//!
+//! Invariants: a broadcast of a transaction the source already has (mempool or chain) is not an error
+//! ([`Broadcasted::AlreadyKnown`]); the decision rests on bitcoind's typed RPC error codes, and where the
+//! code alone is ambiguous on the one message check in [`rpc_says_already_known`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bdk_bitcoind_rpc::bitcoincore_rpc::jsonrpc;
 use bdk_bitcoind_rpc::bitcoincore_rpc::{Auth, Client, RpcApi};
 use bdk_bitcoind_rpc::Emitter;
 use bdk_kyoto::builder::{Builder, BuilderExt};
@@ -141,8 +146,40 @@ pub(crate) async fn start(
     }
 }
 
+/// What a broadcast came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Broadcasted {
+    /// The chain source took the transaction (bitcoind accepted it, or a peer of the light client asked
+    /// for it).
+    Accepted,
+    /// The chain source has it already, in its mempool or in a block.
+    AlreadyKnown,
+    /// Light client: no peer asked for the transaction in time. A peer that has the transaction already
+    /// never asks for it, so this is also how an already-known transaction looks; the caller tells the two
+    /// apart by what the wallet knows.
+    NotRequested,
+}
+
+/// bitcoind's RPC_VERIFY_ERROR: the transaction was rejected (also for some duplicates).
+const RPC_VERIFY_ERROR: i32 = -25;
+/// bitcoind's RPC_VERIFY_REJECTED: the mempool rejected the transaction (also for some duplicates).
+const RPC_VERIFY_REJECTED: i32 = -26;
+/// bitcoind's RPC_VERIFY_ALREADY_IN_CHAIN (named RPC_VERIFY_ALREADY_IN_UTXO_SET in later versions).
+const RPC_VERIFY_ALREADY_IN_CHAIN: i32 = -27;
+
+/// Whether a `sendrawtransaction` error means bitcoind has the transaction already. -27 says so by itself.
+/// A mempool duplicate comes back as -26 or -25 with the reject reason "txn-already-in-mempool" or
+/// "txn-already-known" (recent versions answer a mempool duplicate with success instead); the reason string
+/// is the RPC's only signal for those, so this is the one place that reads a message.
+pub(crate) fn rpc_says_already_known(code: i32, message: &str) -> bool {
+    code == RPC_VERIFY_ALREADY_IN_CHAIN
+        || ((code == RPC_VERIFY_REJECTED || code == RPC_VERIFY_ERROR)
+            && (message.contains("txn-already-in-mempool")
+                || message.contains("txn-already-known")))
+}
+
 impl ChainHandle {
-    pub(crate) async fn broadcast(&self, tx: Transaction) -> Result<(), WalletError> {
+    pub(crate) async fn broadcast(&self, tx: Transaction) -> Result<Broadcasted, WalletError> {
         match self {
             ChainHandle::Kyoto { requester, .. } => {
                 let r = requester
@@ -152,21 +189,28 @@ impl ChainHandle {
                     .ok_or_else(|| {
                         WalletError::Broadcast("the light client is not connected yet".into())
                     })?;
-                tokio::time::timeout(BROADCAST_TIMEOUT, r.submit_package(tx))
-                    .await
-                    .map_err(|_| {
-                        WalletError::Broadcast("no peer took the transaction in time".into())
-                    })?
-                    .map_err(|e| WalletError::Broadcast(e.to_string()))?;
-                Ok(())
+                match tokio::time::timeout(BROADCAST_TIMEOUT, r.submit_package(tx)).await {
+                    Err(_) => Ok(Broadcasted::NotRequested),
+                    Ok(sent) => {
+                        sent.map_err(|e| WalletError::Broadcast(e.to_string()))?;
+                        Ok(Broadcasted::Accepted)
+                    }
+                }
             }
             ChainHandle::Rpc { client, .. } => {
                 let c = client.clone();
-                tokio::task::spawn_blocking(move || c.send_raw_transaction(&tx))
+                let sent = tokio::task::spawn_blocking(move || c.send_raw_transaction(&tx))
                     .await
-                    .map_err(|e| WalletError::Broadcast(e.to_string()))?
                     .map_err(|e| WalletError::Broadcast(e.to_string()))?;
-                Ok(())
+                match sent {
+                    Ok(_) => Ok(Broadcasted::Accepted),
+                    Err(bdk_bitcoind_rpc::bitcoincore_rpc::Error::JsonRpc(
+                        jsonrpc::error::Error::Rpc(ref e),
+                    )) if rpc_says_already_known(e.code, &e.message) => {
+                        Ok(Broadcasted::AlreadyKnown)
+                    }
+                    Err(e) => Err(WalletError::Broadcast(e.to_string())),
+                }
             }
         }
     }
@@ -407,5 +451,30 @@ fn run_rpc(client: Arc<Client>, inner: Shared, poll: Duration, stop: Arc<AtomicB
             }
         }
         std::thread::sleep(poll);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_duplicates_are_already_known_and_rejections_are_not() {
+        assert!(rpc_says_already_known(
+            -27,
+            "Transaction already in block chain"
+        ));
+        assert!(rpc_says_already_known(
+            -27,
+            "Transaction outputs already in utxo set"
+        ));
+        assert!(rpc_says_already_known(-26, "txn-already-in-mempool"));
+        assert!(rpc_says_already_known(-25, "txn-already-known"));
+        assert!(!rpc_says_already_known(-26, "min relay fee not met"));
+        assert!(!rpc_says_already_known(
+            -25,
+            "bad-txns-inputs-missingorspent"
+        ));
+        assert!(!rpc_says_already_known(-22, "txn-already-in-mempool"));
     }
 }

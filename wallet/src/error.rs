@@ -1,4 +1,7 @@
 //! The wallet's error type.
+//!
+//! Invariants: callers decide by variant, never by message text; messages name addresses, txids and
+//! amounts but never keys, mnemonics or passphrases.
 
 use thiserror::Error;
 
@@ -38,6 +41,15 @@ pub enum WalletError {
     Sign(String),
     #[error("broadcast failed: {0}")]
     Broadcast(String),
+    /// A payout of `value_sat` with the fee taken out of it would leave the recipient less than the dust
+    /// limit of its script (or nothing): it cannot be made, and is best written off.
+    #[error(
+        "{value_sat} sat less the fee of {fee_sat} sat is below the dust limit of the address"
+    )]
+    BelowDust { value_sat: u64, fee_sat: u64 },
+    /// A signed transaction handed back for broadcast does not decode or does not match its txid.
+    #[error("signed transaction is not valid: {0}")]
+    BadSignedTx(String),
     #[error("no invoice with id {0}")]
     NoSuchInvoice(String),
     #[error("an invoice with id {0} exists already")]

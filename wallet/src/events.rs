@@ -1,4 +1,8 @@
 //! What the wallet tells the node's lease logic.
+//!
+//! Invariants: events go out only after the state they describe is persisted; an invoice's balances in
+//! `InvoiceUpdated` are those of [`crate::Invoice`] at that moment (`zero_conf_sat` is part of
+//! `settled_sat`).
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +36,8 @@ pub enum WalletEvent {
         invoice: String,
         status: InvoiceStatus,
         settled_sat: u64,
+        /// The part of `settled_sat` counted before reaching the confirmations required.
+        zero_conf_sat: u64,
         pending_sat: u64,
     },
     /// The wallet's view of the chain tip moved.

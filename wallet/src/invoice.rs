@@ -3,6 +3,14 @@
 //! Classification is a pure function of the invoice, the payments to its address, the chain tip and the
 //! provider's policy, so it is tested without a chain and re-derived from scratch after every chain update
 //! (a reorg simply yields a different answer).
+//!
+//! Invariants:
+//! - A payment counts once it has `min_confirmations` (at least 1). Before that it counts only on the
+//!   zero-conf allowance: its own amount is at most `zero_conf_max_sat`, it does not signal RBF while
+//!   unconfirmed, and the sats an invoice counts this way stay within `zero_conf_max_sat` in total, charged
+//!   in seen order. The invoice's amount plays no part: a large top-up to a small invoice's address does
+//!   not count unconfirmed (any mempool transaction is replaceable under full RBF; the cap bounds the loss).
+//! - `zero_conf_sat` is part of `settled_sat`, never on top of it.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,8 +19,9 @@ use serde::{Deserialize, Serialize};
 pub struct PaymentPolicy {
     /// Confirmations a payment needs.
     pub min_confirmations: u32,
-    /// Unconfirmed payments count at once when the invoice is at most this many sats and the paying
-    /// transaction does not signal replace-by-fee (0 = never).
+    /// Payments without enough confirmations count at once when the payment itself is at most this many
+    /// sats and the paying transaction does not signal replace-by-fee; per invoice, at most this many sats
+    /// count that way in total (0 = never).
     pub zero_conf_max_sat: u64,
 }
 
@@ -90,6 +99,9 @@ pub struct Invoice {
     pub status: InvoiceStatus,
     /// Sum of payments that count under the policy.
     pub settled_sat: u64,
+    /// The part of `settled_sat` counted on the zero-conf allowance (not yet at `min_confirmations`).
+    #[serde(default)]
+    pub zero_conf_sat: u64,
     /// Sum of payments seen that do not count yet.
     pub pending_sat: u64,
     pub payments: Vec<Payment>,
@@ -107,27 +119,82 @@ impl Invoice {
 pub struct Assessment {
     pub status: InvoiceStatus,
     pub settled_sat: u64,
+    /// The part of `settled_sat` counted on the zero-conf allowance.
+    pub zero_conf_sat: u64,
     pub pending_sat: u64,
 }
 
-/// Whether a payment counts under the policy for an invoice of `amount` sats.
-pub fn counts(p: &Payment, tip: u32, amount: u64, policy: &PaymentPolicy) -> bool {
-    p.confirmations(tip) >= policy.min_confirmations.max(1)
-        || (p.height.is_none() && !p.rbf && amount <= policy.zero_conf_max_sat)
+/// How a payment counts under an invoice's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// It does not count (yet).
+    No,
+    /// It has the confirmations the policy asks for.
+    Confirmed,
+    /// It counts on the zero-conf allowance.
+    ZeroConf,
+}
+
+impl Counted {
+    pub fn counts(self) -> bool {
+        self != Counted::No
+    }
+}
+
+/// How one payment counts, given how many sats the invoice may still count on the zero-conf allowance
+/// (`zero_conf_room`: `zero_conf_max_sat` less what earlier payments already took of it).
+pub fn counts(p: &Payment, tip: u32, policy: &PaymentPolicy, zero_conf_room: u64) -> Counted {
+    if p.confirmations(tip) >= policy.min_confirmations.max(1) {
+        Counted::Confirmed
+    } else if (p.height.is_some() || !p.rbf)
+        && p.amount_sat <= policy.zero_conf_max_sat
+        && p.amount_sat <= zero_conf_room
+    {
+        Counted::ZeroConf
+    } else {
+        Counted::No
+    }
+}
+
+/// How each of an invoice's payments counts (aligned with `payments`). Payments are taken in seen order,
+/// each zero-conf one charged against the invoice's `zero_conf_max_sat`; one that no longer fits does not
+/// count, a later smaller one still may.
+pub fn counted(payments: &[Payment], tip: u32, policy: &PaymentPolicy) -> Vec<Counted> {
+    let mut order: Vec<usize> = (0..payments.len()).collect();
+    order.sort_by_key(|&i| seen_key(&payments[i]));
+    let mut out = vec![Counted::No; payments.len()];
+    let mut room = policy.zero_conf_max_sat;
+    for i in order {
+        let c = counts(&payments[i], tip, policy, room);
+        if c == Counted::ZeroConf {
+            room -= payments[i].amount_sat;
+        }
+        out[i] = c;
+    }
+    out
+}
+
+fn seen_key(p: &Payment) -> (u64, &str, u32) {
+    (p.seen_at, p.txid.as_str(), p.vout)
 }
 
 /// Classifies an invoice. Payments are taken in the order they were seen; the invoice is covered by the
 /// first prefix whose counted sum reaches the amount, and anything counted beyond it is a top-up when it
 /// came in a later payment, an overpayment when the covering payment itself was larger than needed.
 pub fn assess(inv: &Invoice, payments: &[Payment], tip: u32, now: u64) -> Assessment {
-    let mut ordered: Vec<&Payment> = payments.iter().collect();
-    ordered.sort_by_key(|p| (p.seen_at, p.txid.clone(), p.vout));
+    let how = counted(payments, tip, &inv.policy);
+    let mut ordered: Vec<(&Payment, Counted)> = payments.iter().zip(how).collect();
+    ordered.sort_by(|a, b| seen_key(a.0).cmp(&seen_key(b.0)));
     let mut settled = 0u64;
+    let mut zero_conf = 0u64;
     let mut pending = 0u64;
     let mut covered_by: Option<(&Payment, u64)> = None; // (payment, settled sum right after it)
-    for p in &ordered {
-        if counts(p, tip, inv.amount_sat, &inv.policy) {
+    for (p, c) in ordered {
+        if c.counts() {
             settled += p.amount_sat;
+            if c == Counted::ZeroConf {
+                zero_conf += p.amount_sat;
+            }
             if covered_by.is_none() && settled >= inv.amount_sat {
                 covered_by = Some((p, settled));
             }
@@ -147,6 +214,7 @@ pub fn assess(inv: &Invoice, payments: &[Payment], tip: u32, now: u64) -> Assess
     Assessment {
         status,
         settled_sat: settled,
+        zero_conf_sat: zero_conf,
         pending_sat: pending,
     }
 }
@@ -166,6 +234,7 @@ mod tests {
             policy,
             status: InvoiceStatus::Unpaid,
             settled_sat: 0,
+            zero_conf_sat: 0,
             pending_sat: 0,
             payments: vec![],
         }
@@ -255,6 +324,115 @@ mod tests {
             assess(&big, &[pay("a", 50_000, None, 200, false)], 10, 200).status,
             InvoiceStatus::Seen
         );
+    }
+
+    const ZC: PaymentPolicy = PaymentPolicy {
+        min_confirmations: 1,
+        zero_conf_max_sat: 10_000,
+    };
+
+    #[test]
+    fn a_large_unconfirmed_top_up_to_a_small_invoice_does_not_count() {
+        let small = inv(5000, ZC);
+        let paid = [pay("a", 5000, None, 200, false)];
+        let a = assess(&small, &paid, 10, 200);
+        assert_eq!(
+            (a.status, a.settled_sat, a.zero_conf_sat, a.pending_sat),
+            (InvoiceStatus::Paid, 5000, 5000, 0)
+        );
+        // A top-up larger than the allowance, though the invoice is small: seen, not counted.
+        let topped = [
+            pay("a", 5000, None, 200, false),
+            pay("b", 1_000_000, None, 300, false),
+        ];
+        let a = assess(&small, &topped, 10, 300);
+        assert_eq!(
+            (a.status, a.settled_sat, a.zero_conf_sat, a.pending_sat),
+            (InvoiceStatus::Paid, 5000, 5000, 1_000_000)
+        );
+        // Paying the small invoice with one large unconfirmed payment does not count either.
+        let one_big = [pay("a", 1_000_000, None, 200, false)];
+        let a = assess(&small, &one_big, 10, 200);
+        assert_eq!((a.status, a.settled_sat), (InvoiceStatus::Seen, 0));
+        // Once confirmed, it counts in full.
+        let mined = [
+            pay("a", 5000, Some(10), 200, false),
+            pay("b", 1_000_000, Some(10), 300, false),
+        ];
+        let a = assess(&small, &mined, 10, 300);
+        assert_eq!(
+            (a.status, a.settled_sat, a.zero_conf_sat, a.pending_sat),
+            (InvoiceStatus::Paid, 1_005_000, 0, 0)
+        );
+    }
+
+    #[test]
+    fn zero_conf_total_is_capped_per_invoice() {
+        let i = inv(30_000, ZC);
+        // Three 4000-sat payments: the first two fit in the 10 000-sat allowance, the third does not.
+        let three = [
+            pay("c", 4000, None, 300, false),
+            pay("a", 4000, None, 100, false),
+            pay("b", 4000, None, 200, false),
+        ];
+        assert_eq!(
+            counted(&three, 10, &ZC),
+            vec![Counted::No, Counted::ZeroConf, Counted::ZeroConf],
+            "charged in seen order, not in the order given"
+        );
+        let a = assess(&i, &three, 10, 300);
+        assert_eq!(
+            (a.status, a.settled_sat, a.zero_conf_sat, a.pending_sat),
+            (InvoiceStatus::Partial, 8000, 8000, 4000)
+        );
+        // A later payment that still fits in what is left counts.
+        let with_small = [
+            pay("a", 4000, None, 100, false),
+            pay("b", 4000, None, 200, false),
+            pay("c", 4000, None, 300, false),
+            pay("d", 2000, None, 400, false),
+        ];
+        let a = assess(&i, &with_small, 10, 400);
+        assert_eq!(
+            (a.settled_sat, a.zero_conf_sat, a.pending_sat),
+            (10_000, 10_000, 4000)
+        );
+        // Confirmed payments do not use the allowance up.
+        let mixed = [
+            pay("a", 9000, Some(10), 100, false),
+            pay("b", 9000, None, 200, false),
+            pay("c", 9000, None, 300, false),
+        ];
+        let a = assess(&i, &mixed, 10, 300);
+        assert_eq!(
+            (a.settled_sat, a.zero_conf_sat, a.pending_sat),
+            (18_000, 9000, 9000)
+        );
+        // RBF-signalling payments never count unconfirmed, and take nothing of the allowance.
+        let rbf = [
+            pay("a", 9000, None, 100, true),
+            pay("b", 9000, None, 200, false),
+        ];
+        let a = assess(&i, &rbf, 10, 200);
+        assert_eq!(
+            (a.settled_sat, a.zero_conf_sat, a.pending_sat),
+            (9000, 9000, 9000)
+        );
+    }
+
+    #[test]
+    fn a_shallow_confirmation_keeps_a_zero_conf_payment_counted() {
+        let policy = PaymentPolicy {
+            min_confirmations: 3,
+            zero_conf_max_sat: 10_000,
+        };
+        let i = inv(5000, policy);
+        for (height, tip) in [(None, 10), (Some(10), 10), (Some(10), 11)] {
+            let a = assess(&i, &[pay("a", 5000, height, 200, false)], tip, 200);
+            assert_eq!((a.status, a.zero_conf_sat), (InvoiceStatus::Paid, 5000));
+        }
+        let a = assess(&i, &[pay("a", 5000, Some(10), 200, false)], 12, 200);
+        assert_eq!((a.status, a.zero_conf_sat), (InvoiceStatus::Paid, 0));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod invoice;
 pub mod keys;
+pub mod payout;
 pub mod store;
 mod wallet;
 
@@ -25,7 +26,8 @@ pub use bond::{verify_bond_binding, Bond, BondClaim, BondError, BondStatus};
 pub use chain::ChainSource;
 pub use error::WalletError;
 pub use events::WalletEvent;
-pub use invoice::{Invoice, InvoiceStatus, Payment, PaymentPolicy};
+pub use invoice::{Counted, Invoice, InvoiceStatus, Payment, PaymentPolicy};
+pub use payout::{check_address, SignedTx, TxStatus};
 pub use store::{FileStore, WalletStore};
 pub use wallet::{
     Balance, HistoryEntry, WalletConfig, XovWallet, DEFAULT_LOOKAHEAD, FALLBACK_FEE_SAT_PER_VB,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bdk_wallet::bitcoin::bip32::Xpriv;
-use bdk_wallet::bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Transaction};
+use bdk_wallet::bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Transaction, Txid};
 use bdk_wallet::chain::{ChainPosition, Merge};
 use bdk_wallet::template::Bip84;
 use bdk_wallet::{ChangeSet, KeychainKind, SignOptions, Wallet};
@@ -21,7 +21,7 @@ use crate::bond::Bond;
 use crate::chain::{self, ChainSource};
 use crate::error::WalletError;
 use crate::events::WalletEvent;
-use crate::invoice::{assess, counts, Invoice, InvoiceStatus, Payment, PaymentPolicy};
+use crate::invoice::{assess, counted, Invoice, InvoiceStatus, Payment, PaymentPolicy};
 use crate::keys;
 use crate::store::WalletStore;
 
@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     lookahead: u32,
     /// The tip at the last assessment, so "newly counts" compares like with like.
     assessed_tip: u32,
+    /// Coins spent by payouts built but not yet broadcast, by payout txid (see [`crate::payout`]).
+    pub(crate) reserved: BTreeMap<Txid, Vec<OutPoint>>,
 }
 
 impl Inner {
@@ -121,8 +123,12 @@ impl Inner {
             let mut payments = by_index.remove(&inv.index).unwrap_or_default();
             payments.sort_by_key(|p| (p.seen_at, p.txid.clone(), p.vout));
             let key = |p: &Payment| (p.txid.clone(), p.vout);
-            for p in &payments {
-                let old = inv.payments.iter().find(|o| key(o) == key(p));
+            let counted_now = counted(&payments, tip, &inv.policy);
+            let counted_then = counted(&inv.payments, self.assessed_tip, &inv.policy);
+            for (p, now_counts) in payments.iter().zip(&counted_now) {
+                let old = inv.payments.iter().position(|o| key(o) == key(p));
+                let counted_before = old.is_some_and(|i| counted_then[i].counts());
+                let old = old.map(|i| &inv.payments[i]);
                 if old.is_none() {
                     events.push(WalletEvent::PaymentSeen {
                         invoice: inv.id.clone(),
@@ -131,9 +137,7 @@ impl Inner {
                         confirmations: p.confirmations(tip),
                     });
                 }
-                let counted_before =
-                    old.is_some_and(|o| counts(o, self.assessed_tip, inv.amount_sat, &inv.policy));
-                if counts(p, tip, inv.amount_sat, &inv.policy) && !counted_before {
+                if now_counts.counts() && !counted_before {
                     events.push(WalletEvent::PaymentConfirmed {
                         invoice: inv.id.clone(),
                         txid: p.txid.clone(),
@@ -159,11 +163,17 @@ impl Inner {
                 }
             }
             let a = assess(inv, &payments, tip, now);
-            let status_changed = (a.status, a.settled_sat, a.pending_sat)
-                != (inv.status, inv.settled_sat, inv.pending_sat);
+            let status_changed = (a.status, a.settled_sat, a.zero_conf_sat, a.pending_sat)
+                != (
+                    inv.status,
+                    inv.settled_sat,
+                    inv.zero_conf_sat,
+                    inv.pending_sat,
+                );
             if status_changed || payments != inv.payments {
                 inv.status = a.status;
                 inv.settled_sat = a.settled_sat;
+                inv.zero_conf_sat = a.zero_conf_sat;
                 inv.pending_sat = a.pending_sat;
                 inv.payments = payments;
                 changed.push(inv.clone());
@@ -172,6 +182,7 @@ impl Inner {
                         invoice: inv.id.clone(),
                         status: a.status,
                         settled_sat: a.settled_sat,
+                        zero_conf_sat: a.zero_conf_sat,
                         pending_sat: a.pending_sat,
                     });
                 }
@@ -296,6 +307,7 @@ impl XovWallet {
             watched_up_to: 0,
             lookahead,
             assessed_tip,
+            reserved: BTreeMap::new(),
         }));
         let rebuild = Arc::new(Notify::new());
         let chain = chain::start(
@@ -373,6 +385,7 @@ impl XovWallet {
             policy,
             status: InvoiceStatus::Unpaid,
             settled_sat: 0,
+            zero_conf_sat: 0,
             pending_sat: 0,
             payments: Vec::new(),
         };
@@ -521,9 +534,22 @@ impl XovWallet {
         self.broadcast(tx).await
     }
 
+    /// Broadcasts a transaction and applies it to the wallet as unconfirmed (persisted).
     pub(crate) async fn broadcast(&self, tx: Transaction) -> Result<String, WalletError> {
+        match self.chain.broadcast(tx.clone()).await? {
+            chain::Broadcasted::Accepted | chain::Broadcasted::AlreadyKnown => {}
+            chain::Broadcasted::NotRequested => {
+                return Err(WalletError::Broadcast(
+                    "no peer took the transaction in time".into(),
+                ))
+            }
+        }
+        self.apply_broadcast(tx)
+    }
+
+    /// Applies a transaction the chain source has as unconfirmed, persists, and re-assesses invoices.
+    pub(crate) fn apply_broadcast(&self, tx: Transaction) -> Result<String, WalletError> {
         let txid = tx.compute_txid();
-        self.chain.broadcast(tx.clone()).await?;
         let mut g = self.lock();
         g.wallet.apply_unconfirmed_txs([(tx, unix_now())]);
         g.persist()?;

@@ -203,6 +203,7 @@ async fn scenario(kind: Source) {
             invoice: "inv-1".into(),
             status: InvoiceStatus::Paid,
             settled_sat: 70_000,
+            zero_conf_sat: 0,
             pending_sat: 0
         }
     );

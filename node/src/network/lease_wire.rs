@@ -1,9 +1,10 @@
-//! The direct channel between buyer and provider (`/xov/lease/1`, request-response, never gossip): orders,
+//! The direct channel between buyer and provider (`/xov/lease/2`, request-response, never gossip): orders,
 //! invoices, refusals and lease notices, each a signed protocol message carried as bytes.
 
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL: &str = "/xov/lease/1";
+/// Version 2: structured notices with sequence numbers and acknowledgements, typed refusals.
+pub const PROTOCOL: &str = "/xov/lease/2";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LeaseRequest {
@@ -19,8 +20,10 @@ pub enum LeaseRequest {
 pub enum LeaseResponse {
     /// A signed `Invoice` answering an order.
     Invoice(Vec<u8>),
-    /// The order was refused; the reason is for the buyer to read.
-    Refused(String),
+    /// The order was refused, and why: the buyer's node acts on the kind, people read its Display.
+    Refused(xov_protocol::OrderRefusal),
+    /// A bid answer was not taken (for the provider's log only).
+    BidNotTaken(String),
     /// A notice was received.
     Ack,
 }

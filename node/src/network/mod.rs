@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use utoipa::ToSchema;
 use xov_protocol::{AnyMessage, Inserted, NodeId, PoolId, Signed};
 
-use crate::api::unix_now;
+use crate::clock::unix_now;
 use crate::config::NetworkConfig;
 use crate::market::{Market, MarketError};
 use behaviour::{Behaviour, BehaviourEvent};

@@ -170,7 +170,7 @@ fn main() {
             offer_sequence: 2,
             image: "debian-12".into(),
             hours: 24,
-            ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFuzz buyer@example".into(),
+            ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFMq1LDz2jg9w7mOpwiKfpc7OclyFbnfAmDxnjAXHk82 buyer@example".into(),
             refund_address: Some("bc1qexampleexampleexampleexampleexample0".into()),
             created_at: NOW,
             nonce: 42,
@@ -192,22 +192,6 @@ fn main() {
         },
         &p1,
     );
-    let notices: Vec<_> = lease::ALL_STATES
-        .iter()
-        .map(|&state| {
-            Signed::sign(
-                LeaseNotice {
-                    from: p1.node_id(),
-                    lease_id: order.id(),
-                    state,
-                    at: NOW,
-                    detail: format!("now {state:?}"),
-                },
-                &p1,
-            )
-        })
-        .collect();
-
     let receipts = [
         ProviderReceipt::sign(
             Receipt {
@@ -240,6 +224,68 @@ fn main() {
         .countersign(&buyer)
         .expect("the buyer countersigns"),
     ];
+    // One status per state (the running ones with access details), and every other kind of notice.
+    let mut notices: Vec<_> = lease::ALL_STATES
+        .iter()
+        .enumerate()
+        .map(|(i, &state)| {
+            let running = state.may_have_machine();
+            Signed::sign(
+                LeaseNotice {
+                    from: p1.node_id(),
+                    lease_id: order.id(),
+                    seq: i as u64 + 1,
+                    at: NOW,
+                    body: NoticeBody::Status(LeaseStatus {
+                        state,
+                        paid_sats: if running { 2160 } else { 0 },
+                        refunded_sats: 0,
+                        started_at: running.then_some(NOW - 60),
+                        runs_until: running.then_some(NOW + 24 * 3600),
+                        access: running.then(|| Access {
+                            server_id: "4711".into(),
+                            addresses: vec!["203.0.113.7".into(), "2001:db8::7".into()],
+                            user: "root".into(),
+                            image: "debian-12".into(),
+                        }),
+                        message: format!("now {state:?}"),
+                    }),
+                },
+                &p1,
+            )
+        })
+        .collect();
+    let buyer_notice = |seq, body| {
+        Signed::sign(
+            LeaseNotice {
+                from: buyer.node_id(),
+                lease_id: order.id(),
+                seq,
+                at: NOW,
+                body,
+            },
+            &buyer,
+        )
+    };
+    notices.push(buyer_notice(1, NoticeBody::Cancel));
+    notices.push(buyer_notice(2, NoticeBody::StatusRequest));
+    notices.push(buyer_notice(
+        3,
+        NoticeBody::Countersigned(receipts[0].clone()),
+    ));
+    notices.push(Signed::sign(
+        LeaseNotice {
+            from: p1.node_id(),
+            lease_id: order.id(),
+            seq: 100,
+            at: NOW,
+            body: NoticeBody::Receipt(ProviderReceipt::from_parts(
+                receipts[0].receipt().clone(),
+                *receipts[0].provider_sig(),
+            )),
+        },
+        &p1,
+    ));
     let bond_proofs = [
         Signed::sign(
             BondProof {

@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 use xov_protocol::validate::{
     validate_bid, validate_bond_proof, validate_charter, validate_invoice, validate_load_report,
-    validate_offer, validate_order, validate_receipt, validate_withdrawal,
+    validate_notice, validate_offer, validate_order, validate_receipt, validate_withdrawal,
 };
 use xov_protocol::AnyMessage;
 use xov_protocol_fuzz::NOW;
@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
         AnyMessage::LeaseNotice(m) => {
             let _ = m.id();
             let _ = m.verify();
+            let _ = validate_notice(m, NOW);
         }
         AnyMessage::Receipt(m) => {
             let _ = m.id();

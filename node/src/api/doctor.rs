@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 use xov_protocol::validate::MAX_CLOCK_SKEW_SECS;
 use xov_protocol::{OfferKey, PoolId};
 
-use crate::api::{unix_now, AppState};
+use crate::api::AppState;
+use crate::clock::unix_now;
 
 /// How many peers are asked for their copy of our offers.
 const PEERS_ASKED: usize = 3;
@@ -257,7 +258,7 @@ async fn network_checks(st: &AppState) -> Vec<Check> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        match crate::offer_probe::ask_peers(
+        match crate::api::offer_probe::ask_peers(
             &status.listen_addrs,
             &cfg.network.bootstrap,
             &pools,
@@ -346,14 +347,14 @@ async fn chain_check(st: &AppState) -> (Check, Option<(String, i64)>) {
     let (source, answer) = if wc.chain == "rpc" {
         (
             format!("bitcoind RPC {}", wc.rpc_url),
-            crate::chain_probe::bitcoind_rpc(&wc.rpc_url, &wc.rpc_cookie).await,
+            crate::api::chain_probe::bitcoind_rpc(&wc.rpc_url, &wc.rpc_cookie).await,
         )
     } else {
         let network = w.network();
-        let mut best: Result<crate::chain_probe::PeerChain, String> =
+        let mut best: Result<crate::api::chain_probe::PeerChain, String> =
             Err("no compact-filter peer configured (wallet.peers)".into());
         for p in wc.peers.iter().filter_map(|p| p.parse().ok()).take(3) {
-            match crate::chain_probe::p2p_version(p, network).await {
+            match crate::api::chain_probe::p2p_version(p, network).await {
                 Ok(c) if best.as_ref().map_or(true, |b| c.height > b.height) => best = Ok(c),
                 Ok(_) => {}
                 Err(e) if best.is_err() => best = Err(format!("{p}: {e}")),
@@ -429,7 +430,7 @@ async fn openstack_check(st: &AppState) -> Option<(Check, Option<(String, i64)>)
             .to_str()
             .ok()?
             .to_string();
-        crate::chain_probe::http_date(&d).map(|t| (format!("OpenStack {auth_url}"), t))
+        crate::api::chain_probe::http_date(&d).map(|t| (format!("OpenStack {auth_url}"), t))
     };
     let inventory = async {
         let p = xov_provisioner::OpenStackProvisioner::new(os, pc.inventory.clone())

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::{ApiError, AppState};
-use crate::lease_engine::{OrderError, OrderRequest};
-use crate::leases::LeaseRecord;
+use crate::lease::driver::{OrderError, OrderRequest};
+use crate::lease::record::LeaseRecord;
 
 impl From<OrderError> for ApiError {
     fn from(e: OrderError) -> Self {
@@ -18,7 +18,17 @@ impl From<OrderError> for ApiError {
             OrderError::NoMatch(_) => (StatusCode::NOT_FOUND, "no_match"),
             OrderError::AllRefused(_) => (StatusCode::CONFLICT, "refused"),
             OrderError::NoWallet => (StatusCode::CONFLICT, "wallet_disabled"),
-            OrderError::Other(_) => (StatusCode::BAD_REQUEST, "lease"),
+            OrderError::NoSuchLease(_) => (StatusCode::NOT_FOUND, "no_such_lease"),
+            OrderError::NotLive { .. } => (StatusCode::CONFLICT, "lease_not_live"),
+            OrderError::BadSshKey(_) => (StatusCode::BAD_REQUEST, "bad_ssh_key"),
+            OrderError::BadRefundAddress(_) => (StatusCode::BAD_REQUEST, "bad_refund_address"),
+            OrderError::Bid(_) => (StatusCode::BAD_REQUEST, "bid"),
+            OrderError::Wallet(_) | OrderError::PayFailed { .. } => {
+                (StatusCode::CONFLICT, "wallet")
+            }
+            OrderError::Store(_) | OrderError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -128,9 +138,9 @@ pub fn routes() -> Router<AppState> {
     components(schemas(
         OrderRequest,
         LeaseRecord,
-        crate::leases::InstanceInfo,
-        crate::leases::Step,
-        crate::leases::Role,
+        crate::lease::record::InstanceInfo,
+        crate::lease::record::Step,
+        crate::lease::record::Role,
         Extend,
         Extended
     ))

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use crate::client::{Client, ClientError};
-use crate::doctor::{Level, Report};
+use crate::cli::client::{Client, ClientError};
+use crate::api::doctor::{Level, Report};
 use crate::events::Event;
 
 /// Prints the doctor's report; returns false when a check failed (the caller exits with status 2).
@@ -43,10 +43,10 @@ pub fn render_report(r: &Report) -> String {
 pub fn render_event(e: &Event) -> String {
     match e {
         Event::Lease { previous, lease } => {
-            let state = crate::metrics::state_name(lease.state);
+            let state = crate::api::metrics::state_name(lease.state);
             let change = match previous {
                 Some(p) if *p != lease.state => {
-                    format!("{} -> {state}", crate::metrics::state_name(*p))
+                    format!("{} -> {state}", crate::api::metrics::state_name(*p))
                 }
                 Some(_) => state,
                 None => format!("new, {state}"),
@@ -67,6 +67,7 @@ pub fn render_event(e: &Event) -> String {
             )
         }
         Event::DrainWarning(w) => format!("WARNING {}", w.message),
+        Event::Alert { alert } => format!("ALERT {alert}"),
         Event::Wallet { event } => format!(
             "wallet {}",
             serde_json::to_string(event).unwrap_or_default()
@@ -105,7 +106,7 @@ pub async fn events(c: &Client, json: bool) -> Result<(), ClientError> {
                     data.clone()
                 } else {
                     match serde_json::from_str::<Event>(&data) {
-                        Ok(e) => format!("{} {}", crate::api::unix_now(), render_event(&e)),
+                        Ok(e) => format!("{} {}", crate::clock::unix_now(), render_event(&e)),
                         Err(_) => data.clone(),
                     }
                 };

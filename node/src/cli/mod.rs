@@ -1,5 +1,9 @@
 //! Command-line interface of the `xov` binary. Every command except `node run` talks to a running daemon.
 
+pub mod client;
+pub mod ops;
+pub mod output;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};

@@ -1,5 +1,7 @@
 //! `xov node run`: lock the data dir, load state, serve the local API, stop cleanly on SIGINT/SIGTERM.
 
+pub mod provider;
+
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -11,9 +13,10 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use xov_protocol::Keypair;
 
-use crate::api::{self, unix_now, AppState};
+use crate::api::{self, AppState};
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::datadir::{DataDir, DB_DIR};
+use crate::store::datadir::{DataDir, DB_DIR};
 use crate::market::Market;
 use crate::network;
 use crate::store::Store;
@@ -67,23 +70,18 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let policy = crate::lease_engine::LeasePolicy {
-        payment: xov_wallet::PaymentPolicy {
-            min_confirmations: cfg.lease.min_confirmations,
-            zero_conf_max_sat: cfg.lease.zero_conf_max_sat,
-        },
+    let policy = crate::lease::driver::LeasePolicy {
+        terms: cfg.lease.terms(),
         invoice_ttl_secs: cfg.lease.invoice_ttl_secs,
-        warn_before_secs: cfg.lease.warn_before_secs,
-        grace_secs: cfg.lease.grace_secs,
-        hold_secs: cfg.lease.hold_secs,
         tick: Duration::from_secs(1),
         admission: cfg.provider.admission,
+        max_unpaid_per_buyer: cfg.lease.max_unpaid_per_buyer,
     };
-    let cloud = crate::machines::from_config(&cfg).await?;
+    let cloud = crate::daemon::provider::from_config(&cfg).await?;
     let machines = cloud
         .clone()
-        .map(|c| c as std::sync::Arc<dyn crate::lease_engine::Machines>);
-    let leases = crate::lease_engine::LeaseEngine::new(
+        .map(|c| c as std::sync::Arc<dyn crate::lease::driver::Machines>);
+    let leases = crate::lease::driver::LeaseEngine::new(
         Keypair::from_secret_bytes(&lease_key_secret),
         market.clone(),
         store_for_wallet.clone(),
@@ -93,7 +91,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         policy,
     )?;
     leases.spawn(lease_requests);
-    crate::trust_service::TrustService {
+    crate::market::trust_service::TrustService {
         key: Keypair::from_secret_bytes(&lease_key_secret),
         market: market.clone(),
         wallet: wallet.clone(),
@@ -104,7 +102,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     }
     .spawn();
     if let Some(c) = cloud {
-        crate::machines::spawn_provider(
+        crate::daemon::provider::spawn_provider(
             c,
             cfg.provider.clone(),
             market.clone(),

@@ -11,9 +11,9 @@ use xov_protocol::{AnyMessage, BondProof, Keypair, LoadReport, NodeId, Signed};
 use xov_wallet::bitcoin::{absolute::LockTime, hashes::Hash, OutPoint, Txid};
 use xov_wallet::{BondClaim, BondError, XovWallet};
 
-use crate::api::unix_now;
+use crate::clock::unix_now;
 use crate::config::TrustConfig;
-use crate::lease_engine::LeaseEngine;
+use crate::lease::driver::LeaseEngine;
 use crate::market::Market;
 use crate::network::NetworkHandle;
 

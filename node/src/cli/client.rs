@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::datadir::DataDir;
+use crate::store::datadir::DataDir;
 
 #[derive(Debug, Error)]
 pub enum ClientError {

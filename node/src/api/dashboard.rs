@@ -19,9 +19,9 @@ use crate::api::{ApiError, AppState};
 /// The cookie that carries the API token for the dashboard.
 pub const COOKIE: &str = "xov_token";
 
-const INDEX: &str = include_str!("../assets/dashboard/index.html");
-const SCRIPT: &str = include_str!("../assets/dashboard/app.js");
-const STYLE: &str = include_str!("../assets/dashboard/app.css");
+const INDEX: &str = include_str!("../../assets/dashboard/index.html");
+const SCRIPT: &str = include_str!("../../assets/dashboard/app.js");
+const STYLE: &str = include_str!("../../assets/dashboard/app.css");
 
 #[derive(Debug, Deserialize)]
 pub struct Login {

@@ -11,8 +11,9 @@ use utoipa::ToSchema;
 use xov_protocol::{Limits, NodeId, SignedReceipt, Tier, TrustReport};
 use xov_wallet::bitcoin::absolute::LockTime;
 
-use crate::api::{unix_now, ApiError, AppState};
-use crate::trust_service::parse_node;
+use crate::api::{ApiError, AppState};
+use crate::clock::unix_now;
+use crate::market::trust_service::parse_node;
 
 /// A node's trust as this node sees it, with the limits it would get here as a buyer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

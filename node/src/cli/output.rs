@@ -167,7 +167,7 @@ mod tests {
     }
 }
 
-pub fn leases(l: &[crate::leases::LeaseRecord]) -> String {
+pub fn leases(l: &[crate::lease::record::LeaseRecord]) -> String {
     if l.is_empty() {
         return "no leases yet; `xov order --help` shows how to lease a machine".into();
     }
@@ -199,7 +199,7 @@ pub fn leases(l: &[crate::leases::LeaseRecord]) -> String {
     )
 }
 
-pub fn lease(x: &crate::leases::LeaseRecord) -> String {
+pub fn lease(x: &crate::lease::record::LeaseRecord) -> String {
     let mut out = format!(
         "lease      {}\nrole       {:?}\nstate      {:?}\nprovider   {}\nmachine    {} vCPU, {} MiB, {} GiB, {}\nprice      {} sats/h for {} h = {} sat\npaid       {} sat\n",
         x.id, x.role, x.state, x.counterparty, x.vcpus, x.ram_mib, x.disk_gib, x.image,
@@ -224,7 +224,7 @@ pub fn lease(x: &crate::leases::LeaseRecord) -> String {
 }
 
 /// `xov trust show`: the score explained, then the limits it gives here.
-pub fn trust(v: &crate::trust_api::TrustView) -> String {
+pub fn trust(v: &crate::api::trust::TrustView) -> String {
     let l = &v.limits;
     let mut out = format!(
         "{}\nlimits here: {} leases at once, {} sats/h in all{}",

@@ -1,8 +1,17 @@
 //! The local HTTP JSON API. Binds loopback only and demands the cookie token on every request; the CLI is
 //! its main client. Every failure is a JSON `{ "error": code, "message": text }` with a 4xx/5xx status.
 
+pub mod chain_probe;
+pub mod dashboard;
+pub mod doctor;
+pub mod events;
+pub mod leases;
+pub mod metrics;
+pub mod offer_probe;
+pub mod trust;
+pub mod wallet;
+
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
@@ -18,19 +27,13 @@ use xov_protocol::{Arch, Demand, GpuWanted, Offer, OfferQuery, Signed};
 
 use crate::market::{Market, MarketError, OfferSpec};
 
-/// Unix seconds now. The daemon is the only place that reads the clock; the protocol takes time as input.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_now;
 
 #[derive(Clone)]
 pub struct AppState {
     pub net: crate::network::NetworkHandle,
     pub wallet: Option<Arc<xov_wallet::XovWallet>>,
-    pub leases: Arc<crate::lease_engine::LeaseEngine>,
+    pub leases: Arc<crate::lease::driver::LeaseEngine>,
     pub market: Arc<RwLock<Market>>,
     pub token: Arc<String>,
     pub started_at: u64,
@@ -124,7 +127,7 @@ async fn require_cookie(State(st): State<AppState>, req: Request, next: Next) ->
     // The dashboard's cookie (see dashboard.rs). A cross-site page cannot make the browser send it
     // (SameSite=Strict); a request that changes something must also come from the dashboard's own origin.
     let from_cookie = if bearer.is_none() {
-        crate::dashboard::cookie_token(req.headers())
+        crate::api::dashboard::cookie_token(req.headers())
     } else {
         None
     };
@@ -645,16 +648,16 @@ pub struct ApiDoc;
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(crate::doctor::api),
-    components(schemas(crate::doctor::Report, crate::doctor::Check, crate::doctor::Level))
+    paths(crate::api::doctor::api),
+    components(schemas(crate::api::doctor::Report, crate::api::doctor::Check, crate::api::doctor::Level))
 )]
 struct DoctorApiDoc;
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     let mut doc = ApiDoc::openapi();
-    doc.merge(crate::wallet_api::WalletApiDoc::openapi());
-    doc.merge(crate::leases_api::LeasesApiDoc::openapi());
-    doc.merge(crate::trust_api::TrustApiDoc::openapi());
+    doc.merge(crate::api::wallet::WalletApiDoc::openapi());
+    doc.merge(crate::api::leases::LeasesApiDoc::openapi());
+    doc.merge(crate::api::trust::TrustApiDoc::openapi());
     doc.merge(DoctorApiDoc::openapi());
     Json(doc)
 }
@@ -669,9 +672,9 @@ async fn not_found() -> ApiError {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(crate::wallet_api::routes())
-        .merge(crate::leases_api::routes())
-        .merge(crate::trust_api::routes())
+        .merge(crate::api::wallet::routes())
+        .merge(crate::api::leases::routes())
+        .merge(crate::api::trust::routes())
         .route("/v1/status", get(status))
         .route("/v1/offers", get(list_offers).post(publish_offer))
         .route("/v1/offers/{offer_id}", delete(withdraw_offer))
@@ -681,10 +684,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/peers", get(list_peers))
         .route("/v1/node/stop", post(stop))
         .route("/openapi.json", get(openapi))
-        .route("/v1/events", get(crate::events::stream))
-        .route("/v1/doctor", get(crate::doctor::api))
-        .route("/v1/qr.svg", get(crate::dashboard::qr_svg))
-        .route("/metrics", get(crate::metrics::metrics))
+        .route("/v1/events", get(crate::api::events::stream))
+        .route("/v1/doctor", get(crate::api::doctor::api))
+        .route("/v1/qr.svg", get(crate::api::dashboard::qr_svg))
+        .route("/metrics", get(crate::api::metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -698,7 +701,7 @@ pub fn router(state: AppState) -> Router {
             require_cookie,
         ))
         // The dashboard page and its assets are public; the API calls they make are not.
-        .merge(crate::dashboard::routes())
+        .merge(crate::api::dashboard::routes())
         // Bodies are small JSON documents; refuse anything large before reading it.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)

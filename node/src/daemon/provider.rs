@@ -9,10 +9,11 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use xov_provisioner::{LaunchRequest, OpenStackProvisioner, Provisioner};
 
-use crate::api::unix_now;
+use crate::clock::unix_now;
 use crate::config::{Config, ProviderConfig};
-use crate::lease_engine::{BoxFuture, LaunchSpec, Machines};
-use crate::leases::InstanceInfo;
+use crate::lease::driver::{cloud_error, BoxFuture, LaunchSpec, Machines};
+use crate::lease::machine::CloudError;
+use crate::lease::record::InstanceInfo;
 use crate::market::{Market, OfferSpec};
 use crate::network::NetworkHandle;
 
@@ -31,7 +32,7 @@ pub fn offer_id_for(flavor_id: &str) -> u64 {
 }
 
 impl Machines for OpenStackMachines {
-    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<InstanceInfo, String>> {
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<InstanceInfo, CloudError>> {
         Box::pin(async move {
             let known = self
                 .flavors
@@ -47,14 +48,16 @@ impl Machines for OpenStackMachines {
                         .p
                         .inventory()
                         .await
-                        .map_err(|e| format!("cannot read the inventory: {e}"))?;
+                        .map_err(cloud_error)?;
                     let mut map = self.flavors.lock().unwrap_or_else(|p| p.into_inner());
                     for s in &inv.shapes {
                         map.insert(offer_id_for(&s.flavor_id), s.flavor_id.clone());
                     }
-                    map.get(&spec.offer_id).cloned().ok_or_else(|| {
-                        format!("offer {} maps to no flavor any more", spec.offer_id)
-                    })?
+                    map.get(&spec.offer_id)
+                        .cloned()
+                        .ok_or_else(|| CloudError::LaunchFailed {
+                            detail: format!("offer {} maps to no flavor any more", spec.offer_id),
+                        })?
                 }
             };
             let req = LaunchRequest {
@@ -63,7 +66,7 @@ impl Machines for OpenStackMachines {
                 image: spec.image.clone(),
                 ssh_public_key: spec.ssh_public_key.clone(),
             };
-            let m = self.p.launch(&req).await.map_err(|e| e.to_string())?;
+            let m = self.p.launch(&req).await.map_err(cloud_error)?;
             Ok(InstanceInfo {
                 server_id: m.server_id,
                 addresses: m.addresses.into_iter().map(|a| a.ip).collect(),
@@ -73,36 +76,36 @@ impl Machines for OpenStackMachines {
         })
     }
 
-    fn stop(&self, lease_id: &str) -> BoxFuture<'_, Result<(), String>> {
+    fn stop(&self, lease_id: &str) -> BoxFuture<'_, Result<(), CloudError>> {
         let id = lease_id.to_string();
         Box::pin(async move {
             self.p
                 .stop(&id)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(cloud_error)
         })
     }
 
-    fn start(&self, lease_id: &str) -> BoxFuture<'_, Result<(), String>> {
+    fn start(&self, lease_id: &str) -> BoxFuture<'_, Result<(), CloudError>> {
         let id = lease_id.to_string();
         Box::pin(async move {
             self.p
                 .start(&id)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(cloud_error)
         })
     }
 
-    fn delete(&self, lease_id: &str) -> BoxFuture<'_, Result<(), String>> {
+    fn delete(&self, lease_id: &str) -> BoxFuture<'_, Result<(), CloudError>> {
         let id = lease_id.to_string();
         Box::pin(async move {
             self.p
                 .delete(&id)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(cloud_error)
         })
     }
 }
@@ -225,7 +228,7 @@ pub fn spawn_provider(
     pc: ProviderConfig,
     market: Arc<RwLock<Market>>,
     net: NetworkHandle,
-    leases: Arc<crate::lease_engine::LeaseEngine>,
+    leases: Arc<crate::lease::driver::LeaseEngine>,
 ) {
     tokio::spawn(async move {
         let mut inv_tick =
@@ -239,7 +242,7 @@ pub fn spawn_provider(
                     let expected: Vec<String> = leases
                         .list()
                         .into_iter()
-                        .filter(|l| l.role == crate::leases::Role::Provider && l.state.may_have_machine())
+                        .filter(|l| l.role == crate::lease::record::Role::Provider && l.state.may_have_machine())
                         .map(|l| l.id)
                         .collect();
                     machines.reconcile(expected).await;

@@ -10,8 +10,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use xov_protocol::LeaseState;
 
-use crate::api::{unix_now, AppState};
-use crate::leases::{LeaseRecord, Role};
+use crate::api::AppState;
+use crate::clock::unix_now;
+use crate::lease::record::{LeaseRecord, Role};
 
 /// Upper bounds (seconds) of the provisioning latency histogram: payment confirmed → machine running.
 const LATENCY_BUCKETS: [f64; 8] = [5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
@@ -214,7 +215,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leases::Step;
+    use crate::lease::record::Step;
 
     fn lease(role: &str, state: LeaseState, steps: &[(u64, LeaseState)]) -> LeaseRecord {
         let mut l: LeaseRecord = serde_json::from_value(serde_json::json!({

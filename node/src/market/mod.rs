@@ -1,6 +1,11 @@
 //! The node's view of the market: the offer book and known pools, kept in memory for queries and mirrored
 //! to the store before a change becomes visible.
 
+pub mod bids;
+pub mod ranking;
+pub mod trust;
+pub mod trust_service;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -131,7 +136,7 @@ pub struct Market {
     /// they meet. In memory only: the inventory loop re-signs them at start.
     unlisted: BTreeMap<u64, Signed<Offer>>,
     /// Receipts, bonds and load heard in the pools: the input of trust scores and admission.
-    evidence: crate::trust::Evidence,
+    evidence: crate::market::trust::Evidence,
     store: Store,
 }
 
@@ -151,7 +156,7 @@ impl Market {
         now: u64,
         default_pools: &[String],
     ) -> Result<(Market, LoadReport), MarketError> {
-        let evidence = crate::trust::Evidence::load(key.node_id(), store.clone(), now)?;
+        let evidence = crate::market::trust::Evidence::load(key.node_id(), store.clone(), now)?;
         let mut m = Market {
             key,
             book: OfferBook::new(),
@@ -245,11 +250,11 @@ impl Market {
         self.key.node_id()
     }
 
-    pub fn evidence(&self) -> &crate::trust::Evidence {
+    pub fn evidence(&self) -> &crate::market::trust::Evidence {
         &self.evidence
     }
 
-    pub fn evidence_mut(&mut self) -> &mut crate::trust::Evidence {
+    pub fn evidence_mut(&mut self) -> &mut crate::market::trust::Evidence {
         &mut self.evidence
     }
 

@@ -3,6 +3,8 @@
 //! Values are the messages' canonical wire bytes, so what is stored is exactly what was verified, and a
 //! restarted node re-validates everything it loads instead of trusting its own disk blindly.
 
+pub mod datadir;
+
 use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};

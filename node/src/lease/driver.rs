@@ -1,0 +1,1281 @@
+//! The lease driver: the one place that does a lease's I/O. Decisions are made by `lease::machine::handle`;
+//! the driver feeds it inputs (wallet views, clock ticks, notices, results of actions), persists the record it
+//! returns, and only then carries out the actions.
+//!
+//! Invariants:
+//! - Decide and persist happen under one lock with no await in between: no read-modify-write across an
+//!   await, so a result that arrives while another is being handled is applied to the newest record.
+//! - A failed write stops the action: nothing is acted on and nothing changes in memory; the next tick
+//!   decides again from the last record that was persisted (LDK's "a failed persist is an outcome").
+//! - Each lease's slow actions (cloud, refunds, notices) run as their own tasks, at most one of each kind per
+//!   lease at a time; nothing waits for them, so one slow lease never holds up another.
+//! - Refunds are serialised through one lock (built, persisted, broadcast), so two refunds never pick the
+//!   same coins; signed refund transactions are broadcast again at every start until they confirm.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+use xov_protocol::validate::{validate_invoice, validate_order};
+use xov_protocol::{
+    Bid, Invoice, Keypair, LeaseNotice, LeaseState, NodeId, Offer, OfferKey, Order,
+    OrderRefusal, PoolId, Signed, SignedReceipt,
+};
+use xov_wallet::{WalletEvent, XovWallet};
+
+use super::machine::{self, Action, ActionKind, CloudError, Ctx, Input, RefundError, Terms};
+use super::record::{InstanceInfo, LeaseRecord, PaymentOut, RefundTx, Role, SentPayment};
+use crate::clock::unix_now;
+use crate::market::Market;
+use crate::network::lease_wire::{LeaseRequest, LeaseResponse};
+use crate::network::{IncomingLease, NetworkHandle};
+use crate::store::{Store, StoreError};
+
+pub use super::machine::LaunchSpec;
+
+/// What the driver needs from a cloud; the provisioner crate's backends are adapted to it.
+pub trait Machines: Send + Sync + 'static {
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<InstanceInfo, CloudError>>;
+    fn stop(&self, lease_id: &str) -> BoxFuture<'_, Result<(), CloudError>>;
+    fn start(&self, lease_id: &str) -> BoxFuture<'_, Result<(), CloudError>>;
+    fn delete(&self, lease_id: &str) -> BoxFuture<'_, Result<(), CloudError>>;
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The provider's terms for running leases.
+#[derive(Debug, Clone)]
+pub struct LeasePolicy {
+    /// What the lease machine decides by (confirmations, zero-conf, warn, grace, hold, timeouts, refunds).
+    pub terms: Terms,
+    /// How long an invoice may stay unpaid.
+    pub invoice_ttl_secs: u64,
+    /// How often leases are metered.
+    pub tick: Duration,
+    /// How much buyers may run here, by trust tier.
+    pub admission: xov_protocol::AdmissionPolicy,
+    /// Unpaid invoices one buyer may hold open here at once.
+    pub max_unpaid_per_buyer: u32,
+}
+
+impl Default for LeasePolicy {
+    fn default() -> Self {
+        LeasePolicy {
+            terms: Terms::default(),
+            invoice_ttl_secs: 3600,
+            tick: Duration::from_secs(1),
+            admission: crate::config::default_admission(),
+            max_unpaid_per_buyer: 3,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum OrderError {
+    #[error("no offer matches: {}", .0.join("; "))]
+    NoMatch(Vec<String>),
+    #[error("every matching provider refused: {}", .0.join("; "))]
+    AllRefused(Vec<String>),
+    #[error("this node has no wallet to pay with; enable [wallet] or pay the invoice from another wallet (omit --pay)")]
+    NoWallet,
+    #[error("no lease {0}; `xov leases list` shows yours")]
+    NoSuchLease(String),
+    #[error("lease {id} is {state:?}; only a live lease you bought can be {what}")]
+    NotLive {
+        id: String,
+        state: LeaseState,
+        what: &'static str,
+    },
+    #[error("the SSH key is not usable: {0}")]
+    BadSshKey(String),
+    #[error("the refund address is not usable: {0}")]
+    BadRefundAddress(String),
+    #[error("{0}")]
+    Bid(String),
+    #[error("the wallet could not pay: {0}")]
+    Wallet(#[from] xov_wallet::WalletError),
+    #[error("invoice received but paying failed: {error}; pay {uri} yourself")]
+    PayFailed {
+        uri: String,
+        error: xov_wallet::WalletError,
+    },
+    #[error("this node's storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// The buyer's order request (CLI `xov order`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    pub pool: Option<String>,
+    #[serde(default)]
+    pub vcpus: u32,
+    #[serde(default)]
+    pub ram_mib: u32,
+    #[serde(default)]
+    pub disk_gib: u32,
+    pub gpu: Option<String>,
+    pub image: String,
+    pub max_price: Option<u64>,
+    pub hours: u32,
+    pub ssh_public_key: String,
+    /// Where refunds go; by default a fresh address of this node's own wallet.
+    pub refund_address: Option<String>,
+    /// Pay the invoice from this node's wallet right away.
+    #[serde(default)]
+    pub pay: bool,
+    /// When no offer in the book matches, gossip a bid and wait this long for providers to answer (0: don't).
+    #[serde(default)]
+    pub bid_wait_secs: u64,
+}
+
+pub struct LeaseEngine {
+    key: Keypair,
+    me: NodeId,
+    market: Arc<RwLock<Market>>,
+    store: Store,
+    wallet: Option<Arc<XovWallet>>,
+    machines: Option<Arc<dyn Machines>>,
+    net: NetworkHandle,
+    policy: LeasePolicy,
+    leases: Mutex<HashMap<String, LeaseRecord>>,
+    /// Actions under way, one of each kind per lease.
+    inflight: Mutex<HashSet<(String, ActionKind)>>,
+    /// Serialises admissions (check, invoice, record) without holding the lease map during wallet I/O.
+    admission: tokio::sync::Mutex<()>,
+    /// Serialises refund building and broadcasting, so two refunds never select the same coins.
+    refunding: tokio::sync::Mutex<()>,
+    /// Buyer: open bids and the offers providers answered with.
+    bids: crate::market::bids::BidBoard,
+    /// Provider: bids already answered, (buyer, bid id) → expiry, so a bid heard twice is answered once.
+    answered: Mutex<HashMap<(NodeId, u64), u64>>,
+    /// Every persisted lease change is published here (dashboard, `xov events`, drain-warning hooks).
+    events: crate::events::EventBus,
+}
+
+/// A provider's leases that hold a machine of `offer` which the offer's advertised capacity does not already
+/// leave out: the offer's capacity is what the cloud had free when the offer was made, so leases whose
+/// machine was running by then are already subtracted.
+pub fn busy(leases: &HashMap<String, LeaseRecord>, offer: &Offer) -> usize {
+    leases
+        .values()
+        .filter(|l| {
+            l.role == Role::Provider
+                && l.offer_id == offer.offer_id
+                && !l.state.is_terminal()
+                && l.started_at.is_none_or(|s| s >= offer.created_at)
+        })
+        .count()
+}
+
+/// Unpaid invoices a buyer holds open with this provider.
+fn unpaid(leases: &HashMap<String, LeaseRecord>, buyer: &str) -> u32 {
+    leases
+        .values()
+        .filter(|l| {
+            l.role == Role::Provider && l.counterparty == buyer && l.state == LeaseState::Invoiced
+        })
+        .count() as u32
+}
+
+/// A buyer's live leases with this provider: how many, and their price per hour together.
+fn buyer_load(leases: &HashMap<String, LeaseRecord>, buyer: &str) -> (u32, u64) {
+    leases
+        .values()
+        .filter(|l| l.role == Role::Provider && l.counterparty == buyer && !l.state.is_terminal())
+        .fold((0, 0), |(n, r), l| (n + 1, r + l.price_sats_per_hour))
+}
+
+/// This provider's machines running or about to (paid): what it announces as its load.
+fn provider_load(leases: &HashMap<String, LeaseRecord>) -> (u32, u64) {
+    leases
+        .values()
+        .filter(|l| {
+            l.role == Role::Provider
+                && matches!(
+                    l.state,
+                    LeaseState::Provisioning
+                        | LeaseState::Running
+                        | LeaseState::Warned
+                        | LeaseState::Grace
+                )
+        })
+        .fold((0, 0), |(n, r), l| (n + 1, r + l.price_sats_per_hour))
+}
+
+/// Providers asked, one after another, before an order gives up.
+const MAX_CANDIDATES: usize = 8;
+/// After the first answer to a bid, how long to wait for others to compare with.
+const BID_SETTLE: Duration = Duration::from_millis(500);
+
+/// The outcome of applying one input: what was persisted and what to do now.
+#[derive(Debug)]
+pub struct Applied {
+    pub actions: Vec<Action>,
+    /// The record before and after, when it changed.
+    pub previous: Option<LeaseState>,
+    pub saved: Option<LeaseRecord>,
+}
+
+/// Decide and persist, with no await: the synchronous core the driver (and the simulator) run under the
+/// lease map's lock. A failed write returns the error and changes nothing; the caller takes no action.
+pub fn apply_input<E>(
+    leases: &mut HashMap<String, LeaseRecord>,
+    persist: &mut dyn FnMut(&LeaseRecord) -> Result<(), E>,
+    id: &str,
+    input: Input,
+    now: u64,
+    ctx: &Ctx<'_>,
+) -> Result<Applied, E> {
+    let Some(rec) = leases.get(id) else {
+        return Ok(Applied {
+            actions: Vec::new(),
+            previous: None,
+            saved: None,
+        });
+    };
+    let outcome = machine::handle(rec, input, now, ctx);
+    let previous = Some(rec.state);
+    let saved = match outcome.record {
+        Some(new) => {
+            persist(&new)?;
+            leases.insert(id.to_string(), new.clone());
+            Some(new)
+        }
+        None => None,
+    };
+    Ok(Applied {
+        actions: outcome.actions,
+        previous,
+        saved,
+    })
+}
+
+/// Maps the provisioner's errors onto what the lease machine does about them.
+pub fn cloud_error(e: xov_provisioner::ProvisionError) -> CloudError {
+    use xov_provisioner::ProvisionError as P;
+    let detail = e.to_string();
+    match e {
+        P::NoMachine { .. } => CloudError::NoMachine,
+        ref e if e.is_transient() => CloudError::Transient { detail },
+        ref e if e.is_launch_failure() => CloudError::LaunchFailed { detail },
+        P::NotFound { .. } | P::InvalidRequest(_) | P::KeypairConflict { .. } => {
+            CloudError::LaunchFailed { detail }
+        }
+        P::Config(_) | P::Auth { .. } | P::Catalog { .. } | P::Microversion { .. } => {
+            CloudError::Config { detail }
+        }
+        _ => CloudError::Transient { detail },
+    }
+}
+
+fn refund_error(e: xov_wallet::WalletError) -> RefundError {
+    match e {
+        xov_wallet::WalletError::BelowDust { value_sat, .. } => RefundError::Uneconomic { value_sat },
+        other => RefundError::Later {
+            detail: other.to_string(),
+        },
+    }
+}
+
+impl LeaseEngine {
+    pub fn new(
+        key: Keypair,
+        market: Arc<RwLock<Market>>,
+        store: Store,
+        wallet: Option<Arc<XovWallet>>,
+        machines: Option<Arc<dyn Machines>>,
+        net: NetworkHandle,
+        policy: LeasePolicy,
+    ) -> Result<Arc<Self>, StoreError> {
+        let leases = store
+            .leases()?
+            .into_iter()
+            .map(|l| (l.id.clone(), l))
+            .collect();
+        Ok(Arc::new(LeaseEngine {
+            me: key.node_id(),
+            key,
+            market,
+            store,
+            wallet,
+            machines,
+            net,
+            policy,
+            leases: Mutex::new(leases),
+            inflight: Mutex::new(HashSet::new()),
+            admission: tokio::sync::Mutex::new(()),
+            refunding: tokio::sync::Mutex::new(()),
+            bids: Default::default(),
+            answered: Mutex::new(HashMap::new()),
+            events: crate::events::EventBus::new(),
+        }))
+    }
+
+    /// The bus this engine publishes lease changes and drain warnings on.
+    pub fn events(&self) -> crate::events::EventBus {
+        self.events.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LeaseRecord>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn list(&self) -> Vec<LeaseRecord> {
+        let mut v: Vec<_> = self.lock().values().cloned().collect();
+        v.sort_by_key(|l| std::cmp::Reverse(l.history.first().map_or(0, |s| s.at)));
+        v
+    }
+
+    /// This provider's running machines and what they earn per hour together: its announced load.
+    pub fn provider_load(&self) -> (u32, u64) {
+        provider_load(&self.lock())
+    }
+
+    pub fn get(&self, id: &str) -> Option<LeaseRecord> {
+        let g = self.lock();
+        g.get(id).cloned().or_else(|| {
+            // Accept unambiguous prefixes of the id, as people copy short ids from tables.
+            let mut m = g.values().filter(|l| l.id.starts_with(id));
+            match (m.next(), m.next()) {
+                (Some(l), None) => Some(l.clone()),
+                _ => None,
+            }
+        })
+    }
+
+    /// Applies one input to one lease: decide, persist, then act.
+    pub fn drive(self: &Arc<Self>, id: &str, input: Input) {
+        let now = unix_now();
+        let ctx = Ctx {
+            terms: &self.policy.terms,
+            key: &self.key,
+        };
+        let applied = {
+            let mut g = self.lock();
+            let store = &self.store;
+            apply_input(&mut g, &mut |r| store.put_lease(r), id, input, now, &ctx)
+        };
+        match applied {
+            Ok(a) => {
+                if let Some(saved) = &a.saved {
+                    self.events.lease_saved(saved, a.previous);
+                }
+                for action in a.actions {
+                    self.act(id, action);
+                }
+            }
+            Err(e) => error!(
+                lease = %id,
+                error = %e,
+                "cannot persist the lease; its actions are held back until a write succeeds"
+            ),
+        }
+    }
+
+    /// Inserts a new lease, persisted first.
+    fn insert_new(&self, rec: LeaseRecord) -> Result<(), StoreError> {
+        self.store.put_lease(&rec)?;
+        self.events.lease_saved(&rec, None);
+        self.lock().insert(rec.id.clone(), rec);
+        Ok(())
+    }
+
+    /// Starts an action unless one of its kind is already under way for this lease.
+    fn act(self: &Arc<Self>, id: &str, action: Action) {
+        let kind = action.kind();
+        let deduped = !matches!(kind, ActionKind::Alert | ActionKind::Publish);
+        if deduped {
+            let mut f = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if !f.insert((id.to_string(), kind)) {
+                return;
+            }
+        }
+        let me = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let result = me.run(&id, action).await;
+            if deduped {
+                me.inflight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(id.clone(), kind));
+            }
+            if let Some(input) = result {
+                me.drive(&id, input);
+            }
+        });
+    }
+
+    /// Carries out one action; its result, if the machine needs it, is the next input.
+    async fn run(&self, id: &str, action: Action) -> Option<Input> {
+        match action {
+            Action::Launch(spec) => {
+                let m = self.machines.clone()?;
+                info!(lease = %id, "launching");
+                Some(Input::Launched(m.launch(spec).await))
+            }
+            Action::Stop => Some(Input::Stopped(self.machines.clone()?.stop(id).await)),
+            Action::Start => Some(Input::Started(self.machines.clone()?.start(id).await)),
+            Action::Delete => Some(Input::Deleted(self.machines.clone()?.delete(id).await)),
+            Action::BuildRefund {
+                id: rid,
+                value_sat,
+                address,
+            } => {
+                let w = self.wallet.clone()?;
+                let _one = self.refunding.lock().await;
+                let result = w
+                    .build_payout(&address, value_sat, None)
+                    .await
+                    .map(|t| RefundTx {
+                        txid: t.txid,
+                        raw_hex: t.raw_hex,
+                        fee_sat: t.fee_sat,
+                        sent_sat: t.sent_sat,
+                    })
+                    .map_err(refund_error);
+                Some(Input::RefundBuilt { id: rid, result })
+            }
+            Action::Broadcast { id: rid, tx } => {
+                let w = self.wallet.clone()?;
+                let _one = self.refunding.lock().await;
+                let result = w
+                    .broadcast_signed(&xov_wallet::SignedTx {
+                        txid: tx.txid,
+                        raw_hex: tx.raw_hex,
+                        fee_sat: tx.fee_sat,
+                        sent_sat: tx.sent_sat,
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(refund_error);
+                Some(Input::RefundSent { id: rid, result })
+            }
+            Action::Send(notice) => {
+                let to = self.get(id)?.counterparty.parse::<NodeId>().ok()?;
+                let seq = notice.body().seq;
+                match self
+                    .net
+                    .send_lease(&to, LeaseRequest::Notice(notice.to_bytes()))
+                    .await
+                {
+                    Ok(LeaseResponse::Ack) => Some(Input::Acked { seq }),
+                    Ok(other) => {
+                        debug!(lease = %id, ?other, "notice not acknowledged");
+                        None
+                    }
+                    Err(e) => {
+                        debug!(lease = %id, error = %e, "notice not delivered; sent again later");
+                        None
+                    }
+                }
+            }
+            Action::PublishReceipt(r) => {
+                self.record_receipt(r).await;
+                None
+            }
+            Action::Alert(a) => {
+                warn!(alert = %a, "lease alert");
+                self.events.publish(crate::events::Event::Alert { alert: a });
+                None
+            }
+        }
+    }
+
+    /// The wallet's view of a lease's address, as the machine's input.
+    fn payments_of(&self, id: &str) -> Option<Input> {
+        let w = self.wallet.as_ref()?;
+        let inv = w.invoice(id)?;
+        Some(Input::Payments {
+            payments: inv
+                .payments
+                .iter()
+                .map(|p| PaymentOut {
+                    txid: p.txid.clone(),
+                    vout: p.vout,
+                    amount_sat: p.amount_sat,
+                    height: p.height,
+                    rbf: p.rbf,
+                })
+                .collect(),
+            tip: w.tip_height(),
+        })
+    }
+
+    fn provider_ids(&self, all: bool) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|l| l.role == Role::Provider && (all || machine::wants_ticks(l)))
+            .map(|l| l.id.clone())
+            .collect()
+    }
+
+    /// Starts the engine's tasks: incoming requests, wallet events, metering; and resumes interrupted work.
+    pub fn spawn(self: &Arc<Self>, mut incoming: mpsc::Receiver<IncomingLease>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(req) = incoming.recv().await {
+                let e = me.clone();
+                tokio::spawn(async move {
+                    let resp = e.on_request(req.from, req.request).await;
+                    let _ = e.net.reply_lease(req.token, resp).await;
+                });
+            }
+        });
+        if let Some(w) = self.wallet.clone() {
+            let me = self.clone();
+            let mut events = w.subscribe();
+            tokio::spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(WalletEvent::TipChanged { .. }) => {
+                            for id in me.provider_ids(true) {
+                                if let Some(i) = me.payments_of(&id) {
+                                    me.drive(&id, i);
+                                }
+                            }
+                        }
+                        Ok(
+                            WalletEvent::PaymentSeen { invoice, .. }
+                            | WalletEvent::PaymentConfirmed { invoice, .. }
+                            | WalletEvent::PaymentReorged { invoice, .. }
+                            | WalletEvent::InvoiceUpdated { invoice, .. },
+                        ) => {
+                            if let Some(i) = me.payments_of(&invoice) {
+                                me.drive(&invoice, i);
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            warn!(missed = n, "lease engine fell behind wallet events; re-reading invoices");
+                            for id in me.provider_ids(true) {
+                                if let Some(i) = me.payments_of(&id) {
+                                    me.drive(&id, i);
+                                }
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            });
+        }
+        let me = self.clone();
+        let mut inbound = self.net.inbound();
+        tokio::spawn(async move {
+            loop {
+                match inbound.recv().await {
+                    Ok(xov_protocol::AnyMessage::Bid(b)) => me.on_bid(b).await,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "bids arrived faster than they were answered")
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.resume().await;
+            let mut tick = tokio::time::interval(me.policy.tick);
+            loop {
+                tick.tick().await;
+                let ids: Vec<String> = me
+                    .lock()
+                    .values()
+                    .filter(|l| machine::wants_ticks(l))
+                    .map(|l| l.id.clone())
+                    .collect();
+                for id in ids {
+                    me.drive(&id, Input::Tick);
+                }
+            }
+        });
+    }
+
+    /// After a start: the wallet's view of every lease, and refunds signed before a crash sent again.
+    async fn resume(self: &Arc<Self>) {
+        for id in self.provider_ids(true) {
+            if let Some(i) = self.payments_of(&id) {
+                self.drive(&id, i);
+            }
+        }
+        let (Some(w), signed) = (self.wallet.clone(), self.signed_refunds()) else {
+            return;
+        };
+        for (id, tx) in signed {
+            if matches!(w.tx_status(&tx.txid), xov_wallet::TxStatus::Confirmed { .. }) {
+                continue;
+            }
+            let _one = self.refunding.lock().await;
+            let signed = xov_wallet::SignedTx {
+                txid: tx.txid.clone(),
+                raw_hex: tx.raw_hex.clone(),
+                fee_sat: tx.fee_sat,
+                sent_sat: tx.sent_sat,
+            };
+            match w.broadcast_signed(&signed).await {
+                Ok(_) => info!(lease = %id, txid = %tx.txid, "refund broadcast again after a restart"),
+                Err(e) => warn!(lease = %id, txid = %tx.txid, error = %e, "refund not broadcast again; retried at the next start"),
+            }
+        }
+    }
+
+    fn signed_refunds(&self) -> Vec<(String, RefundTx)> {
+        self.lock()
+            .values()
+            .flat_map(|l| {
+                l.refunds
+                    .iter()
+                    .filter(|r| r.broadcast)
+                    .filter_map(|r| r.tx.clone().map(|t| (l.id.clone(), t)))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------- provider
+
+    async fn on_request(self: &Arc<Self>, from: Option<NodeId>, req: LeaseRequest) -> LeaseResponse {
+        match req {
+            LeaseRequest::BidAnswer { bid_id, offers } => {
+                match self.bids.answer(from, bid_id, &offers, unix_now()) {
+                    Ok(_) => LeaseResponse::Ack,
+                    Err(why) => LeaseResponse::BidNotTaken(why),
+                }
+            }
+            LeaseRequest::Order(bytes) => match self.admit(from, &bytes).await {
+                Ok(inv) => LeaseResponse::Invoice(inv.to_bytes()),
+                Err(why) => LeaseResponse::Refused(why),
+            },
+            LeaseRequest::Notice(bytes) => {
+                self.on_notice(from, &bytes);
+                LeaseResponse::Ack
+            }
+        }
+    }
+
+    /// Admission: check the order against our offer, trust limits and capacity, then invoice it.
+    async fn admit(
+        self: &Arc<Self>,
+        from: Option<NodeId>,
+        bytes: &[u8],
+    ) -> Result<Signed<Invoice>, OrderRefusal> {
+        let now = unix_now();
+        let order = Signed::<Order>::from_bytes(bytes).map_err(|e| OrderRefusal::Malformed {
+            detail: e.to_string(),
+        })?;
+        validate_order(&order, now).map_err(|e| OrderRefusal::Malformed {
+            detail: e.to_string(),
+        })?;
+        let o = order.body().clone();
+        if Some(o.buyer) != from {
+            return Err(OrderRefusal::NotFromBuyer);
+        }
+        if o.provider != self.me {
+            return Err(OrderRefusal::WrongProvider);
+        }
+        let lease_id = order.id().to_string();
+        if let Some(existing) = self.get(&lease_id) {
+            // A retried order gets the same invoice: never two leases for one order.
+            return existing
+                .invoice_hex
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| Signed::<Invoice>::from_bytes(&b).ok())
+                .ok_or(OrderRefusal::AlreadyEnded {
+                    state: existing.state,
+                });
+        }
+        let (Some(wallet), Some(_)) = (self.wallet.clone(), self.machines.as_ref()) else {
+            return Err(OrderRefusal::NotProviding);
+        };
+        let offer: Offer = self
+            .market
+            .read()
+            .map_err(|_| OrderRefusal::ProviderError {
+                detail: "market lock poisoned".into(),
+            })?
+            .own_offer(o.offer_id, now)
+            .map(|s| s.body().clone())
+            .ok_or(OrderRefusal::OfferGone {
+                offer_id: o.offer_id,
+            })?;
+        machine::check_order(&o, &offer)?;
+        if let Some(a) = &o.refund_address {
+            xov_wallet::check_address(a, wallet.network()).map_err(|e| {
+                OrderRefusal::BadRefundAddress {
+                    detail: e.to_string(),
+                }
+            })?;
+        }
+        let amount = xov_protocol::price_for_hours(offer.price_sats_per_hour, o.hours);
+        let (report, pool_rate) = {
+            let m = self.market.read().map_err(|_| OrderRefusal::ProviderError {
+                detail: "market lock poisoned".into(),
+            })?;
+            let e = m.evidence();
+            (e.report(&o.buyer, now), e.pool_rate(&o.pool, now))
+        };
+        // One admission at a time: the checks below and the insert cannot interleave with another order's,
+        // while the lease map itself stays free for metering during the wallet's work.
+        let _one = self.admission.lock().await;
+        {
+            let g = self.lock();
+            let buyer = o.buyer.to_string();
+            let (running, rate) = buyer_load(&g, &buyer);
+            let (_, own_rate) = provider_load(&g);
+            xov_protocol::admit(
+                &self.policy.admission,
+                &report,
+                running,
+                rate,
+                offer.price_sats_per_hour,
+                pool_rate + own_rate,
+            )
+            .map_err(OrderRefusal::Admission)?;
+            let open = unpaid(&g, &buyer);
+            if open >= self.policy.max_unpaid_per_buyer {
+                return Err(OrderRefusal::TooManyUnpaid {
+                    open,
+                    max: self.policy.max_unpaid_per_buyer,
+                });
+            }
+            let leased = busy(&g, &offer);
+            if leased >= offer.capacity as usize {
+                return Err(OrderRefusal::FullyBooked {
+                    offer_id: o.offer_id,
+                    leased: leased as u32,
+                    capacity: offer.capacity,
+                });
+            }
+        }
+        let expires_at = now + self.policy.invoice_ttl_secs;
+        let payment = xov_wallet::PaymentPolicy {
+            min_confirmations: self.policy.terms.min_confirmations,
+            zero_conf_max_sat: self.policy.terms.zero_conf_max_sat,
+        };
+        let inv = {
+            let (w, id) = (wallet.clone(), lease_id.clone());
+            tokio::task::spawn_blocking(move || match w.invoice(&id) {
+                Some(existing) => Ok(existing),
+                None => w.create_invoice(&id, amount, expires_at, payment),
+            })
+            .await
+            .map_err(|_| OrderRefusal::ProviderError {
+                detail: "invoice task failed".into(),
+            })?
+            .map_err(|e| OrderRefusal::ProviderError {
+                detail: format!("cannot invoice: {e}"),
+            })?
+        };
+        let signed = Signed::sign(
+            Invoice {
+                provider: self.me,
+                buyer: o.buyer,
+                lease_id: order.id(),
+                address: inv.address.clone(),
+                amount_sats: amount,
+                price_sats_per_hour: offer.price_sats_per_hour,
+                hours: o.hours,
+                min_confirmations: self.policy.terms.min_confirmations,
+                created_at: now,
+                expires_at: inv.expires_at,
+            },
+            &self.key,
+        );
+        let mut rec = new_record(Role::Provider, &lease_id, &o.buyer.to_string(), &o, &offer, now);
+        rec.order_hex = hex::encode(bytes);
+        rec.invoice_hex = Some(hex::encode(signed.to_bytes()));
+        rec.pay_address = Some(inv.address.clone());
+        rec.pay_uri = Some(inv.uri());
+        rec.amount_sat = amount;
+        rec.invoice_expires_at = inv.expires_at;
+        rec.set_state(LeaseState::Ordered, now, "order received");
+        let _ = rec.apply(
+            xov_protocol::LeaseEvent::InvoiceIssued,
+            now,
+            format!("invoiced {amount} sat to {}", inv.address),
+        );
+        self.insert_new(rec)
+            .map_err(|e| OrderRefusal::ProviderError {
+                detail: format!("provider storage error: {e}"),
+            })?;
+        info!(lease = %lease_id, amount, "order admitted, invoice issued");
+        Ok(signed)
+    }
+
+    /// Answers a gossiped bid with this provider's offers (listed or unlisted) that meet it and have a free
+    /// machine, sent straight to the buyer. Admission still decides when the buyer orders.
+    async fn on_bid(&self, bid: Signed<Bid>) {
+        let b = bid.body();
+        let now = unix_now();
+        if self.machines.is_none() || self.wallet.is_none() || b.buyer == self.me {
+            return;
+        }
+        {
+            let mut seen = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+            seen.retain(|_, expires| *expires > now);
+            if seen.insert((b.buyer, b.bid_id), b.expires_at).is_some() {
+                return;
+            }
+        }
+        let offers: Vec<Vec<u8>> = {
+            let Ok(m) = self.market.read() else { return };
+            let g = self.lock();
+            m.own_offers_for(&b.pool, &b.demand, now)
+                .into_iter()
+                .filter(|o| busy(&g, o.body()) < o.body().capacity as usize)
+                .filter(|o| {
+                    let secs = b.hours as u64 * 3600;
+                    secs >= o.body().min_lease_secs as u64 && secs <= o.body().max_lease_secs as u64
+                })
+                .map(|o| o.to_bytes())
+                .collect()
+        };
+        if offers.is_empty() {
+            return;
+        }
+        let n = offers.len();
+        match self
+            .net
+            .send_lease(
+                &b.buyer,
+                LeaseRequest::BidAnswer {
+                    bid_id: b.bid_id,
+                    offers,
+                },
+            )
+            .await
+        {
+            Ok(LeaseResponse::BidNotTaken(why)) => {
+                info!(buyer = %b.buyer, bid = b.bid_id, %why, "bid answer not taken")
+            }
+            Ok(_) => info!(buyer = %b.buyer, bid = b.bid_id, offers = n, "bid answered"),
+            Err(e) => warn!(buyer = %b.buyer, error = %e, "cannot answer bid"),
+        }
+    }
+
+    /// A signed notice from a lease's other party: checked here (signature, sender), decided by the machine.
+    fn on_notice(self: &Arc<Self>, from: Option<NodeId>, bytes: &[u8]) {
+        let n = match Signed::<LeaseNotice>::from_bytes(bytes) {
+            Ok(n) => n,
+            Err(e) => {
+                // A newer kind of notice, or garbage: dropped quietly either way.
+                debug!(error = %e, "lease notice not understood; dropped");
+                return;
+            }
+        };
+        if !n.verify() || Some(n.body().from) != from {
+            return;
+        }
+        let b = n.body().clone();
+        let id = b.lease_id.to_string();
+        let Some(l) = self.get(&id).filter(|l| l.id == id) else {
+            return;
+        };
+        if l.counterparty != b.from.to_string() {
+            return;
+        }
+        self.drive(&id, Input::Notice(b));
+    }
+
+    /// Takes a dual-signed receipt into the node's evidence and gossips it into the lease's pool, where it
+    /// builds both parties' trust.
+    async fn record_receipt(&self, r: SignedReceipt) {
+        let pool = r.receipt().pool;
+        let added = match self.market.write() {
+            Ok(mut m) => m
+                .evidence_mut()
+                .accept_receipt(r.clone(), unix_now())
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("market lock poisoned".to_string()),
+        };
+        match added {
+            Ok(_) => {
+                if let Err(e) = self.net.publish_bytes(&pool, r.to_bytes()).await {
+                    warn!(error = %e, "cannot gossip receipt");
+                }
+            }
+            Err(e) => warn!(error = %e, "receipt not recorded"),
+        }
+    }
+
+    /// Orders a machine: picks the cheapest matching offers and asks their providers directly, one after
+    /// another, until one invoices. Pays from the wallet when asked.
+    pub async fn order(self: &Arc<Self>, req: OrderRequest) -> Result<LeaseRecord, OrderError> {
+        let now = unix_now();
+        let mut req = req;
+        // What this node can check, it checks before talking to anyone.
+        let key = req.ssh_public_key.trim().to_string();
+        xov_protocol::validate::check_ssh_public_key(&key)
+            .map_err(|e| OrderError::BadSshKey(e.to_string()))?;
+        req.ssh_public_key = key;
+        match (&req.refund_address, &self.wallet) {
+            (Some(a), Some(w)) => xov_wallet::check_address(a, w.network())
+                .map_err(|e| OrderError::BadRefundAddress(e.to_string()))?,
+            // Refunds go to this node's own wallet unless the buyer names an address.
+            (None, Some(w)) => req.refund_address = Some(w.new_address()?),
+            _ => {}
+        }
+        let candidates = {
+            let m = self
+                .market
+                .read()
+                .map_err(|_| OrderError::Internal("market lock poisoned"))?;
+            let pool = match &req.pool {
+                Some(p) => Some(
+                    m.resolve_pool(Some(p))
+                        .map_err(|e| OrderError::NoMatch(vec![e.to_string()]))?,
+                ),
+                None => None,
+            };
+            let gpu = match req.gpu.as_deref() {
+                None => xov_protocol::GpuWanted::DontCare,
+                Some("none") => xov_protocol::GpuWanted::None,
+                Some("any") => xov_protocol::GpuWanted::Some {
+                    model: None,
+                    min_count: 1,
+                },
+                Some(g) => xov_protocol::GpuWanted::Some {
+                    model: Some(g.into()),
+                    min_count: 1,
+                },
+            };
+            let q = xov_protocol::OfferQuery {
+                pool,
+                demand: xov_protocol::Demand {
+                    min_vcpus: req.vcpus,
+                    min_ram_mib: req.ram_mib,
+                    min_disk_gib: req.disk_gib,
+                    gpu,
+                    image: Some(req.image.clone()),
+                    max_price_sats_per_hour: req.max_price,
+                    ..Default::default()
+                },
+                limit: 0,
+            };
+            // The book answers cheapest first; the ranking below reorders equal prices by trust and latency.
+            let c: Vec<Signed<Offer>> = m
+                .query(&q, now)
+                .into_iter()
+                .filter(|o| o.body().provider != self.me)
+                .take(MAX_CANDIDATES * 4)
+                .cloned()
+                .collect();
+            let why = if c.is_empty() {
+                xov_protocol::explain_no_match(m.book(), &q, now)
+            } else {
+                Vec::new()
+            };
+            (c, why, q)
+        };
+        let (mut candidates, mut reasons, query) = candidates;
+        if candidates.is_empty() && req.bid_wait_secs > 0 {
+            match self.bid(&req, &query, now).await {
+                Ok(answers) if answers.is_empty() => reasons.push(format!(
+                    "no provider answered a bid within {} s",
+                    req.bid_wait_secs
+                )),
+                Ok(answers) => candidates = answers,
+                Err(OrderError::Bid(why)) => reasons.push(why),
+                Err(e) => return Err(e),
+            }
+        }
+        if candidates.is_empty() {
+            return Err(OrderError::NoMatch(reasons));
+        }
+        // Trust: the providers' scores from receipts and bonds this node holds.
+        let scores: HashMap<NodeId, u64> = match self.market.read() {
+            Ok(m) => candidates
+                .iter()
+                .map(|o| o.body().provider)
+                .map(|p| (p, m.evidence().report(&p, now).score))
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+        crate::market::ranking::rank(
+            &mut candidates,
+            |p| scores.get(p).copied().unwrap_or(0),
+            |p| self.net.latency(p),
+        );
+        candidates.truncate(MAX_CANDIDATES);
+        if req.pay && self.wallet.is_none() {
+            return Err(OrderError::NoWallet);
+        }
+        let mut refusals = Vec::new();
+        let mut queue: std::collections::VecDeque<(Signed<Offer>, bool)> =
+            candidates.into_iter().map(|o| (o, true)).collect();
+        while let Some((offer, may_retry)) = queue.pop_front() {
+            let o = offer.body();
+            let order = Signed::sign(
+                Order {
+                    buyer: self.me,
+                    provider: o.provider,
+                    pool: o.pool,
+                    offer_id: o.offer_id,
+                    offer_sequence: o.sequence,
+                    image: req.image.clone(),
+                    hours: req.hours,
+                    ssh_public_key: req.ssh_public_key.clone(),
+                    refund_address: req.refund_address.clone(),
+                    created_at: now,
+                    nonce: now ^ o.offer_id,
+                },
+                &self.key,
+            );
+            let short = o.provider.to_string()[..8].to_string();
+            let resp = match self
+                .net
+                .send_lease(&o.provider, LeaseRequest::Order(order.to_bytes()))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    refusals.push(format!("{short}…: {e}"));
+                    continue;
+                }
+            };
+            let inv = match resp {
+                LeaseResponse::Invoice(bytes) => match Signed::<Invoice>::from_bytes(&bytes) {
+                    Ok(i) => (i, bytes),
+                    Err(e) => {
+                        refusals.push(format!("{short}…: unreadable invoice ({e})"));
+                        continue;
+                    }
+                },
+                LeaseResponse::Refused(why) => {
+                    // The offer was renewed while the order travelled: try once more with the version now in
+                    // our book, if it still matches what was asked.
+                    if may_retry && why.is_retryable_with_newer_offer() {
+                        let newer = self.market.read().ok().and_then(|m| {
+                            m.book()
+                                .get(&OfferKey::of(o))
+                                .filter(|n| {
+                                    n.body().sequence > o.sequence
+                                        && req
+                                            .max_price
+                                            .is_none_or(|p| n.body().price_sats_per_hour <= p)
+                                })
+                                .cloned()
+                        });
+                        if let Some(n) = newer {
+                            queue.push_front((n, false));
+                            continue;
+                        }
+                    }
+                    refusals.push(format!("{short}…: {why}"));
+                    continue;
+                }
+                LeaseResponse::Ack | LeaseResponse::BidNotTaken(_) => {
+                    refusals.push(format!("{short}…: no invoice"));
+                    continue;
+                }
+            };
+            let (invoice, bytes) = inv;
+            let i = invoice.body();
+            let expected = xov_protocol::price_for_hours(o.price_sats_per_hour, req.hours);
+            if validate_invoice(&invoice, now).is_err()
+                || i.provider != o.provider
+                || i.buyer != self.me
+                || i.lease_id != order.id()
+                || i.amount_sats != expected
+            {
+                refusals.push(format!(
+                    "{short}…: invoice does not match the order (amount {} vs {expected})",
+                    i.amount_sats
+                ));
+                continue;
+            }
+            let uri = xov_wallet::bip21::uri(
+                &i.address,
+                Some(i.amount_sats),
+                Some(&format!("xov lease {}", &order.id().to_string()[..12])),
+            );
+            let lease_id = order.id().to_string();
+            let mut rec = new_record(Role::Buyer, &lease_id, &o.provider.to_string(), order.body(), o, now);
+            rec.state = LeaseState::Invoiced;
+            rec.order_hex = hex::encode(order.to_bytes());
+            rec.invoice_hex = Some(hex::encode(&bytes));
+            rec.pay_address = Some(i.address.clone());
+            rec.pay_uri = Some(uri.clone());
+            rec.amount_sat = i.amount_sats;
+            rec.invoice_expires_at = i.expires_at;
+            rec.set_state(
+                LeaseState::Invoiced,
+                now,
+                format!("invoice for {} sat from {short}…", i.amount_sats),
+            );
+            self.insert_new(rec)?;
+            if req.pay {
+                let w = self.wallet.clone().ok_or(OrderError::NoWallet)?;
+                match w.pay(&uri, None).await {
+                    Ok(txid) => self.drive(
+                        &lease_id,
+                        Input::Paid(SentPayment {
+                            txid,
+                            amount_sat: i.amount_sats,
+                            at: unix_now(),
+                        }),
+                    ),
+                    Err(error) => return Err(OrderError::PayFailed { uri, error }),
+                }
+            }
+            return self.get(&lease_id).ok_or(OrderError::Internal("lease vanished"));
+        }
+        Err(OrderError::AllRefused(refusals))
+    }
+
+    /// Buyer: gossips the demand as a bid into the pool asked for (or every joined pool) and collects the
+    /// offers providers answer with directly.
+    async fn bid(
+        &self,
+        req: &OrderRequest,
+        q: &xov_protocol::OfferQuery,
+        now: u64,
+    ) -> Result<Vec<Signed<Offer>>, OrderError> {
+        if q.demand.max_price_sats_per_hour.is_none() {
+            return Err(OrderError::Bid("a bid needs a price limit: add --max-price".into()));
+        }
+        let pools: Vec<PoolId> = match q.pool {
+            Some(p) => vec![p],
+            None => self
+                .market
+                .read()
+                .map(|m| m.joined().iter().copied().collect())
+                .unwrap_or_default(),
+        };
+        let mut ids = Vec::new();
+        for pool in pools {
+            let body = Bid {
+                buyer: self.me,
+                pool,
+                bid_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
+                sequence: now,
+                created_at: now,
+                expires_at: now + req.bid_wait_secs + 60,
+                demand: q.demand.clone(),
+                hours: req.hours,
+                count: 1,
+            };
+            self.bids.open(body.clone());
+            ids.push(body.bid_id);
+            let signed = Signed::sign(body, &self.key);
+            if let Err(e) = self.net.publish(&pool, &signed).await {
+                warn!(error = %e, "cannot gossip bid");
+            }
+        }
+        info!(
+            bids = ids.len(),
+            wait = req.bid_wait_secs,
+            "no offer in the book matched; bid gossiped"
+        );
+        let answers = self
+            .bids
+            .wait(&ids, Duration::from_secs(req.bid_wait_secs), BID_SETTLE)
+            .await;
+        for id in ids {
+            self.bids.close(id);
+        }
+        Ok(answers)
+    }
+
+    /// Buyer: pays more to the lease's address (a top-up), `hours` at the lease's price or exactly `sats`.
+    pub async fn extend(
+        self: &Arc<Self>,
+        id: &str,
+        hours: u32,
+        sats: Option<u64>,
+    ) -> Result<String, OrderError> {
+        let l = self
+            .get(id)
+            .ok_or_else(|| OrderError::NoSuchLease(id.to_string()))?;
+        let w = self.wallet.clone().ok_or(OrderError::NoWallet)?;
+        if l.role != Role::Buyer || l.state.is_terminal() || l.cancelled {
+            return Err(OrderError::NotLive {
+                id: l.id,
+                state: l.state,
+                what: "extended",
+            });
+        }
+        let Some(addr) = l.pay_address.clone() else {
+            return Err(OrderError::Internal("lease has no payment address"));
+        };
+        let amount =
+            sats.unwrap_or_else(|| xov_protocol::price_for_hours(l.price_sats_per_hour, hours));
+        let txid = w.send(&addr, amount, None).await?;
+        self.drive(
+            &l.id,
+            Input::Paid(SentPayment {
+                txid: txid.clone(),
+                amount_sat: amount,
+                at: unix_now(),
+            }),
+        );
+        Ok(txid)
+    }
+
+    /// Buyer: asks the provider to end the lease (the unused part is refunded to the refund address). The
+    /// request is kept and sent again until the provider acknowledges it.
+    pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<(), OrderError> {
+        let l = self
+            .get(id)
+            .ok_or_else(|| OrderError::NoSuchLease(id.to_string()))?;
+        if l.role != Role::Buyer || l.state.is_terminal() {
+            return Err(OrderError::NotLive {
+                id: l.id,
+                state: l.state,
+                what: "cancelled",
+            });
+        }
+        self.drive(&l.id, Input::Cancel);
+        Ok(())
+    }
+}
+
+/// A new lease record for `role`, from the order and the offer it names.
+fn new_record(
+    role: Role,
+    id: &str,
+    counterparty: &str,
+    o: &Order,
+    offer: &Offer,
+    now: u64,
+) -> LeaseRecord {
+    LeaseRecord {
+        id: id.to_string(),
+        role,
+        state: LeaseState::Ordered,
+        counterparty: counterparty.to_string(),
+        pool: o.pool.to_string(),
+        offer_id: o.offer_id,
+        image: o.image.clone(),
+        hours: o.hours,
+        price_sats_per_hour: offer.price_sats_per_hour,
+        min_lease_secs: offer.min_lease_secs,
+        vcpus: offer.instance.vcpus,
+        ram_mib: offer.instance.ram_mib,
+        disk_gib: offer.instance.disk_gib,
+        ssh_public_key: o.ssh_public_key.clone(),
+        refund_address: o.refund_address.clone(),
+        order_hex: String::new(),
+        invoice_hex: None,
+        pay_address: None,
+        pay_uri: None,
+        amount_sat: 0,
+        paid_sat: 0,
+        started_at: None,
+        runs_until: None,
+        instance: None,
+        refunded_sat: 0,
+        history: Vec::new(),
+        admitted_at: now,
+        ..LeaseRecord::default()
+    }
+}

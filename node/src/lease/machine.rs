@@ -1,0 +1,1173 @@
+//! The lease machine: every decision about a lease, for both roles, as one pure function
+//! [`handle`]`(record, input, now, ctx) -> Outcome`. No clock reads, no I/O, no awaits: the driver
+//! (`lease::driver`) feeds it inputs (wallet views, clock ticks, notices, results of actions), persists the
+//! record it returns, and only then carries out the actions. The simulator (`node/tests/lease_sim.rs`) drives
+//! the same function with an in-memory world.
+//!
+//! Invariants (checked by the simulator over thousands of random schedules with crashes):
+//! - A launch is asked only while confirmed (or zero-conf, within the policy) funds cover the offer's
+//!   shortest lease, and never for a cancelled lease.
+//! - The machine is level-triggered: from the record and `now` alone it re-derives what is wanted (launch,
+//!   stop, start, delete, refund, notice), so after a crash the same actions are asked again; every action is
+//!   idempotent at its executor (tagged cloud resources, signed transactions persisted before broadcast).
+//! - Money: per lease, confirmed received = earned + refunded (values, fees included) + written off + owed.
+//!   Earned is at most the metered running time at the lease's price; zero-conf money is never refunded;
+//!   a refund is an intent persisted with an id, built once, and its signed transaction persisted before it
+//!   is broadcast, so nothing is refunded twice.
+//! - A cancelled lease never (re)starts; a failed, expired or closed lease keeps no machine (delete is asked
+//!   until the cloud confirms) and refunds whatever confirmed money it did not earn, late payments included.
+
+use std::fmt;
+
+use xov_protocol::{
+    Access, Keypair, OrderRefusal, LeaseEvent, LeaseNotice, LeaseState, LeaseStatus, MessageId, NodeId,
+    NoticeBody, PoolId, ProviderReceipt, Receipt, Signed, SignedReceipt,
+};
+
+use super::record::{InstanceInfo, LeaseRecord, PaymentOut, Refund, RefundTx, Role, SentPayment};
+
+/// The provider's terms and both sides' timeouts. Everything the machine decides by, apart from the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    /// Confirmations a payment needs to count.
+    pub min_confirmations: u32,
+    /// An unconfirmed payment counts at once if its own amount is at most this and it does not signal RBF;
+    /// the unconfirmed sats counted per lease are capped at this too (0 = never).
+    pub zero_conf_max_sat: u64,
+    pub warn_before_secs: u64,
+    pub grace_secs: u64,
+    pub hold_secs: u64,
+    /// A payment seen but not confirmed keeps the lease's machine reserved this long past the invoice's
+    /// expiry; then the lease expires (a later confirmation is refunded).
+    pub payment_seen_ttl_secs: u64,
+    /// The provider gives up launching this long after the lease was funded (the lease fails, is refunded,
+    /// and any machine is deleted).
+    pub launch_deadline_secs: u64,
+    /// First wait after a transient cloud or wallet error; doubled per attempt up to `retry_max_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// An unacknowledged notice is sent again after this long.
+    pub notice_retry_secs: u64,
+    /// Buyer: the provider must report a running machine within this long after our payment.
+    pub start_timeout_secs: u64,
+    /// Refunds smaller than this are written off (they would mostly pay the network fee).
+    pub refund_min_sat: u64,
+    /// A halted machine restarts after a top-up only if the balance covers at least this long.
+    pub restart_min_secs: u64,
+}
+
+impl Default for Terms {
+    fn default() -> Self {
+        Terms {
+            min_confirmations: 1,
+            zero_conf_max_sat: 0,
+            warn_before_secs: 600,
+            grace_secs: 300,
+            hold_secs: 3600,
+            payment_seen_ttl_secs: 6 * 3600,
+            launch_deadline_secs: 1800,
+            retry_base_secs: 5,
+            retry_max_secs: 300,
+            notice_retry_secs: 30,
+            start_timeout_secs: 3600,
+            refund_min_sat: 600,
+            restart_min_secs: 60,
+        }
+    }
+}
+
+/// What the machine is handed besides the record: the terms and this node's key (signing is pure).
+pub struct Ctx<'a> {
+    pub terms: &'a Terms,
+    pub key: &'a Keypair,
+}
+
+/// A cloud operation's failure, by what the machine should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloudError {
+    /// Try again later (the cloud is unreachable, the machine is still building, a state change timed out).
+    #[error("cloud not ready: {detail}")]
+    Transient { detail: String },
+    /// This lease cannot get a machine here (the cloud refused or the machine went to ERROR).
+    #[error("launch failed: {detail}")]
+    LaunchFailed { detail: String },
+    /// The provider's cloud configuration cannot work; the lease cannot be served.
+    #[error("cloud configuration: {detail}")]
+    Config { detail: String },
+    /// The lease has no machine (stop, start).
+    #[error("no machine for the lease")]
+    NoMachine,
+}
+
+/// A refund's failure, by what the machine should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefundError {
+    /// The value would not cover the network fee and the dust limit: written off.
+    #[error("too small to send ({value_sat} sat)")]
+    Uneconomic { value_sat: u64 },
+    /// Try again later (no funds spendable yet, chain source not connected, broadcast refused for now).
+    #[error("refund not sent yet: {detail}")]
+    Later { detail: String },
+}
+
+/// Everything that can happen to a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Time passed: meter, warn, halt, expire, retry, resend.
+    Tick,
+    /// Provider: the wallet's view of every output paying the lease's address, at chain tip `tip`.
+    Payments { payments: Vec<PaymentOut>, tip: u32 },
+    /// Provider: the buyer asked to end the lease. Buyer: the user asked to (a notice goes to the provider).
+    Cancel,
+    Launched(Result<InstanceInfo, CloudError>),
+    Stopped(Result<(), CloudError>),
+    Started(Result<(), CloudError>),
+    Deleted(Result<(), CloudError>),
+    RefundBuilt {
+        id: u32,
+        result: Result<RefundTx, RefundError>,
+    },
+    RefundSent {
+        id: u32,
+        result: Result<(), RefundError>,
+    },
+    /// The other side acknowledged our notice with this sequence number.
+    Acked { seq: u64 },
+    /// A notice from the lease's other party (the driver checked its signature and sender).
+    Notice(LeaseNotice),
+    /// Buyer: this node paid the lease's address.
+    Paid(SentPayment),
+}
+
+/// What the driver must do after persisting the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Launch(LaunchSpec),
+    Stop,
+    Start,
+    Delete,
+    /// Build and sign (not broadcast) a refund; answer with `Input::RefundBuilt`.
+    BuildRefund {
+        id: u32,
+        value_sat: u64,
+        address: String,
+    },
+    /// Broadcast a refund whose signed transaction is persisted; answer with `Input::RefundSent`.
+    Broadcast { id: u32, tx: RefundTx },
+    /// Send a notice to the other party; an acknowledgement comes back as `Input::Acked`.
+    Send(Signed<LeaseNotice>),
+    /// A receipt both parties signed: add it to the trust evidence and gossip it.
+    PublishReceipt(SignedReceipt),
+    /// Tell the user (event bus, log).
+    Alert(Alert),
+}
+
+/// The kinds of action, for the driver's "one of each in flight per lease" rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActionKind {
+    Cloud,
+    BuildRefund(u32),
+    Broadcast(u32),
+    Send,
+    Publish,
+    Alert,
+}
+
+impl Action {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            // One cloud operation at a time per lease: the provisioner serialises them anyway, and a result
+            // must be judged against the state it was asked in.
+            Action::Launch(_) | Action::Stop | Action::Start | Action::Delete => ActionKind::Cloud,
+            Action::BuildRefund { id, .. } => ActionKind::BuildRefund(*id),
+            Action::Broadcast { id, .. } => ActionKind::Broadcast(*id),
+            Action::Send(_) => ActionKind::Send,
+            Action::PublishReceipt(_) => ActionKind::Publish,
+            Action::Alert(_) => ActionKind::Alert,
+        }
+    }
+}
+
+/// Something a person should hear about.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "alert", rename_all = "snake_case")]
+pub enum Alert {
+    /// Buyer: paid, but the provider has not started the machine in time.
+    NotStarted { lease_id: String, paid_at: u64 },
+    /// Buyer: the provider's receipt disagrees with what this node saw; it was not countersigned.
+    ReceiptRefused { lease_id: String, why: String },
+    /// Provider: money is owed back but the order named no refund address.
+    RefundOwed { lease_id: String, sat: u64 },
+}
+
+impl fmt::Display for Alert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Alert::NotStarted { lease_id, .. } => write!(
+                f,
+                "lease {lease_id}: paid, but the provider has not started the machine; it is refunded if it fails, or cancel with `xov lease cancel {lease_id}`"
+            ),
+            Alert::ReceiptRefused { lease_id, why } => {
+                write!(f, "lease {lease_id}: receipt not countersigned: {why}")
+            }
+            Alert::RefundOwed { lease_id, sat } => write!(
+                f,
+                "lease {lease_id}: {sat} sat are owed to the buyer, but the order named no refund address"
+            ),
+        }
+    }
+}
+
+/// What to launch for a lease.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LaunchSpec {
+    pub lease_id: String,
+    pub offer_id: u64,
+    pub vcpus: u32,
+    pub ram_mib: u32,
+    pub disk_gib: u32,
+    pub image: String,
+    pub ssh_public_key: String,
+}
+
+/// The machine's answer: the record to persist (None: unchanged), then the actions to take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub record: Option<LeaseRecord>,
+    pub actions: Vec<Action>,
+}
+
+/// The receipt as people read it in a lease's history (`receipt {json}`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptView {
+    pub lease_id: String,
+    pub provider: String,
+    pub buyer: String,
+    pub started_at: u64,
+    pub ended_at: u64,
+    pub paid_sat: u64,
+    pub refunded_sat: u64,
+}
+
+/// Applies one input at `now`; returns the record to persist and the actions to take after persisting it.
+pub fn handle(rec: &LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>) -> Outcome {
+    let mut l = rec.clone();
+    let mut out = Vec::new();
+    let before = status_of(&l, now);
+    match l.role {
+        Role::Provider => {
+            accrue(&mut l, now);
+            provider_input(&mut l, input, now, ctx, &mut out);
+            refresh_money(&mut l, ctx.terms);
+            provider_settle(&mut l, now, ctx, &mut out);
+            refresh_money(&mut l, ctx.terms);
+        }
+        Role::Buyer => buyer_input(&mut l, input, now, ctx, &mut out),
+    }
+    // Our side of the conversation: a changed status (provider) is a new notice; unacknowledged ones are
+    // sent again after a while.
+    if l.role == Role::Provider && status_of(&l, now) != before {
+        l.out_seq += 1;
+        l.sent_at = None;
+    }
+    if l.out_seq > l.acked_seq
+        && l.sent_at
+            .is_none_or(|t| now >= t.saturating_add(ctx.terms.notice_retry_secs))
+    {
+        if let Some(n) = notice_of(&l, now, ctx) {
+            l.sent_at = Some(now);
+            out.push(Action::Send(n));
+        }
+    }
+    let record = (l != *rec).then_some(l);
+    Outcome {
+        record,
+        actions: out,
+    }
+}
+
+// --------------------------------------------------------------------------------------- admission
+
+/// The provider's checks of an order against the offer it names (pure; capacity and trust come after).
+pub fn check_order(o: &xov_protocol::Order, offer: &xov_protocol::Offer) -> Result<(), OrderRefusal> {
+    if offer.sequence != o.offer_sequence {
+        return Err(OrderRefusal::OfferChanged {
+            offer_id: o.offer_id,
+            sequence: offer.sequence,
+            price_sats_per_hour: offer.price_sats_per_hour,
+        });
+    }
+    if offer.pool != o.pool {
+        return Err(OrderRefusal::WrongPool {
+            offer_id: o.offer_id,
+        });
+    }
+    if !offer.has_image(&o.image) {
+        return Err(OrderRefusal::NoSuchImage {
+            offer_id: o.offer_id,
+            image: o.image.clone(),
+            available: offer.images.clone(),
+        });
+    }
+    let secs = o.hours as u64 * 3600;
+    if secs < offer.min_lease_secs as u64 || secs > offer.max_lease_secs as u64 {
+        return Err(OrderRefusal::HoursOutOfRange {
+            hours: o.hours,
+            min_hours: offer.min_lease_secs.div_ceil(3600),
+            max_hours: offer.max_lease_secs / 3600,
+        });
+    }
+    xov_protocol::check_ssh_public_key(&o.ssh_public_key).map_err(|e| OrderRefusal::BadSshKey {
+        detail: e.to_string(),
+    })
+}
+
+// ------------------------------------------------------------------------------------------- money
+
+/// Sats a lease must have before its machine starts: the price of the offer's shortest lease, at least 1.
+pub fn min_start(l: &LeaseRecord) -> u64 {
+    ((l.price_sats_per_hour as u128 * l.min_lease_secs as u128).div_ceil(3600) as u64).max(1)
+}
+
+/// Confirmed sats on the lease's address.
+pub fn confirmed_sat(l: &LeaseRecord, t: &Terms) -> u64 {
+    l.payments
+        .iter()
+        .filter(|p| p.confirmations(l.tip) >= t.min_confirmations.max(1))
+        .map(|p| p.amount_sat)
+        .sum()
+}
+
+/// Unconfirmed sats that count at once: each payment at most the limit and not signalling RBF, and no more
+/// than the limit in total.
+pub fn zero_conf_sat(l: &LeaseRecord, t: &Terms) -> u64 {
+    let mut total = 0u64;
+    for p in l.payments.iter().filter(|p| p.height.is_none()) {
+        if !p.rbf && p.amount_sat <= t.zero_conf_max_sat && total + p.amount_sat <= t.zero_conf_max_sat
+        {
+            total += p.amount_sat;
+        }
+    }
+    total
+}
+
+/// Sats seen on the address that do not count (yet).
+fn pending_sat(l: &LeaseRecord, t: &Terms) -> u64 {
+    let all: u64 = l.payments.iter().map(|p| p.amount_sat).sum();
+    all.saturating_sub(confirmed_sat(l, t) + zero_conf_sat(l, t))
+}
+
+/// Sats committed to refunds (values, network fees included); write-offs are counted apart.
+pub fn refund_values(l: &LeaseRecord) -> u64 {
+    l.refunds
+        .iter()
+        .filter(|r| !r.written_off)
+        .map(|r| r.value_sat)
+        .sum()
+}
+
+/// What the metered running time costs at the lease's price, rounded up.
+pub fn charge_sat(l: &LeaseRecord) -> u64 {
+    (l.charged_secs as u128 * l.price_sats_per_hour as u128).div_ceil(3600) as u64
+}
+
+/// What the provider keeps: the charge, at most what confirmed and was not given back.
+pub fn earned_sat(l: &LeaseRecord, t: &Terms) -> u64 {
+    charge_sat(l).min(
+        confirmed_sat(l, t)
+            .saturating_sub(refund_values(l))
+            .saturating_sub(l.written_off_sat),
+    )
+}
+
+/// Seconds of running the counted funds buy, less what was charged: negative once overdue.
+fn balance_secs(l: &LeaseRecord, t: &Terms) -> i64 {
+    let credit = (confirmed_sat(l, t) + zero_conf_sat(l, t))
+        .saturating_sub(refund_values(l))
+        .saturating_sub(l.written_off_sat);
+    let secs = (credit as u128 * 3600 / l.price_sats_per_hour.max(1) as u128) as i64;
+    secs - l.charged_secs as i64
+}
+
+fn is_running(s: LeaseState) -> bool {
+    matches!(
+        s,
+        LeaseState::Running | LeaseState::Warned | LeaseState::Grace
+    )
+}
+
+/// Charges the running time since the last metering.
+fn accrue(l: &mut LeaseRecord, now: u64) {
+    if let Some(t) = l.metered_at {
+        if is_running(l.state) && !l.cancelled && !l.machine_stopped {
+            l.charged_secs += now.saturating_sub(t);
+            l.metered_at = Some(now.max(t));
+        } else {
+            l.metered_at = None;
+        }
+    }
+}
+
+fn backoff(t: &Terms, attempts: u32) -> u64 {
+    t.retry_base_secs
+        .saturating_mul(1u64 << attempts.min(16))
+        .min(t.retry_max_secs)
+        .max(1)
+}
+
+fn step(l: &mut LeaseRecord, event: LeaseEvent, now: u64, detail: impl Into<String>) -> bool {
+    l.apply(event, now, detail).is_ok()
+}
+
+fn note(l: &mut LeaseRecord, now: u64, detail: impl Into<String>) {
+    l.history.push(super::record::Step {
+        at: now,
+        state: l.state,
+        detail: detail.into(),
+    });
+}
+
+// ---------------------------------------------------------------------------------------- provider
+
+fn provider_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+    let t = ctx.terms;
+    match input {
+        Input::Tick | Input::Paid(_) => {}
+        Input::Payments { payments, tip } => {
+            let before = confirmed_sat(l, t);
+            l.payments = payments;
+            l.tip = tip;
+            let after = confirmed_sat(l, t);
+            if after > before {
+                note(l, now, format!("{} sat confirmed ({after} in all)", after - before));
+            } else if after < before {
+                note(
+                    l,
+                    now,
+                    format!("{} sat no longer confirmed (reorg or replacement); {after} in all", before - after),
+                );
+            }
+        }
+        Input::Cancel => {
+            if !l.cancelled && !l.state.is_terminal() {
+                l.cancelled = true;
+                l.metered_at = None;
+                note(l, now, "cancelled by the buyer");
+            }
+        }
+        Input::Launched(r) => {
+            l.machine_may_exist = true;
+            match r {
+                Ok(info) if l.state == LeaseState::Provisioning => {
+                    l.instance = Some(info.clone());
+                    l.started_at.get_or_insert(now);
+                    l.metered_at = Some(now);
+                    l.machine_stopped = false;
+                    l.attempts = 0;
+                    l.retry_at = None;
+                    step(
+                        l,
+                        LeaseEvent::Launched,
+                        now,
+                        format!("running on {}", info.addresses.join(", ")),
+                    );
+                }
+                // The lease moved on while the launch ran: the machine is cleaned up by the state's rules.
+                Ok(_) => {}
+                Err(e @ (CloudError::Transient { .. } | CloudError::NoMachine)) => {
+                    let detail = e.to_string();
+                    l.attempts += 1;
+                    l.retry_at = Some(now + backoff(t, l.attempts));
+                    note(l, now, format!("launch not done yet ({detail}); trying again"));
+                }
+                Err(e) => {
+                    if l.state == LeaseState::Provisioning {
+                        step(l, LeaseEvent::LaunchFailed, now, format!("{e}"));
+                    }
+                }
+            }
+        }
+        Input::Stopped(r) => match r {
+            Ok(()) => {
+                l.machine_stopped = true;
+                l.retry_at = None;
+            }
+            Err(CloudError::NoMachine) => {
+                l.machine_stopped = true;
+                l.machine_may_exist = false;
+            }
+            Err(e) => retry(l, now, t, "stop", &e),
+        },
+        Input::Started(r) => match r {
+            Ok(()) => {
+                l.machine_stopped = false;
+                l.retry_at = None;
+                if is_running(l.state) && !l.cancelled {
+                    l.metered_at = Some(now);
+                }
+            }
+            Err(CloudError::NoMachine) => {
+                l.machine_may_exist = false;
+                l.machine_stopped = true;
+                note(l, now, "the machine is gone; it cannot be restarted");
+            }
+            Err(e) => retry(l, now, t, "start", &e),
+        },
+        Input::Deleted(r) => match r {
+            Ok(()) | Err(CloudError::NoMachine) => {
+                l.machine_may_exist = false;
+                l.machine_stopped = true;
+                l.retry_at = None;
+            }
+            Err(e) => retry(l, now, t, "delete", &e),
+        },
+        Input::RefundBuilt { id, result } => {
+            if let Some(i) = l
+                .refunds
+                .iter()
+                .position(|r| r.id == id && r.tx.is_none() && !r.written_off)
+            {
+                match result {
+                    Ok(tx) => {
+                        l.refund_fees_sat += tx.fee_sat;
+                        l.refunds[i].tx = Some(tx);
+                        l.refund_retry_at = None;
+                    }
+                    Err(RefundError::Uneconomic { value_sat }) => {
+                        // Never sent: the intent becomes a write-off, under the same id forever.
+                        l.refunds[i].written_off = true;
+                        l.written_off_sat += l.refunds[i].value_sat;
+                        note(l, now, format!("refund of {value_sat} sat too small to send; written off"));
+                    }
+                    Err(RefundError::Later { detail }) => {
+                        l.refund_retry_at = Some(now + backoff(t, 2));
+                        note(l, now, format!("refund not built yet: {detail}"));
+                    }
+                }
+            }
+        }
+        Input::RefundSent { id, result } => {
+            if let Some(r) = l.refunds.iter_mut().find(|r| r.id == id) {
+                match result {
+                    Ok(()) if !r.broadcast => {
+                        r.broadcast = true;
+                        let txid = r.tx.as_ref().map(|t| t.txid.clone()).unwrap_or_default();
+                        let sent = r.tx.as_ref().map_or(0, |t| t.sent_sat);
+                        note(l, now, format!("refunded {sent} sat in {txid}"));
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        l.refund_retry_at = Some(now + backoff(t, 2));
+                        note(l, now, format!("refund broadcast failed: {e}"));
+                    }
+                }
+            }
+        }
+        Input::Acked { seq } => l.acked_seq = l.acked_seq.max(seq.min(l.out_seq)),
+        Input::Notice(n) => {
+            match n.body {
+                NoticeBody::Cancel => provider_input(l, Input::Cancel, now, ctx, out),
+                NoticeBody::StatusRequest => {
+                    // Send the current state again now.
+                    l.sent_at = None;
+                    if l.acked_seq >= l.out_seq {
+                        l.out_seq += 1;
+                    }
+                }
+                NoticeBody::Countersigned(signed) => {
+                    let ours = l.receipt_hex.clone();
+                    let r = signed.receipt();
+                    let matches = signed.verify()
+                        && r.provider == ctx.key.node_id()
+                        && r.lease_id.to_string() == l.id
+                        && ours.is_some_and(|h| {
+                            let theirs = ProviderReceipt::from_parts(r.clone(), *signed.provider_sig());
+                            hex::encode(xov_protocol::Encode::to_canonical_bytes(&theirs)) == h
+                        });
+                    if matches && l.countersigned_hex.is_none() {
+                        let hexed = hex::encode(signed.to_bytes());
+                        note(l, now, format!("buyer countersigned receipt {hexed}"));
+                        l.countersigned_hex = Some(hexed);
+                        out.push(Action::PublishReceipt(signed));
+                    }
+                }
+                NoticeBody::Status(_) | NoticeBody::Receipt(_) => {}
+            }
+            l.peer_seq = l.peer_seq.max(n.seq);
+        }
+    }
+}
+
+fn retry(l: &mut LeaseRecord, now: u64, t: &Terms, what: &str, e: &CloudError) {
+    l.attempts += 1;
+    l.retry_at = Some(now + backoff(t, l.attempts));
+    note(l, now, format!("{what} not done yet ({e}); trying again"));
+}
+
+/// The provider's level-triggered rules: from the record and `now`, move the state and ask for what is
+/// wanted.
+fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+    let t = ctx.terms;
+    let cloud_ready = l.retry_at.is_none_or(|r| now >= r);
+    // State moves first (a few steps may follow each other: funded → provisioning, drained → grace ...).
+    for _ in 0..6 {
+        let s = l.state;
+        let counted = confirmed_sat(l, t) + zero_conf_sat(l, t);
+        match s {
+            LeaseState::Ordered => {}
+            LeaseState::Invoiced | LeaseState::PaymentSeen => {
+                let pending = pending_sat(l, t);
+                let seen_expired = now >= l.invoice_expires_at.saturating_add(t.payment_seen_ttl_secs);
+                if l.cancelled {
+                    if pending == 0 || seen_expired {
+                        if confirmed_sat(l, t) > 0 {
+                            step(l, LeaseEvent::PaymentConfirmed, now, "paid after the cancellation");
+                            step(l, LeaseEvent::Cancelled, now, "cancelled before launch; refunding");
+                        } else {
+                            if s == LeaseState::PaymentSeen {
+                                step(l, LeaseEvent::PaymentReorged, now, "the payment did not confirm");
+                            }
+                            step(l, LeaseEvent::Cancelled, now, "cancelled before payment");
+                        }
+                    }
+                } else if counted >= min_start(l) {
+                    step(
+                        l,
+                        LeaseEvent::PaymentConfirmed,
+                        now,
+                        format!("{counted} sat confirmed; launching"),
+                    );
+                } else if s == LeaseState::Invoiced && counted + pending >= min_start(l) {
+                    step(
+                        l,
+                        LeaseEvent::PaymentSeen,
+                        now,
+                        format!("{pending} sat seen; waiting for confirmation"),
+                    );
+                } else if s == LeaseState::PaymentSeen && counted + pending < min_start(l) {
+                    step(
+                        l,
+                        LeaseEvent::PaymentReorged,
+                        now,
+                        "the payment seen is gone (replaced or reorged); waiting for payment",
+                    );
+                } else if s == LeaseState::Invoiced && now >= l.invoice_expires_at {
+                    step(l, LeaseEvent::InvoiceExpired, now, "invoice expired unpaid");
+                } else if s == LeaseState::PaymentSeen && seen_expired {
+                    step(
+                        l,
+                        LeaseEvent::InvoiceExpired,
+                        now,
+                        "the payment seen never confirmed; the reservation lapsed (a late confirmation is refunded)",
+                    );
+                }
+            }
+            LeaseState::Funded => {
+                if l.cancelled {
+                    step(l, LeaseEvent::Cancelled, now, "cancelled before launch; refunding");
+                } else {
+                    l.provisioning_since = Some(now);
+                    l.attempts = 0;
+                    l.retry_at = None;
+                    step(
+                        l,
+                        LeaseEvent::LaunchRequested,
+                        now,
+                        "payment confirmed; launching your machine",
+                    );
+                }
+            }
+            LeaseState::Provisioning => {
+                let since = *l.provisioning_since.get_or_insert(now);
+                if l.cancelled {
+                    step(l, LeaseEvent::LaunchFailed, now, "cancelled before the machine ran; refunding");
+                } else if now >= since.saturating_add(t.launch_deadline_secs) {
+                    step(
+                        l,
+                        LeaseEvent::LaunchFailed,
+                        now,
+                        format!(
+                            "the machine did not start within {} s; refunding",
+                            t.launch_deadline_secs
+                        ),
+                    );
+                }
+            }
+            LeaseState::Running | LeaseState::Warned | LeaseState::Grace => {
+                let left = balance_secs(l, t);
+                let warn = t.warn_before_secs as i64;
+                if l.cancelled {
+                    if l.machine_stopped {
+                        l.halted_at = Some(now);
+                        step(l, LeaseEvent::Cancelled, now, "machine stopped (cancelled)");
+                    }
+                } else if left > warn {
+                    if s != LeaseState::Running {
+                        step(l, LeaseEvent::ToppedUp, now, "topped up; lease extended");
+                    }
+                } else if left > 0 {
+                    match s {
+                        LeaseState::Running => {
+                            step(
+                                l,
+                                LeaseEvent::BalanceLow,
+                                now,
+                                format!("funds run out in {left} s; pay the same address to extend"),
+                            );
+                        }
+                        LeaseState::Grace => {
+                            step(l, LeaseEvent::ToppedUp, now, "topped up; lease extended");
+                        }
+                        _ => {}
+                    }
+                } else if s != LeaseState::Grace {
+                    step(
+                        l,
+                        LeaseEvent::Drained,
+                        now,
+                        format!(
+                            "funds exhausted; the machine halts in {} s unless topped up",
+                            (t.grace_secs as i64 + left).max(0)
+                        ),
+                    );
+                } else if -left >= t.grace_secs as i64 && l.machine_stopped {
+                    l.halted_at = Some(now);
+                    step(
+                        l,
+                        LeaseEvent::GraceOver,
+                        now,
+                        format!("machine halted; it is deleted in {} s unless topped up", t.hold_secs),
+                    );
+                }
+            }
+            LeaseState::Halted => {
+                let left = balance_secs(l, t);
+                if !l.machine_may_exist {
+                    step(l, LeaseEvent::Deleted, now, "machine deleted");
+                } else if !l.cancelled && left >= t.restart_min_secs as i64 && !l.machine_stopped {
+                    l.metered_at = Some(now);
+                    step(l, LeaseEvent::ToppedUp, now, "topped up; machine running again");
+                }
+            }
+            LeaseState::Closed | LeaseState::Refused | LeaseState::Expired | LeaseState::Failed => {}
+        }
+        if l.state == s {
+            break;
+        }
+    }
+
+    // What the cloud should do, from the state reached.
+    let left = balance_secs(l, t);
+    let wanted = match l.state {
+        LeaseState::Provisioning
+            if !l.cancelled && confirmed_sat(l, t) + zero_conf_sat(l, t) >= min_start(l) =>
+        {
+            l.machine_may_exist = true;
+            Some(Action::Launch(LaunchSpec {
+                lease_id: l.id.clone(),
+                offer_id: l.offer_id,
+                vcpus: l.vcpus,
+                ram_mib: l.ram_mib,
+                disk_gib: l.disk_gib,
+                image: l.image.clone(),
+                ssh_public_key: l.ssh_public_key.clone(),
+            }))
+        }
+        s if is_running(s) => {
+            let overdue = left <= -(t.grace_secs as i64);
+            if l.cancelled || overdue {
+                (!l.machine_stopped).then_some(Action::Stop)
+            } else {
+                l.machine_stopped.then_some(Action::Start)
+            }
+        }
+        LeaseState::Halted => {
+            let hold_over = now >= l.halted_at.unwrap_or(now).saturating_add(t.hold_secs);
+            if !l.machine_stopped {
+                Some(Action::Stop)
+            } else if !l.cancelled && left >= t.restart_min_secs as i64 {
+                Some(Action::Start)
+            } else if hold_over {
+                Some(Action::Delete)
+            } else {
+                None
+            }
+        }
+        s if s.is_terminal() && l.machine_may_exist => Some(Action::Delete),
+        _ => None,
+    };
+    if let Some(a) = wanted {
+        if cloud_ready {
+            out.push(a);
+        }
+    }
+
+    // Money owed back: once the lease is ending (cancelled) or over, everything confirmed and not earned.
+    if l.cancelled || l.state.is_terminal() {
+        settle_money(l, now, t, out);
+    }
+    // Refunds under way, from intent to broadcast.
+    if l.refund_retry_at.is_none_or(|r| now >= r) {
+        for r in l.refunds.iter().filter(|r| !r.written_off) {
+            match &r.tx {
+                None => out.push(Action::BuildRefund {
+                    id: r.id,
+                    value_sat: r.value_sat,
+                    address: r.address.clone(),
+                }),
+                Some(tx) if !r.broadcast => out.push(Action::Broadcast {
+                    id: r.id,
+                    tx: tx.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+    // The receipt, once the lease closed.
+    if l.state == LeaseState::Closed && l.receipt_hex.is_none() {
+        if let Some(pr) = provider_receipt(l, now, ctx) {
+            let view = ReceiptView {
+                lease_id: l.id.clone(),
+                provider: ctx.key.node_id().to_string(),
+                buyer: l.counterparty.clone(),
+                started_at: pr.receipt().started_at,
+                ended_at: pr.receipt().ended_at,
+                paid_sat: pr.receipt().paid_sats,
+                refunded_sat: pr.receipt().refunded_sats,
+            };
+            note(
+                l,
+                now,
+                format!("receipt {}", serde_json::to_string(&view).unwrap_or_default()),
+            );
+            l.receipt_hex = Some(hex::encode(xov_protocol::Encode::to_canonical_bytes(&pr)));
+        }
+    }
+}
+
+fn settle_money(l: &mut LeaseRecord, now: u64, t: &Terms, out: &mut Vec<Action>) {
+    let confirmed = confirmed_sat(l, t);
+    let given = refund_values(l) + l.written_off_sat;
+    let owed = confirmed
+        .saturating_sub(given)
+        .saturating_sub(charge_sat(l));
+    if owed == 0 {
+        if l.owed_sat != 0 {
+            l.owed_sat = 0;
+        }
+        return;
+    }
+    match l.refund_address.clone() {
+        None => {
+            if l.owed_sat != owed {
+                l.owed_sat = owed;
+                note(l, now, format!("{owed} sat owed to the buyer; the order named no refund address"));
+                out.push(Action::Alert(Alert::RefundOwed {
+                    lease_id: l.id.clone(),
+                    sat: owed,
+                }));
+            }
+        }
+        Some(_) if owed < t.refund_min_sat => {
+            l.written_off_sat += owed;
+            note(l, now, format!("{owed} sat left over, too few to refund; written off"));
+        }
+        Some(address) => {
+            let id = l.refunds.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+            let why = if l.state.is_terminal() && l.state != LeaseState::Closed {
+                format!("{:?} lease", l.state).to_lowercase()
+            } else if l.cancelled {
+                "unused part of a cancelled lease".to_string()
+            } else {
+                "unused part of the lease".to_string()
+            };
+            note(l, now, format!("refund {id}: {owed} sat to {address} ({why})"));
+            l.refunds.push(Refund {
+                id,
+                value_sat: owed,
+                address,
+                why,
+                tx: None,
+                broadcast: false,
+                written_off: false,
+            });
+        }
+    }
+}
+
+fn provider_receipt(l: &LeaseRecord, now: u64, ctx: &Ctx<'_>) -> Option<ProviderReceipt> {
+    let lease_id = l.id.parse::<MessageId>().ok()?;
+    let buyer = l.counterparty.parse::<NodeId>().ok()?;
+    let pool = l.pool.parse::<PoolId>().ok()?;
+    let t = ctx.terms;
+    let started = l.started_at.unwrap_or(now);
+    Some(ProviderReceipt::sign(
+        Receipt {
+            lease_id,
+            pool,
+            provider: ctx.key.node_id(),
+            buyer,
+            started_at: started,
+            ended_at: l.halted_at.unwrap_or(now).max(started),
+            paid_sats: confirmed_sat(l, t),
+            refunded_sats: refund_values(l).min(confirmed_sat(l, t)),
+        },
+        ctx.key,
+    ))
+}
+
+// ------------------------------------------------------------------------------------------- buyer
+
+fn buyer_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+    let t = ctx.terms;
+    match input {
+        Input::Paid(p) => {
+            if !l.sent.iter().any(|s| s.txid == p.txid) {
+                note(l, now, format!("paid {} sat in {}", p.amount_sat, p.txid));
+                l.sent.push(p);
+            }
+        }
+        Input::Cancel => {
+            if !l.cancelled && !l.state.is_terminal() {
+                l.cancelled = true;
+                l.out_seq += 1;
+                l.sent_at = None;
+                note(l, now, "cancel sent to the provider");
+            }
+        }
+        Input::Acked { seq } => l.acked_seq = l.acked_seq.max(seq.min(l.out_seq)),
+        Input::Notice(n) if n.seq > l.peer_seq => {
+            l.peer_seq = n.seq;
+            match n.body {
+                NoticeBody::Status(s) => {
+                    l.paid_sat = s.paid_sats;
+                    l.refunded_sat = s.refunded_sats;
+                    if s.started_at.is_some() {
+                        l.started_at = s.started_at;
+                    }
+                    l.runs_until = s.runs_until;
+                    if let Some(a) = s.access {
+                        l.instance = Some(InstanceInfo {
+                            server_id: a.server_id,
+                            addresses: a.addresses,
+                            image: a.image,
+                            user: a.user,
+                        });
+                    }
+                    if is_running(s.state) {
+                        l.stalled = false;
+                    }
+                    let msg = if s.message.is_empty() {
+                        format!("{:?}", s.state).to_lowercase()
+                    } else {
+                        s.message
+                    };
+                    l.set_state(s.state, n.at, msg);
+                }
+                NoticeBody::Receipt(pr) => buyer_receipt(l, pr, now, ctx, out),
+                NoticeBody::Cancel | NoticeBody::StatusRequest | NoticeBody::Countersigned(_) => {}
+            }
+        }
+        Input::Notice(_) => {}
+        Input::Tick => {
+            if let Some(first) = l.sent.iter().map(|s| s.at).min() {
+                let waiting = matches!(
+                    l.state,
+                    LeaseState::Invoiced
+                        | LeaseState::PaymentSeen
+                        | LeaseState::Funded
+                        | LeaseState::Provisioning
+                );
+                if waiting && !l.stalled && now >= first.saturating_add(t.start_timeout_secs) {
+                    l.stalled = true;
+                    note(
+                        l,
+                        now,
+                        format!(
+                            "paid {} s ago and the provider has not started the machine; it is refunded if the launch fails, or cancel the lease",
+                            now - first
+                        ),
+                    );
+                    out.push(Action::Alert(Alert::NotStarted {
+                        lease_id: l.id.clone(),
+                        paid_at: first,
+                    }));
+                }
+            }
+        }
+        // Provider-only inputs.
+        Input::Payments { .. }
+        | Input::Launched(_)
+        | Input::Stopped(_)
+        | Input::Started(_)
+        | Input::Deleted(_)
+        | Input::RefundBuilt { .. }
+        | Input::RefundSent { .. } => {}
+    }
+}
+
+/// Checks the provider's receipt against what this node saw; countersigns it only if it agrees.
+fn buyer_receipt(
+    l: &mut LeaseRecord,
+    pr: ProviderReceipt,
+    now: u64,
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Action>,
+) {
+    let hexed = hex::encode(xov_protocol::Encode::to_canonical_bytes(&pr));
+    if l.receipt_hex.as_deref() == Some(hexed.as_str()) {
+        return; // the same receipt again (a resend): already judged
+    }
+    let r = pr.receipt().clone();
+    let sent: u64 = l.sent.iter().map(|s| s.amount_sat).sum();
+    let run = r.ended_at.saturating_sub(r.started_at);
+    let max_charge = (run as u128 * l.price_sats_per_hour as u128).div_ceil(3600) as u64;
+    let why = if r.lease_id.to_string() != l.id
+        || r.buyer != ctx.key.node_id()
+        || r.provider.to_string() != l.counterparty
+    {
+        Some("it names another lease or other parties".to_string())
+    } else if !pr.verify() {
+        Some("the provider's signature does not verify".to_string())
+    } else if r.paid_sats < sent {
+        Some(format!("it says {} sat were paid, but this node paid {sent}", r.paid_sats))
+    } else if r.paid_sats < l.paid_sat {
+        Some(format!(
+            "it says {} sat were paid, but the provider reported {}",
+            r.paid_sats, l.paid_sat
+        ))
+    } else if l.started_at.is_some_and(|s| s != r.started_at) {
+        Some(format!(
+            "it says the machine started at {}, the provider reported {}",
+            r.started_at,
+            l.started_at.unwrap_or(0)
+        ))
+    } else if r.ended_at < r.started_at || r.ended_at > now.saturating_add(600) {
+        Some("its times are impossible".to_string())
+    } else if r.net_sats() > max_charge.saturating_add(ctx.terms.refund_min_sat) {
+        Some(format!(
+            "it keeps {} sat for {run} s of running at {} sats/h (at most {max_charge})",
+            r.net_sats(),
+            l.price_sats_per_hour
+        ))
+    } else {
+        None
+    };
+    l.receipt_hex = Some(hexed);
+    let view = ReceiptView {
+        lease_id: l.id.clone(),
+        provider: r.provider.to_string(),
+        buyer: r.buyer.to_string(),
+        started_at: r.started_at,
+        ended_at: r.ended_at,
+        paid_sat: r.paid_sats,
+        refunded_sat: r.refunded_sats,
+    };
+    l.paid_sat = l.paid_sat.max(r.paid_sats);
+    l.refunded_sat = l.refunded_sat.max(r.refunded_sats);
+    l.set_state(
+        LeaseState::Closed,
+        now,
+        format!("receipt {}", serde_json::to_string(&view).unwrap_or_default()),
+    );
+    match why {
+        None => match pr.countersign(ctx.key) {
+            Ok(signed) => {
+                l.countersigned_hex = Some(hex::encode(signed.to_bytes()));
+                l.out_seq += 1;
+                l.sent_at = None;
+                out.push(Action::PublishReceipt(signed));
+            }
+            Err(e) => note(l, now, format!("receipt not countersigned: {e}")),
+        },
+        Some(why) => {
+            note(l, now, format!("receipt not countersigned: {why}"));
+            out.push(Action::Alert(Alert::ReceiptRefused {
+                lease_id: l.id.clone(),
+                why,
+            }));
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------ notices
+
+/// What the other party is told, compared before and after each input to decide whether to tell it again.
+fn status_of(l: &LeaseRecord, now: u64) -> Option<LeaseStatus> {
+    if l.role != Role::Provider {
+        return None;
+    }
+    let _ = now;
+    Some(LeaseStatus {
+        state: l.state,
+        paid_sats: l.paid_sat,
+        refunded_sats: l.refunded_sat,
+        started_at: l.started_at,
+        runs_until: l.runs_until,
+        access: l.instance.as_ref().map(|i| Access {
+            server_id: i.server_id.clone(),
+            addresses: i.addresses.clone(),
+            user: i.user.clone(),
+            image: i.image.clone(),
+        }),
+        message: l
+            .history
+            .last()
+            .map(|s| s.detail.chars().take(xov_protocol::lease::MAX_NOTICE_MESSAGE).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// The notice our side owes the other, as of now.
+fn notice_of(l: &LeaseRecord, now: u64, ctx: &Ctx<'_>) -> Option<Signed<LeaseNotice>> {
+    let body = match l.role {
+        Role::Provider => match (&l.receipt_hex, l.state) {
+            (Some(h), LeaseState::Closed) => {
+                let bytes = hex::decode(h).ok()?;
+                NoticeBody::Receipt(
+                    <ProviderReceipt as xov_protocol::Decode>::from_canonical_bytes(&bytes).ok()?,
+                )
+            }
+            _ => NoticeBody::Status(status_of(l, now)?),
+        },
+        Role::Buyer => match (&l.countersigned_hex, l.cancelled) {
+            (Some(h), _) => NoticeBody::Countersigned(
+                SignedReceipt::from_bytes(&hex::decode(h).ok()?).ok()?,
+            ),
+            (None, true) => NoticeBody::Cancel,
+            (None, false) => return None,
+        },
+    };
+    Some(Signed::sign(
+        LeaseNotice {
+            from: ctx.key.node_id(),
+            lease_id: l.id.parse().ok()?,
+            seq: l.out_seq,
+            at: now,
+            body,
+        },
+        ctx.key,
+    ))
+}
+
+/// Whether clock ticks can still change anything for this lease: ended leases with nothing left to do
+/// (no machine, notices acknowledged, refunds sent) are not ticked; a late payment still reaches them.
+pub fn wants_ticks(l: &LeaseRecord) -> bool {
+    !l.state.is_terminal()
+        || l.machine_may_exist
+        || l.out_seq > l.acked_seq
+        || l.refunds.iter().any(|r| !r.broadcast && !r.written_off)
+}
+
+/// Keeps the record's derived fields (shown to people and sent in notices) in step: money from the payments
+/// and refunds, and, while metered, when the balance runs out (constant while nothing is paid or refunded).
+pub fn refresh_money(l: &mut LeaseRecord, t: &Terms) {
+    if l.role == Role::Provider {
+        l.paid_sat = confirmed_sat(l, t);
+        l.zero_conf_sat = zero_conf_sat(l, t);
+        l.refunded_sat = refund_values(l).saturating_sub(l.refund_fees_sat);
+        if let Some(m) = l.metered_at {
+            l.runs_until = Some((m as i64 + balance_secs(l, t)).max(0) as u64);
+        }
+    }
+}

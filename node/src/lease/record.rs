@@ -1,0 +1,259 @@
+//! Lease records: what each side knows about a lease, persisted (RocksDB column family `leases`) before any
+//! action is taken on a state change, so a restart resumes from the last recorded state.
+//!
+//! Invariants: a record changes only through `lease::machine::handle`; every field the machine decides on is
+//! here (nothing lives only in memory), so rebuilding from the store after a crash gives the same decisions.
+//! Fields added after the first release carry `#[serde(default)]` so older records still load.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use xov_protocol::{LeaseEvent, LeaseState};
+
+use crate::store::{Store, StoreError};
+
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Provider,
+    Buyer,
+}
+
+/// The machine a lease runs on, as the buyer needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceInfo {
+    pub server_id: String,
+    pub addresses: Vec<String>,
+    pub image: String,
+    /// Login user for SSH (with the buyer's key).
+    pub user: String,
+}
+
+/// One step in a lease's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Step {
+    pub at: u64,
+    #[schema(value_type = String)]
+    pub state: LeaseState,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseRecord {
+    /// Hex id: the message id of the buyer's signed order.
+    pub id: String,
+    pub role: Role,
+    #[schema(value_type = String)]
+    pub state: LeaseState,
+    /// The other party's node id.
+    pub counterparty: String,
+    pub pool: String,
+    pub offer_id: u64,
+    pub image: String,
+    pub hours: u32,
+    pub price_sats_per_hour: u64,
+    /// The offer's shortest lease: confirmed payments covering at least this much start the machine.
+    #[serde(default)]
+    pub min_lease_secs: u32,
+    pub vcpus: u32,
+    pub ram_mib: u32,
+    pub disk_gib: u32,
+    pub ssh_public_key: String,
+    pub refund_address: Option<String>,
+    /// The signed order and invoice, hex, as received or sent.
+    pub order_hex: String,
+    pub invoice_hex: Option<String>,
+    /// The invoice's address and BIP21 URI (paying the address again tops the lease up).
+    pub pay_address: Option<String>,
+    pub pay_uri: Option<String>,
+    pub amount_sat: u64,
+    /// Confirmed sats received so far.
+    pub paid_sat: u64,
+    pub started_at: Option<u64>,
+    /// When the funds run out at the current balance.
+    pub runs_until: Option<u64>,
+    pub instance: Option<InstanceInfo>,
+    /// Refunded value actually sent to the buyer (refund values less their network fees).
+    pub refunded_sat: u64,
+    pub history: Vec<Step>,
+
+    // ---- what the machine decides on (serde defaults: records written before these fields still load)
+    /// Provider: every output paying the lease's address, as the wallet last reported it, and its tip then.
+    #[serde(default)]
+    pub payments: Vec<PaymentOut>,
+    #[serde(default)]
+    pub tip: u32,
+    /// Provider: sats counted while still unconfirmed (zero-conf); never refunded, never earned for sure.
+    #[serde(default)]
+    pub zero_conf_sat: u64,
+    /// Unix seconds the order was admitted (provider) or sent (buyer).
+    #[serde(default)]
+    pub admitted_at: u64,
+    #[serde(default)]
+    pub invoice_expires_at: u64,
+    /// The buyer asked to end the lease: it never (re)starts, and everything unused is refunded.
+    #[serde(default)]
+    pub cancelled: bool,
+    /// Provider: a launch was asked and no delete confirmed since, so a machine may exist in the cloud.
+    #[serde(default)]
+    pub machine_may_exist: bool,
+    /// Provider: seconds the machine has been metered as running (what the buyer is charged for).
+    #[serde(default)]
+    pub charged_secs: u64,
+    /// Provider: metering since (None while not running or once cancelled).
+    #[serde(default)]
+    pub metered_at: Option<u64>,
+    #[serde(default)]
+    pub halted_at: Option<u64>,
+    /// Provider: the last cloud answer says the machine is stopped (or gone); metering pauses.
+    #[serde(default)]
+    pub machine_stopped: bool,
+    #[serde(default)]
+    pub provisioning_since: Option<u64>,
+    /// Provider: a cloud action that failed transiently is tried again from this time.
+    #[serde(default)]
+    pub retry_at: Option<u64>,
+    #[serde(default)]
+    pub attempts: u32,
+    /// Provider: refunds, each made exactly once (intent persisted, then the signed transaction, then sent).
+    #[serde(default)]
+    pub refunds: Vec<Refund>,
+    /// Provider: a refund that failed for now is tried again from this time.
+    #[serde(default)]
+    pub refund_retry_at: Option<u64>,
+    /// Sats too few to refund economically (below the refund minimum or dust): counted with fees.
+    #[serde(default)]
+    pub written_off_sat: u64,
+    /// Network fees of refunds (taken out of their value).
+    #[serde(default)]
+    pub refund_fees_sat: u64,
+    /// Sats owed back that could not be sent because the order named no refund address.
+    #[serde(default)]
+    pub owed_sat: u64,
+    /// Our notices: the last sequence number used, the highest the other side acknowledged, when last sent.
+    #[serde(default)]
+    pub out_seq: u64,
+    #[serde(default)]
+    pub acked_seq: u64,
+    #[serde(default)]
+    pub sent_at: Option<u64>,
+    /// The other side's notices: the highest sequence number applied.
+    #[serde(default)]
+    pub peer_seq: u64,
+    /// The provider-signed receipt (hex canonical bytes), once the lease ended.
+    #[serde(default)]
+    pub receipt_hex: Option<String>,
+    /// The countersigned receipt (hex wire bytes), once the buyer signed it.
+    #[serde(default)]
+    pub countersigned_hex: Option<String>,
+    /// Buyer: payments this node made to the lease's address.
+    #[serde(default)]
+    pub sent: Vec<SentPayment>,
+    /// Buyer: the provider did not start the machine in time after payment (an alert was raised).
+    #[serde(default)]
+    pub stalled: bool,
+}
+
+/// One output paying a lease's address, as the provider's wallet sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PaymentOut {
+    pub txid: String,
+    pub vout: u32,
+    pub amount_sat: u64,
+    /// Height of its block; None while unconfirmed.
+    pub height: Option<u32>,
+    /// Whether the paying transaction signals replace-by-fee.
+    #[serde(default)]
+    pub rbf: bool,
+}
+
+impl PaymentOut {
+    pub fn confirmations(&self, tip: u32) -> u32 {
+        self.height.map_or(0, |h| tip.saturating_add(1).saturating_sub(h))
+    }
+}
+
+/// A refund the provider owes, from intent to broadcast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Refund {
+    /// Per lease, from 1.
+    pub id: u32,
+    /// Sats given back, the network fee included (the buyer receives `value_sat - fee`).
+    pub value_sat: u64,
+    pub address: String,
+    pub why: String,
+    /// The signed transaction, once built (persisted before it is broadcast).
+    pub tx: Option<RefundTx>,
+    /// Whether a broadcast was accepted at least once.
+    #[serde(default)]
+    pub broadcast: bool,
+    /// Too small to send (the wallet said so): counted as written off, never sent.
+    #[serde(default)]
+    pub written_off: bool,
+}
+
+/// A signed refund transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RefundTx {
+    pub txid: String,
+    pub raw_hex: String,
+    pub fee_sat: u64,
+    pub sent_sat: u64,
+}
+
+/// A payment the buyer's node made for a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SentPayment {
+    pub txid: String,
+    pub amount_sat: u64,
+    pub at: u64,
+}
+
+impl LeaseRecord {
+    /// Moves the record through the protocol's state machine; an impossible step is an error, not a jump.
+    pub fn apply(
+        &mut self,
+        event: LeaseEvent,
+        at: u64,
+        detail: impl Into<String>,
+    ) -> Result<LeaseState, xov_protocol::lease::TransitionError> {
+        let next = self.state.apply(event)?;
+        self.set_state(next, at, detail);
+        Ok(next)
+    }
+
+    /// The lease's meter at its current balance, running since `started_at`.
+    pub fn meter(&self, started_at: u64) -> xov_protocol::Meter {
+        xov_protocol::Meter {
+            price_sats_per_hour: self.price_sats_per_hour,
+            paid_sat: self.paid_sat,
+            started_at,
+        }
+    }
+
+    /// Records a state reported by the other party (the buyer mirrors the provider's machine).
+    pub fn set_state(&mut self, state: LeaseState, at: u64, detail: impl Into<String>) {
+        self.state = state;
+        self.history.push(Step {
+            at,
+            state,
+            detail: detail.into(),
+        });
+    }
+}
+
+impl Store {
+    pub fn put_lease(&self, l: &LeaseRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(l).expect("lease records serialize");
+        self.put_raw(crate::store::CF_LEASES, l.id.as_bytes(), &bytes)
+    }
+
+    pub fn leases(&self) -> Result<Vec<LeaseRecord>, StoreError> {
+        Ok(self
+            .load_raw(crate::store::CF_LEASES)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect())
+    }
+}
