@@ -9,11 +9,11 @@ use serde_json::Value;
 use xov_node::cli::output;
 use xov_node::{api, daemon, market};
 
+use xov_node::cli::client::Client;
 use xov_node::cli::{
     BondCommand, Cli, Command, LeaseCommand, LeasesCommand, NodeCommand, OfferCommand,
     OffersCommand, OrderArgs, PoolCommand, PublishArgs, TrustCommand, WalletCommand,
 };
-use xov_node::cli::client::Client;
 use xov_node::config::{Config, CONFIG_FILE};
 use xov_node::store::datadir::DataDir;
 
@@ -176,7 +176,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wallet(cmd) => wallet_command(cmd, &client()?, cli.json).await,
         Command::Order(args) => order_command(args, &client()?, cli.json).await,
         Command::Leases(LeasesCommand::List) => {
-            let l: Vec<xov_node::lease::record::LeaseRecord> = client()?.get("/v1/leases", None).await?;
+            let l: Vec<xov_node::lease::record::LeaseRecord> =
+                client()?.get("/v1/leases", None).await?;
             output::print(cli.json, &l, || output::leases(&l));
             Ok(())
         }
@@ -507,7 +508,8 @@ async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<(
 async fn follow(c: &Client, id: &str, json: bool) -> anyhow::Result<()> {
     let mut shown = 0;
     loop {
-        let l: xov_node::lease::record::LeaseRecord = c.get(&format!("/v1/leases/{id}"), None).await?;
+        let l: xov_node::lease::record::LeaseRecord =
+            c.get(&format!("/v1/leases/{id}"), None).await?;
         for s in &l.history[shown.min(l.history.len())..] {
             if json {
                 println!("{}", serde_json::to_string(s)?);

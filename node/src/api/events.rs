@@ -27,4 +27,3 @@ pub async fn stream(
     });
     Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
-

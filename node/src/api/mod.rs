@@ -649,7 +649,11 @@ pub struct ApiDoc;
 #[derive(OpenApi)]
 #[openapi(
     paths(crate::api::doctor::api),
-    components(schemas(crate::api::doctor::Report, crate::api::doctor::Check, crate::api::doctor::Level))
+    components(schemas(
+        crate::api::doctor::Report,
+        crate::api::doctor::Check,
+        crate::api::doctor::Level
+    ))
 )]
 struct DoctorApiDoc;
 

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use crate::cli::client::{Client, ClientError};
 use crate::api::doctor::{Level, Report};
+use crate::cli::client::{Client, ClientError};
 use crate::events::Event;
 
 /// Prints the doctor's report; returns false when a check failed (the caller exits with status 2).

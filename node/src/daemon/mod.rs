@@ -16,9 +16,9 @@ use xov_protocol::Keypair;
 use crate::api::{self, AppState};
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::store::datadir::{DataDir, DB_DIR};
 use crate::market::Market;
 use crate::network;
+use crate::store::datadir::{DataDir, DB_DIR};
 use crate::store::Store;
 
 /// How often expired offers are pruned from memory and disk.

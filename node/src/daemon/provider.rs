@@ -44,11 +44,7 @@ impl Machines for OpenStackMachines {
                 Some(f) => f,
                 // After a restart the map is empty until the first inventory; read it now.
                 None => {
-                    let inv = self
-                        .p
-                        .inventory()
-                        .await
-                        .map_err(cloud_error)?;
+                    let inv = self.p.inventory().await.map_err(cloud_error)?;
                     let mut map = self.flavors.lock().unwrap_or_else(|p| p.into_inner());
                     for s in &inv.shapes {
                         map.insert(offer_id_for(&s.flavor_id), s.flavor_id.clone());
@@ -78,35 +74,17 @@ impl Machines for OpenStackMachines {
 
     fn stop(&self, lease_id: &str) -> BoxFuture<'_, Result<(), CloudError>> {
         let id = lease_id.to_string();
-        Box::pin(async move {
-            self.p
-                .stop(&id)
-                .await
-                .map(|_| ())
-                .map_err(cloud_error)
-        })
+        Box::pin(async move { self.p.stop(&id).await.map(|_| ()).map_err(cloud_error) })
     }
 
     fn start(&self, lease_id: &str) -> BoxFuture<'_, Result<(), CloudError>> {
         let id = lease_id.to_string();
-        Box::pin(async move {
-            self.p
-                .start(&id)
-                .await
-                .map(|_| ())
-                .map_err(cloud_error)
-        })
+        Box::pin(async move { self.p.start(&id).await.map(|_| ()).map_err(cloud_error) })
     }
 
     fn delete(&self, lease_id: &str) -> BoxFuture<'_, Result<(), CloudError>> {
         let id = lease_id.to_string();
-        Box::pin(async move {
-            self.p
-                .delete(&id)
-                .await
-                .map(|_| ())
-                .map_err(cloud_error)
-        })
+        Box::pin(async move { self.p.delete(&id).await.map(|_| ()).map_err(cloud_error) })
     }
 }
 

@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use xov_protocol::validate::{validate_invoice, validate_order};
 use xov_protocol::{
-    Bid, Invoice, Keypair, LeaseNotice, LeaseState, NodeId, Offer, OfferKey, Order,
-    OrderRefusal, PoolId, Signed, SignedReceipt,
+    Bid, Invoice, Keypair, LeaseNotice, LeaseState, NodeId, Offer, OfferKey, Order, OrderRefusal,
+    PoolId, Signed, SignedReceipt,
 };
 use xov_wallet::{WalletEvent, XovWallet};
 
@@ -149,6 +149,8 @@ pub struct LeaseEngine {
     leases: Mutex<HashMap<String, LeaseRecord>>,
     /// Actions under way, one of each kind per lease.
     inflight: Mutex<HashSet<(String, ActionKind)>>,
+    /// Leases whose cloud answer could not be stored: the machine hears `Restarted` at the next tick.
+    unsure: Mutex<HashSet<String>>,
     /// Serialises admissions (check, invoice, record) without holding the lease map during wallet I/O.
     admission: tokio::sync::Mutex<()>,
     /// Serialises refund building and broadcasting, so two refunds never select the same coins.
@@ -279,7 +281,9 @@ pub fn cloud_error(e: xov_provisioner::ProvisionError) -> CloudError {
 
 fn refund_error(e: xov_wallet::WalletError) -> RefundError {
     match e {
-        xov_wallet::WalletError::BelowDust { value_sat, .. } => RefundError::Uneconomic { value_sat },
+        xov_wallet::WalletError::BelowDust { value_sat, .. } => {
+            RefundError::Uneconomic { value_sat }
+        }
         other => RefundError::Later {
             detail: other.to_string(),
         },
@@ -312,6 +316,7 @@ impl LeaseEngine {
             policy,
             leases: Mutex::new(leases),
             inflight: Mutex::new(HashSet::new()),
+            unsure: Mutex::new(HashSet::new()),
             admission: tokio::sync::Mutex::new(()),
             refunding: tokio::sync::Mutex::new(()),
             bids: Default::default(),
@@ -352,8 +357,9 @@ impl LeaseEngine {
         })
     }
 
-    /// Applies one input to one lease: decide, persist, then act.
-    pub fn drive(self: &Arc<Self>, id: &str, input: Input) {
+    /// Applies one input to one lease: decide, persist, then act. False when the write failed (nothing was
+    /// done; the input must come again, e.g. a notice is not acknowledged).
+    pub fn drive(self: &Arc<Self>, id: &str, input: Input) -> bool {
         let now = unix_now();
         let ctx = Ctx {
             terms: &self.policy.terms,
@@ -372,12 +378,16 @@ impl LeaseEngine {
                 for action in a.actions {
                     self.act(id, action);
                 }
+                true
             }
-            Err(e) => error!(
-                lease = %id,
-                error = %e,
-                "cannot persist the lease; its actions are held back until a write succeeds"
-            ),
+            Err(e) => {
+                error!(
+                    lease = %id,
+                    error = %e,
+                    "cannot persist the lease; its actions are held back until a write succeeds"
+                );
+                false
+            }
         }
     }
 
@@ -410,7 +420,14 @@ impl LeaseEngine {
                     .remove(&(id.clone(), kind));
             }
             if let Some(input) = result {
-                me.drive(&id, input);
+                let cloud = matches!(
+                    input,
+                    Input::Launched(_) | Input::Stopped(_) | Input::Started(_) | Input::Deleted(_)
+                );
+                if !me.drive(&id, input) && cloud {
+                    // The answer is lost with the failed write: treat the lease like after a restart.
+                    me.mark_unsure(&id);
+                }
             }
         });
     }
@@ -485,7 +502,8 @@ impl LeaseEngine {
             }
             Action::Alert(a) => {
                 warn!(alert = %a, "lease alert");
-                self.events.publish(crate::events::Event::Alert { alert: a });
+                self.events
+                    .publish(crate::events::Event::Alert { alert: a });
                 None
             }
         }
@@ -555,7 +573,10 @@ impl LeaseEngine {
                             }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            warn!(missed = n, "lease engine fell behind wallet events; re-reading invoices");
+                            warn!(
+                                missed = n,
+                                "lease engine fell behind wallet events; re-reading invoices"
+                            );
                             for id in me.provider_ids(true) {
                                 if let Some(i) = me.payments_of(&id) {
                                     me.drive(&id, i);
@@ -594,6 +615,15 @@ impl LeaseEngine {
                     .map(|l| l.id.clone())
                     .collect();
                 for id in ids {
+                    let unsure = me
+                        .unsure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                    if unsure && !me.drive(&id, Input::Restarted) {
+                        me.mark_unsure(&id);
+                        continue;
+                    }
                     me.drive(&id, Input::Tick);
                 }
             }
@@ -601,17 +631,32 @@ impl LeaseEngine {
     }
 
     /// After a start: the wallet's view of every lease, and refunds signed before a crash sent again.
+    fn mark_unsure(&self, id: &str) {
+        self.unsure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+    }
+
     async fn resume(self: &Arc<Self>) {
         for id in self.provider_ids(true) {
+            // The wallet's view first (a launch is judged on current payments), then what the cloud did
+            // since the last stored answer is unknown.
             if let Some(i) = self.payments_of(&id) {
                 self.drive(&id, i);
+            }
+            if !self.drive(&id, Input::Restarted) {
+                self.mark_unsure(&id);
             }
         }
         let (Some(w), signed) = (self.wallet.clone(), self.signed_refunds()) else {
             return;
         };
         for (id, tx) in signed {
-            if matches!(w.tx_status(&tx.txid), xov_wallet::TxStatus::Confirmed { .. }) {
+            if matches!(
+                w.tx_status(&tx.txid),
+                xov_wallet::TxStatus::Confirmed { .. }
+            ) {
                 continue;
             }
             let _one = self.refunding.lock().await;
@@ -622,8 +667,12 @@ impl LeaseEngine {
                 sent_sat: tx.sent_sat,
             };
             match w.broadcast_signed(&signed).await {
-                Ok(_) => info!(lease = %id, txid = %tx.txid, "refund broadcast again after a restart"),
-                Err(e) => warn!(lease = %id, txid = %tx.txid, error = %e, "refund not broadcast again; retried at the next start"),
+                Ok(_) => {
+                    info!(lease = %id, txid = %tx.txid, "refund broadcast again after a restart")
+                }
+                Err(e) => {
+                    warn!(lease = %id, txid = %tx.txid, error = %e, "refund not broadcast again; retried at the next start")
+                }
             }
         }
     }
@@ -643,7 +692,11 @@ impl LeaseEngine {
 
     // ---------------------------------------------------------------- provider
 
-    async fn on_request(self: &Arc<Self>, from: Option<NodeId>, req: LeaseRequest) -> LeaseResponse {
+    async fn on_request(
+        self: &Arc<Self>,
+        from: Option<NodeId>,
+        req: LeaseRequest,
+    ) -> LeaseResponse {
         match req {
             LeaseRequest::BidAnswer { bid_id, offers } => {
                 match self.bids.answer(from, bid_id, &offers, unix_now()) {
@@ -656,8 +709,11 @@ impl LeaseEngine {
                 Err(why) => LeaseResponse::Refused(why),
             },
             LeaseRequest::Notice(bytes) => {
-                self.on_notice(from, &bytes);
-                LeaseResponse::Ack
+                if self.on_notice(from, &bytes) {
+                    LeaseResponse::Ack
+                } else {
+                    LeaseResponse::NotStored
+                }
             }
         }
     }
@@ -672,8 +728,13 @@ impl LeaseEngine {
         let order = Signed::<Order>::from_bytes(bytes).map_err(|e| OrderRefusal::Malformed {
             detail: e.to_string(),
         })?;
-        validate_order(&order, now).map_err(|e| OrderRefusal::Malformed {
-            detail: e.to_string(),
+        validate_order(&order, now).map_err(|e| match e {
+            xov_protocol::ValidationError::BadSshKey(k) => OrderRefusal::BadSshKey {
+                detail: k.to_string(),
+            },
+            other => OrderRefusal::Malformed {
+                detail: other.to_string(),
+            },
         })?;
         let o = order.body().clone();
         if Some(o.buyer) != from {
@@ -717,9 +778,12 @@ impl LeaseEngine {
         }
         let amount = xov_protocol::price_for_hours(offer.price_sats_per_hour, o.hours);
         let (report, pool_rate) = {
-            let m = self.market.read().map_err(|_| OrderRefusal::ProviderError {
-                detail: "market lock poisoned".into(),
-            })?;
+            let m = self
+                .market
+                .read()
+                .map_err(|_| OrderRefusal::ProviderError {
+                    detail: "market lock poisoned".into(),
+                })?;
             let e = m.evidence();
             (e.report(&o.buyer, now), e.pool_rate(&o.pool, now))
         };
@@ -790,7 +854,14 @@ impl LeaseEngine {
             },
             &self.key,
         );
-        let mut rec = new_record(Role::Provider, &lease_id, &o.buyer.to_string(), &o, &offer, now);
+        let mut rec = new_record(
+            Role::Provider,
+            &lease_id,
+            &o.buyer.to_string(),
+            &o,
+            &offer,
+            now,
+        );
         rec.order_hex = hex::encode(bytes);
         rec.invoice_hex = Some(hex::encode(signed.to_bytes()));
         rec.pay_address = Some(inv.address.clone());
@@ -863,27 +934,33 @@ impl LeaseEngine {
     }
 
     /// A signed notice from a lease's other party: checked here (signature, sender), decided by the machine.
-    fn on_notice(self: &Arc<Self>, from: Option<NodeId>, bytes: &[u8]) {
+    /// False only when it could not be stored (the sender keeps it and sends it again); a notice dropped on
+    /// purpose (unknown kind, forged, not ours) is acknowledged so it is not sent again.
+    fn on_notice(self: &Arc<Self>, from: Option<NodeId>, bytes: &[u8]) -> bool {
         let n = match Signed::<LeaseNotice>::from_bytes(bytes) {
             Ok(n) => n,
             Err(e) => {
                 // A newer kind of notice, or garbage: dropped quietly either way.
                 debug!(error = %e, "lease notice not understood; dropped");
-                return;
+                return true;
             }
         };
-        if !n.verify() || Some(n.body().from) != from {
-            return;
+        if Some(n.body().from) != from {
+            return true;
+        }
+        if let Err(e) = xov_protocol::validate::validate_notice(&n, unix_now()) {
+            debug!(error = %e, "lease notice refused");
+            return true;
         }
         let b = n.body().clone();
         let id = b.lease_id.to_string();
         let Some(l) = self.get(&id).filter(|l| l.id == id) else {
-            return;
+            return true;
         };
         if l.counterparty != b.from.to_string() {
-            return;
+            return true;
         }
-        self.drive(&id, Input::Notice(b));
+        self.drive(&id, Input::Notice(b))
     }
 
     /// Takes a dual-signed receipt into the node's evidence and gossips it into the lease's pool, where it
@@ -1073,7 +1150,7 @@ impl LeaseEngine {
                     refusals.push(format!("{short}…: {why}"));
                     continue;
                 }
-                LeaseResponse::Ack | LeaseResponse::BidNotTaken(_) => {
+                LeaseResponse::Ack | LeaseResponse::NotStored | LeaseResponse::BidNotTaken(_) => {
                     refusals.push(format!("{short}…: no invoice"));
                     continue;
                 }
@@ -1099,7 +1176,14 @@ impl LeaseEngine {
                 Some(&format!("xov lease {}", &order.id().to_string()[..12])),
             );
             let lease_id = order.id().to_string();
-            let mut rec = new_record(Role::Buyer, &lease_id, &o.provider.to_string(), order.body(), o, now);
+            let mut rec = new_record(
+                Role::Buyer,
+                &lease_id,
+                &o.provider.to_string(),
+                order.body(),
+                o,
+                now,
+            );
             rec.state = LeaseState::Invoiced;
             rec.order_hex = hex::encode(order.to_bytes());
             rec.invoice_hex = Some(hex::encode(&bytes));
@@ -1116,18 +1200,22 @@ impl LeaseEngine {
             if req.pay {
                 let w = self.wallet.clone().ok_or(OrderError::NoWallet)?;
                 match w.pay(&uri, None).await {
-                    Ok(txid) => self.drive(
-                        &lease_id,
-                        Input::Paid(SentPayment {
-                            txid,
-                            amount_sat: i.amount_sats,
-                            at: unix_now(),
-                        }),
-                    ),
+                    Ok(txid) => {
+                        self.drive(
+                            &lease_id,
+                            Input::Paid(SentPayment {
+                                txid,
+                                amount_sat: i.amount_sats,
+                                at: unix_now(),
+                            }),
+                        );
+                    }
                     Err(error) => return Err(OrderError::PayFailed { uri, error }),
                 }
             }
-            return self.get(&lease_id).ok_or(OrderError::Internal("lease vanished"));
+            return self
+                .get(&lease_id)
+                .ok_or(OrderError::Internal("lease vanished"));
         }
         Err(OrderError::AllRefused(refusals))
     }
@@ -1141,7 +1229,9 @@ impl LeaseEngine {
         now: u64,
     ) -> Result<Vec<Signed<Offer>>, OrderError> {
         if q.demand.max_price_sats_per_hour.is_none() {
-            return Err(OrderError::Bid("a bid needs a price limit: add --max-price".into()));
+            return Err(OrderError::Bid(
+                "a bid needs a price limit: add --max-price".into(),
+            ));
         }
         let pools: Vec<PoolId> = match q.pool {
             Some(p) => vec![p],

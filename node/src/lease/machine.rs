@@ -20,8 +20,8 @@
 use std::fmt;
 
 use xov_protocol::{
-    Access, Keypair, OrderRefusal, LeaseEvent, LeaseNotice, LeaseState, LeaseStatus, MessageId, NodeId,
-    NoticeBody, PoolId, ProviderReceipt, Receipt, Signed, SignedReceipt,
+    Access, Keypair, LeaseEvent, LeaseNotice, LeaseState, LeaseStatus, MessageId, NodeId,
+    NoticeBody, OrderRefusal, PoolId, ProviderReceipt, Receipt, Signed, SignedReceipt,
 };
 
 use super::record::{InstanceInfo, LeaseRecord, PaymentOut, Refund, RefundTx, Role, SentPayment};
@@ -116,7 +116,10 @@ pub enum Input {
     /// Time passed: meter, warn, halt, expire, retry, resend.
     Tick,
     /// Provider: the wallet's view of every output paying the lease's address, at chain tip `tip`.
-    Payments { payments: Vec<PaymentOut>, tip: u32 },
+    Payments {
+        payments: Vec<PaymentOut>,
+        tip: u32,
+    },
     /// Provider: the buyer asked to end the lease. Buyer: the user asked to (a notice goes to the provider).
     Cancel,
     Launched(Result<InstanceInfo, CloudError>),
@@ -132,11 +135,17 @@ pub enum Input {
         result: Result<(), RefundError>,
     },
     /// The other side acknowledged our notice with this sequence number.
-    Acked { seq: u64 },
+    Acked {
+        seq: u64,
+    },
     /// A notice from the lease's other party (the driver checked its signature and sender).
     Notice(LeaseNotice),
     /// Buyer: this node paid the lease's address.
     Paid(SentPayment),
+    /// The node restarted (or lost the answer of a cloud action): what the cloud did since the last answer is
+    /// unknown. Metering pauses until the cloud confirms the machine runs, and the wanted state is asked
+    /// for again (idempotent).
+    Restarted,
 }
 
 /// What the driver must do after persisting the record.
@@ -153,7 +162,10 @@ pub enum Action {
         address: String,
     },
     /// Broadcast a refund whose signed transaction is persisted; answer with `Input::RefundSent`.
-    Broadcast { id: u32, tx: RefundTx },
+    Broadcast {
+        id: u32,
+        tx: RefundTx,
+    },
     /// Send a notice to the other party; an acknowledgement comes back as `Input::Acked`.
     Send(Signed<LeaseNotice>),
     /// A receipt both parties signed: add it to the trust evidence and gossip it.
@@ -256,6 +268,10 @@ pub fn handle(rec: &LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>) -> Outco
     let before = status_of(&l, now);
     match l.role {
         Role::Provider => {
+            if input == Input::Restarted {
+                // Not charged: the time since the last metering (the machine may have been stopped then).
+                l.metered_at = None;
+            }
             accrue(&mut l, now);
             provider_input(&mut l, input, now, ctx, &mut out);
             refresh_money(&mut l, ctx.terms);
@@ -270,6 +286,10 @@ pub fn handle(rec: &LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>) -> Outco
         l.out_seq += 1;
         l.sent_at = None;
     }
+    if l.receipt_seq > l.out_seq {
+        l.out_seq = l.receipt_seq;
+        l.sent_at = None;
+    }
     if l.out_seq > l.acked_seq
         && l.sent_at
             .is_none_or(|t| now >= t.saturating_add(ctx.terms.notice_retry_secs))
@@ -279,17 +299,35 @@ pub fn handle(rec: &LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>) -> Outco
             out.push(Action::Send(n));
         }
     }
-    let record = (l != *rec).then_some(l);
+    let record = (l != *rec && !only_metered(rec, &l)).then_some(l);
     Outcome {
         record,
         actions: out,
     }
 }
 
+/// Whether `new` differs from `old` only by metering that `old` already implies (charged seconds grow
+/// exactly as the metering clock moves): such a record need not be written, since re-reading `old` and
+/// metering again gives the same charge. Saves a write per running lease per tick.
+fn only_metered(old: &LeaseRecord, new: &LeaseRecord) -> bool {
+    match (old.metered_at, new.metered_at) {
+        (Some(a), Some(b)) if b >= a && new.charged_secs == old.charged_secs + (b - a) => {
+            let mut same = new.clone();
+            same.charged_secs = old.charged_secs;
+            same.metered_at = old.metered_at;
+            same == *old
+        }
+        _ => false,
+    }
+}
+
 // --------------------------------------------------------------------------------------- admission
 
 /// The provider's checks of an order against the offer it names (pure; capacity and trust come after).
-pub fn check_order(o: &xov_protocol::Order, offer: &xov_protocol::Offer) -> Result<(), OrderRefusal> {
+pub fn check_order(
+    o: &xov_protocol::Order,
+    offer: &xov_protocol::Offer,
+) -> Result<(), OrderRefusal> {
     if offer.sequence != o.offer_sequence {
         return Err(OrderRefusal::OfferChanged {
             offer_id: o.offer_id,
@@ -343,7 +381,9 @@ pub fn confirmed_sat(l: &LeaseRecord, t: &Terms) -> u64 {
 pub fn zero_conf_sat(l: &LeaseRecord, t: &Terms) -> u64 {
     let mut total = 0u64;
     for p in l.payments.iter().filter(|p| p.height.is_none()) {
-        if !p.rbf && p.amount_sat <= t.zero_conf_max_sat && total + p.amount_sat <= t.zero_conf_max_sat
+        if !p.rbf
+            && p.amount_sat <= t.zero_conf_max_sat
+            && total + p.amount_sat <= t.zero_conf_max_sat
         {
             total += p.amount_sat;
         }
@@ -429,22 +469,41 @@ fn note(l: &mut LeaseRecord, now: u64, detail: impl Into<String>) {
 
 // ---------------------------------------------------------------------------------------- provider
 
-fn provider_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+fn provider_input(
+    l: &mut LeaseRecord,
+    input: Input,
+    now: u64,
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Action>,
+) {
     let t = ctx.terms;
     match input {
         Input::Tick | Input::Paid(_) => {}
+        Input::Restarted => {
+            if l.machine_may_exist && (is_running(l.state) || l.state == LeaseState::Halted) {
+                l.metered_at = None;
+                l.machine_stopped = false;
+            }
+        }
         Input::Payments { payments, tip } => {
             let before = confirmed_sat(l, t);
             l.payments = payments;
             l.tip = tip;
             let after = confirmed_sat(l, t);
             if after > before {
-                note(l, now, format!("{} sat confirmed ({after} in all)", after - before));
+                note(
+                    l,
+                    now,
+                    format!("{} sat confirmed ({after} in all)", after - before),
+                );
             } else if after < before {
                 note(
                     l,
                     now,
-                    format!("{} sat no longer confirmed (reorg or replacement); {after} in all", before - after),
+                    format!(
+                        "{} sat no longer confirmed (reorg or replacement); {after} in all",
+                        before - after
+                    ),
                 );
             }
         }
@@ -478,7 +537,11 @@ fn provider_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, ou
                     let detail = e.to_string();
                     l.attempts += 1;
                     l.retry_at = Some(now + backoff(t, l.attempts));
-                    note(l, now, format!("launch not done yet ({detail}); trying again"));
+                    note(
+                        l,
+                        now,
+                        format!("launch not done yet ({detail}); trying again"),
+                    );
                 }
                 Err(e) => {
                     if l.state == LeaseState::Provisioning {
@@ -504,6 +567,18 @@ fn provider_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, ou
                 l.retry_at = None;
                 if is_running(l.state) && !l.cancelled {
                     l.metered_at = Some(now);
+                } else if l.state == LeaseState::Halted
+                    && !l.cancelled
+                    && balance_secs(l, t) >= t.restart_min_secs as i64
+                {
+                    // Running again only once the cloud says so.
+                    l.metered_at = Some(now);
+                    step(
+                        l,
+                        LeaseEvent::ToppedUp,
+                        now,
+                        "topped up; machine running again",
+                    );
                 }
             }
             Err(CloudError::NoMachine) => {
@@ -537,7 +612,11 @@ fn provider_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, ou
                         // Never sent: the intent becomes a write-off, under the same id forever.
                         l.refunds[i].written_off = true;
                         l.written_off_sat += l.refunds[i].value_sat;
-                        note(l, now, format!("refund of {value_sat} sat too small to send; written off"));
+                        note(
+                            l,
+                            now,
+                            format!("refund of {value_sat} sat too small to send; written off"),
+                        );
                     }
                     Err(RefundError::Later { detail }) => {
                         l.refund_retry_at = Some(now + backoff(t, 2));
@@ -563,7 +642,7 @@ fn provider_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, ou
                 }
             }
         }
-        Input::Acked { seq } => l.acked_seq = l.acked_seq.max(seq.min(l.out_seq)),
+        Input::Acked { seq } => acked(l, seq),
         Input::Notice(n) => {
             match n.body {
                 NoticeBody::Cancel => provider_input(l, Input::Cancel, now, ctx, out),
@@ -581,7 +660,8 @@ fn provider_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, ou
                         && r.provider == ctx.key.node_id()
                         && r.lease_id.to_string() == l.id
                         && ours.is_some_and(|h| {
-                            let theirs = ProviderReceipt::from_parts(r.clone(), *signed.provider_sig());
+                            let theirs =
+                                ProviderReceipt::from_parts(r.clone(), *signed.provider_sig());
                             hex::encode(xov_protocol::Encode::to_canonical_bytes(&theirs)) == h
                         });
                     if matches && l.countersigned_hex.is_none() {
@@ -595,6 +675,14 @@ fn provider_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, ou
             }
             l.peer_seq = l.peer_seq.max(n.seq);
         }
+    }
+}
+
+/// The other side has our notices up to `seq`; anything newer goes out now rather than at the next resend.
+fn acked(l: &mut LeaseRecord, seq: u64) {
+    l.acked_seq = l.acked_seq.max(seq.min(l.out_seq));
+    if l.acked_seq < l.out_seq {
+        l.sent_at = None;
     }
 }
 
@@ -617,15 +705,31 @@ fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<A
             LeaseState::Ordered => {}
             LeaseState::Invoiced | LeaseState::PaymentSeen => {
                 let pending = pending_sat(l, t);
-                let seen_expired = now >= l.invoice_expires_at.saturating_add(t.payment_seen_ttl_secs);
+                let seen_expired =
+                    now >= l.invoice_expires_at.saturating_add(t.payment_seen_ttl_secs);
                 if l.cancelled {
                     if pending == 0 || seen_expired {
                         if confirmed_sat(l, t) > 0 {
-                            step(l, LeaseEvent::PaymentConfirmed, now, "paid after the cancellation");
-                            step(l, LeaseEvent::Cancelled, now, "cancelled before launch; refunding");
+                            step(
+                                l,
+                                LeaseEvent::PaymentConfirmed,
+                                now,
+                                "paid after the cancellation",
+                            );
+                            step(
+                                l,
+                                LeaseEvent::Cancelled,
+                                now,
+                                "cancelled before launch; refunding",
+                            );
                         } else {
                             if s == LeaseState::PaymentSeen {
-                                step(l, LeaseEvent::PaymentReorged, now, "the payment did not confirm");
+                                step(
+                                    l,
+                                    LeaseEvent::PaymentReorged,
+                                    now,
+                                    "the payment did not confirm",
+                                );
                             }
                             step(l, LeaseEvent::Cancelled, now, "cancelled before payment");
                         }
@@ -664,7 +768,12 @@ fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<A
             }
             LeaseState::Funded => {
                 if l.cancelled {
-                    step(l, LeaseEvent::Cancelled, now, "cancelled before launch; refunding");
+                    step(
+                        l,
+                        LeaseEvent::Cancelled,
+                        now,
+                        "cancelled before launch; refunding",
+                    );
                 } else {
                     l.provisioning_since = Some(now);
                     l.attempts = 0;
@@ -680,7 +789,12 @@ fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<A
             LeaseState::Provisioning => {
                 let since = *l.provisioning_since.get_or_insert(now);
                 if l.cancelled {
-                    step(l, LeaseEvent::LaunchFailed, now, "cancelled before the machine ran; refunding");
+                    step(
+                        l,
+                        LeaseEvent::LaunchFailed,
+                        now,
+                        "cancelled before the machine ran; refunding",
+                    );
                 } else if now >= since.saturating_add(t.launch_deadline_secs) {
                     step(
                         l,
@@ -712,7 +826,9 @@ fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<A
                                 l,
                                 LeaseEvent::BalanceLow,
                                 now,
-                                format!("funds run out in {left} s; pay the same address to extend"),
+                                format!(
+                                    "funds run out in {left} s; pay the same address to extend"
+                                ),
                             );
                         }
                         LeaseState::Grace => {
@@ -736,20 +852,20 @@ fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<A
                         l,
                         LeaseEvent::GraceOver,
                         now,
-                        format!("machine halted; it is deleted in {} s unless topped up", t.hold_secs),
+                        format!(
+                            "machine halted; it is deleted in {} s unless topped up",
+                            t.hold_secs
+                        ),
                     );
                 }
             }
             LeaseState::Halted => {
-                let left = balance_secs(l, t);
                 if !l.machine_may_exist {
                     step(l, LeaseEvent::Deleted, now, "machine deleted");
-                } else if !l.cancelled && left >= t.restart_min_secs as i64 && !l.machine_stopped {
-                    l.metered_at = Some(now);
-                    step(l, LeaseEvent::ToppedUp, now, "topped up; machine running again");
                 }
             }
-            LeaseState::Closed | LeaseState::Refused | LeaseState::Expired | LeaseState::Failed => {}
+            LeaseState::Closed | LeaseState::Refused | LeaseState::Expired | LeaseState::Failed => {
+            }
         }
         if l.state == s {
             break;
@@ -776,9 +892,16 @@ fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<A
         s if is_running(s) => {
             let overdue = left <= -(t.grace_secs as i64);
             if l.cancelled || overdue {
-                (!l.machine_stopped).then_some(Action::Stop)
+                // Metering ends when the stop is asked: if its answer is lost (crash), a machine that is
+                // already stopped must not go on being charged.
+                (!l.machine_stopped).then(|| {
+                    l.metered_at = None;
+                    Action::Stop
+                })
             } else {
-                l.machine_stopped.then_some(Action::Start)
+                // Not metered: a stop was asked and the lease was topped up since (the machine may be
+                // stopped even if the stop's answer was lost); start it (idempotent), metering resumes then.
+                (l.machine_stopped || l.metered_at.is_none()).then_some(Action::Start)
             }
         }
         LeaseState::Halted => {
@@ -838,9 +961,15 @@ fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<A
             note(
                 l,
                 now,
-                format!("receipt {}", serde_json::to_string(&view).unwrap_or_default()),
+                format!(
+                    "receipt {}",
+                    serde_json::to_string(&view).unwrap_or_default()
+                ),
             );
             l.receipt_hex = Some(hex::encode(xov_protocol::Encode::to_canonical_bytes(&pr)));
+            // The receipt is the notice until the buyer acknowledged it; later changes (a late payment and
+            // its refund) go as statuses again.
+            l.receipt_seq = l.out_seq + 1;
         }
     }
 }
@@ -861,7 +990,11 @@ fn settle_money(l: &mut LeaseRecord, now: u64, t: &Terms, out: &mut Vec<Action>)
         None => {
             if l.owed_sat != owed {
                 l.owed_sat = owed;
-                note(l, now, format!("{owed} sat owed to the buyer; the order named no refund address"));
+                note(
+                    l,
+                    now,
+                    format!("{owed} sat owed to the buyer; the order named no refund address"),
+                );
                 out.push(Action::Alert(Alert::RefundOwed {
                     lease_id: l.id.clone(),
                     sat: owed,
@@ -870,7 +1003,11 @@ fn settle_money(l: &mut LeaseRecord, now: u64, t: &Terms, out: &mut Vec<Action>)
         }
         Some(_) if owed < t.refund_min_sat => {
             l.written_off_sat += owed;
-            note(l, now, format!("{owed} sat left over, too few to refund; written off"));
+            note(
+                l,
+                now,
+                format!("{owed} sat left over, too few to refund; written off"),
+            );
         }
         Some(address) => {
             let id = l.refunds.iter().map(|r| r.id).max().unwrap_or(0) + 1;
@@ -881,7 +1018,11 @@ fn settle_money(l: &mut LeaseRecord, now: u64, t: &Terms, out: &mut Vec<Action>)
             } else {
                 "unused part of the lease".to_string()
             };
-            note(l, now, format!("refund {id}: {owed} sat to {address} ({why})"));
+            note(
+                l,
+                now,
+                format!("refund {id}: {owed} sat to {address} ({why})"),
+            );
             l.refunds.push(Refund {
                 id,
                 value_sat: owed,
@@ -935,7 +1076,7 @@ fn buyer_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: 
                 note(l, now, "cancel sent to the provider");
             }
         }
-        Input::Acked { seq } => l.acked_seq = l.acked_seq.max(seq.min(l.out_seq)),
+        Input::Acked { seq } => acked(l, seq),
         Input::Notice(n) if n.seq > l.peer_seq => {
             l.peer_seq = n.seq;
             match n.body {
@@ -996,7 +1137,8 @@ fn buyer_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: 
             }
         }
         // Provider-only inputs.
-        Input::Payments { .. }
+        Input::Restarted
+        | Input::Payments { .. }
         | Input::Launched(_)
         | Input::Stopped(_)
         | Input::Started(_)
@@ -1030,11 +1172,9 @@ fn buyer_receipt(
     } else if !pr.verify() {
         Some("the provider's signature does not verify".to_string())
     } else if r.paid_sats < sent {
-        Some(format!("it says {} sat were paid, but this node paid {sent}", r.paid_sats))
-    } else if r.paid_sats < l.paid_sat {
         Some(format!(
-            "it says {} sat were paid, but the provider reported {}",
-            r.paid_sats, l.paid_sat
+            "it says {} sat were paid, but this node paid {sent}",
+            r.paid_sats
         ))
     } else if l.started_at.is_some_and(|s| s != r.started_at) {
         Some(format!(
@@ -1068,7 +1208,10 @@ fn buyer_receipt(
     l.set_state(
         LeaseState::Closed,
         now,
-        format!("receipt {}", serde_json::to_string(&view).unwrap_or_default()),
+        format!(
+            "receipt {}",
+            serde_json::to_string(&view).unwrap_or_default()
+        ),
     );
     match why {
         None => match pr.countersign(ctx.key) {
@@ -1113,16 +1256,29 @@ fn status_of(l: &LeaseRecord, now: u64) -> Option<LeaseStatus> {
         message: l
             .history
             .last()
-            .map(|s| s.detail.chars().take(xov_protocol::lease::MAX_NOTICE_MESSAGE).collect())
+            .map(|s| truncate_bytes(&s.detail, xov_protocol::lease::MAX_NOTICE_MESSAGE))
             .unwrap_or_default(),
     })
 }
 
+/// At most `max` bytes of `s`, cut at a character boundary (the wire limit is in bytes).
+fn truncate_bytes(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// The notice our side owes the other, as of now.
 fn notice_of(l: &LeaseRecord, now: u64, ctx: &Ctx<'_>) -> Option<Signed<LeaseNotice>> {
+    let mut seq = l.out_seq;
     let body = match l.role {
+        // The receipt goes under its own sequence number until acknowledged, so that an acknowledgement of it
+        // never covers a later status (a late payment and its refund after the close).
         Role::Provider => match (&l.receipt_hex, l.state) {
-            (Some(h), LeaseState::Closed) => {
+            (Some(h), LeaseState::Closed) if l.acked_seq < l.receipt_seq => {
+                seq = l.receipt_seq;
                 let bytes = hex::decode(h).ok()?;
                 NoticeBody::Receipt(
                     <ProviderReceipt as xov_protocol::Decode>::from_canonical_bytes(&bytes).ok()?,
@@ -1131,9 +1287,9 @@ fn notice_of(l: &LeaseRecord, now: u64, ctx: &Ctx<'_>) -> Option<Signed<LeaseNot
             _ => NoticeBody::Status(status_of(l, now)?),
         },
         Role::Buyer => match (&l.countersigned_hex, l.cancelled) {
-            (Some(h), _) => NoticeBody::Countersigned(
-                SignedReceipt::from_bytes(&hex::decode(h).ok()?).ok()?,
-            ),
+            (Some(h), _) => {
+                NoticeBody::Countersigned(SignedReceipt::from_bytes(&hex::decode(h).ok()?).ok()?)
+            }
             (None, true) => NoticeBody::Cancel,
             (None, false) => return None,
         },
@@ -1142,7 +1298,7 @@ fn notice_of(l: &LeaseRecord, now: u64, ctx: &Ctx<'_>) -> Option<Signed<LeaseNot
         LeaseNotice {
             from: ctx.key.node_id(),
             lease_id: l.id.parse().ok()?,
-            seq: l.out_seq,
+            seq,
             at: now,
             body,
         },
@@ -1165,7 +1321,7 @@ pub fn refresh_money(l: &mut LeaseRecord, t: &Terms) {
     if l.role == Role::Provider {
         l.paid_sat = confirmed_sat(l, t);
         l.zero_conf_sat = zero_conf_sat(l, t);
-        l.refunded_sat = refund_values(l).saturating_sub(l.refund_fees_sat);
+        l.refunded_sat = refund_values(l);
         if let Some(m) = l.metered_at {
             l.runs_until = Some((m as i64 + balance_secs(l, t)).max(0) as u64);
         }

@@ -11,7 +11,6 @@ use xov_protocol::{LeaseEvent, LeaseState};
 
 use crate::store::{Store, StoreError};
 
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -74,7 +73,7 @@ pub struct LeaseRecord {
     /// When the funds run out at the current balance.
     pub runs_until: Option<u64>,
     pub instance: Option<InstanceInfo>,
-    /// Refunded value actually sent to the buyer (refund values less their network fees).
+    /// Sats given back to the buyer: refund values, each paying its own network fee (`refund_fees_sat`).
     pub refunded_sat: u64,
     pub history: Vec<Step>,
 
@@ -144,6 +143,9 @@ pub struct LeaseRecord {
     /// The provider-signed receipt (hex canonical bytes), once the lease ended.
     #[serde(default)]
     pub receipt_hex: Option<String>,
+    /// Provider: the notice sequence number that carries the receipt (statuses follow once it is acknowledged).
+    #[serde(default)]
+    pub receipt_seq: u64,
     /// The countersigned receipt (hex wire bytes), once the buyer signed it.
     #[serde(default)]
     pub countersigned_hex: Option<String>,
@@ -170,7 +172,8 @@ pub struct PaymentOut {
 
 impl PaymentOut {
     pub fn confirmations(&self, tip: u32) -> u32 {
-        self.height.map_or(0, |h| tip.saturating_add(1).saturating_sub(h))
+        self.height
+            .map_or(0, |h| tip.saturating_add(1).saturating_sub(h))
     }
 }
 

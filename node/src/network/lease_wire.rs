@@ -24,6 +24,8 @@ pub enum LeaseResponse {
     Refused(xov_protocol::OrderRefusal),
     /// A bid answer was not taken (for the provider's log only).
     BidNotTaken(String),
-    /// A notice was received.
+    /// A notice was received (stored, or dropped on purpose): do not send it again.
     Ack,
+    /// A notice could not be stored: send it again later.
+    NotStored,
 }

@@ -1,0 +1,596 @@
+//! Named regressions of the lease machine, scripted (no randomness) in the simulator's world. Each fails if
+//! the bug it is named after comes back.
+
+mod sim;
+
+use std::collections::HashMap;
+
+use sim::{sim_terms, CloudFault, LeaseSpec, MState, Side, World};
+use xov_node::lease::driver::busy;
+use xov_node::lease::machine::{self, Alert, Input};
+use xov_node::lease::record::LeaseRecord;
+use xov_protocol::{
+    Arch, InstanceType, LeaseNotice, LeaseState, Location, NoticeBody, Offer, Order, OrderRefusal,
+    PoolId, ProviderReceipt, Receipt,
+};
+
+fn world() -> World {
+    World::new(1, sim_terms())
+}
+
+fn lease(w: &mut World, price: u64, refund: bool) -> String {
+    w.open_lease(LeaseSpec {
+        price,
+        min_lease_secs: 60,
+        refund_address: refund.then(|| "bcrt1qrefund".to_string()),
+        invoice_ttl: 900,
+        offer_id: 1,
+    })
+}
+
+/// Pays `amount`, confirms it, and runs until the lease's machine runs.
+fn run_with(w: &mut World, id: &str, amount: u64) {
+    w.pay(id, amount, false, true);
+    w.mine();
+    w.step(0);
+    let id2 = id.to_string();
+    w.until(1, 50, "machine running", move |w| {
+        w.prov(&id2).state == LeaseState::Running
+    });
+}
+
+fn no_violations(w: &World) {
+    assert!(
+        w.violations.is_empty(),
+        "{}\n{}",
+        w.violations.join("\n"),
+        w.dump()
+    );
+}
+
+fn state_is(id: &str, s: LeaseState) -> impl Fn(&World) -> bool {
+    let id = id.to_string();
+    move |w: &World| w.prov(&id).state == s
+}
+
+#[test]
+fn refund_loop_cancelled_lease_never_restarts_and_refunds_once() {
+    let mut w = world();
+    let id = lease(&mut w, 3600, true);
+    run_with(&mut w, &id, 3600);
+    for _ in 0..10 {
+        w.step(30);
+    }
+    w.input(Side::Buyer, &id, Input::Cancel);
+    w.until(10, 100, "halted and refunded", |w| {
+        let p = w.prov(&id);
+        p.state == LeaseState::Halted
+            && p.refunds.iter().all(|r| r.broadcast)
+            && !p.refunds.is_empty()
+    });
+    let p = w.prov(&id).clone();
+    assert!(p.cancelled);
+    assert_eq!(p.refunds.len(), 1, "{}", w.dump());
+    assert_eq!(p.refunds[0].value_sat, 3600 - machine::charge_sat(&p));
+    let run = w.run_secs(&id);
+    // A tiny top-up after the cancellation: never restarts the machine, and is itself refunded.
+    w.pay(&id, 700, false, false);
+    w.mine();
+    for _ in 0..5 {
+        w.step(5);
+        assert_ne!(
+            w.machines.get(&id).map(|m| m.state),
+            Some(MState::Running),
+            "{}",
+            w.dump()
+        );
+    }
+    assert_eq!(
+        w.run_secs(&id),
+        run,
+        "the cancelled lease's machine ran again"
+    );
+    // A second cancel refunds nothing more.
+    w.input(Side::Buyer, &id, Input::Cancel);
+    w.input(Side::Provider, &id, Input::Cancel);
+    w.settle(200);
+    let p = w.prov(&id).clone();
+    assert_eq!(w.run_secs(&id), run);
+    let top_up_back =
+        p.refunds.iter().skip(1).map(|r| r.value_sat).sum::<u64>() + p.written_off_sat;
+    assert_eq!(
+        top_up_back,
+        700,
+        "the top-up is refunded or written off: {}",
+        w.dump()
+    );
+    assert_eq!(
+        machine::refund_values(&p) + p.written_off_sat + machine::earned_sat(&p, &w.terms),
+        4300
+    );
+    assert!(p.refunds.len() <= 2);
+    for ((_, _), txids) in &w.broadcasts {
+        assert_eq!(txids.len(), 1);
+    }
+    assert_eq!(p.state, LeaseState::Closed);
+    no_violations(&w);
+}
+
+#[test]
+fn large_unconfirmed_top_up_does_not_count_with_zero_conf() {
+    let mut terms = sim_terms();
+    terms.zero_conf_max_sat = 2000;
+    let mut w = World::new(2, terms);
+    let id = lease(&mut w, 3600, true);
+    run_with(&mut w, &id, 600);
+    let until = w.prov(&id).runs_until.expect("metered");
+    w.pay(&id, 100_000, false, true);
+    w.step(1);
+    let p = w.prov(&id).clone();
+    assert_eq!(
+        p.zero_conf_sat, 0,
+        "a 100000-sat payment is over the zero-conf limit"
+    );
+    assert_eq!(
+        p.runs_until,
+        Some(until),
+        "an unconfirmed large top-up extended the lease"
+    );
+    w.mine();
+    w.step(1);
+    assert_eq!(
+        w.prov(&id).runs_until,
+        Some(until + 100_000),
+        "{}",
+        w.dump()
+    );
+    // A replaced payment never counts and is never refunded.
+    let t = w.pay(&id, 1500, true, false);
+    w.step(1);
+    assert_eq!(
+        w.prov(&id).runs_until,
+        Some(until + 100_000),
+        "an RBF payment counted"
+    );
+    w.replace(&t);
+    w.step(1);
+    w.input(Side::Buyer, &id, Input::Cancel);
+    w.settle(300);
+    let p = w.prov(&id).clone();
+    assert_eq!(machine::confirmed_sat(&p, &w.terms), 100_600);
+    assert_eq!(
+        machine::refund_values(&p) + p.written_off_sat + machine::earned_sat(&p, &w.terms),
+        100_600
+    );
+    no_violations(&w);
+}
+
+#[test]
+fn failed_launch_after_create_deletes_the_machine_and_transient_errors_retry() {
+    let mut w = world();
+    let id = lease(&mut w, 3600, true);
+    let mut script = vec![CloudFault::Transient];
+    script.extend(std::iter::repeat_n(CloudFault::BootTimeout, 500));
+    w.cloud_script.insert(id.clone(), script.into());
+    w.pay(&id, 3600, false, true);
+    w.mine();
+    w.step(0);
+    assert_eq!(w.prov(&id).state, LeaseState::Provisioning);
+    assert!(w.prov(&id).attempts >= 1, "the transient error is retried");
+    w.until(5, 40, "a machine building", |w| {
+        w.machines.contains_key(&id)
+    });
+    for _ in 0..20 {
+        w.step(5);
+        assert!(w.creates[&id] <= 1);
+    }
+    w.until(10, 100, "failed", state_is(&id, LeaseState::Failed));
+    w.cloud_script.remove(&id);
+    w.settle(100);
+    assert!(
+        !w.machines.contains_key(&id),
+        "the failed lease's machine was left: {}",
+        w.dump()
+    );
+    assert_eq!(w.creates[&id], 1);
+    let p = w.prov(&id).clone();
+    assert_eq!(
+        machine::refund_values(&p),
+        3600,
+        "everything is refunded: {}",
+        w.dump()
+    );
+    assert_eq!(machine::charge_sat(&p), 0);
+    // Launch fails after the server was created: the server is deleted.
+    let id2 = lease(&mut w, 3600, true);
+    w.cloud_script
+        .insert(id2.clone(), vec![CloudFault::FailAfterCreate].into());
+    w.pay(&id2, 3600, false, true);
+    w.mine();
+    w.step(0);
+    assert_eq!(w.prov(&id2).state, LeaseState::Failed);
+    w.settle(100);
+    assert!(!w.machines.contains_key(&id2));
+    assert_eq!(machine::refund_values(w.prov(&id2)), 3600);
+    no_violations(&w);
+}
+
+#[test]
+fn confirmed_top_up_during_stop_is_not_lost() {
+    let mut w = world();
+    let id = lease(&mut w, 3600, true);
+    run_with(&mut w, &id, 120);
+    w.stop_delay = 100;
+    w.until(5, 100, "a stop in flight", |w| {
+        w.ops.iter().any(|o| o.action == machine::Action::Stop)
+    });
+    w.pay(&id, 3600, false, true);
+    w.mine();
+    // The start takes a while too (ticks come in between).
+    w.start_delay = 20;
+    w.until(5, 60, "the stop done", |w| {
+        !w.ops.iter().any(|o| o.action == machine::Action::Stop)
+    });
+    assert!(w
+        .prov(&id)
+        .history
+        .iter()
+        .any(|h| h.detail.contains("topped up")));
+    w.until(5, 60, "running again", |w| {
+        w.machines[&id].state == MState::Running && !w.prov(&id).machine_stopped
+    });
+    assert_eq!(w.prov(&id).state, LeaseState::Running);
+    // The paid time is honoured, and the lease still ends when it is used up.
+    w.until(
+        30,
+        400,
+        "halted after the paid time",
+        state_is(&id, LeaseState::Halted),
+    );
+    let p = w.prov(&id).clone();
+    assert!(p.charged_secs >= 3600 + 120, "{}", w.dump());
+    w.settle(100);
+    let p = w.prov(&id).clone();
+    assert_eq!(machine::earned_sat(&p, &w.terms), 3720, "{}", w.dump());
+    no_violations(&w);
+}
+
+fn false_receipt(w: &World, id: &str, paid: u64, refunded: u64, run: u64, seq: u64) -> Input {
+    let pr = ProviderReceipt::sign(
+        Receipt {
+            lease_id: id.parse().unwrap(),
+            pool: w.pool,
+            provider: w.provider.key.node_id(),
+            buyer: w.buyer.key.node_id(),
+            started_at: w.now - run,
+            ended_at: w.now,
+            paid_sats: paid,
+            refunded_sats: refunded,
+        },
+        &w.provider.key,
+    );
+    Input::Notice(LeaseNotice {
+        from: w.provider.key.node_id(),
+        lease_id: id.parse().unwrap(),
+        seq,
+        at: w.now,
+        body: NoticeBody::Receipt(pr),
+    })
+}
+
+#[test]
+fn buyer_times_out_a_lease_that_never_starts_and_refuses_a_false_receipt() {
+    let mut terms = sim_terms();
+    terms.launch_deadline_secs = 5000;
+    let mut w = World::new(5, terms);
+    let id = lease(&mut w, 3600, true);
+    w.cloud_script.insert(
+        id.clone(),
+        std::iter::repeat_n(CloudFault::Transient, 1000).collect(),
+    );
+    w.pay(&id, 3600, false, true);
+    w.mine();
+    let paid_at = w.now;
+    w.until(30, 60, "stalled", |w| w.buy(&id).stalled);
+    assert!(w.now >= paid_at + w.terms.start_timeout_secs);
+    assert!(w.alerts.iter().any(|(s, a)| *s == Side::Buyer
+        && matches!(a, Alert::NotStarted { lease_id, .. } if *lease_id == id)));
+    // A receipt saying less was paid than this node sent.
+    let n = false_receipt(&w, &id, 1000, 0, 0, 1000);
+    w.input(Side::Buyer, &id, n);
+    w.step(0);
+    assert!(w.buy(&id).countersigned_hex.is_none());
+    assert!(w.alerts.iter().any(|(s, a)| *s == Side::Buyer
+        && matches!(a, Alert::ReceiptRefused { lease_id, .. } if *lease_id == id)));
+    // A receipt keeping more than the run time at the price.
+    let id2 = lease(&mut w, 3600, true);
+    w.pay(&id2, 3600, false, true);
+    let n = false_receipt(&w, &id2, 3600, 0, 10, 1000);
+    w.input(Side::Buyer, &id2, n);
+    assert!(w.buy(&id2).countersigned_hex.is_none());
+    assert!(w.alerts.iter().any(|(s, a)| *s == Side::Buyer
+        && matches!(a, Alert::ReceiptRefused { lease_id, .. } if *lease_id == id2)));
+    assert!(!w.published.iter().any(|(s, _)| *s == Side::Buyer));
+}
+
+fn offer(w: &World, created_at: u64) -> Offer {
+    Offer {
+        provider: w.provider.key.node_id(),
+        pool: w.pool,
+        offer_id: 1,
+        sequence: 1,
+        created_at,
+        expires_at: created_at + 86_400,
+        instance: InstanceType {
+            vcpus: 2,
+            ram_mib: 2048,
+            disk_gib: 20,
+            gpu: None,
+            arch: Arch::X86_64,
+        },
+        images: vec!["debian-12".into()],
+        price_sats_per_hour: 3600,
+        min_lease_secs: 3600,
+        max_lease_secs: 24 * 3600,
+        location: Location {
+            country: "DE".into(),
+            region: "fsn".into(),
+        },
+        capacity: 4,
+        bond: None,
+    }
+}
+
+#[test]
+fn dust_or_replaced_payment_does_not_hold_capacity_forever() {
+    let mut w = world();
+    // Seen, then replaced: back to Invoiced, and it expires with the invoice.
+    let a = lease(&mut w, 3600, true);
+    let t = w.pay(&a, 3600, true, true);
+    w.step(1);
+    assert_eq!(w.prov(&a).state, LeaseState::PaymentSeen);
+    w.replace(&t);
+    w.step(1);
+    assert_eq!(w.prov(&a).state, LeaseState::Invoiced);
+    // Seen and never confirmed: expires at invoice_expires_at + payment_seen_ttl.
+    let b = lease(&mut w, 3600, true);
+    w.pay(&b, 3600, false, true);
+    w.step(1);
+    assert_eq!(w.prov(&b).state, LeaseState::PaymentSeen);
+    // Dust: never seen as payment, expires with the invoice; once confirmed, written off.
+    let c = lease(&mut w, 36_000, true);
+    w.pay(&c, 300, false, true);
+    w.step(1);
+    assert_eq!(w.prov(&c).state, LeaseState::Invoiced);
+    let expires = w.prov(&a).invoice_expires_at;
+    w.until(30, 40, "expired", state_is(&a, LeaseState::Expired));
+    assert!(w.now >= expires && w.now < expires + 31);
+    assert_eq!(w.prov(&c).state, LeaseState::Expired);
+    assert_eq!(w.prov(&b).state, LeaseState::PaymentSeen);
+    let b_exp = w.prov(&b).invoice_expires_at + w.terms.payment_seen_ttl_secs;
+    w.until(
+        30,
+        40,
+        "seen payment lapsed",
+        state_is(&b, LeaseState::Expired),
+    );
+    assert!(w.now >= b_exp && w.now < b_exp + 31);
+    assert!(machine::refund_values(w.prov(&a)) == 0);
+    w.settle(100);
+    // The late confirmation of b's payment is refunded; the dust written off.
+    assert_eq!(machine::refund_values(w.prov(&b)), 3600);
+    assert_eq!(w.prov(&c).written_off_sat, 300);
+    no_violations(&w);
+
+    // Capacity: a lease running since before the offer was made is already subtracted from it.
+    let o = offer(&w, T_OFFER);
+    let mk = |state: LeaseState, started: Option<u64>, i: u8| LeaseRecord {
+        id: format!("{i:064x}"),
+        offer_id: 1,
+        state,
+        started_at: started,
+        ..LeaseRecord::default()
+    };
+    let mut m: HashMap<String, LeaseRecord> = HashMap::new();
+    for (i, r) in [
+        mk(LeaseState::Running, Some(T_OFFER - 10), 1),
+        mk(LeaseState::Running, Some(T_OFFER + 10), 2),
+        mk(LeaseState::PaymentSeen, None, 3),
+        mk(LeaseState::Expired, None, 4),
+        mk(LeaseState::Closed, Some(T_OFFER + 10), 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        m.insert(format!("{i}"), r);
+    }
+    assert_eq!(busy(&m, &o), 2);
+}
+
+const T_OFFER: u64 = sim::T0 + 1000;
+
+#[test]
+fn late_payment_is_refunded_exactly_once_even_across_a_crash() {
+    let mut w = world();
+    let id = lease(&mut w, 3600, true);
+    w.until(60, 30, "expired", state_is(&id, LeaseState::Expired));
+    let mut crashed = false;
+    w.crash_hook = Some(Box::new(move |input, rec| {
+        let hit = !crashed
+            && matches!(input, Input::RefundBuilt { result: Ok(_), .. })
+            && rec.refunds.iter().any(|r| r.tx.is_some());
+        crashed |= hit;
+        hit
+    }));
+    w.pay(&id, 5000, false, false);
+    w.mine();
+    w.step(0);
+    w.step(1);
+    assert_eq!(
+        w.provider.crashes, 1,
+        "the crash after the refund was built happened"
+    );
+    w.until(1, 30, "refund sent", |w| {
+        w.prov(&id).refunds.iter().all(|r| r.broadcast)
+    });
+    w.crash(Side::Provider);
+    w.settle(50);
+    let p = w.prov(&id).clone();
+    assert_eq!(p.refunds.len(), 1);
+    assert_eq!(p.refunds[0].value_sat, 5000);
+    assert_eq!(
+        w.build_attempts[&(id.clone(), 1)],
+        1,
+        "the refund was built twice"
+    );
+    assert_eq!(w.broadcasts[&(id.clone(), 1)].len(), 1);
+    assert_eq!(
+        w.buy(&id).refunded_sat,
+        5000,
+        "refunded as given back, its network fee included"
+    );
+    // Without a refund address: owed, and the buyer is not told it was refunded.
+    let id2 = lease(&mut w, 3600, false);
+    w.until(60, 30, "expired", state_is(&id2, LeaseState::Expired));
+    w.pay(&id2, 5000, false, false);
+    w.mine();
+    w.settle(50);
+    let p = w.prov(&id2).clone();
+    assert_eq!(p.owed_sat, 5000);
+    assert_eq!(p.refunded_sat, 0);
+    assert!(p.refunds.is_empty());
+    assert_eq!(w.buy(&id2).refunded_sat, 0);
+    assert_eq!(w.buy(&id2).paid_sat, 5000);
+    assert!(w.alerts.iter().any(|(s, a)| *s == Side::Provider
+        && matches!(a, Alert::RefundOwed { lease_id, sat: 5000 } if *lease_id == id2)));
+    no_violations(&w);
+}
+
+#[test]
+fn one_slow_lease_does_not_hold_up_another() {
+    let mut w = world();
+    let a = lease(&mut w, 3600, true);
+    let b = lease(&mut w, 3600, true);
+    w.stuck.insert(a.clone(), 100_000);
+    w.pay(&a, 120, false, true);
+    w.pay(&b, 120, false, true);
+    w.mine();
+    w.until(1, 20, "both running", |w| {
+        w.prov(&a).state == LeaseState::Running && w.prov(&b).state == LeaseState::Running
+    });
+    let started = w.now;
+    w.until(5, 200, "b closed", state_is(&b, LeaseState::Closed));
+    assert!(
+        w.now <= started + 120 + 30 + 60 + 60,
+        "b ended late: {}",
+        w.now - started
+    );
+    assert!(!w.machines.contains_key(&b));
+    assert_eq!(w.prov(&a).state, LeaseState::Grace);
+    assert_eq!(
+        w.machines[&a].state,
+        MState::Running,
+        "a's stop keeps failing"
+    );
+    assert!(w.prov(&a).attempts > 2);
+    w.stuck.clear();
+    w.settle(100);
+    no_violations(&w);
+}
+
+#[test]
+fn an_order_for_another_pool_or_with_a_bad_key_is_refused_at_admission() {
+    let w = world();
+    let o = offer(&w, sim::T0);
+    let good = Order {
+        buyer: w.buyer.key.node_id(),
+        provider: w.provider.key.node_id(),
+        pool: w.pool,
+        offer_id: 1,
+        offer_sequence: 1,
+        image: "debian-12".into(),
+        hours: 2,
+        ssh_public_key: sim::SSH_KEY.into(),
+        refund_address: None,
+        created_at: sim::T0,
+        nonce: 1,
+    };
+    assert_eq!(machine::check_order(&good, &o), Ok(()));
+    let r = machine::check_order(
+        &Order {
+            pool: PoolId([7; 32]),
+            ..good.clone()
+        },
+        &o,
+    );
+    assert!(matches!(r, Err(OrderRefusal::WrongPool { .. })), "{r:?}");
+    let r = machine::check_order(
+        &Order {
+            ssh_public_key: "localhost".into(),
+            ..good.clone()
+        },
+        &o,
+    );
+    assert!(matches!(r, Err(OrderRefusal::BadSshKey { .. })), "{r:?}");
+    let r = machine::check_order(
+        &Order {
+            hours: 25,
+            ..good.clone()
+        },
+        &o,
+    );
+    assert!(
+        matches!(r, Err(OrderRefusal::HoursOutOfRange { .. })),
+        "{r:?}"
+    );
+    let r = machine::check_order(
+        &Order {
+            hours: 0,
+            ..good.clone()
+        },
+        &o,
+    );
+    assert!(
+        matches!(r, Err(OrderRefusal::HoursOutOfRange { .. })),
+        "{r:?}"
+    );
+    let r = machine::check_order(
+        &Order {
+            offer_sequence: 2,
+            ..good.clone()
+        },
+        &o,
+    );
+    assert!(matches!(r, Err(OrderRefusal::OfferChanged { .. })), "{r:?}");
+    let r = machine::check_order(
+        &Order {
+            image: "windows".into(),
+            ..good
+        },
+        &o,
+    );
+    assert!(matches!(r, Err(OrderRefusal::NoSuchImage { .. })), "{r:?}");
+}
+
+#[test]
+fn a_reorg_after_launch_halts_when_the_payment_no_longer_covers_the_run() {
+    let mut w = world();
+    let id = lease(&mut w, 3600, true);
+    run_with(&mut w, &id, 3600);
+    w.step(60);
+    w.reorg(true);
+    w.until(5, 60, "halted", state_is(&id, LeaseState::Halted));
+    assert_ne!(w.machines[&id].state, MState::Running);
+    w.settle(100);
+    let p = w.prov(&id).clone();
+    assert_eq!(p.state, LeaseState::Closed);
+    assert!(
+        p.refunds.is_empty(),
+        "refunded money that is gone: {}",
+        w.dump()
+    );
+    assert_eq!(p.written_off_sat + p.owed_sat, 0);
+    assert_eq!(machine::confirmed_sat(&p, &w.terms), 0);
+    assert!(w.broadcasts.is_empty());
+    no_violations(&w);
+}
