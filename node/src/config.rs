@@ -159,6 +159,8 @@ pub struct LeaseConfig {
     pub launch_deadline_secs: u64,
     /// Refunds below this many sats are written off (they would mostly pay the network fee).
     pub refund_min_sat: u64,
+    /// Confirmations a payment needs before it is refunded (at least `min_confirmations`).
+    pub refund_confirmations: u32,
     /// As a buyer: raise an alert when a paid lease has not started after this long.
     pub start_timeout_secs: u64,
     /// Unpaid invoices one buyer may hold open here at once.
@@ -177,6 +179,7 @@ impl LeaseConfig {
             payment_seen_ttl_secs: self.payment_seen_ttl_secs,
             launch_deadline_secs: self.launch_deadline_secs,
             refund_min_sat: self.refund_min_sat,
+            refund_confirmations: self.refund_confirmations,
             start_timeout_secs: self.start_timeout_secs,
             ..Default::default()
         }
@@ -195,6 +198,7 @@ impl Default for LeaseConfig {
             payment_seen_ttl_secs: 6 * 3600,
             launch_deadline_secs: 1800,
             refund_min_sat: 600,
+            refund_confirmations: 3,
             start_timeout_secs: 3600,
             max_unpaid_per_buyer: 3,
         }

@@ -441,6 +441,21 @@ async fn wallet_command(cmd: WalletCommand, c: &Client, json: bool) -> anyhow::R
                 .await?;
             output::print(json, &s, || format!("sent: {}", s.txid));
         }
+        WalletCommand::Bump { txid, fee_rate } => {
+            let req = BumpRequest {
+                txid,
+                fee_sat_per_vb: fee_rate,
+            };
+            let b: BumpedView = c
+                .call(Method::POST, "/v1/wallet/bump", None, Some(&req))
+                .await?;
+            output::print(json, &b, || {
+                format!(
+                    "replaced {} ({} sat fee) by {} ({} sat fee, {} sat/vB)",
+                    b.old_txid, b.old_fee_sat, b.new_txid, b.new_fee_sat, b.fee_sat_per_vb
+                )
+            });
+        }
         WalletCommand::Pay {
             uri,
             fee_rate,

@@ -7,15 +7,22 @@ use std::collections::HashMap;
 
 use sim::{sim_terms, CloudFault, LeaseSpec, MState, Side, World};
 use xov_node::lease::driver::busy;
-use xov_node::lease::machine::{self, Alert, Input};
+use xov_node::lease::machine::{self, Alert, Input, Terms};
 use xov_node::lease::record::LeaseRecord;
 use xov_protocol::{
     Arch, InstanceType, LeaseNotice, LeaseState, Location, NoticeBody, Offer, Order, OrderRefusal,
     PoolId, ProviderReceipt, Receipt,
 };
 
+/// The cases are scripted with one block of depth; refund depth has a case of its own.
 fn world() -> World {
-    World::new(1, sim_terms())
+    World::new(
+        1,
+        Terms {
+            refund_confirmations: 1,
+            ..sim_terms()
+        },
+    )
 }
 
 fn lease(w: &mut World, price: u64, refund: bool) -> String {
@@ -446,8 +453,8 @@ fn late_payment_is_refunded_exactly_once_even_across_a_crash() {
     assert_eq!(w.broadcasts[&(id.clone(), 1)].len(), 1);
     assert_eq!(
         w.buy(&id).refunded_sat,
-        5000,
-        "refunded as given back, its network fee included"
+        5000 - sim::REFUND_FEE,
+        "the buyer is told what the refund delivers"
     );
     // Without a refund address: owed, and the buyer is not told it was refunded.
     let id2 = lease(&mut w, 3600, false);
@@ -592,5 +599,82 @@ fn a_reorg_after_launch_halts_when_the_payment_no_longer_covers_the_run() {
     assert_eq!(p.written_off_sat + p.owed_sat, 0);
     assert_eq!(machine::confirmed_sat(&p, &w.terms), 0);
     assert!(w.broadcasts.is_empty());
+    no_violations(&w);
+}
+
+#[test]
+fn a_payment_is_refunded_only_once_it_is_deep_enough() {
+    // A refund paid out of a payment that a reorg then removes is money the provider never received.
+    let mut w = World::new(
+        1,
+        Terms {
+            refund_confirmations: 3,
+            ..sim_terms()
+        },
+    );
+    let id = lease(&mut w, 3600, true);
+    run_with(&mut w, &id, 3600);
+    w.step(30);
+    w.input(Side::Buyer, &id, Input::Cancel);
+    w.until(10, 50, "halted", state_is(&id, LeaseState::Halted));
+    assert!(
+        w.prov(&id).refunds.is_empty(),
+        "one confirmation is not deep enough to refund: {}",
+        w.dump()
+    );
+    // The paying block is reorged out and the payment double-spent: nothing was refunded from it.
+    w.reorg(true);
+    w.settle(100);
+    let p = w.prov(&id).clone();
+    assert!(p.refunds.is_empty(), "{}", w.dump());
+    assert_eq!(machine::refund_values(&p), 0);
+    no_violations(&w);
+
+    // The same with a payment that gets deep: the unused part is refunded once it is three blocks deep.
+    let mut w = World::new(
+        1,
+        Terms {
+            refund_confirmations: 3,
+            ..sim_terms()
+        },
+    );
+    let id = lease(&mut w, 3600, true);
+    run_with(&mut w, &id, 3600);
+    w.step(30);
+    w.input(Side::Buyer, &id, Input::Cancel);
+    w.until(10, 50, "halted", state_is(&id, LeaseState::Halted));
+    assert!(w.prov(&id).refunds.is_empty());
+    w.mine();
+    w.mine();
+    w.step(1);
+    w.until(1, 50, "refunded", |w| {
+        w.prov(&id).refunds.iter().any(|r| r.broadcast)
+    });
+    let p = w.prov(&id).clone();
+    assert_eq!(p.refunds.len(), 1);
+    assert_eq!(p.refunds[0].value_sat, 3600 - machine::charge_sat(&p));
+    no_violations(&w);
+}
+
+#[test]
+fn a_machine_gone_behind_the_nodes_back_ends_the_lease_and_refunds_the_rest() {
+    let mut w = world();
+    let id = lease(&mut w, 3600, true);
+    run_with(&mut w, &id, 3600);
+    w.step(60);
+    // Someone deletes the server in the cloud; the provider restarts and asks for it again.
+    w.machines.remove(&id);
+    w.crash(Side::Provider);
+    w.settle(200);
+    let p = w.prov(&id).clone();
+    assert_eq!(p.state, LeaseState::Closed, "{}", w.dump());
+    assert!(!p.machine_may_exist);
+    assert_eq!(
+        machine::refund_values(&p) + p.written_off_sat + machine::earned_sat(&p, &w.terms),
+        3600,
+        "the unused part goes back: {}",
+        w.dump()
+    );
+    assert!(machine::refund_values(&p) > 0, "{}", w.dump());
     no_violations(&w);
 }

@@ -110,6 +110,39 @@ fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
         other => Err(format!("{other:?}")),
     });
 
+    // A payment stuck at a low fee (bitcoind is told to leave it out of blocks) is bumped by RBF and confirms.
+    let addr_b3 = b.json(&["wallet", "address"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let slow = a.json(&["wallet", "send", &addr_b3, "50000", "--fee-rate", "1"]);
+    let slow = slow["txid"].as_str().unwrap().to_string();
+    btc.cli(&["prioritisetransaction", &slow, "0", "-100000000"])
+        .unwrap();
+    btc.mine(1).unwrap();
+    eventually(
+        "B sees the slow payment still pending",
+        WAIT,
+        || match balance(&b) {
+            (250_000, 50_000) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let bumped = a.json(&["wallet", "bump", &slow, "--fee-rate", "10"]);
+    let new_txid = bumped["new_txid"].as_str().unwrap().to_string();
+    assert_ne!(new_txid, slow, "{bumped}");
+    assert!(bumped["new_fee_sat"].as_u64() > bumped["old_fee_sat"].as_u64());
+    let again = xov(&a.datadir, &["wallet", "bump", &slow]);
+    assert!(
+        !again.status.success(),
+        "the replaced transaction cannot be bumped again"
+    );
+    btc.mine(1).unwrap();
+    eventually("the bumped payment confirms", WAIT, || match balance(&b) {
+        (300_000, 0) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+
     // Mistakes are explained.
     let bad = xov(&a.datadir, &["wallet", "send", "bc1qnotregtest", "1000"]);
     assert!(
@@ -131,6 +164,7 @@ fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
 
     // A restarted node has its balance at once, from its database.
     let before = balance(&b);
+    assert_eq!(before.0, 300_000);
     assert!(b.stop().success());
     let b = Daemon::start_with(db.path(), &rpc);
     assert_eq!(balance(&b), before);

@@ -63,6 +63,7 @@ rpc_cookie = "{cookie}"
 
 [lease]
 min_confirmations = 1
+refund_confirmations = 1
 warn_before_secs = 15
 grace_secs = 5
 hold_secs = 5

@@ -60,6 +60,25 @@ pub enum WalletError {
     BadBond(String),
     #[error("bond is still locked: {0}")]
     BondLocked(String),
+    /// Not a transaction of this wallet's (or not a txid at all).
+    #[error("no transaction {0} in this wallet")]
+    NoSuchTx(String),
+    /// A transaction in a block cannot be replaced.
+    #[error("transaction {txid} is confirmed already (block {height})")]
+    AlreadyConfirmed { txid: String, height: u32 },
+    /// A replacement must pay a higher fee rate than the transaction it replaces (whole sat/vB, the old
+    /// rate rounded up).
+    #[error(
+        "a fee rate of {asked_sat_per_vb} sat/vB is not above the old {old_sat_per_vb} sat/vB"
+    )]
+    FeeTooLow {
+        old_sat_per_vb: u64,
+        asked_sat_per_vb: u64,
+    },
+    /// The wallet may not replace this transaction: not all its inputs are the wallet's, it does not
+    /// signal replace-by-fee, unconfirmed transactions spend from it, or it was replaced already.
+    #[error("transaction {txid} cannot be replaced: {reason}")]
+    NotReplaceable { txid: String, reason: String },
     #[error("{0}")]
     Unsupported(String),
 }

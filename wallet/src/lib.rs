@@ -6,6 +6,7 @@
 pub mod bip21;
 pub mod bond;
 mod bond_check;
+mod bump;
 pub mod chain;
 pub mod error;
 pub mod events;
@@ -23,6 +24,7 @@ pub mod bdk {
     pub use bdk_wallet::ChangeSet;
 }
 pub use bond::{verify_bond_binding, Bond, BondClaim, BondError, BondStatus};
+pub use bump::Bumped;
 pub use chain::ChainSource;
 pub use error::WalletError;
 pub use events::WalletEvent;

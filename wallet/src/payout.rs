@@ -145,6 +145,16 @@ impl XovWallet {
             Err(_) if value_sat < dust => {
                 return Err(below_dust(per_vb.saturating_mul(TYPICAL_PAYOUT_VB)))
             }
+            // The wallet may hold no more than the value itself (a refund out of a lease's only payment): the
+            // fee comes out of the value, so probe for the value less a generous fee to pick the coins.
+            Err(WalletError::InsufficientFunds(_)) => {
+                let margin = per_vb.saturating_mul(TYPICAL_PAYOUT_VB).saturating_mul(2);
+                let less = value_sat.saturating_sub(margin);
+                if less < dust {
+                    return Err(below_dust(margin / 2));
+                }
+                build(&mut g, &script, less, rate, None, &reserved)?
+            }
             Err(e) => return Err(e),
         };
         let inputs = probe.inputs;

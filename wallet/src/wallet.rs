@@ -469,9 +469,12 @@ impl XovWallet {
             let addr = parse_address(address, self.network)?;
             let rate = FeeRate::from_sat_per_vb(fee_sat_per_vb.unwrap_or(FALLBACK_FEE_SAT_PER_VB))
                 .ok_or_else(|| WalletError::Build("fee rate out of range".into()))?;
+            // Coins a refund was built from (signed, persisted by the node, not yet broadcast) stay its own.
+            let reserved: Vec<OutPoint> = g.reserved.values().flatten().copied().collect();
             let mut b = g.wallet.build_tx();
             b.add_recipient(addr.script_pubkey(), Amount::from_sat(amount_sat))
-                .fee_rate(rate);
+                .fee_rate(rate)
+                .unspendable(reserved);
             let psbt = b.finish().map_err(create_tx_error)?;
             let tx = sign(&mut g, psbt)?;
             g.persist()?;
@@ -507,11 +510,13 @@ impl XovWallet {
                 .cloned()
                 .ok_or_else(|| WalletError::NoSuchInvoice(id.to_string()))?;
             let to = parse_address(address, self.network)?;
+            let reserved: Vec<OutPoint> = g.reserved.values().flatten().copied().collect();
             let outs: Vec<_> = g
                 .wallet
                 .list_unspent()
                 .filter(|u| u.keychain == KeychainKind::External && u.derivation_index == inv.index)
                 .map(|u| u.outpoint)
+                .filter(|o| !reserved.contains(o))
                 .collect();
             if outs.is_empty() {
                 return Err(WalletError::InsufficientFunds(format!(

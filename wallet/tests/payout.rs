@@ -156,3 +156,41 @@ async fn payout_below_dust_is_a_typed_error() {
     ));
     provider.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_of_the_whole_balance_takes_the_fee_out_of_it() {
+    // A provider whose wallet holds only a lease's payment refunds that payment: nothing more is there to
+    // pay the fee with, so the fee must come out of the refund.
+    if xov_testnet::skip_e2e("wallet payout on regtest") {
+        return;
+    }
+    let btc = tokio::task::block_in_place(Bitcoind::start).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let funder = funded(dir.path(), &btc, "funder").await;
+    let provider = open(dir.path(), "provider", source(Source::Rpc, &btc)).await;
+    let buyer = open(dir.path(), "buyer", source(Source::Rpc, &btc)).await;
+    let mut rx = provider.subscribe();
+    let lease_address = provider.new_address().unwrap();
+    funder.send(&lease_address, 1_500, Some(2)).await.unwrap();
+    tokio::task::block_in_place(|| btc.mine(1).unwrap());
+    until(&mut rx, "the payment confirmed", || {
+        provider.balance().confirmed_sat == 1_500
+    })
+    .await;
+    let refund_to = buyer.new_address().unwrap();
+    let signed = provider
+        .build_payout(&refund_to, 1_500, Some(2))
+        .await
+        .expect("the whole balance pays out, fee included");
+    assert_eq!(signed.sent_sat + signed.fee_sat, 1_500);
+    provider.broadcast_signed(&signed).await.unwrap();
+    tokio::task::block_in_place(|| btc.mine(1).unwrap());
+    until(&mut rx, "the payout confirmed", || {
+        matches!(provider.tx_status(&signed.txid), TxStatus::Confirmed { .. })
+    })
+    .await;
+    assert_eq!(provider.balance().confirmed_sat, 0, "nothing left behind");
+    for w in [funder, provider, buyer] {
+        w.shutdown().await;
+    }
+}

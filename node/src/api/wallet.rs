@@ -30,6 +30,10 @@ impl From<WalletError> for ApiError {
             WalletError::BadUri(_) => (StatusCode::BAD_REQUEST, "bad_uri"),
             WalletError::InsufficientFunds(_) => (StatusCode::CONFLICT, "insufficient_funds"),
             WalletError::NoSuchInvoice(_) => (StatusCode::NOT_FOUND, "no_such_invoice"),
+            WalletError::NoSuchTx(_) => (StatusCode::NOT_FOUND, "no_such_tx"),
+            WalletError::AlreadyConfirmed { .. } => (StatusCode::CONFLICT, "already_confirmed"),
+            WalletError::FeeTooLow { .. } => (StatusCode::BAD_REQUEST, "fee_too_low"),
+            WalletError::NotReplaceable { .. } => (StatusCode::CONFLICT, "not_replaceable"),
             WalletError::DuplicateInvoice(_) => (StatusCode::CONFLICT, "duplicate_invoice"),
             WalletError::Broadcast(_) | WalletError::Chain(_) => (StatusCode::BAD_GATEWAY, "chain"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "wallet"),
@@ -124,6 +128,25 @@ pub struct PayRequest {
     pub fee_sat_per_vb: Option<u64>,
 }
 
+/// Replace an unconfirmed payment of this wallet by one paying more fee (RBF).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BumpRequest {
+    pub txid: String,
+    /// Fee rate in sat/vB (default: the chain's estimate, at least 1 sat/vB more than before).
+    pub fee_sat_per_vb: Option<u64>,
+}
+
+/// The replacement of a bumped transaction.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BumpedView {
+    pub old_txid: String,
+    pub new_txid: String,
+    pub old_fee_sat: u64,
+    pub new_fee_sat: u64,
+    pub fee_sat_per_vb: u64,
+}
+
 /// A broadcast transaction.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Sent {
@@ -161,6 +184,24 @@ async fn pay(
     Ok(Json(Sent { txid }))
 }
 
+#[utoipa::path(post, path = "/v1/wallet/bump", request_body = BumpRequest,
+    responses((status = 200, body = BumpedView), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn bump(
+    State(st): State<AppState>,
+    body: Result<Json<BumpRequest>, JsonRejection>,
+) -> Result<Json<BumpedView>, ApiError> {
+    let Json(r) = body?;
+    let w = wallet(&st)?;
+    let b = w.bump_fee(r.txid.trim(), r.fee_sat_per_vb).await?;
+    Ok(Json(BumpedView {
+        old_txid: b.old_txid,
+        new_txid: b.new_txid,
+        old_fee_sat: b.old_fee_sat,
+        new_fee_sat: b.new_fee_sat,
+        fee_sat_per_vb: b.fee_sat_per_vb,
+    }))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/wallet/address", post(address))
@@ -168,11 +209,21 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/wallet/history", get(history))
         .route("/v1/wallet/send", post(send))
         .route("/v1/wallet/pay", post(pay))
+        .route("/v1/wallet/bump", post(bump))
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(address, balance, history, send, pay),
-    components(schemas(NewAddress, BalanceView, HistoryView, SendRequest, PayRequest, Sent))
+    paths(address, balance, history, send, pay, bump),
+    components(schemas(
+        NewAddress,
+        BalanceView,
+        HistoryView,
+        SendRequest,
+        PayRequest,
+        Sent,
+        BumpRequest,
+        BumpedView
+    ))
 )]
 pub struct WalletApiDoc;

@@ -218,6 +218,13 @@ pub enum WalletCommand {
         #[arg(long)]
         fee_rate: Option<u64>,
     },
+    /// Replace an unconfirmed payment of this wallet by one paying a higher fee (RBF), so it confirms.
+    Bump {
+        txid: String,
+        /// Fee rate in sat/vB (default: the chain's estimate, at least 1 sat/vB more than before).
+        #[arg(long)]
+        fee_rate: Option<u64>,
+    },
     /// Pay a BIP21 payment request (bitcoin:ADDRESS?amount=…), such as a lease invoice.
     Pay {
         uri: String,

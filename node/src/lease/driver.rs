@@ -178,12 +178,15 @@ pub fn busy(leases: &HashMap<String, LeaseRecord>, offer: &Offer) -> usize {
         .count()
 }
 
-/// Unpaid invoices a buyer holds open with this provider.
+/// Unpaid invoices a buyer holds open with this provider (a payment seen but not confirmed is not paid yet:
+/// it costs nothing to send one that is then replaced).
 fn unpaid(leases: &HashMap<String, LeaseRecord>, buyer: &str) -> u32 {
     leases
         .values()
         .filter(|l| {
-            l.role == Role::Provider && l.counterparty == buyer && l.state == LeaseState::Invoiced
+            l.role == Role::Provider
+                && l.counterparty == buyer
+                && matches!(l.state, LeaseState::Invoiced | LeaseState::PaymentSeen)
         })
         .count() as u32
 }
@@ -300,11 +303,15 @@ impl LeaseEngine {
         net: NetworkHandle,
         policy: LeasePolicy,
     ) -> Result<Arc<Self>, StoreError> {
-        let leases = store
-            .leases()?
-            .into_iter()
-            .map(|l| (l.id.clone(), l))
-            .collect();
+        let now = unix_now();
+        let mut leases = HashMap::new();
+        for mut l in store.leases()? {
+            // Records of the engine before the lease machine: brought to its rules once, persisted first.
+            if l.migrate(now) {
+                store.put_lease(&l)?;
+            }
+            leases.insert(l.id.clone(), l);
+        }
         Ok(Arc::new(LeaseEngine {
             me: key.node_id(),
             key,
@@ -360,6 +367,12 @@ impl LeaseEngine {
     /// Applies one input to one lease: decide, persist, then act. False when the write failed (nothing was
     /// done; the input must come again, e.g. a notice is not acknowledged).
     pub fn drive(self: &Arc<Self>, id: &str, input: Input) -> bool {
+        self.drive_result(id, input, None)
+    }
+
+    /// `drive` for the result of an action of kind `done`: the action stops counting as under way in the
+    /// same critical section that applies its result, so a tick in between cannot ask for it a second time.
+    fn drive_result(self: &Arc<Self>, id: &str, input: Input, done: Option<ActionKind>) -> bool {
         let now = unix_now();
         let ctx = Ctx {
             terms: &self.policy.terms,
@@ -367,6 +380,12 @@ impl LeaseEngine {
         };
         let applied = {
             let mut g = self.lock();
+            if let Some(kind) = done {
+                self.inflight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(id.to_string(), kind));
+            }
             let store = &self.store;
             apply_input(&mut g, &mut |r| store.put_lease(r), id, input, now, &ctx)
         };
@@ -413,20 +432,28 @@ impl LeaseEngine {
         let id = id.to_string();
         tokio::spawn(async move {
             let result = me.run(&id, action).await;
-            if deduped {
-                me.inflight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&(id.clone(), kind));
-            }
-            if let Some(input) = result {
-                let cloud = matches!(
-                    input,
-                    Input::Launched(_) | Input::Stopped(_) | Input::Started(_) | Input::Deleted(_)
-                );
-                if !me.drive(&id, input) && cloud {
-                    // The answer is lost with the failed write: treat the lease like after a restart.
-                    me.mark_unsure(&id);
+            let done = deduped.then_some(kind);
+            match result {
+                Some(input) => {
+                    let cloud = matches!(
+                        input,
+                        Input::Launched(_)
+                            | Input::Stopped(_)
+                            | Input::Started(_)
+                            | Input::Deleted(_)
+                    );
+                    if !me.drive_result(&id, input, done) && cloud {
+                        // The answer is lost with the failed write: treat the lease like after a restart.
+                        me.mark_unsure(&id);
+                    }
+                }
+                None => {
+                    if let Some(kind) = done {
+                        me.inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&(id.clone(), kind));
+                    }
                 }
             }
         });
@@ -620,7 +647,7 @@ impl LeaseEngine {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&id);
-                    if unsure && !me.drive(&id, Input::Restarted) {
+                    if unsure && !me.drive(&id, me.restarted(&id)) {
                         me.mark_unsure(&id);
                         continue;
                     }
@@ -631,6 +658,15 @@ impl LeaseEngine {
     }
 
     /// After a start: the wallet's view of every lease, and refunds signed before a crash sent again.
+    /// `Restarted` with the wallet's current view of the lease's address.
+    fn restarted(&self, id: &str) -> Input {
+        let view = match self.payments_of(id) {
+            Some(Input::Payments { payments, tip }) => Some((payments, tip)),
+            _ => None,
+        };
+        Input::Restarted { view }
+    }
+
     fn mark_unsure(&self, id: &str) {
         self.unsure
             .lock()
@@ -638,41 +674,37 @@ impl LeaseEngine {
             .insert(id.to_string());
     }
 
+    /// After a start: signed refunds sent again first (so their coins are spent before any new refund is
+    /// built), then every provider lease hears `Restarted` with the wallet's current view.
     async fn resume(self: &Arc<Self>) {
-        for id in self.provider_ids(true) {
-            // The wallet's view first (a launch is judged on current payments), then what the cloud did
-            // since the last stored answer is unknown.
-            if let Some(i) = self.payments_of(&id) {
-                self.drive(&id, i);
-            }
-            if !self.drive(&id, Input::Restarted) {
-                self.mark_unsure(&id);
+        if let Some(w) = self.wallet.clone() {
+            for (id, tx) in self.signed_refunds() {
+                if matches!(
+                    w.tx_status(&tx.txid),
+                    xov_wallet::TxStatus::Confirmed { .. }
+                ) {
+                    continue;
+                }
+                let _one = self.refunding.lock().await;
+                let signed = xov_wallet::SignedTx {
+                    txid: tx.txid.clone(),
+                    raw_hex: tx.raw_hex.clone(),
+                    fee_sat: tx.fee_sat,
+                    sent_sat: tx.sent_sat,
+                };
+                match w.broadcast_signed(&signed).await {
+                    Ok(_) => {
+                        info!(lease = %id, txid = %tx.txid, "signed refund broadcast after a restart")
+                    }
+                    Err(e) => {
+                        warn!(lease = %id, txid = %tx.txid, error = %e, "signed refund not broadcast; tried again")
+                    }
+                }
             }
         }
-        let (Some(w), signed) = (self.wallet.clone(), self.signed_refunds()) else {
-            return;
-        };
-        for (id, tx) in signed {
-            if matches!(
-                w.tx_status(&tx.txid),
-                xov_wallet::TxStatus::Confirmed { .. }
-            ) {
-                continue;
-            }
-            let _one = self.refunding.lock().await;
-            let signed = xov_wallet::SignedTx {
-                txid: tx.txid.clone(),
-                raw_hex: tx.raw_hex.clone(),
-                fee_sat: tx.fee_sat,
-                sent_sat: tx.sent_sat,
-            };
-            match w.broadcast_signed(&signed).await {
-                Ok(_) => {
-                    info!(lease = %id, txid = %tx.txid, "refund broadcast again after a restart")
-                }
-                Err(e) => {
-                    warn!(lease = %id, txid = %tx.txid, error = %e, "refund not broadcast again; retried at the next start")
-                }
+        for id in self.provider_ids(true) {
+            if !self.drive(&id, self.restarted(&id)) {
+                self.mark_unsure(&id);
             }
         }
     }
@@ -683,7 +715,7 @@ impl LeaseEngine {
             .flat_map(|l| {
                 l.refunds
                     .iter()
-                    .filter(|r| r.broadcast)
+                    .filter(|r| !r.written_off)
                     .filter_map(|r| r.tx.clone().map(|t| (l.id.clone(), t)))
                     .collect::<Vec<_>>()
             })
@@ -790,6 +822,16 @@ impl LeaseEngine {
         // One admission at a time: the checks below and the insert cannot interleave with another order's,
         // while the lease map itself stays free for metering during the wallet's work.
         let _one = self.admission.lock().await;
+        if let Some(existing) = self.get(&lease_id).filter(|l| l.id == lease_id) {
+            // The same order arrived twice at once: the first one made the lease; both get its invoice.
+            return existing
+                .invoice_hex
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| Signed::<Invoice>::from_bytes(&b).ok())
+                .ok_or(OrderRefusal::AlreadyEnded {
+                    state: existing.state,
+                });
+        }
         {
             let g = self.lock();
             let buyer = o.buyer.to_string();
@@ -1170,6 +1212,15 @@ impl LeaseEngine {
                 ));
                 continue;
             }
+            // Never pay an address of another bitcoin network (a provider on signet, say, for a regtest buyer).
+            if let Some(w) = &self.wallet {
+                if let Err(e) = xov_wallet::check_address(&i.address, w.network()) {
+                    refusals.push(format!(
+                        "{short}…: its invoice cannot be paid from here: {e}"
+                    ));
+                    continue;
+                }
+            }
             let uri = xov_wallet::bip21::uri(
                 &i.address,
                 Some(i.amount_sats),
@@ -1366,6 +1417,7 @@ fn new_record(
         refunded_sat: 0,
         history: Vec::new(),
         admitted_at: now,
+        engine: super::record::ENGINE,
         ..LeaseRecord::default()
     }
 }

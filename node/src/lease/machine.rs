@@ -52,6 +52,9 @@ pub struct Terms {
     pub start_timeout_secs: u64,
     /// Refunds smaller than this are written off (they would mostly pay the network fee).
     pub refund_min_sat: u64,
+    /// Money counts toward a refund only at this depth (at least `min_confirmations`): a refund paid out of
+    /// a payment that a reorg then removes would be money the provider never received.
+    pub refund_confirmations: u32,
     /// A halted machine restarts after a top-up only if the balance covers at least this long.
     pub restart_min_secs: u64,
 }
@@ -71,6 +74,7 @@ impl Default for Terms {
             notice_retry_secs: 30,
             start_timeout_secs: 3600,
             refund_min_sat: 600,
+            refund_confirmations: 3,
             restart_min_secs: 60,
         }
     }
@@ -144,8 +148,11 @@ pub enum Input {
     Paid(SentPayment),
     /// The node restarted (or lost the answer of a cloud action): what the cloud did since the last answer is
     /// unknown. Metering pauses until the cloud confirms the machine runs, and the wanted state is asked
-    /// for again (idempotent).
-    Restarted,
+    /// for again (idempotent). After a restart the wallet's current view comes with it, so nothing is decided
+    /// on payments from before the restart.
+    Restarted {
+        view: Option<(Vec<PaymentOut>, u32)>,
+    },
 }
 
 /// What the driver must do after persisting the record.
@@ -268,7 +275,7 @@ pub fn handle(rec: &LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>) -> Outco
     let before = status_of(&l, now);
     match l.role {
         Role::Provider => {
-            if input == Input::Restarted {
+            if matches!(input, Input::Restarted { .. }) {
                 // Not charged: the time since the last metering (the machine may have been stopped then).
                 l.metered_at = None;
             }
@@ -306,12 +313,20 @@ pub fn handle(rec: &LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>) -> Outco
     }
 }
 
+/// Metering is written at least this often, so a restart (which charges nothing for the unknown time since
+/// the last write) gives away at most this much running time.
+const METERING_WRITE_SECS: u64 = 300;
+
 /// Whether `new` differs from `old` only by metering that `old` already implies (charged seconds grow
 /// exactly as the metering clock moves): such a record need not be written, since re-reading `old` and
 /// metering again gives the same charge. Saves a write per running lease per tick.
 fn only_metered(old: &LeaseRecord, new: &LeaseRecord) -> bool {
     match (old.metered_at, new.metered_at) {
-        (Some(a), Some(b)) if b >= a && new.charged_secs == old.charged_secs + (b - a) => {
+        (Some(a), Some(b))
+            if b >= a
+                && b - a < METERING_WRITE_SECS
+                && new.charged_secs == old.charged_secs + (b - a) =>
+        {
             let mut same = new.clone();
             same.charged_secs = old.charged_secs;
             same.metered_at = old.metered_at;
@@ -376,12 +391,28 @@ pub fn confirmed_sat(l: &LeaseRecord, t: &Terms) -> u64 {
         .sum()
 }
 
+/// Sats deep enough to be given back (`refund_confirmations`).
+pub fn refundable_sat(l: &LeaseRecord, t: &Terms) -> u64 {
+    let depth = t.refund_confirmations.max(t.min_confirmations).max(1);
+    l.payments
+        .iter()
+        .filter(|p| p.confirmations(l.tip) >= depth)
+        .map(|p| p.amount_sat)
+        .sum()
+}
+
 /// Unconfirmed sats that count at once: each payment at most the limit and not signalling RBF, and no more
 /// than the limit in total.
 pub fn zero_conf_sat(l: &LeaseRecord, t: &Terms) -> u64 {
+    // As the wallet counts them: below the confirmations needed, a payment counts at once if it is small
+    // enough, and (while in the mempool) does not signal RBF; in the order seen, within one cap per lease.
     let mut total = 0u64;
-    for p in l.payments.iter().filter(|p| p.height.is_none()) {
-        if !p.rbf
+    for p in l
+        .payments
+        .iter()
+        .filter(|p| p.confirmations(l.tip) < t.min_confirmations.max(1))
+    {
+        if (p.height.is_some() || !p.rbf)
             && p.amount_sat <= t.zero_conf_max_sat
             && total + p.amount_sat <= t.zero_conf_max_sat
         {
@@ -403,6 +434,16 @@ pub fn refund_values(l: &LeaseRecord) -> u64 {
         .iter()
         .filter(|r| !r.written_off)
         .map(|r| r.value_sat)
+        .sum()
+}
+
+/// Sats refunds have delivered: the amounts of refunds broadcast (their network fees excluded). What the
+/// buyer is told; money not yet sent is never reported as refunded.
+pub fn refunds_sent(l: &LeaseRecord) -> u64 {
+    l.refunds
+        .iter()
+        .filter(|r| r.broadcast && !r.written_off)
+        .filter_map(|r| r.tx.as_ref().map(|t| t.sent_sat))
         .sum()
 }
 
@@ -460,11 +501,8 @@ fn step(l: &mut LeaseRecord, event: LeaseEvent, now: u64, detail: impl Into<Stri
 }
 
 fn note(l: &mut LeaseRecord, now: u64, detail: impl Into<String>) {
-    l.history.push(super::record::Step {
-        at: now,
-        state: l.state,
-        detail: detail.into(),
-    });
+    let state = l.state;
+    l.push_step(now, state, detail.into());
 }
 
 // ---------------------------------------------------------------------------------------- provider
@@ -479,10 +517,13 @@ fn provider_input(
     let t = ctx.terms;
     match input {
         Input::Tick | Input::Paid(_) => {}
-        Input::Restarted => {
+        Input::Restarted { view } => {
             if l.machine_may_exist && (is_running(l.state) || l.state == LeaseState::Halted) {
                 l.metered_at = None;
                 l.machine_stopped = false;
+            }
+            if let Some((payments, tip)) = view {
+                provider_input(l, Input::Payments { payments, tip }, now, ctx, out);
             }
         }
         Input::Payments { payments, tip } => {
@@ -608,10 +649,18 @@ fn provider_input(
                         l.refunds[i].tx = Some(tx);
                         l.refund_retry_at = None;
                     }
+                    Err(RefundError::Uneconomic { value_sat })
+                        if value_sat >= t.refund_min_sat.saturating_mul(4) =>
+                    {
+                        // Fees are high now; a refund this size is worth sending later.
+                        l.attempts = l.attempts.saturating_add(1);
+                        l.refund_retry_at = Some(now + backoff(t, l.attempts.max(4)));
+                    }
                     Err(RefundError::Uneconomic { value_sat }) => {
                         // Never sent: the intent becomes a write-off, under the same id forever.
                         l.refunds[i].written_off = true;
                         l.written_off_sat += l.refunds[i].value_sat;
+                        l.write_offs += 1;
                         note(
                             l,
                             now,
@@ -619,7 +668,8 @@ fn provider_input(
                         );
                     }
                     Err(RefundError::Later { detail }) => {
-                        l.refund_retry_at = Some(now + backoff(t, 2));
+                        l.attempts = l.attempts.saturating_add(1);
+                        l.refund_retry_at = Some(now + backoff(t, l.attempts.max(2)));
                         note(l, now, format!("refund not built yet: {detail}"));
                     }
                 }
@@ -636,7 +686,8 @@ fn provider_input(
                     }
                     Ok(()) => {}
                     Err(e) => {
-                        l.refund_retry_at = Some(now + backoff(t, 2));
+                        l.attempts = l.attempts.saturating_add(1);
+                        l.refund_retry_at = Some(now + backoff(t, l.attempts.max(2)));
                         note(l, now, format!("refund broadcast failed: {e}"));
                     }
                 }
@@ -810,7 +861,23 @@ fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<A
             LeaseState::Running | LeaseState::Warned | LeaseState::Grace => {
                 let left = balance_secs(l, t);
                 let warn = t.warn_before_secs as i64;
-                if l.cancelled {
+                if !l.machine_may_exist {
+                    // The cloud says the machine is gone: nothing more is charged; the lease ends and the
+                    // unused part is refunded when it closes.
+                    l.metered_at = None;
+                    l.machine_stopped = true;
+                    if s != LeaseState::Grace {
+                        step(l, LeaseEvent::Drained, now, "the machine is gone");
+                    } else {
+                        l.halted_at = Some(now);
+                        step(
+                            l,
+                            LeaseEvent::GraceOver,
+                            now,
+                            "the machine is gone; the lease ends",
+                        );
+                    }
+                } else if l.cancelled {
                     if l.machine_stopped {
                         l.halted_at = Some(now);
                         step(l, LeaseEvent::Cancelled, now, "machine stopped (cancelled)");
@@ -975,11 +1042,13 @@ fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<A
 }
 
 fn settle_money(l: &mut LeaseRecord, now: u64, t: &Terms, out: &mut Vec<Action>) {
-    let confirmed = confirmed_sat(l, t);
+    // Only money deep enough is given back; what is less deep waits (level-triggered: it is owed later).
+    let confirmed = refundable_sat(l, t);
     let given = refund_values(l) + l.written_off_sat;
     let owed = confirmed
         .saturating_sub(given)
-        .saturating_sub(charge_sat(l));
+        .saturating_sub(charge_sat(l))
+        .saturating_sub(l.legacy_settled_sat);
     if owed == 0 {
         if l.owed_sat != 0 {
             l.owed_sat = 0;
@@ -1003,6 +1072,7 @@ fn settle_money(l: &mut LeaseRecord, now: u64, t: &Terms, out: &mut Vec<Action>)
         }
         Some(_) if owed < t.refund_min_sat => {
             l.written_off_sat += owed;
+            l.write_offs += 1;
             note(
                 l,
                 now,
@@ -1051,7 +1121,7 @@ fn provider_receipt(l: &LeaseRecord, now: u64, ctx: &Ctx<'_>) -> Option<Provider
             started_at: started,
             ended_at: l.halted_at.unwrap_or(now).max(started),
             paid_sats: confirmed_sat(l, t),
-            refunded_sats: refund_values(l).min(confirmed_sat(l, t)),
+            refunded_sats: refunds_sent(l).min(confirmed_sat(l, t)),
         },
         ctx.key,
     ))
@@ -1137,7 +1207,7 @@ fn buyer_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: 
             }
         }
         // Provider-only inputs.
-        Input::Restarted
+        Input::Restarted { .. }
         | Input::Payments { .. }
         | Input::Launched(_)
         | Input::Stopped(_)
@@ -1321,9 +1391,75 @@ pub fn refresh_money(l: &mut LeaseRecord, t: &Terms) {
     if l.role == Role::Provider {
         l.paid_sat = confirmed_sat(l, t);
         l.zero_conf_sat = zero_conf_sat(l, t);
-        l.refunded_sat = refund_values(l);
+        l.refunded_sat = refunds_sent(l);
         if let Some(m) = l.metered_at {
-            l.runs_until = Some((m as i64 + balance_secs(l, t)).max(0) as u64);
+            let until = (m as i64 + balance_secs(l, t)).max(0) as u64;
+            l.runs_until = Some(until.max(l.started_at.unwrap_or(0)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A provider's record as the engine before the lease machine wrote it (no fields of the machine).
+    fn legacy(state: &str, paid: u64, refunded: u64) -> LeaseRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": "ab".repeat(32), "role": "provider", "state": state, "counterparty": "x", "pool": "p",
+            "offer_id": 1, "image": "debian-12", "hours": 1, "price_sats_per_hour": 3600, "vcpus": 1,
+            "ram_mib": 512, "disk_gib": 1, "ssh_public_key": "k", "refund_address": "bcrt1qrefund",
+            "order_hex": "", "invoice_hex": null, "pay_address": "bcrt1qpay", "pay_uri": null,
+            "amount_sat": 3600, "paid_sat": paid, "started_at": 1000, "runs_until": 4600, "instance": null,
+            "refunded_sat": refunded, "history": []
+        }))
+        .unwrap()
+    }
+
+    fn paid(amount: u64) -> Input {
+        Input::Payments {
+            payments: vec![PaymentOut {
+                txid: "t".repeat(64),
+                vout: 0,
+                amount_sat: amount,
+                height: Some(100),
+                rbf: false,
+            }],
+            tip: 200,
+        }
+    }
+
+    #[test]
+    fn records_from_before_the_lease_machine_are_not_refunded_again() {
+        let key = Keypair::from_secret_bytes(&[7; 32]);
+        let terms = Terms::default();
+        let ctx = Ctx {
+            terms: &terms,
+            key: &key,
+        };
+        // An ended lease: whatever the earlier engine kept or refunded stays settled.
+        let mut closed = legacy("closed", 3600, 0);
+        assert!(closed.migrate(5000));
+        assert!(!closed.migrate(5000), "migrated once");
+        let out = handle(&closed, paid(3600), 5000, &ctx);
+        let after = out.record.unwrap_or(closed);
+        assert!(after.refunds.is_empty(), "{:?}", after.refunds);
+        assert!(!out
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::BuildRefund { .. })));
+        // A live one is charged from its start, as the earlier engine metered it, and its earlier refund counts.
+        let mut halted = legacy("halted", 3600, 500);
+        halted.cancelled = true;
+        halted.migrate(2000);
+        assert_eq!(halted.charged_secs, 1000);
+        let out = handle(&halted, paid(3600), 2000, &ctx);
+        let after = out.record.unwrap();
+        let refunded: u64 = after.refunds.iter().map(|r| r.value_sat).sum();
+        assert_eq!(
+            refunded,
+            3600 - 1000 - 500,
+            "unused part less what was refunded before"
+        );
     }
 }

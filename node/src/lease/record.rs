@@ -124,6 +124,9 @@ pub struct LeaseRecord {
     /// Sats too few to refund economically (below the refund minimum or dust): counted with fees.
     #[serde(default)]
     pub written_off_sat: u64,
+    /// How many times money was written off (each below `refund_min_sat`, or too small to send at all).
+    #[serde(default)]
+    pub write_offs: u32,
     /// Network fees of refunds (taken out of their value).
     #[serde(default)]
     pub refund_fees_sat: u64,
@@ -155,7 +158,20 @@ pub struct LeaseRecord {
     /// Buyer: the provider did not start the machine in time after payment (an alert was raised).
     #[serde(default)]
     pub stalled: bool,
+    /// Which lease engine wrote the record: 0 for records from before the lease machine (they are migrated
+    /// once at start, see [`LeaseRecord::migrate`]), [`ENGINE`] since.
+    #[serde(default)]
+    pub engine: u32,
+    /// Provider: sats the earlier engine already settled (kept or refunded); never refunded again.
+    #[serde(default)]
+    pub legacy_settled_sat: u64,
 }
+
+/// The record format of the lease machine.
+pub const ENGINE: u32 = 2;
+/// History entries kept per lease: the first ones (order, invoice) and the latest.
+pub const MAX_HISTORY: usize = 200;
+const HISTORY_HEAD: usize = 8;
 
 /// One output paying a lease's address, as the provider's wallet sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -238,11 +254,59 @@ impl LeaseRecord {
     /// Records a state reported by the other party (the buyer mirrors the provider's machine).
     pub fn set_state(&mut self, state: LeaseState, at: u64, detail: impl Into<String>) {
         self.state = state;
-        self.history.push(Step {
-            at,
-            state,
-            detail: detail.into(),
-        });
+        self.push_step(at, state, detail.into());
+    }
+
+    /// Appends a step to the history, unless it repeats the last one; keeps the history bounded (the first
+    /// steps and the latest), whatever the other party sends.
+    pub fn push_step(&mut self, at: u64, state: LeaseState, detail: String) {
+        if self
+            .history
+            .last()
+            .is_some_and(|s| s.state == state && s.detail == detail)
+        {
+            return;
+        }
+        self.history.push(Step { at, state, detail });
+        if self.history.len() > MAX_HISTORY {
+            self.history.remove(HISTORY_HEAD);
+        }
+    }
+
+    /// Brings a record written before the lease machine to its rules, once: what the earlier engine settled
+    /// (everything, for an ended lease; its refunds, for a live one) is never refunded again, and a live
+    /// lease is charged from its start as the earlier engine metered it. Returns whether anything changed.
+    pub fn migrate(&mut self, now: u64) -> bool {
+        if self.engine >= ENGINE {
+            return false;
+        }
+        self.engine = ENGINE;
+        if self.role == Role::Provider {
+            if self.state.is_terminal() {
+                self.legacy_settled_sat = u64::MAX;
+            } else {
+                self.legacy_settled_sat = self.refunded_sat;
+                self.machine_may_exist = self.state.may_have_machine();
+                if let Some(started) = self.started_at {
+                    self.charged_secs = now.saturating_sub(started);
+                    if matches!(
+                        self.state,
+                        LeaseState::Running | LeaseState::Warned | LeaseState::Grace
+                    ) {
+                        self.metered_at = Some(now);
+                    }
+                }
+                self.invoice_expires_at = self
+                    .invoice_hex
+                    .as_deref()
+                    .and_then(|h| hex::decode(h).ok())
+                    .and_then(|b| {
+                        xov_protocol::Signed::<xov_protocol::Invoice>::from_bytes(&b).ok()
+                    })
+                    .map_or(now, |i| i.body().expires_at);
+            }
+        }
+        true
     }
 }
 

@@ -259,6 +259,7 @@ pub fn sim_terms() -> Terms {
         notice_retry_secs: 20,
         start_timeout_secs: 900,
         refund_min_sat: 600,
+        refund_confirmations: 2,
         restart_min_secs: 60,
     }
 }
@@ -553,9 +554,8 @@ impl World {
             for id in &ids {
                 // Like the driver: the wallet's view first, then what the cloud did since the last stored
                 // answer is unknown.
-                let input = self.payments_input(id);
-                self.input(Side::Provider, id, input);
-                if !self.input(Side::Provider, id, Input::Restarted) {
+                let input = self.restarted_input(id);
+                if !self.input(Side::Provider, id, input) {
                     self.provider.unsure.insert(id.clone());
                 }
             }
@@ -602,6 +602,13 @@ impl World {
                 rbf: p.rbf,
             })
             .collect()
+    }
+
+    /// `Restarted` with the wallet's current view, as the driver sends it.
+    pub fn restarted_input(&self, id: &str) -> Input {
+        Input::Restarted {
+            view: Some((self.payments_of(id), self.tip)),
+        }
     }
 
     pub fn payments_input(&self, id: &str) -> Input {
@@ -975,7 +982,10 @@ impl World {
                     .is_some_and(machine::wants_ticks)
                 {
                     if self.node_mut(side).unsure.remove(&id)
-                        && !self.input(side, &id, Input::Restarted)
+                        && !{
+                            let input = self.restarted_input(&id);
+                            self.input(side, &id, input)
+                        }
                     {
                         self.node_mut(side).unsure.insert(id.clone());
                         continue;
@@ -1153,11 +1163,7 @@ impl World {
                 self.violations
                     .push(format!("lease {id}: refunded without a refund address"));
             }
-            let writeoffs = p
-                .history
-                .iter()
-                .filter(|s| s.detail.contains("written off"))
-                .count() as u64;
+            let writeoffs = p.write_offs as u64;
             if p.written_off_sat > writeoffs * terms.refund_min_sat.max(REFUND_FEE + DUST) {
                 self.violations.push(format!(
                     "lease {id}: {} sat written off in {writeoffs} write-offs",
@@ -1287,9 +1293,17 @@ pub fn counted_confirmed(pays: &[PaymentOut], tip: u32, t: &Terms) -> u64 {
 
 /// Confirmed plus the zero-conf sats the policy allows.
 pub fn counted_sat(pays: &[PaymentOut], tip: u32, t: &Terms) -> u64 {
+    // Below the confirmations needed, a payment counts at once if small enough (and, in the mempool, not
+    // signalling RBF), within one cap per lease: the wallet's rule.
     let mut zc = 0;
-    for p in pays.iter().filter(|p| p.height.is_none()) {
-        if !p.rbf && zc + p.amount_sat <= t.zero_conf_max_sat {
+    for p in pays
+        .iter()
+        .filter(|p| p.confirmations(tip) < t.min_confirmations.max(1))
+    {
+        if (p.height.is_some() || !p.rbf)
+            && p.amount_sat <= t.zero_conf_max_sat
+            && zc + p.amount_sat <= t.zero_conf_max_sat
+        {
             zc += p.amount_sat;
         }
     }
