@@ -221,6 +221,9 @@ pub struct WalletConfig {
     pub rpc_cookie: String,
     /// Addresses watched beyond the last one handed out.
     pub lookahead: u32,
+    /// This node's own payments still unconfirmed after this many blocks are replaced by ones paying the
+    /// chain's current fee estimate (RBF), so they confirm (0: never; `xov wallet bump` still works).
+    pub bump_after_blocks: u32,
 }
 
 impl Default for WalletConfig {
@@ -233,6 +236,7 @@ impl Default for WalletConfig {
             rpc_url: "http://127.0.0.1:18443".into(),
             rpc_cookie: String::new(),
             lookahead: xov_wallet::DEFAULT_LOOKAHEAD,
+            bump_after_blocks: 3,
         }
     }
 }

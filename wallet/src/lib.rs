@@ -14,6 +14,7 @@ pub mod invoice;
 pub mod keys;
 pub mod payout;
 pub mod store;
+mod stuck;
 mod wallet;
 
 /// The bitcoin types in this crate's API (outpoints, txids, locktimes for bonds).

@@ -66,6 +66,9 @@ pub(crate) struct Inner {
     assessed_tip: u32,
     /// Coins spent by payouts built but not yet broadcast, by payout txid (see [`crate::payout`]).
     pub(crate) reserved: BTreeMap<Txid, Vec<OutPoint>>,
+    /// Unconfirmed transactions this wallet spent from, with the tip height when this process first saw each
+    /// (see [`crate::stuck`]). In memory only.
+    pub(crate) unconfirmed_since: BTreeMap<Txid, u32>,
 }
 
 impl Inner {
@@ -114,6 +117,7 @@ impl Inner {
 
     /// Re-assesses every invoice against the chain view; persists and announces what changed.
     pub(crate) fn refresh(&mut self) -> Result<(), WalletError> {
+        crate::stuck::track(self);
         let now = unix_now();
         let tip = self.wallet.latest_checkpoint().height();
         let mut by_index = self.payments_by_index(now);
@@ -237,6 +241,8 @@ pub struct XovWallet {
     pub(crate) chain: chain::ChainHandle,
     rebuild: Arc<Notify>,
     created_mnemonic: bool,
+    /// Held by [`XovWallet::bump_stuck`], so that overlapping calls never bump the same transaction twice.
+    pub(crate) bumping: tokio::sync::Mutex<()>,
 }
 
 impl XovWallet {
@@ -308,6 +314,7 @@ impl XovWallet {
             lookahead,
             assessed_tip,
             reserved: BTreeMap::new(),
+            unconfirmed_since: BTreeMap::new(),
         }));
         let rebuild = Arc::new(Notify::new());
         let chain = chain::start(
@@ -324,6 +331,7 @@ impl XovWallet {
             chain,
             rebuild,
             created_mnemonic: created,
+            bumping: tokio::sync::Mutex::new(()),
         })
     }
 

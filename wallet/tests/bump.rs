@@ -213,3 +213,68 @@ async fn bumping_a_confirmed_or_unknown_tx_is_a_typed_error() {
     customer.shutdown().await;
     provider.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_stuck_for_n_blocks_is_bumped_automatically() {
+    if xov_testnet::skip_e2e("wallet automatic fee bump on regtest") {
+        return;
+    }
+    let btc = tokio::task::block_in_place(Bitcoind::start).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let provider = funded(dir.path(), &btc, "provider").await;
+    let customer = open(dir.path(), "customer", source(Source::Rpc, &btc)).await;
+    let mut cust_rx = customer.subscribe();
+    let to = customer.new_address().unwrap();
+    let amount = 100_000;
+
+    let old = provider.send(&to, amount, Some(1)).await.expect("sent");
+    let old_fee = mempool_fee_sat(&btc, &old).expect("bitcoind has the payment");
+    // Make bitcoind's miner leave it out: its fee counts as 1 BTC less.
+    tokio::task::block_in_place(|| btc.cli(&["prioritisetransaction", &old, "0", "-100000000"]))
+        .expect("prioritisetransaction");
+    assert!(provider.bump_stuck(2).await.is_empty(), "just sent");
+
+    mine_one(&btc, &provider).await;
+    assert_eq!(provider.tx_status(&old), TxStatus::Unconfirmed);
+    assert!(
+        provider.bump_stuck(2).await.is_empty(),
+        "one block is not two"
+    );
+
+    mine_one(&btc, &provider).await;
+    assert_eq!(provider.tx_status(&old), TxStatus::Unconfirmed);
+    let bumped = provider.bump_stuck(2).await;
+    assert_eq!(bumped.len(), 1, "{bumped:?}");
+    let bumped = bumped.into_iter().next().unwrap().expect("bumped");
+    assert_eq!(bumped.old_txid, old);
+    assert_eq!(bumped.old_fee_sat, old_fee);
+    assert!(bumped.new_fee_sat > old_fee, "{bumped:?}");
+    assert_eq!(
+        mempool_fee_sat(&btc, &bumped.new_txid),
+        Some(bumped.new_fee_sat),
+        "bitcoind has the replacement, at the higher fee"
+    );
+    assert_eq!(mempool_fee_sat(&btc, &old), None, "and not the original");
+    // Idempotent at one height: the replacement starts its own count.
+    assert!(provider.bump_stuck(2).await.is_empty(), "same height");
+
+    let height = mine_one(&btc, &provider).await;
+    assert_eq!(
+        provider.tx_status(&bumped.new_txid),
+        TxStatus::Confirmed { height }
+    );
+    until(&mut cust_rx, "recipient paid", || {
+        customer.balance().confirmed_sat == amount
+    })
+    .await;
+    assert!(provider.bump_stuck(2).await.is_empty(), "nothing stuck");
+    mine_one(&btc, &provider).await;
+    mine_one(&btc, &provider).await;
+    assert!(
+        provider.bump_stuck(2).await.is_empty(),
+        "nothing stuck, blocks later"
+    );
+
+    provider.shutdown().await;
+    customer.shutdown().await;
+}

@@ -8,10 +8,9 @@ pub mod events;
 pub mod leases;
 pub mod metrics;
 pub mod offer_probe;
+pub mod state;
 pub mod trust;
 pub mod wallet;
-
-use std::sync::{Arc, RwLock};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
@@ -21,29 +20,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use xov_protocol::{Arch, Demand, GpuWanted, Offer, OfferQuery, Signed};
 
 use crate::market::{Market, MarketError, OfferSpec};
 
 pub use crate::clock::unix_now;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub net: crate::network::NetworkHandle,
-    pub wallet: Option<Arc<xov_wallet::XovWallet>>,
-    pub leases: Arc<crate::lease::driver::LeaseEngine>,
-    pub market: Arc<RwLock<Market>>,
-    pub token: Arc<String>,
-    pub started_at: u64,
-    pub datadir: String,
-    pub shutdown: watch::Sender<bool>,
-    /// Lease changes, wallet activity and drain warnings, streamed at `/v1/events`.
-    pub events: crate::events::EventBus,
-    /// The configuration the node runs with, for `xov doctor`.
-    pub config: Arc<crate::config::Config>,
-}
+pub use state::AppState;
 
 /// An API error: HTTP status, a stable machine-readable code, and a sentence for people.
 #[derive(Debug, Serialize, ToSchema)]

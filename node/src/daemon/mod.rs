@@ -113,6 +113,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     let events = leases.events();
     if let Some(w) = &wallet {
         events.forward_wallet(w);
+        spawn_fee_bumping(w.clone(), cfg.wallet.bump_after_blocks);
     }
     events.spawn_hooks(cfg.events.clone());
     let state = AppState {
@@ -176,6 +177,36 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     result.context("local API server failed")?;
     info!("node stopped");
     Ok(())
+}
+
+/// At every new block, replaces this node's own payments still unconfirmed after `after_blocks` blocks by
+/// ones paying the chain's current estimate (RBF): payments, top-ups and refunds confirm without anyone
+/// watching. 0 turns it off.
+fn spawn_fee_bumping(wallet: std::sync::Arc<xov_wallet::XovWallet>, after_blocks: u32) {
+    if after_blocks == 0 {
+        return;
+    }
+    let mut rx = wallet.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(xov_wallet::WalletEvent::TipChanged { .. })
+                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    for r in wallet.bump_stuck(after_blocks).await {
+                        match r {
+                            Ok(b) => info!(
+                                old = %b.old_txid, new = %b.new_txid, fee_sat = b.new_fee_sat,
+                                "payment unconfirmed for {after_blocks} blocks replaced at a higher fee"
+                            ),
+                            Err(e) => warn!(error = %e, "could not bump a stuck payment"),
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
 }
 
 /// Opens the built-in wallet. On first start the recovery words are printed once to the terminal (not to the
