@@ -13,6 +13,7 @@ pub mod lease_timing;
 pub mod node;
 pub mod node_api;
 pub mod openstack;
+pub mod p2p_proxy;
 pub mod proc_stats;
 pub mod scenario;
 
