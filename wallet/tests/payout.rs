@@ -9,16 +9,6 @@ use xov_wallet::*;
 mod common;
 use common::*;
 
-/// A funded wallet (a mature coinbase) and the node it follows over RPC.
-async fn funded(dir: &std::path::Path, btc: &Bitcoind, name: &str) -> XovWallet {
-    let w = open(dir, name, source(Source::Rpc, btc)).await;
-    let mut rx = w.subscribe();
-    let funding = w.new_address().unwrap();
-    tokio::task::block_in_place(|| btc.mine_to(101, &funding).unwrap());
-    until(&mut rx, "wallet funded", || w.balance().confirmed_sat > 0).await;
-    w
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payout_pays_value_minus_fee_and_is_idempotent_to_broadcast() {
     if xov_testnet::skip_e2e("wallet payout on regtest") {

@@ -43,6 +43,16 @@ pub async fn open(dir: &std::path::Path, name: &str, chain: ChainSource) -> XovW
         .expect("wallet opens")
 }
 
+/// A funded wallet (a mature coinbase) and the node it follows over RPC.
+pub async fn funded(dir: &std::path::Path, btc: &Bitcoind, name: &str) -> XovWallet {
+    let w = open(dir, name, source(Source::Rpc, btc)).await;
+    let mut rx = w.subscribe();
+    let funding = w.new_address().unwrap();
+    tokio::task::block_in_place(|| btc.mine_to(101, &funding).unwrap());
+    until(&mut rx, "wallet funded", || w.balance().confirmed_sat > 0).await;
+    w
+}
+
 /// Waits until `cond` holds, re-checking after every wallet event.
 pub async fn until(rx: &mut Receiver<WalletEvent>, what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
