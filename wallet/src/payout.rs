@@ -162,23 +162,37 @@ impl XovWallet {
         // Rebuild on the same inputs paying value - fee, until the fee the rebuild needs is the one taken
         // out (the shape, and so the fee, can change once when a change output appears or is dropped).
         let mut settled = None;
+        let mut highest = fee_sat;
         for _ in 0..FEE_SETTLE_ATTEMPTS {
             let pay = value_sat
                 .checked_sub(fee_sat)
                 .filter(|p| *p >= dust)
                 .ok_or_else(|| below_dust(fee_sat))?;
             let b = build(&mut g, &script, pay, rate, Some(&inputs), &reserved)?;
+            highest = highest.max(b.fee_sat);
             if b.fee_sat == fee_sat {
                 settled = Some((b, pay));
                 break;
             }
             fee_sat = b.fee_sat;
         }
-        let (built, pay) = settled.ok_or_else(|| {
-            WalletError::Build(format!(
-                "the fee did not settle in {FEE_SETTLE_ATTEMPTS} builds"
-            ))
-        })?;
+        let (built, pay) = match settled {
+            Some(done) => done,
+            // The shape keeps flipping (a change output just above or below the dust limit): take the highest
+            // fee seen out of the value; the network gets what this build needs, any rest comes back as change.
+            None => {
+                let pay = value_sat
+                    .checked_sub(highest)
+                    .filter(|p| *p >= dust)
+                    .ok_or_else(|| below_dust(highest))?;
+                (
+                    build(&mut g, &script, pay, rate, Some(&inputs), &reserved)?,
+                    pay,
+                )
+            }
+        };
+        // What the refund gives up for the fee (the network may get a little less; the rest is change).
+        let fee_sat = value_sat - pay;
         let tx = sign(&mut g, built.psbt)?;
         if !tx
             .output
