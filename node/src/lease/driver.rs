@@ -282,6 +282,16 @@ pub fn cloud_error(e: xov_provisioner::ProvisionError) -> CloudError {
     }
 }
 
+/// A refund's persisted transaction, as the wallet broadcasts it.
+fn signed_tx(tx: RefundTx) -> xov_wallet::SignedTx {
+    xov_wallet::SignedTx {
+        txid: tx.txid,
+        raw_hex: tx.raw_hex,
+        fee_sat: tx.fee_sat,
+        sent_sat: tx.sent_sat,
+    }
+}
+
 fn refund_error(e: xov_wallet::WalletError) -> RefundError {
     match e {
         xov_wallet::WalletError::BelowDust { value_sat, .. } => {
@@ -493,12 +503,7 @@ impl LeaseEngine {
                 let w = self.wallet.clone()?;
                 let _one = self.refunding.lock().await;
                 let result = w
-                    .broadcast_signed(&xov_wallet::SignedTx {
-                        txid: tx.txid,
-                        raw_hex: tx.raw_hex,
-                        fee_sat: tx.fee_sat,
-                        sent_sat: tx.sent_sat,
-                    })
+                    .broadcast_signed(&signed_tx(tx))
                     .await
                     .map(|_| ())
                     .map_err(refund_error);
@@ -686,13 +691,7 @@ impl LeaseEngine {
                     continue;
                 }
                 let _one = self.refunding.lock().await;
-                let signed = xov_wallet::SignedTx {
-                    txid: tx.txid.clone(),
-                    raw_hex: tx.raw_hex.clone(),
-                    fee_sat: tx.fee_sat,
-                    sent_sat: tx.sent_sat,
-                };
-                match w.broadcast_signed(&signed).await {
+                match w.broadcast_signed(&signed_tx(tx.clone())).await {
                     Ok(_) => {
                         info!(lease = %id, txid = %tx.txid, "signed refund broadcast after a restart")
                     }
