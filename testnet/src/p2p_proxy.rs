@@ -235,6 +235,10 @@ impl Direction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     Drop,
+    /// Lets this many more frames pass, swallows the next one, then the rule ends.
+    DropOne {
+        skip: usize,
+    },
     Hold,
     Delay(Duration),
     Reorder,
@@ -366,6 +370,12 @@ impl P2pProxy {
         self.set(dir, cmd, Action::Drop);
     }
 
+    /// Lets `skip` frames with this command going this way pass, swallows the next one, and ends the rule:
+    /// one reply lost in the middle of a batch.
+    pub fn drop_one(&self, dir: Direction, cmd: &str, skip: usize) {
+        self.set(dir, cmd, Action::DropOne { skip });
+    }
+
     /// Holds back every frame with this command going this way, until [`P2pProxy::release`].
     pub fn hold(&self, dir: Direction, cmd: &str) {
         self.set(dir, cmd, Action::Hold);
@@ -439,9 +449,27 @@ impl P2pProxy {
         }
     }
 
-    /// How many connections are live.
+    /// How many connections are live (neither side has closed its socket).
     pub fn connections(&self) -> usize {
-        lock(&self.shared.conns).len()
+        lock(&self.shared.conns)
+            .iter()
+            .filter(|c| !lock(&c.lanes[0].0).closed)
+            .count()
+    }
+
+    /// Waits until [`P2pProxy::connections`] is `n`, at most `timeout`; returns whether it was.
+    pub fn wait_connections(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.connections() == n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // Connections end on socket events the proxy's threads see; poll them at a fine grain.
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -571,13 +599,20 @@ fn read_loop(shared: &Shared, conn: &Conn, dir: Direction, mut from: TcpStream) 
             *lock(&shared.seen).entry(key.clone()).or_insert(0) += 1;
             shared.seen_cv.notify_all();
             // The rule is read and applied under the rules lock, so a release cannot slip in between.
-            let rules = lock(&shared.rules);
+            let mut rules = lock(&shared.rules);
             let bytes = frame.encode();
             let now = Instant::now();
             let mut lane = conn.lane(dir);
-            match rules.get(&key) {
+            match rules.get_mut(&key) {
                 None => conn.send_at(dir, &mut lane, now, bytes),
                 Some(Action::Drop) => {}
+                Some(Action::DropOne { skip }) if *skip > 0 => {
+                    *skip -= 1;
+                    conn.send_at(dir, &mut lane, now, bytes);
+                }
+                Some(Action::DropOne { .. }) => {
+                    rules.remove(&key);
+                }
                 Some(Action::Hold) => lane.held.entry(key.1).or_default().push(bytes),
                 Some(Action::Delay(by)) => conn.send_at(dir, &mut lane, now + *by, bytes),
                 Some(Action::Reorder) => match lane.reorder.remove(&key.1) {

@@ -17,14 +17,14 @@ use std::time::Duration;
 use bdk_bitcoind_rpc::bitcoincore_rpc::jsonrpc;
 use bdk_bitcoind_rpc::bitcoincore_rpc::{Auth, Client, RpcApi};
 use bdk_bitcoind_rpc::Emitter;
-use bdk_kyoto::builder::{Builder, BuilderExt};
-use bdk_kyoto::{Requester, SyncConfig, TrustedPeer};
 use bdk_wallet::bitcoin::{Network, Transaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::error::WalletError;
+use crate::health::{ChainHealth, ChainState, ChainTuning};
+use crate::light::LightHandle;
 use crate::wallet::{Inner, BROADCAST_TIMEOUT};
 
 /// Which chain source to follow.
@@ -52,23 +52,13 @@ impl ChainSource {
 
 type Shared = Arc<Mutex<Inner>>;
 
-/// How long a new light client may take to connect to its peers before it is rebuilt: longer than its own
-/// connect and answer timeouts together, so the watchdog never cuts short an attempt that would succeed.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
-/// Time a trusted peer gets to accept the TCP connection.
-const PEER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a trusted peer gets to answer a request (headers, filters, blocks).
-const PEER_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn lock(inner: &Shared) -> std::sync::MutexGuard<'_, Inner> {
-    inner.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub(crate) enum ChainHandle {
     Kyoto {
-        requester: Arc<Mutex<Option<Requester>>>,
-        stop: watch::Sender<bool>,
-        task: tokio::task::JoinHandle<()>,
+        light: LightHandle,
         /// Kept for the bond checker's own light client.
         network: Network,
         peers: Vec<SocketAddr>,
@@ -77,6 +67,7 @@ pub(crate) enum ChainHandle {
         client: Arc<Client>,
         stop: Arc<AtomicBool>,
         thread: Option<std::thread::JoinHandle<()>>,
+        health: Arc<watch::Sender<ChainHealth>>,
     },
 }
 
@@ -85,6 +76,7 @@ pub(crate) async fn start(
     network: Network,
     inner: Shared,
     rebuild: Arc<Notify>,
+    tuning: ChainTuning,
 ) -> Result<ChainHandle, WalletError> {
     match source {
         ChainSource::CompactFilters { peers } => {
@@ -93,20 +85,9 @@ pub(crate) async fn start(
                     "compact block filters need at least one peer".into(),
                 ));
             }
-            let requester = Arc::new(Mutex::new(None));
-            let (stop, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(run_kyoto(
-                network,
-                peers.clone(),
-                inner,
-                rebuild,
-                requester.clone(),
-                stop_rx,
-            ));
+            let light = LightHandle::start(network, peers.clone(), inner, rebuild, tuning);
             Ok(ChainHandle::Kyoto {
-                requester,
-                stop,
-                task,
+                light,
                 network,
                 peers,
             })
@@ -132,15 +113,31 @@ pub(crate) async fn start(
                 )));
             }
             let stop = Arc::new(AtomicBool::new(false));
-            let (c, s) = (client.clone(), stop.clone());
+            let health = Arc::new(
+                watch::channel(ChainHealth {
+                    source: "bitcoind RPC".into(),
+                    state: ChainState::Syncing,
+                    peers: 1,
+                    header_tip: Some(info.blocks as u32),
+                    peer_tip: Some(info.blocks as u32),
+                    wallet_tip: lock(&inner).wallet.latest_checkpoint().height(),
+                    secs_since_progress: 0,
+                    restarts: 0,
+                    last_restart_reason: None,
+                    last_warning: None,
+                })
+                .0,
+            );
+            let (c, s, h) = (client.clone(), stop.clone(), health.clone());
             let thread = std::thread::Builder::new()
                 .name("xov-wallet-rpc".into())
-                .spawn(move || run_rpc(c, inner, Duration::from_millis(poll_ms.max(10)), s))
+                .spawn(move || run_rpc(c, inner, Duration::from_millis(poll_ms.max(10)), s, h))
                 .map_err(|e| WalletError::Chain(e.to_string()))?;
             Ok(ChainHandle::Rpc {
                 client,
                 stop,
                 thread: Some(thread),
+                health,
             })
         }
     }
@@ -181,20 +178,11 @@ pub(crate) fn rpc_says_already_known(code: i32, message: &str) -> bool {
 impl ChainHandle {
     pub(crate) async fn broadcast(&self, tx: Transaction) -> Result<Broadcasted, WalletError> {
         match self {
-            ChainHandle::Kyoto { requester, .. } => {
-                let r = requester
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-                    .ok_or_else(|| {
-                        WalletError::Broadcast("the light client is not connected yet".into())
-                    })?;
-                match tokio::time::timeout(BROADCAST_TIMEOUT, r.submit_package(tx)).await {
-                    Err(_) => Ok(Broadcasted::NotRequested),
-                    Ok(sent) => {
-                        sent.map_err(|e| WalletError::Broadcast(e.to_string()))?;
-                        Ok(Broadcasted::Accepted)
-                    }
+            ChainHandle::Kyoto { light, .. } => {
+                if light.shared.broadcast(tx, BROADCAST_TIMEOUT).await {
+                    Ok(Broadcasted::Accepted)
+                } else {
+                    Ok(Broadcasted::NotRequested)
                 }
             }
             ChainHandle::Rpc { client, .. } => {
@@ -229,34 +217,21 @@ impl ChainHandle {
                 est.fee_rate
                     .map(|per_kvb| per_kvb.to_sat().div_ceil(1000).max(1))
             }
-            ChainHandle::Kyoto { requester, .. } => {
-                let r = requester
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()?;
-                let rate = tokio::time::timeout(Duration::from_secs(5), r.broadcast_min_feerate())
-                    .await
-                    .ok()?
-                    .ok()?;
-                Some(rate.to_sat_per_vb_ceil().max(1))
-            }
+            ChainHandle::Kyoto { light, .. } => light.shared.min_fee_rate().await,
+        }
+    }
+
+    /// How the chain source is doing, for the operator.
+    pub(crate) fn health(&self) -> watch::Receiver<ChainHealth> {
+        match self {
+            ChainHandle::Kyoto { light, .. } => light.shared.health(),
+            ChainHandle::Rpc { health, .. } => health.subscribe(),
         }
     }
 
     pub(crate) async fn stop(self) {
         match self {
-            ChainHandle::Kyoto {
-                requester,
-                stop,
-                task,
-                ..
-            } => {
-                let _ = stop.send(true);
-                if let Some(r) = requester.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    let _ = r.shutdown();
-                }
-                let _ = task.await;
-            }
+            ChainHandle::Kyoto { light, .. } => light.stop().await,
             ChainHandle::Rpc {
                 stop, mut thread, ..
             } => {
@@ -269,119 +244,15 @@ impl ChainHandle {
     }
 }
 
-/// Light-client loop. The client watches the wallet's addresses as they were when it was built (revealed
-/// ones plus the lookahead), so it is rebuilt when invoices come close to the end of that window, and
-/// whenever the node stops (it gives up on peers after a long idle spell).
-async fn run_kyoto(
-    network: Network,
-    peers: Vec<SocketAddr>,
-    inner: Shared,
-    rebuild: Arc<Notify>,
-    slot: Arc<Mutex<Option<Requester>>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let built = {
-            let mut g = lock(&inner);
-            let revealed = g
-                .wallet
-                .derivation_index(bdk_wallet::KeychainKind::External)
-                .unwrap_or(0);
-            g.watched_up_to = revealed;
-            // Each connection attempt uses up one whitelist entry; list every peer many times.
-            let whitelist: Vec<TrustedPeer> = peers
-                .iter()
-                .flat_map(|p| std::iter::repeat_n(TrustedPeer::from_socket_addr(*p), 64))
-                .collect();
-            Builder::new(network)
-                .add_peers(whitelist)
-                .whitelist_only()
-                .required_peers(1)
-                // The defaults (2 s to connect, 5 s to answer) drop a busy bitcoind under load; our peers
-                // are the operator's own nodes, so waiting for them is better than losing them.
-                .handshake_timeout(PEER_HANDSHAKE_TIMEOUT)
-                .response_timeout(PEER_RESPONSE_TIMEOUT)
-                .fetch_witness_data()
-                .build_with_wallet(&g.wallet, SyncConfig::sync_from_last_checkpoint().build())
-        };
-        let client = match built {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "cannot build the light client");
-                return;
-            }
-        };
-        let (client, logging, mut updates) = client.subscribe();
-        let mut warnings = logging.warning_subscriber;
-        let mut infos = logging.info_subscriber;
-        tokio::spawn(async move {
-            while let Some(w) = warnings.recv().await {
-                info!(warning = %w, "light client");
-            }
-        });
-        let (connected_tx, connected_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            while let Some(i) = infos.recv().await {
-                if matches!(i, bdk_kyoto::Info::ConnectionsMet) {
-                    let _ = connected_tx.send(true);
-                }
-                debug!(info = %i, "light client");
-            }
-        });
-        let requester = client.start().requester();
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(requester.clone());
-        info!(network = %network, "light client started");
-        // A client that has not reached its peers in time is stuck (seen under heavy load: connected to
-        // nobody, silently) and is rebuilt.
-        let connect_deadline = tokio::time::sleep(CONNECT_TIMEOUT);
-        tokio::pin!(connect_deadline);
-        loop {
-            tokio::select! {
-                _ = &mut connect_deadline, if !*connected_rx.borrow() => {
-                    warn!("light client reached no peer in {} s; restarting it", CONNECT_TIMEOUT.as_secs());
-                    let _ = requester.shutdown();
-                    break;
-                }
-                u = updates.update() => match u {
-                    Ok(update) => {
-                        let mut g = lock(&inner);
-                        if let Err(e) = g.wallet.apply_update(update) {
-                            warn!(error = %e, "light client update does not connect");
-                            continue;
-                        }
-                        let tip_before = g.assessed_tip();
-                        if let Err(e) = g.persist().and_then(|_| g.refresh()) {
-                            warn!(error = %e, "cannot persist wallet update");
-                        }
-                        if g.wallet.latest_checkpoint().height() != tip_before {
-                            g.tip_event();
-                        }
-                    }
-                    Err(_) => {
-                        warn!("light client stopped; restarting it");
-                        break;
-                    }
-                },
-                _ = rebuild.notified() => {
-                    debug!("rebuilding the light client to watch newly revealed addresses");
-                    let _ = requester.shutdown();
-                    break;
-                }
-                _ = stop.wait_for(|s| *s) => {
-                    let _ = requester.shutdown();
-                    return;
-                }
-            }
-        }
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        if *stop.borrow() {
-            return;
-        }
-    }
-}
-
 /// RPC loop: connect new blocks (the emitter walks back over reorgs by itself), then the mempool.
-fn run_rpc(client: Arc<Client>, inner: Shared, poll: Duration, stop: Arc<AtomicBool>) {
+fn run_rpc(
+    client: Arc<Client>,
+    inner: Shared,
+    poll: Duration,
+    stop: Arc<AtomicBool>,
+    health: Arc<watch::Sender<ChainHealth>>,
+) {
+    let mut last_progress = std::time::Instant::now();
     let (cp, expected) = {
         let g = lock(&inner);
         let expected: Vec<Arc<Transaction>> = g
@@ -396,6 +267,35 @@ fn run_rpc(client: Arc<Client>, inner: Shared, poll: Duration, stop: Arc<AtomicB
     let mut emitter = Emitter::new(client.clone(), cp, start, expected);
     while !stop.load(Ordering::SeqCst) {
         let mut changed = false;
+        let count = client.get_block_count();
+        let wallet_tip = lock(&inner).wallet.latest_checkpoint().height();
+        health.send_if_modified(|h| {
+            let before = h.clone();
+            match &count {
+                Ok(count) => {
+                    let count = *count as u32;
+                    if h.wallet_tip != wallet_tip || h.header_tip != Some(count) {
+                        last_progress = std::time::Instant::now();
+                    }
+                    h.peers = 1;
+                    h.header_tip = Some(count);
+                    h.peer_tip = Some(count);
+                    h.wallet_tip = wallet_tip;
+                    h.state = if wallet_tip >= count {
+                        ChainState::Synced
+                    } else {
+                        ChainState::Syncing
+                    };
+                }
+                Err(e) => {
+                    h.peers = 0;
+                    h.state = ChainState::Connecting;
+                    h.last_warning = Some(format!("bitcoind RPC does not answer: {e}"));
+                }
+            }
+            h.secs_since_progress = last_progress.elapsed().as_secs();
+            *h != before
+        });
         loop {
             match emitter.next_block() {
                 Ok(Some(ev)) => {

@@ -21,6 +21,7 @@ use crate::bond::Bond;
 use crate::chain::{self, ChainSource};
 use crate::error::WalletError;
 use crate::events::WalletEvent;
+use crate::health::{ChainHealth, ChainTuning};
 use crate::invoice::{assess, counted, Invoice, InvoiceStatus, Payment, PaymentPolicy};
 use crate::keys;
 use crate::store::WalletStore;
@@ -251,6 +252,15 @@ impl XovWallet {
         cfg: WalletConfig,
         store: Box<dyn WalletStore>,
     ) -> Result<XovWallet, WalletError> {
+        Self::open_tuned(cfg, store, ChainTuning::default()).await
+    }
+
+    /// [`XovWallet::open`], with the light client's supervision tuned (tests shorten its timeouts).
+    pub async fn open_tuned(
+        cfg: WalletConfig,
+        store: Box<dyn WalletStore>,
+        tuning: ChainTuning,
+    ) -> Result<XovWallet, WalletError> {
         let (mnemonic, created) =
             keys::load_or_create_mnemonic_with(&cfg.mnemonic_path, cfg.file_passphrase.as_deref())?;
         let xprv = keys::master_key(&mnemonic, &cfg.passphrase, cfg.network)?;
@@ -322,6 +332,7 @@ impl XovWallet {
             cfg.network,
             inner.clone(),
             rebuild.clone(),
+            tuning,
         )
         .await?;
         Ok(XovWallet {
@@ -333,6 +344,17 @@ impl XovWallet {
             created_mnemonic: created,
             bumping: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// How the chain source is doing: connecting, syncing, synced or stalled, with peers, tips, restarts
+    /// and the last warning.
+    pub fn chain_health(&self) -> ChainHealth {
+        self.chain.health().borrow().clone()
+    }
+
+    /// Every change of [`XovWallet::chain_health`] (for waiting on a state without polling).
+    pub fn subscribe_health(&self) -> tokio::sync::watch::Receiver<ChainHealth> {
+        self.chain.health()
     }
 
     /// Whether this start created the mnemonic (show it to the user once).

@@ -1,0 +1,412 @@
+//! The light client (compact block filters) against a real regtest bitcoind behind the Bitcoin P2P fault
+//! proxy: each way it was seen or read to stall, made to happen on purpose, and what the wallet does about it.
+//!
+//! - A reply lost in the middle of a filter batch leaves the library's request with no timer: the bare client
+//!   never gets there (shown with supervision off), the supervised one is restarted and reaches the tip.
+//! - Requests the peer ignores (as Core does with `getcfilters` past its filter index) are outlived.
+//! - A peer's `version` is not a connection: with `verack` held the wallet stays "connecting" and restarts.
+//! - A stopped or rebuilt client leaves no connection (and so no task) behind.
+//! - A broadcast made before the handshake completes still reaches the peer.
+//! - Chain updates are written on the light client's own thread, never on the node's async workers.
+//! - A peer on another network is refused by name.
+//!
+//! No sleeps as synchronisation: waits are on wallet health changes, wallet events and the proxy's
+//! counters, each with a deadline. Where something must *not* happen, a bounded wait shows it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use xov_testnet::bitcoind::Bitcoind;
+use xov_testnet::p2p_proxy::{Direction::*, P2pProxy};
+use xov_wallet::bdk::ChangeSet;
+use xov_wallet::*;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Short timeouts so each fault plays out in seconds.
+fn tuning() -> ChainTuning {
+    ChainTuning {
+        connect_timeout: Duration::from_secs(4),
+        stall_after: Duration::from_secs(6),
+        probe_every: Duration::from_secs(2),
+        backoff_min: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(3),
+        handshake_timeout: Duration::from_secs(3),
+        supervise: true,
+    }
+}
+
+fn config(dir: &std::path::Path, name: &str, peer: SocketAddr) -> WalletConfig {
+    WalletConfig {
+        network: Network::Regtest,
+        mnemonic_path: dir.join(format!("{name}.mnemonic")),
+        passphrase: String::new(),
+        file_passphrase: None,
+        chain: ChainSource::CompactFilters { peers: vec![peer] },
+        lookahead: 25,
+    }
+}
+
+async fn open(dir: &std::path::Path, name: &str, peer: SocketAddr, t: ChainTuning) -> XovWallet {
+    let store = FileStore::new(dir.join(name)).unwrap();
+    XovWallet::open_tuned(config(dir, name, peer), Box::new(store), t)
+        .await
+        .expect("wallet opens")
+}
+
+/// Waits until the wallet's chain health satisfies `cond`; the health then, or None at `wait`.
+async fn health_until(
+    w: &XovWallet,
+    wait: Duration,
+    cond: impl Fn(&ChainHealth) -> bool,
+) -> Option<ChainHealth> {
+    let mut rx: watch::Receiver<ChainHealth> = w.subscribe_health();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        {
+            let h = rx.borrow_and_update();
+            if cond(&h) {
+                return Some(h.clone());
+            }
+        }
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            return None;
+        }
+    }
+}
+
+async fn reaches_tip(w: &XovWallet, tip: u32, wait: Duration) -> Option<ChainHealth> {
+    health_until(w, wait, |h| {
+        h.wallet_tip >= tip && h.state == ChainState::Synced
+    })
+    .await
+}
+
+fn height(btc: &Bitcoind) -> u32 {
+    btc.height().unwrap() as u32
+}
+
+/// A chain long enough that the first filter batch has a middle.
+fn chain(btc: &Bitcoind) {
+    btc.mine(120).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_lost_mid_batch_stalls_the_bare_client_and_the_supervised_one_recovers() {
+    if xov_testnet::skip_e2e("light client faults") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    chain(&btc);
+    let tip = height(&btc);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Unsupervised: the library's own timers never notice the missing filter.
+    let proxy = P2pProxy::start(btc.p2p_addr()).unwrap();
+    proxy.drop_one(ToClient, "cfilter", 40);
+    let bare = open(
+        dir.path(),
+        "bare",
+        proxy.local_addr(),
+        ChainTuning {
+            supervise: false,
+            ..tuning()
+        },
+    )
+    .await;
+    assert!(
+        tokio::task::block_in_place(|| proxy.wait_seen(ToClient, "cfilter", 41, WAIT)),
+        "the client asked for filters"
+    );
+    // Three times the response timeout: anything the library would do about it, it has done by then.
+    let quiet = tuning().response_timeout * 3;
+    assert!(
+        reaches_tip(&bare, tip, quiet).await.is_none(),
+        "the bare client reached the tip with a filter missing"
+    );
+    let h = bare.chain_health();
+    assert!(h.wallet_tip < tip, "{h:?}");
+    assert_eq!(h.restarts, 0);
+    bare.shutdown().await;
+    tokio::task::block_in_place(|| drop(proxy));
+
+    // Supervised: the same loss, then a restart, then the tip.
+    let proxy = P2pProxy::start(btc.p2p_addr()).unwrap();
+    proxy.drop_one(ToClient, "cfilter", 40);
+    let w = open(dir.path(), "supervised", proxy.local_addr(), tuning()).await;
+    let h = reaches_tip(&w, tip, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("never reached the tip: {:?}", w.chain_health()));
+    assert!(h.restarts >= 1, "{h:?}");
+    assert_eq!(
+        h.last_restart_reason,
+        Some(StallReason::NoProgress),
+        "{h:?}"
+    );
+    w.shutdown().await;
+    tokio::task::block_in_place(|| drop(proxy));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_requests_the_peer_ignores_are_outlived() {
+    if xov_testnet::skip_e2e("light client faults") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    chain(&btc);
+    let tip = height(&btc);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = P2pProxy::start(btc.p2p_addr()).unwrap();
+    // Core answers nothing to a getcfilters whose stop block its filter index has not reached: here it
+    // never even sees them.
+    proxy.drop(ToUpstream, "getcfilters");
+    let w = open(dir.path(), "ignored", proxy.local_addr(), tuning()).await;
+    assert!(tokio::task::block_in_place(|| proxy.wait_seen(
+        ToUpstream,
+        "getcfilters",
+        1,
+        WAIT
+    )));
+    let h = health_until(&w, WAIT, |h| h.restarts >= 1)
+        .await
+        .unwrap_or_else(|| panic!("no restart: {:?}", w.chain_health()));
+    assert!(h.wallet_tip < tip);
+    // The index catches up.
+    proxy.clear();
+    reaches_tip(&w, tip, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("never reached the tip: {:?}", w.chain_health()));
+    w.shutdown().await;
+    tokio::task::block_in_place(|| drop(proxy));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_version_is_not_a_connection() {
+    if xov_testnet::skip_e2e("light client faults") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    btc.mine(5).unwrap();
+    let tip = height(&btc);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = P2pProxy::start(btc.p2p_addr()).unwrap();
+    // The peer's version arrives, then nothing: its verack and its answers are held.
+    proxy.hold(ToClient, "verack");
+    proxy.hold(ToClient, "headers");
+    let w = open(dir.path(), "no-verack", proxy.local_addr(), tuning()).await;
+    assert!(tokio::task::block_in_place(
+        || proxy.wait_seen(ToClient, "version", 1, WAIT)
+    ));
+    // The peer's version arrived (the library reports "connections met"), yet no handshake completed.
+    let h = w.chain_health();
+    assert_eq!(h.state, ChainState::Connecting, "{h:?}");
+    let h = health_until(&w, WAIT, |h| h.restarts >= 1)
+        .await
+        .unwrap_or_else(|| panic!("no restart: {:?}", w.chain_health()));
+    assert_eq!(h.last_restart_reason, Some(StallReason::NoPeer), "{h:?}");
+    assert!(h.wallet_tip < tip);
+    proxy.clear();
+    reaches_tip(&w, tip, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("never reached the tip: {:?}", w.chain_health()));
+    w.shutdown().await;
+    tokio::task::block_in_place(|| drop(proxy));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_and_rebuilt_clients_leave_no_connection_behind() {
+    if xov_testnet::skip_e2e("light client faults") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    btc.mine(5).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = P2pProxy::start(btc.p2p_addr()).unwrap();
+    let quiet = ChainTuning {
+        // No probes: every connection the proxy counts is the client's.
+        probe_every: Duration::from_secs(3600),
+        ..tuning()
+    };
+    let w = open(dir.path(), "rebuilt", proxy.local_addr(), quiet).await;
+    for round in 0..3 {
+        let tip = height(&btc);
+        reaches_tip(&w, tip, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("round {round}: never reached the tip"));
+        assert!(
+            tokio::task::block_in_place(|| proxy.wait_connections(1, WAIT)),
+            "round {round}: {} connections live, one expected",
+            proxy.connections()
+        );
+        // Reveal enough addresses to use up half the watched window: the client is rebuilt.
+        let seen = proxy.seen(ToUpstream, "version");
+        for _ in 0..20 {
+            w.new_address().unwrap();
+        }
+        assert!(
+            tokio::task::block_in_place(|| proxy.wait_seen(ToUpstream, "version", seen + 1, WAIT)),
+            "round {round}: no rebuild"
+        );
+        btc.mine(1).unwrap();
+    }
+    w.shutdown().await;
+    assert!(
+        tokio::task::block_in_place(|| proxy.wait_connections(0, WAIT)),
+        "{} connections still live after the wallet shut down",
+        proxy.connections()
+    );
+    tokio::task::block_in_place(|| drop(proxy));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_before_the_handshake_still_reaches_the_peer() {
+    if xov_testnet::skip_e2e("light client faults") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = P2pProxy::start(btc.p2p_addr()).unwrap();
+    let w = open(dir.path(), "sender", proxy.local_addr(), tuning()).await;
+    let mut rx = w.subscribe();
+    let funding = w.new_address().unwrap();
+    btc.mine_to(101, &funding).unwrap();
+    common::until(&mut rx, "funded through filters", || {
+        w.balance().confirmed_sat > 0
+    })
+    .await;
+
+    // A new connection whose handshake cannot complete yet.
+    proxy.hold(ToClient, "verack");
+    let versions = proxy.seen(ToClient, "verack");
+    proxy.kill_connections();
+    assert!(tokio::task::block_in_place(|| proxy.wait_seen(
+        ToClient,
+        "verack",
+        versions + 1,
+        WAIT
+    )));
+    let to = w.new_address().unwrap();
+    let w = Arc::new(w);
+    let sender = w.clone();
+    let send = tokio::spawn(async move { sender.send(&to, 50_000, Some(2)).await });
+    // The payment is made while no handshake is complete; then the handshake completes.
+    proxy.release(ToClient, "verack");
+    let txid = send.await.unwrap().expect("the payment is broadcast");
+    let mempool = btc.cli(&["getrawmempool"]).unwrap();
+    assert!(
+        mempool
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str() == Some(txid.as_str())),
+        "{txid} is not in bitcoind's mempool: {mempool}"
+    );
+    Arc::try_unwrap(w).ok().unwrap().shutdown().await;
+    tokio::task::block_in_place(|| drop(proxy));
+}
+
+/// A file store that records on which thread each chain update was written.
+struct Recording {
+    inner: FileStore,
+    threads: Arc<Mutex<Vec<String>>>,
+}
+
+impl WalletStore for Recording {
+    fn load_changeset(&self) -> Result<Option<ChangeSet>, WalletError> {
+        self.inner.load_changeset()
+    }
+    fn save_changeset(&mut self, full: &ChangeSet) -> Result<(), WalletError> {
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        self.threads.lock().unwrap().push(name);
+        self.inner.save_changeset(full)
+    }
+    fn load_invoices(&self) -> Result<Vec<Invoice>, WalletError> {
+        self.inner.load_invoices()
+    }
+    fn save_invoice(&mut self, invoice: &Invoice) -> Result<(), WalletError> {
+        self.inner.save_invoice(invoice)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_updates_are_written_off_the_async_workers() {
+    if xov_testnet::skip_e2e("light client faults") {
+        return;
+    }
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    btc.mine(5).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let store = Recording {
+        inner: FileStore::new(dir.path().join("rec")).unwrap(),
+        threads: threads.clone(),
+    };
+    let w = XovWallet::open_tuned(
+        config(dir.path(), "rec", btc.p2p_addr()),
+        Box::new(store),
+        tuning(),
+    )
+    .await
+    .unwrap();
+    reaches_tip(&w, height(&btc), WAIT).await.unwrap();
+    threads.lock().unwrap().clear();
+    btc.mine(2).unwrap();
+    reaches_tip(&w, height(&btc), WAIT).await.unwrap();
+    let seen = threads.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the new blocks were not written");
+    assert!(
+        seen.iter().all(|t| t == "xov-light-client"),
+        "chain updates written on {seen:?}"
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_on_another_network_is_refused_by_name() {
+    // No bitcoind needed: a listener that speaks signet.
+    use xov_wallet::bitcoin::consensus::encode;
+    use xov_wallet::bitcoin::p2p::message::{NetworkMessage, RawNetworkMessage};
+    use xov_wallet::bitcoin::p2p::message_network::VersionMessage;
+    use xov_wallet::bitcoin::p2p::{Address, Magic, ServiceFlags};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let v = VersionMessage::new(
+                ServiceFlags::NETWORK | ServiceFlags::COMPACT_FILTERS,
+                0,
+                Address::new(&peer, ServiceFlags::NONE),
+                Address::new(&peer, ServiceFlags::NONE),
+                1,
+                "/signet-node/".into(),
+                200_000,
+            );
+            let m = RawNetworkMessage::new(Magic::SIGNET, NetworkMessage::Version(v));
+            let _ = s.write_all(&encode::serialize(&m));
+            let mut b = [0u8; 512];
+            let _ = s.read(&mut b);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let w = open(dir.path(), "other-net", peer, tuning()).await;
+    let h = health_until(&w, WAIT, |h| {
+        h.last_warning
+            .as_deref()
+            .is_some_and(|m| m.contains("signet"))
+    })
+    .await
+    .unwrap_or_else(|| panic!("no warning: {:?}", w.chain_health()));
+    assert_ne!(h.state, ChainState::Synced);
+    assert_eq!(h.peers, 0);
+    w.shutdown().await;
+}
