@@ -1,4 +1,8 @@
 //! Node configuration: `<datadir>/xov.toml` (all optional), then `XOV_*` environment overrides.
+//!
+//! Invariant: `[wallet] network` names the node's bitcoin network whether or not the wallet is enabled: it is
+//! the chain of every pool, offer and order the node deals in ([`WalletConfig::chain`]), so it is checked at
+//! load even for a node without a wallet.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -210,7 +214,8 @@ impl Default for LeaseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct WalletConfig {
     pub enabled: bool,
-    /// bitcoin, testnet4, signet or regtest.
+    /// bitcoin, testnet4, signet or regtest (also `testnet`, testnet3). The node's chain even with the wallet
+    /// off: it trades only in pools of this network.
     pub network: String,
     /// `filters` (compact block filters, the default: no server needed) or `rpc` (your own bitcoind).
     pub chain: String,
@@ -274,6 +279,11 @@ impl WalletConfig {
         }
     }
 
+    /// The chain this node trades on: the genesis block of `network` (pools, offers and orders name it).
+    pub fn chain(&self) -> Result<xov_protocol::Chain, ConfigError> {
+        self.bitcoin_network().map(chain_of)
+    }
+
     pub fn bitcoin_network(&self) -> Result<xov_wallet::Network, ConfigError> {
         self.network.parse().map_err(|_| ConfigError::Parse {
             path: "wallet".into(),
@@ -283,6 +293,12 @@ impl WalletConfig {
             ),
         })
     }
+}
+
+/// The protocol's name for a bitcoin network: the hash of its genesis block, from the `bitcoin` crate.
+pub fn chain_of(network: xov_wallet::Network) -> xov_protocol::Chain {
+    let genesis = xov_wallet::bitcoin::constants::ChainHash::using_genesis_block(network);
+    xov_protocol::Chain::from_genesis_hash(genesis.to_bytes())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -499,9 +515,10 @@ impl Config {
                 ));
             }
         }
+        // The network is the node's chain, wallet or not.
+        self.wallet.bitcoin_network()?;
         if self.wallet.enabled {
             self.wallet.chain_source()?;
-            self.wallet.bitcoin_network()?;
         }
         for a in self.network.listen.iter().chain(&self.network.bootstrap) {
             a.parse::<libp2p::Multiaddr>()
@@ -545,6 +562,51 @@ fn parse_bool(var: &'static str, v: String) -> Result<bool, ConfigError> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use xov_protocol::Chain;
+
+    /// The protocol hard-codes the genesis hashes (it does not depend on `bitcoin`); they must be the facts.
+    #[test]
+    fn the_protocols_chains_are_the_bitcoin_crates_genesis_blocks() {
+        use xov_wallet::Network;
+        for (network, chain) in [
+            (Network::Bitcoin, Chain::BITCOIN),
+            (Network::Testnet, Chain::TESTNET),
+            (Network::Testnet4, Chain::TESTNET4),
+            (Network::Signet, Chain::SIGNET),
+            (Network::Regtest, Chain::REGTEST),
+        ] {
+            assert_eq!(chain_of(network), chain, "{network}");
+            let genesis = xov_wallet::bitcoin::constants::genesis_block(network);
+            assert_eq!(chain.genesis_hex(), genesis.block_hash().to_string());
+            // The protocol's names are the crate's.
+            assert_eq!(chain.name(), Some(network.to_string().as_str()));
+        }
+    }
+
+    #[test]
+    fn the_chain_comes_from_the_wallet_network_even_without_a_wallet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let cfg = Config::load(&path, env(&[])).unwrap();
+        assert!(!cfg.wallet.enabled);
+        assert_eq!(cfg.wallet.chain().unwrap(), Chain::REGTEST, "the default");
+        let cfg = Config::load(&path, env(&[("XOV_WALLET_NETWORK", "signet")])).unwrap();
+        assert_eq!(cfg.wallet.chain().unwrap(), Chain::SIGNET);
+        std::fs::write(&path, "[wallet]\nnetwork = \"testnet4\"\n").unwrap();
+        assert_eq!(
+            Config::load(&path, env(&[]))
+                .unwrap()
+                .wallet
+                .chain()
+                .unwrap(),
+            Chain::TESTNET4
+        );
+        std::fs::write(&path, "[wallet]\nnetwork = \"liquid\"\n").unwrap();
+        assert!(matches!(
+            Config::load(&path, env(&[])),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
 
     fn env(map: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: HashMap<String, String> = map

@@ -1,13 +1,13 @@
 //! Signed messages for the node's unit tests.
 
-use xov_protocol::{public_charter, Arch, InstanceType, Keypair, Location, Offer, Signed};
+use xov_protocol::{public_charter, Arch, Chain, InstanceType, Keypair, Location, Offer, Signed};
 
-/// A valid offer in the public pool: `vcpus` vCPUs, 1 GiB, debian-12, for an hour from `now`.
+/// A valid offer in the regtest public pool: `vcpus` vCPUs, 1 GiB, debian-12, for an hour from `now`.
 pub fn offer(key: &Keypair, offer_id: u64, price: u64, vcpus: u32, now: u64) -> Signed<Offer> {
     Signed::sign(
         Offer {
             provider: key.node_id(),
-            pool: public_charter().body().pool_id(),
+            pool: public_charter(Chain::REGTEST).body().pool_id(),
             offer_id,
             sequence: now,
             created_at: now,
@@ -29,6 +29,7 @@ pub fn offer(key: &Keypair, offer_id: u64, price: u64, vcpus: u32, now: u64) -> 
             },
             capacity: 1,
             bond: None,
+            chain: Chain::REGTEST,
         },
         key,
     )

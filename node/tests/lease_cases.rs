@@ -10,8 +10,8 @@ use xov_node::lease::driver::busy;
 use xov_node::lease::machine::{self, Alert, Input, Terms};
 use xov_node::lease::record::LeaseRecord;
 use xov_protocol::{
-    Arch, InstanceType, LeaseNotice, LeaseState, Location, NoticeBody, Offer, Order, OrderRefusal,
-    PoolId, ProviderReceipt, Receipt,
+    Arch, Chain, InstanceType, LeaseNotice, LeaseState, Location, NoticeBody, Offer, Order,
+    OrderRefusal, PoolId, ProviderReceipt, Receipt,
 };
 
 /// The cases are scripted with one block of depth; refund depth has a case of its own.
@@ -345,6 +345,7 @@ fn offer(w: &World, created_at: u64) -> Offer {
         },
         capacity: 4,
         bond: None,
+        chain: Chain::REGTEST,
     }
 }
 
@@ -521,6 +522,7 @@ fn an_order_for_another_pool_or_with_a_bad_key_is_refused_at_admission() {
         refund_address: None,
         created_at: sim::T0,
         nonce: 1,
+        chain: Chain::REGTEST,
     };
     assert_eq!(machine::check_order(&good, &o), Ok(()));
     let r = machine::check_order(
@@ -577,6 +579,59 @@ fn an_order_for_another_pool_or_with_a_bad_key_is_refused_at_admission() {
         &o,
     );
     assert!(matches!(r, Err(OrderRefusal::NoSuchImage { .. })), "{r:?}");
+}
+
+/// An order for another bitcoin network is refused before the provider looks at its offers or invoices:
+/// nothing can be paid across networks. Sender and addressee are checked first.
+#[test]
+fn an_order_for_another_chain_is_refused_before_anything_is_invoiced() {
+    let w = world();
+    let (buyer, provider) = (w.buyer.key.node_id(), w.provider.key.node_id());
+    let order = Order {
+        buyer,
+        provider,
+        pool: w.pool,
+        offer_id: 1,
+        offer_sequence: 1,
+        image: "debian-12".into(),
+        hours: 2,
+        ssh_public_key: sim::SSH_KEY.into(),
+        refund_address: None,
+        created_at: sim::T0,
+        nonce: 1,
+        chain: Chain::SIGNET,
+    };
+    let r = machine::check_order_parties(&order, Some(buyer), &provider, Chain::REGTEST);
+    assert_eq!(
+        r,
+        Err(OrderRefusal::WrongChain {
+            provider: Chain::REGTEST,
+            order: Chain::SIGNET
+        })
+    );
+    let refusal = r.unwrap_err();
+    assert!(refusal.buyers_fault());
+    assert!(
+        refusal.to_string().contains("nothing was invoiced"),
+        "{refusal}"
+    );
+    // The same order on the provider's chain passes; a stranger's or a misaddressed one does not.
+    let same = Order {
+        chain: Chain::REGTEST,
+        ..order.clone()
+    };
+    assert_eq!(
+        machine::check_order_parties(&same, Some(buyer), &provider, Chain::REGTEST),
+        Ok(())
+    );
+    assert_eq!(
+        machine::check_order_parties(&order, Some(provider), &provider, Chain::REGTEST),
+        Err(OrderRefusal::NotFromBuyer)
+    );
+    assert_eq!(
+        machine::check_order_parties(&order, Some(buyer), &buyer, Chain::REGTEST),
+        Err(OrderRefusal::WrongProvider)
+    );
 }
 
 #[test]

@@ -442,6 +442,7 @@ fn signed_offer(
         },
         capacity: 1,
         bond: None,
+        chain: Chain::REGTEST,
     }
 }
 
@@ -493,11 +494,11 @@ fn rejected_and_penalised(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gossiped_receipts_count_in_every_member_and_forged_or_double_counted_ones_are_penalised() {
-    use xov_protocol::{public_charter, Keypair, MessageId, ProviderReceipt, Receipt};
+    use xov_protocol::{public_charter, Chain, Keypair, MessageId, ProviderReceipt, Receipt};
     let dirs = dirs(3);
     let nodes = tokio::task::block_in_place(|| start_chain(&dirs, |_| None));
     let a = &nodes[0];
-    let pool = public_charter().body().pool_id();
+    let pool = public_charter(Chain::REGTEST).body().pool_id();
     let t = now();
     let (provider, buyer) = (
         Keypair::from_secret_bytes(&[51; 32]),
@@ -577,11 +578,11 @@ async fn gossiped_receipts_count_in_every_member_and_forged_or_double_counted_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replayed_expired_oversized_and_garbage_gossip_is_rejected_and_penalised() {
-    use xov_protocol::{public_charter, Keypair, Signed};
+    use xov_protocol::{public_charter, Chain, Keypair, Signed};
     let dirs = dirs(3);
     let nodes = tokio::task::block_in_place(|| start_chain(&dirs, |_| None));
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
-    let pool = public_charter().body().pool_id();
+    let pool = public_charter(Chain::REGTEST).body().pool_id();
     let t = now();
 
     // One misbehaving peer per kind of abuse, so that gossipsub's graylisting of the first does not hide the

@@ -86,6 +86,7 @@ fn offer(i: u64, keys: &[Keypair], pool: PoolId) -> Signed<Offer> {
         },
         capacity: 1 + (next() % 8) as u32,
         bond: None,
+        chain: Chain::REGTEST,
     };
     Signed::sign(body, k)
 }
@@ -103,7 +104,7 @@ fn keys() -> Vec<Keypair> {
 
 fn ingest(c: &mut Criterion) {
     let keys = keys();
-    let pool = public_charter().body().pool_id();
+    let pool = public_charter(Chain::REGTEST).body().pool_id();
     let offers: Vec<Vec<u8>> = (0..2000)
         .map(|i| offer(i, &keys, pool).to_bytes())
         .collect();
@@ -152,7 +153,7 @@ fn ingest(c: &mut Criterion) {
 }
 
 fn queries() -> Vec<OfferQuery> {
-    let pool = Some(public_charter().body().pool_id());
+    let pool = Some(public_charter(Chain::REGTEST).body().pool_id());
     let q = |d: Demand| OfferQuery {
         pool,
         demand: d,
@@ -216,7 +217,7 @@ fn percentiles(mut d: Vec<Duration>) -> (Duration, Duration) {
 
 fn matching(c: &mut Criterion) {
     let keys = keys();
-    let pool = public_charter().body().pool_id();
+    let pool = public_charter(Chain::REGTEST).body().pool_id();
     let max: usize = std::env::var("XOV_BENCH_MAX_BOOK")
         .ok()
         .and_then(|v| v.parse().ok())

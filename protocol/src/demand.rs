@@ -135,7 +135,7 @@ impl Decode for Demand {
             max_price_sats_per_hour: r.option("max price")?,
         };
         // Strings inside options are decoded with the generic short-string limit; region and model share it.
-        debug_assert!(crate::encoding::MAX_SHORT_STR <= MAX_LABEL);
+        const { assert!(crate::encoding::MAX_SHORT_STR <= MAX_LABEL) };
         Ok(d)
     }
 }

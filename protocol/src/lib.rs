@@ -2,6 +2,9 @@
 //! message must pass, the offer book, the lease state machine, and trust (receipts, fidelity bonds, pool
 //! load, admission limits).
 //!
+//! Every market lives on one bitcoin network ([`Chain`]): pool charters, offers and orders name it, so a
+//! pool's id and its offers differ per chain and nodes of different chains never share a pool.
+//!
 //! This crate does no I/O: no sockets, no files, no clock, no OS randomness. Time and randomness are
 //! parameters, so every behaviour here is deterministic and can be tested and fuzzed exhaustively.
 
@@ -9,6 +12,7 @@ pub mod admission;
 pub mod bid;
 pub mod bond;
 pub mod book;
+pub mod chain;
 pub mod demand;
 pub mod encoding;
 pub mod explain;
@@ -33,6 +37,7 @@ pub use admission::{
 pub use bid::Bid;
 pub use bond::{bond_binding_message, bond_value, BondProof};
 pub use book::{Inserted, OfferBook, OfferKey, OfferQuery};
+pub use chain::{Chain, ChainParseError};
 pub use demand::{Demand, GpuWanted};
 pub use encoding::{Decode, DecodeError, Encode};
 pub use explain::explain_no_match;
@@ -46,6 +51,6 @@ pub use pool::{public_charter, PoolCharter, PoolId, PoolRules, PublishPolicy, PU
 pub use pool_load::{LoadReport, LoadTotal, PoolLoad};
 pub use receipt::{CountersignError, ProviderReceipt, Receipt, SignedReceipt};
 pub use refusal::OrderRefusal;
-pub use signed::{AnyMessage, Kind, Message, MessageId, Signed};
+pub use signed::{upgrade_v1, AnyMessage, Kind, Message, MessageId, Signed};
 pub use trust::{Added, BondStatus, Tier, TrustError, TrustLedger, TrustReport};
 pub use validate::{check_ssh_public_key, SshKeyError, ValidationError};

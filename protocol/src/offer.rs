@@ -1,7 +1,11 @@
 //! A provider's signed promise: "this many machines of this shape, with these images, at this price, until then".
+//!
+//! Invariant: an offer names the bitcoin network it is paid on ([`Chain`]); it must be its pool's chain
+//! (`validate_offer` refuses one that contradicts its pool's charter), and nodes on another chain drop it.
 
 use serde::{Deserialize, Serialize};
 
+use crate::chain::Chain;
 use crate::encoding::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::identity::NodeId;
 use crate::pool::PoolId;
@@ -193,6 +197,8 @@ pub struct Offer {
     /// How many machines of this shape the provider can run at once.
     pub capacity: u32,
     pub bond: Option<BondRef>,
+    /// The bitcoin network the provider invoices on: its pool's chain.
+    pub chain: Chain,
 }
 
 impl Offer {
@@ -224,6 +230,7 @@ impl Encode for Offer {
         self.location.encode(w);
         w.u32(self.capacity);
         w.option(&self.bond);
+        self.chain.encode(w);
     }
 }
 
@@ -244,6 +251,7 @@ impl Decode for Offer {
             location: Location::decode(r)?,
             capacity: r.u32("capacity")?,
             bond: r.option("bond")?,
+            chain: Chain::decode(r)?,
         })
     }
 }

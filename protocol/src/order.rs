@@ -1,8 +1,12 @@
 //! A buyer's order for one machine from one offer, sent to the provider directly (not gossiped).
 //! The lease id is the order's message id, so both sides name the lease the same way from the first message.
+//!
+//! Invariant: an order names the bitcoin network the buyer pays on ([`Chain`]), so a provider on another
+//! network refuses it (`OrderRefusal::WrongChain`) before it invoices anything.
 
 use serde::{Deserialize, Serialize};
 
+use crate::chain::Chain;
 use crate::encoding::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::identity::NodeId;
 use crate::pool::PoolId;
@@ -28,6 +32,8 @@ pub struct Order {
     pub created_at: u64,
     /// Distinguishes two otherwise identical orders.
     pub nonce: u64,
+    /// The bitcoin network the buyer pays on: the offer's.
+    pub chain: Chain,
 }
 
 impl Encode for Order {
@@ -43,6 +49,7 @@ impl Encode for Order {
         w.option(&self.refund_address);
         w.u64(self.created_at);
         w.u64(self.nonce);
+        self.chain.encode(w);
     }
 }
 
@@ -69,6 +76,7 @@ impl Decode for Order {
             },
             created_at: r.u64("created at")?,
             nonce: r.u64("nonce")?,
+            chain: Chain::decode(r)?,
         })
     }
 }

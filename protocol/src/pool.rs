@@ -1,5 +1,9 @@
 //! Pools: named markets, each defined by a charter its founder signs. The pool id is the hash of the charter,
 //! so nobody can change a pool's rules after others joined it; new rules make a new pool.
+//!
+//! Invariants: a charter names the bitcoin network ([`Chain`]) its market settles on, and the chain is part of
+//! the hashed content, so the same name and rules on two chains are two pools with two ids (and two gossip
+//! topics). The built-in public pool is therefore one per chain ([`public_charter`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,6 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+use crate::chain::Chain;
 use crate::encoding::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::identity::NodeId;
 
@@ -173,6 +178,8 @@ pub struct PoolCharter {
     pub founder: NodeId,
     pub created_at: u64,
     pub rules: PoolRules,
+    /// The bitcoin network the pool's leases are paid on; every offer in the pool must name the same.
+    pub chain: Chain,
 }
 
 impl PoolCharter {
@@ -199,6 +206,7 @@ impl Encode for PoolCharter {
         self.founder.encode(w);
         w.u64(self.created_at);
         self.rules.encode(w);
+        self.chain.encode(w);
     }
 }
 
@@ -209,6 +217,7 @@ impl Decode for PoolCharter {
             founder: NodeId::decode(r)?,
             created_at: r.u64("created at")?,
             rules: PoolRules::decode(r)?,
+            chain: Chain::decode(r)?,
         })
     }
 }
@@ -216,10 +225,11 @@ impl Decode for PoolCharter {
 /// Name of the pool every node joins unless told otherwise.
 pub const PUBLIC_POOL_NAME: &str = "public";
 
-/// The default public pool, so that a new node has somewhere to go. Its founder key is derived from a public
-/// constant: anyone can reproduce the charter, nobody can change it (the pool id is the charter's hash), and
-/// the signature proves only that the charter is this one.
-pub fn public_charter() -> crate::signed::Signed<PoolCharter> {
+/// The default public pool of `chain`, so that a new node has somewhere to go. Its founder key is derived from
+/// a public constant: anyone can reproduce the charter, nobody can change it (the pool id is the charter's
+/// hash), and the signature proves only that the charter is this one. The charters of two chains differ only
+/// in their chain, so each chain has its own public pool id.
+pub fn public_charter(chain: Chain) -> crate::signed::Signed<PoolCharter> {
     let seed: [u8; 32] = Sha256::digest(b"xov/public-pool/v1").into();
     let founder = crate::identity::Keypair::from_secret_bytes(&seed);
     let charter = PoolCharter {
@@ -227,6 +237,7 @@ pub fn public_charter() -> crate::signed::Signed<PoolCharter> {
         founder: founder.node_id(),
         created_at: 1_767_225_600, // 2026-01-01T00:00:00Z
         rules: PoolRules::default(),
+        chain,
     };
     crate::signed::Signed::sign(charter, &founder)
 }
@@ -237,8 +248,38 @@ mod tests {
 
     #[test]
     fn the_public_pool_is_the_same_everywhere_and_valid() {
-        let a = public_charter();
-        assert_eq!(a.body().pool_id(), public_charter().body().pool_id());
-        assert_eq!(crate::validate::validate_charter(&a, 1_800_000_000), Ok(()));
+        for (_, chain) in Chain::KNOWN {
+            let a = public_charter(chain);
+            assert_eq!(a.body().pool_id(), public_charter(chain).body().pool_id());
+            assert_eq!(a.body().chain, chain);
+            assert_eq!(crate::validate::validate_charter(&a, 1_800_000_000), Ok(()));
+        }
+    }
+
+    #[test]
+    fn pool_ids_differ_per_chain() {
+        let ids: std::collections::BTreeSet<PoolId> = Chain::KNOWN
+            .iter()
+            .map(|(_, c)| public_charter(*c).body().pool_id())
+            .collect();
+        assert_eq!(ids.len(), Chain::KNOWN.len(), "one public pool per chain");
+        // The same for any charter: only the chain differs, the id does too.
+        let mut c = public_charter(Chain::REGTEST).into_body();
+        let regtest = c.pool_id();
+        c.chain = Chain::SIGNET;
+        assert_ne!(c.pool_id(), regtest);
+    }
+
+    #[test]
+    fn the_chain_is_encoded_after_the_rules() {
+        let c = public_charter(Chain::SIGNET).into_body();
+        let bytes = c.to_canonical_bytes();
+        assert_eq!(&bytes[bytes.len() - 32..], Chain::SIGNET.as_bytes());
+        assert_eq!(PoolCharter::from_canonical_bytes(&bytes), Ok(c));
+        // A charter without its chain (the layout of encoding version 1) does not decode.
+        assert_eq!(
+            PoolCharter::from_canonical_bytes(&bytes[..bytes.len() - 32]),
+            Err(DecodeError::Truncated("chain"))
+        );
     }
 }

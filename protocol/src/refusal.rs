@@ -24,6 +24,12 @@ pub enum OrderRefusal {
     NotFromBuyer,
     /// The order names another provider.
     WrongProvider,
+    /// The order is for another bitcoin network than the provider's: the buyer's node ordered from a market
+    /// it is not part of (its fault); nothing was invoiced, so nothing is paid.
+    WrongChain {
+        provider: crate::chain::Chain,
+        order: crate::chain::Chain,
+    },
     /// This node does not provide machines now (no wallet or no cloud).
     NotProviding,
     /// The offer was withdrawn or expired.
@@ -82,6 +88,7 @@ impl OrderRefusal {
             OrderRefusal::Malformed { .. }
             | OrderRefusal::NotFromBuyer
             | OrderRefusal::WrongProvider
+            | OrderRefusal::WrongChain { .. }
             | OrderRefusal::OfferChanged { .. }
             | OrderRefusal::WrongPool { .. }
             | OrderRefusal::NoSuchImage { .. }
@@ -111,6 +118,10 @@ impl fmt::Display for OrderRefusal {
             ),
             OrderRefusal::WrongProvider => f.write_str(
                 "the order names another provider; send it to the provider that published the offer",
+            ),
+            OrderRefusal::WrongChain { provider, order } => write!(
+                f,
+                "the provider takes payment on {provider}, your order is for {order}; nothing was invoiced: order from a provider of your own network"
             ),
             OrderRefusal::NotProviding => f.write_str(
                 "this node does not provide machines now; choose another offer",
@@ -258,13 +269,17 @@ mod tests {
             OrderRefusal::AlreadyEnded {
                 state: LeaseState::PaymentSeen,
             },
+            OrderRefusal::WrongChain {
+                provider: crate::chain::Chain::SIGNET,
+                order: crate::chain::Chain::REGTEST,
+            },
         ]
     }
 
     #[test]
     fn every_variant_round_trips_through_json() {
         let all = all();
-        assert_eq!(all.len(), 16, "a test case for every variant");
+        assert_eq!(all.len(), 17, "a test case for every variant");
         for r in all {
             let json = serde_json::to_string(&r).unwrap();
             assert!(json.contains("\"reason\":"), "{json}");
@@ -304,6 +319,24 @@ mod tests {
         assert!(texts[11].contains("bond worth at least"), "{}", texts[11]);
         assert!(texts[15].contains("payment_seen"), "{}", texts[15]);
         assert!(texts[14].contains("not your fault"));
+        assert_eq!(
+            texts[16],
+            "the provider takes payment on signet, your order is for regtest; nothing was invoiced: order from a provider of your own network"
+        );
+    }
+
+    #[test]
+    fn an_order_for_another_chain_is_the_buyers_fault_and_names_both_chains() {
+        let r = OrderRefusal::WrongChain {
+            provider: crate::chain::Chain::SIGNET,
+            order: crate::chain::Chain::REGTEST,
+        };
+        assert!(r.buyers_fault());
+        assert!(!r.is_retryable_with_newer_offer());
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({"reason": "wrong_chain", "provider": "signet", "order": "regtest"})
+        );
     }
 
     #[test]

@@ -3,12 +3,17 @@
 //! Wire layout (all big-endian):
 //!
 //! ```text
-//! version u8 (= 1) | kind u8 | body_len u32 | body (canonical encoding of T) | signature [u8; 64]
+//! version u8 (= 2) | kind u8 | body_len u32 | body (canonical encoding of T) | signature [u8; 64]
 //! ```
 //!
 //! The signature is ed25519 by the message's author (the field [`Message::author`] names) over
 //! `"xov/sig/v1\0" || kind || body`, so a signature for one kind of message can never be passed off as
 //! another kind, nor as anything outside xov. The size limit of the kind is checked before any decoding.
+//!
+//! Versions: any change to the wire format takes a new [`VERSION`], and this code decodes only its own
+//! (anything else is [`DecodeError::UnknownVersion`]). Version 2 added the chain to offers, pool charters and
+//! orders; the bodies of the other kinds are those of version 1, and since the version byte is not signed,
+//! [`upgrade_v1`] carries such messages over unchanged but for that byte (stored trust evidence, say).
 
 use std::fmt;
 
@@ -27,8 +32,8 @@ use crate::pool::PoolCharter;
 use crate::pool_load::LoadReport;
 use crate::receipt::SignedReceipt;
 
-/// The only encoding version this code speaks.
-pub const VERSION: u8 = 1;
+/// The only encoding version this code speaks. Version 1 had no chain in offers, charters and orders.
+pub const VERSION: u8 = 2;
 /// Bytes before the body: version, kind, body length.
 pub(crate) const HEADER: usize = 1 + 1 + 4;
 pub(crate) const SIGNATURE: usize = 64;
@@ -292,6 +297,35 @@ pub(crate) fn read_header(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     r.u8("kind")
 }
 
+/// Rewrites the wire bytes of a version-1 message as version 2, for a kind whose body version 2 left as it
+/// was (every kind but offers, pool charters and orders, which gained their chain). Only the version byte
+/// changes; it is not signed, so the signatures stay valid, and the result still has to be decoded and
+/// validated like any message. Refused: another version (`UnknownVersion`), an unknown kind (`UnknownKind`),
+/// an offer, charter or order (`UnknownVersion(1)`: they name no chain and cannot be carried over), input
+/// too short for a header (`Truncated`).
+pub fn upgrade_v1(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8("version")?;
+    if version != 1 {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let kind_byte = r.u8("kind")?;
+    match Kind::from_u8(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))? {
+        Kind::Offer | Kind::PoolCharter | Kind::Order => Err(DecodeError::UnknownVersion(1)),
+        Kind::OfferWithdrawal
+        | Kind::Bid
+        | Kind::Invoice
+        | Kind::LeaseNotice
+        | Kind::Receipt
+        | Kind::BondProof
+        | Kind::LoadReport => {
+            let mut out = bytes.to_vec();
+            out[0] = VERSION;
+            Ok(out)
+        }
+    }
+}
+
 impl<T: Message + Serialize> Serialize for Signed<T> {
     /// JSON form for the local API: the body, plus id and signature in hex for those who want to check.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -379,5 +413,58 @@ impl AnyMessage {
             AnyMessage::BondProof(m) => m.to_bytes(),
             AnyMessage::LoadReport(m) => m.to_bytes(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Chain;
+    use crate::pool::public_charter;
+
+    fn withdrawal(key: &Keypair) -> Signed<OfferWithdrawal> {
+        Signed::sign(
+            OfferWithdrawal {
+                provider: key.node_id(),
+                pool: public_charter(Chain::REGTEST).body().pool_id(),
+                offer_id: 1,
+                sequence: 2,
+                created_at: 1_800_000_000,
+                expires_at: 1_800_003_600,
+            },
+            key,
+        )
+    }
+
+    #[test]
+    fn a_version_1_message_of_an_unchanged_kind_is_carried_over_with_its_signature() {
+        let key = Keypair::from_secret_bytes(&[3; 32]);
+        let w = withdrawal(&key);
+        let mut v1 = w.to_bytes();
+        v1[0] = 1;
+        assert_eq!(
+            Signed::<OfferWithdrawal>::from_bytes(&v1),
+            Err(DecodeError::UnknownVersion(1))
+        );
+        let up = upgrade_v1(&v1).unwrap();
+        assert_eq!(up, w.to_bytes());
+        let back = Signed::<OfferWithdrawal>::from_bytes(&up).unwrap();
+        assert!(back.verify(), "the version byte is not signed");
+    }
+
+    #[test]
+    fn version_1_offers_charters_and_orders_cannot_be_carried_over() {
+        let mut charter = public_charter(Chain::REGTEST).to_bytes();
+        charter[0] = 1;
+        assert_eq!(upgrade_v1(&charter), Err(DecodeError::UnknownVersion(1)));
+        for kind in [Kind::Offer, Kind::Order] {
+            assert_eq!(
+                upgrade_v1(&[1, kind as u8, 0, 0, 0, 0]),
+                Err(DecodeError::UnknownVersion(1))
+            );
+        }
+        assert_eq!(upgrade_v1(&[1, 99]), Err(DecodeError::UnknownKind(99)));
+        assert_eq!(upgrade_v1(&[2, 2]), Err(DecodeError::UnknownVersion(2)));
+        assert_eq!(upgrade_v1(&[1]), Err(DecodeError::Truncated("kind")));
     }
 }

@@ -2,12 +2,15 @@
 //!
 //! Cheap checks run before the signature (the most expensive check). An SSH public key in an order must be a
 //! single OpenSSH public key line whose base64 blob names the same key type as the line
-//! ([`check_ssh_public_key`]); nothing else about the key is checked here.
+//! ([`check_ssh_public_key`]); nothing else about the key is checked here. An offer checked against its
+//! pool's charter must name the charter's chain ([`ValidationError::ChainMismatch`], the provider's fault);
+//! whether a message's chain is the receiver's own is the receiver's business, not a validation rule.
 
 use thiserror::Error;
 
 use crate::bid::Bid;
 use crate::bond::{BondProof, LOCKTIME_THRESHOLD, MAX_MONEY_SATS};
+use crate::chain::Chain;
 use crate::demand::GpuWanted;
 use crate::encoding::DecodeError;
 use crate::identity::NodeId;
@@ -61,6 +64,10 @@ pub enum ValidationError {
     PriceStep { price: u64, step: u64 },
     #[error("message is for pool {got}, expected {expected}")]
     WrongPool { expected: PoolId, got: PoolId },
+    /// The offer names its pool but another chain than the pool's charter: its provider signed an offer that
+    /// contradicts itself (an honest node never does), so it is the sender's fault.
+    #[error("the offer is for chain {offer} but its pool is on chain {pool}: the provider signed an offer that contradicts its own pool")]
+    ChainMismatch { offer: Chain, pool: Chain },
     #[error("provider already holds {max} offers in this pool, the pool's limit")]
     TooManyOffers { max: u32 },
     #[error("ssh key is not usable: {0}")]
@@ -187,6 +194,12 @@ pub fn validate_offer(
                 return Err(ValidationError::WrongPool {
                     expected: c.pool_id(),
                     got: o.pool,
+                });
+            }
+            if c.chain != o.chain {
+                return Err(ValidationError::ChainMismatch {
+                    offer: o.chain,
+                    pool: c.chain,
                 });
             }
             if !c.may_publish(&o.provider) {

@@ -40,9 +40,12 @@ fn expired_and_future_offers_are_rejected() {
     ));
 }
 
+/// A field's name and a change that puts it out of range.
+type Case = (&'static str, Box<dyn Fn(&mut Offer)>);
+
 #[test]
 fn out_of_range_fields_are_named() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Offer)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("vcpus", Box::new(|o| o.instance.vcpus = 0)),
         ("ram_mib", Box::new(|o| o.instance.ram_mib = 0)),
         ("disk_gib", Box::new(|o| o.instance.disk_gib = 0)),
@@ -125,6 +128,68 @@ fn charter_rules_are_enforced() {
 }
 
 #[test]
+fn an_offer_on_its_pools_chain_is_accepted() {
+    for (_, chain) in Chain::KNOWN {
+        let c = PoolCharter {
+            chain,
+            ..charter(&key(200))
+        };
+        let mut o = offer(&key(1), 1, 1, 500);
+        o.pool = c.pool_id();
+        o.chain = chain;
+        assert_eq!(validate_offer(&signed(o), NOW, Some(&c)), Ok(()), "{chain}");
+    }
+}
+
+#[test]
+fn an_offer_for_another_chain_than_its_pool_is_refused_as_the_providers_fault() {
+    let c = charter(&key(200)); // regtest
+    let mut o = offer(&key(1), 1, 1, 500);
+    o.pool = c.pool_id();
+    o.chain = Chain::SIGNET;
+    let err = validate_offer(&signed(o), NOW, Some(&c)).unwrap_err();
+    assert_eq!(
+        err,
+        ValidationError::ChainMismatch {
+            offer: Chain::SIGNET,
+            pool: Chain::REGTEST
+        }
+    );
+    assert!(!err.is_benign(), "the sender signed a contradiction");
+    assert!(err.to_string().contains("signet"), "{err}");
+    // The same offer against the signet pool of the same name is in another pool altogether.
+    let signet = PoolCharter {
+        chain: Chain::SIGNET,
+        ..c.clone()
+    };
+    let mut o = offer(&key(1), 1, 1, 500);
+    o.pool = c.pool_id();
+    o.chain = Chain::SIGNET;
+    assert!(matches!(
+        validate_offer(&signed(o), NOW, Some(&signet)),
+        Err(ValidationError::WrongPool { .. })
+    ));
+}
+
+#[test]
+fn pool_ids_differ_per_chain() {
+    let regtest = charter(&key(200));
+    let signet = PoolCharter {
+        chain: Chain::SIGNET,
+        ..regtest.clone()
+    };
+    assert_ne!(regtest.pool_id(), signet.pool_id());
+    assert_ne!(
+        public_charter(Chain::REGTEST).body().pool_id(),
+        public_charter(Chain::SIGNET).body().pool_id()
+    );
+    assert_ne!(
+        public_charter(Chain::TESTNET4).body().pool_id(),
+        public_charter(Chain::BITCOIN).body().pool_id()
+    );
+}
+
+#[test]
 fn oversized_unknown_version_and_wrong_kind_are_refused_before_decoding() {
     let o = signed(offer(&key(1), 1, 1, 500));
     let mut bytes = o.to_bytes();
@@ -137,12 +202,15 @@ fn oversized_unknown_version_and_wrong_kind_are_refused_before_decoding() {
         AnyMessage::from_bytes(&vec![1u8; signed::MAX_MESSAGE_BYTES + 1]),
         Err(DecodeError::TooLarge { .. })
     ));
-    bytes[0] = 2;
-    assert_eq!(
-        Signed::<Offer>::from_bytes(&bytes),
-        Err(DecodeError::UnknownVersion(2))
-    );
-    bytes[0] = 1;
+    // Version 1 (offers without their chain) and anything newer than this code are refused by the version.
+    for v in [0, 1, signed::VERSION + 1] {
+        bytes[0] = v;
+        assert_eq!(
+            Signed::<Offer>::from_bytes(&bytes),
+            Err(DecodeError::UnknownVersion(v))
+        );
+    }
+    bytes[0] = signed::VERSION;
     bytes[1] = Kind::Bid as u8;
     assert!(matches!(
         Signed::<Offer>::from_bytes(&bytes),
@@ -403,6 +471,7 @@ fn orders_need_an_ssh_key_and_metering_is_exact() {
         refund_address: Some("bcrt1qexample".into()),
         created_at: NOW,
         nonce: 42,
+        chain: Chain::REGTEST,
     };
     assert_eq!(
         validate_order(&Signed::sign(order.clone(), &k), NOW),

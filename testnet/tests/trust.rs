@@ -172,7 +172,9 @@ fn anonymous_buyers_are_limited_by_pool_load_until_a_bond_lets_them_in() {
     let receipt = |paid: u64| {
         let r = Receipt {
             lease_id: MessageId([7; 32]),
-            pool: xov_protocol::public_charter().body().pool_id(),
+            pool: xov_protocol::public_charter(xov_protocol::Chain::REGTEST)
+                .body()
+                .pool_id(),
             provider: pk.node_id(),
             buyer: rk.node_id(),
             started_at: now - 600,

@@ -188,6 +188,8 @@ async fn network_checks(st: &AppState) -> Vec<Check> {
 
     // Pool membership.
     let members = st.net.members().await.unwrap_or_default();
+    // Fixed once loaded, so even a poisoned lock tells it truly.
+    let chain = st.market.read().unwrap_or_else(|p| p.into_inner()).chain();
     let (joined, names, own): (Vec<PoolId>, Vec<String>, Vec<_>) = match st.market.read() {
         Ok(m) => {
             let joined: Vec<PoolId> = m.joined().iter().copied().collect();
@@ -225,7 +227,7 @@ async fn network_checks(st: &AppState) -> Vec<Check> {
                 "no connected peer is in pool(s) {}: offers there reach no one",
                 lonely.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
             ),
-            Some("connect to a member of the pool: add its address to network.bootstrap; members find each other through the DHT once connected to anyone in the network".into()),
+            Some(format!("connect to a member of the pool: add its address to network.bootstrap; members find each other through the DHT once connected to anyone in the network. Only nodes on {chain} share pools with this one: check that their [wallet] network is the same")),
         )
     } else {
         ok(
@@ -261,6 +263,7 @@ async fn network_checks(st: &AppState) -> Vec<Check> {
         match crate::api::offer_probe::ask_peers(
             &status.listen_addrs,
             &cfg.network.bootstrap,
+            chain,
             &pools,
             PEERS_ASKED,
             PROBE_TIMEOUT,

@@ -57,13 +57,14 @@ impl From<MarketError> for ApiError {
     fn from(e: MarketError) -> Self {
         let (status, code) = match &e {
             MarketError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_offer"),
-            MarketError::UnknownPool(_) => (StatusCode::NOT_FOUND, "unknown_pool"),
+            MarketError::UnknownPool { .. } => (StatusCode::NOT_FOUND, "unknown_pool"),
             MarketError::NoSuchOffer(_) => (StatusCode::NOT_FOUND, "no_such_offer"),
             MarketError::TooManyOffers { .. } => (StatusCode::CONFLICT, "too_many_offers"),
             MarketError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
             MarketError::NotJoined(_) => (StatusCode::CONFLICT, "not_joined"),
             MarketError::AmbiguousPool(_) => (StatusCode::CONFLICT, "ambiguous_pool"),
             MarketError::Replayed { .. } => (StatusCode::CONFLICT, "replayed"),
+            MarketError::OtherChain { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "other_chain"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -163,6 +164,8 @@ pub struct Status {
     pub uptime_secs: u64,
     pub offers: usize,
     pub pools: usize,
+    /// The bitcoin network this node trades on (`[wallet] network`): its name, or its genesis block hash.
+    pub chain: String,
     pub network: crate::network::NetworkStatus,
 }
 
@@ -180,6 +183,7 @@ async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
         uptime_secs: now.saturating_sub(st.started_at),
         offers: m.book().len(),
         pools: m.pools().count(),
+        chain: m.chain().to_string(),
     }))
 }
 
@@ -190,6 +194,9 @@ pub struct OfferView {
     pub id: String,
     pub provider: String,
     pub pool: String,
+    /// The bitcoin network the offer is paid on (its pool's).
+    #[serde(default)]
+    pub chain: String,
     pub offer_id: u64,
     pub sequence: u64,
     pub created_at: u64,
@@ -221,6 +228,7 @@ impl From<&Signed<Offer>> for OfferView {
             id: s.id().to_string(),
             provider: o.provider.to_string(),
             pool: o.pool.to_string(),
+            chain: o.chain.to_string(),
             offer_id: o.offer_id,
             sequence: o.sequence,
             created_at: o.created_at,
@@ -396,6 +404,8 @@ pub struct PoolView {
     pub name: String,
     pub founder: String,
     pub created_at: u64,
+    /// The bitcoin network the pool's leases are paid on.
+    pub chain: String,
     /// Who may publish: `anyone` or an allow-list of node ids.
     pub publish: Vec<String>,
     pub min_price_step_sats: u64,
@@ -433,6 +443,7 @@ fn pool_view(
         name: b.name.clone(),
         founder: b.founder.to_string(),
         created_at: b.created_at,
+        chain: b.chain.to_string(),
         publish: match &b.rules.publish {
             xov_protocol::PublishPolicy::Anyone => vec!["anyone".into()],
             xov_protocol::PublishPolicy::AllowList(ids) => {

@@ -2,8 +2,8 @@
 //!
 //! A short-lived libp2p client with a throwaway identity (so peers treat it as a stranger, as they would a
 //! buyer) dials this node, asks its DHT for the peers closest to it (with their addresses), then pulls each
-//! pool's book from a few of those peers over the ordinary sync protocol (`/xov/sync/1`) and reports which of
-//! this node's offers each peer holds. Going through the peers' own answers, not our view of them, is the
+//! pool's book from a few of those peers over the ordinary sync protocol (`/xov/sync/2`, naming this node's
+//! chain) and reports which of this node's offers each peer holds; a peer on another chain says so. Going through the peers' own answers, not our view of them, is the
 //! point: it catches offers rejected by peers (clock, pool rules) and peers that cannot be reached.
 
 use std::collections::{HashMap, HashSet};
@@ -14,7 +14,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{identity, kad, Multiaddr, PeerId};
-use xov_protocol::{Offer, OfferKey, PoolId, Signed};
+use xov_protocol::{Chain, Offer, OfferKey, PoolId, Signed};
 
 use crate::network::behaviour::BehaviourEvent;
 use crate::network::sync::{SyncRequest, SyncResponse};
@@ -50,10 +50,11 @@ fn dialable(a: &Multiaddr) -> Multiaddr {
 }
 
 /// Asks up to `max_peers` peers (found through this node's DHT, or `extra` addresses such as the bootstrap
-/// list) for their books of `pools`. Returns what each answered, keyed by peer.
+/// list) for their books of `pools` (of `chain`). Returns what each answered, keyed by peer.
 pub async fn ask_peers(
     own: &[String],
     extra: &[String],
+    chain: Chain,
     pools: &[PoolId],
     max_peers: usize,
     timeout: Duration,
@@ -129,6 +130,7 @@ pub async fn ask_peers(
             let id = swarm.behaviour_mut().sync.send_request(
                 &p,
                 SyncRequest::Book {
+                    chain,
                     pool: pool.0,
                     after: None,
                 },
@@ -156,7 +158,10 @@ pub async fn ask_peers(
                 ..
             } => {
                 pending.remove(&request_id);
-                if let SyncResponse::Book {
+                if let SyncResponse::OtherChain { chain: theirs } = response {
+                    books.entry(peer).or_default().error =
+                        Some(format!("it trades on {theirs}, not {chain}"));
+                } else if let SyncResponse::Book {
                     pool, offers, next, ..
                 } = response
                 {
@@ -172,6 +177,7 @@ pub async fn ask_peers(
                         let id = swarm.behaviour_mut().sync.send_request(
                             &peer,
                             SyncRequest::Book {
+                                chain,
                                 pool,
                                 after: Some(after),
                             },

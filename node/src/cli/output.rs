@@ -20,10 +20,11 @@ pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String
 pub fn status(s: &Status) -> String {
     let n = &s.network;
     format!(
-        "node id   {}\nversion   {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}\npeers     {}\nlisten    {}\ngossip    {} accepted, {} rejected, {} ignored, {} rate-limited, {} synced",
-        s.node_id, s.version, s.datadir, s.uptime_secs, s.offers, s.pools, n.connected_peers,
+        "node id   {}\nversion   {}\nchain     {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}\npeers     {}\nlisten    {}\ngossip    {} accepted, {} rejected, {} ignored, {} rate-limited, {} synced, {} of another chain",
+        s.node_id, s.version, s.chain, s.datadir, s.uptime_secs, s.offers, s.pools, n.connected_peers,
         n.listen_addrs.join("\n          "),
-        n.gossip.accepted, n.gossip.rejected, n.gossip.ignored, n.gossip.rate_limited, n.gossip.synced
+        n.gossip.accepted, n.gossip.rejected, n.gossip.ignored, n.gossip.rate_limited, n.gossip.synced,
+        n.gossip.other_chain
     )
 }
 

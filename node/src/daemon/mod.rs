@@ -38,7 +38,9 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     let store = Store::open(&db_path)
         .with_context(|| format!("cannot open the database at {}", db_path.display()))?;
     let store_for_wallet = store.clone();
-    let (market, report) = Market::load(key, store, unix_now(), &cfg.network.pools)?;
+    let chain = cfg.wallet.chain()?;
+    let (market, report) = Market::load(key, store, chain, unix_now(), &cfg.network.pools)?;
+    info!(%chain, genesis = %chain.genesis_hex(), "trading on this bitcoin network's pools only");
     if report.corrupt > 0 || report.rejected > 0 {
         warn!(?report, "some stored entries were dropped");
     }

@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 use xov_protocol::validate::{validate_invoice, validate_order};
 use xov_protocol::{
-    Bid, Invoice, Keypair, LeaseNotice, LeaseState, NodeId, Offer, OfferKey, Order, OrderRefusal,
-    PoolId, Signed, SignedReceipt,
+    Bid, Chain, Invoice, Keypair, LeaseNotice, LeaseState, NodeId, Offer, OfferKey, Order,
+    OrderRefusal, PoolId, Signed, SignedReceipt,
 };
 use xov_wallet::{WalletEvent, XovWallet};
 
@@ -140,6 +140,8 @@ pub struct OrderRequest {
 pub struct LeaseEngine {
     key: Keypair,
     me: NodeId,
+    /// The bitcoin network this node trades on (its market's): orders for another are refused.
+    chain: Chain,
     market: Arc<RwLock<Market>>,
     store: Store,
     wallet: Option<Arc<XovWallet>>,
@@ -314,6 +316,8 @@ impl LeaseEngine {
         policy: LeasePolicy,
     ) -> Result<Arc<Self>, StoreError> {
         let now = unix_now();
+        // The chain never changes once the market is loaded, so a poisoned lock still tells it truly.
+        let chain = market.read().unwrap_or_else(|p| p.into_inner()).chain();
         let mut leases = HashMap::new();
         for mut l in store.leases()? {
             // Records of the engine before the lease machine: brought to its rules once, persisted first.
@@ -324,6 +328,7 @@ impl LeaseEngine {
         }
         Ok(Arc::new(LeaseEngine {
             me: key.node_id(),
+            chain,
             key,
             market,
             store,
@@ -730,7 +735,10 @@ impl LeaseEngine {
     ) -> LeaseResponse {
         match req {
             LeaseRequest::BidAnswer { bid_id, offers } => {
-                match self.bids.answer(from, bid_id, &offers, unix_now()) {
+                match self
+                    .bids
+                    .answer(from, bid_id, &offers, self.chain, unix_now())
+                {
                     Ok(_) => LeaseResponse::Ack,
                     Err(why) => LeaseResponse::BidNotTaken(why),
                 }
@@ -768,12 +776,7 @@ impl LeaseEngine {
             },
         })?;
         let o = order.body().clone();
-        if Some(o.buyer) != from {
-            return Err(OrderRefusal::NotFromBuyer);
-        }
-        if o.provider != self.me {
-            return Err(OrderRefusal::WrongProvider);
-        }
+        machine::check_order_parties(&o, from, &self.me, self.chain)?;
         let lease_id = order.id().to_string();
         if let Some(existing) = self.get(&lease_id) {
             // A retried order gets the same invoice: never two leases for one order.
@@ -1132,6 +1135,16 @@ impl LeaseEngine {
             candidates.into_iter().map(|o| (o, true)).collect();
         while let Some((offer, may_retry)) = queue.pop_front() {
             let o = offer.body();
+            // The book and bid answers hold offers of this node's chain only; never order across networks.
+            if o.chain != self.chain {
+                refusals.push(format!(
+                    "{}…: its offer is for {}, this node is on {}",
+                    &o.provider.to_string()[..8],
+                    o.chain,
+                    self.chain
+                ));
+                continue;
+            }
             let order = Signed::sign(
                 Order {
                     buyer: self.me,
@@ -1145,6 +1158,7 @@ impl LeaseEngine {
                     refund_address: req.refund_address.clone(),
                     created_at: now,
                     nonce: now ^ o.offer_id,
+                    chain: self.chain,
                 },
                 &self.key,
             );

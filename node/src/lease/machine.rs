@@ -16,11 +16,13 @@
 //!   is broadcast, so nothing is refunded twice.
 //! - A cancelled lease never (re)starts; a failed, expired or closed lease keeps no machine (delete is asked
 //!   until the cloud confirms) and refunds whatever confirmed money it did not earn, late payments included.
+//! - Admission ([`check_order_parties`], [`check_order`]) refuses an order of another chain, sender or
+//!   provider before anything is looked up or invoiced.
 
 use std::fmt;
 
 use xov_protocol::{
-    Access, Keypair, LeaseEvent, LeaseNotice, LeaseState, LeaseStatus, MessageId, NodeId,
+    Access, Chain, Keypair, LeaseEvent, LeaseNotice, LeaseState, LeaseStatus, MessageId, NodeId,
     NoticeBody, OrderRefusal, PoolId, ProviderReceipt, Receipt, Signed, SignedReceipt,
 };
 
@@ -337,6 +339,30 @@ fn only_metered(old: &LeaseRecord, new: &LeaseRecord) -> bool {
 }
 
 // --------------------------------------------------------------------------------------- admission
+
+/// The provider's first checks of a valid order, before it looks anything up: signed by the peer that sent
+/// it (`from`), addressed to this provider (`me`), and for this provider's chain. An order for another chain
+/// is refused here, so nothing is invoiced (and nothing paid) across bitcoin networks.
+pub fn check_order_parties(
+    o: &xov_protocol::Order,
+    from: Option<NodeId>,
+    me: &NodeId,
+    chain: Chain,
+) -> Result<(), OrderRefusal> {
+    if Some(o.buyer) != from {
+        return Err(OrderRefusal::NotFromBuyer);
+    }
+    if o.provider != *me {
+        return Err(OrderRefusal::WrongProvider);
+    }
+    if o.chain != chain {
+        return Err(OrderRefusal::WrongChain {
+            provider: chain,
+            order: o.chain,
+        });
+    }
+    Ok(())
+}
 
 /// The provider's checks of an order against the offer it names (pure; capacity and trust come after).
 pub fn check_order(

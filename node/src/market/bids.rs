@@ -1,6 +1,9 @@
 //! Bids, the buyer's half: when the book holds nothing that matches, `xov order --bid-wait` gossips the demand
 //! into the pool and collects the offers providers send back directly. The provider's half (answering) is in
 //! the lease engine, next to admission, since both count the same capacity.
+//!
+//! Invariant: an answer's offers are kept only if they are valid, the answering provider's own, in the bid's
+//! pool, of the buyer's chain and meet the bid; the rest of an answer is skipped.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use xov_protocol::validate::validate_offer;
-use xov_protocol::{Bid, NodeId, Offer, Signed};
+use xov_protocol::{Bid, Chain, NodeId, Offer, Signed};
 
 /// Most offers kept from one provider's answer: enough to choose from, too few to flood.
 const MAX_OFFERS_PER_ANSWER: usize = 8;
@@ -49,13 +52,14 @@ impl BidBoard {
             .unwrap_or_default()
     }
 
-    /// Takes a provider's answer: offers signed by that provider, in the bid's pool, that meet the bid. Returns
-    /// how many were kept, or why the answer was refused.
+    /// Takes a provider's answer: offers signed by that provider, in the bid's pool, on `chain` (the buyer's),
+    /// that meet the bid. Returns how many were kept, or why the answer was refused.
     pub fn answer(
         &self,
         from: Option<NodeId>,
         bid_id: u64,
         offers: &[Vec<u8>],
+        chain: Chain,
         now: u64,
     ) -> Result<usize, String> {
         let from = from.ok_or("an answer must come from the provider's own node")?;
@@ -72,7 +76,7 @@ impl BidBoard {
             if o.provider != from {
                 return Err("an answer may only carry the answering provider's own offers".into());
             }
-            if o.pool != open.bid.pool || !open.bid.demand.matches(o) {
+            if o.pool != open.bid.pool || o.chain != chain || !open.bid.demand.matches(o) {
                 continue;
             }
             if let Some(held) = open
@@ -132,7 +136,7 @@ impl BidBoard {
 mod tests {
     use super::*;
     use rand_core::OsRng;
-    use xov_protocol::{public_charter, Demand, Keypair};
+    use xov_protocol::{public_charter, Chain, Demand, Keypair};
 
     fn offer(key: &Keypair, price: u64, vcpus: u32, now: u64) -> Signed<Offer> {
         crate::test_support::offer(key, vcpus as u64, price, vcpus, now)
@@ -141,7 +145,7 @@ mod tests {
     fn bid(buyer: &Keypair, now: u64) -> Bid {
         Bid {
             buyer: buyer.node_id(),
-            pool: public_charter().body().pool_id(),
+            pool: public_charter(Chain::REGTEST).body().pool_id(),
             bid_id: 7,
             sequence: now,
             created_at: now,
@@ -169,11 +173,17 @@ mod tests {
         let fits = offer(&provider, 400, 2, now).to_bytes();
         let too_dear = offer(&provider, 900, 4, now).to_bytes();
         let too_small = offer(&provider, 100, 1, now).to_bytes();
+        // The same offer signed for another chain (in the same-named pool there) is not for this buyer.
+        let mut signet = offer(&provider, 300, 2, now).into_body();
+        signet.chain = Chain::SIGNET;
+        signet.pool = public_charter(Chain::SIGNET).body().pool_id();
+        let signet = Signed::sign(signet, &provider).to_bytes();
         assert_eq!(
             board.answer(
                 Some(provider.node_id()),
                 7,
-                &[fits, too_dear, too_small],
+                &[fits, too_dear, too_small, signet],
+                Chain::REGTEST,
                 now
             ),
             Ok(1)
@@ -181,11 +191,13 @@ mod tests {
         // Somebody else's offer in the answer is a lie about who answers.
         let theirs = offer(&other, 300, 2, now).to_bytes();
         assert!(board
-            .answer(Some(provider.node_id()), 7, &[theirs], now)
+            .answer(Some(provider.node_id()), 7, &[theirs], Chain::REGTEST, now)
             .unwrap_err()
             .contains("own offers"));
         // A bid nobody opened.
-        assert!(board.answer(Some(provider.node_id()), 8, &[], now).is_err());
+        assert!(board
+            .answer(Some(provider.node_id()), 8, &[], Chain::REGTEST, now)
+            .is_err());
         let got = board
             .wait(&[7], Duration::from_secs(5), Duration::from_millis(1))
             .await;

@@ -1,5 +1,10 @@
 //! The node's view of the market: the offer book and known pools, kept in memory for queries and mirrored
 //! to the store before a change becomes visible.
+//!
+//! Invariants: the market is on one chain (the node's `[wallet] network`). It holds only charters of that
+//! chain, hence only pools of it, and only offers of it; its own offers and charters name it. A charter or
+//! offer of another chain is dropped as [`MarketError::OtherChain`] (not the sender's fault: a peer of
+//! another network is no crime), unless it contradicts its own pool (`ChainMismatch`, the sender's fault).
 
 pub mod bids;
 pub mod ranking;
@@ -14,8 +19,8 @@ use tracing::{info, warn};
 use utoipa::ToSchema;
 use xov_protocol::validate::{validate_charter, validate_offer, validate_withdrawal};
 use xov_protocol::{
-    public_charter, Arch, Demand, Gpu, Inserted, InstanceType, Keypair, Location, Offer, OfferBook,
-    OfferKey, OfferQuery, OfferWithdrawal, PoolCharter, PoolId, Signed, ValidationError,
+    public_charter, Arch, Chain, Demand, Gpu, Inserted, InstanceType, Keypair, Location, Offer,
+    OfferBook, OfferKey, OfferQuery, OfferWithdrawal, PoolCharter, PoolId, Signed, ValidationError,
     PUBLIC_POOL_NAME,
 };
 
@@ -27,8 +32,8 @@ pub enum MarketError {
     Invalid(#[from] ValidationError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("unknown pool '{0}'; `xov pool list` shows the pools this node knows")]
-    UnknownPool(String),
+    #[error("unknown pool '{name}'; `xov pool list` shows the pools this node knows (only pools on {chain}, this node's bitcoin network)")]
+    UnknownPool { name: String, chain: Chain },
     #[error("this node has no live offer with id {0}; `xov offers list --mine` shows yours")]
     NoSuchOffer(u64),
     #[error("pool '{pool}' allows at most {max} offers per provider")]
@@ -39,6 +44,9 @@ pub enum MarketError {
     AmbiguousPool(String),
     #[error("replayed: sequence {got} is older than sequence {have}, which has been out for over {REPLAY_GRACE_SECS} s")]
     Replayed { have: u64, got: u64 },
+    /// A charter or offer of another bitcoin network: this node is not in that market. Dropped quietly.
+    #[error("for {theirs}, this node is on {ours}")]
+    OtherChain { ours: Chain, theirs: Chain },
 }
 
 /// How long after a newer version of an offer was created an older one may still arrive honestly (messages
@@ -123,10 +131,15 @@ pub struct LoadReport {
     pub expired: usize,
     pub rejected: usize,
     pub corrupt: usize,
+    /// Charters and offers of another chain (the data dir was used with another `[wallet] network`): not
+    /// loaded; offers are deleted, charters stay on disk for that network.
+    pub other_chain: usize,
 }
 
 pub struct Market {
     key: Keypair,
+    /// The bitcoin network this node trades on.
+    chain: Chain,
     book: OfferBook,
     pools: BTreeMap<PoolId, Signed<PoolCharter>>,
     joined: BTreeSet<PoolId>,
@@ -148,17 +161,19 @@ pub struct SyncPage {
 }
 
 impl Market {
-    /// Loads pools, withdrawals and offers from the store, re-validating each at `now`.
+    /// Loads pools, withdrawals and offers of `chain` from the store, re-validating each at `now`.
     /// `default_pools` (names or ids) are joined when the database remembers no joined pools.
     pub fn load(
         key: Keypair,
         store: Store,
+        chain: Chain,
         now: u64,
         default_pools: &[String],
     ) -> Result<(Market, LoadReport), MarketError> {
         let evidence = crate::market::trust::Evidence::load(key.node_id(), store.clone(), now)?;
         let mut m = Market {
             key,
+            chain,
             book: OfferBook::new(),
             pools: BTreeMap::new(),
             joined: BTreeSet::new(),
@@ -168,12 +183,14 @@ impl Market {
             store,
         };
         let mut report = LoadReport::default();
-        let public = public_charter();
+        let public = public_charter(chain);
         m.store.put_pool(&public)?;
         let pools = m.store.pools()?;
         report.corrupt += pools.corrupt;
         for c in pools.items {
-            if validate_charter(&c, now).is_ok() {
+            if c.body().chain != chain {
+                report.other_chain += 1;
+            } else if validate_charter(&c, now).is_ok() {
                 m.pools.insert(c.body().pool_id(), c);
             } else {
                 report.rejected += 1;
@@ -216,6 +233,11 @@ impl Market {
         report.corrupt += offers.corrupt;
         for o in offers.items {
             let key = OfferKey::of(o.body());
+            if o.body().chain != chain {
+                report.other_chain += 1;
+                m.store.delete_offer(&key)?;
+                continue;
+            }
             let charter = m.pools.get(&o.body().pool).map(|c| c.body());
             let verdict = validate_offer(&o, now, charter).and_then(|()| m.book.insert(o, now));
             match verdict {
@@ -237,6 +259,13 @@ impl Market {
                 "skipped unreadable database entries"
             );
         }
+        if report.other_chain > 0 {
+            warn!(
+                count = report.other_chain,
+                %chain,
+                "skipped stored pools and offers of another bitcoin network"
+            );
+        }
         info!(
             offers = report.offers,
             expired = report.expired,
@@ -248,6 +277,11 @@ impl Market {
 
     pub fn node_id(&self) -> xov_protocol::NodeId {
         self.key.node_id()
+    }
+
+    /// The bitcoin network this node trades on.
+    pub fn chain(&self) -> Chain {
+        self.chain
     }
 
     pub fn evidence(&self) -> &crate::market::trust::Evidence {
@@ -278,7 +312,10 @@ impl Market {
         match (by_name.next(), by_name.next()) {
             (Some(c), None) => Ok(c.body().pool_id()),
             (Some(_), Some(_)) => Err(MarketError::AmbiguousPool(wanted.to_string())),
-            _ => Err(MarketError::UnknownPool(wanted.to_string())),
+            _ => Err(MarketError::UnknownPool {
+                name: wanted.to_string(),
+                chain: self.chain,
+            }),
         }
     }
 
@@ -295,12 +332,19 @@ impl Market {
         Ok(self.store.put_meta(META_JOINED, &raw)?)
     }
 
-    /// Learns a pool charter (from gossip, sync or our own creation). Returns whether it was new.
+    /// Learns a pool charter of this node's chain (from gossip, sync or our own creation). Returns whether it
+    /// was new. A charter of another chain is [`MarketError::OtherChain`], before any other check.
     pub fn accept_charter(
         &mut self,
         c: Signed<PoolCharter>,
         now: u64,
     ) -> Result<bool, MarketError> {
+        if c.body().chain != self.chain {
+            return Err(MarketError::OtherChain {
+                ours: self.chain,
+                theirs: c.body().chain,
+            });
+        }
         validate_charter(&c, now)?;
         let id = c.body().pool_id();
         if self.pools.contains_key(&id) {
@@ -311,7 +355,7 @@ impl Market {
         Ok(true)
     }
 
-    /// Founds a pool with this node as founder, and joins it.
+    /// Founds a pool on this node's chain with this node as founder, and joins it.
     pub fn create_pool(
         &mut self,
         name: &str,
@@ -324,6 +368,7 @@ impl Market {
                 founder: self.key.node_id(),
                 created_at: now,
                 rules,
+                chain: self.chain,
             },
             &self.key,
         );
@@ -335,7 +380,10 @@ impl Market {
     /// Joins a known pool; its offers are accepted from now on. Returns whether it was newly joined.
     pub fn join(&mut self, pool: &PoolId) -> Result<bool, MarketError> {
         if !self.pools.contains_key(pool) {
-            return Err(MarketError::UnknownPool(pool.to_string()));
+            return Err(MarketError::UnknownPool {
+                name: pool.to_string(),
+                chain: self.chain,
+            });
         }
         let new = self.joined.insert(*pool);
         if new {
@@ -500,13 +548,21 @@ impl Market {
         }
     }
 
-    /// Accepts an offer from anyone (gossip, sync): validate against its pool, persist, then index.
+    /// Accepts an offer from anyone (gossip, sync): validate against its pool, persist, then index. An offer
+    /// of another chain is [`MarketError::OtherChain`], unless it names one of our pools: then it contradicts
+    /// that pool's charter (`ChainMismatch`, the sender's fault).
     pub fn accept_offer(
         &mut self,
         offer: Signed<Offer>,
         now: u64,
     ) -> Result<Inserted, MarketError> {
         let charter = self.pools.get(&offer.body().pool).map(|c| c.body());
+        if charter.is_none() && offer.body().chain != self.chain {
+            return Err(MarketError::OtherChain {
+                ours: self.chain,
+                theirs: offer.body().chain,
+            });
+        }
         validate_offer(&offer, now, charter)?;
         if let Some(c) = charter {
             let key = OfferKey::of(offer.body());
@@ -653,6 +709,7 @@ impl Market {
             },
             capacity: spec.capacity,
             bond: None,
+            chain: self.chain,
         };
         Ok(Signed::sign(body, &self.key))
     }
@@ -743,5 +800,156 @@ impl Market {
             self.store.delete_withdrawal(&k)?;
         }
         Ok(gone.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xov_protocol::PoolRules;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn market(dir: &std::path::Path, chain: Chain) -> (Market, LoadReport) {
+        let store = Store::open(dir).unwrap();
+        Market::load(
+            Keypair::from_secret_bytes(&[1; 32]),
+            store,
+            chain,
+            NOW,
+            &[PUBLIC_POOL_NAME.to_string()],
+        )
+        .unwrap()
+    }
+
+    fn charter(chain: Chain, name: &str) -> Signed<PoolCharter> {
+        let founder = Keypair::from_secret_bytes(&[9; 32]);
+        Signed::sign(
+            PoolCharter {
+                name: name.into(),
+                founder: founder.node_id(),
+                created_at: NOW - 100,
+                rules: PoolRules::default(),
+                chain,
+            },
+            &founder,
+        )
+    }
+
+    /// Another provider's offer in `pool`, claiming `chain`.
+    fn foreign_offer(pool: PoolId, chain: Chain) -> Signed<Offer> {
+        let key = Keypair::from_secret_bytes(&[7; 32]);
+        let mut o = crate::test_support::offer(&key, 1, 500, 2, NOW - 10).into_body();
+        o.pool = pool;
+        o.chain = chain;
+        Signed::sign(o, &key)
+    }
+
+    #[test]
+    fn the_public_pool_and_everything_of_its_own_is_on_the_nodes_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, _) = market(dir.path(), Chain::SIGNET);
+        assert_eq!(m.chain(), Chain::SIGNET);
+        let public = m.resolve_pool(None).unwrap();
+        assert_eq!(public, public_charter(Chain::SIGNET).body().pool_id());
+        assert_ne!(public, public_charter(Chain::REGTEST).body().pool_id());
+        assert!(m.joined().contains(&public));
+        let c = m.create_pool("lab", PoolRules::default(), NOW).unwrap();
+        assert_eq!(c.body().chain, Chain::SIGNET);
+        let spec: OfferSpec = serde_json::from_value(serde_json::json!({
+            "vcpus": 1, "ram_mib": 512, "disk_gib": 5, "images": ["debian-12"],
+            "price_sats_per_hour": 100, "country": "DE", "pool": "lab"
+        }))
+        .unwrap();
+        let o = m.publish(&spec, NOW).unwrap();
+        assert_eq!(o.body().chain, Chain::SIGNET);
+        assert_eq!(o.body().pool, c.body().pool_id());
+    }
+
+    #[test]
+    fn a_charter_of_another_chain_is_dropped_without_blame() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, _) = market(dir.path(), Chain::REGTEST);
+        let err = m
+            .accept_charter(charter(Chain::SIGNET, "gpu"), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MarketError::OtherChain {
+                    ours: Chain::REGTEST,
+                    theirs: Chain::SIGNET
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.is_senders_fault());
+        assert!(matches!(
+            m.resolve_pool(Some("gpu")),
+            Err(MarketError::UnknownPool { .. })
+        ));
+        // The same charter on our chain is taken.
+        assert!(m
+            .accept_charter(charter(Chain::REGTEST, "gpu"), NOW)
+            .unwrap());
+    }
+
+    #[test]
+    fn an_offer_of_another_chain_is_dropped_without_blame_unless_it_contradicts_our_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, _) = market(dir.path(), Chain::REGTEST);
+        // A signet provider's offer in the signet public pool: not our market, not a crime.
+        let signet_pool = public_charter(Chain::SIGNET).body().pool_id();
+        let err = m
+            .accept_offer(foreign_offer(signet_pool, Chain::SIGNET), NOW)
+            .unwrap_err();
+        assert!(matches!(err, MarketError::OtherChain { .. }), "{err}");
+        assert!(!err.is_senders_fault());
+        assert_eq!(m.book().len(), 0);
+        // An offer naming our public pool but signet contradicts the pool's charter: the sender's fault.
+        let ours = public_charter(Chain::REGTEST).body().pool_id();
+        let err = m
+            .accept_offer(foreign_offer(ours, Chain::SIGNET), NOW)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                MarketError::Invalid(ValidationError::ChainMismatch { .. })
+            ),
+            "{err}"
+        );
+        assert!(err.is_senders_fault());
+        // The same chain is accepted.
+        assert!(m
+            .accept_offer(foreign_offer(ours, Chain::REGTEST), NOW)
+            .is_ok());
+        assert_eq!(m.book().len(), 1);
+    }
+
+    #[test]
+    fn a_data_dir_reopened_on_another_chain_loads_nothing_of_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut m, _) = market(dir.path(), Chain::REGTEST);
+            m.accept_charter(charter(Chain::REGTEST, "gpu"), NOW)
+                .unwrap();
+            let ours = public_charter(Chain::REGTEST).body().pool_id();
+            m.accept_offer(foreign_offer(ours, Chain::REGTEST), NOW)
+                .unwrap();
+        }
+        let (m, report) = market(dir.path(), Chain::SIGNET);
+        assert_eq!(m.book().len(), 0);
+        assert!(m.pools().all(|c| c.body().chain == Chain::SIGNET));
+        assert!(matches!(
+            m.resolve_pool(Some("gpu")),
+            Err(MarketError::UnknownPool { .. })
+        ));
+        // The regtest public pool, "gpu" and the offer.
+        assert_eq!(report.other_chain, 3, "{report:?}");
+        // Back on regtest, the pools are still there (only the offer was deleted).
+        drop(m);
+        let (m, _) = market(dir.path(), Chain::REGTEST);
+        assert!(m.resolve_pool(Some("gpu")).is_ok());
+        assert_eq!(m.book().len(), 0);
     }
 }

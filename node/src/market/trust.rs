@@ -174,13 +174,13 @@ impl Evidence {
 mod tests {
     use super::*;
     use rand_core::OsRng;
-    use xov_protocol::{public_charter, Keypair, MessageId, ProviderReceipt, Receipt};
+    use xov_protocol::{public_charter, Chain, Keypair, MessageId, ProviderReceipt, Receipt};
 
     fn receipt(p: &Keypair, b: &Keypair, lease: u8, paid: u64, now: u64) -> SignedReceipt {
         ProviderReceipt::sign(
             Receipt {
                 lease_id: MessageId([lease; 32]),
-                pool: public_charter().body().pool_id(),
+                pool: public_charter(Chain::REGTEST).body().pool_id(),
                 provider: p.node_id(),
                 buyer: b.node_id(),
                 started_at: now - 100,

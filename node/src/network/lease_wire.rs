@@ -1,10 +1,15 @@
-//! The direct channel between buyer and provider (`/xov/lease/2`, request-response, never gossip): orders,
+//! The direct channel between buyer and provider (`/xov/lease/3`, request-response, never gossip): orders,
 //! invoices, refusals and lease notices, each a signed protocol message carried as bytes.
+//!
+//! Invariant: a provider refuses an order for another chain than its own (`OrderRefusal::WrongChain`) before
+//! it invoices, so nothing is ever paid across networks.
 
 use serde::{Deserialize, Serialize};
 
-/// Version 2: structured notices with sequence numbers and acknowledgements, typed refusals.
-pub const PROTOCOL: &str = "/xov/lease/2";
+/// Version 2: structured notices with sequence numbers and acknowledgements, typed refusals. Version 3: the
+/// messages inside are of encoding version 2 (orders name their chain). A node of an older version cannot open
+/// the channel, so it never acknowledges a notice it cannot read: the sender keeps it until both speak one.
+pub const PROTOCOL: &str = "/xov/lease/3";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LeaseRequest {

@@ -4,6 +4,11 @@
 //! One task owns the swarm. The API talks to it through [`NetworkHandle`] commands; received messages go
 //! through the same [`Market`] path as local ones (validate, persist, index), and gossipsub forwards a
 //! message only after that path accepted it.
+//!
+//! Chains: the node is on its market's chain. It hears only its chain's charters topic and its chain's pools'
+//! topics, asks and serves book sync only within its chain, and drops whatever of another chain still
+//! reaches it quietly (counted in [`GossipStats::other_chain`], never penalised); only a message that
+//! contradicts its own pool (an offer naming our pool but another chain) is rejected.
 
 pub mod behaviour;
 pub mod lease_wire;
@@ -27,7 +32,7 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use utoipa::ToSchema;
-use xov_protocol::{AnyMessage, Inserted, NodeId, PoolId, Signed};
+use xov_protocol::{AnyMessage, Chain, Inserted, NodeId, PoolId, Signed};
 
 use crate::clock::unix_now;
 use crate::config::NetworkConfig;
@@ -73,6 +78,9 @@ pub struct GossipStats {
     pub rate_limited: u64,
     /// Offers and withdrawals received through sync that were accepted.
     pub synced: u64,
+    /// Charters, offers and sync answers of another bitcoin network, dropped without blame.
+    #[serde(default)]
+    pub other_chain: u64,
 }
 
 /// A peer as the API shows it.
@@ -196,12 +204,13 @@ impl NetworkHandle {
         .await
     }
 
+    /// Gossips a charter on its chain's charters topic.
     pub async fn publish_charter(
         &self,
         c: &Signed<xov_protocol::PoolCharter>,
     ) -> Result<(), NetworkError> {
         self.send(Command::Publish {
-            topic: charters_topic(),
+            topic: charters_topic(&c.body().chain),
             data: c.to_bytes(),
         })
         .await
@@ -356,11 +365,13 @@ pub async fn start(
     let listen_addrs = listen(&mut swarm, &cfg.listen).await?;
     let peer_id = *swarm.local_peer_id();
 
-    let joined: Vec<PoolId> = market
-        .read()
-        .map(|m| m.joined().iter().copied().collect())
-        .unwrap_or_default();
-    subscribe(&mut swarm, &charters_topic());
+    let (chain, joined): (Chain, Vec<PoolId>) = {
+        let m = market
+            .read()
+            .map_err(|_| NetworkError::Transport("market lock poisoned".into()))?;
+        (m.chain(), m.joined().iter().copied().collect())
+    };
+    subscribe(&mut swarm, &charters_topic(&chain));
     for p in &joined {
         subscribe(&mut swarm, &pool_topic(p));
         announce(&mut swarm, p);
@@ -384,6 +395,7 @@ pub async fn start(
     let (inbound, _) = broadcast::channel(256);
     let latencies: Latencies = Default::default();
     let mut runner = Runner {
+        chain,
         inbound: inbound.clone(),
         latencies: latencies.clone(),
         lease_tx,
@@ -455,6 +467,8 @@ fn subscribe(swarm: &mut Swarm<Behaviour>, topic: &IdentTopic) {
 enum Verdict {
     Accept,
     Ignore,
+    /// Of another chain: dropped without blame, counted apart.
+    OtherChain,
     Reject(String),
 }
 
@@ -463,6 +477,7 @@ impl From<Result<Inserted, MarketError>> for Verdict {
         match r {
             Ok(Inserted::New | Inserted::Superseded { .. }) => Verdict::Accept,
             Ok(Inserted::Duplicate) => Verdict::Ignore,
+            Err(MarketError::OtherChain { .. }) => Verdict::OtherChain,
             Err(e) if e.is_senders_fault() => Verdict::Reject(e.to_string()),
             Err(_) => Verdict::Ignore,
         }
@@ -470,6 +485,8 @@ impl From<Result<Inserted, MarketError>> for Verdict {
 }
 
 struct Runner {
+    /// The bitcoin network this node trades on (its market's).
+    chain: Chain,
     inbound: broadcast::Sender<AnyMessage>,
     latencies: Latencies,
     lease_tx: mpsc::Sender<IncomingLease>,
@@ -557,6 +574,7 @@ impl Runner {
                 match m.accept_charter(c, now) {
                     Ok(true) => Verdict::Accept,
                     Ok(false) => Verdict::Ignore,
+                    Err(MarketError::OtherChain { .. }) => Verdict::OtherChain,
                     Err(e) if e.is_senders_fault() => Verdict::Reject(e.to_string()),
                     Err(_) => Verdict::Ignore,
                 }
@@ -581,13 +599,17 @@ impl Runner {
             self.penalise(&source, scoring::PENALTY_FLOOD);
             MessageAcceptance::Ignore
         } else {
-            match self.apply(classify(&msg.topic), &msg.data) {
+            match self.apply(classify(&msg.topic, &self.chain), &msg.data) {
                 Verdict::Accept => {
                     self.stats.accepted += 1;
                     MessageAcceptance::Accept
                 }
                 Verdict::Ignore => {
                     self.stats.ignored += 1;
+                    MessageAcceptance::Ignore
+                }
+                Verdict::OtherChain => {
+                    self.stats.other_chain += 1;
                     MessageAcceptance::Ignore
                 }
                 Verdict::Reject(why) => {
@@ -609,6 +631,7 @@ impl Runner {
             let id = self.swarm.behaviour_mut().sync.send_request(
                 &peer,
                 SyncRequest::Book {
+                    chain: self.chain,
                     pool: pool.0,
                     after: None,
                 },
@@ -618,14 +641,18 @@ impl Runner {
     }
 
     fn on_sync_request(&mut self, req: SyncRequest) -> SyncResponse {
+        if req.chain() != self.chain {
+            // A peer of another network: it gets nothing of ours, and is not blamed for asking.
+            return SyncResponse::OtherChain { chain: self.chain };
+        }
         let Ok(m) = self.market.read() else {
             return SyncResponse::Charters(Vec::new());
         };
         match req {
-            SyncRequest::Charters => {
+            SyncRequest::Charters { .. } => {
                 SyncResponse::Charters(m.pools().map(|c| c.to_bytes()).collect())
             }
-            SyncRequest::Book { pool, after } => {
+            SyncRequest::Book { pool, after, .. } => {
                 let p = sync::pool_of(pool);
                 let page = m.sync_page(&p, after, sync::PAGE);
                 let evidence = if after.is_none() && m.joined().contains(&p) {
@@ -646,11 +673,19 @@ impl Runner {
 
     fn on_sync_response(&mut self, peer: PeerId, resp: SyncResponse) {
         match resp {
+            SyncResponse::OtherChain { chain } => {
+                debug!(%peer, theirs = %chain, ours = %self.chain, "peer trades on another chain; nothing synced");
+                self.stats.other_chain += 1;
+            }
             SyncResponse::Charters(items) => {
                 for c in items {
-                    if let Verdict::Reject(why) = self.apply(Some(TopicKind::Charters), &c) {
-                        debug!(%peer, reason = %why, "bad charter in sync");
-                        self.penalise(&peer, scoring::PENALTY_INVALID);
+                    match self.apply(Some(TopicKind::Charters), &c) {
+                        Verdict::Reject(why) => {
+                            debug!(%peer, reason = %why, "bad charter in sync");
+                            self.penalise(&peer, scoring::PENALTY_INVALID);
+                        }
+                        Verdict::OtherChain => self.stats.other_chain += 1,
+                        Verdict::Accept | Verdict::Ignore => {}
                     }
                 }
             }
@@ -671,6 +706,7 @@ impl Runner {
                     match self.apply(Some(TopicKind::Pool(pool)), item) {
                         Verdict::Accept => self.stats.synced += 1,
                         Verdict::Ignore => {}
+                        Verdict::OtherChain => self.stats.other_chain += 1,
                         Verdict::Reject(why) => {
                             debug!(%peer, reason = %why, "bad offer in sync");
                             self.penalise(&peer, scoring::PENALTY_INVALID);
@@ -681,6 +717,7 @@ impl Runner {
                     let id = self.swarm.behaviour_mut().sync.send_request(
                         &peer,
                         SyncRequest::Book {
+                            chain: self.chain,
                             pool: pool.0,
                             after: Some(after),
                         },
@@ -725,31 +762,34 @@ impl Runner {
                     message_id,
                     message,
                 } => self.on_gossip(propagation_source, message_id, message),
-                gossipsub::Event::Subscribed { peer_id, topic } => match classify(&topic) {
-                    Some(TopicKind::Pool(p)) if self.joined(&p) => {
-                        let first = self
-                            .swarm
-                            .behaviour()
-                            .gossipsub
-                            .all_peers()
-                            .filter(|(_, ts)| ts.contains(&&topic))
-                            .count()
-                            == 1;
-                        self.request_sync(peer_id, p);
-                        if first {
-                            self.republish_own(&p);
+                gossipsub::Event::Subscribed { peer_id, topic } => {
+                    match classify(&topic, &self.chain) {
+                        Some(TopicKind::Pool(p)) if self.joined(&p) => {
+                            let first = self
+                                .swarm
+                                .behaviour()
+                                .gossipsub
+                                .all_peers()
+                                .filter(|(_, ts)| ts.contains(&&topic))
+                                .count()
+                                == 1;
+                            self.request_sync(peer_id, p);
+                            if first {
+                                self.republish_own(&p);
+                            }
                         }
+                        Some(TopicKind::Charters) => {
+                            let chain = self.chain;
+                            let id = self
+                                .swarm
+                                .behaviour_mut()
+                                .sync
+                                .send_request(&peer_id, SyncRequest::Charters { chain });
+                            self.requests.insert(id, peer_id);
+                        }
+                        _ => {}
                     }
-                    Some(TopicKind::Charters) => {
-                        let id = self
-                            .swarm
-                            .behaviour_mut()
-                            .sync
-                            .send_request(&peer_id, SyncRequest::Charters);
-                        self.requests.insert(id, peer_id);
-                    }
-                    _ => {}
-                },
+                }
                 _ => {}
             },
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => match e {
@@ -1047,7 +1087,7 @@ impl Runner {
                 let mut counts: HashMap<PoolId, usize> = HashMap::new();
                 for (_, topics) in self.swarm.behaviour().gossipsub.all_peers() {
                     for t in topics {
-                        if let Some(TopicKind::Pool(p)) = classify(t) {
+                        if let Some(TopicKind::Pool(p)) = classify(t, &self.chain) {
                             *counts.entry(p).or_default() += 1;
                         }
                     }
@@ -1065,7 +1105,7 @@ impl Runner {
             topics.insert(
                 *p,
                 ts.iter()
-                    .filter_map(|t| match classify(t) {
+                    .filter_map(|t| match classify(t, &self.chain) {
                         Some(TopicKind::Pool(id)) => Some(id.to_string()),
                         _ => None,
                     })

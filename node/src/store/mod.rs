@@ -2,6 +2,11 @@
 //!
 //! Values are the messages' canonical wire bytes, so what is stored is exactly what was verified, and a
 //! restarted node re-validates everything it loads instead of trusting its own disk blindly.
+//!
+//! Encoding versions: trust evidence (receipts, bond proofs) stored in encoding version 1 is carried over to
+//! version 2 once, at load (`xov_protocol::upgrade_v1`: the bodies did not change and the version byte is not
+//! signed), and stored again under its new key. Offers and charters of version 1 name no chain: they do not
+//! load (counted as unreadable), and the pools they were in no longer exist.
 
 pub mod datadir;
 
@@ -10,7 +15,8 @@ use std::path::Path;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
 use thiserror::Error;
 use xov_protocol::{
-    BondProof, Offer, OfferKey, OfferWithdrawal, PoolCharter, PoolId, Signed, SignedReceipt,
+    upgrade_v1, BondProof, DecodeError, Offer, OfferKey, OfferWithdrawal, PoolCharter, PoolId,
+    Signed, SignedReceipt,
 };
 
 const CF_OFFERS: &str = "offers";
@@ -48,6 +54,23 @@ fn offer_key(k: &OfferKey) -> [u8; 40] {
     out[..32].copy_from_slice(k.provider.as_bytes());
     out[32..].copy_from_slice(&k.offer_id.to_be_bytes());
     out
+}
+
+fn receipt_key(r: &SignedReceipt) -> Vec<u8> {
+    [b"r".as_slice(), r.message_id().0.as_slice()].concat()
+}
+
+/// Decodes stored wire bytes, carrying over a message of encoding version 1 whose body did not change;
+/// says whether it was carried over (and so must be stored again in the current version).
+fn decode_stored<T>(
+    bytes: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+) -> Result<(T, bool), DecodeError> {
+    match decode(bytes) {
+        Ok(t) => Ok((t, false)),
+        Err(DecodeError::UnknownVersion(1)) => Ok((decode(&upgrade_v1(bytes)?)?, true)),
+        Err(e) => Err(e),
+    }
 }
 
 /// What a load found: messages that decoded, and how many entries were unreadable (logged, skipped).
@@ -179,8 +202,7 @@ impl Store {
     }
 
     pub fn put_receipt(&self, r: &SignedReceipt) -> Result<(), StoreError> {
-        let key = [b"r".as_slice(), r.message_id().0.as_slice()].concat();
-        self.put(CF_TRUST, &key, &r.to_bytes())
+        self.put(CF_TRUST, &receipt_key(r), &r.to_bytes())
     }
 
     pub fn put_bond_proof(&self, p: &Signed<BondProof>) -> Result<(), StoreError> {
@@ -188,7 +210,9 @@ impl Store {
         self.put(CF_TRUST, &key, &p.to_bytes())
     }
 
-    /// Receipts and bond proofs, in key order (receipts after bonds).
+    /// Receipts and bond proofs, in key order (receipts after bonds). Entries of encoding version 1 are
+    /// carried over to the current version and stored again (receipts under their new key) before they are
+    /// returned.
     pub fn trust_evidence(
         &self,
     ) -> Result<(Loaded<SignedReceipt>, Loaded<Signed<BondProof>>), StoreError> {
@@ -200,15 +224,25 @@ impl Store {
             items: Vec::new(),
             corrupt: 0,
         };
-        for kv in self.db.iterator_cf(self.cf(CF_TRUST), IteratorMode::Start) {
-            let (k, v) = kv?;
+        for (k, v) in self.load_raw(CF_TRUST)? {
             match k.first() {
-                Some(b'r') => match SignedReceipt::from_bytes(&v) {
-                    Ok(r) => receipts.items.push(r),
+                Some(b'r') => match decode_stored(&v, SignedReceipt::from_bytes) {
+                    Ok((r, upgraded)) => {
+                        if upgraded {
+                            self.delete(CF_TRUST, &k)?;
+                            self.put_receipt(&r)?;
+                        }
+                        receipts.items.push(r)
+                    }
                     Err(_) => receipts.corrupt += 1,
                 },
-                Some(b'b') => match Signed::<BondProof>::from_bytes(&v) {
-                    Ok(b) => bonds.items.push(b),
+                Some(b'b') => match decode_stored(&v, Signed::<BondProof>::from_bytes) {
+                    Ok((b, upgraded)) => {
+                        if upgraded {
+                            self.put_bond_proof(&b)?;
+                        }
+                        bonds.items.push(b)
+                    }
                     Err(_) => bonds.corrupt += 1,
                 },
                 _ => receipts.corrupt += 1,
@@ -308,13 +342,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
     use xov_protocol::*;
 
     fn offer(k: &Keypair, id: u64) -> Signed<Offer> {
         Signed::sign(
             Offer {
                 provider: k.node_id(),
-                pool: public_charter().body().pool_id(),
+                pool: public_charter(Chain::REGTEST).body().pool_id(),
                 offer_id: id,
                 sequence: 1,
                 created_at: 100,
@@ -336,6 +371,7 @@ mod tests {
                 },
                 capacity: 1,
                 bond: None,
+                chain: Chain::REGTEST,
             },
             k,
         )
@@ -354,13 +390,67 @@ mod tests {
                 offer_id: 2,
             })
             .unwrap();
-            s.put_pool(&public_charter()).unwrap();
+            s.put_pool(&public_charter(Chain::REGTEST)).unwrap();
             s.put(CF_OFFERS, b"junk-key", b"not a message").unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         let loaded = s.offers().unwrap();
         assert_eq!(loaded.items, vec![offer(&k, 1)]);
         assert_eq!(loaded.corrupt, 1);
-        assert_eq!(s.pools().unwrap().items, vec![public_charter()]);
+        assert_eq!(
+            s.pools().unwrap().items,
+            vec![public_charter(Chain::REGTEST)]
+        );
+    }
+
+    fn receipt(p: &Keypair, b: &Keypair) -> SignedReceipt {
+        ProviderReceipt::sign(
+            Receipt {
+                lease_id: MessageId([5; 32]),
+                pool: public_charter(Chain::REGTEST).body().pool_id(),
+                provider: p.node_id(),
+                buyer: b.node_id(),
+                started_at: 1_000,
+                ended_at: 2_000,
+                paid_sats: 5_000,
+                refunded_sats: 0,
+            },
+            p,
+        )
+        .countersign(b)
+        .unwrap()
+    }
+
+    #[test]
+    fn trust_evidence_of_encoding_version_1_is_carried_over_once_and_offers_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, b) = (
+            Keypair::from_secret_bytes(&[4; 32]),
+            Keypair::from_secret_bytes(&[5; 32]),
+        );
+        let r = receipt(&p, &b);
+        let mut v1_receipt = r.to_bytes();
+        v1_receipt[0] = 1;
+        let old_key = [b"r".as_slice(), &sha2::Sha256::digest(&v1_receipt)[..]].concat();
+        let mut v1_offer = offer(&p, 1).to_bytes();
+        v1_offer[0] = 1;
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put(CF_TRUST, &old_key, &v1_receipt).unwrap();
+            s.put(CF_OFFERS, b"old-offer", &v1_offer).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let (receipts, _) = s.trust_evidence().unwrap();
+        assert_eq!(receipts.items, vec![r.clone()]);
+        assert_eq!(receipts.corrupt, 0);
+        assert!(receipts.items[0].verify(), "signatures carried over");
+        // Stored again in version 2, under its new key, once.
+        let raw = s.load_raw(CF_TRUST).unwrap();
+        assert_eq!(raw, vec![(receipt_key(&r), r.to_bytes())]);
+        assert_eq!(s.trust_evidence().unwrap().0.items, vec![r]);
+        // An offer of version 1 names no chain: unreadable.
+        let offers = s.offers().unwrap();
+        assert!(offers.items.is_empty());
+        assert_eq!(offers.corrupt, 1);
     }
 }

@@ -278,7 +278,9 @@ impl World {
             terms,
             provider: Node::new(Side::Provider, key_from(1, 7)),
             buyer: Node::new(Side::Buyer, key_from(2, 7)),
-            pool: xov_protocol::public_charter().body().pool_id(),
+            pool: xov_protocol::public_charter(xov_protocol::Chain::REGTEST)
+                .body()
+                .pool_id(),
             pays: Vec::new(),
             tip: 100,
             machines: HashMap::new(),
@@ -347,6 +349,7 @@ impl World {
             refund_address: spec.refund_address.clone(),
             created_at: self.now,
             nonce,
+            chain: xov_protocol::Chain::REGTEST,
         };
         let signed = Signed::sign(order.clone(), &self.buyer.key);
         let id = signed.id().to_string();

@@ -22,6 +22,7 @@ fn charter(founder: &Keypair, publish: PublishPolicy) -> PoolCharter {
             publish,
             ..PoolRules::default()
         },
+        chain: Chain::SIGNET,
     }
 }
 
@@ -63,6 +64,7 @@ fn offer(
             txid: [7; 32],
             vout: 1,
         }),
+        chain: Chain::SIGNET,
     }
 }
 
@@ -174,6 +176,7 @@ fn main() {
             refund_address: Some("bc1qexampleexampleexampleexampleexample0".into()),
             created_at: NOW,
             nonce: 42,
+            chain: Chain::SIGNET,
         },
         &buyer,
     );

@@ -20,6 +20,7 @@ pub fn charter(founder: &Keypair) -> PoolCharter {
         founder: founder.node_id(),
         created_at: NOW - 1000,
         rules: PoolRules::default(),
+        chain: Chain::REGTEST,
     }
 }
 
@@ -49,6 +50,7 @@ pub fn offer(provider: &Keypair, offer_id: u64, sequence: u64, price: u64) -> Of
         },
         capacity: 4,
         bond: None,
+        chain: Chain::REGTEST,
     }
 }
 
@@ -83,7 +85,7 @@ prop_compose! {
             created_at: NOW - 200 + created, expires_at: NOW - 200 + created + ttl,
             instance, images, price_sats_per_hour: price,
             min_lease_secs: min_lease, max_lease_secs: min_lease + extra,
-            location: Location { country, region }, capacity, bond,
+            location: Location { country, region }, capacity, bond, chain: Chain::REGTEST,
         };
         Signed::sign(body, &k)
     }
@@ -135,6 +137,7 @@ prop_compose! {
             name, founder: k.node_id(), created_at: NOW,
             rules: PoolRules { publish, min_price_step_sats: step, min_ttl_secs: min_ttl,
                 max_ttl_secs: min_ttl + extra, max_offers_per_provider: max_offers },
+            chain: Chain::REGTEST,
         }, &k)
     }
 }
