@@ -281,7 +281,7 @@ impl XovWallet {
     ) -> Result<Bond, WalletError> {
         let fee_sat_per_vb = match fee_sat_per_vb {
             Some(f) => Some(f),
-            None => self.chain.fee_rate().await,
+            None => Some(self.fee_rate().await),
         };
         let (tx, bond) = {
             let mut g = self.lock();
@@ -370,7 +370,7 @@ impl XovWallet {
     ) -> Result<String, WalletError> {
         let fee_sat_per_vb = match fee_sat_per_vb {
             Some(f) => Some(f),
-            None => self.chain.fee_rate().await,
+            None => Some(self.fee_rate().await),
         };
         let (tx, bond) = {
             let mut g = self.lock();

@@ -188,7 +188,7 @@ impl XovWallet {
         original(&self.lock(), old_txid)?;
         let estimate = match fee_sat_per_vb {
             Some(_) => None,
-            None => self.chain.fee_rate().await,
+            None => Some(self.fee_rate().await),
         };
         let (tx, old, new_fee_sat, rate) = {
             let mut g = self.lock();

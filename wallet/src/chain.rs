@@ -203,21 +203,29 @@ impl ChainHandle {
         }
     }
 
-    /// A fee rate for a transaction to confirm within about six blocks, in sat/vB, when the chain source
-    /// can tell: bitcoind's `estimatesmartfee`, or (light client) the peers' minimum relay fee. None on a
-    /// fresh regtest chain, where there is nothing to estimate from.
-    pub(crate) async fn fee_rate(&self) -> Option<u64> {
+    /// What the chain source knows about fees: bitcoind's `estimatesmartfee` for `within` blocks (None on a
+    /// fresh regtest chain, where there is nothing to estimate from), and the minimum relay fee (bitcoind's,
+    /// or the light client's peers'), in sat/vB. [`crate::fee::FeePolicy`] turns them into a rate.
+    pub(crate) async fn fee_inputs(&self, within: u16) -> (Option<u64>, Option<u64>) {
         match self {
             ChainHandle::Rpc { client, .. } => {
                 let c = client.clone();
-                let est = tokio::task::spawn_blocking(move || c.estimate_smart_fee(6, None))
-                    .await
-                    .ok()?
-                    .ok()?;
-                est.fee_rate
-                    .map(|per_kvb| per_kvb.to_sat().div_ceil(1000).max(1))
+                let got = tokio::task::spawn_blocking(move || {
+                    let est = c
+                        .estimate_smart_fee(within, None)
+                        .ok()
+                        .and_then(|e| e.fee_rate)
+                        .map(|per_kvb| per_kvb.to_sat().div_ceil(1000).max(1));
+                    let relay = c
+                        .get_network_info()
+                        .ok()
+                        .map(|n| n.relay_fee.to_sat().div_ceil(1000).max(1));
+                    (est, relay)
+                })
+                .await;
+                got.unwrap_or((None, None))
             }
-            ChainHandle::Kyoto { light, .. } => light.shared.min_fee_rate().await,
+            ChainHandle::Kyoto { light, .. } => (None, light.shared.min_fee_rate().await),
         }
     }
 

@@ -22,9 +22,7 @@ use tracing::info;
 
 use crate::chain::Broadcasted;
 use crate::error::WalletError;
-use crate::wallet::{
-    create_tx_error, parse_address, sign, Inner, XovWallet, FALLBACK_FEE_SAT_PER_VB,
-};
+use crate::wallet::{create_tx_error, parse_address, sign, Inner, XovWallet};
 
 /// Size of a typical payout (one P2WPKH input, recipient and change outputs), in vbytes: used only to name a
 /// fee in [`WalletError::BelowDust`] when the wallet could not even build a probe transaction.
@@ -112,7 +110,7 @@ fn build(
 
 impl XovWallet {
     /// Builds and signs a payment of `value_sat` to `address` with the fee taken out of it (the recipient gets
-    /// value_sat - fee). Fee rate: `fee_sat_per_vb`, else the chain's estimate, else FALLBACK_FEE_SAT_PER_VB.
+    /// value_sat - fee). Fee rate: `fee_sat_per_vb`, else the wallet's fee policy.
     /// Nothing is broadcast or applied: the caller persists the result, then calls `broadcast_signed`.
     /// Errors: WalletError::BelowDust { value_sat, fee_sat } when value_sat - fee would be below the dust limit
     /// of the script (typed, so the caller can write it off), InsufficientFunds, BadAddress, Build, Sign.
@@ -125,11 +123,7 @@ impl XovWallet {
         let to = parse_address(address, self.network)?;
         let per_vb = match fee_sat_per_vb {
             Some(f) => f,
-            None => self
-                .chain
-                .fee_rate()
-                .await
-                .unwrap_or(FALLBACK_FEE_SAT_PER_VB),
+            None => self.fee_rate().await,
         };
         let rate = FeeRate::from_sat_per_vb(per_vb)
             .ok_or_else(|| WalletError::Build("fee rate out of range".into()))?;

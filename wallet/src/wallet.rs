@@ -21,6 +21,7 @@ use crate::bond::Bond;
 use crate::chain::{self, ChainSource};
 use crate::error::WalletError;
 use crate::events::WalletEvent;
+use crate::fee::{FeeChoice, FeePolicy};
 use crate::health::{ChainHealth, ChainTuning};
 use crate::invoice::{assess, counted, Invoice, InvoiceStatus, Payment, PaymentPolicy};
 use crate::keys;
@@ -242,6 +243,7 @@ pub struct XovWallet {
     pub(crate) chain: chain::ChainHandle,
     rebuild: Arc<Notify>,
     created_mnemonic: bool,
+    fee_policy: Mutex<FeePolicy>,
     /// Held by [`XovWallet::bump_stuck`], so that overlapping calls never bump the same transaction twice.
     pub(crate) bumping: tokio::sync::Mutex<()>,
 }
@@ -342,6 +344,7 @@ impl XovWallet {
             chain,
             rebuild,
             created_mnemonic: created,
+            fee_policy: Mutex::new(FeePolicy::default()),
             bumping: tokio::sync::Mutex::new(()),
         })
     }
@@ -355,6 +358,27 @@ impl XovWallet {
     /// Every change of [`XovWallet::chain_health`] (for waiting on a state without polling).
     pub fn subscribe_health(&self) -> tokio::sync::watch::Receiver<ChainHealth> {
         self.chain.health()
+    }
+
+    /// Sets how fees are chosen when a caller names no rate.
+    pub fn set_fee_policy(&self, policy: FeePolicy) {
+        *self.fee_policy.lock().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    pub fn fee_policy(&self) -> FeePolicy {
+        *self.fee_policy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rate the wallet pays now when the caller names none, and where it came from.
+    pub async fn fee_choice(&self) -> FeeChoice {
+        let policy = self.fee_policy();
+        let (estimate, relay) = self.chain.fee_inputs(policy.confirm_within_blocks).await;
+        policy.choose(estimate, relay)
+    }
+
+    /// [`XovWallet::fee_choice`]'s rate, sat/vB.
+    pub(crate) async fn fee_rate(&self) -> u64 {
+        self.fee_choice().await.sat_per_vb
     }
 
     /// Whether this start created the mnemonic (show it to the user once).
@@ -492,7 +516,7 @@ impl XovWallet {
     ) -> Result<String, WalletError> {
         let fee_sat_per_vb = match fee_sat_per_vb {
             Some(f) => Some(f),
-            None => self.chain.fee_rate().await,
+            None => Some(self.fee_rate().await),
         };
         let tx = {
             let mut g = self.lock();
