@@ -35,7 +35,7 @@ pub enum ConfigError {
     NotLoopback(SocketAddr),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub api: ApiConfig,
@@ -351,21 +351,6 @@ pub struct LogConfig {
     pub level: String,
     /// One JSON object per line instead of human-readable lines.
     pub json: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            api: ApiConfig::default(),
-            log: LogConfig::default(),
-            network: NetworkConfig::default(),
-            wallet: WalletConfig::default(),
-            lease: LeaseConfig::default(),
-            provider: ProviderConfig::default(),
-            events: EventsConfig::default(),
-            trust: TrustConfig::default(),
-        }
-    }
 }
 
 impl Default for ApiConfig {

@@ -491,7 +491,7 @@ fn clock_check(st: &AppState, samples: &[(String, i64)]) -> Check {
     let now = unix_now() as i64;
     let mut worst: Option<(String, i64)> = None;
     let mut consider = |name: String, skew: i64| {
-        if worst.as_ref().map_or(true, |(_, w)| skew.abs() > w.abs()) {
+        if worst.as_ref().is_none_or(|(_, w)| skew.abs() > w.abs()) {
             worst = Some((name, skew));
         }
     };

@@ -151,23 +151,6 @@ pub fn pools(pools: &[PoolView]) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align_columns() {
-        let t = table(
-            &["A", "BB"],
-            vec![
-                vec!["xxx".into(), "y".into()],
-                vec!["z".into(), "wwww".into()],
-            ],
-        );
-        assert_eq!(t, "A    BB\nxxx  y\nz    wwww");
-    }
-}
-
 pub fn leases(l: &[crate::lease::record::LeaseRecord]) -> String {
     if l.is_empty() {
         return "no leases yet; `xov order --help` shows how to lease a machine".into();
@@ -276,4 +259,21 @@ pub fn bonds(b: &[serde_json::Value]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["A", "BB"],
+            vec![
+                vec!["xxx".into(), "y".into()],
+                vec!["z".into(), "wwww".into()],
+            ],
+        );
+        assert_eq!(t, "A    BB\nxxx  y\nz    wwww");
+    }
 }

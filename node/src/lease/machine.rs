@@ -116,8 +116,10 @@ pub enum RefundError {
     Later { detail: String },
 }
 
-/// Everything that can happen to a lease.
+/// Everything that can happen to a lease. (Inputs are short-lived, one at a time per lease: the size of the
+/// largest, a notice, costs nothing worth a box.)
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Input {
     /// Time passed: meter, warn, halt, expire, retry, resend.
     Tick,

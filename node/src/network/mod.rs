@@ -917,10 +917,10 @@ impl Runner {
                     self.maybe_dial(peer);
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                if self.reputation.is_banned(&peer_id, Instant::now()) {
-                    let _ = self.swarm.disconnect_peer_id(peer_id);
-                }
+            SwarmEvent::ConnectionEstablished { peer_id, .. }
+                if self.reputation.is_banned(&peer_id, Instant::now()) =>
+            {
+                let _ = self.swarm.disconnect_peer_id(peer_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,

@@ -56,6 +56,9 @@ fn offer_key(k: &OfferKey) -> [u8; 40] {
     out
 }
 
+/// One raw entry of a column family.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
 fn receipt_key(r: &SignedReceipt) -> Vec<u8> {
     [b"r".as_slice(), r.message_id().0.as_slice()].concat()
 }
@@ -114,7 +117,7 @@ impl Store {
         self.put(cf, key, value)
     }
 
-    pub(crate) fn load_raw(&self, cf: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub(crate) fn load_raw(&self, cf: &str) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
         for kv in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
             let (k, v) = kv?;

@@ -1326,7 +1326,7 @@ pub struct Stats {
 
 /// One random schedule from `seed`; Err carries the first violated invariant and the world's state.
 pub fn run_schedule(seed: u64, stats: &mut Stats) -> Result<(), String> {
-    let mut r = Rng(seed ^ 0x5EED_0F_1EA5E);
+    let mut r = Rng(seed ^ 0x05EE_D0F1_EA5E);
     let mut terms = sim_terms();
     terms.min_confirmations = r.range(1, 2) as u32;
     terms.zero_conf_max_sat = if r.chance(400) { r.range(500, 5000) } else { 0 };
