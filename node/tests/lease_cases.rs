@@ -10,8 +10,8 @@ use xov_node::lease::driver::busy;
 use xov_node::lease::machine::{self, Alert, Input, Terms};
 use xov_node::lease::record::LeaseRecord;
 use xov_protocol::{
-    Arch, Chain, InstanceType, LeaseNotice, LeaseState, Location, NoticeBody, Offer, Order,
-    OrderRefusal, PoolId, ProviderReceipt, Receipt,
+    Arch, Chain, InstanceType, LeaseNotice, LeaseState, LeaseStatus, Location, NoticeBody, Offer,
+    Order, OrderRefusal, PoolId, ProviderReceipt, Receipt,
 };
 
 /// The cases are scripted with one block of depth; refund depth has a case of its own.
@@ -283,6 +283,44 @@ fn false_receipt(w: &World, id: &str, paid: u64, refunded: u64, run: u64, seq: u
         at: w.now,
         body: NoticeBody::Receipt(pr),
     })
+}
+
+/// Found by the simulator (schedules reshuffled when orders gained their chain): a top-up confirmed while the
+/// lease was halted, the provider said so, then a reorg took it away in the instant the lease closed. The
+/// buyer kept the larger figure of its last status over the receipt's, so the two sides never agreed on what
+/// was paid. The receipt, the provider's newest word, replaces the buyer's view as a status does.
+#[test]
+fn the_receipt_replaces_the_buyers_view_of_what_was_paid() {
+    let mut w = world();
+    let id = lease(&mut w, 3600, true);
+    run_with(&mut w, &id, 3600);
+    let (seq, started) = (w.buy(&id).peer_seq, w.buy(&id).started_at);
+    let status = Input::Notice(LeaseNotice {
+        from: w.provider.key.node_id(),
+        lease_id: id.parse().unwrap(),
+        seq: seq + 1,
+        at: w.now,
+        body: NoticeBody::Status(LeaseStatus {
+            state: LeaseState::Halted,
+            paid_sats: 3600 + 92_552,
+            refunded_sats: 0,
+            started_at: started,
+            runs_until: None,
+            access: None,
+            message: "92552 sat confirmed".into(),
+        }),
+    });
+    assert!(w.input(Side::Buyer, &id, status));
+    assert_eq!(w.buy(&id).paid_sat, 3600 + 92_552);
+    let run = w.now - started.unwrap();
+    assert!(w.input(
+        Side::Buyer,
+        &id,
+        false_receipt(&w, &id, 3600, 0, run, seq + 2)
+    ));
+    let b = w.buy(&id);
+    assert_eq!(b.state, LeaseState::Closed);
+    assert_eq!((b.paid_sat, b.refunded_sat), (3600, 0));
 }
 
 #[test]

@@ -1301,8 +1301,12 @@ fn buyer_receipt(
         paid_sat: r.paid_sats,
         refunded_sat: r.refunded_sats,
     };
-    l.paid_sat = l.paid_sat.max(r.paid_sats);
-    l.refunded_sat = l.refunded_sat.max(r.refunded_sats);
+    // The receipt is the provider's newest word on the money (it is applied only when its sequence is above
+    // every status applied), so it replaces the view like a status does: a payment the last status counted
+    // and a reorg then took away, as the lease closed, is gone on both sides. (Keeping the larger figure
+    // left the two sides disagreeing forever; whether to countersign is judged above, on what this node sent.)
+    l.paid_sat = r.paid_sats;
+    l.refunded_sat = r.refunded_sats;
     l.set_state(
         LeaseState::Closed,
         now,
