@@ -229,6 +229,12 @@ pub struct WalletConfig {
     /// This node's own payments still unconfirmed after this many blocks are replaced by ones paying the
     /// chain's current fee estimate (RBF), so they confirm (0: never; `xov wallet bump` still works).
     pub bump_after_blocks: u32,
+    /// Fee rate paid when there is no estimate (the light client never has one), sat/vB.
+    pub fee_target: u64,
+    /// Blocks to confirm within, for bitcoind's `estimatesmartfee` (RPC source).
+    pub fee_confirm_within: u16,
+    /// Cap on any fee rate the wallet chooses by itself, sat/vB.
+    pub fee_max: u64,
 }
 
 impl Default for WalletConfig {
@@ -242,11 +248,23 @@ impl Default for WalletConfig {
             rpc_cookie: String::new(),
             lookahead: xov_wallet::DEFAULT_LOOKAHEAD,
             bump_after_blocks: 3,
+            fee_target: xov_wallet::FeePolicy::default().target_sat_per_vb,
+            fee_confirm_within: xov_wallet::FeePolicy::default().confirm_within_blocks,
+            fee_max: xov_wallet::FeePolicy::default().max_sat_per_vb,
         }
     }
 }
 
 impl WalletConfig {
+    /// How the wallet chooses fees when a command names no rate.
+    pub fn fee_policy(&self) -> xov_wallet::FeePolicy {
+        xov_wallet::FeePolicy {
+            target_sat_per_vb: self.fee_target,
+            confirm_within_blocks: self.fee_confirm_within,
+            max_sat_per_vb: self.fee_max,
+        }
+    }
+
     /// The wallet crate's view of this section.
     pub fn chain_source(&self) -> Result<xov_wallet::ChainSource, ConfigError> {
         let bad = |message: String| ConfigError::Parse {
@@ -504,6 +522,15 @@ impl Config {
         self.wallet.bitcoin_network()?;
         if self.wallet.enabled {
             self.wallet.chain_source()?;
+            if self.wallet.fee_target == 0 || self.wallet.fee_max < self.wallet.fee_target {
+                return Err(ConfigError::Parse {
+                    path: "wallet".into(),
+                    message: format!(
+                        "fee_target = {} and fee_max = {}: need 1 <= fee_target <= fee_max (sat/vB)",
+                        self.wallet.fee_target, self.wallet.fee_max
+                    ),
+                });
+            }
         }
         for a in self.network.listen.iter().chain(&self.network.bootstrap) {
             a.parse::<libp2p::Multiaddr>()

@@ -115,6 +115,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     let events = leases.events();
     if let Some(w) = &wallet {
         events.forward_wallet(w);
+        w.set_fee_policy(cfg.wallet.fee_policy());
         spawn_fee_bumping(w.clone(), cfg.wallet.bump_after_blocks);
     }
     events.spawn_hooks(cfg.events.clone());
