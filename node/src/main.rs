@@ -401,9 +401,23 @@ async fn wallet_command(cmd: WalletCommand, c: &Client, json: bool) -> anyhow::R
         WalletCommand::Balance => {
             let b: BalanceView = c.get("/v1/wallet/balance", None).await?;
             output::print(json, &b, || {
+                let ch = &b.chain;
                 format!(
-                    "confirmed  {} sat\npending    {} sat\nimmature   {} sat\ntip        {} ({})",
-                    b.confirmed_sat, b.pending_sat, b.immature_sat, b.tip_height, b.network
+                    "confirmed  {} sat\npending    {} sat\nimmature   {} sat\ntip        {} ({})\nchain      {} {}, {} peer(s), peers' tip {}{}",
+                    b.confirmed_sat,
+                    b.pending_sat,
+                    b.immature_sat,
+                    b.tip_height,
+                    b.network,
+                    ch.source,
+                    ch.state,
+                    ch.peers,
+                    ch.peer_tip.map_or("?".into(), |t| t.to_string()),
+                    if ch.restarts > 0 {
+                        format!(", {} restarts", ch.restarts)
+                    } else {
+                        String::new()
+                    }
                 )
             });
         }

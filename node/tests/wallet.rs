@@ -41,7 +41,14 @@ fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
         ),
     ];
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let node_a = rpc.clone();
+    // A is a buyer on a laptop: the default chain source, compact block filters, with bitcoind as its
+    // peer. B runs its own bitcoind (RPC), so it also sees payments in the mempool.
+    let node_a = vec![
+        ("XOV_WALLET_ENABLED", "true".to_string()),
+        ("XOV_WALLET_NETWORK", "regtest".to_string()),
+        ("XOV_WALLET_CHAIN", "filters".to_string()),
+        ("XOV_WALLET_PEERS", btc.p2p_addr().to_string()),
+    ];
     let a = Daemon::start_with(da.path(), &node_a);
     let b = Daemon::start_with(db.path(), &rpc);
     assert_eq!(
@@ -65,6 +72,15 @@ fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
             (c, _) if c > 0 => Ok(()),
             // On failure, say what the light client went through.
             other => Err(format!("{other:?}\nlog of A:\n{}", tail(&a.log_text(), 40))),
+        }
+    });
+
+    // A's chain source reports itself synced.
+    eventually("A's light client is synced", WAIT, || {
+        let c = a.json(&["wallet", "balance"])["chain"].clone();
+        match (c["source"].as_str(), c["state"].as_str()) {
+            (Some("compact block filters"), Some("synced")) => Ok(()),
+            _ => Err(format!("{c}")),
         }
     });
 

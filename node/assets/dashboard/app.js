@@ -208,6 +208,11 @@ async function loadWallet() {
   try {
     const b = await api("/v1/wallet/balance");
     $("#wallet-balance").textContent = `${b.confirmed_sat} sat confirmed, ${b.pending_sat} pending, ${b.immature_sat} immature (${b.network}, height ${b.tip_height})`;
+    const c = b.chain;
+    const tips = `wallet ${c.wallet_tip}, headers ${c.header_tip ?? "?"}, peers ${c.peer_tip ?? "?"}`;
+    const restarts = c.restarts ? `; restarted ${c.restarts}× (last: ${c.last_restart_reason ?? "?"})` : "";
+    $("#wallet-chain").textContent = `Chain: ${c.source} ${c.state}, ${c.peers} peer(s), ${tips}, ${c.secs_since_progress} s since progress${restarts}${c.last_warning ? "; last warning: " + c.last_warning : ""}`;
+    $("#wallet-chain").dataset.state = c.state;
   } catch (e) { $("#wallet-balance").textContent = e.message; return; }
   const h = await api("/v1/wallet/history");
   $("#history-table tbody").replaceChildren(...h.map((t) => el("tr", {},

@@ -34,7 +34,8 @@ pub enum Level {
 /// One check's verdict.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Check {
-    /// `listen`, `peers`, `pools`, `offers_seen`, `chain`, `clock`, `wallet`, `openstack`.
+    /// `listen`, `peers`, `pools`, `offers_seen`, `chain`, `chain_client`, `fees`, `clock`, `wallet`,
+    /// `openstack`.
     pub name: String,
     pub status: Level,
     pub detail: String,
@@ -94,6 +95,10 @@ pub async fn run(st: &AppState) -> Report {
     }
     checks.push(clock_check(st, &clock_samples));
     checks.push(wallet_check(st));
+    if let Some(w) = &st.wallet {
+        checks.push(chain_client_check(&w.chain_health()));
+        checks.push(fee_check(&w.fee_choice().await));
+    }
     let failures = checks.iter().filter(|c| c.status == Level::Fail).count();
     let warnings = checks.iter().filter(|c| c.status == Level::Warn).count();
     Report {
@@ -410,6 +415,81 @@ async fn chain_check(st: &AppState) -> (Check, Option<(String, i64)>) {
     }
 }
 
+/// The chain source's own health, as its supervisor sees it (state, peers, tips, restarts, last warning).
+pub fn chain_client_check(h: &xov_wallet::ChainHealth) -> Check {
+    use xov_wallet::ChainState;
+    let tips = format!(
+        "wallet tip {}, headers {}, peers' tip {}",
+        h.wallet_tip,
+        h.header_tip.map_or("?".into(), |t| t.to_string()),
+        h.peer_tip.map_or("?".into(), |t| t.to_string())
+    );
+    let restarts = match (h.restarts, h.last_restart_reason) {
+        (0, _) => String::new(),
+        (n, Some(r)) => format!("; restarted {n} times, last because {}", r.describe()),
+        (n, None) => format!("; restarted {n} times"),
+    };
+    let warning = h
+        .last_warning
+        .as_ref()
+        .map(|w| format!("; last warning: {w}"))
+        .unwrap_or_default();
+    let detail = format!(
+        "{} {}: {} peer(s), {tips}, {} s since progress{restarts}{warning}",
+        h.source,
+        h.state.as_str(),
+        h.peers,
+        h.secs_since_progress
+    );
+    let peers_fix = if h.source == "bitcoind RPC" {
+        "check that bitcoind runs and answers on wallet.rpc_url"
+    } else {
+        "check wallet.peers: Bitcoin nodes on this network serving compact block filters (bitcoind -blockfilterindex=1 -peerblockfilters=1), reachable from here"
+    };
+    match h.state {
+        ChainState::Synced => ok("chain_client", detail),
+        ChainState::Syncing => check(
+            "chain_client",
+            Level::Warn,
+            detail,
+            Some("catching up with the peers; payments in newer blocks are seen once it is there".into()),
+        ),
+        ChainState::Connecting => check(
+            "chain_client",
+            if h.secs_since_progress > 120 { Level::Fail } else { Level::Warn },
+            detail,
+            Some(peers_fix.into()),
+        ),
+        ChainState::Stalled => check(
+            "chain_client",
+            Level::Fail,
+            detail,
+            Some(format!("the client is restarted with back-off by itself; if it keeps stalling, {peers_fix}, or use chain = \"rpc\" with a bitcoind of your own")),
+        ),
+    }
+}
+
+/// The fee rate the wallet pays now when a command names none, and where it comes from.
+pub fn fee_check(c: &xov_wallet::FeeChoice) -> Check {
+    use xov_wallet::FeeSource;
+    let from = match c.source {
+        FeeSource::Estimate => "bitcoind's estimate",
+        FeeSource::Target => "wallet.fee_target (no estimate available)",
+        FeeSource::MinRelay => "the peers' minimum relay fee (above wallet.fee_target)",
+        FeeSource::Cap => "capped by wallet.fee_max",
+    };
+    let detail = format!("payments pay {} sat/vB: {from}", c.sat_per_vb);
+    match c.source {
+        FeeSource::Cap => check(
+            "fees",
+            Level::Warn,
+            detail,
+            Some("the estimate is above wallet.fee_max: payments may confirm slowly; raise fee_max if that is acceptable".into()),
+        ),
+        _ => ok("fees", detail),
+    }
+}
+
 /// The provider's cloud: credentials (a fresh Keystone token), compute quota and what can be offered.
 async fn openstack_check(st: &AppState) -> Option<(Check, Option<(String, i64)>)> {
     let pc = &st.config.provider;
@@ -570,5 +650,83 @@ fn wallet_check(st: &AppState) -> Check {
                 ),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xov_wallet::{ChainHealth, ChainState, StallReason};
+
+    fn health(state: ChainState, secs: u64) -> ChainHealth {
+        ChainHealth {
+            source: "compact block filters".into(),
+            state,
+            peers: 1,
+            header_tip: Some(120),
+            peer_tip: Some(120),
+            wallet_tip: 100,
+            secs_since_progress: secs,
+            restarts: 2,
+            last_restart_reason: Some(StallReason::NoProgress),
+            last_warning: Some("A connection to a peer timed out".into()),
+        }
+    }
+
+    #[test]
+    fn chain_client_verdicts() {
+        let cases = [
+            ("synced is ok", ChainState::Synced, 5, Level::Ok),
+            ("syncing warns", ChainState::Syncing, 5, Level::Warn),
+            (
+                "connecting briefly warns",
+                ChainState::Connecting,
+                30,
+                Level::Warn,
+            ),
+            (
+                "connecting for minutes fails",
+                ChainState::Connecting,
+                600,
+                Level::Fail,
+            ),
+            ("stalled fails", ChainState::Stalled, 100, Level::Fail),
+        ];
+        for (name, state, secs, want) in cases {
+            let c = chain_client_check(&health(state, secs));
+            assert_eq!(c.status, want, "{name}: {c:?}");
+            assert_eq!(c.fix.is_some(), want != Level::Ok, "{name}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn chain_client_detail_names_state_tips_restarts_and_the_warning() {
+        let d = chain_client_check(&health(ChainState::Stalled, 100)).detail;
+        for part in [
+            "stalled",
+            "wallet tip 100",
+            "peers' tip 120",
+            "restarted 2 times",
+            "behind the peers and no progress",
+            "timed out",
+        ] {
+            assert!(d.contains(part), "{part:?} missing from {d:?}");
+        }
+    }
+
+    #[test]
+    fn a_capped_fee_warns() {
+        use xov_wallet::{FeeChoice, FeeSource};
+        let c = fee_check(&FeeChoice {
+            sat_per_vb: 500,
+            source: FeeSource::Cap,
+        });
+        assert_eq!(c.status, Level::Warn);
+        let c = fee_check(&FeeChoice {
+            sat_per_vb: 2,
+            source: FeeSource::Target,
+        });
+        assert_eq!(c.status, Level::Ok);
+        assert!(c.detail.contains("2 sat/vB"));
     }
 }

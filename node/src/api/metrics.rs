@@ -79,6 +79,7 @@ pub fn render(
     own_offers: usize,
     leases: &[LeaseRecord],
     tip_height: Option<u32>,
+    chain: Option<&xov_wallet::ChainHealth>,
     uptime_secs: u64,
 ) -> String {
     let mut o = Out(String::new());
@@ -183,6 +184,41 @@ pub fn render(
     if let Some(h) = tip_height {
         o.gauge("xov_chain_height", "Height of the wallet's chain tip.", h);
     }
+    if let Some(c) = chain {
+        o.family(
+            "xov_chain_state",
+            "gauge",
+            "The chain source's state: 1 for the current one (connecting, syncing, synced, stalled).",
+        );
+        for s in ["connecting", "syncing", "synced", "stalled"] {
+            let v = u8::from(c.state.as_str() == s);
+            o.sample("xov_chain_state", &[("state", s), ("source", &c.source)], v);
+        }
+        o.gauge("xov_chain_peers", "Chain-source peers connected.", c.peers);
+        o.family(
+            "xov_chain_tip",
+            "gauge",
+            "Chain tips: the wallet's, the chain client's headers', the peers' announced.",
+        );
+        o.sample("xov_chain_tip", &[("which", "wallet")], c.wallet_tip);
+        if let Some(t) = c.header_tip {
+            o.sample("xov_chain_tip", &[("which", "headers")], t);
+        }
+        if let Some(t) = c.peer_tip {
+            o.sample("xov_chain_tip", &[("which", "peers")], t);
+        }
+        o.gauge(
+            "xov_chain_secs_since_progress",
+            "Seconds since the chain source last made progress.",
+            c.secs_since_progress,
+        );
+        o.family(
+            "xov_chain_restarts_total",
+            "counter",
+            "Light-client restarts by the supervisor.",
+        );
+        o.sample("xov_chain_restarts_total", &[], c.restarts);
+    }
     o.0
 }
 
@@ -195,12 +231,14 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     };
     let leases = st.leases.list();
     let tip = st.wallet.as_ref().map(|w| w.tip_height());
+    let chain = st.wallet.as_ref().map(|w| w.chain_health());
     let body = render(
         peers,
         offers,
         own,
         &leases,
         tip,
+        chain.as_ref(),
         unix_now().saturating_sub(st.started_at),
     );
     (
@@ -257,7 +295,31 @@ mod tests {
             ),
             lease("buyer", LeaseState::Running, &[]),
         ];
-        let t = render(Some(3), 7, 2, &leases, Some(150), 42);
+        let chain = xov_wallet::ChainHealth {
+            source: "compact block filters".into(),
+            state: xov_wallet::ChainState::Stalled,
+            peers: 1,
+            header_tip: Some(152),
+            peer_tip: Some(153),
+            wallet_tip: 150,
+            secs_since_progress: 95,
+            restarts: 4,
+            last_restart_reason: None,
+            last_warning: None,
+        };
+        let t = render(Some(3), 7, 2, &leases, Some(150), Some(&chain), 42);
+        for line in [
+            "xov_chain_state{state=\"stalled\",source=\"compact block filters\"} 1",
+            "xov_chain_state{state=\"synced\",source=\"compact block filters\"} 0",
+            "xov_chain_peers 1",
+            "xov_chain_tip{which=\"wallet\"} 150",
+            "xov_chain_tip{which=\"headers\"} 152",
+            "xov_chain_tip{which=\"peers\"} 153",
+            "xov_chain_secs_since_progress 95",
+            "xov_chain_restarts_total 4",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line} missing from\n{t}");
+        }
         for line in [
             "xov_peers 3",
             "xov_offers 7",

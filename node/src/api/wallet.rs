@@ -66,6 +66,50 @@ pub struct BalanceView {
     pub immature_sat: u64,
     pub tip_height: u32,
     pub network: String,
+    /// How the chain source is doing.
+    pub chain: ChainView,
+}
+
+/// The chain source's health (see docs/wallet.md, "The light client is supervised").
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChainView {
+    /// "compact block filters" or "bitcoind RPC".
+    pub source: String,
+    /// connecting, syncing, synced or stalled.
+    pub state: String,
+    pub peers: usize,
+    pub wallet_tip: u32,
+    pub header_tip: Option<u32>,
+    pub peer_tip: Option<u32>,
+    pub secs_since_progress: u64,
+    pub restarts: u64,
+    /// Why the client was last restarted: no_peer, no_progress or client_stopped.
+    pub last_restart_reason: Option<String>,
+    pub last_warning: Option<String>,
+}
+
+impl From<xov_wallet::ChainHealth> for ChainView {
+    fn from(h: xov_wallet::ChainHealth) -> Self {
+        ChainView {
+            source: h.source,
+            state: h.state.as_str().into(),
+            peers: h.peers,
+            wallet_tip: h.wallet_tip,
+            header_tip: h.header_tip,
+            peer_tip: h.peer_tip,
+            secs_since_progress: h.secs_since_progress,
+            restarts: h.restarts,
+            last_restart_reason: h.last_restart_reason.map(|r| {
+                match r {
+                    xov_wallet::StallReason::NoPeer => "no_peer",
+                    xov_wallet::StallReason::NoProgress => "no_progress",
+                    xov_wallet::StallReason::ClientStopped => "client_stopped",
+                }
+                .into()
+            }),
+            last_warning: h.last_warning,
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/wallet/balance", responses((status = 200, body = BalanceView), (status = 409, body = ApiError)))]
@@ -78,6 +122,7 @@ async fn balance(State(st): State<AppState>) -> Result<Json<BalanceView>, ApiErr
         immature_sat: b.immature_sat,
         tip_height: b.tip_height,
         network: w.network().to_string(),
+        chain: w.chain_health().into(),
     }))
 }
 
