@@ -26,6 +26,7 @@ pub use bdk_wallet::bitcoin;
 pub use bdk_wallet::bitcoin::Network;
 /// The BDK types that appear in this crate's API (for implementing [`WalletStore`]).
 pub mod bdk {
+    pub use bdk_wallet::chain::{local_chain, Merge};
     pub use bdk_wallet::ChangeSet;
 }
 pub use bond::{verify_bond_binding, Bond, BondClaim, BondError, BondStatus};

@@ -14,6 +14,13 @@ pub trait WalletStore: Send + 'static {
     fn load_changeset(&self) -> Result<Option<ChangeSet>, WalletError>;
     /// Replaces the stored change set with the complete one.
     fn save_changeset(&mut self, full: &ChangeSet) -> Result<(), WalletError>;
+    /// Records one change (`delta`, already merged into `full`). A store that can append writes only the
+    /// delta (each block's update stays small however large the wallet grows) and folds the deltas into
+    /// one record now and then; by default the complete change set is written.
+    fn append_changeset(&mut self, delta: &ChangeSet, full: &ChangeSet) -> Result<(), WalletError> {
+        let _ = delta;
+        self.save_changeset(full)
+    }
     fn load_invoices(&self) -> Result<Vec<Invoice>, WalletError>;
     fn save_invoice(&mut self, invoice: &Invoice) -> Result<(), WalletError>;
     /// The wallet's fidelity bonds. A store that keeps none has none.

@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     /// Unconfirmed transactions this wallet spent from, with the tip height when this process first saw each
     /// (see [`crate::stuck`]). In memory only.
     pub(crate) unconfirmed_since: BTreeMap<Txid, u32>,
+    /// A change-set write failed: the next one writes the complete change set.
+    full_write_due: bool,
 }
 
 impl Inner {
@@ -79,8 +81,15 @@ impl Inner {
     pub(crate) fn persist(&mut self) -> Result<bool, WalletError> {
         match self.wallet.take_staged() {
             Some(delta) if !delta.is_empty() => {
-                self.full.merge(delta);
-                self.store.save_changeset(&self.full)?;
+                self.full.merge(delta.clone());
+                // After a failed write the store lacks a delta: write everything once.
+                let written = if self.full_write_due {
+                    self.store.save_changeset(&self.full)
+                } else {
+                    self.store.append_changeset(&delta, &self.full)
+                };
+                self.full_write_due = written.is_err();
+                written?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -327,6 +336,7 @@ impl XovWallet {
             assessed_tip,
             reserved: BTreeMap::new(),
             unconfirmed_since: BTreeMap::new(),
+            full_write_due: false,
         }));
         let rebuild = Arc::new(Notify::new());
         let chain = chain::start(

@@ -232,7 +232,7 @@ async fn open_wallet(
         lookahead: cfg.wallet.lookahead,
     };
     let source = wcfg.chain.name();
-    let w = xov_wallet::XovWallet::open(wcfg, Box::new(store))
+    let w = xov_wallet::XovWallet::open(wcfg, Box::new(crate::store::WalletDb::new(store)))
         .await
         .context("cannot open the wallet")?;
     if w.created_mnemonic() {

@@ -9,6 +9,9 @@
 //! load (counted as unreadable), and the pools they were in no longer exist.
 
 pub mod datadir;
+mod wallet;
+
+pub use wallet::WalletDb;
 
 use std::path::Path;
 
@@ -23,7 +26,7 @@ const CF_OFFERS: &str = "offers";
 const CF_WITHDRAWALS: &str = "withdrawals";
 const CF_POOLS: &str = "pools";
 const CF_META: &str = "meta";
-const CF_WALLET: &str = "wallet";
+pub(crate) const CF_WALLET: &str = "wallet";
 pub(crate) const CF_LEASES: &str = "leases";
 /// Trust evidence: dual-signed receipts (`r` + message id) and bond proofs (`b` + node id).
 const CF_TRUST: &str = "trust";
@@ -46,7 +49,7 @@ pub enum StoreError {
 /// Cheap to clone: clones share one database.
 #[derive(Clone)]
 pub struct Store {
-    db: std::sync::Arc<DB>,
+    pub(crate) db: std::sync::Arc<DB>,
 }
 
 fn offer_key(k: &OfferKey) -> [u8; 40] {
@@ -99,14 +102,14 @@ impl Store {
         })
     }
 
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+    pub(crate) fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db
             .cf_handle(name)
             .expect("column families are created at open")
     }
 
     /// Writes are synced: a message acknowledged to the user survives a power cut.
-    fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.put_cf_opt(self.cf(cf), key, value, &wo)?;
@@ -263,55 +266,9 @@ impl Store {
     }
 }
 
-/// The wallet's state lives in the node's database, in its own column family: the BDK change set under one
-/// key, each invoice under `invoice/<id>`. Writes are synced like everything else.
-impl xov_wallet::WalletStore for Store {
-    fn load_changeset(
-        &self,
-    ) -> Result<Option<xov_wallet::bdk::ChangeSet>, xov_wallet::WalletError> {
-        let raw = self
-            .db
-            .get_cf(self.cf(CF_WALLET), b"changeset")
-            .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))?;
-        raw.map(|b| {
-            serde_json::from_slice(&b).map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))
-        })
-        .transpose()
-    }
-
-    fn save_changeset(
-        &mut self,
-        full: &xov_wallet::bdk::ChangeSet,
-    ) -> Result<(), xov_wallet::WalletError> {
-        let bytes = serde_json::to_vec(full)
-            .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))?;
-        self.put(CF_WALLET, b"changeset", &bytes)
-            .map_err(|e| xov_wallet::WalletError::Corrupt(e.to_string()))
-    }
-
-    fn load_invoices(&self) -> Result<Vec<xov_wallet::Invoice>, xov_wallet::WalletError> {
-        self.wallet_records("invoice/")
-    }
-
-    fn save_invoice(
-        &mut self,
-        invoice: &xov_wallet::Invoice,
-    ) -> Result<(), xov_wallet::WalletError> {
-        self.put_wallet_record(&format!("invoice/{}", invoice.id), invoice)
-    }
-
-    fn load_bonds(&self) -> Result<Vec<xov_wallet::Bond>, xov_wallet::WalletError> {
-        self.wallet_records("bond/")
-    }
-
-    fn save_bond(&mut self, bond: &xov_wallet::Bond) -> Result<(), xov_wallet::WalletError> {
-        self.put_wallet_record(&format!("bond/{}", bond.outpoint), bond)
-    }
-}
-
 impl Store {
     /// Every JSON record of the wallet's column family under `prefix`.
-    fn wallet_records<T: serde::de::DeserializeOwned>(
+    pub(crate) fn wallet_records<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &str,
     ) -> Result<Vec<T>, xov_wallet::WalletError> {
@@ -330,7 +287,7 @@ impl Store {
         Ok(out)
     }
 
-    fn put_wallet_record<T: serde::Serialize>(
+    pub(crate) fn put_wallet_record<T: serde::Serialize>(
         &self,
         key: &str,
         value: &T,
