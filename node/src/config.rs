@@ -169,6 +169,12 @@ pub struct LeaseConfig {
     pub start_timeout_secs: u64,
     /// Unpaid invoices one buyer may hold open here at once.
     pub max_unpaid_per_buyer: u32,
+    /// As a buyer paying in slices: pay the next slice this long before the provider's drain warning would
+    /// come (`warn_before_secs` before the paid time ends), so it can confirm in time.
+    pub slice_lead_secs: u64,
+    /// As a buyer: a provider status older than this is stale; before paying a slice a fresh one is asked
+    /// for, and a provider that does not answer within this long gets no slice.
+    pub status_fresh_secs: u64,
 }
 
 impl LeaseConfig {
@@ -185,6 +191,8 @@ impl LeaseConfig {
             refund_min_sat: self.refund_min_sat,
             refund_confirmations: self.refund_confirmations,
             start_timeout_secs: self.start_timeout_secs,
+            slice_lead_secs: self.slice_lead_secs,
+            status_fresh_secs: self.status_fresh_secs,
             ..Default::default()
         }
     }
@@ -205,6 +213,8 @@ impl Default for LeaseConfig {
             refund_confirmations: 3,
             start_timeout_secs: 3600,
             max_unpaid_per_buyer: 3,
+            slice_lead_secs: 1200,
+            status_fresh_secs: 300,
         }
     }
 }

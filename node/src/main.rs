@@ -6,6 +6,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use reqwest::Method;
 use serde_json::Value;
+use xov_node::api::leases::LeaseView;
 use xov_node::cli::output;
 use xov_node::{api, daemon, market};
 
@@ -176,8 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wallet(cmd) => wallet_command(cmd, &client()?, cli.json).await,
         Command::Order(args) => order_command(args, &client()?, cli.json).await,
         Command::Leases(LeasesCommand::List) => {
-            let l: Vec<xov_node::lease::record::LeaseRecord> =
-                client()?.get("/v1/leases", None).await?;
+            let l: Vec<LeaseView> = client()?.get("/v1/leases", None).await?;
             output::print(cli.json, &l, || output::leases(&l));
             Ok(())
         }
@@ -186,8 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if wait {
                 follow(&c, &id, cli.json).await
             } else {
-                let l: xov_node::lease::record::LeaseRecord =
-                    c.get(&format!("/v1/leases/{id}"), None).await?;
+                let l: LeaseView = c.get(&format!("/v1/leases/{id}"), None).await?;
                 output::print(cli.json, &l, || output::lease(&l));
                 Ok(())
             }
@@ -214,11 +213,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Lease(LeaseCommand::Cancel { id }) => {
-            let l: xov_node::lease::record::LeaseRecord = client()?
+            let l: LeaseView = client()?
                 .call::<(), _>(Method::POST, &format!("/v1/leases/{id}/cancel"), None, None)
                 .await?;
             output::print(cli.json, &l, || {
-                format!("cancellation sent for lease {}", l.id)
+                format!("cancellation sent for lease {}", l.lease.id)
             });
             Ok(())
         }
@@ -504,18 +503,19 @@ async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<(
         gpu: a.gpu,
         image: a.image,
         max_price: a.max_price,
-        hours: a.hours,
+        hours: a.hours.unwrap_or(0),
         ssh_public_key: key.trim().to_string(),
         refund_address: a.refund_address,
         pay: a.pay,
         bid_wait_secs: a.bid_wait,
+        budget_sat: a.budget,
+        slice_hours: a.slice_hours,
     };
-    let l: xov_node::lease::record::LeaseRecord =
-        c.call(Method::POST, "/v1/orders", None, Some(&req)).await?;
+    let l: LeaseView = c.call(Method::POST, "/v1/orders", None, Some(&req)).await?;
     if !json {
         println!("{}", output::lease(&l));
-        if !a.pay {
-            if let Some(uri) = &l.pay_uri {
+        if !a.pay && a.budget.is_none() {
+            if let Some(uri) = &l.lease.pay_uri {
                 println!(
                     "\nPay with `xov wallet pay '{uri}'`, or scan:\n{}",
                     xov_wallet::bip21::qr(uri)
@@ -524,7 +524,7 @@ async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<(
         }
     }
     if a.wait {
-        follow(c, &l.id, json).await
+        follow(c, &l.lease.id, json).await
     } else {
         if json {
             output::print(true, &l, String::new);
@@ -537,8 +537,8 @@ async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<(
 async fn follow(c: &Client, id: &str, json: bool) -> anyhow::Result<()> {
     let mut shown = 0;
     loop {
-        let l: xov_node::lease::record::LeaseRecord =
-            c.get(&format!("/v1/leases/{id}"), None).await?;
+        let v: LeaseView = c.get(&format!("/v1/leases/{id}"), None).await?;
+        let l = &v.lease;
         for s in &l.history[shown.min(l.history.len())..] {
             if json {
                 println!("{}", serde_json::to_string(s)?);
@@ -554,7 +554,7 @@ async fn follow(c: &Client, id: &str, json: bool) -> anyhow::Result<()> {
         shown = l.history.len();
         if l.state == xov_protocol::LeaseState::Running || l.state.is_terminal() {
             if !json {
-                println!("{}", output::lease(&l));
+                println!("{}", output::lease(&v));
             }
             return Ok(());
         }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use sim::{sim_terms, CloudFault, LeaseSpec, MState, Side, World};
 use xov_node::lease::driver::busy;
-use xov_node::lease::machine::{self, Alert, Input, Terms};
-use xov_node::lease::record::LeaseRecord;
+use xov_node::lease::machine::{self, ActionKind, Alert, Input, Terms};
+use xov_node::lease::record::{Budget, LeaseRecord, NotDelivering};
 use xov_protocol::{
     Arch, Chain, InstanceType, LeaseNotice, LeaseState, LeaseStatus, Location, NoticeBody, Offer,
     Order, OrderRefusal, PoolId, ProviderReceipt, Receipt,
@@ -32,6 +32,7 @@ fn lease(w: &mut World, price: u64, refund: bool) -> String {
         refund_address: refund.then(|| "bcrt1qrefund".to_string()),
         invoice_ttl: 900,
         offer_id: 1,
+        budget: None,
     })
 }
 
@@ -770,4 +771,333 @@ fn a_machine_gone_behind_the_nodes_back_ends_the_lease_and_refunds_the_rest() {
     );
     assert!(machine::refund_values(&p) > 0, "{}", w.dump());
     no_violations(&w);
+}
+
+// ------------------------------------------------------------------------------- paying in slices
+
+/// 3600 sats/h, slices of 600 s (600 sat), the offer's shortest lease 60 s; `slices` slices' worth.
+fn budget_lease(w: &mut World, slices: u64) -> String {
+    w.open_lease(LeaseSpec {
+        price: 3600,
+        min_lease_secs: 60,
+        refund_address: Some("bcrt1qrefund".to_string()),
+        invoice_ttl: 900,
+        offer_id: 1,
+        budget: Some(Budget {
+            total_sat: 600 * slices,
+            slice_sat: 600,
+            slice_secs: 600,
+        }),
+    })
+}
+
+/// Steps `dt` at a time until `f` holds, mining a block whenever a payment waits in the mempool (as the
+/// e2e tests do), for at most `max` steps.
+fn until_mining(w: &mut World, dt: u64, max: u32, what: &str, f: impl Fn(&World) -> bool) {
+    for _ in 0..max {
+        if f(w) {
+            return;
+        }
+        if w.pays.iter().any(|p| p.height.is_none() && !p.gone) {
+            w.mine();
+        }
+        w.step(dt);
+    }
+    assert!(f(w), "never reached: {what}\n{}", w.dump());
+}
+
+fn slices_paid(w: &World, id: &str) -> usize {
+    w.buy(id).slices.iter().filter(|s| s.broadcast).count()
+}
+
+fn withheld_alerts(w: &World, id: &str) -> Vec<NotDelivering> {
+    w.alerts
+        .iter()
+        .filter_map(|(s, a)| match a {
+            Alert::SliceWithheld { lease_id, reason } if *s == Side::Buyer && lease_id == id => {
+                Some(reason.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The budget's whole path: the first slice goes out with the order; each next one when the paid time is
+/// `warn_before + slice_lead` from its end, after a fresh status (asked for, as the last one is stale by
+/// then) shows the machine running and every slice counted, and before the provider would warn; three
+/// slices and no more, the budget exactly; then the lease drains and closes.
+#[test]
+fn a_budget_is_paid_in_slices_before_the_warning_and_never_beyond() {
+    let mut w = world();
+    let id = budget_lease(&mut w, 3);
+    w.step(0);
+    assert_eq!(slices_paid(&w, &id), 1, "the first slice goes out at once");
+    assert_eq!(w.payments_of(&id).len(), 1);
+    until_mining(&mut w, 1, 50, "running", |w| {
+        w.buy(&id).state == LeaseState::Running
+    });
+    for n in 2..=3u32 {
+        until_mining(&mut w, 5, 400, "next slice paid", |w| {
+            slices_paid(w, &id) == n as usize
+        });
+        let b = w.buy(&id).clone();
+        let s = b.slices.last().unwrap();
+        assert_eq!(s.n, n);
+        // Decided when due: no earlier than the lead before the end, and the provider had not warned.
+        let p = w.prov(&id).clone();
+        assert!(
+            !p.history
+                .iter()
+                .any(|h| h.state == LeaseState::Warned && h.at <= s.at),
+            "the provider warned before slice {n}: {}",
+            w.dump()
+        );
+        // The last status was stale by then: a fresh one was asked for and came.
+        let asked = b.status_asked_at.expect("a status was asked for");
+        assert!(b.status_at.unwrap() >= asked, "{}", w.dump());
+    }
+    until_mining(&mut w, 10, 600, "closed", |w| {
+        w.buy(&id).state == LeaseState::Closed
+    });
+    let b = w.buy(&id).clone();
+    assert_eq!(
+        b.slices.len(),
+        3,
+        "no slice beyond the budget: {}",
+        w.dump()
+    );
+    let paid: u64 = w.payments_of(&id).iter().map(|p| p.amount_sat).sum();
+    assert_eq!(paid, 1800, "exactly the budget reached the lease's address");
+    assert!(b.budget_spent);
+    assert!(
+        b.history
+            .iter()
+            .any(|h| h.detail.starts_with("budget spent")),
+        "{}",
+        w.dump()
+    );
+    assert!(withheld_alerts(&w, &id).is_empty());
+    let e = machine::exposure(&b, w.now, &w.terms).unwrap();
+    let bv = e.budget.unwrap();
+    assert_eq!((bv.spent_sat, bv.slices_paid, bv.left_sat), (1800, 3, 0));
+    assert!(bv.done);
+    assert_eq!(e.at_risk_sat, 0, "a closed lease holds nothing of ours");
+    w.settle(300);
+    no_violations(&w);
+}
+
+/// A provider that stops answering (its node gone: no status, requests unanswered) gets no further slice,
+/// however long the buyer waits past the moment it was due; the history says so and an alert is raised
+/// once. When it answers again before the lease ended, slices resume.
+#[test]
+fn a_provider_that_goes_silent_gets_no_further_slice() {
+    let mut w = world();
+    let id = budget_lease(&mut w, 3);
+    w.step(0);
+    until_mining(&mut w, 1, 50, "running", |w| {
+        w.buy(&id).state == LeaseState::Running
+    });
+    w.silent_from = Some(w.now);
+    let due = machine::next_slice_due(w.buy(&id), &w.terms).unwrap();
+    let fresh = w.terms.status_fresh_secs;
+    until_mining(&mut w, 5, 400, "withheld", |w| {
+        w.buy(&id).withheld.is_some()
+    });
+    assert!(w.now >= due, "nothing withheld before the slice was due");
+    // Well past the moment the next slice was due, and the freshness window: still one slice.
+    while w.now < due + 4 * fresh {
+        w.step(5);
+    }
+    let b = w.buy(&id).clone();
+    assert_eq!(b.slices.len(), 1, "{}", w.dump());
+    assert_eq!(w.payments_of(&id).len(), 1);
+    assert!(matches!(
+        b.withheld,
+        Some(NotDelivering::StatusStale { .. })
+    ));
+    assert!(
+        b.history.iter().any(|h| h
+            .detail
+            .starts_with("next slice withheld: the provider has not answered")),
+        "{}",
+        w.dump()
+    );
+    let alerts = withheld_alerts(&w, &id);
+    assert_eq!(alerts.len(), 1, "one alert, not one per tick: {alerts:?}");
+    let e = machine::exposure(&b, w.now, &w.terms).unwrap();
+    assert_eq!(e.budget.unwrap().withheld, b.withheld);
+    w.settle(300);
+    no_violations(&w);
+}
+
+/// A provider whose fresh status does not count a payment this node saw confirmed a while ago gets no
+/// further slice (it could be pocketing them).
+#[test]
+fn a_provider_that_does_not_count_a_payment_gets_no_further_slice() {
+    let mut w = world();
+    let id = budget_lease(&mut w, 3);
+    w.step(0);
+    until_mining(&mut w, 1, 50, "running", |w| {
+        w.buy(&id).state == LeaseState::Running
+    });
+    until_mining(&mut w, 5, 400, "second slice confirmed", |w| {
+        w.buy(&id).sent.len() == 2 && w.buy(&id).sent.iter().all(|p| p.confirmed_at.is_some())
+    });
+    // Just before the third slice is due, the provider reports only the first slice paid.
+    let b = w.buy(&id).clone();
+    let due = machine::next_slice_due(&b, &w.terms).unwrap();
+    while w.now + 5 < due {
+        w.step(5);
+    }
+    let b = w.buy(&id).clone();
+    let forged = Input::Notice(LeaseNotice {
+        from: w.provider.key.node_id(),
+        lease_id: id.parse().unwrap(),
+        seq: b.peer_seq + 1_000_000,
+        at: w.now,
+        body: NoticeBody::Status(LeaseStatus {
+            state: LeaseState::Running,
+            paid_sats: 600,
+            refunded_sats: 0,
+            started_at: b.started_at,
+            runs_until: b.runs_until,
+            access: None,
+            message: "running".into(),
+        }),
+    });
+    assert!(w.input(Side::Buyer, &id, forged));
+    for _ in 0..20 {
+        w.step(5);
+    }
+    let b = w.buy(&id).clone();
+    assert_eq!(b.slices.len(), 2, "{}", w.dump());
+    assert_eq!(
+        withheld_alerts(&w, &id).first(),
+        Some(&NotDelivering::PaymentsNotCounted {
+            confirmed_sat: 1200,
+            counted_sat: 600
+        })
+    );
+    no_violations(&w);
+}
+
+/// Each slice is paid exactly once across crashes: a signed transaction lost before it was stored is never
+/// sent (a new one is built from the stored intent), and one broadcast whose result was lost is sent again
+/// as the same transaction, which the chain already has.
+#[test]
+fn a_slice_is_paid_exactly_once_across_crashes() {
+    let mut w = world();
+    let id = budget_lease(&mut w, 2);
+    w.input(Side::Buyer, &id, Input::Tick);
+    assert_eq!(w.buy(&id).slices.len(), 1, "the intent is stored first");
+    // Built and signed, then the node dies before storing it.
+    assert!(w.run_op(Side::Buyer, ActionKind::PaySlice(1), true));
+    assert!(w.buy(&id).slices[0].tx.is_none());
+    assert!(w.payments_of(&id).is_empty(), "never sent");
+    // Built again from the intent, stored; broadcast, then the node dies before storing that.
+    assert!(w.run_op(Side::Buyer, ActionKind::PaySlice(1), false));
+    let tx = w.buy(&id).slices[0].tx.clone().expect("stored");
+    assert!(tx.txid.ends_with("-2"), "a second build: {}", tx.txid);
+    assert!(w.run_op(Side::Buyer, ActionKind::SendSlice(1), true));
+    assert!(!w.buy(&id).slices[0].broadcast);
+    // After the restart the same transaction goes out again: one payment on the chain.
+    w.step(0);
+    let s = w.buy(&id).slices[0].clone();
+    assert!(s.broadcast);
+    let pays = w.payments_of(&id);
+    assert_eq!(pays.len(), 1, "{pays:?}");
+    assert_eq!(
+        (pays[0].txid.as_str(), pays[0].amount_sat),
+        (tx.txid.as_str(), 600)
+    );
+    assert_eq!(w.buy(&id).sent.len(), 1);
+    until_mining(&mut w, 5, 600, "closed", |w| {
+        w.buy(&id).state == LeaseState::Closed
+    });
+    assert_eq!(
+        w.payments_of(&id).iter().map(|p| p.amount_sat).sum::<u64>(),
+        1200
+    );
+    w.settle(300);
+    no_violations(&w);
+}
+
+/// A lease cancelled before its slice was built pays nothing: the intent is dropped, never built.
+#[test]
+fn a_slice_not_yet_built_is_dropped_when_the_lease_is_cancelled() {
+    let mut w = world();
+    let id = budget_lease(&mut w, 2);
+    w.input(Side::Buyer, &id, Input::Tick);
+    w.input(Side::Buyer, &id, Input::Cancel);
+    w.step(0);
+    let b = w.buy(&id).clone();
+    assert!(b.slices[0].abandoned && b.slices[0].tx.is_none());
+    assert!(w.payments_of(&id).is_empty());
+    w.settle(100);
+    no_violations(&w);
+}
+
+/// A budget is planned against each offer: the slice defaults to an hour (or the offer's shortest lease if
+/// longer), must fit the offer's lease bounds, and the first slice must pay the shortest lease, or the
+/// machine would never start; the invoice is the budget's worth in whole hours within the bounds.
+#[test]
+fn a_budget_is_planned_within_the_offers_lease_bounds() {
+    use machine::{plan_budget, slice_secs_of, BudgetError};
+    let w = world();
+    let mut o = offer(&w, w.now); // 3600 sats/h, leases of 1 h to 24 h
+    assert_eq!(slice_secs_of(0.01), Ok(36));
+    assert_eq!(slice_secs_of(1.5), Ok(5400));
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 0.0001] {
+        assert!(
+            matches!(slice_secs_of(bad), Err(BudgetError::BadSliceHours(_))),
+            "{bad}"
+        );
+    }
+    let (b, hours) = plan_budget(10_000, None, 0, &o).unwrap();
+    assert_eq!(
+        (b.slice_secs, b.slice_sat, b.total_sat),
+        (3600, 3600, 10_000)
+    );
+    assert_eq!(hours, 3, "the budget's worth, rounded up");
+    assert_eq!(
+        plan_budget(10_000, None, 5, &o).unwrap().1,
+        5,
+        "hours asked win"
+    );
+    assert_eq!(
+        plan_budget(10_000, Some(36), 0, &o),
+        Err(BudgetError::SliceTooShort {
+            slice_secs: 36,
+            min_secs: 3600
+        })
+    );
+    assert_eq!(
+        plan_budget(10_000, Some(25 * 3600), 0, &o),
+        Err(BudgetError::SliceTooLong {
+            slice_secs: 25 * 3600,
+            max_secs: 24 * 3600
+        })
+    );
+    assert_eq!(
+        plan_budget(3000, None, 0, &o),
+        Err(BudgetError::BelowShortestLease {
+            budget_sat: 3000,
+            min_sat: 3600
+        })
+    );
+    assert_eq!(plan_budget(0, None, 0, &o), Err(BudgetError::ZeroBudget));
+    // Short leases allowed: fractional slices; the shortest lease sets the default when longer than an hour.
+    o.min_lease_secs = 30;
+    let (b, hours) = plan_budget(1080, Some(36), 0, &o).unwrap();
+    assert_eq!((b.slice_secs, b.slice_sat, hours), (36, 36, 1));
+    o.min_lease_secs = 2 * 3600;
+    assert_eq!(
+        plan_budget(100_000, None, 0, &o).unwrap().0.slice_secs,
+        7200
+    );
+    assert_eq!(
+        plan_budget(100_000, None, 0, &o).unwrap().1,
+        24,
+        "28 h of budget, but the offer sells 24 h at most"
+    );
 }

@@ -3,6 +3,10 @@
 //! the machine's invariants after every step. `XOV_SIM_SCHEDULES` sets how many schedules (default 10000);
 //! `XOV_SIM_SEED` replays one schedule.
 //!
+//! A third of the buyers pay in slices up to a budget, and some providers go silent for a while: the second
+//! summary line counts how often slices were decided and withheld, so a change that stops exercising them
+//! shows.
+//!
 //! It runs without libtest's harness (`harness = false` in Cargo.toml) so that its summary line,
 //! `lease_sim: schedules=N steps=M invariant_violations=K`, is printed by `cargo test` even when it passes.
 
@@ -11,10 +15,7 @@ mod sim;
 use sim::{run_schedule, Stats};
 
 fn main() {
-    let mut stats = Stats {
-        schedules: 0,
-        steps: 0,
-    };
+    let mut stats = Stats::default();
     let mut failures: Vec<(u64, String)> = Vec::new();
     let seeds: Vec<u64> = match std::env::var("XOV_SIM_SEED") {
         Ok(s) => vec![s.trim().parse().expect("XOV_SIM_SEED is a u64")],
@@ -39,6 +40,10 @@ fn main() {
         stats.schedules,
         stats.steps,
         failures.len()
+    );
+    println!(
+        "lease_sim: budgeted leases={} top-up slices={} slices withheld={} silent providers={}",
+        stats.budgets, stats.top_up_slices, stats.withheld, stats.silences
     );
     if let Some((seed, why)) = failures.first() {
         let others: Vec<u64> = failures.iter().skip(1).map(|(s, _)| *s).collect();

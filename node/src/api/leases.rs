@@ -1,4 +1,7 @@
 //! The lease part of the local API: ordering, listing, extending and cancelling leases.
+//!
+//! Leases are answered as [`LeaseView`]: the record's fields as stored, plus (for a buyer) what is at risk
+//! right now, computed at the moment of the request from the record alone.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -9,8 +12,27 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::{ApiError, AppState};
+use crate::clock::unix_now;
 use crate::lease::driver::{OrderError, OrderRequest};
+use crate::lease::machine::{exposure, BudgetView, Exposure};
 use crate::lease::record::LeaseRecord;
+
+/// A lease as the API shows it: the stored record, and for a buyer what is at stake now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeaseView {
+    #[serde(flatten)]
+    pub lease: LeaseRecord,
+    /// Buyer: sats paid and not yet used up, and the budget's progress (None for a provider's lease).
+    #[serde(default)]
+    pub exposure: Option<Exposure>,
+}
+
+impl LeaseView {
+    pub fn of(st: &AppState, lease: LeaseRecord) -> LeaseView {
+        let exposure = exposure(&lease, unix_now(), &st.config.lease.terms());
+        LeaseView { lease, exposure }
+    }
+}
 
 impl From<OrderError> for ApiError {
     fn from(e: OrderError) -> Self {
@@ -22,6 +44,7 @@ impl From<OrderError> for ApiError {
             OrderError::NotLive { .. } => (StatusCode::CONFLICT, "lease_not_live"),
             OrderError::BadSshKey(_) => (StatusCode::BAD_REQUEST, "bad_ssh_key"),
             OrderError::BadRefundAddress(_) => (StatusCode::BAD_REQUEST, "bad_refund_address"),
+            OrderError::Budget(_) => (StatusCode::BAD_REQUEST, "bad_budget"),
             OrderError::Bid(_) => (StatusCode::BAD_REQUEST, "bid"),
             OrderError::Wallet(_) | OrderError::PayFailed { .. } => {
                 (StatusCode::CONFLICT, "wallet")
@@ -35,26 +58,32 @@ impl From<OrderError> for ApiError {
 }
 
 #[utoipa::path(post, path = "/v1/orders", request_body = OrderRequest,
-    responses((status = 201, body = LeaseRecord), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 201, body = LeaseView), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 async fn order(
     State(st): State<AppState>,
     body: Result<Json<OrderRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<LeaseRecord>), ApiError> {
+) -> Result<(StatusCode, Json<LeaseView>), ApiError> {
     let Json(req) = body?;
-    if req.hours == 0 {
+    if req.hours == 0 && req.budget_sat.is_none() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_hours",
-            "--hours must be at least 1",
+            "--hours must be at least 1 (or give a --budget)",
         ));
     }
     let l = st.leases.order(req).await?;
-    Ok((StatusCode::CREATED, Json(l)))
+    Ok((StatusCode::CREATED, Json(LeaseView::of(&st, l))))
 }
 
-#[utoipa::path(get, path = "/v1/leases", responses((status = 200, body = [LeaseRecord])))]
-async fn list(State(st): State<AppState>) -> Json<Vec<LeaseRecord>> {
-    Json(st.leases.list())
+#[utoipa::path(get, path = "/v1/leases", responses((status = 200, body = [LeaseView])))]
+async fn list(State(st): State<AppState>) -> Json<Vec<LeaseView>> {
+    Json(
+        st.leases
+            .list()
+            .into_iter()
+            .map(|l| LeaseView::of(&st, l))
+            .collect(),
+    )
 }
 
 fn find(st: &AppState, id: &str) -> Result<LeaseRecord, ApiError> {
@@ -68,12 +97,13 @@ fn find(st: &AppState, id: &str) -> Result<LeaseRecord, ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/leases/{id}", params(("id" = String, Path, description = "lease id or an unambiguous prefix")),
-    responses((status = 200, body = LeaseRecord), (status = 404, body = ApiError)))]
+    responses((status = 200, body = LeaseView), (status = 404, body = ApiError)))]
 async fn show(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<LeaseRecord>, ApiError> {
-    Ok(Json(find(&st, &id)?))
+) -> Result<Json<LeaseView>, ApiError> {
+    let l = find(&st, &id)?;
+    Ok(Json(LeaseView::of(&st, l)))
 }
 
 /// How much more to buy: `hours` at the lease's price, or exactly `sats`.
@@ -113,14 +143,15 @@ async fn extend(
 }
 
 #[utoipa::path(post, path = "/v1/leases/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 200, body = LeaseRecord), (status = 404, body = ApiError)))]
+    responses((status = 200, body = LeaseView), (status = 404, body = ApiError)))]
 async fn cancel(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<LeaseRecord>, ApiError> {
+) -> Result<Json<LeaseView>, ApiError> {
     let l = find(&st, &id)?;
     st.leases.cancel(&l.id).await?;
-    Ok(Json(find(&st, &l.id)?))
+    let l = find(&st, &l.id)?;
+    Ok(Json(LeaseView::of(&st, l)))
 }
 
 pub fn routes() -> Router<AppState> {
@@ -138,6 +169,14 @@ pub fn routes() -> Router<AppState> {
     components(schemas(
         OrderRequest,
         LeaseRecord,
+        LeaseView,
+        Exposure,
+        BudgetView,
+        crate::lease::record::Budget,
+        crate::lease::record::Slice,
+        crate::lease::record::NotDelivering,
+        crate::lease::record::SentPayment,
+        crate::lease::record::RefundTx,
         crate::lease::record::InstanceInfo,
         crate::lease::record::Step,
         crate::lease::record::Role,

@@ -105,9 +105,19 @@ pub struct OrderArgs {
     /// Highest price in sats per hour.
     #[arg(long, value_name = "SATS")]
     pub max_price: Option<u64>,
-    /// Hours to pay for up front (pay the same address again to extend).
-    #[arg(long)]
-    pub hours: u32,
+    /// Hours to pay for up front (pay the same address again to extend). With --budget: the invoice's size
+    /// (default: the budget's worth).
+    #[arg(long, required_unless_present = "budget")]
+    pub hours: Option<u32>,
+    /// Pay in slices instead of up front: at most SATS in all to the lease's address (network fees on top).
+    /// The first slice is paid at once from this node's wallet; the next ones before the lease runs low, only
+    /// while the provider delivers (machine running, fresh status, payments counted).
+    #[arg(long, value_name = "SATS")]
+    pub budget: Option<u64>,
+    /// With --budget: hours per slice, fractions allowed (0.5 = 30 min); default one hour, or the offer's
+    /// shortest lease if longer. Must fit the offer's lease bounds.
+    #[arg(long, value_name = "H", requires = "budget")]
+    pub slice_hours: Option<f64>,
     /// Your SSH public key file (e.g. ~/.ssh/id_ed25519.pub); the machine accepts it.
     #[arg(long, value_name = "FILE")]
     pub ssh_key: PathBuf,

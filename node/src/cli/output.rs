@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::api::leases::LeaseView;
 use crate::api::{OfferView, PoolView, Status};
 
 /// Prints `value` as JSON when asked, otherwise the human rendering.
@@ -151,7 +152,7 @@ pub fn pools(pools: &[PoolView]) -> String {
     )
 }
 
-pub fn leases(l: &[crate::lease::record::LeaseRecord]) -> String {
+pub fn leases(l: &[LeaseView]) -> String {
     if l.is_empty() {
         return "no leases yet; `xov order --help` shows how to lease a machine".into();
     }
@@ -162,17 +163,24 @@ pub fn leases(l: &[crate::lease::record::LeaseRecord]) -> String {
             "STATE",
             "SATS/H",
             "PAID",
+            "AT_RISK",
+            "BUDGET",
             "RUNS_UNTIL",
             "ADDRESS",
         ],
         l.iter()
-            .map(|x| {
+            .map(|v| {
+                let x = &v.lease;
+                let e = v.exposure.as_ref();
                 vec![
                     x.id[..12].to_string(),
                     format!("{:?}", x.role).to_lowercase(),
                     format!("{:?}", x.state),
                     x.price_sats_per_hour.to_string(),
                     x.paid_sat.to_string(),
+                    e.map_or("-".into(), |e| e.at_risk_sat.to_string()),
+                    e.and_then(|e| e.budget.as_ref())
+                        .map_or("-".into(), |b| format!("{}/{}", b.spent_sat, b.total_sat)),
                     x.runs_until.map_or("-".into(), |u| u.to_string()),
                     x.instance
                         .as_ref()
@@ -183,12 +191,32 @@ pub fn leases(l: &[crate::lease::record::LeaseRecord]) -> String {
     )
 }
 
-pub fn lease(x: &crate::lease::record::LeaseRecord) -> String {
+pub fn lease(v: &LeaseView) -> String {
+    let x = &v.lease;
     let mut out = format!(
         "lease      {}\nrole       {:?}\nstate      {:?}\nprovider   {}\nmachine    {} vCPU, {} MiB, {} GiB, {}\nprice      {} sats/h for {} h = {} sat\npaid       {} sat\n",
         x.id, x.role, x.state, x.counterparty, x.vcpus, x.ram_mib, x.disk_gib, x.image,
         x.price_sats_per_hour, x.hours, x.amount_sat, x.paid_sat
     );
+    if let Some(e) = &v.exposure {
+        out.push_str(&format!(
+            "at risk    {} sat (prepaid time not yet run {} + paid, not yet counted by the provider {})\n",
+            e.at_risk_sat, e.prepaid_left_sat, e.uncounted_sat
+        ));
+        if let Some(b) = &e.budget {
+            out.push_str(&format!(
+                "budget     {} of {} sat spent in {} slices of {} sat ({} s; fees {} sat on top)\n",
+                b.spent_sat, b.total_sat, b.slices_paid, b.slice_sat, b.slice_secs, b.fees_sat
+            ));
+            let next = match (&b.withheld, b.done, b.next_slice_at) {
+                (Some(w), _, _) => format!("withheld: {w}"),
+                (None, true, _) => "none: slicing is over".to_string(),
+                (None, false, Some(at)) => format!("due at {at} (if the provider delivers)"),
+                (None, false, None) => "when the machine runs".to_string(),
+            };
+            out.push_str(&format!("next slice {next}\n"));
+        }
+    }
     if let Some(uri) = &x.pay_uri {
         out.push_str(&format!("pay to     {uri}\n"));
     }

@@ -93,6 +93,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         policy,
     )?;
     leases.spawn(lease_requests);
+    let state_leases = leases.clone();
     crate::market::trust_service::TrustService {
         key: Keypair::from_secret_bytes(&lease_key_secret),
         market: market.clone(),
@@ -116,7 +117,11 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     if let Some(w) = &wallet {
         events.forward_wallet(w);
         w.set_fee_policy(cfg.wallet.fee_policy());
-        spawn_fee_bumping(w.clone(), cfg.wallet.bump_after_blocks);
+        spawn_fee_bumping(
+            w.clone(),
+            cfg.wallet.bump_after_blocks,
+            state_leases.clone(),
+        );
     }
     events.spawn_hooks(cfg.events.clone());
     let state = AppState {
@@ -183,9 +188,14 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
 }
 
 /// At every new block, replaces this node's own payments still unconfirmed after `after_blocks` blocks by
-/// ones paying the chain's current estimate (RBF): payments, top-ups and refunds confirm without anyone
-/// watching. 0 turns it off.
-fn spawn_fee_bumping(wallet: std::sync::Arc<xov_wallet::XovWallet>, after_blocks: u32) {
+/// ones paying the chain's current estimate (RBF): payments, top-ups, slices and refunds confirm without
+/// anyone watching. A buyer's lease that holds a replaced payment follows it to the replacement. 0 turns it
+/// off.
+fn spawn_fee_bumping(
+    wallet: std::sync::Arc<xov_wallet::XovWallet>,
+    after_blocks: u32,
+    leases: std::sync::Arc<crate::lease::driver::LeaseEngine>,
+) {
     if after_blocks == 0 {
         return;
     }
@@ -197,10 +207,13 @@ fn spawn_fee_bumping(wallet: std::sync::Arc<xov_wallet::XovWallet>, after_blocks
                 | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     for r in wallet.bump_stuck(after_blocks).await {
                         match r {
-                            Ok(b) => info!(
-                                old = %b.old_txid, new = %b.new_txid, fee_sat = b.new_fee_sat,
-                                "payment unconfirmed for {after_blocks} blocks replaced at a higher fee"
-                            ),
+                            Ok(b) => {
+                                info!(
+                                    old = %b.old_txid, new = %b.new_txid, fee_sat = b.new_fee_sat,
+                                    "payment unconfirmed for {after_blocks} blocks replaced at a higher fee"
+                                );
+                                leases.replaced(&b.old_txid, &b.new_txid);
+                            }
                             Err(e) => warn!(error = %e, "could not bump a stuck payment"),
                         }
                     }

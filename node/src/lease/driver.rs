@@ -9,8 +9,9 @@
 //!   decides again from the last record that was persisted (LDK's "a failed persist is an outcome").
 //! - Each lease's slow actions (cloud, refunds, notices) run as their own tasks, at most one of each kind per
 //!   lease at a time; nothing waits for them, so one slow lease never holds up another.
-//! - Refunds are serialised through one lock (built, persisted, broadcast), so two refunds never pick the
-//!   same coins; signed refund transactions are broadcast again at every start until they confirm.
+//! - Refunds and a buyer's slices are serialised through one lock (built, persisted, broadcast), so two
+//!   payouts never pick the same coins; signed refund transactions are broadcast again at every start until
+//!   they confirm. A slice is built only from a persisted intent and sent only as its persisted transaction.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -29,7 +30,9 @@ use xov_protocol::{
 };
 use xov_wallet::{WalletEvent, XovWallet};
 
-use super::machine::{self, Action, ActionKind, CloudError, Ctx, Input, RefundError, Terms};
+use super::machine::{
+    self, Action, ActionKind, BudgetError, CloudError, Ctx, Input, RefundError, SliceError, Terms,
+};
 use super::record::{InstanceInfo, LeaseRecord, PaymentOut, RefundTx, Role, SentPayment};
 use crate::clock::unix_now;
 use crate::market::Market;
@@ -96,6 +99,8 @@ pub enum OrderError {
     BadSshKey(String),
     #[error("the refund address is not usable: {0}")]
     BadRefundAddress(String),
+    #[error("the budget is not usable: {0}")]
+    Budget(#[from] BudgetError),
     #[error("{0}")]
     Bid(String),
     #[error("the wallet could not pay: {0}")]
@@ -125,6 +130,9 @@ pub struct OrderRequest {
     pub gpu: Option<String>,
     pub image: String,
     pub max_price: Option<u64>,
+    /// Hours to order (the invoice's size). With a budget it may be 0: the budget's worth, within the offer's
+    /// lease bounds.
+    #[serde(default)]
     pub hours: u32,
     pub ssh_public_key: String,
     /// Where refunds go; by default a fresh address of this node's own wallet.
@@ -135,6 +143,15 @@ pub struct OrderRequest {
     /// When no offer in the book matches, gossip a bid and wait this long for providers to answer (0: don't).
     #[serde(default)]
     pub bid_wait_secs: u64,
+    /// Pay in slices instead: at most this many sats in all to the lease's address (network fees on top).
+    /// The first slice is paid at once from this node's wallet, the next ones before the lease runs low
+    /// while the provider delivers.
+    #[serde(default)]
+    pub budget_sat: Option<u64>,
+    /// With a budget: the length of one slice in hours, fractions allowed (default one hour, or the offer's
+    /// shortest lease if longer).
+    #[serde(default)]
+    pub slice_hours: Option<f64>,
 }
 
 pub struct LeaseEngine {
@@ -220,6 +237,8 @@ fn provider_load(leases: &HashMap<String, LeaseRecord>) -> (u32, u64) {
 
 /// Providers asked, one after another, before an order gives up.
 const MAX_CANDIDATES: usize = 8;
+/// How long `order` waits for a budget's first slice to be broadcast before it answers.
+const FIRST_SLICE_WAIT: Duration = Duration::from_secs(60);
 /// After the first answer to a bid, how long to wait for others to compare with.
 const BID_SETTLE: Duration = Duration::from_millis(500);
 
@@ -292,6 +311,34 @@ fn signed_tx(tx: RefundTx) -> xov_wallet::SignedTx {
         fee_sat: tx.fee_sat,
         sent_sat: tx.sent_sat,
     }
+}
+
+fn slice_error(e: xov_wallet::WalletError) -> SliceError {
+    match e {
+        xov_wallet::WalletError::InsufficientFunds(detail) => SliceError::Funds { detail },
+        e @ xov_wallet::WalletError::BelowDust { .. } => SliceError::Uneconomic {
+            detail: e.to_string(),
+        },
+        other => SliceError::Later {
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// The network fee the wallet pays for a typical payment (one P2WPKH input; the recipient's P2WPKH output
+/// and a change output) at `sat_per_vb`, computed as BDK does (each part's weight at the rate, rounded up).
+/// A slice is built with the fee taken out of `amount + this`, so that the lease's address receives the
+/// slice's amount; another shape (more inputs, no change) pays more fee and the address a little less, never
+/// more (the machine refuses to send a slice that would pay more than asked).
+pub fn payment_fee_sat(sat_per_vb: u64) -> u64 {
+    let per_kwu = sat_per_vb.saturating_mul(250);
+    let at_rate = |wu: u64| per_kwu.saturating_mul(wu).div_ceil(1000);
+    // The transaction without inputs (version, counts, the recipient's output, lock time, segwit marker),
+    // one P2WPKH input with its largest witness, and the change output.
+    const BASE_WU: u64 = 166;
+    const INPUT_WU: u64 = 165 + 108;
+    const CHANGE_VB: u64 = 31;
+    at_rate(BASE_WU) + at_rate(INPUT_WU) + sat_per_vb.saturating_mul(CHANGE_VB)
 }
 
 fn refund_error(e: xov_wallet::WalletError) -> RefundError {
@@ -514,6 +561,40 @@ impl LeaseEngine {
                     .map_err(refund_error);
                 Some(Input::RefundSent { id: rid, result })
             }
+            Action::PaySlice {
+                n,
+                amount_sat,
+                address,
+            } => {
+                let w = self.wallet.clone()?;
+                let _one = self.refunding.lock().await;
+                let rate = w.fee_choice().await.sat_per_vb;
+                let result = w
+                    .build_payout(
+                        &address,
+                        amount_sat.saturating_add(payment_fee_sat(rate)),
+                        Some(rate),
+                    )
+                    .await
+                    .map(|t| RefundTx {
+                        txid: t.txid,
+                        raw_hex: t.raw_hex,
+                        fee_sat: t.fee_sat,
+                        sent_sat: t.sent_sat,
+                    })
+                    .map_err(slice_error);
+                Some(Input::SliceBuilt { n, result })
+            }
+            Action::SendSlice { n, tx } => {
+                let w = self.wallet.clone()?;
+                let _one = self.refunding.lock().await;
+                let result = w
+                    .broadcast_signed(&signed_tx(tx))
+                    .await
+                    .map(|_| ())
+                    .map_err(slice_error);
+                Some(Input::SliceSent { n, result })
+            }
             Action::Send(notice) => {
                 let to = self.get(id)?.counterparty.parse::<NodeId>().ok()?;
                 let seq = notice.body().seq;
@@ -566,6 +647,65 @@ impl LeaseEngine {
         })
     }
 
+    /// Buyer: the wallet's view of this node's payments for a lease, as the machine's input.
+    fn confirmations_of(&self, id: &str) -> Option<Input> {
+        let w = self.wallet.as_ref()?;
+        let l = self.get(id).filter(|l| l.id == id)?;
+        let txs = l
+            .sent
+            .iter()
+            .flat_map(|p| p.txids())
+            .map(|t| {
+                let h = match w.tx_status(t) {
+                    xov_wallet::TxStatus::Confirmed { height } => Some(height),
+                    _ => None,
+                };
+                (t.to_string(), h)
+            })
+            .collect();
+        Some(Input::Confirmations {
+            txs,
+            tip: w.tip_height(),
+        })
+    }
+
+    /// Live buyer leases this node paid something for: their payments' confirmations matter.
+    fn paying_buyer_ids(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|l| l.role == Role::Buyer && !l.state.is_terminal() && !l.sent.is_empty())
+            .map(|l| l.id.clone())
+            .collect()
+    }
+
+    /// Feeds every live buyer lease the wallet's view of its payments.
+    fn feed_confirmations(self: &Arc<Self>) {
+        for id in self.paying_buyer_ids() {
+            if let Some(i) = self.confirmations_of(&id) {
+                self.drive(&id, i);
+            }
+        }
+    }
+
+    /// Buyer: a payment of this node's was replaced by a fee bump; the lease that holds it follows.
+    pub fn replaced(self: &Arc<Self>, old: &str, new: &str) {
+        let ids: Vec<String> = self
+            .lock()
+            .values()
+            .filter(|l| l.role == Role::Buyer && l.sent.iter().any(|p| p.txid == old))
+            .map(|l| l.id.clone())
+            .collect();
+        for id in ids {
+            self.drive(
+                &id,
+                Input::Replaced {
+                    old: old.to_string(),
+                    new: new.to_string(),
+                },
+            );
+        }
+    }
+
     fn provider_ids(&self, all: bool) -> Vec<String> {
         self.lock()
             .values()
@@ -598,6 +738,7 @@ impl LeaseEngine {
                                     me.drive(&id, i);
                                 }
                             }
+                            me.feed_confirmations();
                         }
                         Ok(
                             WalletEvent::PaymentSeen { invoice, .. }
@@ -619,6 +760,7 @@ impl LeaseEngine {
                                     me.drive(&id, i);
                                 }
                             }
+                            me.feed_confirmations();
                         }
                         Err(_) => break,
                     }
@@ -711,6 +853,8 @@ impl LeaseEngine {
                 self.mark_unsure(&id);
             }
         }
+        // Buyers: where their payments stand now (a slice waits for the last one to confirm and count).
+        self.feed_confirmations();
     }
 
     fn signed_refunds(&self) -> Vec<(String, RefundTx)> {
@@ -1034,6 +1178,13 @@ impl LeaseEngine {
         let now = unix_now();
         let mut req = req;
         // What this node can check, it checks before talking to anyone.
+        let slice_secs = req.slice_hours.map(machine::slice_secs_of).transpose()?;
+        if req.budget_sat == Some(0) {
+            return Err(BudgetError::ZeroBudget.into());
+        }
+        if req.budget_sat.is_some() && self.wallet.is_none() {
+            return Err(OrderError::NoWallet);
+        }
         let key = req.ssh_public_key.trim().to_string();
         xov_protocol::validate::check_ssh_public_key(&key)
             .map_err(|e| OrderError::BadSshKey(e.to_string()))?;
@@ -1127,7 +1278,7 @@ impl LeaseEngine {
             |p| self.net.latency(p),
         );
         candidates.truncate(MAX_CANDIDATES);
-        if req.pay && self.wallet.is_none() {
+        if (req.pay || req.budget_sat.is_some()) && self.wallet.is_none() {
             return Err(OrderError::NoWallet);
         }
         let mut refusals = Vec::new();
@@ -1145,6 +1296,18 @@ impl LeaseEngine {
                 ));
                 continue;
             }
+            let short = o.provider.to_string()[..8].to_string();
+            // A budget is planned against each offer's lease bounds: the slice must fit them.
+            let (budget, hours) = match req.budget_sat {
+                Some(total) => match machine::plan_budget(total, slice_secs, req.hours, o) {
+                    Ok((b, h)) => (Some(b), h),
+                    Err(e) => {
+                        refusals.push(format!("{short}…: {e}"));
+                        continue;
+                    }
+                },
+                None => (None, req.hours),
+            };
             let order = Signed::sign(
                 Order {
                     buyer: self.me,
@@ -1153,7 +1316,7 @@ impl LeaseEngine {
                     offer_id: o.offer_id,
                     offer_sequence: o.sequence,
                     image: req.image.clone(),
-                    hours: req.hours,
+                    hours,
                     ssh_public_key: req.ssh_public_key.clone(),
                     refund_address: req.refund_address.clone(),
                     created_at: now,
@@ -1162,7 +1325,6 @@ impl LeaseEngine {
                 },
                 &self.key,
             );
-            let short = o.provider.to_string()[..8].to_string();
             let resp = match self
                 .net
                 .send_lease(&o.provider, LeaseRequest::Order(order.to_bytes()))
@@ -1212,7 +1374,7 @@ impl LeaseEngine {
             };
             let (invoice, bytes) = inv;
             let i = invoice.body();
-            let expected = xov_protocol::price_for_hours(o.price_sats_per_hour, req.hours);
+            let expected = xov_protocol::price_for_hours(o.price_sats_per_hour, hours);
             if validate_invoice(&invoice, now).is_err()
                 || i.provider != o.provider
                 || i.buyer != self.me
@@ -1255,23 +1417,33 @@ impl LeaseEngine {
             rec.pay_uri = Some(uri.clone());
             rec.amount_sat = i.amount_sats;
             rec.invoice_expires_at = i.expires_at;
+            rec.invoice_min_confirmations = i.min_confirmations;
+            rec.budget = budget;
             rec.set_state(
                 LeaseState::Invoiced,
                 now,
                 format!("invoice for {} sat from {short}…", i.amount_sats),
             );
+            if let Some(b) = budget {
+                rec.push_step(
+                    now,
+                    LeaseState::Invoiced,
+                    format!(
+                        "paying in slices of {} sat ({} s) up to a budget of {} sat",
+                        b.slice_sat, b.slice_secs, b.total_sat
+                    ),
+                );
+            }
             self.insert_new(rec)?;
-            if req.pay {
+            if budget.is_some() {
+                self.pay_first_slice(&lease_id).await;
+            } else if req.pay {
                 let w = self.wallet.clone().ok_or(OrderError::NoWallet)?;
                 match w.pay(&uri, None).await {
                     Ok(txid) => {
                         self.drive(
                             &lease_id,
-                            Input::Paid(SentPayment {
-                                txid,
-                                amount_sat: i.amount_sats,
-                                at: unix_now(),
-                            }),
+                            Input::Paid(SentPayment::new(txid, i.amount_sats, unix_now())),
                         );
                     }
                     Err(error) => return Err(OrderError::PayFailed { uri, error }),
@@ -1282,6 +1454,28 @@ impl LeaseEngine {
                 .ok_or(OrderError::Internal("lease vanished"));
         }
         Err(OrderError::AllRefused(refusals))
+    }
+
+    /// Buyer: decides the first slice of a budgeted order (the machine persists its intent and asks for it to
+    /// be built and sent) and waits, up to a minute, for it to be broadcast or to fail, so the order answers
+    /// with the payment made. The slice is carried on by the machine either way.
+    async fn pay_first_slice(self: &Arc<Self>, id: &str) {
+        let mut events = self.events.subscribe();
+        let settled = |l: &LeaseRecord| {
+            l.slices
+                .first()
+                .is_some_and(|s| s.broadcast || s.abandoned || l.slice_retry_at.is_some())
+        };
+        if !self.drive(id, Input::Tick) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + FIRST_SLICE_WAIT;
+        while !self.get(id).is_some_and(|l| settled(&l)) {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
     }
 
     /// Buyer: gossips the demand as a bid into the pool asked for (or every joined pool) and collects the
@@ -1366,11 +1560,7 @@ impl LeaseEngine {
         let txid = w.send(&addr, amount, None).await?;
         self.drive(
             &l.id,
-            Input::Paid(SentPayment {
-                txid: txid.clone(),
-                amount_sat: amount,
-                at: unix_now(),
-            }),
+            Input::Paid(SentPayment::new(txid.clone(), amount, unix_now())),
         );
         Ok(txid)
     }

@@ -18,6 +18,13 @@
 //!   until the cloud confirms) and refunds whatever confirmed money it did not earn, late payments included.
 //! - Admission ([`check_order_parties`], [`check_order`]) refuses an order of another chain, sender or
 //!   provider before anything is looked up or invoiced.
+//! - Buyer, paying in slices ([`plan_budget`], `buyer_settle`): the slices' amounts to the lease's address
+//!   never add up to more than the budget; a slice is an intent persisted with a number, built and signed
+//!   once, its transaction persisted before it is broadcast, so each is paid at most once across crashes
+//!   (an intent never built is dropped once the lease ends). A new slice is decided only while no earlier
+//!   one is under way, every payment of ours is confirmed and counted in the provider's fresh status, the
+//!   machine runs and the start timeout did not fire; otherwise it is withheld, said in the history, and
+//!   an alert is raised once per reason.
 
 use std::fmt;
 
@@ -26,7 +33,10 @@ use xov_protocol::{
     NoticeBody, OrderRefusal, PoolId, ProviderReceipt, Receipt, Signed, SignedReceipt,
 };
 
-use super::record::{InstanceInfo, LeaseRecord, PaymentOut, Refund, RefundTx, Role, SentPayment};
+use super::record::{
+    Budget, InstanceInfo, LeaseRecord, NotDelivering, PaymentOut, Refund, RefundTx, Role,
+    SentPayment, Slice,
+};
 
 /// The provider's terms and both sides' timeouts. Everything the machine decides by, apart from the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +69,12 @@ pub struct Terms {
     pub refund_confirmations: u32,
     /// A halted machine restarts after a top-up only if the balance covers at least this long.
     pub restart_min_secs: u64,
+    /// Buyer, paying in slices: the next slice is paid this long before the provider's drain warning would
+    /// come (`warn_before_secs` before the paid time ends), leaving the payment time to confirm.
+    pub slice_lead_secs: u64,
+    /// Buyer: a provider status older than this is stale; before a slice a fresh one is asked for, and a
+    /// provider that does not answer within this long gets no slice.
+    pub status_fresh_secs: u64,
 }
 
 impl Default for Terms {
@@ -78,6 +94,8 @@ impl Default for Terms {
             refund_min_sat: 600,
             refund_confirmations: 3,
             restart_min_secs: 60,
+            slice_lead_secs: 1200,
+            status_fresh_secs: 300,
         }
     }
 }
@@ -116,6 +134,20 @@ pub enum RefundError {
     Later { detail: String },
 }
 
+/// A slice payment's failure, by what the machine should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SliceError {
+    /// The wallet has not enough to pay it (tried again later; the user is told).
+    #[error("the wallet cannot pay it: {detail}")]
+    Funds { detail: String },
+    /// The payment would not clear the dust limit after its fee: it is never made.
+    #[error("too small to pay: {detail}")]
+    Uneconomic { detail: String },
+    /// Try again later (chain source not connected, broadcast not taken yet).
+    #[error("not paid yet: {detail}")]
+    Later { detail: String },
+}
+
 /// Everything that can happen to a lease. (Inputs are short-lived, one at a time per lease: the size of the
 /// largest, a notice, costs nothing worth a box.)
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +182,27 @@ pub enum Input {
     Notice(LeaseNotice),
     /// Buyer: this node paid the lease's address.
     Paid(SentPayment),
+    /// Buyer: a slice's payment was built and signed (not broadcast), or could not be.
+    SliceBuilt {
+        n: u32,
+        result: Result<RefundTx, SliceError>,
+    },
+    /// Buyer: a slice's signed payment was broadcast, or not yet.
+    SliceSent {
+        n: u32,
+        result: Result<(), SliceError>,
+    },
+    /// Buyer: the wallet's view of this node's payments for the lease, by txid (the height of the block
+    /// holding it, None while unconfirmed or unknown), at chain tip `tip`.
+    Confirmations {
+        txs: Vec<(String, Option<u32>)>,
+        tip: u32,
+    },
+    /// Buyer: a payment of ours was replaced by a fee bump (`old` → `new`, same outputs).
+    Replaced {
+        old: String,
+        new: String,
+    },
     /// The node restarted (or lost the answer of a cloud action): what the cloud did since the last answer is
     /// unknown. Metering pauses until the cloud confirms the machine runs, and the wanted state is asked
     /// for again (idempotent). After a restart the wallet's current view comes with it, so nothing is decided
@@ -177,6 +230,18 @@ pub enum Action {
         id: u32,
         tx: RefundTx,
     },
+    /// Buyer: build and sign (not broadcast) a payment of `amount_sat` to the lease's address, the network
+    /// fee on top; answer with `Input::SliceBuilt`.
+    PaySlice {
+        n: u32,
+        amount_sat: u64,
+        address: String,
+    },
+    /// Buyer: broadcast a slice whose signed payment is persisted; answer with `Input::SliceSent`.
+    SendSlice {
+        n: u32,
+        tx: RefundTx,
+    },
     /// Send a notice to the other party; an acknowledgement comes back as `Input::Acked`.
     Send(Signed<LeaseNotice>),
     /// A receipt both parties signed: add it to the trust evidence and gossip it.
@@ -191,6 +256,8 @@ pub enum ActionKind {
     Cloud,
     BuildRefund(u32),
     Broadcast(u32),
+    PaySlice(u32),
+    SendSlice(u32),
     Send,
     Publish,
     Alert,
@@ -204,6 +271,8 @@ impl Action {
             Action::Launch(_) | Action::Stop | Action::Start | Action::Delete => ActionKind::Cloud,
             Action::BuildRefund { id, .. } => ActionKind::BuildRefund(*id),
             Action::Broadcast { id, .. } => ActionKind::Broadcast(*id),
+            Action::PaySlice { n, .. } => ActionKind::PaySlice(*n),
+            Action::SendSlice { n, .. } => ActionKind::SendSlice(*n),
             Action::Send(_) => ActionKind::Send,
             Action::PublishReceipt(_) => ActionKind::Publish,
             Action::Alert(_) => ActionKind::Alert,
@@ -221,6 +290,17 @@ pub enum Alert {
     ReceiptRefused { lease_id: String, why: String },
     /// Provider: money is owed back but the order named no refund address.
     RefundOwed { lease_id: String, sat: u64 },
+    /// Buyer, paying in slices: the provider is not (visibly) delivering, so the next slice is withheld.
+    SliceWithheld {
+        lease_id: String,
+        reason: NotDelivering,
+    },
+    /// Buyer, paying in slices: the wallet could not pay a slice that is due (tried again).
+    SliceNotPaid {
+        lease_id: String,
+        n: u32,
+        why: String,
+    },
 }
 
 impl fmt::Display for Alert {
@@ -236,6 +316,14 @@ impl fmt::Display for Alert {
             Alert::RefundOwed { lease_id, sat } => write!(
                 f,
                 "lease {lease_id}: {sat} sat are owed to the buyer, but the order named no refund address"
+            ),
+            Alert::SliceWithheld { lease_id, reason } => write!(
+                f,
+                "lease {lease_id}: no further slice is paid: {reason}; the lease runs out unless the provider delivers again, or cancel with `xov lease cancel {lease_id}`"
+            ),
+            Alert::SliceNotPaid { lease_id, n, why } => write!(
+                f,
+                "lease {lease_id}: slice {n} is due but was not paid: {why}; fund the wallet (`xov wallet address`)"
             ),
         }
     }
@@ -289,7 +377,10 @@ pub fn handle(rec: &LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>) -> Outco
             provider_settle(&mut l, now, ctx, &mut out);
             refresh_money(&mut l, ctx.terms);
         }
-        Role::Buyer => buyer_input(&mut l, input, now, ctx, &mut out),
+        Role::Buyer => {
+            buyer_input(&mut l, input, now, ctx, &mut out);
+            buyer_settle(&mut l, now, ctx, &mut out);
+        }
     }
     // Our side of the conversation: a changed status (provider) is a new notice; unacknowledged ones are
     // sent again after a while.
@@ -400,6 +491,184 @@ pub fn check_order(
     }
     xov_protocol::check_ssh_public_key(&o.ssh_public_key).map_err(|e| OrderRefusal::BadSshKey {
         detail: e.to_string(),
+    })
+}
+
+// ------------------------------------------------------------------------------------------ budget
+
+/// Why a budget cannot buy from an offer (or at all).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("--slice-hours must be a positive number of hours (got {0})")]
+    BadSliceHours(String),
+    #[error("a budget of 0 sat buys nothing")]
+    ZeroBudget,
+    #[error("a slice of {slice_secs} s is shorter than the offer's shortest lease ({min_secs} s)")]
+    SliceTooShort { slice_secs: u64, min_secs: u64 },
+    #[error("a slice of {slice_secs} s is longer than the offer's longest lease ({max_secs} s)")]
+    SliceTooLong { slice_secs: u64, max_secs: u64 },
+    #[error(
+        "the budget of {budget_sat} sat does not pay the offer's shortest lease ({min_sat} sat)"
+    )]
+    BelowShortestLease { budget_sat: u64, min_sat: u64 },
+    #[error("the offer's leases ({min_secs}..{max_secs} s) fit no whole number of hours to order")]
+    NoHours { min_secs: u64, max_secs: u64 },
+}
+
+/// Slice length from `--slice-hours` (fractional hours; 0.01 = 36 s).
+pub fn slice_secs_of(hours: f64) -> Result<u64, BudgetError> {
+    let secs = (hours * 3600.0).round();
+    if !hours.is_finite() || hours <= 0.0 || secs < 1.0 || secs > u32::MAX as f64 {
+        return Err(BudgetError::BadSliceHours(hours.to_string()));
+    }
+    Ok(secs as u64)
+}
+
+/// A budget's plan against an offer: the slice (the asked length, else an hour or the offer's shortest
+/// lease if longer), within the offer's lease bounds; and the hours to order (the invoice's size: the
+/// budget's worth, within the bounds). The first slice must pay the offer's shortest lease, or the machine
+/// would never start.
+pub fn plan_budget(
+    total_sat: u64,
+    slice_secs: Option<u64>,
+    hours: u32,
+    offer: &xov_protocol::Offer,
+) -> Result<(Budget, u32), BudgetError> {
+    if total_sat == 0 {
+        return Err(BudgetError::ZeroBudget);
+    }
+    let (min_secs, max_secs) = (offer.min_lease_secs as u64, offer.max_lease_secs as u64);
+    let slice_secs = slice_secs.unwrap_or_else(|| 3600u64.max(min_secs).min(max_secs));
+    if slice_secs < min_secs {
+        return Err(BudgetError::SliceTooShort {
+            slice_secs,
+            min_secs,
+        });
+    }
+    if slice_secs > max_secs {
+        return Err(BudgetError::SliceTooLong {
+            slice_secs,
+            max_secs,
+        });
+    }
+    let price = offer.price_sats_per_hour;
+    let slice_sat = ((price as u128 * slice_secs as u128).div_ceil(3600) as u64).max(1);
+    let min_sat = ((price as u128 * min_secs as u128).div_ceil(3600) as u64).max(1);
+    if total_sat.min(slice_sat) < min_sat {
+        return Err(BudgetError::BelowShortestLease {
+            budget_sat: total_sat,
+            min_sat,
+        });
+    }
+    let hours = if hours > 0 {
+        hours as u64
+    } else {
+        let (lo, hi) = (min_secs.div_ceil(3600).max(1), max_secs / 3600);
+        if lo > hi {
+            return Err(BudgetError::NoHours { min_secs, max_secs });
+        }
+        total_sat.div_ceil(price.max(1)).clamp(lo, hi)
+    };
+    Ok((
+        Budget {
+            total_sat,
+            slice_sat,
+            slice_secs,
+        },
+        hours.min(u32::MAX as u64) as u32,
+    ))
+}
+
+/// What a buyer has at stake in a lease right now, as `xov leases show` says it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Exposure {
+    /// Sats paid and not yet used up: `prepaid_left_sat + uncounted_sat`.
+    pub at_risk_sat: u64,
+    /// The paid time not yet run, at the lease's price (all of what the provider counted, before the
+    /// machine started).
+    pub prepaid_left_sat: u64,
+    /// Sats this node paid that the provider's latest status does not count (unconfirmed, or not credited).
+    pub uncounted_sat: u64,
+    /// Every sat this node paid to the lease's address.
+    pub sent_sat: u64,
+    /// Paying in slices: how far the budget went.
+    pub budget: Option<BudgetView>,
+}
+
+/// A budget's progress.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct BudgetView {
+    pub total_sat: u64,
+    /// Sats of slices paid or under way (to the lease's address; fees not included).
+    pub spent_sat: u64,
+    pub left_sat: u64,
+    pub slice_sat: u64,
+    pub slice_secs: u64,
+    /// Slices broadcast.
+    pub slices_paid: u32,
+    /// Network fees the slices paid on top.
+    pub fees_sat: u64,
+    /// When the next slice is due (the provider still has to be delivering then).
+    pub next_slice_at: Option<u64>,
+    /// Why the next slice is withheld, if it is.
+    pub withheld: Option<NotDelivering>,
+    /// Nothing more will be paid (the budget is spent, or slicing stopped).
+    pub done: bool,
+}
+
+/// The buyer's exposure at `now` (None for a provider's lease).
+pub fn exposure(l: &LeaseRecord, now: u64, t: &Terms) -> Option<Exposure> {
+    if l.role != Role::Buyer {
+        return None;
+    }
+    let sent_sat: u64 = l.sent.iter().map(|p| p.amount_sat).sum();
+    let uncounted_sat = sent_sat.saturating_sub(l.paid_sat);
+    let unused = l.paid_sat.saturating_sub(l.refunded_sat);
+    let prepaid_left_sat = match l.state {
+        s if is_running(s) => {
+            let left = l.runs_until.map_or(0, |u| u.saturating_sub(now));
+            ((left as u128 * l.price_sats_per_hour as u128) / 3600).min(unused as u128) as u64
+        }
+        LeaseState::Invoiced
+        | LeaseState::PaymentSeen
+        | LeaseState::Funded
+        | LeaseState::Provisioning => unused,
+        _ => 0,
+    };
+    let budget = l.budget.map(|b| {
+        let spent_sat: u64 = l.slices.iter().map(Slice::committed_sat).sum();
+        let done = l.budget_spent
+            || l.cancelled
+            || l.state.is_terminal()
+            || l.slices.iter().any(|s| s.abandoned);
+        BudgetView {
+            total_sat: b.total_sat,
+            spent_sat,
+            left_sat: b.total_sat.saturating_sub(spent_sat),
+            slice_sat: b.slice_sat,
+            slice_secs: b.slice_secs,
+            slices_paid: l.slices.iter().filter(|s| s.broadcast).count() as u32,
+            fees_sat: l
+                .slices
+                .iter()
+                .filter(|s| s.broadcast)
+                .filter_map(|s| s.tx.as_ref().map(|t| t.fee_sat))
+                .sum(),
+            next_slice_at: if done || l.slices.iter().any(Slice::pending) {
+                None
+            } else {
+                next_slice_due(l, t)
+            },
+            withheld: l.withheld.clone(),
+            done,
+        }
+    });
+    Some(Exposure {
+        at_risk_sat: prepaid_left_sat + uncounted_sat,
+        prepaid_left_sat,
+        uncounted_sat,
+        sent_sat,
+        budget,
     })
 }
 
@@ -544,7 +813,13 @@ fn provider_input(
 ) {
     let t = ctx.terms;
     match input {
-        Input::Tick | Input::Paid(_) => {}
+        // Buyer-only inputs.
+        Input::Tick
+        | Input::Paid(_)
+        | Input::SliceBuilt { .. }
+        | Input::SliceSent { .. }
+        | Input::Confirmations { .. }
+        | Input::Replaced { .. } => {}
         Input::Restarted { view } => {
             if l.machine_may_exist && (is_running(l.state) || l.state == LeaseState::Halted) {
                 l.metered_at = None;
@@ -1179,6 +1454,7 @@ fn buyer_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: 
             l.peer_seq = n.seq;
             match n.body {
                 NoticeBody::Status(s) => {
+                    l.status_at = Some(now);
                     l.paid_sat = s.paid_sats;
                     l.refunded_sat = s.refunded_sats;
                     if s.started_at.is_some() {
@@ -1208,6 +1484,126 @@ fn buyer_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: 
             }
         }
         Input::Notice(_) => {}
+        Input::SliceBuilt { n, result } => {
+            let Some(i) = l
+                .slices
+                .iter()
+                .position(|s| s.n == n && s.tx.is_none() && !s.abandoned)
+            else {
+                return;
+            };
+            match result {
+                Ok(tx) if tx.sent_sat > l.slices[i].amount_sat => {
+                    // Never pay more than the slice: this transaction is not sent, and none is built again.
+                    l.slices[i].abandoned = true;
+                    let asked = l.slices[i].amount_sat;
+                    note(
+                        l,
+                        now,
+                        format!(
+                            "slice {n}: the wallet built a payment of {} sat for a slice of {asked}; not sent, and no more slices",
+                            tx.sent_sat
+                        ),
+                    );
+                }
+                Ok(tx) => {
+                    l.slice_retry_at = None;
+                    l.attempts = 0;
+                    l.slices[i].tx = Some(tx);
+                }
+                Err(SliceError::Uneconomic { detail }) => {
+                    l.slices[i].abandoned = true;
+                    note(l, now, format!("slice {n}: not paid: too small ({detail})"));
+                }
+                Err(e) => {
+                    let first = l.slice_retry_at.is_none();
+                    l.attempts = l.attempts.saturating_add(1);
+                    l.slice_retry_at = Some(now + backoff(t, l.attempts.max(2)));
+                    note(l, now, format!("slice {n} not paid yet: {e}"));
+                    if first && matches!(e, SliceError::Funds { .. }) {
+                        out.push(Action::Alert(Alert::SliceNotPaid {
+                            lease_id: l.id.clone(),
+                            n,
+                            why: e.to_string(),
+                        }));
+                    }
+                }
+            }
+        }
+        Input::SliceSent { n, result } => {
+            let Some(i) = l
+                .slices
+                .iter()
+                .position(|s| s.n == n && s.tx.is_some() && !s.broadcast)
+            else {
+                return;
+            };
+            match result {
+                Ok(()) => {
+                    let tx = l.slices[i].tx.clone().unwrap_or_else(|| RefundTx {
+                        txid: String::new(),
+                        raw_hex: String::new(),
+                        fee_sat: 0,
+                        sent_sat: 0,
+                    });
+                    l.slices[i].broadcast = true;
+                    l.slice_retry_at = None;
+                    l.attempts = 0;
+                    if !l.sent.iter().any(|s| s.txids().any(|t| t == tx.txid)) {
+                        l.sent
+                            .push(SentPayment::new(tx.txid.clone(), tx.sent_sat, now));
+                    }
+                    let spent: u64 = l.slices.iter().map(Slice::committed_sat).sum();
+                    let total = l.budget.map_or(0, |b| b.total_sat);
+                    note(
+                        l,
+                        now,
+                        format!(
+                            "slice {n}: paid {} sat in {} (fee {}); {spent} of the budget's {total} sat spent",
+                            tx.sent_sat, tx.txid, tx.fee_sat
+                        ),
+                    );
+                }
+                Err(e) => {
+                    l.attempts = l.attempts.saturating_add(1);
+                    l.slice_retry_at = Some(now + backoff(t, l.attempts.max(2)));
+                    note(l, now, format!("slice {n} not broadcast yet: {e}"));
+                }
+            }
+        }
+        Input::Confirmations { txs, tip } => {
+            l.tip = tip;
+            let need = l.invoice_min_confirmations.max(1);
+            for p in l.sent.iter_mut() {
+                let reported: Vec<Option<u32>> = p
+                    .txids()
+                    .filter_map(|t| txs.iter().find(|(x, _)| x == t).map(|(_, h)| *h))
+                    .collect();
+                if reported.is_empty() {
+                    continue;
+                }
+                p.height = reported.into_iter().flatten().min();
+                let deep = p
+                    .height
+                    .is_some_and(|h| tip.saturating_add(1).saturating_sub(h) >= need);
+                if deep {
+                    p.confirmed_at.get_or_insert(now);
+                } else {
+                    p.confirmed_at = None;
+                }
+            }
+        }
+        Input::Replaced { old, new } => {
+            if let Some(p) = l.sent.iter_mut().find(|p| p.txid == old) {
+                p.replaced.push(old.clone());
+                p.txid = new.clone();
+                note(
+                    l,
+                    now,
+                    format!("payment {old} replaced by {new} (a higher fee, the same amount)"),
+                );
+            }
+        }
         Input::Tick => {
             if let Some(first) = l.sent.iter().map(|s| s.at).min() {
                 let waiting = matches!(
@@ -1234,7 +1630,7 @@ fn buyer_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: 
                 }
             }
         }
-        // Provider-only inputs.
+        // Provider-only inputs (a buyer's wallet view comes as `Confirmations`).
         Input::Restarted { .. }
         | Input::Payments { .. }
         | Input::Launched(_)
@@ -1335,6 +1731,250 @@ fn buyer_receipt(
     }
 }
 
+/// What the buyer's node makes of the provider's conduct when a slice is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Conduct {
+    /// Running, fresh, every payment of ours counted: the next slice may be paid.
+    Delivering,
+    /// Not decided yet (our own payment is not confirmed; a fresh status is on its way): `ask` for one.
+    Wait { ask: bool },
+    /// Not delivering: no slice; `ask` for a fresh status anyway, in case it comes back.
+    Withhold { reason: NotDelivering, ask: bool },
+}
+
+/// Whether the provider visibly delivers, judged on this node's record at `now`.
+fn conduct(l: &LeaseRecord, now: u64, t: &Terms) -> Conduct {
+    if l.stalled {
+        return Conduct::Withhold {
+            reason: NotDelivering::NotStarted,
+            ask: false,
+        };
+    }
+    let fresh_for = t.status_fresh_secs.max(1);
+    if l.status_at
+        .is_none_or(|s| now > s.saturating_add(fresh_for))
+    {
+        // A request outstanding: asked after the latest status arrived.
+        return match l
+            .status_asked_at
+            .filter(|a| l.status_at.is_none_or(|s| s < *a))
+        {
+            Some(a) if now >= a.saturating_add(fresh_for) => Conduct::Withhold {
+                reason: NotDelivering::StatusStale {
+                    age_secs: now.saturating_sub(l.status_at.unwrap_or(l.admitted_at)),
+                },
+                ask: true,
+            },
+            Some(_) => Conduct::Wait { ask: false },
+            None => Conduct::Wait { ask: true },
+        };
+    }
+    if !is_running(l.state) {
+        return Conduct::Withhold {
+            reason: NotDelivering::NotRunning { state: l.state },
+            ask: false,
+        };
+    }
+    // Our own payments first: one not yet confirmed is nobody's fault, and no new slice goes out meanwhile.
+    if l.sent.iter().any(|p| p.confirmed_at.is_none()) {
+        return Conduct::Wait { ask: false };
+    }
+    let confirmed: u64 = l.sent.iter().map(|p| p.amount_sat).sum();
+    if l.paid_sat < confirmed {
+        // The provider's wallet may be a little behind ours: blame it only for payments confirmed a while ago.
+        let long_ago: u64 = l
+            .sent
+            .iter()
+            .filter(|p| {
+                p.confirmed_at
+                    .is_some_and(|c| now >= c.saturating_add(fresh_for))
+            })
+            .map(|p| p.amount_sat)
+            .sum();
+        if l.paid_sat < long_ago {
+            return Conduct::Withhold {
+                reason: NotDelivering::PaymentsNotCounted {
+                    confirmed_sat: long_ago,
+                    counted_sat: l.paid_sat,
+                },
+                ask: true,
+            };
+        }
+        let newest = l.sent.iter().filter_map(|p| p.confirmed_at).max();
+        return Conduct::Wait {
+            ask: l.status_at.is_some_and(|s| newest.is_some_and(|c| s < c)),
+        };
+    }
+    Conduct::Delivering
+}
+
+/// The smallest slice worth a payment: less of a budget is left unspent.
+pub fn min_slice_sat(b: &Budget) -> u64 {
+    (b.slice_sat / 4).max(MIN_SLICE_SAT).min(b.slice_sat)
+}
+
+/// Below this a slice would mostly pay its network fee.
+const MIN_SLICE_SAT: u64 = 600;
+
+/// When the next slice of a running lease is due: the lead before the provider's drain warning.
+pub fn next_slice_due(l: &LeaseRecord, t: &Terms) -> Option<u64> {
+    l.runs_until
+        .map(|u| u.saturating_sub(t.warn_before_secs + t.slice_lead_secs))
+}
+
+/// Asks the provider for a fresh status (a `StatusRequest` notice, sent until acknowledged), unless a
+/// request is already outstanding and younger than the freshness window.
+fn ask_status(l: &mut LeaseRecord, now: u64, t: &Terms) {
+    let outstanding = l
+        .status_asked_at
+        .filter(|a| l.status_at.is_none_or(|s| s < *a))
+        .is_some_and(|a| now < a.saturating_add(t.status_fresh_secs.max(1)));
+    if !outstanding {
+        l.status_asked_at = Some(now);
+        l.out_seq += 1;
+        l.sent_at = None;
+    }
+}
+
+/// The buyer's level-triggered rules for a budget: slices under way are carried on, and the next one is
+/// decided when due, only while the provider delivers.
+fn buyer_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<Action>) {
+    let t = ctx.terms;
+    if l.state.is_terminal()
+        && l.countersigned_hex.is_none()
+        && !l.cancelled
+        && l.out_seq > l.acked_seq
+    {
+        // Only a status request can be waiting: nothing to ask about an ended lease.
+        l.acked_seq = l.out_seq;
+    }
+    let Some(budget) = l.budget else { return };
+    let ended = l.cancelled || l.state.is_terminal();
+    if ended {
+        // An intent never built is dropped: nothing was signed, so nothing can have been paid.
+        let dropped: Vec<u32> = l
+            .slices
+            .iter()
+            .filter(|s| s.tx.is_none() && !s.abandoned)
+            .map(|s| s.n)
+            .collect();
+        for n in dropped {
+            if let Some(s) = l.slices.iter_mut().find(|s| s.n == n) {
+                s.abandoned = true;
+            }
+            note(l, now, format!("slice {n} not paid: the lease ended first"));
+        }
+    }
+    if !ended && !l.slices.iter().any(|s| s.pending() || s.abandoned) {
+        decide_slice(l, now, t, &budget, out);
+    }
+    // Slices under way, from intent to broadcast. A signed one is sent even if the lease ended meanwhile:
+    // it may be out already, and sending the same transaction again is harmless (the provider refunds
+    // money that arrives after the end).
+    if l.slice_retry_at.is_none_or(|r| now >= r) {
+        for s in l.slices.iter().filter(|s| s.pending()) {
+            out.push(match &s.tx {
+                None => Action::PaySlice {
+                    n: s.n,
+                    amount_sat: s.amount_sat,
+                    address: s.address.clone(),
+                },
+                Some(tx) => Action::SendSlice {
+                    n: s.n,
+                    tx: tx.clone(),
+                },
+            });
+        }
+    }
+}
+
+/// Decides the next slice when it is due (none under way): the first with the order, the next ones before
+/// the provider would warn, only while it delivers; says once when the budget is spent.
+fn decide_slice(l: &mut LeaseRecord, now: u64, t: &Terms, budget: &Budget, out: &mut Vec<Action>) {
+    let Some(address) = l.pay_address.clone() else {
+        return;
+    };
+    let spent: u64 = l.slices.iter().map(Slice::committed_sat).sum();
+    let amount = budget.total_sat.saturating_sub(spent).min(budget.slice_sat);
+    if amount < min_slice_sat(budget) {
+        if !l.budget_spent {
+            l.budget_spent = true;
+            note(
+                l,
+                now,
+                format!(
+                    "budget spent: {spent} of {} sat in {} slices; no more are paid (`xov lease extend` adds more)",
+                    budget.total_sat,
+                    l.slices.len()
+                ),
+            );
+        }
+        return;
+    }
+    if l.slices.is_empty() {
+        // The first slice goes out with the order, as soon as the invoice is in.
+        if l.state == LeaseState::Invoiced {
+            new_slice(l, amount, address, now, spent, budget);
+        }
+        return;
+    }
+    if next_slice_due(l, t).is_none_or(|due| now < due) {
+        return;
+    }
+    match conduct(l, now, t) {
+        Conduct::Delivering => {
+            if l.withheld.take().is_some() {
+                note(l, now, "the provider delivers again; slices resume");
+            }
+            new_slice(l, amount, address, now, spent, budget);
+        }
+        Conduct::Wait { ask } => {
+            if ask {
+                ask_status(l, now, t);
+            }
+        }
+        Conduct::Withhold { reason, ask } => {
+            if ask {
+                ask_status(l, now, t);
+            }
+            let same = l
+                .withheld
+                .as_ref()
+                .is_some_and(|w| std::mem::discriminant(w) == std::mem::discriminant(&reason));
+            if !same {
+                note(l, now, format!("next slice withheld: {reason}"));
+                out.push(Action::Alert(Alert::SliceWithheld {
+                    lease_id: l.id.clone(),
+                    reason: reason.clone(),
+                }));
+            }
+            l.withheld = Some(reason);
+        }
+    }
+}
+
+/// Records the intent of the next slice (persisted before anything is built or paid).
+fn new_slice(l: &mut LeaseRecord, amount: u64, address: String, now: u64, spent: u64, b: &Budget) {
+    let n = l.slices.iter().map(|s| s.n).max().unwrap_or(0) + 1;
+    note(
+        l,
+        now,
+        format!(
+            "slice {n}: paying {amount} sat ({spent} of the budget's {} sat spent so far)",
+            b.total_sat
+        ),
+    );
+    l.slices.push(Slice {
+        n,
+        amount_sat: amount,
+        address,
+        at: now,
+        tx: None,
+        broadcast: false,
+        abandoned: false,
+    });
+}
+
 // ------------------------------------------------------------------------------------------ notices
 
 /// What the other party is told, compared before and after each input to decide whether to tell it again.
@@ -1393,6 +2033,7 @@ fn notice_of(l: &LeaseRecord, now: u64, ctx: &Ctx<'_>) -> Option<Signed<LeaseNot
                 NoticeBody::Countersigned(SignedReceipt::from_bytes(&hex::decode(h).ok()?).ok()?)
             }
             (None, true) => NoticeBody::Cancel,
+            (None, false) if status_wanted(l) => NoticeBody::StatusRequest,
             (None, false) => return None,
         },
     };
@@ -1406,6 +2047,13 @@ fn notice_of(l: &LeaseRecord, now: u64, ctx: &Ctx<'_>) -> Option<Signed<LeaseNot
         },
         ctx.key,
     ))
+}
+
+/// Buyer: a status request is outstanding (asked after the latest status arrived) and the lease is live.
+fn status_wanted(l: &LeaseRecord) -> bool {
+    !l.state.is_terminal()
+        && l.status_asked_at
+            .is_some_and(|a| l.status_at.is_none_or(|s| s < a))
 }
 
 /// Whether clock ticks can still change anything for this lease: ended leases with nothing left to do

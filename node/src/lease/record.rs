@@ -4,6 +4,8 @@
 //! Invariants: a record changes only through `lease::machine::handle`; every field the machine decides on is
 //! here (nothing lives only in memory), so rebuilding from the store after a crash gives the same decisions.
 //! Fields added after the first release carry `#[serde(default)]` so older records still load.
+//! A buyer's slices (`budget`, `slices`) are written before anything is built or paid: a slice without a
+//! transaction was never signed, one with a transaction is only ever sent as that transaction.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -78,9 +80,10 @@ pub struct LeaseRecord {
     pub history: Vec<Step>,
 
     // ---- what the machine decides on (serde defaults: records written before these fields still load)
-    /// Provider: every output paying the lease's address, as the wallet last reported it, and its tip then.
+    /// Provider: every output paying the lease's address, as the wallet last reported it.
     #[serde(default)]
     pub payments: Vec<PaymentOut>,
+    /// The wallet's chain tip when it last reported on the lease's payments (both roles).
     #[serde(default)]
     pub tip: u32,
     /// Provider: sats counted while still unconfirmed (zero-conf); never refunded, never earned for sure.
@@ -165,6 +168,33 @@ pub struct LeaseRecord {
     /// Provider: sats the earlier engine already settled (kept or refunded); never refunded again.
     #[serde(default)]
     pub legacy_settled_sat: u64,
+
+    // ---- buyer: paying in slices (`xov order --budget`)
+    /// Buyer: pay in slices up to a budget instead of all at once (None: the buyer pays by hand).
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// Buyer: the slices paid or being paid, each made exactly once (intent persisted, then the signed
+    /// transaction, then broadcast).
+    #[serde(default)]
+    pub slices: Vec<Slice>,
+    /// Buyer: a slice that could not be built or broadcast for now is tried again from this time.
+    #[serde(default)]
+    pub slice_retry_at: Option<u64>,
+    /// Buyer: when (this node's clock) the provider's latest status notice arrived, and when this node last
+    /// asked for one (a `StatusRequest` notice).
+    #[serde(default)]
+    pub status_at: Option<u64>,
+    #[serde(default)]
+    pub status_asked_at: Option<u64>,
+    /// Buyer: why the next slice is withheld from the provider, while it is.
+    #[serde(default)]
+    pub withheld: Option<NotDelivering>,
+    /// Buyer: the budget is spent (said once in the history); no more slices.
+    #[serde(default)]
+    pub budget_spent: bool,
+    /// Buyer: confirmations the invoice said a payment needs (0 for records from before this field: 1).
+    #[serde(default)]
+    pub invoice_min_confirmations: u32,
 }
 
 /// The record format of the lease machine.
@@ -212,7 +242,7 @@ pub struct Refund {
     pub written_off: bool,
 }
 
-/// A signed refund transaction.
+/// A signed transaction of a lease's: a provider's refund, or a buyer's slice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RefundTx {
     pub txid: String,
@@ -224,9 +254,134 @@ pub struct RefundTx {
 /// A payment the buyer's node made for a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SentPayment {
+    /// The transaction paying it now (after a fee bump, the replacement).
     pub txid: String,
+    /// Sats to the lease's address (the network fee not included).
     pub amount_sat: u64,
     pub at: u64,
+    /// Height of its block as this node's wallet last saw it; None while unconfirmed.
+    #[serde(default)]
+    pub height: Option<u32>,
+    /// When (this node's clock) it was first seen with the confirmations the invoice asks for.
+    #[serde(default)]
+    pub confirmed_at: Option<u64>,
+    /// Earlier transactions of the same payment, replaced by fee bumps (any of them may be the one that
+    /// confirms).
+    #[serde(default)]
+    pub replaced: Vec<String>,
+}
+
+impl SentPayment {
+    pub fn new(txid: String, amount_sat: u64, at: u64) -> SentPayment {
+        SentPayment {
+            txid,
+            amount_sat,
+            at,
+            height: None,
+            confirmed_at: None,
+            replaced: Vec::new(),
+        }
+    }
+
+    /// Every txid this payment has had, the current one first.
+    pub fn txids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.txid.as_str()).chain(self.replaced.iter().map(String::as_str))
+    }
+}
+
+/// A buyer's budget: pay `slice_sat` at a time, `total_sat` at most in all (sats to the lease's address;
+/// network fees are paid on top, as for any payment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Budget {
+    pub total_sat: u64,
+    /// One slice: `slice_secs` of running at the lease's price.
+    pub slice_sat: u64,
+    pub slice_secs: u64,
+}
+
+/// One slice of a budget, from intent to broadcast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Slice {
+    /// Per lease, from 1.
+    pub n: u32,
+    /// Sats the lease's address should receive.
+    pub amount_sat: u64,
+    pub address: String,
+    /// When the slice was decided (this node's clock).
+    pub at: u64,
+    /// The signed transaction, once built (persisted before it is broadcast). Its `sent_sat` is what the
+    /// lease's address receives, `fee_sat` the network fee paid on top.
+    pub tx: Option<RefundTx>,
+    /// Whether a broadcast was accepted at least once.
+    #[serde(default)]
+    pub broadcast: bool,
+    /// Never built and never to be: the lease ended or was cancelled first, or the wallet cannot make it.
+    #[serde(default)]
+    pub abandoned: bool,
+}
+
+impl Slice {
+    /// Sats this slice pays (or may have paid) to the lease's address: the built transaction's amount, else
+    /// the intended amount until it is abandoned unbuilt.
+    pub fn committed_sat(&self) -> u64 {
+        match (&self.tx, self.abandoned) {
+            (Some(tx), _) => tx.sent_sat,
+            (None, true) => 0,
+            (None, false) => self.amount_sat,
+        }
+    }
+
+    /// Still on its way: not broadcast, not abandoned.
+    pub fn pending(&self) -> bool {
+        !self.broadcast && !self.abandoned
+    }
+}
+
+/// Why a buyer's node withholds the next slice: the provider is not (visibly) delivering what was paid for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NotDelivering {
+    /// The provider's latest status says the machine is not running.
+    NotRunning {
+        #[schema(value_type = String)]
+        state: LeaseState,
+    },
+    /// No fresh status from the provider: the latest is `age_secs` old and a request for a new one went
+    /// unanswered.
+    StatusStale { age_secs: u64 },
+    /// Payments this node saw confirmed are not in the provider's reported `paid_sat`.
+    PaymentsNotCounted {
+        confirmed_sat: u64,
+        counted_sat: u64,
+    },
+    /// The provider never started the machine after payment (`start_timeout_secs`).
+    NotStarted,
+}
+
+impl std::fmt::Display for NotDelivering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotDelivering::NotRunning { state } => write!(
+                f,
+                "the provider reports the lease {}, not a running machine",
+                format!("{state:?}").to_lowercase()
+            ),
+            NotDelivering::StatusStale { age_secs } => write!(
+                f,
+                "the provider has not answered for {age_secs} s (no fresh status)"
+            ),
+            NotDelivering::PaymentsNotCounted {
+                confirmed_sat,
+                counted_sat,
+            } => write!(
+                f,
+                "{confirmed_sat} sat of our payments confirmed, but the provider counts {counted_sat}"
+            ),
+            NotDelivering::NotStarted => {
+                write!(f, "the provider never started the machine after payment")
+            }
+        }
+    }
 }
 
 impl LeaseRecord {

@@ -2,16 +2,21 @@
 //! (`lease::machine::handle` through `lease::driver::apply_input`), with an in-memory store (writes may fail),
 //! a chain and wallet, a refund wallet, a cloud with faults, a lossy network, crashes at action boundaries
 //! (restart = rebuild from the store) and a clock the world advances. Deterministic: everything random comes
-//! from one seeded splitmix64.
+//! from one seeded splitmix64. Buyers may pay in slices up to a budget (the buyer's wallet builds and
+//! broadcasts them into the same chain), and the network between the two may go silent for a while (a
+//! provider that stops answering): a buyer never pays more than its budget, each slice at most once, and
+//! never decides a slice later than the freshness window after the provider went silent.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use xov_node::lease::driver::apply_input;
 use xov_node::lease::machine::{
-    self, Action, ActionKind, Alert, CloudError, Ctx, Input, RefundError, Terms,
+    self, Action, ActionKind, Alert, CloudError, Ctx, Input, RefundError, SliceError, Terms,
 };
-use xov_node::lease::record::{InstanceInfo, LeaseRecord, PaymentOut, RefundTx, Role, SentPayment};
+use xov_node::lease::record::{
+    Budget, InstanceInfo, LeaseRecord, PaymentOut, RefundTx, Role, SentPayment, Slice,
+};
 use xov_protocol::{
     Decode, Keypair, LeaseEvent, LeaseState, Order, PoolId, ProviderReceipt, Signed, SignedReceipt,
 };
@@ -20,6 +25,8 @@ pub const SSH_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFMq1LDz2jg9w7mOpwiKfpc7OclyFbnfAmDxnjAXHk82 buyer@laptop";
 pub const T0: u64 = 1_800_000_000;
 pub const REFUND_FEE: u64 = 150;
+/// The network fee a buyer's slice pays on top of its amount.
+pub const SLICE_FEE: u64 = 110;
 pub const DUST: u64 = 294;
 
 // ------------------------------------------------------------------------------------------ rng
@@ -223,6 +230,15 @@ pub struct World {
     pub steps: u64,
     pub launches: u64,
     pub tx_counter: u64,
+    /// (lease, slice number) → txids the buyer's wallet broadcast for it (one, ever).
+    pub slice_broadcasts: BTreeMap<(String, u32), BTreeSet<String>>,
+    pub slice_builds: HashMap<(String, u32), u32>,
+    /// From this time the two nodes cannot reach each other (every notice is lost), until healed.
+    pub silent_from: Option<u64>,
+    /// Scripted: the buyer's wallet cannot pay slices (no funds).
+    pub buyer_broke: bool,
+    /// Slices decided, per lease: (number, when).
+    pub slice_intents: Vec<(String, u32, u64)>,
 }
 
 pub struct LeaseSpec {
@@ -231,6 +247,8 @@ pub struct LeaseSpec {
     pub refund_address: Option<String>,
     pub invoice_ttl: u64,
     pub offer_id: u64,
+    /// The buyer pays in slices of this budget.
+    pub budget: Option<Budget>,
 }
 
 impl Default for LeaseSpec {
@@ -241,6 +259,7 @@ impl Default for LeaseSpec {
             refund_address: Some("bcrt1qrefund".into()),
             invoice_ttl: 900,
             offer_id: 1,
+            budget: None,
         }
     }
 }
@@ -261,6 +280,8 @@ pub fn sim_terms() -> Terms {
         refund_min_sat: 600,
         refund_confirmations: 2,
         restart_min_secs: 60,
+        slice_lead_secs: 60,
+        status_fresh_secs: 120,
     }
 }
 
@@ -304,6 +325,11 @@ impl World {
             steps: 0,
             launches: 0,
             tx_counter: 0,
+            slice_broadcasts: BTreeMap::new(),
+            slice_builds: HashMap::new(),
+            silent_from: None,
+            buyer_broke: false,
+            slice_intents: Vec::new(),
         }
     }
 
@@ -383,6 +409,8 @@ impl World {
             .unwrap();
         let mut b = base(Role::Buyer, self.provider.key.node_id().to_string());
         b.state = LeaseState::Invoiced;
+        b.budget = spec.budget;
+        b.invoice_min_confirmations = self.terms.min_confirmations;
         b.set_state(LeaseState::Invoiced, self.now, "invoice");
         self.provider.store.insert(id.clone(), p.clone());
         self.provider.mem.insert(id.clone(), p);
@@ -405,6 +433,10 @@ impl World {
         } = node;
         let ctx = Ctx { terms: &terms, key };
         let kept = input.clone();
+        let slices_before = mem
+            .get(id)
+            .and_then(|l| l.slices.iter().map(|s| s.n).max())
+            .unwrap_or(0);
         let res = apply_input(
             mem,
             &mut |r: &LeaseRecord| {
@@ -421,6 +453,13 @@ impl World {
             &ctx,
         );
         let Ok(applied) = res else { return false };
+        if side == Side::Buyer {
+            if let Some(saved) = applied.saved.clone() {
+                if saved.slices.iter().any(|s| s.n > slices_before) {
+                    self.check_slice_intent(id, &saved);
+                }
+            }
+        }
         if side == Side::Provider {
             if let Input::Payments { .. } = kept {
                 self.chain_dirty.remove(id);
@@ -497,6 +536,65 @@ impl World {
             epoch,
             seq: self.op_seq,
         });
+    }
+
+    /// Invariants at the moment a buyer decides a slice: within the budget, one at a time, and (after the
+    /// first) only while the provider delivers as the buyer saw it, and never once the provider has been
+    /// silent for longer than the freshness window.
+    fn check_slice_intent(&mut self, id: &str, b: &LeaseRecord) {
+        let Some(slice) = b.slices.last().cloned() else {
+            return;
+        };
+        self.slice_intents.push((id.to_string(), slice.n, self.now));
+        let Some(budget) = b.budget else {
+            self.violations
+                .push(format!("lease {id}: slice {} without a budget", slice.n));
+            return;
+        };
+        let committed: u64 = b.slices.iter().map(Slice::committed_sat).sum();
+        if committed > budget.total_sat {
+            self.violations.push(format!(
+                "lease {id}: slices of {committed} sat decided, over the budget of {}",
+                budget.total_sat
+            ));
+        }
+        if b.slices.iter().filter(|s| s.pending()).count() > 1 {
+            self.violations
+                .push(format!("lease {id}: two slices under way at once"));
+        }
+        if slice.n < 2 {
+            return;
+        }
+        let fresh = self.terms.status_fresh_secs;
+        let running = matches!(
+            b.state,
+            LeaseState::Running | LeaseState::Warned | LeaseState::Grace
+        );
+        let sent: u64 = b.sent.iter().map(|p| p.amount_sat).sum();
+        let why = if !running {
+            Some(format!("the provider reports {:?}", b.state))
+        } else if b.status_at.is_none_or(|s| self.now > s + fresh) {
+            Some(format!("its latest status is from {:?}", b.status_at))
+        } else if b.stalled {
+            Some("the start timed out".to_string())
+        } else if b.sent.iter().any(|p| p.confirmed_at.is_none()) {
+            Some("a payment of ours is unconfirmed".to_string())
+        } else if b.paid_sat < sent {
+            Some(format!("it counts {} of our {sent} sat", b.paid_sat))
+        } else if self.silent_from.is_some_and(|g| self.now > g + fresh) {
+            Some(format!(
+                "the provider has been silent since {}",
+                self.silent_from.unwrap_or(0) - T0
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.violations.push(format!(
+                "lease {id}: slice {} decided while the provider is not delivering: {why}",
+                slice.n
+            ));
+        }
     }
 
     /// Invariant (a), at the moment a launch is asked: funds cover the shortest lease and it is not cancelled.
@@ -579,6 +677,13 @@ impl World {
                 self.wallet_broadcast(&lease, rid, &tx);
             }
         }
+        if side == Side::Buyer {
+            // Like the driver: where the buyer's payments stand now.
+            for id in &ids {
+                let input = self.confirmations_input(id);
+                self.input(Side::Buyer, id, input);
+            }
+        }
         for id in &ids {
             if self
                 .node(side)
@@ -621,7 +726,32 @@ impl World {
         }
     }
 
-    /// Feeds the wallet's view to every provider lease (like the driver on `TipChanged`).
+    /// The buyer's wallet view of its own payments for a lease (by txid; gone ones unconfirmed).
+    pub fn confirmations_input(&self, id: &str) -> Input {
+        let txs = self
+            .buyer
+            .mem
+            .get(id)
+            .map(|l| {
+                l.sent
+                    .iter()
+                    .flat_map(|p| p.txids())
+                    .map(|t| {
+                        let h = self
+                            .pays
+                            .iter()
+                            .find(|p| p.txid == t && !p.gone)
+                            .and_then(|p| p.height);
+                        (t.to_string(), h)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Input::Confirmations { txs, tip: self.tip }
+    }
+
+    /// Feeds the wallet's view to every provider lease and every buyer lease (like the driver on
+    /// `TipChanged`).
     pub fn feed_payments(&mut self) {
         // Every lease's view is stale from now until it is fed (a crash while feeding one restarts the
         // provider, which reads the chain afresh for all).
@@ -631,6 +761,12 @@ impl World {
         for id in self.lease_ids() {
             let input = self.payments_input(&id);
             self.input(Side::Provider, &id, input);
+        }
+        for id in self.lease_ids() {
+            if self.buyer.mem.get(&id).is_some_and(|l| !l.sent.is_empty()) {
+                let input = self.confirmations_input(&id);
+                self.input(Side::Buyer, &id, input);
+            }
         }
     }
 
@@ -649,11 +785,7 @@ impl World {
             gone: false,
         });
         if tell_buyer {
-            let p = SentPayment {
-                txid: txid.clone(),
-                amount_sat: amount,
-                at: self.now,
-            };
+            let p = SentPayment::new(txid.clone(), amount, self.now);
             self.input(Side::Buyer, id, Input::Paid(p));
         }
         self.feed_payments();
@@ -894,6 +1026,88 @@ impl World {
                     result: Ok(()),
                 })
             }
+            Action::PaySlice {
+                n,
+                amount_sat,
+                address,
+            } => {
+                if op.side != Side::Buyer {
+                    self.violations
+                        .push(format!("lease {id}: the provider paid a slice"));
+                }
+                let expected = self.buyer.store.get(id).and_then(|l| l.pay_address.clone());
+                if expected.as_deref() != Some(address.as_str()) {
+                    self.violations.push(format!(
+                        "lease {id}: slice {n} to another address {address}"
+                    ));
+                }
+                if self.buyer_broke {
+                    return Some(Input::SliceBuilt {
+                        n: *n,
+                        result: Err(SliceError::Funds {
+                            detail: "no coins".into(),
+                        }),
+                    });
+                }
+                if self.rng.chance(self.faults.refund_later) {
+                    return Some(Input::SliceBuilt {
+                        n: *n,
+                        result: Err(SliceError::Later {
+                            detail: "chain source not connected".into(),
+                        }),
+                    });
+                }
+                let k = self.slice_builds.entry((id.to_string(), *n)).or_default();
+                *k += 1;
+                Some(Input::SliceBuilt {
+                    n: *n,
+                    result: Ok(RefundTx {
+                        txid: format!("slice-{}-{n}-{k}", &id[..8]),
+                        raw_hex: "00".into(),
+                        fee_sat: SLICE_FEE,
+                        sent_sat: *amount_sat,
+                    }),
+                })
+            }
+            Action::SendSlice { n, tx } => {
+                if self.rng.chance(self.faults.refund_later) {
+                    return Some(Input::SliceSent {
+                        n: *n,
+                        result: Err(SliceError::Later {
+                            detail: "no peer asked for it yet".into(),
+                        }),
+                    });
+                }
+                let set = self
+                    .slice_broadcasts
+                    .entry((id.to_string(), *n))
+                    .or_default();
+                set.insert(tx.txid.clone());
+                if set.len() > 1 {
+                    let set = set.clone();
+                    self.violations
+                        .push(format!("lease {id}: slice {n} paid twice: {set:?}"));
+                }
+                // Broadcasting the same transaction again changes nothing on the chain.
+                if !self.pays.iter().any(|p| p.txid == tx.txid) {
+                    self.pays.push(Pay {
+                        lease: id.to_string(),
+                        txid: tx.txid.clone(),
+                        amount: tx.sent_sat,
+                        height: None,
+                        rbf: true,
+                        ever_confirmed: false,
+                        gone: false,
+                    });
+                    self.tx_values
+                        .insert(tx.txid.clone(), tx.sent_sat + tx.fee_sat);
+                    self.feed_payments();
+                }
+                Some(Input::SliceSent {
+                    n: *n,
+                    result: Ok(()),
+                })
+            }
             Action::Send(n) => {
                 let from = self.node(op.side).key.node_id();
                 let b = n.body().clone();
@@ -902,7 +1116,9 @@ impl World {
                         .push(format!("lease {id}: a notice that does not verify"));
                     return None;
                 }
-                if self.rng.chance(self.faults.lose_notice) {
+                if self.rng.chance(self.faults.lose_notice)
+                    || self.silent_from.is_some_and(|g| self.now >= g)
+                {
                     return None;
                 }
                 let to = op.side.other();
@@ -933,6 +1149,34 @@ impl World {
         }
         self.tx_values
             .insert(tx.txid.clone(), tx.fee_sat + tx.sent_sat);
+    }
+
+    /// Runs the first due operation of `side` whose action is of `kind`: its effect happens, then its result
+    /// is applied, or (`crash`) the node crashes first and the result is lost. False if there was none.
+    pub fn run_op(&mut self, side: Side, kind: ActionKind, crash: bool) -> bool {
+        let Some(i) = self
+            .ops
+            .iter()
+            .position(|o| o.side == side && o.action.kind() == kind && o.due <= self.now)
+        else {
+            return false;
+        };
+        let op = self.ops.swap_remove(i);
+        let result = self.effect(&op);
+        if self.node(side).epoch != op.epoch {
+            return true;
+        }
+        self.node_mut(side)
+            .inflight
+            .remove(&(op.lease.clone(), kind));
+        if crash {
+            self.crash(side);
+            return true;
+        }
+        if let Some(input) = result {
+            self.input(side, &op.lease, input);
+        }
+        true
     }
 
     /// Runs every operation due by now (and whatever they lead to that is also due).
@@ -1046,6 +1290,23 @@ impl World {
     pub fn check(&mut self) {
         let terms = self.terms.clone();
         for id in self.lease_ids() {
+            // (g) a budget is never overspent: what the buyer's wallet broadcast as slices, on the chain's
+            // side of things.
+            if let Some(b) = self.buyer.store.get(&id).and_then(|l| l.budget) {
+                let paid: u64 = self
+                    .slice_broadcasts
+                    .range((id.clone(), 0)..=(id.clone(), u32::MAX))
+                    .flat_map(|(_, t)| t.iter())
+                    .filter_map(|t| self.pays.iter().find(|p| p.txid == *t))
+                    .map(|p| p.amount)
+                    .sum();
+                if paid > b.total_sat {
+                    self.violations.push(format!(
+                        "lease {id}: slices of {paid} sat broadcast, over the budget of {}",
+                        b.total_sat
+                    ));
+                }
+            }
             let rec = self.provider.store[&id].clone();
             // (b) at most one machine per lease, ever; none the record does not know of.
             if self.creates.get(&id).copied().unwrap_or(0) > 1 {
@@ -1239,6 +1500,8 @@ impl World {
     pub fn settle(&mut self, max_steps: u32) {
         self.faults = Faults::default();
         self.crash_hook = None;
+        self.silent_from = None;
+        self.buyer_broke = false;
         self.mine();
         self.mine();
         for i in 0..max_steps {
@@ -1319,9 +1582,16 @@ pub fn min_start_of(price: u64, min_lease_secs: u32) -> u64 {
 
 // ------------------------------------------------------------------------------------------ schedules
 
+#[derive(Default)]
 pub struct Stats {
     pub schedules: u64,
     pub steps: u64,
+    /// Coverage of the buyer's slices: leases with a budget, slices decided (after the first, i.e. top-ups),
+    /// slices withheld (alerts), and schedules where the provider went silent.
+    pub budgets: u64,
+    pub top_up_slices: u64,
+    pub withheld: u64,
+    pub silences: u64,
 }
 
 /// One random schedule from `seed`; Err carries the first violated invariant and the world's state.
@@ -1351,14 +1621,31 @@ pub fn run_schedule(seed: u64, stats: &mut Stats) -> Result<(), String> {
         let min_lease_secs = w.rng.range(60, 300) as u32;
         let refund_address = (!w.rng.chance(150)).then(|| format!("bcrt1qrefund{k}"));
         let invoice_ttl = w.rng.range(300, 1800);
+        // A third of the buyers pay in slices: 1 to 5 slices, each at least the offer's shortest lease.
+        let budget = w.rng.chance(330).then(|| {
+            let slice_secs = w.rng.range(min_lease_secs as u64, 3600);
+            let slice_sat = (price * slice_secs).div_ceil(3600);
+            let slices = w.rng.range(1, 5);
+            Budget {
+                total_sat: slice_sat * slices - w.rng.below(slice_sat / 2),
+                slice_sat,
+                slice_secs,
+            }
+        });
         ids.push(w.open_lease(LeaseSpec {
             price,
             min_lease_secs,
             refund_address,
             invoice_ttl,
             offer_id: k + 1,
+            budget,
         }));
     }
+    // Some providers go silent for a while (the buyer hears nothing, and nothing it says arrives).
+    let silence = w
+        .rng
+        .chance(200)
+        .then(|| (w.rng.range(0, 4 * 3600), w.rng.range(600, 6 * 3600)));
     let steps = w.rng.range(20, 120);
     for _ in 0..steps {
         let dt = if w.rng.chance(40) {
@@ -1367,6 +1654,9 @@ pub fn run_schedule(seed: u64, stats: &mut Stats) -> Result<(), String> {
             w.rng.range(0, 90)
         };
         w.now += dt;
+        if let Some((from, len)) = silence {
+            w.silent_from = (w.now >= T0 + from && w.now < T0 + from + len).then_some(T0 + from);
+        }
         // The world's events.
         let id = ids[w.rng.below(ids.len() as u64) as usize].clone();
         let rec = w.provider.store[&id].clone();
@@ -1433,6 +1723,17 @@ pub fn run_schedule(seed: u64, stats: &mut Stats) -> Result<(), String> {
     }
     stats.schedules += 1;
     stats.steps += w.steps;
+    stats.budgets += ids
+        .iter()
+        .filter(|id| w.buyer.store[*id].budget.is_some())
+        .count() as u64;
+    stats.top_up_slices += w.slice_intents.iter().filter(|(_, n, _)| *n > 1).count() as u64;
+    stats.withheld += w
+        .alerts
+        .iter()
+        .filter(|(_, a)| matches!(a, Alert::SliceWithheld { .. }))
+        .count() as u64;
+    stats.silences += silence.is_some() as u64;
     if w.violations.is_empty() {
         Ok(())
     } else {
