@@ -522,25 +522,30 @@ mod upstream {
         proxy.hold(ToClient, "verack");
         let wallet = bare_wallet(dir.path());
         let r = bare_client(&wallet, proxy.local_addr(), false).await;
-        assert!(tokio::task::block_in_place(
-            || proxy.wait_seen(ToClient, "verack", 1, WAIT)
-        ));
-        let submitted = tokio::spawn(async move { r.submit_package(tx).await });
-        // The node loop has handled the peer's version (the getheaders it sends then is the mark), with the
-        // submission queued before it; only now does the handshake complete.
+        // The node loop has handled the peer's version and sent our verack (the getheaders it sends then
+        // is the mark): from here on only the peer's held verack completes the handshake.
         assert!(tokio::task::block_in_place(|| proxy.wait_seen(
             ToUpstream,
             "getheaders",
             1,
             WAIT
         )));
+        // Submit (the request is sent on the first poll), then make one round trip through the node loop,
+        // which handles requests in order: the broadcast has been queued and passed to the peer task.
+        let mut submitted = Box::pin(r.submit_package(tx));
+        tokio::select! {
+            biased;
+            _ = &mut submitted => panic!("a peer took the transaction before any handshake"),
+            _ = std::future::ready(()) => {}
+        }
+        r.chain_tip().await.unwrap();
         proxy.release(ToClient, "verack");
         let asked = tokio::task::block_in_place(|| proxy.wait_seen(ToUpstream, "tx", 1, QUIET));
         assert!(
             !asked,
             "the queued transaction was announced after the handshake (fixed upstream?)"
         );
-        submitted.abort();
+        drop(submitted);
         payer.shutdown().await;
         drop(proxy);
     }
