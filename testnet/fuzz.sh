@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for a bounded time: `bash testnet/fuzz.sh [SECONDS_PER_TARGET]` (default 10).
+# cargo-fuzz (crates.io, 0.13) is installed once into the cache; it runs on the stable toolchain with
+# RUSTC_BOOTSTRAP=1 (libFuzzer needs -Z flags). Each target starts from its seed corpus in the repository
+# (read-only here: what libFuzzer finds goes to a temporary directory) and fails the run on a crash, leak or
+# timeout, printing the input that did it. A long campaign: `bash testnet/fuzz.sh 3600`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source testnet/env.sh
+secs=${1:-10}
+tools=${XOV_CACHE:-$HOME/.cache/xov}/tools
+if ! "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q '^cargo-fuzz 0\.13'; then
+  echo "installing cargo-fuzz 0.13 into $tools (once, about 2 minutes)" >&2
+  cargo install cargo-fuzz --version '^0.13' --locked --root "$tools" --quiet
+fi
+export PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+summary=()
+for crate in protocol; do
+  targets=$(cd "$crate" && cargo fuzz list)
+  (cd "$crate" && cargo fuzz build --target-dir "$CARGO_TARGET_DIR/fuzz-$crate" >&2)
+  for t in $targets; do
+    mkdir -p "$scratch/$t" "$crate/fuzz/corpus/$t"
+    log="$scratch/$t.log"
+    if ! (cd "$crate" && cargo fuzz run --target-dir "$CARGO_TARGET_DIR/fuzz-$crate" "$t" \
+      "$scratch/$t" "fuzz/corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+      -artifact_prefix="$scratch/$t-") >"$log" 2>&1; then
+      tail -n 40 "$log" >&2
+      echo "fuzz target $crate/$t FAILED; the input is in:" >&2
+      ls "$scratch/$t-"* >&2 || true
+      for a in "$scratch/$t-"*; do [[ -f $a ]] && base64 -w0 "$a" >&2 && echo >&2; done
+      exit 1
+    fi
+    runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | grep -o '[0-9]*$' || echo "?")
+    summary+=("fuzz: $crate/$t runs=$runs cov=$cov secs=$secs")
+  done
+done
+printf '%s\n' "${summary[@]}"
