@@ -118,10 +118,106 @@ images = [{{ offer = "debian-12", glance = "{image}" }}]
 /// bitcoind as its only peer (a buyer on a laptop has no bitcoind of its own); it sees a payment once it is
 /// in a block.
 pub fn buyer_toml(btc: &Bitcoind) -> String {
+    buyer_toml_with(btc, "", "")
+}
+
+/// A buyer's config with more `[wallet]` keys (`fee_target = 1`, one per line) and more tables after it.
+pub fn buyer_toml_with(btc: &Bitcoind, wallet_keys: &str, tables: &str) -> String {
     format!(
-        "[wallet]\nenabled = true\nnetwork = \"regtest\"\nchain = \"filters\"\npeers = [\"{}\"]\n",
+        "[wallet]\nenabled = true\nnetwork = \"regtest\"\nchain = \"filters\"\npeers = [\"{}\"]\n{wallet_keys}\n{tables}",
         btc.p2p_addr()
     )
+}
+
+/// A buyer's `[lease]` terms for slices that fit a test: the providers here warn 15 s before the paid time
+/// ends (`provider_toml`), so the buyer pays the next slice 35 s before it ends, and asks for a fresh status
+/// when the last one is older than 10 s (and gives up on a provider that does not answer within 10 s).
+pub const BUYER_SLICE_TERMS: &str =
+    "[lease]\nwarn_before_secs = 15\nslice_lead_secs = 20\nstatus_fresh_secs = 10\n";
+
+/// `xov order` for one vCPU of debian-12 paid in slices: `budget` sats in all, `slice_hours` each.
+pub fn order_budget(buyer: &Daemon, ssh_key: &Path, budget: u64, slice_hours: &str) -> Value {
+    let budget = budget.to_string();
+    buyer.json(&[
+        "order",
+        "--vcpus",
+        "1",
+        "--image",
+        "debian-12",
+        "--max-price",
+        "60000",
+        "--ssh-key",
+        ssh_key.to_str().unwrap_or_default(),
+        "--budget",
+        &budget,
+        "--slice-hours",
+        slice_hours,
+    ])
+}
+
+/// Txids in bitcoind's mempool.
+pub fn mempool(btc: &Bitcoind) -> Vec<String> {
+    btc.cli(&["getrawmempool"])
+        .expect("getrawmempool")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(String::from))
+        .collect()
+}
+
+/// The test as the miner: mines a block when a transaction waits in the mempool; returns whether it did.
+pub fn mine_pending(btc: &Bitcoind) -> bool {
+    if mempool(btc).is_empty() {
+        return false;
+    }
+    btc.mine(1).expect("mine");
+    true
+}
+
+/// One output paying an address, as bitcoind sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaidOutput {
+    pub txid: String,
+    pub sat: u64,
+    /// Height of its block; None in the mempool.
+    pub height: Option<u64>,
+}
+
+/// Every output paying `address` in the blocks from `from_height` to the tip and in the mempool, from
+/// bitcoind's own view (it holds no wallet: blocks and transactions are read whole, `-txindex` is on).
+pub fn outputs_to(btc: &Bitcoind, address: &str, from_height: u64) -> Vec<PaidOutput> {
+    let pays = |tx: &Value, height: Option<u64>| -> Vec<PaidOutput> {
+        let txid = tx["txid"].as_str().unwrap_or_default().to_string();
+        tx["vout"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| o["scriptPubKey"]["address"] == address)
+            .map(|o| PaidOutput {
+                txid: txid.clone(),
+                sat: (o["value"].as_f64().unwrap_or(0.0) * 1e8).round() as u64,
+                height,
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    let tip = btc.height().expect("height");
+    for h in from_height..=tip {
+        let hash = btc.cli(&["getblockhash", &h.to_string()]).expect("hash");
+        let block = btc
+            .cli(&["getblock", hash.as_str().unwrap_or_default(), "2"])
+            .expect("block");
+        for tx in block["tx"].as_array().into_iter().flatten() {
+            out.extend(pays(tx, Some(h)));
+        }
+    }
+    for txid in mempool(btc) {
+        if let Ok(tx) = btc.cli(&["getrawtransaction", &txid, "true"]) {
+            out.extend(pays(&tx, None));
+        }
+    }
+    out
 }
 
 pub fn start(dir: &Path, toml: &str, bootstrap: Option<&Daemon>) -> Daemon {

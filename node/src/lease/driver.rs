@@ -334,9 +334,10 @@ pub fn payment_fee_sat(sat_per_vb: u64) -> u64 {
     let per_kwu = sat_per_vb.saturating_mul(250);
     let at_rate = |wu: u64| per_kwu.saturating_mul(wu).div_ceil(1000);
     // The transaction without inputs (version, counts, the recipient's output, lock time, segwit marker),
-    // one P2WPKH input with its largest witness, and the change output.
+    // one P2WPKH input (41 bytes, an empty witness's count) with its largest witness (a 72-byte signature
+    // with its sighash byte and a 33-byte key, each with its length), and the change output.
     const BASE_WU: u64 = 166;
-    const INPUT_WU: u64 = 165 + 108;
+    const INPUT_WU: u64 = 41 * 4 + 1 + 107;
     const CHANGE_VB: u64 = 31;
     at_rate(BASE_WU) + at_rate(INPUT_WU) + sat_per_vb.saturating_mul(CHANGE_VB)
 }
@@ -1622,5 +1623,19 @@ fn new_record(
         admitted_at: now,
         engine: super::record::ENGINE,
         ..LeaseRecord::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payment_fee_sat;
+
+    /// What BDK charges for a one-input payment with change, as measured against regtest (the e2e test
+    /// `a_budgeted_order_pays_three_slices_and_stops` checks every slice reaches the address exactly).
+    #[test]
+    fn the_fee_of_a_typical_payment_is_what_the_wallet_charges() {
+        assert_eq!(payment_fee_sat(2), 281);
+        assert_eq!(payment_fee_sat(1), 141);
+        assert_eq!(payment_fee_sat(10), 1405);
     }
 }
