@@ -1101,3 +1101,51 @@ fn a_budget_is_planned_within_the_offers_lease_bounds() {
         "28 h of budget, but the offer sells 24 h at most"
     );
 }
+
+/// Found by the simulator: a status that spent hours on its way (sent before the buyer's node slept) counted
+/// as fresh on arrival, and the buyer blamed the provider for a payment that status predated. A status is as
+/// old as the provider signed it: an old one makes the buyer ask for a new one, which then decides.
+#[test]
+fn a_status_delayed_on_its_way_is_not_fresh() {
+    let mut w = world();
+    let id = budget_lease(&mut w, 2);
+    w.step(0);
+    until_mining(&mut w, 1, 50, "running", |w| {
+        w.buy(&id).state == LeaseState::Running
+    });
+    let due = machine::next_slice_due(w.buy(&id), &w.terms).unwrap();
+    while w.now + 5 < due {
+        w.step(5);
+    }
+    w.now = due;
+    let b = w.buy(&id).clone();
+    let old = Input::Notice(LeaseNotice {
+        from: w.provider.key.node_id(),
+        lease_id: id.parse().unwrap(),
+        seq: b.peer_seq + 1,
+        at: w.now - 3 * w.terms.status_fresh_secs,
+        body: NoticeBody::Status(LeaseStatus {
+            state: LeaseState::Running,
+            paid_sats: 600,
+            refunded_sats: 0,
+            started_at: b.started_at,
+            runs_until: b.runs_until,
+            access: None,
+            message: "running".into(),
+        }),
+    });
+    assert!(w.input(Side::Buyer, &id, old));
+    let b = w.buy(&id).clone();
+    assert_eq!(b.slices.len(), 1, "not paid on an old word: {}", w.dump());
+    assert_eq!(
+        b.status_asked_at,
+        Some(w.now),
+        "a fresh status is asked for"
+    );
+    assert!(b.withheld.is_none());
+    // The provider answers at once: the slice goes out.
+    w.step(0);
+    assert_eq!(w.buy(&id).slices.len(), 2, "{}", w.dump());
+    w.settle(300);
+    no_violations(&w);
+}

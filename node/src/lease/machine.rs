@@ -1454,7 +1454,8 @@ fn buyer_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: 
             l.peer_seq = n.seq;
             match n.body {
                 NoticeBody::Status(s) => {
-                    l.status_at = Some(now);
+                    // As old as the provider signed it (a status delayed on its way is not fresh news).
+                    l.status_at = Some(n.at.min(now));
                     l.paid_sat = s.paid_sats;
                     l.refunded_sat = s.refunded_sats;
                     if s.started_at.is_some() {
@@ -1483,7 +1484,13 @@ fn buyer_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: 
                 NoticeBody::Cancel | NoticeBody::StatusRequest | NoticeBody::Countersigned(_) => {}
             }
         }
-        Input::Notice(_) => {}
+        Input::Notice(n) => {
+            // The same status sent again (our acknowledgement was lost): still the provider's current word,
+            // since every change of it goes out under a new sequence number.
+            if n.seq == l.peer_seq && matches!(n.body, NoticeBody::Status(_)) {
+                l.status_at = l.status_at.max(Some(n.at.min(now)));
+            }
+        }
         Input::SliceBuilt { n, result } => {
             let Some(i) = l
                 .slices
@@ -1781,13 +1788,15 @@ fn conduct(l: &LeaseRecord, now: u64, t: &Terms) -> Conduct {
     }
     let confirmed: u64 = l.sent.iter().map(|p| p.amount_sat).sum();
     if l.paid_sat < confirmed {
-        // The provider's wallet may be a little behind ours: blame it only for payments confirmed a while ago.
+        // The provider's wallet may be a little behind ours, and its status a little late: blame it only for
+        // payments confirmed a freshness window before the status arrived.
+        let status_at = l.status_at.unwrap_or(0);
         let long_ago: u64 = l
             .sent
             .iter()
             .filter(|p| {
                 p.confirmed_at
-                    .is_some_and(|c| now >= c.saturating_add(fresh_for))
+                    .is_some_and(|c| status_at >= c.saturating_add(fresh_for))
             })
             .map(|p| p.amount_sat)
             .sum();
@@ -1800,9 +1809,10 @@ fn conduct(l: &LeaseRecord, now: u64, t: &Terms) -> Conduct {
                 ask: true,
             };
         }
+        // Ask again once the newest confirmation is a freshness window old: that answer decides.
         let newest = l.sent.iter().filter_map(|p| p.confirmed_at).max();
         return Conduct::Wait {
-            ask: l.status_at.is_some_and(|s| newest.is_some_and(|c| s < c)),
+            ask: newest.is_some_and(|c| now >= c.saturating_add(fresh_for)),
         };
     }
     Conduct::Delivering

@@ -180,8 +180,8 @@ pub struct LeaseRecord {
     /// Buyer: a slice that could not be built or broadcast for now is tried again from this time.
     #[serde(default)]
     pub slice_retry_at: Option<u64>,
-    /// Buyer: when (this node's clock) the provider's latest status notice arrived, and when this node last
-    /// asked for one (a `StatusRequest` notice).
+    /// Buyer: when the provider signed its latest status notice (its time, never later than ours on
+    /// arrival), and when this node last asked for one (a `StatusRequest` notice).
     #[serde(default)]
     pub status_at: Option<u64>,
     #[serde(default)]

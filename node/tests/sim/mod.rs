@@ -1509,7 +1509,20 @@ impl World {
                 self.mine();
             }
             self.step(if i < 50 { 30 } else { 300 });
-            let quiet = self.ops.is_empty()
+            // A buyer's last slice may arrive as a lease ends: quiet only once every payment is deep enough
+            // to be refunded, so money that came late has had its chance to go back.
+            let depth = self
+                .terms
+                .refund_confirmations
+                .max(self.terms.min_confirmations)
+                .max(1);
+            let deep = self
+                .pays
+                .iter()
+                .filter(|p| !p.gone)
+                .all(|p| p.height.is_some_and(|h| self.tip + 1 - h >= depth));
+            let quiet = deep
+                && self.ops.is_empty()
                 && [Side::Provider, Side::Buyer]
                     .iter()
                     .all(|s| self.node(*s).mem.values().all(|l| !machine::wants_ticks(l)));
