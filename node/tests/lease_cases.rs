@@ -1149,3 +1149,48 @@ fn a_status_delayed_on_its_way_is_not_fresh() {
     w.settle(300);
     no_violations(&w);
 }
+
+/// A slice signed just before the lease ended (as this node sees it) is still sent, as that transaction (it
+/// may be out already; a provider refunds what arrives after the end), even by a node restarted since: an
+/// ended lease with a slice under way is still ticked.
+#[test]
+fn a_slice_signed_as_the_lease_ends_is_still_sent_once() {
+    let mut w = world();
+    let id = budget_lease(&mut w, 2);
+    w.input(Side::Buyer, &id, Input::Tick);
+    assert!(w.run_op(Side::Buyer, ActionKind::PaySlice(1), false));
+    assert!(w.buy(&id).slices[0].tx.is_some());
+    // The lease ends (the provider says it expired) before the slice was broadcast, and that broadcast is
+    // lost with the node's memory: the ended lease still sends it at the next tick.
+    let status = Input::Notice(LeaseNotice {
+        from: w.provider.key.node_id(),
+        lease_id: id.parse().unwrap(),
+        seq: 1,
+        at: w.now,
+        body: NoticeBody::Status(LeaseStatus {
+            state: LeaseState::Expired,
+            paid_sats: 0,
+            refunded_sats: 0,
+            started_at: None,
+            runs_until: None,
+            access: None,
+            message: "invoice expired unpaid".into(),
+        }),
+    });
+    assert!(w.input(Side::Buyer, &id, status));
+    w.crash(Side::Buyer);
+    w.step(0);
+    let b = w.buy(&id).clone();
+    assert!(b.state.is_terminal());
+    assert!(b.slices[0].broadcast, "{}", w.dump());
+    assert_eq!(w.payments_of(&id).len(), 1);
+    w.settle(300);
+    let b = w.buy(&id).clone();
+    assert!(!machine::wants_ticks(&b), "nothing left under way");
+    assert_eq!(
+        w.slice_broadcasts.get(&(id.clone(), 1)).map(|t| t.len()),
+        Some(1),
+        "one transaction for slice 1"
+    );
+    no_violations(&w);
+}

@@ -2067,12 +2067,14 @@ fn status_wanted(l: &LeaseRecord) -> bool {
 }
 
 /// Whether clock ticks can still change anything for this lease: ended leases with nothing left to do
-/// (no machine, notices acknowledged, refunds sent) are not ticked; a late payment still reaches them.
+/// (no machine, notices acknowledged, refunds sent, no slice under way) are not ticked; a late payment still
+/// reaches them.
 pub fn wants_ticks(l: &LeaseRecord) -> bool {
     !l.state.is_terminal()
         || l.machine_may_exist
         || l.out_seq > l.acked_seq
         || l.refunds.iter().any(|r| !r.broadcast && !r.written_off)
+        || l.slices.iter().any(Slice::pending)
 }
 
 /// Keeps the record's derived fields (shown to people and sent in notices) in step: money from the payments

@@ -678,10 +678,12 @@ impl World {
             }
         }
         if side == Side::Buyer {
-            // Like the driver: where the buyer's payments stand now.
+            // Like the driver: where the buyer's payments stand now, for its live leases it paid for.
             for id in &ids {
-                let input = self.confirmations_input(id);
-                self.input(Side::Buyer, id, input);
+                if self.buyer.mem.get(id).is_some_and(paying) {
+                    let input = self.confirmations_input(id);
+                    self.input(Side::Buyer, id, input);
+                }
             }
         }
         for id in &ids {
@@ -763,7 +765,7 @@ impl World {
             self.input(Side::Provider, &id, input);
         }
         for id in self.lease_ids() {
-            if self.buyer.mem.get(&id).is_some_and(|l| !l.sent.is_empty()) {
+            if self.buyer.mem.get(&id).is_some_and(paying) {
                 let input = self.confirmations_input(&id);
                 self.input(Side::Buyer, &id, input);
             }
@@ -1557,6 +1559,11 @@ impl World {
         }
         s
     }
+}
+
+/// A buyer's lease the driver feeds its payments' confirmations to: live, and paid for by this node.
+fn paying(l: &LeaseRecord) -> bool {
+    !l.state.is_terminal() && !l.sent.is_empty()
 }
 
 /// Confirmed sats by the terms (independent of the machine's own function).
