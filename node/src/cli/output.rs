@@ -304,4 +304,50 @@ mod tests {
         );
         assert_eq!(t, "A    BB\nxxx  y\nz    wwww");
     }
+
+    #[test]
+    fn a_budgeted_lease_says_what_is_at_risk_and_how_far_the_budget_went() {
+        use crate::lease::machine::{BudgetView, Exposure};
+        use crate::lease::record::{LeaseRecord, NotDelivering, Role};
+        let record = LeaseRecord {
+            id: "ab".repeat(32),
+            role: Role::Buyer,
+            price_sats_per_hour: 36_000,
+            ..LeaseRecord::default()
+        };
+        let mut v = LeaseView {
+            lease: record,
+            exposure: Some(Exposure {
+                at_risk_sat: 1310,
+                prepaid_left_sat: 590,
+                uncounted_sat: 720,
+                sent_sat: 2160,
+                budget: Some(BudgetView {
+                    total_sat: 3600,
+                    spent_sat: 2160,
+                    left_sat: 1440,
+                    slice_sat: 720,
+                    slice_secs: 72,
+                    slices_paid: 3,
+                    fees_sat: 843,
+                    next_slice_at: Some(1_767_225_600),
+                    withheld: None,
+                    done: false,
+                }),
+            }),
+        };
+        let text = lease(&v);
+        assert!(text.contains("at risk    1310 sat (prepaid time not yet run 590 + paid, not yet counted by the provider 720)"), "{text}");
+        assert!(text.contains("budget     2160 of 3600 sat spent in 3 slices of 720 sat (72 s; fees 843 sat on top)"), "{text}");
+        assert!(text.contains("next slice due at 1767225600"), "{text}");
+        if let Some(b) = v.exposure.as_mut().and_then(|e| e.budget.as_mut()) {
+            b.withheld = Some(NotDelivering::StatusStale { age_secs: 40 });
+        }
+        assert!(lease(&v).contains("next slice withheld: the provider has not answered for 40 s"));
+        let row = leases(std::slice::from_ref(&v));
+        assert!(
+            row.contains("AT_RISK") && row.contains("1310") && row.contains("2160/3600"),
+            "{row}"
+        );
+    }
 }
