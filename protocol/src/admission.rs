@@ -365,18 +365,20 @@ mod tests {
         // With that bond, the same request is admitted.
         let mut ledger = TrustLedger::new();
         let me = anonymous().node;
-        ledger.set_bond(
-            me,
-            BondStatus {
-                txid: [1; 32],
-                vout: 0,
-                amount_sats: 100_000,
-                locktime: 200,
-                value_sats: 1_000,
-                spent: false,
-                checked_at_height: 100,
-            },
-        );
+        ledger
+            .set_bond(
+                me,
+                BondStatus {
+                    txid: [1; 32],
+                    vout: 0,
+                    amount_sats: 100_000,
+                    locktime: 200,
+                    value_sats: 1_000,
+                    spent: false,
+                    checked_at_height: 100,
+                },
+            )
+            .unwrap();
         assert_eq!(admit(&p, &ledger.score(&me, 0), 0, 0, 500, 60_000), Ok(()));
     }
 

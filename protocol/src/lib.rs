@@ -52,5 +52,7 @@ pub use pool_load::{LoadReport, LoadTotal, PoolLoad};
 pub use receipt::{CountersignError, ProviderReceipt, Receipt, SignedReceipt};
 pub use refusal::OrderRefusal;
 pub use signed::{upgrade_v1, AnyMessage, Kind, Message, MessageId, Signed};
-pub use trust::{Added, BondStatus, Tier, TrustError, TrustLedger, TrustReport};
+pub use trust::{
+    Added, BondStatus, BondStatusError, ReceiptKey, Tier, TrustError, TrustLedger, TrustReport,
+};
 pub use validate::{check_ssh_public_key, SshKeyError, ValidationError};

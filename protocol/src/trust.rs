@@ -8,17 +8,32 @@
 //! * Who signed the other side decides how much of that weight counts, because a receipt between two keys
 //!   one person made for free proves nothing:
 //!   - the scoring node itself (first-hand, [`TrustLedger::with_local`]): all of it;
-//!   - a counterparty with a live bond: all of it, but at most that bond's value per counterparty (a bonded
-//!     node cannot vouch for more than it has at stake);
+//!   - a counterparty with a live bond: all of it, but what one bonded node lends is capped by its bond
+//!     value *in total*, across every node it has counted receipts with: when the weight of all its receipts
+//!     exceeds its bond value, each node it has receipts with gets a share of the bond value in proportion to
+//!     its receipts' weight (rounded down, so the shares never add up to more than the bond). A bonded node
+//!     cannot vouch for more than it has at stake, however many fake buyers it signs receipts with;
 //!   - a counterparty without a live bond: [`UNBONDED_WEIGHT_PERCENT`] % of it, and all such receipts
 //!     together at most [`UNBONDED_CAP_SATS`], which is below [`BASIC_MIN_SCORE`]: a ring of fresh keys
 //!     trading fake receipts can never lift itself out of [`Tier::Anonymous`].
 //! * score = receipt weight + the node's own live bond value.
 //! * tier: the highest [`Tier`] whose minimum score the score reaches.
 //!
-//! Double counting: a lease has one receipt. A second, different receipt for the same lease (which needs
-//! both parties to have signed twice) marks the lease as conflicted, and neither receipt counts, whatever
-//! order they arrived in.
+//! Invariants the ledger keeps against attackers:
+//!
+//! * Receipts are keyed by [`ReceiptKey`] (lease id, provider, buyer), not by lease id alone. A receipt
+//!   only ever speaks for the two keys that signed it, so one signed by other keys that reuses an honest
+//!   lease's id is held beside the honest one and counts for its own signers only (as unbonded weight, if
+//!   they are throwaway keys); it never touches the honest receipt.
+//! * Double counting: a lease has one receipt per pair of parties. A second, different receipt for the same
+//!   key (which needs *both* parties' keys, so both signed twice) marks that key as conflicted, and neither
+//!   receipt counts, whatever order they arrived in. The same receipt again is a [`Added::Duplicate`],
+//!   never an error, so whoever re-gossips an honest receipt is not blamed.
+//! * One bond outpoint backs one identity: the first node id recorded for an outpoint keeps it, and
+//!   [`TrustLedger::set_bond`] refuses the same outpoint for another node id ([`BondStatusError::OutpointTaken`]),
+//!   which so gets no bond value from it. The outpoint is freed when its owner's bond is removed or replaced
+//!   by another outpoint.
+//! * The bonded weight all nodes get from one bonded counterparty adds up to at most its bond value (above).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -153,6 +168,15 @@ impl BondStatus {
     }
 }
 
+/// What the ledger keys a receipt by: the lease id, the provider and the buyer. A receipt signed by other
+/// parties for the same lease id is another receipt, not a conflict.
+pub type ReceiptKey = (MessageId, NodeId, NodeId);
+
+/// The key of a receipt.
+pub fn receipt_key(r: &SignedReceipt) -> ReceiptKey {
+    (r.id(), r.receipt().provider, r.receipt().buyer)
+}
+
 /// Result of adding a receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
@@ -171,6 +195,25 @@ pub enum TrustError {
     },
     #[error("lease {lease_id} already has a different receipt signed by the same parties: a double count, so neither counts")]
     Conflict { lease_id: MessageId },
+}
+
+/// A bond status the ledger refuses to record.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BondStatusError {
+    /// One bond backs one identity: the outpoint is already recorded for another node.
+    #[error("bond {}:{vout} already backs node {owner}: one bond backs one identity, so it gives node {claimant} nothing", txid_hex(txid))]
+    OutpointTaken {
+        /// Internal byte order (shown reversed, as bitcoind does).
+        txid: [u8; 32],
+        vout: u32,
+        owner: NodeId,
+        claimant: NodeId,
+    },
+}
+
+/// A txid as bitcoind shows it (byte order reversed).
+fn txid_hex(txid: &[u8; 32]) -> String {
+    txid.iter().rev().map(|b| format!("{b:02x}")).collect()
 }
 
 impl TrustError {
@@ -209,7 +252,8 @@ pub struct TrustReport {
     pub last_receipt_at: Option<u64>,
     /// Weight of receipts whose counterparty is the scoring node itself.
     pub local_receipt_weight_sats: u64,
-    /// Weight of receipts whose counterparty has a live bond (each counterparty capped by its bond value).
+    /// Weight of receipts whose counterparty has a live bond (each counterparty's lending capped by its bond
+    /// value in total, across every node it has receipts with, and shared in proportion).
     pub bonded_receipt_weight_sats: u64,
     /// Weight of receipts whose counterparty has no live bond (10 %, capped).
     pub unbonded_receipt_weight_sats: u64,
@@ -300,10 +344,12 @@ impl fmt::Display for TrustReport {
 #[derive(Debug, Clone, Default)]
 pub struct TrustLedger {
     local: Option<NodeId>,
-    receipts: BTreeMap<MessageId, SignedReceipt>,
-    conflicted: BTreeSet<MessageId>,
-    by_node: BTreeMap<NodeId, BTreeSet<MessageId>>,
+    receipts: BTreeMap<ReceiptKey, SignedReceipt>,
+    conflicted: BTreeSet<ReceiptKey>,
+    by_node: BTreeMap<NodeId, BTreeSet<ReceiptKey>>,
     bonds: BTreeMap<NodeId, BondStatus>,
+    /// Which node each bond outpoint (txid, vout) backs: one bond, one identity.
+    bond_owners: BTreeMap<([u8; 32], u32), NodeId>,
 }
 
 /// 2^(−age / half-life).
@@ -334,34 +380,52 @@ impl TrustLedger {
     }
 
     /// Adds a receipt after validating it at `now` (both signatures, amounts, times: `validate_receipt`).
+    ///
+    /// Receipts are keyed by (lease id, provider, buyer): only a different receipt signed by the same two
+    /// parties conflicts; one by other parties for the same lease id is held beside it.
     pub fn add_receipt(&mut self, r: SignedReceipt, now: u64) -> Result<Added, TrustError> {
         let lease_id = r.id();
         validate_receipt(&r, now).map_err(|source| TrustError::Invalid { lease_id, source })?;
-        if self.conflicted.contains(&lease_id) {
+        let key = receipt_key(&r);
+        if self.conflicted.contains(&key) {
             return Err(TrustError::Conflict { lease_id });
         }
-        if let Some(held) = self.receipts.get(&lease_id) {
+        if let Some(held) = self.receipts.get(&key) {
             if held.receipt() == r.receipt() {
                 return Ok(Added::Duplicate);
             }
-            self.conflicted.insert(lease_id);
+            self.conflicted.insert(key);
             return Err(TrustError::Conflict { lease_id });
         }
         let (provider, buyer) = (r.receipt().provider, r.receipt().buyer);
         for node in [provider, buyer] {
-            self.by_node.entry(node).or_default().insert(lease_id);
+            self.by_node.entry(node).or_default().insert(key);
         }
-        self.receipts.insert(lease_id, r);
+        self.receipts.insert(key, r);
         Ok(Added::New)
     }
 
-    /// The receipt held for a lease (a conflicted lease keeps the first one, which does not count).
-    pub fn receipt(&self, lease_id: &MessageId) -> Option<&SignedReceipt> {
-        self.receipts.get(lease_id)
+    /// The receipt held for a lease between these parties (a conflicted one keeps the first, which does not
+    /// count).
+    pub fn receipt(&self, key: &ReceiptKey) -> Option<&SignedReceipt> {
+        self.receipts.get(key)
     }
 
-    pub fn is_conflicted(&self, lease_id: &MessageId) -> bool {
-        self.conflicted.contains(lease_id)
+    /// Every receipt held with this lease id, whoever signed it (others may reuse an honest lease's id; each
+    /// counts only for its own signers).
+    pub fn receipts_for_lease<'a>(
+        &'a self,
+        lease_id: &MessageId,
+    ) -> impl Iterator<Item = &'a SignedReceipt> + 'a {
+        let lease_id = *lease_id;
+        self.receipts
+            .range((lease_id, NodeId::MIN, NodeId::MIN)..)
+            .take_while(move |(k, _)| k.0 == lease_id)
+            .map(|(_, r)| r)
+    }
+
+    pub fn is_conflicted(&self, key: &ReceiptKey) -> bool {
+        self.conflicted.contains(key)
     }
 
     /// Every receipt held naming `node` as provider or buyer, by lease id.
@@ -393,13 +457,45 @@ impl TrustLedger {
         self.receipts.is_empty()
     }
 
-    /// Records what the wallet found about `node`'s bond (replacing any earlier status).
-    pub fn set_bond(&mut self, node: NodeId, status: BondStatus) {
-        self.bonds.insert(node, status);
+    /// Records what the wallet found about `node`'s bond (replacing any earlier status of `node`).
+    ///
+    /// One bond backs one identity: if the status's outpoint is already recorded for another node, nothing
+    /// changes and [`BondStatusError::OutpointTaken`] says so; the other node keeps it (the first recorded keeps
+    /// an outpoint until its bond is removed or replaced by another outpoint).
+    pub fn set_bond(&mut self, node: NodeId, status: BondStatus) -> Result<(), BondStatusError> {
+        let outpoint = (status.txid, status.vout);
+        if let Some(owner) = self.bond_owners.get(&outpoint) {
+            if *owner != node {
+                return Err(BondStatusError::OutpointTaken {
+                    txid: status.txid,
+                    vout: status.vout,
+                    owner: *owner,
+                    claimant: node,
+                });
+            }
+        }
+        if let Some(old) = self.bonds.insert(node, status) {
+            let old = (old.txid, old.vout);
+            if old != outpoint && self.bond_owners.get(&old) == Some(&node) {
+                self.bond_owners.remove(&old);
+            }
+        }
+        self.bond_owners.insert(outpoint, node);
+        Ok(())
     }
 
     pub fn remove_bond(&mut self, node: &NodeId) -> Option<BondStatus> {
-        self.bonds.remove(node)
+        let old = self.bonds.remove(node)?;
+        let outpoint = (old.txid, old.vout);
+        if self.bond_owners.get(&outpoint) == Some(node) {
+            self.bond_owners.remove(&outpoint);
+        }
+        Some(old)
+    }
+
+    /// The node a bond outpoint backs, if recorded.
+    pub fn bond_owner(&self, txid: &[u8; 32], vout: u32) -> Option<&NodeId> {
+        self.bond_owners.get(&(*txid, vout))
     }
 
     pub fn bond(&self, node: &NodeId) -> Option<&BondStatus> {
@@ -409,7 +505,7 @@ impl TrustLedger {
     /// Forgets receipts that ended [`MAX_RECEIPT_AGE_SECS`] or more before `now` (they would be refused if
     /// they arrived now); returns how many.
     pub fn prune(&mut self, now: u64) -> usize {
-        let old: Vec<MessageId> = self
+        let old: Vec<ReceiptKey> = self
             .receipts
             .iter()
             .filter(|(_, r)| r.receipt().ended_at.saturating_add(MAX_RECEIPT_AGE_SECS) <= now)
@@ -431,6 +527,27 @@ impl TrustLedger {
         old.len()
     }
 
+    /// The weight, in whole sats, a counted receipt ending at `ended_at` with `net` sats has at `now`.
+    fn receipt_weight(net: u64, ended_at: u64, now: u64) -> u64 {
+        sats(net as f64 * decay(now.saturating_sub(ended_at)))
+    }
+
+    /// The total weight of `lender`'s counted receipts at `now`, with every node: what its bond value is
+    /// shared among.
+    fn lent_weight(&self, lender: &NodeId, now: u64) -> u128 {
+        self.by_node
+            .get(lender)
+            .into_iter()
+            .flatten()
+            .filter(|k| !self.conflicted.contains(k))
+            .filter_map(|k| self.receipts.get(k))
+            .map(|r| {
+                let r = r.receipt();
+                Self::receipt_weight(r.net_sats(), r.ended_at, now) as u128
+            })
+            .sum()
+    }
+
     /// `node`'s score at `now`, with everything that went into it (rule in the module documentation).
     pub fn score(&self, node: &NodeId, now: u64) -> TrustReport {
         let mut rep = TrustReport::anonymous(*node, now);
@@ -439,7 +556,7 @@ impl TrustLedger {
 
         let mut local = 0f64;
         let mut unbonded = 0f64;
-        let mut bonded: BTreeMap<NodeId, f64> = BTreeMap::new();
+        let mut bonded: BTreeMap<NodeId, u128> = BTreeMap::new();
         for id in self.by_node.get(node).into_iter().flatten() {
             let Some(signed) = self.receipts.get(id) else {
                 continue;
@@ -469,7 +586,8 @@ impl TrustLedger {
                 .get(&counterparty)
                 .is_some_and(BondStatus::is_live)
             {
-                *bonded.entry(counterparty).or_default() += w;
+                *bonded.entry(counterparty).or_default() +=
+                    Self::receipt_weight(net, r.ended_at, now) as u128;
             } else {
                 unbonded += w;
             }
@@ -478,8 +596,12 @@ impl TrustLedger {
         rep.bonded_receipt_weight_sats = bonded
             .iter()
             .map(|(cp, w)| {
-                let cap = self.bonds.get(cp).map_or(0, BondStatus::live_value);
-                sats(*w).min(cap)
+                // The bond value is shared among everyone `cp` lends to, in proportion to weight; rounding
+                // down keeps the shares' sum within the bond value.
+                let cap = self.bonds.get(cp).map_or(0, BondStatus::live_value) as u128;
+                let total = self.lent_weight(cp, now).max(*w);
+                let share = if total <= cap { *w } else { *w * cap / total };
+                u64::try_from(share.min(cap)).unwrap_or(u64::MAX)
             })
             .fold(0u64, u64::saturating_add);
         rep.unbonded_receipt_weight_sats =
@@ -620,7 +742,7 @@ mod tests {
     #[test]
     fn a_bonded_counterparty_vouches_for_at_most_its_bond() {
         let mut l = TrustLedger::new();
-        l.set_bond(key(1).node_id(), bond(150_000));
+        l.set_bond(key(1).node_id(), bond(150_000)).unwrap();
         l.add_receipt(receipt(1, 1, 2, 100_000, NOW), NOW).unwrap();
         let rep = l.score(&key(2).node_id(), NOW);
         assert_eq!((rep.score, rep.tier), (100_000, Tier::Established));
@@ -632,7 +754,7 @@ mod tests {
         // Once the provider's bond is spent, its receipts count like any unbonded node's.
         let mut spent = bond(150_000);
         spent.spent = true;
-        l.set_bond(key(1).node_id(), spent);
+        l.set_bond(key(1).node_id(), spent).unwrap();
         let rep = l.score(&key(2).node_id(), NOW);
         assert_eq!(rep.bonded_receipt_weight_sats, 0);
         assert_eq!(rep.unbonded_receipt_weight_sats, UNBONDED_CAP_SATS);
@@ -643,7 +765,7 @@ mod tests {
     fn a_bond_lifts_an_anonymous_node_and_a_spent_bond_does_not() {
         let mut l = TrustLedger::new();
         let me = key(5).node_id();
-        l.set_bond(me, bond(20_000));
+        l.set_bond(me, bond(20_000)).unwrap();
         let rep = l.score(&me, NOW);
         assert_eq!(
             (rep.score, rep.tier, rep.bond_value_sats),
@@ -651,7 +773,7 @@ mod tests {
         );
         let mut spent = bond(20_000);
         spent.spent = true;
-        l.set_bond(me, spent);
+        l.set_bond(me, spent).unwrap();
         assert_eq!(l.score(&me, NOW).tier, Tier::Anonymous);
         l.remove_bond(&me);
         assert_eq!(l.score(&me, NOW).bond, None);

@@ -9,9 +9,15 @@ use xov_protocol::validate::*;
 use xov_protocol::*;
 
 fn bond(value: u64) -> BondStatus {
+    bond_at(0, value)
+}
+
+/// A bond at output `vout` of the same transaction: one bond outpoint backs one identity, so each bonded
+/// node of a test needs its own.
+fn bond_at(vout: u32, value: u64) -> BondStatus {
     BondStatus {
         txid: [3; 32],
-        vout: 0,
+        vout,
         amount_sats: value,
         locktime: 1_000_000,
         value_sats: value,
@@ -33,7 +39,7 @@ fn a_receipt_with_either_signature_forged_is_rejected_and_not_counted() {
         *receipt(1, &p, &mallory, 50_000, NOW).buyer_sig(),
     );
     let mut ledger = TrustLedger::new();
-    ledger.set_bond(p.node_id(), bond(1_000_000));
+    ledger.set_bond(p.node_id(), bond(1_000_000)).unwrap();
     for (forged, signer) in [
         (not_the_provider, p.node_id()),
         (not_the_buyer, b.node_id()),
@@ -55,7 +61,7 @@ fn a_double_counted_lease_counts_for_nothing() {
     let first = receipt(1, &p, &b, 50_000, NOW);
     let inflated = receipt(1, &p, &b, 5_000_000, NOW);
     let mut ledger = TrustLedger::new();
-    ledger.set_bond(p.node_id(), bond(10_000_000));
+    ledger.set_bond(p.node_id(), bond(10_000_000)).unwrap();
     assert_eq!(ledger.add_receipt(first.clone(), NOW), Ok(Added::New));
     assert_eq!(ledger.score(&b.node_id(), NOW).score, 50_000);
     assert_eq!(
@@ -217,9 +223,9 @@ fn an_anonymous_buyer_is_refused_in_a_busy_pool_and_admitted_with_the_bond_it_wa
     let needed = refusal.bond_value_needed_sats.expect("a bond would help");
     assert!(refusal.to_string().contains(&format!("{needed} sats")));
     // A bond worth one sat less is not enough; the value named is.
-    ledger.set_bond(buyer, bond(needed - 1));
+    ledger.set_bond(buyer, bond(needed - 1)).unwrap();
     assert!(admit(&policy, &ledger.score(&buyer, NOW), 0, 0, 600, global).is_err());
-    ledger.set_bond(buyer, bond(needed));
+    ledger.set_bond(buyer, bond(needed)).unwrap();
     assert_eq!(
         admit(&policy, &ledger.score(&buyer, NOW), 0, 0, 600, global),
         Ok(())
@@ -227,14 +233,16 @@ fn an_anonymous_buyer_is_refused_in_a_busy_pool_and_admitted_with_the_bond_it_wa
     // Spending the bond takes it away again.
     let mut spent = bond(needed);
     spent.spent = true;
-    ledger.set_bond(buyer, spent);
+    ledger.set_bond(buyer, spent).unwrap();
     assert!(admit(&policy, &ledger.score(&buyer, NOW), 0, 0, 600, global).is_err());
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
-    /// More sats in any receipt, or another receipt, never lowers anyone's score.
+    /// More sats in any receipt, or another receipt, never lowers the score of the receipt's own parties.
+    /// (It may lower a third node's: a bond's lending is capped in total, so more weight with one node
+    /// shrinks the others' shares of it. Together, what bonds lend never exceeds their value.)
     #[test]
     fn score_is_monotone_in_sats(
         receipts in proptest::collection::vec(arb_signed_receipt(), 1..16),
@@ -245,8 +253,8 @@ proptest! {
         let mut more = TrustLedger::with_local(key(4).node_id());
         for (i, v) in bonded.iter().enumerate() {
             if *v > 0 {
-                base.set_bond(key(i as u8 + 1).node_id(), bond(*v));
-                more.set_bond(key(i as u8 + 1).node_id(), bond(*v));
+                base.set_bond(key(i as u8 + 1).node_id(), bond_at(i as u32, *v)).unwrap();
+                more.set_bond(key(i as u8 + 1).node_id(), bond_at(i as u32, *v)).unwrap();
             }
         }
         let i = which.index(receipts.len());
@@ -260,11 +268,15 @@ proptest! {
             let b = (1..=4).map(key).find(|k| k.node_id() == body.buyer).unwrap();
             let _ = more.add_receipt(ProviderReceipt::sign(body, &p).countersign(&b).unwrap(), NOW);
         }
-        for n in 1..=4 {
-            let node = key(n).node_id();
+        let changed = receipts[i].receipt();
+        for node in [changed.provider, changed.buyer] {
             let (a, b) = (base.score(&node, NOW), more.score(&node, NOW));
-            prop_assert!(b.score >= a.score, "node {}: {} then {}", n, a.score, b.score);
+            prop_assert!(b.score >= a.score, "node {}: {} then {}", node, a.score, b.score);
             prop_assert!(b.tier >= a.tier);
+        }
+        for l in [&base, &more] {
+            let lent: u64 = (1..=4).map(|n| l.score(&key(n).node_id(), NOW).bonded_receipt_weight_sats).sum();
+            prop_assert!(lent <= bonded.iter().sum::<u64>(), "bonds worth {:?} lent {}", bonded, lent);
         }
         // Adding a receipt never lowers a score either (unless it double-counts a lease).
         let extra_receipt = receipt(200, &key(1), &key(2), extra, NOW);
@@ -325,13 +337,13 @@ proptest! {
         let buyer = key(2).node_id();
         let mut ledger = TrustLedger::new();
         if own_bond > 0 {
-            ledger.set_bond(buyer, bond(own_bond));
+            ledger.set_bond(buyer, bond(own_bond)).unwrap();
         }
         if let Err(refusal) = admit(&policy, &ledger.score(&buyer, NOW), running, running_rate, requested, global) {
             prop_assert!(!refusal.to_string().is_empty());
             if let Some(value) = refusal.bond_value_needed_sats {
                 prop_assert!(value > own_bond);
-                ledger.set_bond(buyer, bond(value));
+                ledger.set_bond(buyer, bond(value)).unwrap();
                 prop_assert_eq!(
                     admit(&policy, &ledger.score(&buyer, NOW), running, running_rate, requested, global),
                     Ok(())
@@ -344,6 +356,101 @@ proptest! {
 #[test]
 fn the_top_tier_is_reachable_by_bond_alone() {
     let mut ledger = TrustLedger::new();
-    ledger.set_bond(key(1).node_id(), bond(TRUSTED_MIN_SCORE));
+    ledger
+        .set_bond(key(1).node_id(), bond(TRUSTED_MIN_SCORE))
+        .unwrap();
     assert_eq!(ledger.score(&key(1).node_id(), NOW).tier, Tier::Trusted);
+}
+
+#[test]
+fn a_receipt_reusing_an_honest_lease_id_under_other_keys_does_not_erase_the_honest_one() {
+    let (a, b, x, y) = (key(1), key(2), key(5), key(6));
+    let honest = receipt(1, &a, &b, 50_000, NOW);
+    // Two throwaway keys sign a receipt with the honest lease's id.
+    let fake = receipt(1, &x, &y, 9_000_000, NOW);
+    assert_eq!(fake.id(), honest.id());
+    let mut ledger = TrustLedger::new();
+    ledger.set_bond(a.node_id(), bond(1_000_000)).unwrap();
+    ledger.set_bond(b.node_id(), bond_at(1, 1_000_000)).unwrap();
+    assert_eq!(ledger.add_receipt(honest.clone(), NOW), Ok(Added::New));
+    assert_eq!(ledger.add_receipt(fake.clone(), NOW), Ok(Added::New));
+    // The honest receipt still counts for both honest parties, nothing is conflicted.
+    for n in [&a, &b] {
+        let rep = ledger.score(&n.node_id(), NOW);
+        assert_eq!(rep.conflicted_receipts, 0, "{rep:?}");
+        assert_eq!(rep.bonded_receipt_weight_sats, 50_000, "{rep:?}");
+        assert_eq!(rep.receipts_as_provider + rep.receipts_as_buyer, 1);
+    }
+    // The honest party gossiping its receipt again is not blamed for anything.
+    assert_eq!(
+        ledger.add_receipt(honest.clone(), NOW),
+        Ok(Added::Duplicate)
+    );
+    // The fake one counts only for its own (unbonded) signers, as unbonded weight.
+    let rep = ledger.score(&x.node_id(), NOW);
+    assert_eq!(
+        (
+            rep.unbonded_receipt_weight_sats,
+            rep.bonded_receipt_weight_sats
+        ),
+        (UNBONDED_CAP_SATS, 0)
+    );
+    assert_eq!(ledger.counted_receipts().count(), 2);
+    // The other order gives the same scores.
+    let mut other = TrustLedger::new();
+    other.set_bond(a.node_id(), bond(1_000_000)).unwrap();
+    other.set_bond(b.node_id(), bond_at(1, 1_000_000)).unwrap();
+    other.add_receipt(fake, NOW).unwrap();
+    other.add_receipt(honest, NOW).unwrap();
+    for n in [&a, &b, &x, &y] {
+        assert_eq!(
+            other.score(&n.node_id(), NOW),
+            ledger.score(&n.node_id(), NOW)
+        );
+    }
+}
+
+#[test]
+fn one_bonded_node_lends_at_most_its_bond_in_total_to_fifty_fake_buyers() {
+    const V: u64 = 100_000;
+    let bonded = key(1);
+    let mut ledger = TrustLedger::new();
+    ledger.set_bond(bonded.node_id(), bond(V)).unwrap();
+    let buyers: Vec<Keypair> = (0..50).map(|i| key(100 + i)).collect();
+    for (i, buyer) in buyers.iter().enumerate() {
+        ledger
+            .add_receipt(receipt(i as u8, &bonded, buyer, 5_000_000, NOW), NOW)
+            .unwrap();
+    }
+    let lent: u64 = buyers
+        .iter()
+        .map(|b| ledger.score(&b.node_id(), NOW).bonded_receipt_weight_sats)
+        .sum();
+    assert!(lent <= V, "one bond of {V} lent {lent} in total");
+    // Shared in proportion: each of the 50 equal receipts gets a fiftieth.
+    assert_eq!(
+        ledger
+            .score(&buyers[0].node_id(), NOW)
+            .bonded_receipt_weight_sats,
+        V / 50
+    );
+}
+
+#[test]
+fn a_second_identity_presenting_the_same_bond_outpoint_gets_nothing() {
+    let (owner, sybil) = (key(1).node_id(), key(2).node_id());
+    let mut ledger = TrustLedger::new();
+    ledger.set_bond(owner, bond(50_000)).unwrap();
+    assert_eq!(
+        ledger.set_bond(sybil, bond(50_000)),
+        Err(BondStatusError::OutpointTaken {
+            txid: [3; 32],
+            vout: 0,
+            owner,
+            claimant: sybil
+        })
+    );
+    assert_eq!(ledger.score(&owner, NOW).bond_value_sats, 50_000);
+    assert_eq!(ledger.score(&sybil, NOW).bond_value_sats, 0);
+    assert_eq!(ledger.score(&sybil, NOW).tier, Tier::Anonymous);
 }

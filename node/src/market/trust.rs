@@ -120,9 +120,12 @@ impl Evidence {
         Ok(self.load.observe(r))
     }
 
-    /// Records what the chain says about a node's bond.
+    /// Records what the chain says about a node's bond. One bond backs one identity: a bond outpoint already
+    /// recorded for another node is refused (logged) and gives `node` nothing.
     pub fn set_bond(&mut self, node: NodeId, status: xov_protocol::BondStatus) {
-        self.ledger.set_bond(node, status);
+        if let Err(e) = self.ledger.set_bond(node, status) {
+            tracing::warn!(%node, "bond not counted: {e}");
+        }
     }
 
     /// Forgets a bond that no longer verifies.
