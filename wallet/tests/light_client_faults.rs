@@ -99,6 +99,38 @@ fn chain(btc: &Bitcoind) {
     btc.mine(120).unwrap();
 }
 
+/// A regtest bitcoind with `blocks` mined, a temp dir, and the fault proxy in front of bitcoind; the tip.
+fn lab(blocks: u32) -> (Bitcoind, tempfile::TempDir, P2pProxy, u32) {
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
+    btc.mine(blocks).unwrap();
+    let tip = height(&btc);
+    let proxy = P2pProxy::start(btc.p2p_addr()).unwrap();
+    (btc, tempfile::tempdir().unwrap(), proxy, tip)
+}
+
+/// The fault makes the supervisor restart the client (for `reason`, if named) while the wallet is behind;
+/// once the fault is cleared the wallet reaches `tip`. Shuts the wallet and the proxy down.
+async fn restarted_then_synced(
+    w: XovWallet,
+    proxy: P2pProxy,
+    tip: u32,
+    reason: Option<StallReason>,
+) {
+    let h = health_until(&w, WAIT, |h| h.restarts >= 1)
+        .await
+        .unwrap_or_else(|| panic!("no restart: {:?}", w.chain_health()));
+    if reason.is_some() {
+        assert_eq!(h.last_restart_reason, reason, "{h:?}");
+    }
+    assert!(h.wallet_tip < tip, "{h:?}");
+    proxy.clear();
+    reaches_tip(&w, tip, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("never reached the tip: {:?}", w.chain_health()));
+    w.shutdown().await;
+    tokio::task::block_in_place(|| drop(proxy));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_lost_mid_batch_stalls_the_bare_client_and_the_supervised_one_recovers() {
     if xov_testnet::skip_e2e("light client faults") {
@@ -160,13 +192,9 @@ async fn filter_requests_the_peer_ignores_are_outlived() {
     if xov_testnet::skip_e2e("light client faults") {
         return;
     }
-    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
-    chain(&btc);
-    let tip = height(&btc);
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = P2pProxy::start(btc.p2p_addr()).unwrap();
+    let (_btc, dir, proxy, tip) = lab(120);
     // Core answers nothing to a getcfilters whose stop block its filter index has not reached: here it
-    // never even sees them.
+    // never even sees them, until the index "catches up" (the rule is cleared).
     proxy.drop(ToUpstream, "getcfilters");
     let w = open(dir.path(), "ignored", proxy.local_addr(), tuning()).await;
     assert!(tokio::task::block_in_place(|| proxy.wait_seen(
@@ -175,17 +203,7 @@ async fn filter_requests_the_peer_ignores_are_outlived() {
         1,
         WAIT
     )));
-    let h = health_until(&w, WAIT, |h| h.restarts >= 1)
-        .await
-        .unwrap_or_else(|| panic!("no restart: {:?}", w.chain_health()));
-    assert!(h.wallet_tip < tip);
-    // The index catches up.
-    proxy.clear();
-    reaches_tip(&w, tip, WAIT)
-        .await
-        .unwrap_or_else(|| panic!("never reached the tip: {:?}", w.chain_health()));
-    w.shutdown().await;
-    tokio::task::block_in_place(|| drop(proxy));
+    restarted_then_synced(w, proxy, tip, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,11 +211,7 @@ async fn a_peers_version_is_not_a_connection() {
     if xov_testnet::skip_e2e("light client faults") {
         return;
     }
-    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
-    btc.mine(5).unwrap();
-    let tip = height(&btc);
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = P2pProxy::start(btc.p2p_addr()).unwrap();
+    let (_btc, dir, proxy, tip) = lab(5);
     // The peer's version arrives, then nothing: its verack and its answers are held.
     proxy.hold(ToClient, "verack");
     proxy.hold(ToClient, "headers");
@@ -208,17 +222,7 @@ async fn a_peers_version_is_not_a_connection() {
     // The peer's version arrived (the library reports "connections met"), yet no handshake completed.
     let h = w.chain_health();
     assert_eq!(h.state, ChainState::Connecting, "{h:?}");
-    let h = health_until(&w, WAIT, |h| h.restarts >= 1)
-        .await
-        .unwrap_or_else(|| panic!("no restart: {:?}", w.chain_health()));
-    assert_eq!(h.last_restart_reason, Some(StallReason::NoPeer), "{h:?}");
-    assert!(h.wallet_tip < tip);
-    proxy.clear();
-    reaches_tip(&w, tip, WAIT)
-        .await
-        .unwrap_or_else(|| panic!("never reached the tip: {:?}", w.chain_health()));
-    w.shutdown().await;
-    tokio::task::block_in_place(|| drop(proxy));
+    restarted_then_synced(w, proxy, tip, Some(StallReason::NoPeer)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
