@@ -246,6 +246,25 @@ impl XovWallet {
     }
 
     /// Whether the wallet sees this txid confirmed (depth ≥ 1), unconfirmed, or not at all.
+    /// The transaction that replaced `txid`, if `txid` is no longer in the wallet's view (replaced by a fee
+    /// bump, here or before a restart) and a transaction the wallet holds spends one of its inputs. Lets a
+    /// caller that recorded the first txid follow the payment to the one that confirms.
+    pub fn replacement_of(&self, txid: &str) -> Option<String> {
+        let txid = Txid::from_str(txid.trim()).ok()?;
+        let g = self.lock();
+        if g.wallet.get_tx(txid).is_some() {
+            return None;
+        }
+        let graph = g.wallet.tx_graph();
+        let old = graph.get_tx(txid)?;
+        old.input
+            .iter()
+            .flat_map(|i| graph.outspends(i.previous_output).iter())
+            .filter(|t| **t != txid)
+            .find(|t| g.wallet.get_tx(**t).is_some())
+            .map(|t| t.to_string())
+    }
+
     pub fn tx_status(&self, txid: &str) -> TxStatus {
         let Ok(txid) = Txid::from_str(txid.trim()) else {
             return TxStatus::Unknown;

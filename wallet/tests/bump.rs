@@ -99,6 +99,8 @@ async fn a_low_fee_payment_is_bumped_and_confirms() {
         "bitcoind has the replacement, with the fee the wallet reports"
     );
     assert_eq!(mempool_fee_sat(&btc, &old), None, "and not the original");
+    assert_eq!(provider.replacement_of(&old), Some(bumped.new_txid.clone()));
+    assert_eq!(provider.replacement_of(&bumped.new_txid), None);
     // Recorded at once: the wallet sees the replacement and not the original.
     assert_eq!(provider.tx_status(&bumped.new_txid), TxStatus::Unconfirmed);
     assert_eq!(provider.tx_status(&old), TxStatus::Unknown);
@@ -141,6 +143,13 @@ async fn a_low_fee_payment_is_bumped_and_confirms() {
     );
     assert_eq!(reopened.tx_status(&old), TxStatus::Unknown);
     assert_eq!(reopened.tx_status(&first.old_txid), TxStatus::Unknown);
+    // A caller that recorded the first txid follows it to the one that confirmed, after a restart too.
+    for replaced in [&old, &first.old_txid] {
+        assert_eq!(
+            reopened.replacement_of(replaced),
+            Some(bumped.new_txid.clone())
+        );
+    }
     reopened.shutdown().await;
     customer.shutdown().await;
 }
@@ -245,6 +254,8 @@ async fn a_payment_stuck_for_n_blocks_is_bumped_automatically() {
         "bitcoind has the replacement, at the higher fee"
     );
     assert_eq!(mempool_fee_sat(&btc, &old), None, "and not the original");
+    assert_eq!(provider.replacement_of(&old), Some(bumped.new_txid.clone()));
+    assert_eq!(provider.replacement_of(&bumped.new_txid), None);
     // Idempotent at one height: the replacement starts its own count.
     assert!(provider.bump_stuck(2).await.is_empty(), "same height");
 

@@ -648,6 +648,31 @@ impl LeaseEngine {
         })
     }
 
+    /// Buyer: payments of a lease the wallet no longer holds because a fee bump replaced them (also one made
+    /// before a restart, whose event was lost): the lease follows the replacement.
+    fn follow_replacements(self: &Arc<Self>, id: &str) {
+        let Some(w) = self.wallet.as_ref() else {
+            return;
+        };
+        let Some(l) = self.get(id) else {
+            return;
+        };
+        let known: Vec<String> = l
+            .sent
+            .iter()
+            .flat_map(|p| p.txids())
+            .map(|t| t.to_string())
+            .collect();
+        for p in &l.sent {
+            let old = p.txid.clone();
+            if let Some(new) = w.replacement_of(&old) {
+                if !known.contains(&new) {
+                    self.drive(id, Input::Replaced { old, new });
+                }
+            }
+        }
+    }
+
     /// Buyer: the wallet's view of this node's payments for a lease, as the machine's input.
     fn confirmations_of(&self, id: &str) -> Option<Input> {
         let w = self.wallet.as_ref()?;
@@ -682,6 +707,7 @@ impl LeaseEngine {
     /// Feeds every live buyer lease the wallet's view of its payments.
     fn feed_confirmations(self: &Arc<Self>) {
         for id in self.paying_buyer_ids() {
+            self.follow_replacements(&id);
             if let Some(i) = self.confirmations_of(&id) {
                 self.drive(&id, i);
             }
