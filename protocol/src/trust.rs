@@ -796,6 +796,55 @@ mod tests {
     }
 
     #[test]
+    fn a_bond_outpoint_is_freed_when_its_owner_drops_or_moves_it() {
+        let (a, b) = (key(1).node_id(), key(2).node_id());
+        let mut l = TrustLedger::new();
+        l.set_bond(a, bond(10_000)).unwrap();
+        assert!(matches!(
+            l.set_bond(b, bond(10_000)),
+            Err(BondStatusError::OutpointTaken { owner, claimant, .. }) if owner == a && claimant == b
+        ));
+        assert_eq!(l.bond(&b), None);
+        // The owner re-checking its own bond (spent now) is no claim by another node.
+        let mut spent = bond(10_000);
+        spent.spent = true;
+        l.set_bond(a, spent).unwrap();
+        assert_eq!(l.bond_owner(&[9; 32], 0), Some(&a));
+        // Moving to another outpoint frees the old one.
+        let mut other = bond(10_000);
+        other.vout = 1;
+        l.set_bond(a, other.clone()).unwrap();
+        l.set_bond(b, bond(10_000)).unwrap();
+        assert_eq!(l.score(&b, NOW).bond_value_sats, 10_000);
+        // So does dropping it.
+        l.remove_bond(&b);
+        assert_eq!(l.bond_owner(&[9; 32], 0), None);
+        let err = l.set_bond(b, other).unwrap_err();
+        assert!(
+            err.to_string().contains("one bond backs one identity"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn receipts_of_one_lease_id_by_other_parties_are_held_apart() {
+        let mut l = TrustLedger::new();
+        let honest = receipt(1, 1, 2, 1000, NOW);
+        l.add_receipt(honest.clone(), NOW).unwrap();
+        l.add_receipt(receipt(1, 5, 6, 9000, NOW), NOW).unwrap();
+        l.add_receipt(receipt(2, 1, 2, 1000, NOW), NOW).unwrap();
+        assert_eq!(l.receipts_for_lease(&MessageId([1; 32])).count(), 2);
+        assert_eq!(l.receipt(&receipt_key(&honest)), Some(&honest));
+        // The same parties signing another receipt for the lease conflict only that pair's receipt.
+        assert!(l.add_receipt(receipt(1, 1, 2, 2000, NOW), NOW).is_err());
+        assert!(l.is_conflicted(&receipt_key(&honest)));
+        assert!(!l.is_conflicted(&receipt_key(&receipt(1, 5, 6, 9000, NOW))));
+        assert_eq!(l.counted_receipts().count(), 2);
+        assert_eq!(l.prune(NOW + MAX_RECEIPT_AGE_SECS), 3);
+        assert!(l.is_empty() && !l.is_conflicted(&receipt_key(&honest)));
+    }
+
+    #[test]
     fn tiers_follow_the_documented_thresholds() {
         assert_eq!(Tier::for_score(0), Tier::Anonymous);
         assert_eq!(Tier::for_score(BASIC_MIN_SCORE - 1), Tier::Anonymous);

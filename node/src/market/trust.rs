@@ -198,6 +198,40 @@ mod tests {
     }
 
     #[test]
+    fn a_receipt_by_other_keys_reusing_a_lease_id_erases_nothing_and_blames_no_one() {
+        let now = 1_800_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let me = Keypair::generate(&mut OsRng);
+        let (p, b) = (Keypair::generate(&mut OsRng), Keypair::generate(&mut OsRng));
+        let (x, y) = (Keypair::generate(&mut OsRng), Keypair::generate(&mut OsRng));
+        let honest = receipt(&p, &b, 1, 5000, now);
+        {
+            let mut e =
+                Evidence::load(me.node_id(), Store::open(dir.path()).unwrap(), now).unwrap();
+            e.accept_receipt(honest.clone(), now).unwrap();
+            assert_eq!(
+                e.accept_receipt(receipt(&x, &y, 1, 900_000, now), now)
+                    .unwrap(),
+                Added::New
+            );
+            // The honest node gossiping its receipt again is not at fault.
+            assert_eq!(e.accept_receipt(honest, now).unwrap(), Added::Duplicate);
+        }
+        let e = Evidence::load(me.node_id(), Store::open(dir.path()).unwrap(), now).unwrap();
+        let r = e.report(&b.node_id(), now);
+        assert_eq!(
+            (r.receipts_as_buyer, r.conflicted_receipts),
+            (1, 0),
+            "{r:?}"
+        );
+        assert_eq!(e.sync_items(&honest_pool(), 10).len(), 2);
+    }
+
+    fn honest_pool() -> PoolId {
+        public_charter(Chain::REGTEST).body().pool_id()
+    }
+
+    #[test]
     fn receipts_and_double_counts_survive_a_restart() {
         let now = 1_800_000_000;
         let dir = tempfile::tempdir().unwrap();
