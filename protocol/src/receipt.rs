@@ -224,7 +224,8 @@ impl SignedReceipt {
         &self.buyer_sig
     }
 
-    /// The lease id: a lease has one receipt, so this is what the trust ledger keys receipts by.
+    /// The lease id. The trust ledger keys receipts by it together with the provider and the buyer
+    /// (`trust::ReceiptKey`): anyone can put any lease id in a receipt, so it only ever speaks for its signers.
     pub fn id(&self) -> MessageId {
         self.receipt.lease_id
     }

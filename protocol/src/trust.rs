@@ -30,9 +30,10 @@
 //!   receipt counts, whatever order they arrived in. The same receipt again is a [`Added::Duplicate`],
 //!   never an error, so whoever re-gossips an honest receipt is not blamed.
 //! * One bond outpoint backs one identity: the first node id recorded for an outpoint keeps it, and
-//!   [`TrustLedger::set_bond`] refuses the same outpoint for another node id ([`BondStatusError::OutpointTaken`]),
-//!   which so gets no bond value from it. The outpoint is freed when its owner's bond is removed or replaced
-//!   by another outpoint.
+//!   [`TrustLedger::set_bond`] refuses the same outpoint for another node id
+//!   ([`BondStatusError::OutpointTaken`]), which so gets no bond value from it. The outpoint is freed when
+//!   its owner's bond is removed or replaced by another outpoint. (Only the bond key's holder can bind a
+//!   bond to a node id, so being first cannot steal someone else's bond.)
 //! * The bonded weight all nodes get from one bonded counterparty adds up to at most its bond value (above).
 
 use std::collections::{BTreeMap, BTreeSet};
