@@ -34,8 +34,11 @@ async fn scenario(kind: Source) {
 
     let funding = owner.new_address().unwrap();
     tokio::task::block_in_place(|| btc.mine_to(101, &funding).unwrap());
-    until(&mut rx, "owner funded", || {
-        owner.balance().confirmed_sat > 0
+    // At the chain's tip, not just funded: the light client may report a tip short of it first (the
+    // coinbase already counts one block before), and the bond's height below is reckoned from this tip.
+    let chain_tip = tokio::task::block_in_place(|| btc.height().unwrap()) as u32;
+    until(&mut rx, "owner funded, at the chain's tip", || {
+        owner.balance().confirmed_sat > 0 && owner.tip_height() == chain_tip
     })
     .await;
 
