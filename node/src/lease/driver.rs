@@ -304,6 +304,16 @@ pub fn cloud_error(e: xov_provisioner::ProvisionError) -> CloudError {
 }
 
 /// A refund's persisted transaction, as the wallet broadcasts it.
+/// A signed transaction from the wallet, as the lease record keeps it (the inverse of [`signed_tx`]).
+fn persisted_tx(t: xov_wallet::SignedTx) -> RefundTx {
+    RefundTx {
+        txid: t.txid,
+        raw_hex: t.raw_hex,
+        fee_sat: t.fee_sat,
+        sent_sat: t.sent_sat,
+    }
+}
+
 fn signed_tx(tx: RefundTx) -> xov_wallet::SignedTx {
     xov_wallet::SignedTx {
         txid: tx.txid,
@@ -543,12 +553,7 @@ impl LeaseEngine {
                 let result = w
                     .build_payout(&address, value_sat, None)
                     .await
-                    .map(|t| RefundTx {
-                        txid: t.txid,
-                        raw_hex: t.raw_hex,
-                        fee_sat: t.fee_sat,
-                        sent_sat: t.sent_sat,
-                    })
+                    .map(persisted_tx)
                     .map_err(refund_error);
                 Some(Input::RefundBuilt { id: rid, result })
             }
@@ -577,12 +582,7 @@ impl LeaseEngine {
                         Some(rate),
                     )
                     .await
-                    .map(|t| RefundTx {
-                        txid: t.txid,
-                        raw_hex: t.raw_hex,
-                        fee_sat: t.fee_sat,
-                        sent_sat: t.sent_sat,
-                    })
+                    .map(persisted_tx)
                     .map_err(slice_error);
                 Some(Input::SliceBuilt { n, result })
             }
