@@ -340,7 +340,8 @@ pub fn order_one_vcpu(buyer: &Daemon, ssh_key: &Path, extra: &[&str]) -> Value {
     buyer.json(&args)
 }
 
-/// Mines 101 blocks to a node's wallet and waits until the wallet sees them.
+/// Mines 101 blocks to a node's wallet and waits until the wallet sees them, up to the chain's tip (a
+/// wallet a few blocks behind would count blocks it has yet to see against what it sends next).
 pub fn fund(node: &Daemon, btc: &Bitcoind) {
     let addr = node.json(&["wallet", "address"])["address"]
         .as_str()
@@ -350,7 +351,10 @@ pub fn fund(node: &Daemon, btc: &Bitcoind) {
     let funded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         eventually("buyer funded", WAIT, || {
             let b = node.json(&["wallet", "balance"]);
-            if b["confirmed_sat"].as_u64().unwrap_or(0) > 0 {
+            let tip = btc.height().map_err(|e| e.to_string())?;
+            if b["confirmed_sat"].as_u64().unwrap_or(0) > 0
+                && b["tip_height"].as_u64().unwrap_or(0) >= tip
+            {
                 Ok(())
             } else {
                 Err(b.to_string())
