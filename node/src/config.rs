@@ -344,6 +344,11 @@ pub struct NetworkConfig {
     pub peer_rate_per_sec: u32,
     /// Burst allowance on top of the rate.
     pub peer_burst: u32,
+    /// Gossip messages per second one origin identity (the signing author, whoever relays it) may have
+    /// accepted; the excess is dropped without blaming the relays.
+    pub origin_rate_per_sec: u32,
+    /// Burst allowance per origin: covers a provider republishing all its offers at once.
+    pub origin_burst: u32,
     /// Pools joined on first start (names or ids); later joins and leaves are remembered in the database.
     pub pools: Vec<String>,
 }
@@ -360,6 +365,8 @@ impl Default for NetworkConfig {
             target_peers: 8,
             peer_rate_per_sec: 200,
             peer_burst: 2000,
+            origin_rate_per_sec: 20,
+            origin_burst: 400,
             pools: vec![xov_protocol::PUBLIC_POOL_NAME.to_string()],
         }
     }

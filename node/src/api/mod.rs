@@ -65,6 +65,9 @@ impl From<MarketError> for ApiError {
             MarketError::AmbiguousPool(_) => (StatusCode::CONFLICT, "ambiguous_pool"),
             MarketError::Replayed { .. } => (StatusCode::CONFLICT, "replayed"),
             MarketError::OtherChain { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "other_chain"),
+            MarketError::CharterTableFull { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "charter_table_full")
+            }
         };
         ApiError::new(status, code, e.to_string())
     }

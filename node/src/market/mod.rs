@@ -44,6 +44,10 @@ pub enum MarketError {
     AmbiguousPool(String),
     #[error("replayed: sequence {got} is older than sequence {have}, which has been out for over {REPLAY_GRACE_SECS} s")]
     Replayed { have: u64, got: u64 },
+    /// This node holds [`MAX_CHARTERS`] charters and none of them is idle: a new one is not kept (no blame:
+    /// it is not the sender's doing).
+    #[error("this node already holds {max} pool charters, none of them idle")]
+    CharterTableFull { max: usize },
     /// A charter or offer of another bitcoin network: this node is not in that market. Dropped quietly.
     #[error("for {theirs}, this node is on {ours}")]
     OtherChain { ours: Chain, theirs: Chain },
@@ -52,6 +56,10 @@ pub enum MarketError {
 /// How long after a newer version of an offer was created an older one may still arrive honestly (messages
 /// crossing in the network). Later than that, an old version is a replay and its sender is penalised.
 pub const REPLAY_GRACE_SECS: u64 = 60;
+
+/// Most pool charters a node keeps. Charters cost nothing to make, so past this a new one takes the place of
+/// the idle charter heard most recently (not joined, no offers here); pools in use are never dropped.
+pub const MAX_CHARTERS: usize = 4096;
 
 impl MarketError {
     /// Whether the sender of the message is to blame (a forged, malformed or rule-breaking message), as
@@ -63,7 +71,10 @@ impl MarketError {
                 *now > expires_at.saturating_add(REPLAY_GRACE_SECS)
             }
             MarketError::Invalid(e) => !e.is_benign(),
-            MarketError::TooManyOffers { .. } | MarketError::Replayed { .. } => true,
+            // An older version of an offer or an offer over the pool's cap is valid data that an honest
+            // relay or a restarted node may still hold (the book keeps the newest version either way): it is
+            // dropped, not blamed.
+            MarketError::TooManyOffers { .. } | MarketError::Replayed { .. } => false,
             _ => false,
         }
     }
@@ -142,6 +153,9 @@ pub struct Market {
     chain: Chain,
     book: OfferBook,
     pools: BTreeMap<PoolId, Signed<PoolCharter>>,
+    /// When each charter was heard, as a sequence number (charters loaded at start: 0).
+    charter_heard: HashMap<PoolId, u64>,
+    charter_seq: u64,
     joined: BTreeSet<PoolId>,
     /// Live withdrawals, kept to hand to peers that sync (the book keeps only their effect).
     withdrawals: HashMap<OfferKey, Signed<OfferWithdrawal>>,
@@ -176,6 +190,8 @@ impl Market {
             chain,
             book: OfferBook::new(),
             pools: BTreeMap::new(),
+            charter_heard: HashMap::new(),
+            charter_seq: 0,
             joined: BTreeSet::new(),
             withdrawals: HashMap::new(),
             unlisted: BTreeMap::new(),
@@ -191,6 +207,7 @@ impl Market {
             if c.body().chain != chain {
                 report.other_chain += 1;
             } else if validate_charter(&c, now).is_ok() {
+                m.charter_heard.insert(c.body().pool_id(), 0);
                 m.pools.insert(c.body().pool_id(), c);
             } else {
                 report.rejected += 1;
@@ -350,9 +367,67 @@ impl Market {
         if self.pools.contains_key(&id) {
             return Ok(false);
         }
-        self.store.put_pool(&c)?;
+        let own = c.body().founder == self.key.node_id();
+        if self.pools.len() >= MAX_CHARTERS && !own {
+            // Full: the idle charter heard most recently makes room; with none idle, the newcomer waits.
+            let Some(evict) = self.newest_idle_charter() else {
+                return Err(MarketError::CharterTableFull { max: MAX_CHARTERS });
+            };
+            self.store.delete_pool(&evict)?;
+            self.pools.remove(&evict);
+            self.charter_heard.remove(&evict);
+        }
+        if own {
+            self.store.put_pool(&c)?;
+        } else {
+            self.store.put_relayed_pool(&c)?;
+        }
+        self.charter_seq += 1;
+        self.charter_heard.insert(id, self.charter_seq);
         self.pools.insert(id, c);
         Ok(true)
+    }
+
+    /// The charter that may be dropped to make room: not joined, not the public pool, not ours, no offer in
+    /// the book; of those, the one heard last (charters loaded at start count as heard first).
+    fn newest_idle_charter(&self) -> Option<PoolId> {
+        let public = public_charter(self.chain).body().pool_id();
+        let me = self.key.node_id();
+        self.charter_heard
+            .iter()
+            .filter(|(id, _)| {
+                **id != public
+                    && !self.joined.contains(*id)
+                    && self.pools.get(*id).is_some_and(|c| c.body().founder != me)
+                    && self.book.iter_pool(id).next().is_none()
+            })
+            .max_by_key(|(_, seq)| **seq)
+            .map(|(id, _)| *id)
+    }
+
+    /// One page of the charters this node knows, in pool-id order after `after`: at most `limit` charters and
+    /// about `max_bytes` of them (at least one), and the id to ask after next when there are more.
+    pub fn charters_page(
+        &self,
+        after: Option<PoolId>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (Vec<Vec<u8>>, Option<PoolId>) {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut last = None;
+        for (id, c) in self.pools.range((lower, Bound::Unbounded)) {
+            let raw = c.to_bytes();
+            if !out.is_empty() && (out.len() >= limit || bytes + raw.len() > max_bytes) {
+                return (out, last);
+            }
+            bytes += raw.len();
+            last = Some(*id);
+            out.push(raw);
+        }
+        (out, None)
     }
 
     /// Founds a pool on this node's chain with this node as founder, and joins it.

@@ -5,6 +5,13 @@
 //! through the same [`Market`] path as local ones (validate, persist, index), and gossipsub forwards a
 //! message only after that path accepted it.
 //!
+//! Abuse (each policy in its own file): gossip is rate-limited per connected peer (`rate_limit.rs`, a
+//! generous cap against raw floods) and per origin identity (`origin.rs`: the signing author, so honest
+//! relays are not blamed for others' volume); only what an honest relay would never pass on (undecodable,
+//! forged, invalid) counts against the peer (`scoring.rs`: decaying penalties, bans that disconnect and
+//! escalate, gossipsub's graylist turned into a ban); sync answers are checked against their request and
+//! bounded in pages (`sync.rs`); serving sync is rate-limited per peer; every per-party map is bounded.
+//!
 //! Chains: the node is on its market's chain. It hears only its chain's charters topic and its chain's pools'
 //! topics, asks and serves book sync only within its chain, and drops whatever of another chain still
 //! reaches it quietly (counted in [`GossipStats::other_chain`], never penalised); only a message that
@@ -12,6 +19,7 @@
 
 pub mod behaviour;
 pub mod lease_wire;
+pub mod origin;
 pub mod rate_limit;
 pub mod scoring;
 pub mod sync;
@@ -38,14 +46,22 @@ use crate::clock::unix_now;
 use crate::config::NetworkConfig;
 use crate::market::{Market, MarketError};
 use behaviour::{Behaviour, BehaviourEvent};
+use rate_limit::RateLimiter;
 use scoring::Reputation;
-use sync::{SyncRequest, SyncResponse};
+use sync::{Checked, SyncRequest, SyncResponse};
 use topics::{charters_topic, classify, pool_topic, TopicKind};
 
 /// How long start-up waits for the listeners to report their addresses.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often own offers are checked for refresh, and discovery runs when below the target peer count.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(2);
+/// Sync requests one peer may make: a burst covering a full resync of a few pools, then one a second.
+const SYNC_SERVE_RATE_PER_SEC: u32 = 1;
+const SYNC_SERVE_BURST: u32 = 64;
+/// Most keys each rate limiter holds (see `rate_limit.rs` for what happens past it).
+const MAX_LIMITER_KEYS: usize = 50_000;
+/// Most round-trip times remembered; past it, those of disconnected peers are forgotten.
+const MAX_LATENCIES: usize = 4096;
 
 #[derive(Debug, Error)]
 pub enum NetworkError {
@@ -74,8 +90,17 @@ pub struct GossipStats {
     pub rejected: u64,
     /// Messages dropped without blame: duplicates, stale sequences, pools we do not carry.
     pub ignored: u64,
-    /// Messages dropped because their sender exceeded its rate limit.
+    /// Messages dropped because their relay or their origin exceeded its rate limit.
     pub rate_limited: u64,
+    /// Sync requests not served because the asking peer exceeded its rate.
+    #[serde(default)]
+    pub sync_refused: u64,
+    /// Sync answers that broke the protocol (wrong pool, no progress, over-long): dropped whole.
+    #[serde(default)]
+    pub sync_faults: u64,
+    /// Peers banned (disconnected and refused for a while).
+    #[serde(default)]
+    pub bans: u64,
     /// Offers and withdrawals received through sync that were accepted.
     pub synced: u64,
     /// Charters, offers and sync answers of another bitcoin network, dropped without blame.
@@ -404,7 +429,13 @@ pub async fn start(
         next_token: 0,
         swarm,
         market,
-        rate: rate_limit::RateLimiter::new(cfg.peer_rate_per_sec, cfg.peer_burst),
+        rate: RateLimiter::new(cfg.peer_rate_per_sec, cfg.peer_burst, MAX_LIMITER_KEYS),
+        origin_rate: RateLimiter::new(
+            cfg.origin_rate_per_sec,
+            cfg.origin_burst,
+            MAX_LIMITER_KEYS,
+        ),
+        sync_rate: RateLimiter::new(SYNC_SERVE_RATE_PER_SEC, SYNC_SERVE_BURST, MAX_LIMITER_KEYS),
         reputation: Reputation::default(),
         stats: GossipStats::default(),
         target_peers: cfg.target_peers,
@@ -467,6 +498,8 @@ fn subscribe(swarm: &mut Swarm<Behaviour>, topic: &IdentTopic) {
 enum Verdict {
     Accept,
     Ignore,
+    /// Its origin is over its rate: dropped, nobody blamed.
+    RateLimited,
     /// Of another chain: dropped without blame, counted apart.
     OtherChain,
     Reject(String),
@@ -496,13 +529,19 @@ struct Runner {
     next_token: u64,
     swarm: Swarm<Behaviour>,
     market: Arc<RwLock<Market>>,
-    rate: rate_limit::RateLimiter,
+    /// Gossip per connected peer (a cap against raw floods).
+    rate: RateLimiter<PeerId>,
+    /// Gossip per origin identity.
+    origin_rate: RateLimiter<NodeId>,
+    /// Sync requests served per peer.
+    sync_rate: RateLimiter<PeerId>,
     reputation: Reputation,
     stats: GossipStats,
     target_peers: usize,
     /// (peer, pool) pairs already pulled on this connection.
     synced: HashSet<(PeerId, PoolId)>,
-    requests: HashMap<OutboundRequestId, PeerId>,
+    /// Sync requests in flight: to whom, what was asked, and which page of its sync this is.
+    requests: HashMap<OutboundRequestId, (PeerId, SyncRequest, u32)>,
     node_ids: HashMap<PeerId, NodeId>,
     listen_addrs: Vec<Multiaddr>,
     ticks: u64,
@@ -517,10 +556,20 @@ impl Runner {
     /// Validates and applies one message received on `topic` (gossip) or through sync (`topic` = None, the
     /// pool named by the caller). Every path into the market from the network goes through here.
     fn apply(&mut self, topic: Option<TopicKind>, data: &[u8]) -> Verdict {
-        let msg = match AnyMessage::from_bytes(data) {
-            Ok(m) => m,
-            Err(e) => return Verdict::Reject(format!("undecodable: {e}")),
-        };
+        match AnyMessage::from_bytes(data) {
+            Ok(m) => self.apply_msg(topic, m),
+            Err(e) => Verdict::Reject(format!("undecodable: {e}")),
+        }
+    }
+
+    fn apply_msg(&mut self, topic: Option<TopicKind>, msg: AnyMessage) -> Verdict {
+        if let Some(TopicKind::Pool(p)) = topic {
+            // Only pools this node carries: nothing of another pool is stored (it would escape the pool's
+            // per-provider caps).
+            if !self.joined(&p) {
+                return Verdict::Ignore;
+            }
+        }
         let now = unix_now();
         let Ok(mut m) = self.market.write() else {
             return Verdict::Ignore;
@@ -587,10 +636,29 @@ impl Runner {
     }
 
     fn penalise(&mut self, peer: &PeerId, points: u32) {
-        if self.reputation.penalise(peer, points, Instant::now()) {
-            warn!(%peer, "peer banned for misbehaviour");
-            let _ = self.swarm.disconnect_peer_id(*peer);
+        if let Some(ban) = self.reputation.penalise(peer, points, Instant::now()) {
+            self.banned(peer, ban, "penalty over the threshold");
         }
+    }
+
+    fn banned(&mut self, peer: &PeerId, ban: scoring::Banned, why: &str) {
+        warn!(%peer, secs = ban.length.as_secs(), reason = why, "peer banned: disconnected and refused");
+        self.stats.bans += 1;
+        let _ = self.swarm.disconnect_peer_id(*peer);
+    }
+
+    /// Decodes a gossiped message and checks its author's signature, then charges its origin: a forgery
+    /// is the relay's fault, an origin over its rate is dropped without blaming the relay.
+    fn admit_gossip(&mut self, data: &[u8]) -> Result<AnyMessage, Verdict> {
+        let msg = AnyMessage::from_bytes(data)
+            .map_err(|e| Verdict::Reject(format!("undecodable: {e}")))?;
+        let Some(origin) = origin::verified_origin(&msg) else {
+            return Err(Verdict::Reject("signature does not verify".into()));
+        };
+        if !self.origin_rate.allow(&origin, Instant::now()) {
+            return Err(Verdict::RateLimited);
+        }
+        Ok(msg)
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, msg: gossipsub::Message) {
@@ -599,7 +667,16 @@ impl Runner {
             self.penalise(&source, scoring::PENALTY_FLOOD);
             MessageAcceptance::Ignore
         } else {
-            match self.apply(classify(&msg.topic, &self.chain), &msg.data) {
+            let topic = classify(&msg.topic, &self.chain);
+            let verdict = match self.admit_gossip(&msg.data) {
+                Ok(m) => self.apply_msg(topic, m),
+                Err(v) => v,
+            };
+            match verdict {
+                Verdict::RateLimited => {
+                    self.stats.rate_limited += 1;
+                    MessageAcceptance::Ignore
+                }
                 Verdict::Accept => {
                     self.stats.accepted += 1;
                     MessageAcceptance::Accept
@@ -626,40 +703,61 @@ impl Runner {
             .report_message_validation_result(&id, &source, acceptance);
     }
 
+    fn send_sync(&mut self, peer: PeerId, req: SyncRequest, page: u32) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, req.clone());
+        self.requests.insert(id, (peer, req, page));
+    }
+
     fn request_sync(&mut self, peer: PeerId, pool: PoolId) {
         if self.synced.insert((peer, pool)) {
-            let id = self.swarm.behaviour_mut().sync.send_request(
-                &peer,
-                SyncRequest::Book {
-                    chain: self.chain,
-                    pool: pool.0,
-                    after: None,
-                },
-            );
-            self.requests.insert(id, peer);
+            let req = SyncRequest::Book {
+                chain: self.chain,
+                pool: pool.0,
+                after: None,
+            };
+            self.send_sync(peer, req, 0);
         }
     }
 
-    fn on_sync_request(&mut self, req: SyncRequest) -> SyncResponse {
+    /// The answer to a peer's sync request, or `None` when the peer is over its rate (the request is dropped
+    /// unanswered, which closes its stream).
+    fn on_sync_request(&mut self, peer: &PeerId, req: SyncRequest) -> Option<SyncResponse> {
+        if !self.sync_rate.allow(peer, Instant::now()) {
+            self.stats.sync_refused += 1;
+            self.penalise(peer, scoring::PENALTY_FLOOD);
+            return None;
+        }
         if req.chain() != self.chain {
             // A peer of another network: it gets nothing of ours, and is not blamed for asking.
-            return SyncResponse::OtherChain { chain: self.chain };
+            return Some(SyncResponse::OtherChain { chain: self.chain });
         }
-        let Ok(m) = self.market.read() else {
-            return SyncResponse::Charters(Vec::new());
-        };
-        match req {
-            SyncRequest::Charters { .. } => {
-                SyncResponse::Charters(m.pools().map(|c| c.to_bytes()).collect())
+        let m = self.market.read().ok()?;
+        Some(match req {
+            SyncRequest::Charters { after, .. } => {
+                let (charters, next) = m.charters_page(
+                    after.map(PoolId),
+                    sync::CHARTER_PAGE,
+                    sync::CHARTER_PAGE_BYTES,
+                );
+                SyncResponse::Charters {
+                    charters,
+                    next: next.map(|p| p.0),
+                }
             }
             SyncRequest::Book { pool, after, .. } => {
                 let p = sync::pool_of(pool);
-                let page = m.sync_page(&p, after, sync::PAGE);
-                let evidence = if after.is_none() && m.joined().contains(&p) {
+                let mut page = m.sync_page(&p, after, sync::PAGE);
+                let mut evidence = if after.is_none() && m.joined().contains(&p) {
                     m.evidence().sync_items(&p, sync::MAX_SYNC_RECEIPTS)
                 } else {
                     Vec::new()
                 };
+                evidence.truncate(sync::MAX_SYNC_EVIDENCE);
+                page.withdrawals.truncate(sync::MAX_SYNC_WITHDRAWALS);
                 SyncResponse::Book {
                     pool,
                     offers: page.offers,
@@ -668,16 +766,31 @@ impl Runner {
                     evidence,
                 }
             }
-        }
+        })
     }
 
-    fn on_sync_response(&mut self, peer: PeerId, resp: SyncResponse) {
-        match resp {
-            SyncResponse::OtherChain { chain } => {
+    fn on_sync_response(&mut self, peer: PeerId, id: OutboundRequestId, resp: SyncResponse) {
+        let Some((asked, req, page)) = self.requests.remove(&id) else {
+            return;
+        };
+        if asked != peer {
+            return;
+        }
+        let checked = match sync::check_response(&req, page, resp) {
+            Ok(c) => c,
+            Err(fault) => {
+                debug!(%peer, %fault, "sync answer breaks the protocol; dropped");
+                self.stats.sync_faults += 1;
+                self.penalise(&peer, scoring::PENALTY_BAD_SYNC);
+                return;
+            }
+        };
+        match checked {
+            Checked::OtherChain(chain) => {
                 debug!(%peer, theirs = %chain, ours = %self.chain, "peer trades on another chain; nothing synced");
                 self.stats.other_chain += 1;
             }
-            SyncResponse::Charters(items) => {
+            Checked::Charters { items, next } => {
                 for c in items {
                     match self.apply(Some(TopicKind::Charters), &c) {
                         Verdict::Reject(why) => {
@@ -685,27 +798,21 @@ impl Runner {
                             self.penalise(&peer, scoring::PENALTY_INVALID);
                         }
                         Verdict::OtherChain => self.stats.other_chain += 1,
-                        Verdict::Accept | Verdict::Ignore => {}
+                        Verdict::Accept | Verdict::Ignore | Verdict::RateLimited => {}
                     }
                 }
+                if let Some(next) = next {
+                    self.send_sync(peer, next, page + 1);
+                }
             }
-            SyncResponse::Book {
-                pool,
-                offers,
-                withdrawals,
-                next,
-                evidence,
-            } => {
-                let pool = sync::pool_of(pool);
-                // Withdrawals first, so that a withdrawn offer in the same page stays out.
-                for item in withdrawals
-                    .iter()
-                    .chain(offers.iter())
-                    .chain(evidence.iter())
-                {
+            Checked::Book { pool, items, next } => {
+                if !self.joined(&pool) {
+                    return;
+                }
+                for item in &items {
                     match self.apply(Some(TopicKind::Pool(pool)), item) {
                         Verdict::Accept => self.stats.synced += 1,
-                        Verdict::Ignore => {}
+                        Verdict::Ignore | Verdict::RateLimited => {}
                         Verdict::OtherChain => self.stats.other_chain += 1,
                         Verdict::Reject(why) => {
                             debug!(%peer, reason = %why, "bad offer in sync");
@@ -713,16 +820,8 @@ impl Runner {
                         }
                     }
                 }
-                if let Some(after) = next {
-                    let id = self.swarm.behaviour_mut().sync.send_request(
-                        &peer,
-                        SyncRequest::Book {
-                            chain: self.chain,
-                            pool: pool.0,
-                            after: Some(after),
-                        },
-                    );
-                    self.requests.insert(id, peer);
+                if let Some(next) = next {
+                    self.send_sync(peer, next, page + 1);
                 }
             }
         }
@@ -779,13 +878,11 @@ impl Runner {
                             }
                         }
                         Some(TopicKind::Charters) => {
-                            let chain = self.chain;
-                            let id = self
-                                .swarm
-                                .behaviour_mut()
-                                .sync
-                                .send_request(&peer_id, SyncRequest::Charters { chain });
-                            self.requests.insert(id, peer_id);
+                            let req = SyncRequest::Charters {
+                                chain: self.chain,
+                                after: None,
+                            };
+                            self.send_sync(peer_id, req, 0);
                         }
                         _ => {}
                     }
@@ -797,16 +894,15 @@ impl Runner {
                     request_response::Message::Request {
                         request, channel, ..
                     } => {
-                        let resp = self.on_sync_request(request);
-                        let _ = self.swarm.behaviour_mut().sync.send_response(channel, resp);
+                        // Unanswered (over its rate), the channel is dropped and the peer's stream closed.
+                        if let Some(resp) = self.on_sync_request(&peer, request) {
+                            let _ = self.swarm.behaviour_mut().sync.send_response(channel, resp);
+                        }
                     }
                     request_response::Message::Response {
                         request_id,
                         response,
-                    } => {
-                        self.requests.remove(&request_id);
-                        self.on_sync_response(peer, response);
-                    }
+                    } => self.on_sync_response(peer, request_id, response),
                 },
                 request_response::Event::OutboundFailure {
                     peer,
@@ -927,8 +1023,15 @@ impl Runner {
                 num_established: 0,
                 ..
             } => {
+                // Rate buckets are kept (a reconnect does not refill them); they go once refilled.
                 self.synced.retain(|(p, _)| *p != peer_id);
-                self.rate.forget(&peer_id);
+                self.node_ids.remove(&peer_id);
+                self.requests.retain(|_, (p, _, _)| *p != peer_id);
+                if let (Some(id), Ok(mut l)) = (node_id_of(&peer_id), self.latencies.write()) {
+                    if l.len() > MAX_LATENCIES {
+                        l.remove(&id);
+                    }
+                }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 let full = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
@@ -963,8 +1066,39 @@ impl Runner {
         let _ = self.swarm.dial(peer);
     }
 
+    /// Turns gossipsub's graylist into a ban: a graylisted peer's messages are dropped unread, so our own
+    /// penalties would never grow again while it stays connected and keeps probing.
+    fn ban_graylisted(&mut self) {
+        let now = Instant::now();
+        let graylisted: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| {
+                self.swarm
+                    .behaviour()
+                    .gossipsub
+                    .peer_score(p)
+                    .is_some_and(|s| s < scoring::GRAYLIST_THRESHOLD)
+            })
+            .copied()
+            .collect();
+        for p in graylisted {
+            if let Some(ban) = self.reputation.ban(&p, now) {
+                self.banned(&p, ban, "gossipsub graylisted it");
+            } else if self.reputation.is_banned(&p, now) {
+                let _ = self.swarm.disconnect_peer_id(p);
+            }
+        }
+    }
+
     fn maintain(&mut self) {
         self.ticks += 1;
+        let now = Instant::now();
+        self.ban_graylisted();
+        self.rate.prune(now);
+        self.origin_rate.prune(now);
+        self.sync_rate.prune(now);
+        self.reputation.prune(now);
         let joined: Vec<PoolId> = self
             .market
             .read()
@@ -1115,6 +1249,7 @@ impl Runner {
         let mut peers: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
         peers.extend(topics.keys().copied());
         peers.extend(self.node_ids.keys().copied());
+        peers.extend(self.reputation.peers());
         let mut out: Vec<PeerView> = peers
             .into_iter()
             .map(|p| PeerView {
@@ -1122,7 +1257,7 @@ impl Runner {
                 node_id: self.node_ids.get(&p).map(|n| n.to_string()),
                 connected: self.swarm.is_connected(&p),
                 gossip_score: g.peer_score(&p),
-                penalty: self.reputation.penalty(&p),
+                penalty: self.reputation.penalty(&p, now),
                 banned: self.reputation.is_banned(&p, now),
                 pools: topics.remove(&p).unwrap_or_default(),
             })

@@ -1,25 +1,52 @@
 //! Book sync: a request-response pull so that late joiners and restarted nodes get a pool's current book
-//! (gossipsub only carries what is published while a node listens). Everything received is validated exactly
-//! like gossip; the book's supersession rules make repeated or overlapping pages harmless.
+//! and the pools' charters (gossipsub only carries what is published while a node listens). Everything
+//! received is validated exactly like gossip; the book's supersession rules make repeated or overlapping
+//! pages harmless.
 //!
-//! Invariants: every request names the requester's chain, and a node serves only requests for its own
-//! ([`SyncResponse::OtherChain`] otherwise, no penalty either way: a peer of another network is no crime).
-//! Version 2 (`/xov/sync/2`): requests name their chain, and the messages inside are of encoding version 2;
-//! a node that speaks only `/xov/sync/1` does not sync with this one.
+//! Invariants:
+//! - Every request names the requester's chain, and a node serves only requests for its own
+//!   ([`SyncResponse::OtherChain`] otherwise, no penalty either way: a peer of another network is no crime).
+//! - An answer is read against the request it answers ([`check_response`]), never on its own word: the pool
+//!   is the one asked for, the kind is the one asked for, a page holds at most its limit, only a first page
+//!   carries evidence, and a `next` must lie strictly after the page's start. Breaking any of these is the
+//!   answering peer's fault ([`SyncFault`]), and nothing of that answer is applied.
+//! - A sync of one pool (or of the charters) from one peer follows at most [`MAX_BOOK_PAGES`]
+//!   ([`MAX_CHARTER_PAGES`]) pages, so a peer cannot keep us paging forever.
+//! - Charters travel in pages too (by count and by bytes), so however many exist, every page fits far
+//!   below the codec's 10 MiB response limit and a new node learns every pool.
+//!
+//! Version 3 (`/xov/sync/3`): charters are paged. A node that speaks only `/xov/sync/2` does not sync with
+//! this one (it still gossips).
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 use xov_protocol::{Chain, OfferKey, PoolId};
 
-pub const PROTOCOL: &str = "/xov/sync/2";
+pub const PROTOCOL: &str = "/xov/sync/3";
 /// Offers per page; a page stays far below the codec's response limit.
 pub const PAGE: usize = 512;
+/// Withdrawals handed over with a pool's first page.
+pub const MAX_SYNC_WITHDRAWALS: usize = 4096;
 /// Receipts handed over with a pool's first page: the newest ones, far below the response limit.
 pub const MAX_SYNC_RECEIPTS: usize = 2048;
+/// Items of evidence (receipts, then bond proofs) on a first page; a server truncates to it.
+pub const MAX_SYNC_EVIDENCE: usize = 2 * MAX_SYNC_RECEIPTS;
+/// Charters per page (at most 10 KiB each).
+pub const CHARTER_PAGE: usize = 64;
+/// Bytes of charters per page.
+pub const CHARTER_PAGE_BYTES: usize = 512 * 1024;
+/// Pages followed in one sync of one pool from one peer (`PAGE` offers each).
+pub const MAX_BOOK_PAGES: u32 = 256;
+/// Pages followed in one sync of the charters from one peer: twice what a node keeps.
+pub const MAX_CHARTER_PAGES: u32 = (2 * crate::market::MAX_CHARTERS / CHARTER_PAGE) as u32;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncRequest {
-    /// Every pool charter of `chain` the peer knows.
-    Charters { chain: Chain },
+    /// A page of the pool charters of `chain` the peer knows, in pool-id order after `after`.
+    Charters {
+        chain: Chain,
+        after: Option<[u8; 32]>,
+    },
     /// A page of a pool's book, after the given key (from the start when `None`).
     Book {
         chain: Chain,
@@ -32,14 +59,18 @@ impl SyncRequest {
     /// The chain the requester trades on.
     pub fn chain(&self) -> Chain {
         match self {
-            SyncRequest::Charters { chain } | SyncRequest::Book { chain, .. } => *chain,
+            SyncRequest::Charters { chain, .. } | SyncRequest::Book { chain, .. } => *chain,
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SyncResponse {
-    Charters(Vec<Vec<u8>>),
+    Charters {
+        charters: Vec<Vec<u8>>,
+        /// Ask again after this pool id for more.
+        next: Option<[u8; 32]>,
+    },
     Book {
         pool: [u8; 32],
         offers: Vec<Vec<u8>>,
@@ -58,4 +89,299 @@ pub enum SyncResponse {
 
 pub fn pool_of(raw: [u8; 32]) -> PoolId {
     PoolId(raw)
+}
+
+/// How a sync answer broke the protocol: the answering peer's fault.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SyncFault {
+    #[error("answered a {asked} request with a {got} page")]
+    WrongKind {
+        asked: &'static str,
+        got: &'static str,
+    },
+    #[error("asked for pool {asked}, got a page of pool {got}")]
+    WrongPool { asked: PoolId, got: PoolId },
+    #[error("{what}: {got} items, at most {max} per page")]
+    TooLong {
+        what: &'static str,
+        got: usize,
+        max: usize,
+    },
+    #[error("evidence on a page other than the first")]
+    EvidenceNotFirst,
+    #[error("the next page would start at or before this one")]
+    NoProgress,
+}
+
+/// A checked answer: what to apply, and what to ask next (if anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// The peer trades on another chain.
+    OtherChain(Chain),
+    Charters {
+        items: Vec<Vec<u8>>,
+        next: Option<SyncRequest>,
+    },
+    Book {
+        pool: PoolId,
+        /// Withdrawals first, so that a withdrawn offer in the same page stays out; then offers, evidence.
+        items: Vec<Vec<u8>>,
+        next: Option<SyncRequest>,
+    },
+}
+
+fn too_long(what: &'static str, got: usize, max: usize) -> Result<(), SyncFault> {
+    if got > max {
+        Err(SyncFault::TooLong { what, got, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks `resp` against the request `req` it answers, the `page`th of this sync (0 = first). The follow-up
+/// request is `None` when the peer says there is no more or the sync reached its page limit.
+pub fn check_response(
+    req: &SyncRequest,
+    page: u32,
+    resp: SyncResponse,
+) -> Result<Checked, SyncFault> {
+    let kind = |r: &SyncResponse| match r {
+        SyncResponse::Charters { .. } => "charters",
+        SyncResponse::Book { .. } => "book",
+        SyncResponse::OtherChain { .. } => "other-chain",
+    };
+    match (req, resp) {
+        (_, SyncResponse::OtherChain { chain }) => Ok(Checked::OtherChain(chain)),
+        (SyncRequest::Charters { chain, after }, SyncResponse::Charters { charters, next }) => {
+            too_long("charters", charters.len(), CHARTER_PAGE)?;
+            let next = match next {
+                Some(n) if after.is_some_and(|a| n <= a) => return Err(SyncFault::NoProgress),
+                Some(n) if page + 1 < MAX_CHARTER_PAGES => Some(SyncRequest::Charters {
+                    chain: *chain,
+                    after: Some(n),
+                }),
+                _ => None,
+            };
+            Ok(Checked::Charters {
+                items: charters,
+                next,
+            })
+        }
+        (
+            SyncRequest::Book {
+                chain,
+                pool: asked,
+                after,
+            },
+            SyncResponse::Book {
+                pool,
+                offers,
+                withdrawals,
+                next,
+                evidence,
+            },
+        ) => {
+            if pool != *asked {
+                return Err(SyncFault::WrongPool {
+                    asked: PoolId(*asked),
+                    got: PoolId(pool),
+                });
+            }
+            too_long("offers", offers.len(), PAGE)?;
+            too_long("withdrawals", withdrawals.len(), MAX_SYNC_WITHDRAWALS)?;
+            if after.is_some() && !(evidence.is_empty() && withdrawals.is_empty()) {
+                return Err(SyncFault::EvidenceNotFirst);
+            }
+            too_long("evidence", evidence.len(), MAX_SYNC_EVIDENCE)?;
+            let next = match next {
+                Some(n) if after.is_some_and(|a| n <= a) => return Err(SyncFault::NoProgress),
+                Some(n) if page + 1 < MAX_BOOK_PAGES => Some(SyncRequest::Book {
+                    chain: *chain,
+                    pool: *asked,
+                    after: Some(n),
+                }),
+                _ => None,
+            };
+            let items = withdrawals
+                .into_iter()
+                .chain(offers)
+                .chain(evidence)
+                .collect();
+            Ok(Checked::Book {
+                pool: PoolId(pool),
+                items,
+                next,
+            })
+        }
+        (req, resp) => Err(SyncFault::WrongKind {
+            asked: match req {
+                SyncRequest::Charters { .. } => "charters",
+                SyncRequest::Book { .. } => "book",
+            },
+            got: kind(&resp),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> OfferKey {
+        OfferKey {
+            provider: xov_protocol::Keypair::from_secret_bytes(&[n; 32]).node_id(),
+            offer_id: n as u64,
+        }
+    }
+
+    fn book_req(after: Option<OfferKey>) -> SyncRequest {
+        SyncRequest::Book {
+            chain: Chain::REGTEST,
+            pool: [1; 32],
+            after,
+        }
+    }
+
+    fn page(pool: [u8; 32], offers: usize, next: Option<OfferKey>, evidence: usize) -> SyncResponse {
+        SyncResponse::Book {
+            pool,
+            offers: vec![vec![0]; offers],
+            withdrawals: Vec::new(),
+            next,
+            evidence: vec![vec![0]; evidence],
+        }
+    }
+
+    #[test]
+    fn answers_are_read_against_their_request() {
+        let (k1, k2) = {
+            let (a, b) = (key(1), key(2));
+            if a < b {
+                (a, b)
+            } else {
+                (b, a)
+            }
+        };
+        struct Case {
+            name: &'static str,
+            req: SyncRequest,
+            page: u32,
+            resp: SyncResponse,
+            want: Result<Option<SyncRequest>, SyncFault>,
+        }
+        let cases = [
+            Case {
+                name: "a first page with more to come asks for the next",
+                req: book_req(None),
+                page: 0,
+                resp: page([1; 32], PAGE, Some(k1), 10),
+                want: Ok(Some(book_req(Some(k1)))),
+            },
+            Case {
+                name: "the last page ends the sync",
+                req: book_req(Some(k1)),
+                page: 3,
+                resp: page([1; 32], 3, None, 0),
+                want: Ok(None),
+            },
+            Case {
+                name: "a page of another pool than asked is the peer's fault",
+                req: book_req(None),
+                page: 0,
+                resp: page([2; 32], 1, None, 0),
+                want: Err(SyncFault::WrongPool {
+                    asked: PoolId([1; 32]),
+                    got: PoolId([2; 32]),
+                }),
+            },
+            Case {
+                name: "a next that does not move forward is the peer's fault",
+                req: book_req(Some(k2)),
+                page: 1,
+                resp: page([1; 32], 1, Some(k1), 0),
+                want: Err(SyncFault::NoProgress),
+            },
+            Case {
+                name: "a next equal to the start is no progress either",
+                req: book_req(Some(k1)),
+                page: 1,
+                resp: page([1; 32], 1, Some(k1), 0),
+                want: Err(SyncFault::NoProgress),
+            },
+            Case {
+                name: "an over-long page is the peer's fault",
+                req: book_req(None),
+                page: 0,
+                resp: page([1; 32], PAGE + 1, None, 0),
+                want: Err(SyncFault::TooLong {
+                    what: "offers",
+                    got: PAGE + 1,
+                    max: PAGE,
+                }),
+            },
+            Case {
+                name: "evidence rides on the first page only",
+                req: book_req(Some(k1)),
+                page: 1,
+                resp: page([1; 32], 1, None, 1),
+                want: Err(SyncFault::EvidenceNotFirst),
+            },
+            Case {
+                name: "paging stops at the page limit however far next points",
+                req: book_req(Some(k1)),
+                page: MAX_BOOK_PAGES - 1,
+                resp: page([1; 32], PAGE, Some(k2), 0),
+                want: Ok(None),
+            },
+            Case {
+                name: "a charters answer to a book request is the peer's fault",
+                req: book_req(None),
+                page: 0,
+                resp: SyncResponse::Charters {
+                    charters: Vec::new(),
+                    next: None,
+                },
+                want: Err(SyncFault::WrongKind {
+                    asked: "book",
+                    got: "charters",
+                }),
+            },
+            Case {
+                name: "charters page on, strictly forward",
+                req: SyncRequest::Charters {
+                    chain: Chain::REGTEST,
+                    after: Some([5; 32]),
+                },
+                page: 1,
+                resp: SyncResponse::Charters {
+                    charters: vec![vec![0]; CHARTER_PAGE],
+                    next: Some([9; 32]),
+                },
+                want: Ok(Some(SyncRequest::Charters {
+                    chain: Chain::REGTEST,
+                    after: Some([9; 32]),
+                })),
+            },
+            Case {
+                name: "charters that page backwards are the peer's fault",
+                req: SyncRequest::Charters {
+                    chain: Chain::REGTEST,
+                    after: Some([5; 32]),
+                },
+                page: 1,
+                resp: SyncResponse::Charters {
+                    charters: vec![vec![0]],
+                    next: Some([5; 32]),
+                },
+                want: Err(SyncFault::NoProgress),
+            },
+        ];
+        for c in cases {
+            let got = check_response(&c.req, c.page, c.resp).map(|ok| match ok {
+                Checked::Book { next, .. } | Checked::Charters { next, .. } => next,
+                Checked::OtherChain(_) => None,
+            });
+            assert_eq!(got, c.want, "{}", c.name);
+        }
+    }
 }

@@ -203,6 +203,19 @@ impl Store {
         self.put(CF_POOLS, id.as_bytes(), &charter.to_bytes())
     }
 
+    /// A charter heard from the network: written without waiting for the disk (lost in a crash, it is learnt
+    /// again from any peer), so charter spam cannot turn into a stream of fsyncs.
+    pub fn put_relayed_pool(&self, charter: &Signed<PoolCharter>) -> Result<(), StoreError> {
+        let id: PoolId = charter.body().pool_id();
+        self.db
+            .put_cf(self.cf(CF_POOLS), id.as_bytes(), charter.to_bytes())?;
+        Ok(())
+    }
+
+    pub fn delete_pool(&self, pool: &PoolId) -> Result<(), StoreError> {
+        self.delete(CF_POOLS, pool.as_bytes())
+    }
+
     pub fn pools(&self) -> Result<Loaded<Signed<PoolCharter>>, StoreError> {
         self.load(CF_POOLS, |b| Signed::from_bytes(b).ok())
     }
