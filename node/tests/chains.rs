@@ -103,7 +103,10 @@ async fn a_regtest_node_refuses_signet_orders_and_sync_and_drops_signet_charters
     let charter_bytes = charter.to_bytes();
     // Asked for charters (it will be, once we subscribe), the signet peer answers with its signet charter, as
     // a peer that does not check the requester's chain would.
-    let answer = move |_: &SyncRequest| SyncResponse::Charters(vec![charter_bytes.clone()]);
+    let answer = move |_: &SyncRequest| SyncResponse::Charters {
+        charters: vec![charter_bytes.clone()],
+        next: None,
+    };
 
     // 1. An order for signet, from the buyer it names, to this provider: refused as WrongChain.
     let order = Signed::sign(
@@ -162,6 +165,7 @@ async fn a_regtest_node_refuses_signet_orders_and_sync_and_drops_signet_charters
     for req in [
         SyncRequest::Charters {
             chain: Chain::SIGNET,
+            after: None,
         },
         SyncRequest::Book {
             chain: Chain::SIGNET,

@@ -129,7 +129,10 @@ async fn serve(
                         next: None,
                         evidence: Vec::new(),
                     },
-                    SyncRequest::Charters { .. } => SyncResponse::Charters(Vec::new()),
+                    SyncRequest::Charters { .. } => SyncResponse::Charters {
+                        charters: Vec::new(),
+                        next: None,
+                    },
                 };
                 let _ = swarm.behaviour_mut().sync.send_response(channel, resp);
             }

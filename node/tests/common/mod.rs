@@ -2,3 +2,5 @@
 #![allow(unused_imports)]
 
 pub use xov_testnet::node::*;
+
+pub mod adversary;

@@ -1,0 +1,461 @@
+//! A public pool under attack: real `xov` daemons on 127.0.0.1, attacked over real libp2p sockets by in-test
+//! peers built from the node's own network code (`common/adversary.rs`). Each test is one attack from
+//! issue 15 and checks what an honest user depends on afterwards.
+//!
+//! `cargo test -p xov-node --test abuse -- --nocapture` also prints
+//! `abuse: identities=N rss_growth_bytes_per_identity=X` (memory under throwaway identities).
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::adversary::{Adversary, SyncScript};
+use common::*;
+use serde_json::Value;
+use xov_node::network::sync::{SyncRequest, MAX_BOOK_PAGES};
+use xov_protocol::{
+    public_charter, Chain, Keypair, LoadReport, NodeId, PoolCharter, PoolId, PoolRules,
+    PublishPolicy, Signed,
+};
+
+const CONVERGE: Duration = Duration::from_secs(90);
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn public() -> PoolId {
+    public_charter(Chain::REGTEST).body().pool_id()
+}
+
+fn gossip(d: &Daemon) -> Value {
+    d.json(&["status"])["network"]["gossip"].clone()
+}
+
+fn peer_view(d: &Daemon, peer: &libp2p::PeerId) -> Option<Value> {
+    let id = peer.to_string();
+    d.json(&["peers"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == id.as_str())
+        .cloned()
+}
+
+/// A throwaway identity: a fresh key from a counter (cheap to make by the hundred thousand).
+fn throwaway(n: u64) -> Keypair {
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&n.to_be_bytes());
+    secret[8] = 0xAB;
+    Keypair::from_secret_bytes(&secret)
+}
+
+fn wait_stat(d: &Daemon, what: &str, name: &str, at_least: u64) -> u64 {
+    tokio::task::block_in_place(|| {
+        eventually(what, CONVERGE, || {
+            let g = gossip(d);
+            match g[name].as_u64() {
+                Some(n) if n >= at_least => Ok(n),
+                _ => Err(g.to_string()),
+            }
+        })
+    })
+}
+
+fn start(dir: &tempfile::TempDir, boot: &[String], toml: &str) -> Daemon {
+    if !toml.is_empty() {
+        std::fs::write(dir.path().join("xov.toml"), toml).unwrap();
+    }
+    tokio::task::block_in_place(|| {
+        Daemon::start_with(dir.path(), &[("XOV_NETWORK_BOOTSTRAP", boot.join(","))])
+    })
+}
+
+/// Attack 5: sync answers are read against the request. A page of another pool, a `next` that does not move
+/// forward, or paging without end: the first two are refused and their peer penalised, the last is cut off
+/// at the page limit; the node still serves and syncs honestly afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_answers_for_another_pool_without_progress_or_without_end_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "");
+    for script in [SyncScript::WrongPool, SyncScript::NoProgress] {
+        let before = gossip(&a)["sync_faults"].as_u64().unwrap();
+        let bad = Adversary::connect_with(&a.bootstrap(), public(), script).await;
+        wait_stat(
+            &a,
+            &format!("{script:?} answer counted as a sync fault"),
+            "sync_faults",
+            before + 1,
+        );
+        let p = tokio::task::block_in_place(|| peer_view(&a, &bad.peer_id)).expect("peer known");
+        assert!(p["penalty"].as_u64().unwrap() > 0, "{script:?}: {p}");
+        // Nothing more was asked of it than the pages up to the fault.
+        assert!(bad.sync_requests.load(Ordering::SeqCst) <= 2, "{script:?}");
+    }
+
+    // Endless paging: the node follows at most MAX_BOOK_PAGES pages of one pool from one peer.
+    let endless = Adversary::connect_with(&a.bootstrap(), public(), SyncScript::Endless).await;
+    tokio::task::block_in_place(|| {
+        eventually("the node pages up to its limit", CONVERGE, || {
+            match endless.sync_requests.load(Ordering::SeqCst) {
+                n if n >= MAX_BOOK_PAGES as u64 => Ok(()),
+                n => Err(format!("{n} pages asked")),
+            }
+        })
+    });
+    // A later request on another topic is a barrier: the node handled the last page before it.
+    endless.subscribe_charters();
+    tokio::task::block_in_place(|| {
+        eventually("the node asks for charters", CONVERGE, || {
+            match endless.sync_requests.load(Ordering::SeqCst) {
+                n if n > MAX_BOOK_PAGES as u64 => Ok(()),
+                n => Err(format!("{n} requests")),
+            }
+        })
+    });
+    assert_eq!(
+        endless.sync_requests.load(Ordering::SeqCst),
+        MAX_BOOK_PAGES as u64 + 1,
+        "book pages plus the one charters request, nothing after the limit"
+    );
+}
+
+/// Attack 5 (serving): a peer asking for sync pages in a tight loop gets a burst answered, then nothing
+/// until its rate allows, and is penalised for the excess; others are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_sync_is_rate_limited_per_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "");
+    let greedy = Adversary::connect(&a.bootstrap(), public()).await;
+    let req = SyncRequest::Book {
+        chain: Chain::REGTEST,
+        pool: public().0,
+        after: None,
+    };
+    let mut answered = 0;
+    let mut refused = 0;
+    for _ in 0..200 {
+        match greedy.sync(req.clone()).await {
+            Ok(_) => answered += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(refused > 0, "answered all {answered}");
+    assert!(answered >= 64, "the burst is served: {answered}");
+    // Past its rate the excess is refused (and held against it: a peer that keeps on is banned).
+    assert!(gossip(&a)["sync_refused"].as_u64().unwrap() > 0);
+    let polite = Adversary::connect(&a.bootstrap(), public()).await;
+    assert!(polite.sync(req).await.is_ok(), "another peer is served");
+}
+
+fn big_charter(founder: &Keypair, n: u64) -> Signed<PoolCharter> {
+    let publishers: Vec<NodeId> = (0..xov_protocol::pool::MAX_PUBLISHERS as u64)
+        .map(|i| throwaway(1_000_000 + i).node_id())
+        .collect();
+    Signed::sign(
+        PoolCharter {
+            name: format!("spam-{n:0>58}"),
+            founder: founder.node_id(),
+            created_at: now(),
+            rules: PoolRules {
+                publish: PublishPolicy::AllowList(publishers),
+                ..PoolRules::default()
+            },
+            chain: Chain::REGTEST,
+        },
+        founder,
+    )
+}
+
+/// Attack 6: 2,000 maximum-size charters from throwaway founders (over 10 MiB together) do not stop a new
+/// node from learning every pool, the legitimate one included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_still_learns_every_pool_after_two_thousand_spam_charters() {
+    const SPAM: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "");
+    let legit = tokio::task::block_in_place(|| a.json(&["pool", "create", "legit"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spammer = Adversary::connect(&a.bootstrap(), public()).await;
+    spammer.subscribe_charters();
+    let charters: Vec<Vec<u8>> = (0..SPAM)
+        .map(|n| big_charter(&throwaway(n), n).to_bytes())
+        .collect();
+    let total: usize = charters.iter().map(|c| c.len()).sum();
+    assert!(total > 10 * 1024 * 1024, "{total} bytes of charters");
+    let accepted_before = gossip(&a)["accepted"].as_u64().unwrap();
+    for c in charters {
+        spammer.publish(
+            xov_node::network::topics::charters_topic(&Chain::REGTEST),
+            c,
+        );
+    }
+    wait_stat(
+        &a,
+        "the spam charters reached the node",
+        "accepted",
+        accepted_before + SPAM,
+    );
+    let pools = |d: &Daemon| -> Vec<String> {
+        d.json(&["pool", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let held = tokio::task::block_in_place(|| pools(&a)).len();
+    assert!(held as u64 > SPAM, "{held}");
+
+    let late_dir = tempfile::tempdir().unwrap();
+    let late = start(&late_dir, &[a.bootstrap()], "");
+    tokio::task::block_in_place(|| {
+        eventually("the new node learns every pool", CONVERGE, || {
+            let got = pools(&late);
+            if got.contains(&legit) && got.len() == held {
+                Ok(())
+            } else {
+                Err(format!("{} pools, legit: {}", got.len(), got.contains(&legit)))
+            }
+        })
+    });
+}
+
+/// Attack 7: limits apply to the origin, not the relay. A relay passing on many parties' messages is never
+/// penalised for their number; one origin over its rate is cut off through whichever relay it uses, and
+/// the relay is not blamed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_relay_is_not_blamed_for_volume_and_one_origin_is_limited_whoever_relays_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "");
+    let relay = Adversary::connect(&a.bootstrap(), public()).await;
+    let t = now();
+    let report = |k: &Keypair, at: u64| {
+        Signed::sign(
+            LoadReport {
+                provider: k.node_id(),
+                pool: public(),
+                running_leases: 0,
+                running_sats_per_hour: 0,
+                at,
+            },
+            k,
+        )
+        .to_bytes()
+    };
+    // 1,500 parties, one message each, through one relay.
+    let before = gossip(&a);
+    for n in 0..1_500 {
+        relay.send(report(&throwaway(10_000 + n), t));
+    }
+    let seen = |g: &Value| {
+        ["accepted", "ignored", "rejected", "rate_limited"]
+            .iter()
+            .map(|k| g[*k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let base = seen(&before);
+    tokio::task::block_in_place(|| {
+        eventually("the node handled every message", CONVERGE, || {
+            let g = gossip(&a);
+            if seen(&g) >= base + 1_500 {
+                Ok(())
+            } else {
+                Err(g.to_string())
+            }
+        })
+    });
+    let g = gossip(&a);
+    assert_eq!(
+        g["rate_limited"], before["rate_limited"],
+        "no party was over its rate: {g}"
+    );
+    let p = tokio::task::block_in_place(|| peer_view(&a, &relay.peer_id)).unwrap();
+    assert_eq!(p["penalty"], 0, "{p}");
+    assert_eq!(p["banned"], false, "{p}");
+
+    // One party, 2,000 distinct messages (a second apart in its own clock), through two other relays.
+    let loud = throwaway(99);
+    let (first, second) = (
+        Adversary::connect(&a.bootstrap(), public()).await,
+        Adversary::connect(&a.bootstrap(), public()).await,
+    );
+    let before = gossip(&a);
+    let started = std::time::Instant::now();
+    for i in 0..2_000u64 {
+        let r = report(&loud, t - 1_700 + i);
+        if i % 2 == 0 {
+            first.send(r)
+        } else {
+            second.send(r)
+        }
+    }
+    let base = seen(&before);
+    tokio::task::block_in_place(|| {
+        eventually("the node handled the loud party", CONVERGE, || {
+            let g = gossip(&a);
+            if seen(&g) >= base + 2_000 {
+                Ok(())
+            } else {
+                Err(g.to_string())
+            }
+        })
+    });
+    let g = gossip(&a);
+    let limited = g["rate_limited"].as_u64().unwrap() - before["rate_limited"].as_u64().unwrap();
+    // The origin's burst (400) and its rate (20/s) over the time it took are all it gets.
+    let allowed = 400 + 20 * (started.elapsed().as_secs() + 1);
+    assert!(
+        limited >= 2_000u64.saturating_sub(allowed),
+        "the loud origin was cut off ({limited} dropped, {allowed} allowed): {g}"
+    );
+    assert!(limited > 0, "{g}");
+    for r in [&relay, &first, &second] {
+        let p = tokio::task::block_in_place(|| peer_view(&a, &r.peer_id)).unwrap();
+        assert_eq!(p["penalty"], 0, "relays are not blamed: {p}");
+    }
+}
+
+/// Attack 9: a peer sending garbage is disconnected and banned, and while the ban runs it cannot come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spammer_is_disconnected_and_refused_while_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "");
+    let spammer = Adversary::connect(&a.bootstrap(), public()).await;
+    for i in 0..200u32 {
+        let mut junk = vec![1u8, 1, 0, 0, 0, 4];
+        junk.extend_from_slice(&i.to_be_bytes());
+        junk.extend_from_slice(&[0u8; 64]);
+        spammer.send(junk);
+    }
+    tokio::task::block_in_place(|| {
+        eventually("the spammer is banned and disconnected", CONVERGE, || {
+            let p = peer_view(&a, &spammer.peer_id).ok_or("unknown")?;
+            if p["banned"] == true && p["connected"] == false {
+                Ok(())
+            } else {
+                Err(p.to_string())
+            }
+        })
+    });
+    assert!(gossip(&a)["bans"].as_u64().unwrap() >= 1);
+    let closed = spammer.closed.load(Ordering::SeqCst);
+    assert!(closed >= 1);
+    // It dials again: the connection is closed as soon as it is made.
+    if spammer.redial().await {
+        tokio::task::block_in_place(|| {
+            eventually("the banned peer's new connection is closed", CONVERGE, || {
+                match spammer.closed.load(Ordering::SeqCst) {
+                    n if n > closed => Ok(()),
+                    n => Err(format!("{n} closed")),
+                }
+            })
+        });
+    }
+    let p = tokio::task::block_in_place(|| peer_view(&a, &spammer.peer_id)).unwrap();
+    assert_eq!(p["connected"], false, "{p}");
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// Attacks 3 and 8: 100,000 throwaway identities each gossip a load report claiming a huge load. The pool
+/// still admits anonymous buyers (only providers with live offers report), and the node's memory stays
+/// flat: nothing is kept per identity that sent nothing the node had reason to keep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throwaway_identities_neither_close_the_pool_nor_grow_memory() {
+    const IDENTITIES: u64 = 100_000;
+    const WARM_UP: u64 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    // The per-relay cap is lifted so that the flood measures what the node keeps, not what it drops.
+    let a = start(
+        &dir,
+        &[],
+        "[network]\npeer_rate_per_sec = 1000000\npeer_burst = 1000000\n",
+    );
+    let anonymous = |d: &Daemon| -> u64 {
+        let someone = throwaway(7_777_777).node_id().to_string();
+        d.json(&["trust", "show", &someone, "--pool", "public"])["limits"]
+            ["max_concurrent_leases"]
+            .as_u64()
+            .unwrap()
+    };
+    let open = tokio::task::block_in_place(|| anonymous(&a));
+    assert!(open > 0);
+    let relays = [
+        Adversary::connect(&a.bootstrap(), public()).await,
+        Adversary::connect(&a.bootstrap(), public()).await,
+        Adversary::connect(&a.bootstrap(), public()).await,
+        Adversary::connect(&a.bootstrap(), public()).await,
+    ];
+    let t = now();
+    let flood = |from: u64, to: u64| {
+        for n in from..to {
+            let k = throwaway(n);
+            let r = Signed::sign(
+                LoadReport {
+                    provider: k.node_id(),
+                    pool: public(),
+                    running_leases: 1_000_000,
+                    running_sats_per_hour: 1_000_000_000_000,
+                    at: t,
+                },
+                &k,
+            );
+            relays[(n % 4) as usize].send(r.to_bytes());
+        }
+    };
+    let handled = |d: &Daemon| -> u64 {
+        let g = gossip(d);
+        ["accepted", "ignored", "rejected", "rate_limited"]
+            .iter()
+            .map(|k| g[*k].as_u64().unwrap())
+            .sum()
+    };
+    let wait_handled = |n: u64| {
+        tokio::task::block_in_place(|| {
+            eventually("the node handled the flood", Duration::from_secs(600), || {
+                match handled(&a) {
+                    h if h >= n => Ok(()),
+                    h => Err(format!("{h} of {n}")),
+                }
+            })
+        })
+    };
+    let base = handled(&a);
+    flood(0, WARM_UP);
+    wait_handled(base + WARM_UP);
+    let before = rss_bytes(a.pid());
+    flood(WARM_UP, IDENTITIES);
+    wait_handled(base + IDENTITIES);
+    let after = rss_bytes(a.pid());
+    let per_identity = after.saturating_sub(before) / (IDENTITIES - WARM_UP);
+    println!(
+        "abuse: identities={IDENTITIES} rss_growth_bytes_per_identity={per_identity} (rss {before} -> {after} bytes)"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| anonymous(&a)),
+        open,
+        "claims of load by identities with no offers do not close the pool to anonymous buyers"
+    );
+    // A load report held per identity costs well over 100 bytes (key, report, id and the map's own
+    // overhead); what is left is the allocator's and gossipsub's time-bounded caches.
+    assert!(
+        per_identity < 100,
+        "memory grows with throwaway identities: {per_identity} bytes each"
+    );
+}
