@@ -989,8 +989,10 @@ impl LeaseEngine {
                 .map_err(|_| OrderRefusal::ProviderError {
                     detail: "market lock poisoned".into(),
                 })?;
-            let e = m.evidence();
-            (e.report(&o.buyer, now), e.pool_rate(&o.pool, now))
+            (
+                m.evidence().report(&o.buyer, now),
+                m.pool_rate(&o.pool, now),
+            )
         };
         // One admission at a time: the checks below and the insert cannot interleave with another order's,
         // while the lease map itself stays free for metering during the wallet's work.

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use thiserror::Error;
 use xov_protocol::validate::{validate_bond_proof, validate_load_report};
 use xov_protocol::{
-    Added, BondProof, LoadReport, NodeId, PoolId, PoolLoad, Signed, SignedReceipt, TrustError,
-    TrustLedger, TrustReport, ValidationError,
+    Added, BondProof, LoadCaps, LoadReport, NodeId, PoolId, PoolLoad, Signed, SignedReceipt,
+    TrustError, TrustLedger, TrustReport, ValidationError,
 };
 
 use crate::store::{Store, StoreError};
@@ -107,7 +107,9 @@ impl Evidence {
         Ok(true)
     }
 
-    /// A provider's announced load. Returns whether it is news.
+    /// A provider's announced load. Returns whether it is news. Held whoever sent it (the evidence does not
+    /// see the book); it counts only as far as the provider's live offers back it ([`Evidence::pool_rate`]).
+    /// [`crate::market::Market::accept_load_report`] also leaves out reports of identities without offers.
     pub fn accept_load_report(
         &mut self,
         r: &Signed<LoadReport>,
@@ -145,9 +147,11 @@ impl Evidence {
         self.ledger.score(node, now)
     }
 
-    /// Sum of the running sats per hour the pool's providers announced (stale reports left out).
-    pub fn pool_rate(&self, pool: &PoolId, now: u64) -> u64 {
-        self.load.global_sats_per_hour(pool, now)
+    /// Sum of the running sats per hour the pool's providers announced (stale reports left out), counting
+    /// only providers in `caps` and each up to its cap ([`PoolLoad::total`]). The market computes `caps`
+    /// from its book ([`crate::market::Market::pool_rate`]).
+    pub fn pool_rate(&self, pool: &PoolId, now: u64, caps: &LoadCaps) -> u64 {
+        self.load.global_sats_per_hour(pool, now, caps)
     }
 
     /// Evidence for a peer that syncs a pool: the pool's counted receipts (newest `max`, by end time) and
