@@ -303,6 +303,18 @@ impl Market {
             .pool_rate(pool, now, &self.book.load_caps(pool, now))
     }
 
+    /// Forgets trust evidence that can no longer count at `now` ([`trust::Evidence::prune`]), and the load
+    /// reports of identities without live offers in the pool (they count for nothing). The trust service
+    /// calls this every [`trust::PRUNE_INTERVAL_SECS`].
+    pub fn prune_trust(&mut self, now: u64) -> Result<trust::Pruned, StoreError> {
+        let mut p = self.evidence.prune(now)?;
+        let book = &self.book;
+        p.load_reports += self
+            .evidence
+            .retain_load(|pool, provider| book.count_for(provider, pool) > 0);
+        Ok(p)
+    }
+
     /// A load report from gossip. A report by an identity without live offers in the pool is ignored
     /// (`Ok(false)`: not kept, not passed on, and not the sender's fault, since offers may simply not have
     /// reached us yet); the rest goes to [`Evidence::accept_load_report`](trust::Evidence::accept_load_report).
@@ -1004,6 +1016,8 @@ mod tests {
         // Even if it reached the evidence by another path, it does not count.
         assert!(m.evidence_mut().accept_load_report(&flood, NOW).unwrap());
         assert_eq!(m.pool_rate(&public, NOW), 0);
+        // And pruning forgets it (attack 8): it could never count.
+        assert_eq!(m.prune_trust(NOW).unwrap().load_reports, 1);
         // A real provider (two offers: 500 and 300 sats/h, capacity 1 each) inflating its load is capped.
         m.accept_offer(
             crate::test_support::offer(&provider, 1, 500, 2, NOW - 10),
