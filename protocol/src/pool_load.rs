@@ -147,11 +147,12 @@ impl PoolLoad {
         let id = report.id();
         let key = (body.pool, body.provider);
         match self.latest.get(&key) {
-            Some((held, held_id)) => {
-                if (held.at, std::cmp::Reverse(*held_id)) >= (body.at, std::cmp::Reverse(id)) {
-                    return false;
-                }
+            Some((held, held_id))
+                if (held.at, std::cmp::Reverse(*held_id)) >= (body.at, std::cmp::Reverse(id)) =>
+            {
+                return false;
             }
+            Some(_) => {}
             None if self.latest.len() >= self.max_reports => {
                 // A validated report is not from the future, so what is stale at its time is stale now.
                 self.prune(body.at);

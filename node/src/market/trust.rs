@@ -191,11 +191,8 @@ impl Evidence {
         }
         let node = p.body().node;
         match self.proofs.get(&node) {
-            Some(held) => {
-                if held.body().created_at >= p.body().created_at {
-                    return Ok(false);
-                }
-            }
+            Some(held) if held.body().created_at >= p.body().created_at => return Ok(false),
+            Some(_) => {}
             None if self.proofs.len() >= self.max_proofs => {
                 let victim = self
                     .proofs
