@@ -58,6 +58,13 @@ pub struct TrustConfig {
     pub load_report_secs: u64,
     /// Re-gossip this node's own bond proofs this often, for nodes that joined since.
     pub bond_announce_secs: u64,
+    /// A light client (compact block filters) does not check a bond proof claiming a confirmation more than
+    /// this many blocks below its tip: such a proof is refused and forgotten, so a claim near genesis cannot
+    /// make it scan the whole chain. Default one year of blocks. Not used with bitcoind RPC.
+    pub bond_max_scan_blocks: u32,
+    /// At most this many chain checks of others' bond proofs per hour (one at a time); proofs beyond the
+    /// budget wait for a later recheck. This node's own bonds are not counted against it.
+    pub bond_checks_per_hour: u32,
 }
 
 impl Default for TrustConfig {
@@ -66,6 +73,8 @@ impl Default for TrustConfig {
             bond_recheck_secs: 300,
             load_report_secs: 60,
             bond_announce_secs: 600,
+            bond_max_scan_blocks: 52_560,
+            bond_checks_per_hour: 120,
         }
     }
 }

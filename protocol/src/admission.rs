@@ -10,7 +10,9 @@
 //!
 //! i.e. `base / (1 + global / reference)`: the full base in an idle pool, half of it when the pool's
 //! providers together run `reference` sats per hour, a third at twice that, and so on down to zero.
-//! `reference = 0` turns the scaling off. A refusal says which limit was hit and what would let the buyer
+//! `reference = 0` turns the scaling off. `pool_global_sats_per_hour` is the sum of the providers' load
+//! reports as far as their live offers back them (`pool_load.rs`), so one identity's claim cannot shut a pool
+//! to new buyers. A refusal says which limit was hit and what would let the buyer
 //! in: a bond worth at least so much, more completed leases, a smaller machine, or waiting.
 
 use std::fmt;

@@ -23,6 +23,7 @@ use crate::demand::{Demand, GpuWanted};
 use crate::identity::NodeId;
 use crate::offer::{Arch, Offer, OfferWithdrawal};
 use crate::pool::PoolId;
+use crate::pool_load::LoadCaps;
 use crate::signed::{MessageId, Signed};
 use crate::validate::ValidationError;
 
@@ -185,6 +186,20 @@ impl OfferBook {
             .get(&(*provider, *pool))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// What each provider's live offers in `pool` at `now` could run: the caps its load reports are believed
+    /// up to ([`crate::pool_load::PoolLoad::total`]). A provider without a live offer in the pool is absent.
+    pub fn load_caps(&self, pool: &PoolId, now: u64) -> LoadCaps {
+        let mut caps = LoadCaps::new();
+        for o in self.iter_pool(pool).map(|o| o.body()) {
+            if o.expires_at > now {
+                caps.entry(o.provider)
+                    .or_default()
+                    .add_offer(o.price_sats_per_hour, o.capacity);
+            }
+        }
+        caps
     }
 
     /// What [`OfferBook::insert`] would do with `offer`, without changing anything (so callers can persist

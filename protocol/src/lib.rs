@@ -48,7 +48,7 @@ pub use metering::{price_for_hours, Meter, Phase};
 pub use offer::{Arch, BondRef, Gpu, InstanceType, Location, Offer, OfferWithdrawal};
 pub use order::Order;
 pub use pool::{public_charter, PoolCharter, PoolId, PoolRules, PublishPolicy, PUBLIC_POOL_NAME};
-pub use pool_load::{LoadReport, LoadTotal, PoolLoad};
+pub use pool_load::{LoadCap, LoadCaps, LoadReport, LoadTotal, PoolLoad, MAX_LOAD_REPORTS};
 pub use receipt::{CountersignError, ProviderReceipt, Receipt, SignedReceipt};
 pub use refusal::OrderRefusal;
 pub use signed::{upgrade_v1, AnyMessage, Kind, Message, MessageId, Signed};

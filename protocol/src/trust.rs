@@ -35,6 +35,13 @@
 //!   its owner's bond is removed or replaced by another outpoint. (Only the bond key's holder can bind a
 //!   bond to a node id, so being first cannot steal someone else's bond.)
 //! * The bonded weight all nodes get from one bonded counterparty adds up to at most its bond value (above).
+//! * Bounded memory: at most [`MAX_RECEIPTS`] receipts are held. When full, a new receipt may evict only a
+//!   receipt neither of whose parties is the local node or has a live bond (the oldest such, by end time):
+//!   such receipts count at most [`UNBONDED_CAP_SATS`] in all, below [`BASIC_MIN_SCORE`], so evicting them
+//!   changes no one's tier. Receipts with the local node or a bonded party are never evicted by newcomers;
+//!   if all held receipts are of that kind, the newcomer is refused ([`TrustError::Full`], nobody's fault)
+//!   until [`TrustLedger::prune`] frees room. Evicted receipts are handed out by
+//!   [`TrustLedger::take_evicted`] so the node can forget them on disk too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -54,6 +61,8 @@ pub const RECEIPT_HALF_LIFE_SECS: u64 = 30 * 24 * 3600;
 pub const UNBONDED_WEIGHT_PERCENT: u64 = 10;
 /// Most weight all receipts with unbonded counterparties together may add to a score.
 pub const UNBONDED_CAP_SATS: u64 = 500;
+/// Most receipts a ledger holds (see the eviction rule above).
+pub const MAX_RECEIPTS: usize = 200_000;
 /// Least score of [`Tier::Basic`].
 pub const BASIC_MIN_SCORE: u64 = 1_000;
 // Receipts with unbonded counterparties alone must never reach Basic (the Sybil rule above).
@@ -196,6 +205,9 @@ pub enum TrustError {
     },
     #[error("lease {lease_id} already has a different receipt signed by the same parties: a double count, so neither counts")]
     Conflict { lease_id: MessageId },
+    /// The ledger holds its maximum of receipts and none it may evict for this one. Not the sender's fault.
+    #[error("receipt for lease {lease_id} not kept: the ledger holds its maximum of {max} receipts, none of which may be dropped")]
+    Full { lease_id: MessageId, max: usize },
 }
 
 /// A bond status the ledger refuses to record.
@@ -351,6 +363,10 @@ pub struct TrustLedger {
     bonds: BTreeMap<NodeId, BondStatus>,
     /// Which node each bond outpoint (txid, vout) backs: one bond, one identity.
     bond_owners: BTreeMap<([u8; 32], u32), NodeId>,
+    /// Most receipts held; `None` means [`MAX_RECEIPTS`].
+    max_receipts: Option<usize>,
+    /// Receipts evicted to make room, until [`TrustLedger::take_evicted`].
+    evicted: Vec<SignedReceipt>,
 }
 
 /// 2^(−age / half-life).
@@ -380,10 +396,45 @@ impl TrustLedger {
         }
     }
 
+    /// Holds at most `max` receipts instead of [`MAX_RECEIPTS`].
+    pub fn with_max_receipts(mut self, max: usize) -> Self {
+        self.max_receipts = Some(max);
+        self
+    }
+
+    /// Receipts evicted to make room since the last call (the node deletes them from its store).
+    pub fn take_evicted(&mut self) -> Vec<SignedReceipt> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Whether `r` may be evicted for a newcomer: neither party is the local node or has a live bond.
+    fn evictable(&self, r: &SignedReceipt) -> bool {
+        let r = r.receipt();
+        [r.provider, r.buyer]
+            .iter()
+            .all(|n| Some(*n) != self.local && !self.bonds.get(n).is_some_and(BondStatus::is_live))
+    }
+
+    /// Removes one receipt and its index entries.
+    fn remove_receipt(&mut self, key: &ReceiptKey) -> Option<SignedReceipt> {
+        let r = self.receipts.remove(key)?;
+        for node in [r.receipt().provider, r.receipt().buyer] {
+            if let Some(set) = self.by_node.get_mut(&node) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_node.remove(&node);
+                }
+            }
+        }
+        self.conflicted.remove(key);
+        Some(r)
+    }
+
     /// Adds a receipt after validating it at `now` (both signatures, amounts, times: `validate_receipt`).
     ///
     /// Receipts are keyed by (lease id, provider, buyer): only a different receipt signed by the same two
-    /// parties conflicts; one by other parties for the same lease id is held beside it.
+    /// parties conflicts; one by other parties for the same lease id is held beside it. When the ledger is
+    /// full, see the eviction rule in the module's invariants.
     pub fn add_receipt(&mut self, r: SignedReceipt, now: u64) -> Result<Added, TrustError> {
         let lease_id = r.id();
         validate_receipt(&r, now).map_err(|source| TrustError::Invalid { lease_id, source })?;
@@ -397,6 +448,19 @@ impl TrustLedger {
             }
             self.conflicted.insert(key);
             return Err(TrustError::Conflict { lease_id });
+        }
+        let max = self.max_receipts.unwrap_or(MAX_RECEIPTS);
+        if self.receipts.len() >= max {
+            let victim = self
+                .receipts
+                .iter()
+                .filter(|(_, held)| self.evictable(held))
+                .min_by_key(|(k, held)| (held.receipt().ended_at, **k))
+                .map(|(k, _)| *k);
+            match victim.and_then(|k| self.remove_receipt(&k)) {
+                Some(gone) => self.evicted.push(gone),
+                None => return Err(TrustError::Full { lease_id, max }),
+            }
         }
         let (provider, buyer) = (r.receipt().provider, r.receipt().buyer);
         for node in [provider, buyer] {
@@ -506,26 +570,20 @@ impl TrustLedger {
     /// Forgets receipts that ended [`MAX_RECEIPT_AGE_SECS`] or more before `now` (they would be refused if
     /// they arrived now); returns how many.
     pub fn prune(&mut self, now: u64) -> usize {
+        self.prune_receipts(now).len()
+    }
+
+    /// [`TrustLedger::prune`], returning the receipts forgotten (the node deletes them from its store).
+    pub fn prune_receipts(&mut self, now: u64) -> Vec<SignedReceipt> {
         let old: Vec<ReceiptKey> = self
             .receipts
             .iter()
             .filter(|(_, r)| r.receipt().ended_at.saturating_add(MAX_RECEIPT_AGE_SECS) <= now)
             .map(|(id, _)| *id)
             .collect();
-        for id in &old {
-            if let Some(r) = self.receipts.remove(id) {
-                for node in [r.receipt().provider, r.receipt().buyer] {
-                    if let Some(set) = self.by_node.get_mut(&node) {
-                        set.remove(id);
-                        if set.is_empty() {
-                            self.by_node.remove(&node);
-                        }
-                    }
-                }
-            }
-            self.conflicted.remove(id);
-        }
-        old.len()
+        old.iter()
+            .filter_map(|id| self.remove_receipt(id))
+            .collect()
     }
 
     /// The weight, in whole sats, a counted receipt ending at `ended_at` with `net` sats has at `now`.
@@ -843,6 +901,45 @@ mod tests {
         assert_eq!(l.counted_receipts().count(), 2);
         assert_eq!(l.prune(NOW + MAX_RECEIPT_AGE_SECS), 3);
         assert!(l.is_empty() && !l.is_conflicted(&receipt_key(&honest)));
+    }
+
+    /// Issue 15, attack 8: a flood of receipts cannot grow the ledger without bound, nor push out receipts
+    /// that count for a tier.
+    #[test]
+    fn a_full_ledger_evicts_only_receipts_that_cannot_change_a_tier() {
+        let me = key(9).node_id();
+        let mut l = TrustLedger::with_local(me).with_max_receipts(3);
+        l.set_bond(key(7).node_id(), bond(50_000)).unwrap();
+        let first_hand = receipt(1, 9, 2, 1000, NOW - 100);
+        let bonded = receipt(2, 7, 3, 1000, NOW - 90);
+        let sybil_old = receipt(3, 5, 6, 1000, NOW - 80);
+        for r in [&first_hand, &bonded, &sybil_old] {
+            l.add_receipt(r.clone(), NOW).unwrap();
+        }
+        // Full: a newcomer evicts the only receipt between unbonded strangers.
+        let sybil_new = receipt(4, 5, 6, 1000, NOW - 1);
+        assert_eq!(l.add_receipt(sybil_new.clone(), NOW), Ok(Added::New));
+        assert_eq!(l.take_evicted(), vec![sybil_old]);
+        assert!(l.take_evicted().is_empty());
+        // Then the Sybil pair's newer one; after that nothing is evictable and newcomers are refused.
+        assert_eq!(
+            l.add_receipt(receipt(5, 5, 6, 1000, NOW), NOW),
+            Ok(Added::New)
+        );
+        assert_eq!(l.take_evicted(), vec![sybil_new]);
+        l.set_bond(key(5).node_id(), {
+            let mut b = bond(50_000);
+            b.vout = 1;
+            b
+        })
+        .unwrap();
+        assert!(matches!(
+            l.add_receipt(receipt(6, 1, 2, 1000, NOW), NOW),
+            Err(TrustError::Full { max: 3, .. })
+        ));
+        assert_eq!(l.len(), 3);
+        assert_eq!(l.receipt(&receipt_key(&first_hand)), Some(&first_hand));
+        assert_eq!(l.receipt(&receipt_key(&bonded)), Some(&bonded));
     }
 
     #[test]

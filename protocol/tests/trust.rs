@@ -217,7 +217,13 @@ fn an_anonymous_buyer_is_refused_in_a_busy_pool_and_admitted_with_the_bond_it_wa
     for (i, rate) in [(10u8, 30_000u64), (11, 40_000)] {
         load.observe(&load_report(&key(i), 10, rate, NOW - 5));
     }
-    let global = load.global_sats_per_hour(&pool(), NOW);
+    // Both reporters offer enough capacity to back their reports.
+    let mut book = OfferBook::new();
+    for i in [10u8, 11] {
+        book.insert(Signed::sign(offer(&key(i), 1, 1, 20_000), &key(i)), NOW)
+            .unwrap();
+    }
+    let global = load.global_sats_per_hour(&pool(), NOW, &book.load_caps(&pool(), NOW));
     assert_eq!(global, 70_000);
     let refusal = admit(&policy, &ledger.score(&buyer, NOW), 0, 0, 600, global).unwrap_err();
     let needed = refusal.bond_value_needed_sats.expect("a bond would help");
@@ -235,6 +241,78 @@ fn an_anonymous_buyer_is_refused_in_a_busy_pool_and_admitted_with_the_bond_it_wa
     spent.spent = true;
     ledger.set_bond(buyer, spent).unwrap();
     assert!(admit(&policy, &ledger.score(&buyer, NOW), 0, 0, 600, global).is_err());
+}
+
+/// Attack 3 of issue 15: one identity gossiping a huge load report must not shut the pool to new buyers.
+#[test]
+fn a_load_report_counts_only_as_far_as_the_reporters_live_offers_back_it() {
+    struct Case {
+        name: &'static str,
+        /// The reporter's offers in the pool: (price, capacity).
+        offers: &'static [(u64, u32)],
+        reported_sats_per_hour: u64,
+        /// The pool rate admission then sees.
+        want_rate: u64,
+    }
+    let cases = [
+        Case {
+            name: "an identity with no offers does not change admission",
+            offers: &[],
+            reported_sats_per_hour: 1_000_000_000,
+            want_rate: 0,
+        },
+        Case {
+            name: "an inflated report by a real provider is capped by its offers",
+            offers: &[(500, 4), (1000, 2)],
+            reported_sats_per_hour: 1_000_000_000,
+            want_rate: 500 * 4 + 1000 * 2,
+        },
+        Case {
+            name: "an honest report within the offers counts in full",
+            offers: &[(500, 4)],
+            reported_sats_per_hour: 1500,
+            want_rate: 1500,
+        },
+    ];
+    let policy = AdmissionPolicy::default();
+    let buyer = TrustLedger::new().score(&key(2).node_id(), NOW);
+    let unloaded = policy.limits(Tier::Anonymous, 0);
+    for c in cases {
+        let reporter = key(10);
+        let mut book = OfferBook::new();
+        for (i, &(price, capacity)) in c.offers.iter().enumerate() {
+            let mut o = offer(&reporter, i as u64, 1, price);
+            o.capacity = capacity;
+            book.insert(Signed::sign(o, &reporter), NOW).unwrap();
+        }
+        // An expired offer backs nothing.
+        let mut gone = offer(&reporter, 99, 1, 1_000_000);
+        gone.expires_at = NOW + 1;
+        book.insert(Signed::sign(gone, &reporter), NOW).unwrap();
+        let mut load = PoolLoad::default();
+        assert!(load.observe(&load_report(
+            &reporter,
+            1000,
+            c.reported_sats_per_hour,
+            NOW - 5
+        )));
+        let rate = load.global_sats_per_hour(&pool(), NOW + 1, &book.load_caps(&pool(), NOW + 1));
+        assert_eq!(rate, c.want_rate, "{}", c.name);
+        if c.offers.is_empty() {
+            assert_eq!(
+                policy.limits(buyer.tier, rate),
+                unloaded,
+                "{}: admission unchanged",
+                c.name
+            );
+            assert_eq!(
+                admit(&policy, &buyer, 0, 0, 600, rate),
+                Ok(()),
+                "{}",
+                c.name
+            );
+        }
+    }
 }
 
 proptest! {

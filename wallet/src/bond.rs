@@ -209,6 +209,15 @@ pub enum BondError {
     Unsupported(String),
     #[error("chain source: {0}")]
     Chain(String),
+    /// The light client would have to scan more block filters than this node allows to check the claim
+    /// (its claimed confirmation is too far below the tip). The tip only grows, so this never changes.
+    #[error("bond {outpoint} claims a confirmation at height {height}, {depth} blocks below the tip: more than the {max_blocks} this node scans")]
+    TooDeep {
+        outpoint: OutPoint,
+        height: u32,
+        depth: u32,
+        max_blocks: u32,
+    },
 }
 
 /// The script a claim must pay, from its key and locktime.
@@ -358,8 +367,19 @@ impl XovWallet {
     /// Checks a bond claim (anyone's) against the chain through this wallet's chain source: the output must
     /// exist, pay the script of the claimed key and locktime, hold the claimed amount, and be unspent.
     pub async fn check_bond(&self, claim: &BondClaim) -> Result<BondStatus, BondError> {
+        self.check_bond_within(claim, u32::MAX).await
+    }
+
+    /// [`XovWallet::check_bond`], bounding the work an untrusted claim can cause: on compact block filters, a
+    /// claim confirmed more than `max_scan_blocks` below the wallet's tip is [`BondError::TooDeep`] before
+    /// any filter is fetched (bitcoind RPC looks the output up directly, so the bound does not apply there).
+    pub async fn check_bond_within(
+        &self,
+        claim: &BondClaim,
+        max_scan_blocks: u32,
+    ) -> Result<BondStatus, BondError> {
         let tip = self.lock().wallet.latest_checkpoint();
-        self.chain.check_bond(claim, tip).await
+        self.chain.check_bond(claim, tip, max_scan_blocks).await
     }
 
     /// Moves a bond whose locktime has passed back to a fresh address of this wallet; returns the txid.

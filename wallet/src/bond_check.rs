@@ -8,6 +8,9 @@
 //!   outputs and of spent prevouts, so the bond script matches the funding block and any block spending
 //!   it; those blocks are fetched and read. The funding block is fetched whatever its filter says, so a
 //!   claim of the wrong script is told apart from a missing output. Mempool spends are not seen.
+//!   The scan is bounded: a claim confirmed more than `max_scan_blocks` below the wallet's tip is refused
+//!   ([`BondError::TooDeep`]) before the light client starts, so a proof claiming a confirmation near
+//!   genesis cannot make this node download the whole chain's filters.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +38,7 @@ impl ChainHandle {
         &self,
         claim: &BondClaim,
         wallet_tip: CheckPoint,
+        max_scan_blocks: u32,
     ) -> Result<BondStatus, BondError> {
         let expected = expected_script_pubkey(claim)?;
         match self {
@@ -45,7 +49,15 @@ impl ChainHandle {
                     .map_err(|e| BondError::Chain(e.to_string()))?
             }
             ChainHandle::Kyoto { network, peers, .. } => {
-                filter_check(*network, peers, wallet_tip, claim, &expected).await
+                filter_check(
+                    *network,
+                    peers,
+                    wallet_tip,
+                    claim,
+                    &expected,
+                    max_scan_blocks,
+                )
+                .await
             }
         }
     }
@@ -150,12 +162,30 @@ fn mempool_spender(c: &Client, op: bdk_wallet::bitcoin::OutPoint) -> Option<Txid
     v.get(0)?.get("spendingtxid")?.as_str()?.parse().ok()
 }
 
+/// Whether checking `claim` from its claimed height up to `tip` stays within `max_scan_blocks` filters.
+fn scan_depth_allowed(claim: &BondClaim, tip: u32, max_scan_blocks: u32) -> Result<(), BondError> {
+    let Some(height) = claim.height_hint else {
+        return Ok(());
+    };
+    let depth = tip.saturating_sub(height);
+    if depth > max_scan_blocks {
+        return Err(BondError::TooDeep {
+            outpoint: claim.outpoint,
+            height,
+            depth,
+            max_blocks: max_scan_blocks,
+        });
+    }
+    Ok(())
+}
+
 async fn filter_check(
     network: Network,
     peers: &[SocketAddr],
     wallet_tip: CheckPoint,
     claim: &BondClaim,
     expected: &ScriptBuf,
+    max_scan_blocks: u32,
 ) -> Result<BondStatus, BondError> {
     let op = claim.outpoint;
     let h = claim.height_hint.ok_or_else(|| {
@@ -165,6 +195,7 @@ async fn filter_check(
                 .into(),
         )
     })?;
+    scan_depth_allowed(claim, wallet_tip.height(), max_scan_blocks)?;
     let start = wallet_tip
         .floor_at(h.saturating_sub(1))
         .filter(|_| h > 0)
@@ -308,4 +339,81 @@ async fn filter_check(
         abort.abort();
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bdk_wallet::bitcoin::absolute::LockTime;
+    use bdk_wallet::bitcoin::hashes::Hash;
+    use bdk_wallet::bitcoin::OutPoint;
+    use bdk_wallet::chain::BlockId;
+
+    fn claim(height: u32) -> BondClaim {
+        BondClaim {
+            outpoint: OutPoint {
+                txid: Txid::all_zeros(),
+                vout: 0,
+            },
+            pubkey: [2; 33],
+            locktime: LockTime::from_height(1_000_000).unwrap(),
+            amount_sat: 100_000,
+            height_hint: Some(height),
+        }
+    }
+
+    /// Issue 15, attack 4: a proof claiming a confirmation near genesis must not make a light client scan
+    /// the whole chain's filters. Refused before any peer is contacted (there are none here).
+    #[tokio::test]
+    async fn a_claim_deeper_than_the_scan_bound_is_refused_before_any_scan() {
+        let tip = CheckPoint::new(BlockId {
+            height: 900_000,
+            hash: BlockHash::all_zeros(),
+        });
+        let expected = ScriptBuf::new();
+        let err = filter_check(Network::Regtest, &[], tip, &claim(1), &expected, 1000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BondError::TooDeep {
+                    height: 1,
+                    depth: 899_999,
+                    max_blocks: 1000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        struct Case {
+            name: &'static str,
+            height: u32,
+            ok: bool,
+        }
+        for c in [
+            Case {
+                name: "at the bound",
+                height: 899_000,
+                ok: true,
+            },
+            Case {
+                name: "one block deeper",
+                height: 898_999,
+                ok: false,
+            },
+            Case {
+                name: "above the tip (the wallet lags)",
+                height: 900_005,
+                ok: true,
+            },
+        ] {
+            assert_eq!(
+                scan_depth_allowed(&claim(c.height), 900_000, 1000).is_ok(),
+                c.ok,
+                "{}",
+                c.name
+            );
+        }
+    }
 }

@@ -66,7 +66,7 @@ async fn show(
     let e = m.evidence();
     let report = e.report(&node, now);
     let (_, own) = st.leases.provider_load();
-    let load = e.pool_rate(&pool, now) + own;
+    let load = m.pool_rate(&pool, now) + own;
     let policy = &st.config.provider.admission;
     let limits = policy.limits(report.tier, load);
     let next_tier_limits = report.tier.next().map(|t: Tier| policy.limits(t, load));

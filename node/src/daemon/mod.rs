@@ -102,6 +102,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         leases: leases.clone(),
         cfg: cfg.trust.clone(),
         provider: cloud.is_some(),
+        checks: Default::default(),
     }
     .spawn();
     if let Some(c) = cloud {

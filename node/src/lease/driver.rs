@@ -906,12 +906,19 @@ impl LeaseEngine {
     ) -> LeaseResponse {
         match req {
             LeaseRequest::BidAnswer { bid_id, offers } => {
+                // The answer's offers must pass their pool's charter, allow-list included, as gossip's do.
+                let charter_of = |p: &xov_protocol::PoolId| {
+                    self.market
+                        .read()
+                        .ok()
+                        .and_then(|m| m.charter(p).map(|c| c.body().clone()))
+                };
                 match self
                     .bids
-                    .answer(from, bid_id, &offers, self.chain, unix_now())
+                    .answer(from, bid_id, &offers, self.chain, charter_of, unix_now())
                 {
                     Ok(_) => LeaseResponse::Ack,
-                    Err(why) => LeaseResponse::BidNotTaken(why),
+                    Err(why) => LeaseResponse::BidNotTaken(why.to_string()),
                 }
             }
             LeaseRequest::Order(bytes) => match self.admit(from, &bytes).await {
@@ -989,8 +996,10 @@ impl LeaseEngine {
                 .map_err(|_| OrderRefusal::ProviderError {
                     detail: "market lock poisoned".into(),
                 })?;
-            let e = m.evidence();
-            (e.report(&o.buyer, now), e.pool_rate(&o.pool, now))
+            (
+                m.evidence().report(&o.buyer, now),
+                m.pool_rate(&o.pool, now),
+            )
         };
         // One admission at a time: the checks below and the insert cannot interleave with another order's,
         // while the lease map itself stays free for metering during the wallet's work.

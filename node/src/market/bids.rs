@@ -3,15 +3,39 @@
 //! the lease engine, next to admission, since both count the same capacity.
 //!
 //! Invariant: an answer's offers are kept only if they are valid, the answering provider's own, in the bid's
-//! pool, of the buyer's chain and meet the bid; the rest of an answer is skipped.
+//! pool, of the buyer's chain and meet the bid; the rest of an answer is skipped. An offer of the bid's pool
+//! must also pass that pool's charter rules (publisher allow-list, price step, lifetime) exactly as a gossiped
+//! offer must (`validate_offer` with the charter): an answer is no way around a pool's allow-list. An
+//! answer carrying an offer that breaks them, or for a pool whose charter the buyer does not know, is
+//! refused whole.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use thiserror::Error;
 use tokio::sync::Notify;
 use xov_protocol::validate::validate_offer;
-use xov_protocol::{Bid, Chain, NodeId, Offer, Signed};
+use xov_protocol::{
+    Bid, Chain, DecodeError, NodeId, Offer, PoolCharter, PoolId, Signed, ValidationError,
+};
+
+/// Why a provider's answer to a bid was not taken (sent back to it as text).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BidAnswerError {
+    #[error("an answer must come from the provider's own node")]
+    NoSender,
+    #[error("no open bid {0} (it was answered, or it expired)")]
+    NoSuchBid(u64),
+    #[error("malformed offer: {0}")]
+    Malformed(#[from] DecodeError),
+    #[error("invalid offer: {0}")]
+    Invalid(#[from] ValidationError),
+    #[error("an answer may only carry the answering provider's own offers")]
+    NotOwnOffer,
+    #[error("the bid's pool {0} is not known here, so its rules cannot be checked")]
+    UnknownPool(PoolId),
+}
 
 /// Most offers kept from one provider's answer: enough to choose from, too few to flood.
 const MAX_OFFERS_PER_ANSWER: usize = 8;
@@ -53,32 +77,42 @@ impl BidBoard {
     }
 
     /// Takes a provider's answer: offers signed by that provider, in the bid's pool, on `chain` (the buyer's),
-    /// that meet the bid. Returns how many were kept, or why the answer was refused.
+    /// that meet the bid and the pool's rules (`charter_of` gives the charter of a pool the buyer knows).
+    /// Returns how many were kept, or why the answer was refused.
     pub fn answer(
         &self,
         from: Option<NodeId>,
         bid_id: u64,
         offers: &[Vec<u8>],
         chain: Chain,
+        charter_of: impl Fn(&PoolId) -> Option<PoolCharter>,
         now: u64,
-    ) -> Result<usize, String> {
-        let from = from.ok_or("an answer must come from the provider's own node")?;
+    ) -> Result<usize, BidAnswerError> {
+        let from = from.ok_or(BidAnswerError::NoSender)?;
+        let pool = self
+            .lock()
+            .get(&bid_id)
+            .map(|o| o.bid.pool)
+            .ok_or(BidAnswerError::NoSuchBid(bid_id))?;
+        // Looked up before taking the board's lock, so the caller's lock is never held inside ours.
+        let charter = charter_of(&pool).ok_or(BidAnswerError::UnknownPool(pool))?;
         let mut g = self.lock();
         let open = g
             .get_mut(&bid_id)
-            .ok_or_else(|| format!("no open bid {bid_id} (it was answered, or it expired)"))?;
+            .ok_or(BidAnswerError::NoSuchBid(bid_id))?;
         let mut kept = 0;
         for bytes in offers.iter().take(MAX_OFFERS_PER_ANSWER) {
-            let offer =
-                Signed::<Offer>::from_bytes(bytes).map_err(|e| format!("malformed offer: {e}"))?;
-            validate_offer(&offer, now, None).map_err(|e| format!("invalid offer: {e}"))?;
+            let offer = Signed::<Offer>::from_bytes(bytes)?;
+            validate_offer(&offer, now, None)?;
             let o = offer.body();
             if o.provider != from {
-                return Err("an answer may only carry the answering provider's own offers".into());
+                return Err(BidAnswerError::NotOwnOffer);
             }
             if o.pool != open.bid.pool || o.chain != chain || !open.bid.demand.matches(o) {
                 continue;
             }
+            // The same rules as a gossiped offer of the pool: its allow-list above all.
+            validate_offer(&offer, now, Some(&charter))?;
             if let Some(held) = open
                 .offers
                 .iter_mut()
@@ -136,7 +170,12 @@ impl BidBoard {
 mod tests {
     use super::*;
     use rand_core::OsRng;
-    use xov_protocol::{public_charter, Chain, Demand, Keypair};
+    use xov_protocol::{public_charter, Chain, Demand, Keypair, PoolRules, PublishPolicy};
+
+    fn public(pool: &PoolId) -> Option<PoolCharter> {
+        let c = public_charter(Chain::REGTEST).body().clone();
+        (c.pool_id() == *pool).then_some(c)
+    }
 
     fn offer(key: &Keypair, price: u64, vcpus: u32, now: u64) -> Signed<Offer> {
         crate::test_support::offer(key, vcpus as u64, price, vcpus, now)
@@ -184,20 +223,36 @@ mod tests {
                 7,
                 &[fits, too_dear, too_small, signet],
                 Chain::REGTEST,
+                public,
                 now
             ),
             Ok(1)
         );
         // Somebody else's offer in the answer is a lie about who answers.
         let theirs = offer(&other, 300, 2, now).to_bytes();
-        assert!(board
-            .answer(Some(provider.node_id()), 7, &[theirs], Chain::REGTEST, now)
-            .unwrap_err()
-            .contains("own offers"));
+        assert_eq!(
+            board.answer(
+                Some(provider.node_id()),
+                7,
+                &[theirs],
+                Chain::REGTEST,
+                public,
+                now
+            ),
+            Err(BidAnswerError::NotOwnOffer)
+        );
         // A bid nobody opened.
-        assert!(board
-            .answer(Some(provider.node_id()), 8, &[], Chain::REGTEST, now)
-            .is_err());
+        assert_eq!(
+            board.answer(
+                Some(provider.node_id()),
+                8,
+                &[],
+                Chain::REGTEST,
+                public,
+                now
+            ),
+            Err(BidAnswerError::NoSuchBid(8))
+        );
         let got = board
             .wait(&[7], Duration::from_secs(5), Duration::from_millis(1))
             .await;
@@ -205,6 +260,98 @@ mod tests {
         assert_eq!(got[0].body().price_sats_per_hour, 400);
         assert_eq!(board.close(7).len(), 1);
         assert!(board.close(7).is_empty());
+    }
+
+    /// Issue 15, attack 10: a provider left out of a pool's allow-list cannot get its offers to a buyer by
+    /// answering the buyer's bid directly.
+    #[test]
+    fn an_answer_passes_the_pools_allow_list_like_a_gossiped_offer() {
+        let now = 1_800_000_000;
+        let (buyer, founder, listed, outsider) = (
+            Keypair::generate(&mut OsRng),
+            Keypair::generate(&mut OsRng),
+            Keypair::generate(&mut OsRng),
+            Keypair::generate(&mut OsRng),
+        );
+        let closed = PoolCharter {
+            name: "closed".into(),
+            founder: founder.node_id(),
+            created_at: now - 100,
+            rules: PoolRules {
+                publish: PublishPolicy::AllowList(vec![listed.node_id()]),
+                ..PoolRules::default()
+            },
+            chain: Chain::REGTEST,
+        };
+        let pool = closed.pool_id();
+        let charter_of = |p: &PoolId| (*p == pool).then(|| closed.clone());
+        let in_pool = |k: &Keypair| {
+            let mut o = offer(k, 400, 2, now).into_body();
+            o.pool = pool;
+            Signed::sign(o, k).to_bytes()
+        };
+        struct Case {
+            name: &'static str,
+            provider: &'static str,
+            known: bool,
+            want: Result<usize, BidAnswerError>,
+        }
+        let cases = [
+            Case {
+                name: "a listed publisher's offer is kept",
+                provider: "listed",
+                known: true,
+                want: Ok(1),
+            },
+            Case {
+                name: "an unlisted provider's offer is refused as a gossiped one would be",
+                provider: "outsider",
+                known: true,
+                want: Err(BidAnswerError::Invalid(ValidationError::NotAllowedInPool(
+                    outsider.node_id(),
+                ))),
+            },
+            Case {
+                name: "without the charter the rules cannot be checked: refused",
+                provider: "listed",
+                known: false,
+                want: Err(BidAnswerError::UnknownPool(pool)),
+            },
+        ];
+        for c in cases {
+            let board = BidBoard::default();
+            let mut b = bid(&buyer, now);
+            b.pool = pool;
+            board.open(b);
+            let provider = if c.provider == "listed" {
+                &listed
+            } else {
+                &outsider
+            };
+            let got = if c.known {
+                board.answer(
+                    Some(provider.node_id()),
+                    7,
+                    &[in_pool(provider)],
+                    Chain::REGTEST,
+                    charter_of,
+                    now,
+                )
+            } else {
+                board.answer(
+                    Some(provider.node_id()),
+                    7,
+                    &[in_pool(provider)],
+                    Chain::REGTEST,
+                    |_| None,
+                    now,
+                )
+            };
+            assert_eq!(got, c.want, "{}", c.name);
+            let kept = board.close(7);
+            assert_eq!(kept.len(), usize::from(c.want.is_ok()), "{}", c.name);
+            assert!(kept.iter().all(|o| o.body().provider == listed.node_id()));
+        }
     }
 
     #[tokio::test]

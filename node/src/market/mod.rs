@@ -313,6 +313,40 @@ impl Market {
         &self.book
     }
 
+    /// The pool's global compute rate at `now` as admission sees it: the providers' load reports, each
+    /// counted only if the provider has live offers in the pool and capped by what those offers could run.
+    pub fn pool_rate(&self, pool: &PoolId, now: u64) -> u64 {
+        self.evidence
+            .pool_rate(pool, now, &self.book.load_caps(pool, now))
+    }
+
+    /// Forgets trust evidence that can no longer count at `now` ([`trust::Evidence::prune`]), and the load
+    /// reports of identities without live offers in the pool (they count for nothing). The trust service
+    /// calls this every [`trust::PRUNE_INTERVAL_SECS`].
+    pub fn prune_trust(&mut self, now: u64) -> Result<trust::Pruned, StoreError> {
+        let mut p = self.evidence.prune(now)?;
+        let book = &self.book;
+        p.load_reports += self
+            .evidence
+            .retain_load(|pool, provider| book.count_for(provider, pool) > 0);
+        Ok(p)
+    }
+
+    /// A load report from gossip. A report by an identity without live offers in the pool is ignored
+    /// (`Ok(false)`: not kept, not passed on, and not the sender's fault, since offers may simply not have
+    /// reached us yet); the rest goes to [`Evidence::accept_load_report`](trust::Evidence::accept_load_report).
+    pub fn accept_load_report(
+        &mut self,
+        r: &Signed<xov_protocol::LoadReport>,
+        now: u64,
+    ) -> Result<bool, trust::EvidenceError> {
+        let b = r.body();
+        if self.book.count_for(&b.provider, &b.pool) == 0 {
+            return Ok(false);
+        }
+        self.evidence.accept_load_report(r, now)
+    }
+
     pub fn pools(&self) -> impl Iterator<Item = &Signed<PoolCharter>> {
         self.pools.values()
     }
@@ -1026,5 +1060,54 @@ mod tests {
         let (m, _) = market(dir.path(), Chain::REGTEST);
         assert!(m.resolve_pool(Some("gpu")).is_ok());
         assert_eq!(m.book().len(), 0);
+    }
+
+    fn load_report(k: &Keypair, leases: u32, rate: u64) -> Signed<xov_protocol::LoadReport> {
+        Signed::sign(
+            xov_protocol::LoadReport {
+                provider: k.node_id(),
+                pool: public_charter(Chain::REGTEST).body().pool_id(),
+                running_leases: leases,
+                running_sats_per_hour: rate,
+                at: NOW - 5,
+            },
+            k,
+        )
+    }
+
+    /// Attack 3 of issue 15: one message must not shut the pool to new buyers.
+    #[test]
+    fn a_load_report_counts_only_from_a_provider_with_offers_and_up_to_what_they_offer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, _) = market(dir.path(), Chain::REGTEST);
+        let public = public_charter(Chain::REGTEST).body().pool_id();
+        let (nobody, provider) = (
+            Keypair::from_secret_bytes(&[5; 32]),
+            Keypair::from_secret_bytes(&[6; 32]),
+        );
+        // An identity with no offers: ignored, not blamed, admission unchanged.
+        let flood = load_report(&nobody, 1_000_000, 1_000_000_000);
+        assert!(!m.accept_load_report(&flood, NOW).unwrap());
+        // Even if it reached the evidence by another path, it does not count.
+        assert!(m.evidence_mut().accept_load_report(&flood, NOW).unwrap());
+        assert_eq!(m.pool_rate(&public, NOW), 0);
+        // And pruning forgets it (attack 8): it could never count.
+        assert_eq!(m.prune_trust(NOW).unwrap().load_reports, 1);
+        // A real provider (two offers: 500 and 300 sats/h, capacity 1 each) inflating its load is capped.
+        m.accept_offer(
+            crate::test_support::offer(&provider, 1, 500, 2, NOW - 10),
+            NOW,
+        )
+        .unwrap();
+        m.accept_offer(
+            crate::test_support::offer(&provider, 2, 300, 2, NOW - 10),
+            NOW,
+        )
+        .unwrap();
+        let inflated = load_report(&provider, 1_000_000, 1_000_000_000);
+        assert!(m.accept_load_report(&inflated, NOW).unwrap());
+        assert_eq!(m.pool_rate(&public, NOW), 800);
+        // Once its offers expire, its report no longer counts.
+        assert_eq!(m.pool_rate(&public, NOW + 3600), 0);
     }
 }

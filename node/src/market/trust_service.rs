@@ -1,6 +1,18 @@
 //! The trust upkeep that needs I/O: checking bond proofs against the chain through the wallet (when they
 //! arrive and again periodically, so a spent bond stops counting), announcing this node's own confirmed bonds,
-//! and, for providers, announcing their running load to the pool.
+//! for providers, announcing their running load to the pool, and pruning the evidence.
+//!
+//! Invariants bounding the work remote proofs can cause (issue 15):
+//!
+//! * Chain checks run one at a time, and checks of others' proofs are limited to `bond_checks_per_hour`
+//!   (`[trust]`); proofs beyond the budget wait for a later recheck, counting bonds (least recently checked
+//!   first) before unverified proofs (newest first). This node's own bonds are not limited.
+//! * A light client refuses a proof claiming a confirmation more than `bond_max_scan_blocks` below its tip
+//!   before scanning anything (the wallet's [`XovWallet::check_bond_within`]).
+//! * A proof the chain refutes (or too deep to check) is forgotten, memory and store, and copies of it are
+//!   not checked again ([`crate::market::trust::Evidence::bond_verdict`]); only the proof held for its node
+//!   is checked at all.
+//! * Every [`PRUNE_INTERVAL_SECS`] the market prunes its evidence ([`Market::prune_trust`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -14,6 +26,7 @@ use xov_wallet::{BondClaim, BondError, XovWallet};
 use crate::clock::unix_now;
 use crate::config::TrustConfig;
 use crate::lease::driver::LeaseEngine;
+use crate::market::trust::{BondVerdict, PRUNE_INTERVAL_SECS};
 use crate::market::Market;
 use crate::network::NetworkHandle;
 
@@ -30,6 +43,30 @@ pub struct TrustService {
     pub cfg: TrustConfig,
     /// Whether this node provides machines (and so announces its load).
     pub provider: bool,
+    /// Serialises chain checks and counts them against `bond_checks_per_hour`.
+    pub checks: tokio::sync::Mutex<CheckBudget>,
+}
+
+/// Chain checks of others' bond proofs spent in the current hour.
+#[derive(Debug, Default)]
+pub struct CheckBudget {
+    window_start: u64,
+    used: u32,
+}
+
+impl CheckBudget {
+    /// Takes one check from a budget of `per_hour` at `now`; false when the hour's budget is spent.
+    pub fn take(&mut self, per_hour: u32, now: u64) -> bool {
+        if now >= self.window_start.saturating_add(3600) {
+            self.window_start = now;
+            self.used = 0;
+        }
+        if self.used >= per_hour {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
 }
 
 impl TrustService {
@@ -58,6 +95,14 @@ impl TrustService {
         });
         let me = s.clone();
         tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(PRUNE_INTERVAL_SECS));
+            loop {
+                tick.tick().await;
+                me.prune();
+            }
+        });
+        let me = s.clone();
+        tokio::spawn(async move {
             let mut announced: HashMap<OutPoint, u64> = HashMap::new();
             let mut tick = tokio::time::interval(OWN_BOND_POLL);
             loop {
@@ -77,44 +122,95 @@ impl TrustService {
         }
     }
 
-    /// Checks every known bond proof again (a spent or expired bond stops counting).
+    /// Forgets evidence that can no longer count (see [`Market::prune_trust`]).
+    fn prune(&self) {
+        let Ok(mut m) = self.market.write() else {
+            return;
+        };
+        match m.prune_trust(unix_now()) {
+            Ok(p) => debug!(?p, "trust evidence pruned"),
+            Err(e) => warn!(error = %e, "cannot prune trust evidence"),
+        }
+    }
+
+    /// Checks known bond proofs again (a spent or expired bond stops counting): counting bonds least
+    /// recently checked first, then unverified proofs newest first, as far as the check budget goes.
     async fn recheck(&self) {
-        let proofs = match self.market.read() {
-            Ok(m) => m.evidence().proofs(),
+        let mut proofs = match self.market.read() {
+            Ok(m) => {
+                let e = m.evidence();
+                let mut ps: Vec<(u8, u64, Signed<BondProof>)> = e
+                    .proofs()
+                    .into_iter()
+                    .map(|p| match e.bond_of(&p.body().node) {
+                        Some(b) if b.is_live() => (0, u64::from(b.checked_at_height), p),
+                        _ => (1, u64::MAX - p.body().created_at, p),
+                    })
+                    .collect();
+                ps.sort_by_key(|(class, order, p)| (*class, *order, p.body().node));
+                ps
+            }
             Err(_) => return,
         };
-        for p in proofs {
+        for (_, _, p) in proofs.drain(..) {
             self.verify(&p).await;
         }
     }
 
     /// Checks a bond proof: the bond key signed this node id, and the output exists on the chain with the
-    /// claimed script and amount, confirmed and unspent. Only then does the bond count.
+    /// claimed script and amount, confirmed and unspent. Only then does the bond count. Only the proof held
+    /// for its node is checked, one check at a time, others' within the hour's budget.
     pub async fn verify(&self, p: &Signed<BondProof>) {
         let b = p.body();
         let Some(w) = &self.wallet else {
             debug!(node = %b.node, "no wallet: bonds cannot be checked and do not count");
             return;
         };
-        let verdict = check(w, b).await;
-        let Ok(mut m) = self.market.write() else {
-            return;
+        let mut budget = self.checks.lock().await;
+        let held = match self.market.read() {
+            Ok(m) => m
+                .evidence()
+                .proof_of(&b.node)
+                .is_some_and(|h| h.id() == p.id()),
+            Err(_) => return,
         };
-        let e = m.evidence_mut();
-        match verdict {
+        if !held {
+            debug!(node = %b.node, "bond proof replaced, refuted or evicted before its check");
+            return;
+        }
+        if b.node != self.key.node_id() && !budget.take(self.cfg.bond_checks_per_hour, unix_now()) {
+            debug!(node = %b.node, "bond check budget spent this hour: checked at a later recheck");
+            return;
+        }
+        let verdict = check(w, b, self.cfg.bond_max_scan_blocks).await;
+        drop(budget);
+        let verdict = match verdict {
             Ok(tip) => {
-                e.set_bond(b.node, xov_protocol::BondStatus::from_proof(b, tip, false));
                 debug!(node = %b.node, "bond verified");
+                BondVerdict::Live { tip }
             }
             Err(BondCheck::Spent) => {
                 info!(node = %b.node, "bond output spent: it no longer counts");
-                e.set_bond(b.node, xov_protocol::BondStatus::from_proof(b, 0, true));
+                BondVerdict::Refuted
             }
             Err(BondCheck::Rejected(why)) => {
                 info!(node = %b.node, %why, "bond proof rejected");
-                e.drop_bond(&b.node);
+                BondVerdict::Refuted
             }
-            Err(BondCheck::NotYet(why)) => debug!(node = %b.node, %why, "bond not counted yet"),
+            Err(BondCheck::Unconfirmed) => {
+                debug!(node = %b.node, "bond unconfirmed: not counted yet");
+                BondVerdict::NotYet
+            }
+            Err(BondCheck::Unavailable(why)) => {
+                debug!(node = %b.node, %why, "bond not counted yet");
+                BondVerdict::NotYet
+            }
+        };
+        let Ok(mut m) = self.market.write() else {
+            return;
+        };
+        if let Err(e) = m.evidence_mut().bond_verdict(p, verdict) {
+            warn!(error = %e, "cannot record a bond verdict");
         }
     }
 
@@ -212,18 +308,33 @@ impl TrustService {
     }
 }
 
+/// Why a proof does not count (yet); the errors are kept for the log.
 enum BondCheck {
     Spent,
-    Rejected(String),
-    NotYet(String),
+    Rejected(RejectedBy),
+    Unconfirmed,
+    /// The chain source could not say (down, or cannot check this claim).
+    Unavailable(BondError),
 }
 
-/// The chain's verdict on a proof: the tip height when the bond counts.
-async fn check(w: &XovWallet, b: &BondProof) -> Result<u32, BondCheck> {
+/// What refuted a proof.
+#[derive(Debug, thiserror::Error)]
+enum RejectedBy {
+    #[error("binding signature: {0}")]
+    Binding(BondError),
+    #[error("locktime: {0}")]
+    Locktime(#[from] xov_wallet::bitcoin::absolute::ConversionError),
+    #[error(transparent)]
+    Chain(BondError),
+}
+
+/// The chain's verdict on a proof: the tip height when the bond counts. A light client scans at most
+/// `max_scan_blocks` of block filters for it.
+async fn check(w: &XovWallet, b: &BondProof, max_scan_blocks: u32) -> Result<u32, BondCheck> {
     xov_wallet::verify_bond_binding(&b.bond_pubkey, &b.binding_message(), &b.binding_sig)
-        .map_err(|e| BondCheck::Rejected(format!("binding signature: {e}")))?;
+        .map_err(|e| BondCheck::Rejected(RejectedBy::Binding(e)))?;
     let locktime = LockTime::from_height(b.locktime)
-        .map_err(|e| BondCheck::Rejected(format!("locktime: {e}")))?;
+        .map_err(|e| BondCheck::Rejected(RejectedBy::Locktime(e)))?;
     let claim = BondClaim {
         outpoint: OutPoint {
             txid: Txid::from_byte_array(b.txid),
@@ -234,14 +345,15 @@ async fn check(w: &XovWallet, b: &BondProof) -> Result<u32, BondCheck> {
         amount_sat: b.amount_sats,
         height_hint: (b.height > 0).then_some(b.height),
     };
-    match w.check_bond(&claim).await {
+    match w.check_bond_within(&claim, max_scan_blocks).await {
         Ok(st) if st.confirmations >= 1 => Ok(st.tip_height),
-        Ok(_) => Err(BondCheck::NotYet("unconfirmed".into())),
+        Ok(_) => Err(BondCheck::Unconfirmed),
         Err(BondError::Spent { .. }) => Err(BondCheck::Spent),
         Err(e @ (BondError::Unsupported(_) | BondError::Chain(_))) => {
-            Err(BondCheck::NotYet(e.to_string()))
+            Err(BondCheck::Unavailable(e))
         }
-        Err(e) => Err(BondCheck::Rejected(e.to_string())),
+        // Wrong output, or confirmed too deep to check here: the tip only grows, so it never will be.
+        Err(e) => Err(BondCheck::Rejected(RejectedBy::Chain(e))),
     }
 }
 
@@ -252,4 +364,21 @@ pub fn parse_node(s: &str, me: NodeId) -> Result<NodeId, String> {
     }
     s.parse()
         .map_err(|_| format!("'{s}' is not a node id (64 hex characters) or 'me'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15, attack 4: checks of others' proofs are rate-limited per hour.
+    #[test]
+    fn the_check_budget_allows_so_many_an_hour_then_refills() {
+        let mut b = CheckBudget::default();
+        let t = 1_800_000_000;
+        assert!((0..3).all(|i| b.take(3, t + i)));
+        assert!(!b.take(3, t + 10));
+        assert!(!b.take(3, t + 3599));
+        assert!(b.take(3, t + 3600));
+        assert!(!CheckBudget::default().take(0, t));
+    }
 }

@@ -18,8 +18,8 @@ use std::path::Path;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
 use thiserror::Error;
 use xov_protocol::{
-    upgrade_v1, BondProof, DecodeError, Offer, OfferKey, OfferWithdrawal, PoolCharter, PoolId,
-    Signed, SignedReceipt,
+    upgrade_v1, BondProof, DecodeError, NodeId, Offer, OfferKey, OfferWithdrawal, PoolCharter,
+    PoolId, Signed, SignedReceipt,
 };
 
 const CF_OFFERS: &str = "offers";
@@ -227,6 +227,17 @@ impl Store {
     pub fn put_bond_proof(&self, p: &Signed<BondProof>) -> Result<(), StoreError> {
         let key = [b"b".as_slice(), p.body().node.as_bytes()].concat();
         self.put(CF_TRUST, &key, &p.to_bytes())
+    }
+
+    /// Forgets the stored bond proof of `node` (refuted by the chain, its bond gone, or evicted).
+    pub fn delete_bond_proof(&self, node: &NodeId) -> Result<(), StoreError> {
+        let key = [b"b".as_slice(), node.as_bytes()].concat();
+        self.delete(CF_TRUST, &key)
+    }
+
+    /// Forgets a stored receipt (pruned: too old to count, or evicted).
+    pub fn delete_receipt(&self, r: &SignedReceipt) -> Result<(), StoreError> {
+        self.delete(CF_TRUST, &receipt_key(r))
     }
 
     /// Receipts and bond proofs, in key order (receipts after bonds). Entries of encoding version 1 are

@@ -14,6 +14,15 @@ fuzz_target!(|data: &[u8]| {
     assert!(load.observe(&msg));
     assert!(!load.observe(&msg), "the same report twice is not newer");
     let b = msg.body();
-    let total = load.total(&b.pool, b.at.saturating_sub(1));
+    let caps = [(
+        b.provider,
+        xov_protocol::LoadCap {
+            running_leases: u64::MAX,
+            running_sats_per_hour: u64::MAX,
+        },
+    )]
+    .into_iter()
+    .collect();
+    let total = load.total(&b.pool, b.at.saturating_sub(1), &caps);
     assert_eq!(total.running_sats_per_hour, b.running_sats_per_hour);
 });
