@@ -358,6 +358,9 @@ pub struct NetworkConfig {
     pub origin_rate_per_sec: u32,
     /// Burst allowance per origin: covers a provider republishing all its offers at once.
     pub origin_burst: u32,
+    /// How long gossip message ids are remembered to drop duplicates unread. Its memory grows with the
+    /// message rate times this (about 200 bytes a message); shorter lets late duplicates be checked again.
+    pub duplicate_cache_secs: u64,
     /// Pools joined on first start (names or ids); later joins and leaves are remembered in the database.
     pub pools: Vec<String>,
 }
@@ -376,6 +379,7 @@ impl Default for NetworkConfig {
             peer_burst: 2000,
             origin_rate_per_sec: 20,
             origin_burst: 400,
+            duplicate_cache_secs: 120,
             pools: vec![xov_protocol::PUBLIC_POOL_NAME.to_string()],
         }
     }

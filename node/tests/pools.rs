@@ -513,8 +513,8 @@ async fn gossiped_receipts_count_in_every_member_and_forged_or_double_counted_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_expired_oversized_and_garbage_gossip_is_rejected_and_penalised_and_stale_versions_are_not()
-{
+async fn forged_expired_oversized_and_garbage_gossip_is_rejected_and_penalised_and_stale_versions_are_not(
+) {
     use xov_protocol::{public_charter, Chain, Keypair, Signed};
     let dirs = dirs(3);
     let nodes = tokio::task::block_in_place(|| start_chain(&dirs, |_| None));

@@ -16,6 +16,9 @@ pub const KAD_PROTOCOL: &str = "/xov/kad/1.0.0";
 pub const IDENTIFY_PROTOCOL: &str = "/xov/id/1.0.0";
 /// Largest gossip frame; our own messages are at most 16 KiB, larger ones are garbage (rejected on arrival).
 pub const MAX_TRANSMIT: usize = 64 * 1024;
+/// How long gossipsub remembers a message id, to drop a duplicate unread: the memory it costs grows with the
+/// message rate times this, whoever sends (`[network] duplicate_cache_secs`).
+pub const DUPLICATE_CACHE: Duration = Duration::from_secs(120);
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -38,6 +41,15 @@ pub enum BehaviourError {
 
 impl Behaviour {
     pub fn new(key: &identity::Keypair, mdns_enabled: bool) -> Result<Self, BehaviourError> {
+        Self::with_duplicate_cache(key, mdns_enabled, DUPLICATE_CACHE)
+    }
+
+    /// As [`Behaviour::new`], remembering message ids for `duplicate_cache` to drop duplicates.
+    pub fn with_duplicate_cache(
+        key: &identity::Keypair,
+        mdns_enabled: bool,
+        duplicate_cache: Duration,
+    ) -> Result<Self, BehaviourError> {
         let peer_id = key.public().to_peer_id();
         // Our payloads carry their own ed25519 signatures, so gossipsub's envelope signing would only repeat
         // that work; messages are identified by content, which also makes re-publishing the same bytes a no-op.
@@ -49,7 +61,7 @@ impl Behaviour {
             })
             .max_transmit_size(MAX_TRANSMIT)
             .heartbeat_interval(Duration::from_millis(500))
-            .duplicate_cache_time(Duration::from_secs(120))
+            .duplicate_cache_time(duplicate_cache)
             // A publisher sends to its mesh like everyone else instead of to every peer it knows: measured
             // ~23x the offer's size sent per node with flooding over ~48 connections (docs/benchmarks.md).
             .flood_publish(false)

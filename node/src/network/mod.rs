@@ -311,6 +311,14 @@ pub fn libp2p_key(key: &xov_protocol::Keypair) -> Result<identity::Keypair, Netw
 
 /// Builds a swarm with the node's behaviour. Also used by tests to build peers that misbehave.
 pub fn build_swarm(key: identity::Keypair, mdns: bool) -> Result<Swarm<Behaviour>, NetworkError> {
+    build_swarm_with(key, mdns, behaviour::DUPLICATE_CACHE)
+}
+
+fn build_swarm_with(
+    key: identity::Keypair,
+    mdns: bool,
+    duplicate_cache: Duration,
+) -> Result<Swarm<Behaviour>, NetworkError> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -321,7 +329,7 @@ pub fn build_swarm(key: identity::Keypair, mdns: bool) -> Result<Swarm<Behaviour
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_quic()
         .with_behaviour(|k| {
-            Behaviour::new(k, mdns)
+            Behaviour::with_duplicate_cache(k, mdns, duplicate_cache)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
@@ -386,7 +394,11 @@ pub async fn start(
     market: Arc<RwLock<Market>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(NetworkHandle, mpsc::Receiver<IncomingLease>), NetworkError> {
-    let mut swarm = build_swarm(libp2p_key(key)?, cfg.mdns)?;
+    let mut swarm = build_swarm_with(
+        libp2p_key(key)?,
+        cfg.mdns,
+        Duration::from_secs(cfg.duplicate_cache_secs.max(1)),
+    )?;
     let listen_addrs = listen(&mut swarm, &cfg.listen).await?;
     let peer_id = *swarm.local_peer_id();
 
@@ -430,11 +442,7 @@ pub async fn start(
         swarm,
         market,
         rate: RateLimiter::new(cfg.peer_rate_per_sec, cfg.peer_burst, MAX_LIMITER_KEYS),
-        origin_rate: RateLimiter::new(
-            cfg.origin_rate_per_sec,
-            cfg.origin_burst,
-            MAX_LIMITER_KEYS,
-        ),
+        origin_rate: RateLimiter::new(cfg.origin_rate_per_sec, cfg.origin_burst, MAX_LIMITER_KEYS),
         sync_rate: RateLimiter::new(SYNC_SERVE_RATE_PER_SEC, SYNC_SERVE_BURST, MAX_LIMITER_KEYS),
         reputation: Reputation::default(),
         stats: GossipStats::default(),
@@ -612,7 +620,7 @@ impl Runner {
                 }
             }
             (Some(TopicKind::Pool(p)), AnyMessage::LoadReport(l)) if l.body().pool == p => {
-                match m.evidence_mut().accept_load_report(&l, now) {
+                match m.accept_load_report(&l, now) {
                     Ok(true) => Verdict::Accept,
                     Ok(false) => Verdict::Ignore,
                     Err(e) if e.is_senders_fault() => Verdict::Reject(e.to_string()),
@@ -752,7 +760,11 @@ impl Runner {
                 let p = sync::pool_of(pool);
                 let mut page = m.sync_page(&p, after, sync::PAGE);
                 let mut evidence = if after.is_none() && m.joined().contains(&p) {
-                    m.evidence().sync_items(&p, sync::MAX_SYNC_RECEIPTS)
+                    m.evidence().sync_items_within(
+                        &p,
+                        sync::MAX_SYNC_RECEIPTS,
+                        crate::market::trust::SYNC_EVIDENCE_BYTES,
+                    )
                 } else {
                     Vec::new()
                 };

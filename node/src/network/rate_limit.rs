@@ -72,7 +72,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             );
             Ok(())
         } else {
-            self.buckets.insert(key.clone(), Bucket { tokens, last: now });
+            self.buckets
+                .insert(key.clone(), Bucket { tokens, last: now });
             Err(TooSoon(Duration::from_secs_f64(
                 (1.0 - tokens) / self.rate_per_sec,
             )))
@@ -163,7 +164,10 @@ mod tests {
         let mut rl = RateLimiter::new(1, 10, 100);
         let t0 = Instant::now();
         for k in 0..10_000u32 {
-            assert!(rl.allow(&k, t0), "a new key always starts with a full bucket");
+            assert!(
+                rl.allow(&k, t0),
+                "a new key always starts with a full bucket"
+            );
             assert!(rl.len() <= 100);
         }
         // A key that flooded keeps its empty bucket over one that sent once: the fuller ones go first.

@@ -171,9 +171,7 @@ impl Reputation {
 
     /// The peer's penalty points now, rounded down.
     pub fn penalty(&self, peer: &PeerId, now: Instant) -> u32 {
-        self.peers
-            .get(peer)
-            .map_or(0, |r| r.penalty_at(now) as u32)
+        self.peers.get(peer).map_or(0, |r| r.penalty_at(now) as u32)
     }
 
     /// Drops the records that no longer matter: penalty decayed below a point, and no ban running or ended

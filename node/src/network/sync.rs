@@ -82,9 +82,7 @@ pub enum SyncResponse {
         evidence: Vec<Vec<u8>>,
     },
     /// The responder trades on another chain (`chain`) and serves nothing to this requester.
-    OtherChain {
-        chain: Chain,
-    },
+    OtherChain { chain: Chain },
 }
 
 pub fn pool_of(raw: [u8; 32]) -> PoolId {
@@ -242,7 +240,12 @@ mod tests {
         }
     }
 
-    fn page(pool: [u8; 32], offers: usize, next: Option<OfferKey>, evidence: usize) -> SyncResponse {
+    fn page(
+        pool: [u8; 32],
+        offers: usize,
+        next: Option<OfferKey>,
+        evidence: usize,
+    ) -> SyncResponse {
         SyncResponse::Book {
             pool,
             offers: vec![vec![0]; offers],

@@ -122,7 +122,11 @@ impl Adversary {
             let mut retry = tokio::time::interval(Duration::from_millis(5));
             loop {
                 while let Some((t, data)) = backlog.pop_front() {
-                    match swarm.behaviour_mut().gossipsub.publish(t.clone(), data.clone()) {
+                    match swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(t.clone(), data.clone())
+                    {
                         Err(gossipsub::PublishError::AllQueuesFull(_)) => {
                             backlog.push_front((t, data));
                             break;
