@@ -122,16 +122,13 @@ impl Adversary {
             let mut retry = tokio::time::interval(Duration::from_millis(5));
             loop {
                 while let Some((t, data)) = backlog.pop_front() {
-                    match swarm
+                    if let Err(gossipsub::PublishError::AllQueuesFull(_)) = swarm
                         .behaviour_mut()
                         .gossipsub
                         .publish(t.clone(), data.clone())
                     {
-                        Err(gossipsub::PublishError::AllQueuesFull(_)) => {
-                            backlog.push_front((t, data));
-                            break;
-                        }
-                        _ => {}
+                        backlog.push_front((t, data));
+                        break;
                     }
                 }
                 tokio::select! {
