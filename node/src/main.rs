@@ -174,6 +174,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             Ok(())
         }
+        Command::Wallet(WalletCommand::RecoveryWords) => {
+            let path = dd.path(xov_node::daemon::WALLET_MNEMONIC);
+            if !path.exists() {
+                anyhow::bail!(
+                    "no wallet at {}; the node creates one at its first start with [wallet] enabled",
+                    path.display()
+                );
+            }
+            let pass = std::env::var("XOV_WALLET_PASSPHRASE")
+                .ok()
+                .filter(|p| !p.is_empty());
+            let (words, _) = xov_wallet::keys::load_or_create_mnemonic_with(&path, pass.as_deref())?;
+            let words = words.to_string();
+            output::print(
+                cli.json,
+                &serde_json::json!({ "words": words.split_whitespace().collect::<Vec<_>>() }),
+                || {
+                    format!(
+                        "{}\n(write them down and keep them offline: with them anyone can spend this wallet)",
+                        words.trim()
+                    )
+                },
+            );
+            Ok(())
+        }
         Command::Wallet(cmd) => wallet_command(cmd, &client()?, cli.json).await,
         Command::Order(args) => order_command(args, &client()?, cli.json).await,
         Command::Leases(LeasesCommand::List) => {
@@ -302,7 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Events => Ok(xov_node::cli::ops::events(&client()?, cli.json).await?),
         Command::Dashboard { open } => {
-            Ok(xov_node::cli::ops::dashboard(&client()?, open, cli.json)?)
+            Ok(xov_node::cli::ops::dashboard(&client()?, open, cli.json).await?)
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -397,6 +422,7 @@ async fn wallet_command(cmd: WalletCommand, c: &Client, json: bool) -> anyhow::R
                 }
             });
         }
+        WalletCommand::RecoveryWords => unreachable!("read from the datadir without the API, above"),
         WalletCommand::Balance => {
             let b: BalanceView = c.get("/v1/wallet/balance", None).await?;
             output::print(json, &b, || {

@@ -482,3 +482,81 @@ async fn throwaway_identities_neither_close_the_pool_nor_grow_memory() {
         "memory grows with throwaway identities: {per_identity} bytes each"
     );
 }
+
+/// Attack 10 (dashboard): the API token never rides in a URL (a login link holds a one-time code), a
+/// request that changes something with the dashboard's cookie must name the dashboard's own origin, and
+/// every response forbids framing and foreign scripts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_keeps_its_token_out_of_urls_and_refuses_requests_of_unknown_origin() {
+    use reqwest::header;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token = a.cookie();
+
+    // An old-style link with the token itself is refused, and says what to do.
+    let r = http
+        .get(a.url(&format!("/?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "token_in_url", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("xov dashboard"));
+
+    // `xov dashboard` prints a one-time link: it logs in once, then never again.
+    let link = tokio::task::block_in_place(|| a.json(&["dashboard"]))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!link.contains(&token), "{link}");
+    let first = http.get(&link).send().await.unwrap();
+    assert_eq!(first.status(), 303, "{:?}", first.headers());
+    let cookie = first
+        .headers()
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(cookie.contains(&token), "the cookie carries the token");
+    let again = http.get(&link).send().await.unwrap();
+    assert_eq!(again.status(), 401, "a used link is dead");
+
+    // Every response carries the security headers.
+    let page = http.get(a.url("/")).send().await.unwrap();
+    for h in [page.headers(), again.headers()] {
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+    }
+
+    // With the cookie, a state-changing request needs the dashboard's own Origin: none, or another, is refused.
+    let host = a.api.clone();
+    let join = |origin: Option<String>| {
+        let mut req = http
+            .post(a.url("/v1/pools/join"))
+            .header(header::COOKIE, cookie.clone())
+            .json(&serde_json::json!({ "pool": "public" }));
+        if let Some(o) = origin {
+            req = req.header(header::ORIGIN, o);
+        }
+        req.send()
+    };
+    for (origin, want) in [
+        (None, 403),
+        (Some("http://evil.example".to_string()), 403),
+        (Some(format!("http://{host}")), 200),
+    ] {
+        let r = join(origin.clone()).await.unwrap();
+        assert_eq!(r.status(), want, "origin {origin:?}");
+    }
+}

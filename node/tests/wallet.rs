@@ -56,9 +56,28 @@ fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
         0o600,
         "recovery words are private"
     );
+    // Started without a terminal (as under systemd, whose journal keeps stderr), the node points to the
+    // command that shows the words and does not print them; the command prints them from the file.
     assert!(
-        a.log_text().contains("recovery words"),
-        "the words are shown once at creation"
+        a.log_text().contains("xov wallet recovery-words"),
+        "the new wallet is announced with where its words are"
+    );
+    let words: Vec<String> = a.json(&["wallet", "recovery-words"])["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(words.len(), 24);
+    assert_eq!(
+        std::fs::read_to_string(da.path().join("wallet.mnemonic"))
+            .unwrap()
+            .trim(),
+        words.join(" ")
+    );
+    assert!(
+        !a.log_text().contains(&words[..4].join(" ")),
+        "the recovery words never reach the log"
     );
 
     let addr_a = a.json(&["wallet", "address"])["address"]

@@ -21,4 +21,6 @@ pub struct AppState {
     pub events: crate::events::EventBus,
     /// The configuration the node runs with, for `xov doctor`.
     pub config: Arc<crate::config::Config>,
+    /// One-time dashboard login codes (see `api::dashboard`).
+    pub logins: crate::api::dashboard::LoginCodes,
 }

@@ -217,6 +217,9 @@ pub enum WalletCommand {
     },
     /// Confirmed, pending and immature balance.
     Balance,
+    /// Print the wallet's 24 recovery words (read from <datadir>/wallet.mnemonic on this machine; never sent
+    /// over the API, never logged). An encrypted file needs XOV_WALLET_PASSPHRASE.
+    RecoveryWords,
     /// Transactions, newest first.
     History,
     /// Send sats to an address (replace-by-fee on).

@@ -120,13 +120,22 @@ pub async fn events(c: &Client, json: bool) -> Result<(), ClientError> {
 }
 
 /// Prints the dashboard link (which logs the browser in) and opens it when asked.
-pub fn dashboard(c: &Client, open: bool, json: bool) -> Result<(), ClientError> {
-    let url = format!("{}/?token={}", c.base(), c.token());
+pub async fn dashboard(c: &Client, open: bool, json: bool) -> Result<(), ClientError> {
+    let login: crate::api::dashboard::LoginCode = c
+        .call::<(), _>(reqwest::Method::POST, "/v1/dashboard/login", None, None)
+        .await?;
+    let url = login.url;
     if json {
-        println!("{}", serde_json::json!({ "url": url }));
+        println!(
+            "{}",
+            serde_json::json!({ "url": url, "expires_in_secs": login.expires_in_secs })
+        );
     } else {
         println!("{url}");
-        eprintln!("(the link holds this session's API token: it stops working when the node restarts; do not share it)");
+        eprintln!(
+            "(a one-time link: it logs one browser in within {} s, then stops working)",
+            login.expires_in_secs
+        );
     }
     if open {
         if let Err(e) = std::process::Command::new("xdg-open").arg(&url).status() {

@@ -136,6 +136,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         shutdown: shutdown_tx.clone(),
         events,
         config: Arc::new(cfg.clone()),
+        logins: Default::default(),
     };
 
     let expiry = tokio::spawn({
@@ -226,8 +227,9 @@ fn spawn_fee_bumping(
     });
 }
 
-/// Opens the built-in wallet. On first start the recovery words are printed once to the terminal (not to the
-/// log); they stay in `<datadir>/wallet.mnemonic` (0600).
+/// Opens the built-in wallet. On first start the recovery words are printed once when stderr is a terminal
+/// (someone is watching); under a service manager stderr goes to the journal, so only a pointer to
+/// `xov wallet recovery-words` is printed. The words stay in `<datadir>/wallet.mnemonic` (0600).
 async fn open_wallet(
     dd: &DataDir,
     cfg: &Config,
@@ -249,7 +251,12 @@ async fn open_wallet(
     let w = xov_wallet::XovWallet::open(wcfg, Box::new(crate::store::WalletDb::new(store)))
         .await
         .context("cannot open the wallet")?;
-    if w.created_mnemonic() {
+    if w.created_mnemonic() && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "\n  New wallet. Its recovery words are in {} (mode 0600); run `xov wallet recovery-words` at a\n  terminal to see them and write them down. They are not printed here: this output may be logged.\n",
+            dd.path(WALLET_MNEMONIC).display()
+        );
+    } else if w.created_mnemonic() {
         let pass = std::env::var("XOV_WALLET_PASSPHRASE")
             .ok()
             .filter(|p| !p.is_empty());

@@ -24,9 +24,9 @@ const fail = (m) => { throw new Error(m); };
       window.fetch = (p, i) => { window.__reads.push(String(p)); return f(p, i); };
     });
 
-    // The link logs in (cookie) and redirects to a URL without the token.
+    // The one-time link logs in (cookie) and redirects to a clean URL.
     await page.goto(url);
-    if (page.url().includes("token=")) fail(`token still in the address bar: ${page.url()}`);
+    if (page.url().includes("code=")) fail(`login code still in the address bar: ${page.url()}`);
     await page.waitForSelector("#live.on", { timeout: 30000 });
     await page.waitForSelector("#offers-table tbody tr", { timeout: 60000 });
     await page.screenshot({ path: `${shots}/1-offers.png`, fullPage: true });
