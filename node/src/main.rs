@@ -185,7 +185,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pass = std::env::var("XOV_WALLET_PASSPHRASE")
                 .ok()
                 .filter(|p| !p.is_empty());
-            let (words, _) = xov_wallet::keys::load_or_create_mnemonic_with(&path, pass.as_deref())?;
+            let (words, _) =
+                xov_wallet::keys::load_or_create_mnemonic_with(&path, pass.as_deref())?;
             let words = words.to_string();
             output::print(
                 cli.json,
@@ -422,7 +423,9 @@ async fn wallet_command(cmd: WalletCommand, c: &Client, json: bool) -> anyhow::R
                 }
             });
         }
-        WalletCommand::RecoveryWords => unreachable!("read from the datadir without the API, above"),
+        WalletCommand::RecoveryWords => {
+            unreachable!("read from the datadir without the API, above")
+        }
         WalletCommand::Balance => {
             let b: BalanceView = c.get("/v1/wallet/balance", None).await?;
             output::print(json, &b, || {

@@ -560,3 +560,27 @@ async fn the_dashboard_keeps_its_token_out_of_urls_and_refuses_requests_of_unkno
         assert_eq!(r.status(), want, "origin {origin:?}");
     }
 }
+
+/// Attack 9 (frames): a peer sending frames far over any message's size (100 KiB; messages are at most
+/// 16 KiB) is not left connected with its stream silently unread: the frames reach validation, count
+/// against it, and it is banned and disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frames_get_their_sender_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "");
+    let big = Adversary::connect(&a.bootstrap(), public()).await;
+    for n in 0..20u8 {
+        big.send(vec![n; 100 * 1024]);
+    }
+    tokio::task::block_in_place(|| {
+        eventually("the sender is banned and disconnected", CONVERGE, || {
+            let p = peer_view(&a, &big.peer_id).ok_or("unknown")?;
+            if p["banned"] == true && big.closed.load(Ordering::SeqCst) > 0 {
+                Ok(())
+            } else {
+                Err(p.to_string())
+            }
+        })
+    });
+    assert!(gossip(&a)["rejected"].as_u64().unwrap() >= 1);
+}

@@ -79,7 +79,8 @@ pub async fn new_login(State(st): State<AppState>, headers: HeaderMap) -> Respon
     let code = fresh_code();
     {
         let Ok(mut codes) = st.logins.lock() else {
-            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "lock").into_response();
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "lock")
+                .into_response();
         };
         codes.retain(|_, until| *until > now);
         if codes.len() >= MAX_LOGIN_CODES {
@@ -139,7 +140,11 @@ async fn index(State(st): State<AppState>, q: Query<Login>) -> Response {
         .into_response();
     }
     if let Some(code) = &q.code {
-        let valid = st.logins.lock().ok().and_then(|mut c| c.remove(code.trim()));
+        let valid = st
+            .logins
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(code.trim()));
         if !valid.is_some_and(|until| until > Instant::now()) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -148,7 +153,10 @@ async fn index(State(st): State<AppState>, q: Query<Login>) -> Response {
             )
             .into_response();
         }
-        let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", st.token.trim());
+        let cookie = format!(
+            "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+            st.token.trim()
+        );
         // Redirect so the token leaves the address bar.
         let mut r = Redirect::to("/").into_response();
         if let Ok(v) = cookie.parse() {

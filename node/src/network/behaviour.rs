@@ -14,8 +14,11 @@ use super::sync::{SyncRequest, SyncResponse, PROTOCOL};
 
 pub const KAD_PROTOCOL: &str = "/xov/kad/1.0.0";
 pub const IDENTIFY_PROTOCOL: &str = "/xov/id/1.0.0";
-/// Largest gossip frame; our own messages are at most 16 KiB, larger ones are garbage (rejected on arrival).
-pub const MAX_TRANSMIT: usize = 64 * 1024;
+/// Largest gossip frame gossipsub reads. Our own messages are at most 16 KiB; anything larger is garbage, and
+/// is read anyway up to this size so that it reaches validation and counts against its sender (a frame
+/// over gossipsub's limit is dropped inside gossipsub with no event, its stream left unread, and its sender
+/// would keep its connection unblamed). Past this size that still happens; see docs/pools.md.
+pub const MAX_FRAME: usize = 1024 * 1024;
 /// How long gossipsub remembers a message id, to drop a duplicate unread: the memory it costs grows with the
 /// message rate times this, whoever sends (`[network] duplicate_cache_secs`).
 pub const DUPLICATE_CACHE: Duration = Duration::from_secs(120);
@@ -50,6 +53,17 @@ impl Behaviour {
         mdns_enabled: bool,
         duplicate_cache: Duration,
     ) -> Result<Self, BehaviourError> {
+        Self::with_limits(key, mdns_enabled, duplicate_cache, MAX_FRAME)
+    }
+
+    /// As [`Behaviour::with_duplicate_cache`], with another frame size limit (tests build peers that send
+    /// frames over the node's limit with it).
+    pub fn with_limits(
+        key: &identity::Keypair,
+        mdns_enabled: bool,
+        duplicate_cache: Duration,
+        max_frame: usize,
+    ) -> Result<Self, BehaviourError> {
         let peer_id = key.public().to_peer_id();
         // Our payloads carry their own ed25519 signatures, so gossipsub's envelope signing would only repeat
         // that work; messages are identified by content, which also makes re-publishing the same bytes a no-op.
@@ -59,7 +73,7 @@ impl Behaviour {
             .message_id_fn(|m: &gossipsub::Message| {
                 gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec())
             })
-            .max_transmit_size(MAX_TRANSMIT)
+            .max_transmit_size(max_frame)
             .heartbeat_interval(Duration::from_millis(500))
             .duplicate_cache_time(duplicate_cache)
             // A publisher sends to its mesh like everyone else instead of to every peer it knows: measured

@@ -311,13 +311,23 @@ pub fn libp2p_key(key: &xov_protocol::Keypair) -> Result<identity::Keypair, Netw
 
 /// Builds a swarm with the node's behaviour. Also used by tests to build peers that misbehave.
 pub fn build_swarm(key: identity::Keypair, mdns: bool) -> Result<Swarm<Behaviour>, NetworkError> {
-    build_swarm_with(key, mdns, behaviour::DUPLICATE_CACHE)
+    build_swarm_with(key, mdns, behaviour::DUPLICATE_CACHE, behaviour::MAX_FRAME)
+}
+
+/// A swarm whose gossip frames may be up to `max_frame` bytes: for tests that send frames over the node's
+/// own limit.
+pub fn build_swarm_with_max_frame(
+    key: identity::Keypair,
+    max_frame: usize,
+) -> Result<Swarm<Behaviour>, NetworkError> {
+    build_swarm_with(key, false, behaviour::DUPLICATE_CACHE, max_frame)
 }
 
 fn build_swarm_with(
     key: identity::Keypair,
     mdns: bool,
     duplicate_cache: Duration,
+    max_frame: usize,
 ) -> Result<Swarm<Behaviour>, NetworkError> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -329,7 +339,7 @@ fn build_swarm_with(
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_quic()
         .with_behaviour(|k| {
-            Behaviour::with_duplicate_cache(k, mdns, duplicate_cache)
+            Behaviour::with_limits(k, mdns, duplicate_cache, max_frame)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
@@ -398,6 +408,7 @@ pub async fn start(
         libp2p_key(key)?,
         cfg.mdns,
         Duration::from_secs(cfg.duplicate_cache_secs.max(1)),
+        behaviour::MAX_FRAME,
     )?;
     let listen_addrs = listen(&mut swarm, &cfg.listen).await?;
     let peer_id = *swarm.local_peer_id();

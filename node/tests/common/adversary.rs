@@ -15,7 +15,7 @@ use libp2p::{identity, Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use xov_node::network::behaviour::BehaviourEvent;
 use xov_node::network::sync::{SyncRequest, SyncResponse};
-use xov_node::network::{build_swarm, topics};
+use xov_node::network::{build_swarm_with_max_frame, topics};
 use xov_protocol::{Chain, OfferKey, PoolId};
 
 /// How the adversary answers the sync requests it gets.
@@ -94,7 +94,9 @@ impl Adversary {
 
     /// As [`Adversary::connect`], answering sync requests by `script`.
     pub async fn connect_with(target: &str, pool: PoolId, script: SyncScript) -> Adversary {
-        let mut swarm = build_swarm(identity::Keypair::generate_ed25519(), false).unwrap();
+        // Frames up to 4 MiB, so it can send what the node's limit refuses.
+        let mut swarm =
+            build_swarm_with_max_frame(identity::Keypair::generate_ed25519(), 4 << 20).unwrap();
         let peer_id = *swarm.local_peer_id();
         swarm
             .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
