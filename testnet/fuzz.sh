@@ -3,7 +3,8 @@
 # cargo-fuzz (crates.io, 0.13) is installed once into the cache; it runs on the stable toolchain with
 # RUSTC_BOOTSTRAP=1 (libFuzzer needs -Z flags). Each target starts from its seed corpus in the repository
 # (read-only here: what libFuzzer finds goes to a temporary directory) and fails the run on a crash, leak or
-# timeout, printing the input that did it. A long campaign: `bash testnet/fuzz.sh 3600`.
+# timeout, printing the input that did it. A long campaign: `bash testnet/fuzz.sh 3600`. Crates: protocol/fuzz
+# and node/fuzz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source testnet/env.sh
@@ -17,19 +18,22 @@ export PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 summary=()
-for crate in protocol; do
+# Each crate with a fuzz/ directory: its targets, built once into its own target dir (fuzz-<crate>). The node's
+# cold build is long (RocksDB's C++; see docs/benchmarks.md): XOV_FUZZ_CRATES=protocol skips it.
+for crate in ${XOV_FUZZ_CRATES:-protocol node}; do
   targets=$(cd "$crate" && cargo fuzz list)
   (cd "$crate" && cargo fuzz build --target-dir "$CARGO_TARGET_DIR/fuzz-$crate" >&2)
   for t in $targets; do
-    mkdir -p "$scratch/$t" "$crate/fuzz/corpus/$t"
-    log="$scratch/$t.log"
+    work="$scratch/$crate-$t"
+    mkdir -p "$work" "$crate/fuzz/corpus/$t"
+    log="$work.log"
     if ! (cd "$crate" && cargo fuzz run --target-dir "$CARGO_TARGET_DIR/fuzz-$crate" "$t" \
-      "$scratch/$t" "fuzz/corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-      -artifact_prefix="$scratch/$t-") >"$log" 2>&1; then
+      "$work" "fuzz/corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+      -artifact_prefix="$work-") >"$log" 2>&1; then
       tail -n 40 "$log" >&2
       echo "fuzz target $crate/$t FAILED; the input is in:" >&2
-      ls "$scratch/$t-"* >&2 || true
-      for a in "$scratch/$t-"*; do [[ -f $a ]] && base64 -w0 "$a" >&2 && echo >&2; done
+      ls "$work-"* >&2 || true
+      for a in "$work-"*; do [[ -f $a ]] && base64 -w0 "$a" >&2 && echo >&2; done
       exit 1
     fi
     runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")

@@ -9,6 +9,7 @@
 //! - `store/`: RocksDB and the data dir.
 //! - `daemon/`: `xov node run` wiring, and the provider's cloud (`provider.rs`).
 //! - `api/`: the local HTTP API, dashboard, doctor, metrics. `cli/`: the `xov` commands.
+//! - `sim.rs` (feature `sim`, tests and fuzzing only): the lease simulator's in-memory world.
 //! - `clock.rs` reads the wall clock (drivers only); `events.rs` is the bus lease changes are published on.
 
 pub mod api;
@@ -20,6 +21,8 @@ pub mod events;
 pub mod lease;
 pub mod market;
 pub mod network;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod store;
 #[cfg(test)]
 mod test_support;

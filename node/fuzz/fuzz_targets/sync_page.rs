@@ -1,0 +1,197 @@
+#![no_main]
+
+//! Book sync (`/xov/sync/2`): the input is a peer's answer, decoded as libp2p's cbor codec decodes it into a
+//! `SyncResponse` (and, for the serving side, into a `SyncRequest`). Every item of a page is decoded as an
+//! `AnyMessage` and validated as the node validates gossip; a `Book` page is then applied in the node's order
+//! (withdrawals, offers, evidence) to an in-memory `OfferBook` (offers and withdrawals of the page's pool),
+//! a `TrustLedger` (receipts) and a `PoolLoad` (load reports). Checks: nothing panics; the book agrees with
+//! what each insert and withdrawal reported; and applying the same page again changes nothing (sync.rs: the
+//! book's supersession rules make repeated or overlapping pages harmless).
+//!
+//! Kept to one function per page (`page`) so that a future pure check of a response against its request can
+//! be called from it.
+
+use std::collections::BTreeSet;
+
+use libfuzzer_sys::fuzz_target;
+use xov_node::network::sync::{self, SyncRequest, SyncResponse};
+use xov_node_fuzz::{cbor_decode, check_cbor_roundtrip, provider_key, CHAIN, NOW};
+use xov_protocol::validate::{
+    validate_bid, validate_bond_proof, validate_charter, validate_load_report, validate_offer,
+    validate_receipt, validate_withdrawal,
+};
+use xov_protocol::{
+    AnyMessage, Inserted, MessageId, OfferBook, OfferKey, PoolId, PoolLoad, TrustLedger,
+    ValidationError,
+};
+
+/// What the node keeps from sync: the book, receipts and load.
+struct Node {
+    book: OfferBook,
+    ledger: TrustLedger,
+    load: PoolLoad,
+}
+
+impl Node {
+    fn new() -> Self {
+        Node {
+            book: OfferBook::new(),
+            ledger: TrustLedger::with_local(provider_key().node_id()),
+            load: PoolLoad::default(),
+        }
+    }
+
+    fn ids(&self) -> BTreeSet<MessageId> {
+        self.book.iter().map(|o| o.id()).collect()
+    }
+
+    /// One item of a page of `pool`, as the network's `apply` takes it (validated, then stored).
+    fn apply(&mut self, pool: Option<PoolId>, item: &[u8]) {
+        let Ok(msg) = AnyMessage::from_bytes(item) else {
+            return;
+        };
+        match msg {
+            AnyMessage::Offer(o) => {
+                if validate_offer(&o, NOW, None).is_err() || Some(o.body().pool) != pool {
+                    return;
+                }
+                assert!(o.verify());
+                let key = OfferKey::of(o.body());
+                let id = o.id();
+                let before = self.book.get(&key).map(|h| h.id());
+                let len = self.book.len();
+                match self.book.insert(o, NOW) {
+                    Ok(Inserted::New) => {
+                        assert_eq!(before, None);
+                        assert_eq!(self.book.len(), len + 1);
+                        assert_eq!(self.book.get(&key).map(|h| h.id()), Some(id));
+                    }
+                    Ok(Inserted::Superseded { .. }) => {
+                        assert!(before.is_some());
+                        assert_eq!(self.book.len(), len);
+                        assert_eq!(self.book.get(&key).map(|h| h.id()), Some(id));
+                    }
+                    Ok(Inserted::Duplicate) => assert_eq!(before, Some(id)),
+                    Err(_) => {
+                        assert_eq!(self.book.get(&key).map(|h| h.id()), before);
+                        assert_eq!(self.book.len(), len);
+                    }
+                }
+            }
+            AnyMessage::OfferWithdrawal(w) => {
+                if validate_withdrawal(&w, NOW, None).is_err() || Some(w.body().pool) != pool {
+                    return;
+                }
+                assert!(w.verify());
+                let b = w.body();
+                let key = OfferKey {
+                    provider: b.provider,
+                    offer_id: b.offer_id,
+                };
+                let before = self.book.get(&key).map(|h| h.id());
+                match self.book.withdraw(&w, NOW) {
+                    Ok(Some(removed)) => {
+                        assert!(removed.body().sequence <= b.sequence);
+                        assert!(self.book.get(&key).is_none());
+                    }
+                    Ok(None) | Err(ValidationError::Withdrawn { .. }) => {
+                        if let Some(held) = self.book.get(&key) {
+                            assert!(held.body().sequence > b.sequence);
+                        }
+                    }
+                    Err(_) => assert_eq!(self.book.get(&key).map(|h| h.id()), before),
+                }
+            }
+            AnyMessage::PoolCharter(c) => {
+                if validate_charter(&c, NOW).is_ok() {
+                    assert!(c.verify());
+                    let _ = c.body().pool_id();
+                }
+            }
+            AnyMessage::Bid(b) => {
+                if validate_bid(&b, NOW).is_ok() {
+                    assert!(b.verify());
+                }
+            }
+            AnyMessage::Receipt(r) => {
+                let valid = validate_receipt(&r, NOW).is_ok();
+                let added = self.ledger.add_receipt(r, NOW);
+                if !valid {
+                    assert!(added.is_err(), "the ledger took an invalid receipt");
+                }
+            }
+            AnyMessage::BondProof(b) => {
+                if validate_bond_proof(&b, NOW).is_ok() {
+                    assert!(b.verify());
+                }
+            }
+            AnyMessage::LoadReport(l) => {
+                if validate_load_report(&l, NOW).is_ok() {
+                    self.load.observe(&l);
+                }
+            }
+            // Not carried by sync; the node rejects them there. Validation must still not panic.
+            AnyMessage::Order(_) | AnyMessage::Invoice(_) | AnyMessage::LeaseNotice(_) => {}
+        }
+    }
+
+    /// A page as `on_sync_response` applies it.
+    fn page(&mut self, resp: &SyncResponse) {
+        match resp {
+            SyncResponse::OtherChain { chain } => {
+                let _ = chain.to_string();
+            }
+            SyncResponse::Charters(items) => {
+                for c in items {
+                    self.apply(None, c);
+                }
+            }
+            SyncResponse::Book {
+                pool,
+                offers,
+                withdrawals,
+                next,
+                evidence,
+            } => {
+                let pool = sync::pool_of(*pool);
+                for item in withdrawals.iter().chain(offers).chain(evidence) {
+                    self.apply(Some(pool), item);
+                }
+                for o in self.book.iter() {
+                    assert_eq!(
+                        self.book.get(&OfferKey::of(o.body())).map(|h| h.id()),
+                        Some(o.id())
+                    );
+                }
+                if let Some(after) = next {
+                    let req = SyncRequest::Book {
+                        chain: CHAIN,
+                        pool: pool.0,
+                        after: Some(*after),
+                    };
+                    check_cbor_roundtrip(&req);
+                }
+            }
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(req) = cbor_decode::<SyncRequest>(data) {
+        check_cbor_roundtrip(&req);
+        let _ = req.chain();
+    }
+    let Some(resp) = cbor_decode::<SyncResponse>(data) else {
+        return;
+    };
+    check_cbor_roundtrip(&resp);
+    let mut node = Node::new();
+    node.page(&resp);
+    let once = node.ids();
+    let len = node.book.len();
+    assert_eq!(len, once.len());
+    // The same page again (a retried or overlapping sync) changes nothing.
+    node.page(&resp);
+    assert_eq!(node.ids(), once, "a repeated page changed the book");
+    assert_eq!(node.book.len(), len);
+});
