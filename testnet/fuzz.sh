@@ -22,13 +22,28 @@ summary=()
 # cold build is long (RocksDB's C++; see docs/benchmarks.md): XOV_FUZZ_CRATES=protocol skips it.
 for crate in ${XOV_FUZZ_CRATES:-protocol node}; do
   targets=$(cd "$crate" && cargo fuzz list)
-  (cd "$crate" && cargo fuzz build --target-dir "$CARGO_TARGET_DIR/fuzz-$crate" >&2)
+  mode=()
+  timeout=10
+  if [[ $crate == node ]]; then
+    # RocksDB's C++ is most of the node's cold build and is not instrumented anyway: link the archive the
+    # workspace's test build already made, when there is one (the test command runs the tests first).
+    lib=$(ls -t "$CARGO_TARGET_DIR"/debug/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1 || true)
+    if [[ -n $lib ]]; then
+      export ROCKSDB_LIB_DIR=$(dirname "$lib") ROCKSDB_STATIC=1
+    fi
+    # Short runs (CI's smoke test) build without optimisation: minutes less to build, and 10 s of a slow
+    # target finds what a fast one would in a short run; campaigns (over a minute a target) build optimised.
+    # (Unoptimised, one lease_machine script with many settled leases can take tens of seconds: a hang is
+    # still one that takes over two minutes.)
+    if (( secs <= 60 )); then mode=(--dev); timeout=120; fi
+  fi
+  (cd "$crate" && cargo fuzz build "${mode[@]}" --target-dir "$CARGO_TARGET_DIR/fuzz-$crate" >&2)
   for t in $targets; do
     work="$scratch/$crate-$t"
     mkdir -p "$work" "$crate/fuzz/corpus/$t"
     log="$work.log"
-    if ! (cd "$crate" && cargo fuzz run --target-dir "$CARGO_TARGET_DIR/fuzz-$crate" "$t" \
-      "$work" "fuzz/corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    if ! (cd "$crate" && cargo fuzz run "${mode[@]}" --target-dir "$CARGO_TARGET_DIR/fuzz-$crate" "$t" \
+      "$work" "fuzz/corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout="$timeout" -print_final_stats=1 \
       -artifact_prefix="$work-") >"$log" 2>&1; then
       tail -n 40 "$log" >&2
       echo "fuzz target $crate/$t FAILED; the input is in:" >&2

@@ -490,9 +490,19 @@ fn a_low_fee_payment_is_bumped_and_confirms() {
         "the payment reached bitcoind's mempool"
     );
     let fee_of = |txid: &str| -> f64 {
-        btc.cli(&["getmempoolentry", txid]).unwrap()["fees"]["base"]
-            .as_f64()
-            .unwrap()
+        match btc.cli(&["getmempoolentry", txid]) {
+            Ok(e) => e["fees"]["base"].as_f64().unwrap(),
+            Err(e) => {
+                let log = buyer.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "{txid} left the mempool ({e}); lease: {}; chain at {}; buyer's log:\n{}",
+                    lease(&buyer, &id),
+                    btc.height().unwrap_or(0),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            }
+        }
     };
     let first_fee = fee_of(&first);
     // Miners will not take it: bitcoind keeps it out of its blocks.

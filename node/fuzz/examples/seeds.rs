@@ -175,10 +175,10 @@ fn main() {
             next: Some(OfferKey::of(offer.body())),
             evidence: receipt.into_iter().collect(),
         }),
-        cbor_encode(&SyncResponse::Charters(vec![xov_protocol::public_charter(
-            CHAIN,
-        )
-        .to_bytes()])),
+        cbor_encode(&SyncResponse::Charters {
+            charters: vec![xov_protocol::public_charter(CHAIN).to_bytes()],
+            next: None,
+        }),
         cbor_encode(&SyncResponse::OtherChain {
             chain: Chain::SIGNET,
         }),

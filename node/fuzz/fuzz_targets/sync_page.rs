@@ -1,15 +1,15 @@
 #![no_main]
 
-//! Book sync (`/xov/sync/2`): the input is a peer's answer, decoded as libp2p's cbor codec decodes it into a
-//! `SyncResponse` (and, for the serving side, into a `SyncRequest`). Every item of a page is decoded as an
+//! Book sync (`/xov/sync/3`): the input is a peer's answer, decoded as libp2p's cbor codec decodes it into a
+//! `SyncResponse` (and, for the serving side, into a `SyncRequest`), then read against several requests it
+//! could answer with the node's own `sync::check_response`: what it accepts must be of the pool asked for,
+//! within the page limits, and its follow-up must move forward and stop at the page limit. Every item of a
+//! page is decoded as an
 //! `AnyMessage` and validated as the node validates gossip; a `Book` page is then applied in the node's order
 //! (withdrawals, offers, evidence) to an in-memory `OfferBook` (offers and withdrawals of the page's pool),
 //! a `TrustLedger` (receipts) and a `PoolLoad` (load reports). Checks: nothing panics; the book agrees with
 //! what each insert and withdrawal reported; and applying the same page again changes nothing (sync.rs: the
 //! book's supersession rules make repeated or overlapping pages harmless).
-//!
-//! Kept to one function per page (`page`) so that a future pure check of a response against its request can
-//! be called from it.
 
 use std::collections::BTreeSet;
 
@@ -135,26 +135,33 @@ impl Node {
         }
     }
 
-    /// A page as `on_sync_response` applies it.
-    fn page(&mut self, resp: &SyncResponse) {
-        match resp {
-            SyncResponse::OtherChain { chain } => {
+    /// A page as `on_sync_response` applies it: checked against the request it answers
+    /// (`sync::check_response`), then its items in the checked order. Returns the follow-up request.
+    fn page(&mut self, req: &SyncRequest, n: u32, resp: &SyncResponse) -> Option<SyncRequest> {
+        match sync::check_response(req, n, resp.clone()) {
+            Err(_) => None,
+            Ok(sync::Checked::OtherChain(chain)) => {
                 let _ = chain.to_string();
+                None
             }
-            SyncResponse::Charters(items) => {
-                for c in items {
+            Ok(sync::Checked::Charters { items, next }) => {
+                assert!(items.len() <= sync::CHARTER_PAGE);
+                for c in &items {
                     self.apply(None, c);
                 }
+                if let (Some(SyncRequest::Charters { after: Some(a), .. }), SyncRequest::Charters { after, .. }) =
+                    (&next, req)
+                {
+                    assert!(after.is_none_or(|b| *a > b), "a follow-up that does not move forward");
+                }
+                next
             }
-            SyncResponse::Book {
-                pool,
-                offers,
-                withdrawals,
-                next,
-                evidence,
-            } => {
-                let pool = sync::pool_of(*pool);
-                for item in withdrawals.iter().chain(offers).chain(evidence) {
+            Ok(sync::Checked::Book { pool, items, next }) => {
+                let SyncRequest::Book { pool: asked, after, .. } = req else {
+                    panic!("a book page accepted for a charters request");
+                };
+                assert_eq!(pool.0, *asked, "a page of another pool than asked was accepted");
+                for item in &items {
                     self.apply(Some(pool), item);
                 }
                 for o in self.book.iter() {
@@ -163,14 +170,14 @@ impl Node {
                         Some(o.id())
                     );
                 }
-                if let Some(after) = next {
-                    let req = SyncRequest::Book {
-                        chain: CHAIN,
-                        pool: pool.0,
-                        after: Some(*after),
-                    };
-                    check_cbor_roundtrip(&req);
+                if let Some(SyncRequest::Book { after: Some(a), .. }) = &next {
+                    assert!(after.is_none_or(|b| *a > b), "a follow-up that does not move forward");
+                    assert!(n + 1 < sync::MAX_BOOK_PAGES, "paging past the limit");
                 }
+                if let Some(r) = &next {
+                    check_cbor_roundtrip(r);
+                }
+                next
             }
         }
     }
@@ -185,13 +192,33 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     check_cbor_roundtrip(&resp);
-    let mut node = Node::new();
-    node.page(&resp);
-    let once = node.ids();
-    let len = node.book.len();
-    assert_eq!(len, once.len());
-    // The same page again (a retried or overlapping sync) changes nothing.
-    node.page(&resp);
-    assert_eq!(node.ids(), once, "a repeated page changed the book");
-    assert_eq!(node.book.len(), len);
+    // The answer read against each request it could answer: the first page of the page's own pool and of
+    // another pool, a later page, the last allowed page, and the charters.
+    let own = match &resp {
+        SyncResponse::Book { pool, .. } => *pool,
+        _ => [1; 32],
+    };
+    let after = Some(OfferKey {
+        provider: provider_key().node_id(),
+        offer_id: 7,
+    });
+    let requests = [
+        (SyncRequest::Book { chain: CHAIN, pool: own, after: None }, 0),
+        (SyncRequest::Book { chain: CHAIN, pool: [9; 32], after: None }, 0),
+        (SyncRequest::Book { chain: CHAIN, pool: own, after }, 3),
+        (SyncRequest::Book { chain: CHAIN, pool: own, after }, sync::MAX_BOOK_PAGES - 1),
+        (SyncRequest::Charters { chain: CHAIN, after: None }, 0),
+        (SyncRequest::Charters { chain: CHAIN, after: Some([5; 32]) }, 1),
+    ];
+    for (req, n) in &requests {
+        let mut node = Node::new();
+        node.page(req, *n, &resp);
+        let once = node.ids();
+        let len = node.book.len();
+        assert_eq!(len, once.len());
+        // The same page again (a retried or overlapping sync) changes nothing.
+        node.page(req, *n, &resp);
+        assert_eq!(node.ids(), once, "a repeated page changed the book");
+        assert_eq!(node.book.len(), len);
+    }
 });
