@@ -3,12 +3,17 @@
 //! Invariants:
 //! - Tracking is in memory only: `Inner::unconfirmed_since` maps each canonical unconfirmed transaction the
 //!   wallet spent coins in to the tip height when this process first saw it so (at broadcast, since the
-//!   broadcast re-assesses, or at the first chain update or `bump_stuck` after a restart). Every
-//!   re-assessment adds newcomers and drops what confirmed, was replaced or was evicted; a replacement is a
-//!   new txid and so starts its own count at the tip it was made at.
-//! - A transaction is due once the tip is `after_blocks` (at least 1) above its count; an attempt to bump
-//!   it, whatever the outcome, restarts its count at the tip. So at one tip height nothing is bumped twice,
-//!   and a transaction is bumped at most once per `after_blocks` blocks.
+//!   broadcast re-assesses, or at the first chain update or `bump_stuck` after a restart) and the number of
+//!   times the tip rose since. Every re-assessment adds newcomers and drops what confirmed, was replaced or
+//!   was evicted; a replacement is a new txid and so starts its own count at the tip it was made at.
+//! - The count is of tip *rises* the wallet saw after the transaction, not of the height difference: a light
+//!   client whose view lagged when the transaction was sent catches up in one update, and the blocks it
+//!   catches up on were mined before the transaction (CI caught a payment bumped seconds after it was sent).
+//!   So a transaction is bumped no earlier than `after_blocks` blocks after it was sent, later if updates
+//!   bring several blocks at once.
+//! - A transaction is due once the tip rose `after_blocks` (at least 1) times; an attempt to bump it,
+//!   whatever the outcome, restarts its count. So at one tip height nothing is bumped twice, and a
+//!   transaction is bumped at most once per `after_blocks` blocks.
 //! - Only transactions whose every input is the wallet's and that signal RBF are bumped; ones spending a coin
 //!   reserved by a payout built but not broadcast (or being that payout) are left alone, and ones BIP125
 //!   forbids replacing ([`WalletError::NotReplaceable`]) are skipped with a debug log, not reported.
@@ -24,9 +29,31 @@ use crate::bump::Bumped;
 use crate::error::WalletError;
 use crate::wallet::{Inner, XovWallet};
 
-/// Whether a transaction first counted at `since` is due for a bump at `tip`.
-fn is_due(since: u32, tip: u32, after_blocks: u32) -> bool {
-    tip.saturating_sub(since) >= after_blocks.max(1)
+/// Where a tracked transaction's count stands: the tip it last saw, and how many times the tip rose since
+/// it was first seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Waiting {
+    tip: u32,
+    rises: u32,
+}
+
+impl Waiting {
+    pub(crate) fn at(tip: u32) -> Self {
+        Waiting { tip, rises: 0 }
+    }
+
+    /// The tip is now `tip`: one more rise if it is higher than the last one seen (however much higher).
+    fn observe(&mut self, tip: u32) {
+        if tip > self.tip {
+            self.rises += 1;
+        }
+        self.tip = tip;
+    }
+}
+
+/// Whether a transaction whose tip rose `rises` times since it was sent is due for a bump.
+fn is_due(rises: u32, after_blocks: u32) -> bool {
+    rises >= after_blocks.max(1)
 }
 
 /// Brings `unconfirmed_since` up to date with the wallet's canonical view at its tip.
@@ -40,8 +67,11 @@ pub(crate) fn track(g: &mut Inner) {
         .map(|t| t.tx_node.txid)
         .collect();
     g.unconfirmed_since.retain(|t, _| outgoing.contains(t));
+    for w in g.unconfirmed_since.values_mut() {
+        w.observe(tip);
+    }
     for t in outgoing {
-        g.unconfirmed_since.entry(t).or_insert(tip);
+        g.unconfirmed_since.entry(t).or_insert(Waiting::at(tip));
     }
 }
 
@@ -89,7 +119,7 @@ impl XovWallet {
             let due: Vec<Txid> = g
                 .unconfirmed_since
                 .iter()
-                .filter(|(_, since)| is_due(**since, tip, after_blocks))
+                .filter(|(_, w)| is_due(w.rises, after_blocks))
                 .map(|(txid, _)| *txid)
                 .filter(|txid| match not_ours_to_bump(&g, *txid, &reserved) {
                     Some(why) => {
@@ -101,7 +131,7 @@ impl XovWallet {
                 .collect();
             // An attempt restarts the count, whatever comes of it.
             for txid in &due {
-                g.unconfirmed_since.insert(*txid, tip);
+                g.unconfirmed_since.insert(*txid, Waiting::at(tip));
             }
             due
         };
@@ -113,7 +143,7 @@ impl XovWallet {
                     let tip = g.wallet.latest_checkpoint().height();
                     g.unconfirmed_since.remove(&txid);
                     if let Ok(new) = b.new_txid.parse::<Txid>() {
-                        g.unconfirmed_since.insert(new, tip);
+                        g.unconfirmed_since.insert(new, Waiting::at(tip));
                     }
                     out.push(Ok(b));
                 }
@@ -134,18 +164,72 @@ impl XovWallet {
 
 #[cfg(test)]
 mod tests {
-    use super::is_due;
+    use super::{is_due, Waiting};
 
     #[test]
-    fn due_after_n_new_blocks_and_never_at_the_same_height() {
-        assert!(!is_due(100, 100, 2));
-        assert!(!is_due(100, 101, 2));
-        assert!(is_due(100, 102, 2));
-        assert!(is_due(100, 150, 2));
-        // 0 counts as 1: never twice at one height.
-        assert!(!is_due(100, 100, 0));
-        assert!(is_due(100, 101, 0));
-        // A reorg below the count's start is not "stuck for longer".
-        assert!(!is_due(100, 98, 2));
+    fn due_after_n_tip_rises_and_never_at_the_same_height() {
+        struct Case {
+            name: &'static str,
+            tips: &'static [u32],
+            after: u32,
+            due: bool,
+        }
+        let cases = [
+            Case {
+                name: "no new block",
+                tips: &[100, 100, 100],
+                after: 2,
+                due: false,
+            },
+            Case {
+                name: "one new block of two",
+                tips: &[101],
+                after: 2,
+                due: false,
+            },
+            Case {
+                name: "two new blocks",
+                tips: &[101, 102],
+                after: 2,
+                due: true,
+            },
+            Case {
+                name: "a lagging view catching up in one update is one rise, not ten",
+                tips: &[110],
+                after: 3,
+                due: false,
+            },
+            Case {
+                name: "three rises after the catch-up",
+                tips: &[110, 111, 112],
+                after: 3,
+                due: true,
+            },
+            Case {
+                name: "0 counts as 1",
+                tips: &[100],
+                after: 0,
+                due: false,
+            },
+            Case {
+                name: "0 counts as 1, one rise",
+                tips: &[101],
+                after: 0,
+                due: true,
+            },
+            Case {
+                name: "a reorg below the start is no rise",
+                tips: &[98, 99],
+                after: 2,
+                due: false,
+            },
+        ];
+        for c in cases {
+            let mut w = Waiting::at(100);
+            for t in c.tips {
+                w.observe(*t);
+            }
+            assert_eq!(is_due(w.rises, c.after), c.due, "{}", c.name);
+        }
     }
 }

@@ -70,7 +70,7 @@ pub(crate) struct Inner {
     pub(crate) reserved: BTreeMap<Txid, Vec<OutPoint>>,
     /// Unconfirmed transactions this wallet spent from, with the tip height when this process first saw each
     /// (see [`crate::stuck`]). In memory only.
-    pub(crate) unconfirmed_since: BTreeMap<Txid, u32>,
+    pub(crate) unconfirmed_since: BTreeMap<Txid, crate::stuck::Waiting>,
     /// A change-set write failed: the next one writes the complete change set.
     full_write_due: bool,
 }
