@@ -218,7 +218,13 @@ fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
         file.starts_with("xov-encrypted-mnemonic-v1"),
         "encrypted on disk"
     );
-    assert!(c.stop().success());
+    let c_log = c.log.clone();
+    let stopped = c.stop();
+    assert!(
+        stopped.success(),
+        "{stopped}; log:\n{}",
+        std::fs::read_to_string(&c_log).unwrap_or_default()
+    );
     let (status, log) = wait_exit(
         spawn_daemon_with(dc.path(), &node_a),
         Duration::from_secs(60),

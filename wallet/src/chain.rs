@@ -66,7 +66,8 @@ pub(crate) enum ChainHandle {
     Rpc {
         client: Arc<Client>,
         stop: Arc<AtomicBool>,
-        thread: Option<std::thread::JoinHandle<()>>,
+        /// Taken by the first stop.
+        thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
         health: Arc<watch::Sender<ChainHealth>>,
     },
 }
@@ -136,7 +137,7 @@ pub(crate) async fn start(
             Ok(ChainHandle::Rpc {
                 client,
                 stop,
-                thread: Some(thread),
+                thread: std::sync::Mutex::new(Some(thread)),
                 health,
             })
         }
@@ -237,14 +238,15 @@ impl ChainHandle {
         }
     }
 
-    pub(crate) async fn stop(self) {
+    /// Stops following the chain and waits until the source's thread is gone (nothing of it writes to the
+    /// store afterwards). Later calls return at once.
+    pub(crate) async fn stop(&self) {
         match self {
             ChainHandle::Kyoto { light, .. } => light.stop().await,
-            ChainHandle::Rpc {
-                stop, mut thread, ..
-            } => {
+            ChainHandle::Rpc { stop, thread, .. } => {
                 stop.store(true, Ordering::SeqCst);
-                if let Some(t) = thread.take() {
+                let t = thread.lock().ok().and_then(|mut t| t.take());
+                if let Some(t) = t {
                     let _ = tokio::task::spawn_blocking(move || t.join()).await;
                 }
             }

@@ -118,7 +118,8 @@ impl LightShared {
 pub(crate) struct LightHandle {
     pub(crate) shared: Arc<LightShared>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    /// Taken by the first stop.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl LightHandle {
@@ -146,12 +147,21 @@ impl LightHandle {
             sup,
             stop_rx,
         ));
-        LightHandle { shared, stop, task }
+        LightHandle {
+            shared,
+            stop,
+            task: Mutex::new(Some(task)),
+        }
     }
 
-    pub(crate) async fn stop(self) {
+    /// Stops the supervisor and its client, and waits until the client's thread is gone. Later calls
+    /// return at once.
+    pub(crate) async fn stop(&self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task {
+            let _ = t.await;
+        }
     }
 }
 

@@ -630,6 +630,13 @@ impl XovWallet {
     pub async fn shutdown(self) {
         self.chain.stop().await;
     }
+
+    /// Stops following the chain through a shared handle, and waits until the chain source's thread is gone:
+    /// the daemon calls it before it exits, so no thread of the wallet writes to the store while the
+    /// process tears down (RocksDB's globals are destroyed at exit; a write then aborts the process).
+    pub async fn stop_chain(&self) {
+        self.chain.stop().await;
+    }
 }
 
 pub(crate) fn parse_address(address: &str, network: Network) -> Result<Address, WalletError> {

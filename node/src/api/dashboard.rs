@@ -145,7 +145,7 @@ async fn index(State(st): State<AppState>, q: Query<Login>) -> Response {
             .lock()
             .ok()
             .and_then(|mut c| c.remove(code.trim()));
-        if !valid.is_some_and(|until| until > Instant::now()) {
+        if valid.is_none_or(|until| until <= Instant::now()) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_login_code",

@@ -72,6 +72,8 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Stopped before the process exits (see `XovWallet::stop_chain`).
+    let wallet_for_exit = wallet.clone();
     let policy = crate::lease::driver::LeasePolicy {
         terms: cfg.lease.terms(),
         invoice_ttl_secs: cfg.lease.invoice_ttl_secs,
@@ -183,6 +185,9 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
     });
     let result = serve.await;
     expiry.abort();
+    if let Some(w) = &wallet_for_exit {
+        w.stop_chain().await;
+    }
     dd.clear_runtime_files();
     result.context("local API server failed")?;
     info!("node stopped");
