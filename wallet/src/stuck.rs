@@ -6,9 +6,10 @@
 //!   broadcast re-assesses, or at the first chain update or `bump_stuck` after a restart) and the number of
 //!   times the tip rose since. Every re-assessment adds newcomers and drops what confirmed, was replaced or
 //!   was evicted; a replacement is a new txid and so starts its own count at the tip it was made at.
-//! - The count is of tip *rises* the wallet saw after the transaction, not of the height difference: a light
-//!   client whose view lagged when the transaction was sent catches up in one update, and the blocks it
-//!   catches up on were mined before the transaction (CI caught a payment bumped seconds after it was sent).
+//! - The count is of new *highest* tips the wallet saw after the transaction, not of the height difference:
+//!   a light client whose view lagged when the transaction was sent, or that was rebuilt and catches up
+//!   again, reports blocks mined before the transaction (CI caught payments bumped seconds after they were
+//!   sent, both ways). The count starts above the highest tip this process has seen.
 //!   So a transaction is bumped no earlier than `after_blocks` blocks after it was sent, later if updates
 //!   bring several blocks at once.
 //! - A transaction is due once the tip rose `after_blocks` (at least 1) times; an attempt to bump it,
@@ -29,25 +30,28 @@ use crate::bump::Bumped;
 use crate::error::WalletError;
 use crate::wallet::{Inner, XovWallet};
 
-/// Where a tracked transaction's count stands: the tip it last saw, and how many times the tip rose since
-/// it was first seen.
+/// Where a tracked transaction's count stands: the highest tip seen, and how many times a new highest tip
+/// was seen since it was first tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Waiting {
-    tip: u32,
+    high: u32,
     rises: u32,
 }
 
 impl Waiting {
-    pub(crate) fn at(tip: u32) -> Self {
-        Waiting { tip, rises: 0 }
+    /// Starts counting above `high`: the highest tip this process has seen (not the tip now, which a light
+    /// client restarting and catching up may have lowered for a while).
+    pub(crate) fn at(high: u32) -> Self {
+        Waiting { high, rises: 0 }
     }
 
-    /// The tip is now `tip`: one more rise if it is higher than the last one seen (however much higher).
+    /// The tip is now `tip`: one more rise if it is above the highest seen (however much higher). A tip that
+    /// goes down and comes back (a client rebuilt and catching up, a reorg) is no rise.
     fn observe(&mut self, tip: u32) {
-        if tip > self.tip {
+        if tip > self.high {
             self.rises += 1;
+            self.high = tip;
         }
-        self.tip = tip;
     }
 }
 
@@ -70,8 +74,10 @@ pub(crate) fn track(g: &mut Inner) {
     for w in g.unconfirmed_since.values_mut() {
         w.observe(tip);
     }
+    let high = g.tip_high.max(tip);
+    g.tip_high = high;
     for t in outgoing {
-        g.unconfirmed_since.entry(t).or_insert(Waiting::at(tip));
+        g.unconfirmed_since.entry(t).or_insert(Waiting::at(high));
     }
 }
 
@@ -130,8 +136,9 @@ impl XovWallet {
                 })
                 .collect();
             // An attempt restarts the count, whatever comes of it.
+            let high = g.tip_high.max(tip);
             for txid in &due {
-                g.unconfirmed_since.insert(*txid, Waiting::at(tip));
+                g.unconfirmed_since.insert(*txid, Waiting::at(high));
             }
             due
         };
@@ -143,7 +150,8 @@ impl XovWallet {
                     let tip = g.wallet.latest_checkpoint().height();
                     g.unconfirmed_since.remove(&txid);
                     if let Ok(new) = b.new_txid.parse::<Txid>() {
-                        g.unconfirmed_since.insert(new, Waiting::at(tip));
+                        let high = g.tip_high.max(tip);
+                        g.unconfirmed_since.insert(new, Waiting::at(high));
                     }
                     out.push(Ok(b));
                 }
@@ -221,6 +229,12 @@ mod tests {
                 name: "a reorg below the start is no rise",
                 tips: &[98, 99],
                 after: 2,
+                due: false,
+            },
+            Case {
+                name: "a rebuilt client going down and back up is no rise",
+                tips: &[60, 100, 70, 100, 90, 100],
+                after: 1,
                 due: false,
             },
         ];

@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     /// Unconfirmed transactions this wallet spent from, with the tip height when this process first saw each
     /// (see [`crate::stuck`]). In memory only.
     pub(crate) unconfirmed_since: BTreeMap<Txid, crate::stuck::Waiting>,
+    /// The highest tip this process has seen the wallet at (stuck payments count blocks above it).
+    pub(crate) tip_high: u32,
     /// A change-set write failed: the next one writes the complete change set.
     full_write_due: bool,
 }
@@ -336,6 +338,7 @@ impl XovWallet {
             assessed_tip,
             reserved: BTreeMap::new(),
             unconfirmed_since: BTreeMap::new(),
+            tip_high: 0,
             full_write_due: false,
         }));
         let rebuild = Arc::new(Notify::new());
