@@ -489,14 +489,21 @@ fn a_low_fee_payment_is_bumped_and_confirms() {
         mempool(&btc).contains(&first),
         "the payment reached bitcoind's mempool"
     );
+    // A transaction's fee whether it waits in the mempool or was mined already (then from its block: `-txindex`
+    // is on, verbosity 2 reads the prevouts): the replacement may be in a block by the time it is looked at.
     let fee_of = |txid: &str| -> f64 {
-        match btc.cli(&["getmempoolentry", txid]) {
-            Ok(e) => e["fees"]["base"].as_f64().unwrap(),
+        if let Ok(e) = btc.cli(&["getmempoolentry", txid]) {
+            return e["fees"]["base"].as_f64().unwrap();
+        }
+        match btc.cli(&["getrawtransaction", txid, "2"]) {
+            Ok(tx) => tx["fee"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no fee in {tx}")),
             Err(e) => {
                 let log = buyer.log_text();
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 panic!(
-                    "{txid} left the mempool ({e}); lease: {}; chain at {}; buyer's log:\n{}",
+                    "{txid} is unknown to bitcoind ({e}); lease: {}; chain at {}; buyer's log:\n{}",
                     lease(&buyer, &id),
                     btc.height().unwrap_or(0),
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
