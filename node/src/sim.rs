@@ -187,6 +187,25 @@ pub struct Faults {
     pub slow_boot: u32,
 }
 
+impl Faults {
+    /// The faults of the random schedules (`tests/lease_sim.rs`, and the `lease_machine` fuzz target).
+    pub fn schedule() -> Faults {
+        Faults {
+            persist_fail: 20,
+            lose_notice: 100,
+            cloud_transient: 80,
+            launch_fail_after_create: 30,
+            boot_timeout: 40,
+            stuck_stop: 50,
+            refund_later: 60,
+            crash_at_boundary: 8,
+            orphan_applies: 500,
+            max_delay: 40,
+            slow_boot: 100,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Op {
     pub side: Side,
@@ -1629,19 +1648,7 @@ pub fn run_schedule(seed: u64, stats: &mut Stats) -> Result<(), String> {
     terms.min_confirmations = r.range(1, 2) as u32;
     terms.zero_conf_max_sat = if r.chance(400) { r.range(500, 5000) } else { 0 };
     let mut w = World::new(seed, terms);
-    w.faults = Faults {
-        persist_fail: 20,
-        lose_notice: 100,
-        cloud_transient: 80,
-        launch_fail_after_create: 30,
-        boot_timeout: 40,
-        stuck_stop: 50,
-        refund_later: 60,
-        crash_at_boundary: 8,
-        orphan_applies: 500,
-        max_delay: 40,
-        slow_boot: 100,
-    };
+    w.faults = Faults::schedule();
     let n = w.rng.range(1, 3);
     let mut ids = Vec::new();
     for k in 0..n {

@@ -36,6 +36,28 @@ fn gossip(d: &Daemon) -> Value {
     d.json(&["status"])["network"]["gossip"].clone()
 }
 
+/// Gossip messages the node has dealt with, whatever the verdict.
+fn handled(g: &Value) -> u64 {
+    ["accepted", "ignored", "rejected", "rate_limited"]
+        .iter()
+        .map(|k| g[*k].as_u64().unwrap())
+        .sum()
+}
+
+/// Waits until the node has dealt with at least `n` gossip messages in all.
+fn wait_handled(d: &Daemon, what: &str, n: u64, timeout: Duration) {
+    tokio::task::block_in_place(|| {
+        eventually(what, timeout, || {
+            let g = gossip(d);
+            if handled(&g) >= n {
+                Ok(())
+            } else {
+                Err(format!("{} of {n}: {g}", handled(&g)))
+            }
+        })
+    })
+}
+
 fn peer_view(d: &Daemon, peer: &libp2p::PeerId) -> Option<Value> {
     let id = peer.to_string();
     d.json(&["peers"])
@@ -263,23 +285,12 @@ async fn an_honest_relay_is_not_blamed_for_volume_and_one_origin_is_limited_whoe
     for n in 0..1_500 {
         relay.send(report(&throwaway(10_000 + n), t));
     }
-    let seen = |g: &Value| {
-        ["accepted", "ignored", "rejected", "rate_limited"]
-            .iter()
-            .map(|k| g[*k].as_u64().unwrap())
-            .sum::<u64>()
-    };
-    let base = seen(&before);
-    tokio::task::block_in_place(|| {
-        eventually("the node handled every message", CONVERGE, || {
-            let g = gossip(&a);
-            if seen(&g) >= base + 1_500 {
-                Ok(())
-            } else {
-                Err(g.to_string())
-            }
-        })
-    });
+    wait_handled(
+        &a,
+        "the node handled every message",
+        handled(&before) + 1_500,
+        CONVERGE,
+    );
     let g = gossip(&a);
     assert_eq!(
         g["rate_limited"], before["rate_limited"],
@@ -305,17 +316,12 @@ async fn an_honest_relay_is_not_blamed_for_volume_and_one_origin_is_limited_whoe
             second.send(r)
         }
     }
-    let base = seen(&before);
-    tokio::task::block_in_place(|| {
-        eventually("the node handled the loud party", CONVERGE, || {
-            let g = gossip(&a);
-            if seen(&g) >= base + 2_000 {
-                Ok(())
-            } else {
-                Err(g.to_string())
-            }
-        })
-    });
+    wait_handled(
+        &a,
+        "the node handled the loud party",
+        handled(&before) + 2_000,
+        CONVERGE,
+    );
     let g = gossip(&a);
     let limited = g["rate_limited"].as_u64().unwrap() - before["rate_limited"].as_u64().unwrap();
     // The origin's burst (400) and its rate (20/s) over the time it took are all it gets.
@@ -431,34 +437,20 @@ async fn throwaway_identities_neither_close_the_pool_nor_grow_memory() {
             relays[(n % 4) as usize].send(r.to_bytes());
         }
     };
-    let handled = |d: &Daemon| -> u64 {
-        let g = gossip(d);
-        ["accepted", "ignored", "rejected", "rate_limited"]
-            .iter()
-            .map(|k| g[*k].as_u64().unwrap())
-            .sum()
-    };
-    let wait_handled = |n: u64| {
-        tokio::task::block_in_place(|| {
-            eventually(
-                "the node handled the flood",
-                Duration::from_secs(600),
-                || match handled(&a) {
-                    h if h >= n => Ok(()),
-                    h => Err(format!("{h} of {n}")),
-                },
-            )
-        })
-    };
     // In batches, each handled before the next is sent: gossipsub drops what waits in a send queue for over
     // its publish timeout, and the point is what the node keeps of what it handled.
     const BATCH: u64 = 2_000;
-    let base = handled(&a);
+    let base = handled(&gossip(&a));
     let batches = |from: u64, to: u64| {
         for start in (from..to).step_by(BATCH as usize) {
             let end = (start + BATCH).min(to);
             flood(start, end);
-            wait_handled(base + end);
+            wait_handled(
+                &a,
+                "the node handled the flood",
+                base + end,
+                Duration::from_secs(600),
+            );
         }
     };
     // The first half brings every structure to its working size. Gossipsub keeps what it needs per message

@@ -81,19 +81,7 @@ fuzz_target!(|data: &[u8]| {
     let mut w = World::new(fault_seed as u64, terms);
     if fault_seed != 0 {
         // The simulator's schedules' faults (tests/lease_sim.rs), drawn from the world's seeded generator.
-        w.faults = Faults {
-            persist_fail: 20,
-            lose_notice: 100,
-            cloud_transient: 80,
-            launch_fail_after_create: 30,
-            boot_timeout: 40,
-            stuck_stop: 50,
-            refund_later: 60,
-            crash_at_boundary: 8,
-            orphan_applies: 500,
-            max_delay: 40,
-            slow_boot: 100,
-        };
+        w.faults = Faults::schedule();
     }
     let mut ids = Vec::new();
     for k in 0..1 + leases % 3 {
