@@ -241,7 +241,7 @@ pub fn state(d: &Daemon, id: &str) -> String {
 
 pub fn wait_state(d: &Daemon, id: &str, want: &str) -> Value {
     eventually(
-        &format!("lease {} in state {want}", &id[..12]),
+        &format!("lease {} in state {want}", id.get(..12).unwrap_or(id)),
         WAIT,
         || {
             let l = lease(d, id);

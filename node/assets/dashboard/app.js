@@ -102,7 +102,9 @@ $("#order-submit").addEventListener("click", async () => {
     const lease = await api("/v1/orders", { body: req });
     state.leases.set(lease.id, lease);
     $("#order-panel").classList.add("hidden");
-    openLease(lease.id);
+    state.current = lease.id;
+    renderLeases();
+    show("leases");
   } catch (e) {
     $("#order-error").textContent = e.message;
   } finally {
@@ -162,6 +164,7 @@ function renderInvoice() {
   const l = state.leases.get(state.current);
   $("#invoice").classList.toggle("hidden", !l);
   if (!l) return;
+  $("#invoice").dataset.lease = l.id;
   $("#invoice-lease").textContent = `${short(l.id)}… (${l.role}, ${l.state})`;
   $("#invoice-amount").textContent = String(l.amount_sat);
   $("#invoice-address").textContent = l.pay_address || "";

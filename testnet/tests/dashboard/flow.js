@@ -38,7 +38,10 @@ const fail = (m) => { throw new Error(m); };
     await page.click("#order-submit");
     await page.waitForFunction(() => document.querySelector("#invoice-uri").textContent.startsWith("bitcoin:"), null, { timeout: 60000 });
     await page.waitForFunction(() => { const i = document.querySelector("#invoice-qr"); return i.complete && i.naturalWidth > 0; }, null, { timeout: 10000 });
-    const lease = await page.evaluate(() => [...document.querySelectorAll("#leases-table tbody tr")].map((r) => r.dataset.lease)[0]);
+    // The new lease is in the list at once (not only after the next event) and is the one the invoice shows.
+    const lease = await page.evaluate(() => document.querySelector("#invoice").dataset.lease);
+    const listed = await page.evaluate(() => [...document.querySelectorAll("#leases-table tbody tr")].map((r) => r.dataset.lease));
+    if (!lease || !listed.includes(lease)) fail(`the ordered lease ${lease} is not in the lease list: ${listed}`);
     console.log(`LEASE ${lease}`);
     await page.screenshot({ path: `${shots}/2-invoice.png`, fullPage: true });
 
