@@ -5,6 +5,16 @@ use serde::Serialize;
 use crate::api::leases::LeaseView;
 use crate::api::{OfferView, PoolView, Status};
 
+/// `s` as one word for a POSIX shell: unchanged when it has only safe characters, else single-quoted.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Prints `value` as JSON when asked, otherwise the human rendering.
 pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
     if json {
@@ -225,7 +235,22 @@ pub fn lease(v: &LeaseView) -> String {
     }
     if let Some(i) = &x.instance {
         match i.addresses.first() {
-            Some(a) => out.push_str(&format!("ssh        {}@{a}\n", i.user)),
+            Some(a) => {
+                let port = if i.ssh_port == 22 {
+                    String::new()
+                } else {
+                    format!(" -p {}", i.ssh_port)
+                };
+                out.push_str(&format!(
+                    "ssh        ssh{port} {}@{a}   (or: xov ssh {})\n",
+                    i.user,
+                    x.id
+                ));
+                if i.open_ports.iter().any(|p| *p != i.ssh_port) {
+                    let ports: Vec<String> = i.open_ports.iter().map(u16::to_string).collect();
+                    out.push_str(&format!("open ports {}\n", ports.join(", ")));
+                }
+            }
             None => out.push_str(&format!(
                 "server     {} (no network address: the cloud attached none)\n",
                 i.server_id
