@@ -602,8 +602,11 @@ async fn order_command(a: OrderArgs, c: &Client, dd: &DataDir, json: bool) -> an
     // Which key file this lease was ordered with, for `xov ssh` (it finds the private key beside it).
     if let Ok(abs) = std::fs::canonicalize(&a.ssh_key) {
         let saved = ssh_dir(dd).and_then(|d| {
-            std::fs::write(d.join(format!("{}.key", l.lease.id)), abs.display().to_string())
-                .context("cannot record the order's key file")
+            std::fs::write(
+                d.join(format!("{}.key", l.lease.id)),
+                abs.display().to_string(),
+            )
+            .context("cannot record the order's key file")
         });
         if let Err(e) = saved {
             eprintln!("note: {e:#}; `xov ssh` will look for the key in ~/.ssh or take `-i PATH`");

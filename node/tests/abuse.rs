@@ -591,14 +591,21 @@ async fn a_frame_over_the_limit_gets_its_sender_banned() {
     let big = Adversary::connect(&a.bootstrap(), public()).await;
     big.send(vec![7u8; 2 << 20]);
     tokio::task::block_in_place(|| {
-        eventually("the sender of a 2 MiB frame is banned and disconnected", CONVERGE, || {
-            let p = peer_view(&a, &big.peer_id).ok_or("unknown")?;
-            if p["banned"] == true && p["connected"] == false && big.closed.load(Ordering::SeqCst) > 0 {
-                Ok(())
-            } else {
-                Err(p.to_string())
-            }
-        })
+        eventually(
+            "the sender of a 2 MiB frame is banned and disconnected",
+            CONVERGE,
+            || {
+                let p = peer_view(&a, &big.peer_id).ok_or("unknown")?;
+                if p["banned"] == true
+                    && p["connected"] == false
+                    && big.closed.load(Ordering::SeqCst) > 0
+                {
+                    Ok(())
+                } else {
+                    Err(p.to_string())
+                }
+            },
+        )
     });
     let g = tokio::task::block_in_place(|| gossip(&a));
     assert!(g["invalid_frames"].as_u64().unwrap() >= 1, "{g}");

@@ -76,8 +76,10 @@ impl OpenStackLab {
     }
 
     fn current() -> OpenStackLab {
-        let state = std::env::var("OSLAB_DIR").unwrap_or_else(|_| "/tmp/openstack-lab/state".into());
-        let networks = std::fs::read_to_string(PathBuf::from(state).join("networks")).unwrap_or_default();
+        let state =
+            std::env::var("OSLAB_DIR").unwrap_or_else(|_| "/tmp/openstack-lab/state".into());
+        let networks =
+            std::fs::read_to_string(PathBuf::from(state).join("networks")).unwrap_or_default();
         OpenStackLab {
             auth_url: format!("http://127.0.0.1:{KEYSTONE_PORT}/v3"),
             compute_url: format!("http://127.0.0.1:{NOVA_PORT}/v2.1"),

@@ -144,7 +144,12 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     let fixed = ours[0]
         .addresses
         .first()
-        .unwrap_or_else(|| panic!("the machine on the tenant network has an address: {:?}", ours[0]))
+        .unwrap_or_else(|| {
+            panic!(
+                "the machine on the tenant network has an address: {:?}",
+                ours[0]
+            )
+        })
         .ip
         .clone();
     assert_eq!(seen["instance"]["addresses"][0], fixed.as_str(), "{seen}");
@@ -158,7 +163,10 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
         "-p 22".to_string(),
         format!("debian@{fixed}"),
     ] {
-        assert!(printed.contains(&want), "`xov ssh --print` lacks {want}: {printed}");
+        assert!(
+            printed.contains(&want),
+            "`xov ssh --print` lacks {want}: {printed}"
+        );
     }
     // Run for real with a stand-in for ssh that records what it was given (the lab's machines are fake and
     // run no SSH server; issue 17 brings a real one).
@@ -169,7 +177,11 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
         format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\n", record.display()),
     )
     .unwrap();
-    std::fs::set_permissions(&stand_in, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        &stand_in,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let ran = std::process::Command::new(xov_bin())
         .arg("--datadir")
         .arg(&buyer.datadir)

@@ -340,7 +340,15 @@ mod tests {
             invalid_frames: 1,
             ..Default::default()
         };
-        let t = render(Some((3, &gossip)), 7, 2, &leases, Some(150), Some(&chain), 42);
+        let t = render(
+            Some((3, &gossip)),
+            7,
+            2,
+            &leases,
+            Some(150),
+            Some(&chain),
+            42,
+        );
         for line in [
             "xov_chain_state{state=\"stalled\",source=\"compact block filters\"} 1",
             "xov_chain_state{state=\"synced\",source=\"compact block filters\"} 0",

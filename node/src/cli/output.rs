@@ -243,8 +243,7 @@ pub fn lease(v: &LeaseView) -> String {
                 };
                 out.push_str(&format!(
                     "ssh        ssh{port} {}@{a}   (or: xov ssh {})\n",
-                    i.user,
-                    x.id
+                    i.user, x.id
                 ));
                 if i.open_ports.iter().any(|p| *p != i.ssh_port) {
                     let ports: Vec<String> = i.open_ports.iter().map(u16::to_string).collect();

@@ -16,7 +16,9 @@ use xov_protocol::LeaseState;
 /// Why `xov ssh` cannot log in; each says what to do.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SshError {
-    #[error("lease {id} has no machine yet (state {state}); wait with `xov leases show {id} --wait`")]
+    #[error(
+        "lease {id} has no machine yet (state {state}); wait with `xov leases show {id} --wait`"
+    )]
     NoMachine { id: String, state: String },
     #[error("lease {id} has ended (state {state}); its machine is gone")]
     Ended { id: String, state: String },
@@ -55,7 +57,11 @@ fn private_for(pub_path: &Path, contents: &str, want: &(String, String)) -> Opti
 
 /// Where to look for the lease's key, in order: an explicit private key (its `.pub` beside it), the
 /// public key file recorded at order time, then `~/.ssh/*.pub`.
-pub fn candidates(explicit: Option<&Path>, recorded: Option<PathBuf>, home: Option<&Path>) -> Vec<PathBuf> {
+pub fn candidates(
+    explicit: Option<&Path>,
+    recorded: Option<PathBuf>,
+    home: Option<&Path>,
+) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(e) = explicit {
         let mut p = e.as_os_str().to_owned();
@@ -242,7 +248,10 @@ mod tests {
             (
                 "no matching key",
                 lease(running, Some(machine(&["198.18.10.20"], 22))),
-                vec![(PathBuf::from("/k/other.pub"), "ssh-ed25519 AAAAother".into())],
+                vec![(
+                    PathBuf::from("/k/other.pub"),
+                    "ssh-ed25519 AAAAother".into(),
+                )],
                 "pass `-i PATH`",
             ),
             (

@@ -267,7 +267,10 @@ mod address_tests {
         for (name, given, want) in [
             (
                 "floating after fixed",
-                vec![addr("10.99.0.5", Some("fixed")), addr("198.18.10.20", Some("floating"))],
+                vec![
+                    addr("10.99.0.5", Some("fixed")),
+                    addr("198.18.10.20", Some("floating")),
+                ],
                 vec!["198.18.10.20", "10.99.0.5"],
             ),
             (
