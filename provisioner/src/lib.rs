@@ -12,6 +12,7 @@
 pub mod config;
 pub mod error;
 mod glance;
+pub mod hardware;
 mod http;
 pub mod inventory;
 mod keystone;
@@ -24,6 +25,7 @@ pub mod userdata;
 
 pub use config::{Auth, Interface, KeyDelivery, Networks, OpenStackConfig, RetryPolicy, Secret};
 pub use error::{ProvisionError, Result};
+pub use hardware::{CpuArch, GpuSpec};
 pub use inventory::{ImageEntry, InventoryMapping, MappingEntry};
 pub use openstack::{keypair_name, OpenStackProvisioner};
 pub use provisioner::{

@@ -139,6 +139,7 @@ async fn inventory_lists_the_lab_flavor_and_image() {
         images: vec![ImageEntry::Name(ctx.lab.image_name.clone())],
         price_sats_per_hour: 100,
         max_instances: None,
+        gpu: None,
     });
     // the same flavor by id, capped at zero by the provider: offered with capacity 0
     mapping.entries.push(MappingEntry {
@@ -146,6 +147,7 @@ async fn inventory_lists_the_lab_flavor_and_image() {
         images: vec![ImageEntry::Name(ctx.lab.image_name.clone())],
         price_sats_per_hour: 5000,
         max_instances: Some(0),
+        gpu: None,
     });
     let p = OpenStackProvisioner::new(ctx.config(), mapping).unwrap();
     let inv = p.inventory().await.unwrap();
@@ -189,6 +191,56 @@ async fn inventory_lists_the_lab_flavor_and_image() {
         "{:?}",
         inv.warnings
     );
+}
+
+/// The lab's GPU flavor (`g1.a100`: one unit of the custom resource class CUSTOM_GPU_A100, which the lab's
+/// compute node carries) becomes a GPU offer under the operator's name for the class, the CPU-only flavor
+/// stays without one, and a lease of the GPU shape boots that flavor.
+#[tokio::test]
+async fn a_gpu_flavor_is_offered_as_a_gpu_and_boots() {
+    let Some(ctx) = setup("a_gpu_flavor_is_offered_as_a_gpu_and_boots").await else {
+        return;
+    };
+    let mut mapping = ctx.mapping();
+    mapping.entries.push(MappingEntry {
+        flavor: "g1.a100".into(),
+        images: vec![ImageEntry::Name(ctx.lab.image_name.clone())],
+        price_sats_per_hour: 90_000,
+        max_instances: None,
+        gpu: None,
+    });
+    mapping
+        .gpu_names
+        .insert("CUSTOM_GPU_A100".into(), "NVIDIA A100".into());
+    let p = OpenStackProvisioner::new(ctx.config(), mapping).unwrap();
+    let inv = p.inventory().await.unwrap();
+    let by_name = |n: &str| {
+        inv.shapes
+            .iter()
+            .find(|s| s.flavor_name == n)
+            .unwrap_or_else(|| panic!("{n} offered: {inv:#?}"))
+    };
+    let tiny = by_name(&ctx.lab.flavor_name);
+    assert_eq!(tiny.gpu, None);
+    assert_eq!(tiny.arch, xov_provisioner::CpuArch::X86_64);
+    let gpu = by_name("g1.a100");
+    assert_eq!(
+        gpu.gpu,
+        Some(xov_provisioner::GpuSpec {
+            model: "NVIDIA A100".into(),
+            count: 1
+        })
+    );
+    assert_eq!((gpu.vcpus, gpu.ram_mib), (2, 1024));
+
+    let lease = lease_id();
+    let mut req = ctx.request(&lease, BUYER_KEY);
+    req.flavor = gpu.flavor_id.clone();
+    let m = p.launch(&req).await.unwrap();
+    assert_eq!(m.state, MachineState::Running, "{m:?}");
+    let server = ctx.raw.server(&m.server_id).await.unwrap();
+    assert_eq!(server["flavor"]["original_name"], "g1.a100", "{server}");
+    assert!(p.delete(&lease).await.unwrap());
 }
 
 /// The create reaches Nova but its answer is lost (502 after forwarding), on top of a dropped connection,
