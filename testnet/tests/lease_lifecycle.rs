@@ -98,6 +98,34 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     assert!(String::from_utf8_lossy(&no_image.stderr)
         .contains("no offer has image arch-linux; available: debian-12"));
 
+    // A provider attached to a cloud cannot sell an offer typed by hand (no flavor would be behind it).
+    let by_hand = xov(
+        &p1.datadir,
+        &[
+            "offer",
+            "publish",
+            "--vcpus",
+            "8",
+            "--ram",
+            "65536",
+            "--disk",
+            "100",
+            "--gpu",
+            "NVIDIA A100",
+            "--image",
+            "debian-12",
+            "--price",
+            "90000",
+            "--country",
+            "DE",
+        ],
+    );
+    assert!(!by_hand.status.success());
+    assert!(
+        String::from_utf8_lossy(&by_hand.stderr).contains("add the flavor to [provider.inventory]"),
+        "{by_hand:?}"
+    );
+
     // Order: the cheapest provider (P1) answers with a signed invoice for the hours asked.
     let refund = buyer.json(&["wallet", "address"])["address"]
         .as_str()
