@@ -16,6 +16,7 @@ pub mod hardware;
 mod http;
 pub mod inventory;
 mod keystone;
+pub mod neutron;
 mod nova;
 pub mod openstack;
 pub mod provisioner;
