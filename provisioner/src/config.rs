@@ -169,6 +169,9 @@ pub struct OpenStackConfig {
     pub request_timeout: Duration,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// How buyers reach the machine: ports opened, floating IPs.
+    #[serde(default)]
+    pub access: crate::access::AccessConfig,
 }
 
 fn default_boot_timeout() -> Duration {
@@ -182,6 +185,7 @@ fn default_request_timeout() -> Duration {
 impl OpenStackConfig {
     /// Checks what can be checked without the cloud, so a bad config fails at start, not at the first lease.
     pub fn validate(&self) -> Result<()> {
+        self.access.validate()?;
         check_url("auth_url", &self.auth_url)?;
         if let Some(u) = &self.compute_endpoint_override {
             check_url("compute_endpoint_override", u)?;

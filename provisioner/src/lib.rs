@@ -9,6 +9,7 @@
 //!
 //! Limits: plain http only (the workspace's reqwest is built without TLS), see `docs/operator.md`.
 
+pub mod access;
 pub mod config;
 pub mod error;
 mod glance;
@@ -24,6 +25,7 @@ pub mod reconcile;
 pub mod retry;
 pub mod userdata;
 
+pub use access::AccessConfig;
 pub use config::{Auth, Interface, KeyDelivery, Networks, OpenStackConfig, RetryPolicy, Secret};
 pub use error::{ProvisionError, Result};
 pub use hardware::{CpuArch, GpuSpec};

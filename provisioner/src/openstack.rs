@@ -24,8 +24,8 @@ use crate::keystone::Keystone;
 use crate::neutron::Neutron;
 use crate::nova::{Action, Created, Flavor, Nova, NovaServer};
 use crate::provisioner::{
-    parse_ssh_key, same_ssh_key, validate_lease_id, Inventory, LaunchRequest, Machine, Provisioner,
-    LEASE_TAG,
+    parse_ssh_key, same_ssh_key, validate_lease_id, Address, Inventory, LaunchRequest, Machine,
+    Provisioner, LEASE_TAG,
 };
 use crate::retry::{Backoff, Poll};
 use crate::userdata;
@@ -283,6 +283,78 @@ impl OpenStackProvisioner {
 
     async fn launch_locked(&self, req: &LaunchRequest) -> Result<Machine> {
         let lease = req.lease_id.as_str();
+        let machine = self.boot(req).await?;
+        self.open_access(lease, machine).await
+    }
+
+    /// Whether leases get their own security group: only machines on a network have ports to put in one.
+    fn wants_security_group(&self) -> bool {
+        self.cfg.access.security_group && !matches!(self.cfg.network, Networks::None)
+    }
+
+    /// The lease's security group, made before its server so the server's port never exists without it.
+    async fn security_group(&self, lease: &str) -> Result<Option<String>> {
+        if !self.wants_security_group() {
+            return Ok(None);
+        }
+        let sg = self
+            .neutron
+            .ensure_security_group(lease, &self.cfg.access.open_ports())
+            .await?;
+        Ok(Some(sg.id))
+    }
+
+    /// After the machine is up: its ports in the lease's security group (a server found again may predate
+    /// it) and the floating IP on its first port; the machine as buyers reach it, floating address first.
+    async fn open_access(&self, lease: &str, mut machine: Machine) -> Result<Machine> {
+        if matches!(self.cfg.network, Networks::None) {
+            return Ok(machine);
+        }
+        let sg = self.security_group(lease).await?;
+        let ports = self.neutron.ports_of_server(&machine.server_id).await?;
+        if let Some(sg) = &sg {
+            for p in ports.iter().filter(|p| p.security_groups != [sg.clone()]) {
+                self.neutron.set_security_groups(&p.id, &[sg]).await?;
+            }
+        }
+        if let (Some(ext), Some(port)) = (&self.cfg.access.external_network, ports.first()) {
+            let fip = self
+                .neutron
+                .ensure_floating_ip(lease, ext, &port.id)
+                .await?;
+            info!(
+                lease,
+                address = fip.floating_ip_address,
+                "launch: floating IP attached"
+            );
+            // Nova learns of it from Neutron a moment later; the buyer needs it now.
+            if !machine
+                .addresses
+                .iter()
+                .any(|a| a.ip == fip.floating_ip_address)
+            {
+                let network = machine
+                    .addresses
+                    .first()
+                    .map(|a| a.network.clone())
+                    .unwrap_or_default();
+                machine.addresses.insert(
+                    0,
+                    Address {
+                        network,
+                        ip: fip.floating_ip_address,
+                        version: 4,
+                        kind: Some("floating".into()),
+                    },
+                );
+            }
+        }
+        Ok(machine)
+    }
+
+    /// The lease's server, booted (or found again) and followed until it is built.
+    async fn boot(&self, req: &LaunchRequest) -> Result<Machine> {
+        let lease = req.lease_id.as_str();
         // A retry, a restart or a crash after the create: the tagged server is the lease's machine.
         if let Some(s) = self.of_lease(lease).await?.into_iter().next() {
             info!(
@@ -316,6 +388,10 @@ impl OpenStackProvisioner {
             Networks::Auto => json!("auto"),
             Networks::Named(id) => json!([{ "uuid": id }]),
         };
+        if let Some(sg) = self.security_group(lease).await? {
+            // Nova accepts a group's id where it says name.
+            server["security_groups"] = json!([{ "name": sg }]);
+        }
         match self.cfg.key_delivery {
             KeyDelivery::Keypair => {
                 server["key_name"] = json!(self.ensure_keypair(lease, &req.ssh_public_key).await?);
@@ -602,6 +678,10 @@ impl Provisioner for OpenStackProvisioner {
             .collect();
         self.delete_and_wait(lease_id, &servers).await?;
         self.drop_keypair(lease_id).await;
+        // Once the server (and with it its ports) is gone, nothing uses the lease's floating IP and group.
+        if !matches!(self.cfg.network, Networks::None) {
+            self.neutron.release(lease_id).await?;
+        }
         Ok(!servers.is_empty())
     }
 

@@ -243,10 +243,11 @@ async fn a_gpu_flavor_is_offered_as_a_gpu_and_boots() {
     assert!(p.delete(&lease).await.unwrap());
 }
 
-/// A lease's reachability, in Neutron's own records: one security group opening port 22 (IPv4 and IPv6),
-/// put on the machine's port, and one floating IP from the external network on that port, both carrying
-/// the lease's marker as description and tag; asking again finds them instead of making more; releasing
-/// removes both.
+/// A lease's reachability, in Neutron's own records: one security group opening port 22 (IPv4 and IPv6)
+/// on the machine's port, and one floating IP from the external network on that port, both carrying the
+/// lease's marker as description and tag. A crash after the group was made, or after the server booted,
+/// and a relaunch still end with exactly one of each; the launch gives the floating address first; the
+/// lease's end removes both.
 #[tokio::test]
 async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them() {
     let Some(ctx) =
@@ -262,15 +263,36 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
     };
     let mut cfg = ctx.config();
     cfg.network = xov_provisioner::Networks::Named(tenant);
+    let p_fixed = OpenStackProvisioner::new(cfg.clone(), ctx.mapping()).unwrap();
+    cfg.access.external_network = Some(public.clone());
     let p = OpenStackProvisioner::new(cfg, ctx.mapping()).unwrap();
     let n = p.neutron();
     let lease = lease_id();
     let tag = xov_provisioner::neutron::marker(&lease);
-    let m = p.launch(&ctx.request(&lease, BUYER_KEY)).await.unwrap();
-    let ports = n.ports_of_server(&m.server_id).await.unwrap();
-    assert_eq!(ports.len(), 1, "{ports:?}");
 
-    let sg = n.ensure_security_group(&lease, &[22]).await.unwrap();
+    // A crash right after the group was made: the launch finds it instead of making another.
+    let early = n.ensure_security_group(&lease, &[22]).await.unwrap();
+    // A crash after the server booted, before the floating IP (a launch without an external network).
+    let booted = p_fixed
+        .launch(&ctx.request(&lease, BUYER_KEY))
+        .await
+        .unwrap();
+    assert!(
+        booted
+            .addresses
+            .iter()
+            .all(|a| a.ip.starts_with("10.99.0.")),
+        "{booted:?}"
+    );
+    let m = p.launch(&ctx.request(&lease, BUYER_KEY)).await.unwrap();
+    assert_eq!(m.server_id, booted.server_id);
+    let again = p.launch(&ctx.request(&lease, BUYER_KEY)).await.unwrap();
+    assert_eq!(again.server_id, m.server_id);
+
+    let groups = n.security_groups_of(&lease).await.unwrap();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    let sg = &groups[0];
+    assert_eq!(sg.id, early.id);
     assert!(sg.tags.contains(&tag) && sg.description == tag, "{sg:?}");
     for ethertype in ["IPv4", "IPv6"] {
         assert!(
@@ -284,37 +306,21 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
             "port 22 open over {ethertype}: {sg:?}"
         );
     }
-    assert_eq!(
-        n.ensure_security_group(&lease, &[22]).await.unwrap().id,
-        sg.id
-    );
-    let port = n
-        .set_security_groups(&ports[0].id, &[&sg.id])
-        .await
-        .unwrap();
-    assert_eq!(port.security_groups, [sg.id.clone()]);
+    let ports = n.ports_of_server(&m.server_id).await.unwrap();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(ports[0].security_groups, [sg.id.clone()]);
 
-    let fip = n
-        .ensure_floating_ip(&lease, &public, &ports[0].id)
-        .await
-        .unwrap();
+    let fips = n.floating_ips_of(&lease).await.unwrap();
+    assert_eq!(fips.len(), 1, "{fips:?}");
+    let fip = &fips[0];
     assert!(fip.floating_ip_address.starts_with("198.18.10."), "{fip:?}");
     assert_eq!(fip.port_id.as_deref(), Some(ports[0].id.as_str()));
-    assert!(
-        fip.tags.contains(&tag)
-            || n.floating_ips_of(&lease).await.unwrap()[0]
-                .tags
-                .contains(&tag)
-    );
+    assert!(fip.tags.contains(&tag), "{fip:?}");
     assert_eq!(
-        n.ensure_floating_ip(&lease, &public, &ports[0].id)
-            .await
-            .unwrap()
-            .id,
-        fip.id
+        m.addresses[0].ip, fip.floating_ip_address,
+        "floating first: {m:?}"
     );
-    assert_eq!(n.security_groups_of(&lease).await.unwrap().len(), 1);
-    assert_eq!(n.floating_ips_of(&lease).await.unwrap().len(), 1);
+    assert_eq!(again.addresses[0].ip, fip.floating_ip_address, "{again:?}");
     let marked = n.marked().await.unwrap();
     for (kind, id) in [("security_group", &sg.id), ("floating_ip", &fip.id)] {
         assert!(
@@ -324,8 +330,8 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
             "{kind} listed as the lease's: {marked:?}"
         );
     }
+
     assert!(p.delete(&lease).await.unwrap());
-    n.release(&lease).await.unwrap();
     assert!(n.security_groups_of(&lease).await.unwrap().is_empty());
     assert!(n.floating_ips_of(&lease).await.unwrap().is_empty());
 }

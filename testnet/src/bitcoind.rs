@@ -162,6 +162,40 @@ impl Bitcoind {
         self.mine_to(n, BURN_ADDRESS)
     }
 
+    /// Mines one block once `txid` has reached the mempool (a light client broadcasts over P2P, so a block
+    /// mined at once may miss it). Fails after `timeout` without it.
+    pub fn mine_tx(
+        &self,
+        txid: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<String>, HarnessError> {
+        let until = std::time::Instant::now() + timeout;
+        while self.cli(&["getmempoolentry", txid]).is_err() {
+            if std::time::Instant::now() > until {
+                return Err(HarnessError::Rpc(format!(
+                    "{txid} did not reach the mempool within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.mine(1)
+    }
+
+    /// Mines one block once the mempool holds at least one transaction (for a payment whose txid the
+    /// test does not see). Fails after `timeout` with the mempool still empty.
+    pub fn mine_pending(&self, timeout: std::time::Duration) -> Result<Vec<String>, HarnessError> {
+        let until = std::time::Instant::now() + timeout;
+        while self.cli(&["getmempoolinfo"])?["size"].as_u64().unwrap_or(0) == 0 {
+            if std::time::Instant::now() > until {
+                return Err(HarnessError::Rpc(format!(
+                    "no transaction reached the mempool within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.mine(1)
+    }
+
     pub fn height(&self) -> Result<u64, HarnessError> {
         self.cli(&["getblockcount"])?
             .as_u64()

@@ -93,7 +93,7 @@ password = "{pass}"
 project_name = "{project}"
 user_domain = "{udom}"
 project_domain = "{pdom}"
-
+{access}
 [[provider.inventory.entries]]
 flavor = "{flavor}"
 price_sats_per_hour = {price}
@@ -105,6 +105,12 @@ images = [{{ offer = "debian-12", glance = "{image}" }}]
         region = lab.region,
         // Machines boot on the lab's tenant network, so the buyer gets an address.
         network = lab.tenant_network.as_deref().unwrap_or("none"),
+        // Each lease gets a security group (port 22) and a floating IP from the lab's external network.
+        access = lab
+            .public_network
+            .as_deref()
+            .map(|n| format!("[provider.openstack.access]\nexternal_network = \"{n}\"\n"))
+            .unwrap_or_default(),
         user = lab.username,
         pass = lab.password,
         project = lab.project_name,

@@ -169,19 +169,43 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     assert_eq!(seen["instance"]["user"], "debian");
     // On the lab's tenant network the machine has an address; the buyer gets it with the SSH port, and
     // `xov ssh` logs in there with the private half of the key the order was placed with.
-    let fixed = ours[0]
+    // The floating IP from the lab's external network comes first, then the machine's own address.
+    let fixed = &ours[0]
         .addresses
-        .first()
+        .iter()
+        .find(|a| a.kind.as_deref() == Some("fixed"))
         .unwrap_or_else(|| {
             panic!(
                 "the machine on the tenant network has an address: {:?}",
                 ours[0]
             )
         })
-        .ip
-        .clone();
-    assert_eq!(seen["instance"]["addresses"][0], fixed.as_str(), "{seen}");
+        .ip;
+    let floating = seen["instance"]["addresses"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        floating.starts_with("198.18.10."),
+        "a floating IP first: {seen}"
+    );
+    assert!(
+        seen["instance"]["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == fixed.as_str()),
+        "{seen}"
+    );
     assert_eq!(seen["instance"]["ssh_port"], 22, "{seen}");
+    assert_eq!(
+        seen["instance"]["open_ports"],
+        serde_json::json!([22]),
+        "{seen}"
+    );
+    let shown =
+        String::from_utf8_lossy(&xov(&buyer.datadir, &["leases", "show", &id]).stdout).to_string();
+    assert!(shown.contains(&format!("debian@{floating}")), "{shown}");
     let private = key_file.with_extension("");
     let printed = xov(&buyer.datadir, &["ssh", &id, "--print"]);
     let printed = String::from_utf8_lossy(&printed.stdout).to_string()
@@ -189,7 +213,7 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     for want in [
         format!("-i {}", private.display()),
         "-p 22".to_string(),
-        format!("debian@{fixed}"),
+        format!("debian@{floating}"),
     ] {
         assert!(
             printed.contains(&want),
@@ -222,7 +246,7 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     let args: Vec<&str> = args.lines().collect();
     assert_eq!(
         args[args.len() - 4..],
-        [format!("debian@{fixed}").as_str(), "--", "uname", "-a"],
+        [format!("debian@{floating}").as_str(), "--", "uname", "-a"],
         "{args:?}"
     );
     let first_until = seen["runs_until"].as_u64().unwrap();
@@ -241,7 +265,7 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
         topup["txid"].as_str().is_some_and(|t| t.len() == 64),
         "{topup}"
     );
-    btc.mine(1).unwrap();
+    btc.mine_tx(topup["txid"].as_str().unwrap(), WAIT).unwrap();
     eventually("top-up extends the lease", WAIT, || {
         let l = lease(&buyer, &id);
         match l["runs_until"].as_u64() {
@@ -364,7 +388,7 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
         follower.0.try_wait().unwrap().is_none(),
         "unconfirmed, the lease is not running yet, so --wait waits"
     );
-    btc.mine(1).unwrap();
+    btc.mine_pending(WAIT).unwrap();
     eventually(
         "`leases show --wait` returns once running",
         WAIT,
@@ -479,7 +503,7 @@ fn a_provider_killed_while_the_machine_builds_restarts_to_exactly_one_running_ma
         "--pay",
     ]);
     let id = l["id"].as_str().unwrap().to_string();
-    btc.mine(1).unwrap();
+    btc.mine_pending(WAIT).unwrap();
     // Paid and confirmed: the provider asked Nova for the machine, which is still building.
     wait_state(&p, &id, "provisioning");
     let rt2 = &rt;

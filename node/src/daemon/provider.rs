@@ -68,8 +68,8 @@ impl Machines for OpenStackMachines {
                 addresses: buyer_addresses(m.addresses),
                 image: spec.image,
                 user: self.ssh_user.clone(),
-                ssh_port: 22,
-                open_ports: vec![22],
+                ssh_port: xov_provisioner::access::SSH_PORT,
+                open_ports: self.p.config().access.open_ports(),
             })
         })
     }

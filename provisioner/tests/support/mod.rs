@@ -87,6 +87,7 @@ impl Ctx {
                 initial_delay: Duration::from_millis(200),
                 max_delay: Duration::from_secs(2),
             },
+            access: Default::default(),
         }
     }
 

@@ -1,0 +1,116 @@
+//! How buyers reach a lease's machine (`[provider.openstack.access]`): the TCP ports its security group
+//! opens and the external network its floating IP comes from.
+//!
+//! Invariants:
+//! - Port 22 is always open (the buyer logs in with SSH); the list is ascending and without duplicates.
+//! - Without `external_network` the machine's own (fixed) address is what buyers get: right for a provider
+//!   network whose addresses are public, or a lab.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ProvisionError, Result};
+
+/// The SSH port every lease opens.
+pub const SSH_PORT: u16 = 22;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessConfig {
+    /// Network (UUID) that floating IPs come from; none: buyers get the machine's fixed address.
+    #[serde(default)]
+    pub external_network: Option<String>,
+    /// TCP ports opened to the machine besides 22 (a web server's 80 and 443, say).
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Give each lease its own security group opening exactly those ports (default). Off: the project's
+    /// default group applies, which usually refuses inbound SSH.
+    #[serde(default = "yes")]
+    pub security_group: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            external_network: None,
+            ports: Vec::new(),
+            security_group: true,
+        }
+    }
+}
+
+impl AccessConfig {
+    /// Every TCP port a lease's machine has open: 22 and the configured ones, ascending, each once.
+    pub fn open_ports(&self) -> Vec<u16> {
+        let mut p: Vec<u16> = std::iter::once(SSH_PORT)
+            .chain(self.ports.iter().copied())
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.ports.contains(&0) {
+            return Err(ProvisionError::Config(
+                "[provider.openstack.access] ports: 0 is not a port".into(),
+            ));
+        }
+        if self.open_ports().len() > 16 {
+            return Err(ProvisionError::Config(
+                "[provider.openstack.access] ports: at most 15 besides 22 (a lease states at most 16)".into(),
+            ));
+        }
+        if let Some(n) = &self.external_network {
+            if n.is_empty() || !n.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                return Err(ProvisionError::Config(format!(
+                    "[provider.openstack.access] external_network must be a network UUID, got '{n}'"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_settings() {
+        for (name, ports, want) in [
+            ("none given", vec![], vec![22]),
+            ("22 given again", vec![22, 443, 80], vec![22, 80, 443]),
+            ("duplicates", vec![8080, 8080], vec![22, 8080]),
+        ] {
+            let a = AccessConfig {
+                ports,
+                ..AccessConfig::default()
+            };
+            assert_eq!(a.open_ports(), want, "{name}");
+            a.validate().unwrap();
+        }
+        let a: AccessConfig =
+            toml::from_str("external_network = \"ee52f54f-6af8\"\nports = [443]").unwrap();
+        assert!(a.security_group);
+        a.validate().unwrap();
+        for bad in [
+            AccessConfig {
+                ports: vec![0],
+                ..AccessConfig::default()
+            },
+            AccessConfig {
+                ports: (1000..1016).collect(),
+                ..AccessConfig::default()
+            },
+            AccessConfig {
+                external_network: Some("public net".into()),
+                ..AccessConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}
