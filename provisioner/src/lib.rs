@@ -7,8 +7,11 @@
 //! the cloud with the node's leases. [`inventory`](Provisioner::inventory) turns flavors, images and
 //! remaining quota into what the provider may offer, through the provider's [`InventoryMapping`].
 //!
-//! Limits: plain http only (the workspace's reqwest is built without TLS), see `docs/operator.md`.
+//! The connection comes from `[provider.openstack]` inline, a clouds.yaml entry or the `OS_*` variables
+//! ([`OpenStackSettings::resolve`]); http and https (rustls, the system's roots plus an optional CA file).
+//! See `docs/operator.md`.
 
+pub mod clouds;
 pub mod config;
 pub mod error;
 mod glance;
@@ -22,6 +25,7 @@ pub mod reconcile;
 pub mod retry;
 pub mod userdata;
 
+pub use clouds::{CloudFiles, FoundFile, OpenStackSettings};
 pub use config::{Auth, Interface, KeyDelivery, Networks, OpenStackConfig, RetryPolicy, Secret};
 pub use error::{ProvisionError, Result};
 pub use inventory::{ImageEntry, InventoryMapping, MappingEntry};
