@@ -72,24 +72,23 @@ pub(crate) fn ca_certificates(pem: &[u8]) -> std::result::Result<Vec<Vec<u8>>, S
 }
 
 /// The certificate error under a failed request (unknown issuer, wrong name, expired), if that is why it
-/// failed. rustls' error sits inside an `io::Error`, whose `source()` skips it, hence the `get_ref`.
+/// failed. rustls' error sits inside `io::Error`s, whose `source()` skips the error they wrap, hence the
+/// `get_ref`.
 pub(crate) fn certificate_error(e: &reqwest::Error) -> Option<String> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let inner = err
+    fn find(err: &(dyn std::error::Error + 'static), depth: usize) -> Option<String> {
+        if depth > 16 {
+            return None;
+        }
+        if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
+            return Some(format!("invalid peer certificate: {c:?}"));
+        }
+        let wrapped = err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(err), inner].into_iter().flatten() {
-            if let Some(rustls::Error::InvalidCertificate(c)) =
-                candidate.downcast_ref::<rustls::Error>()
-            {
-                return Some(format!("invalid peer certificate: {c:?}"));
-            }
-        }
-        cur = inner.and_then(|i| i.source()).or_else(|| err.source());
+            .and_then(|inner| find(inner, depth + 1));
+        wrapped.or_else(|| err.source().and_then(|s| find(s, depth + 1)))
     }
-    None
+    find(e, 0)
 }
 
 /// Describes a transport failure without the noise (and without anything secret: URLs carry no tokens).
