@@ -1073,7 +1073,14 @@ clouds:
 
     #[test]
     fn search_path_order_and_overrides() {
-        let cases: &[(&str, &[(&str, &str)], &[&str], &[&str])] = &[
+        /// name, variables, clouds.yaml paths, secure.yaml paths
+        type PathCase = (
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            &'static [&'static str],
+            &'static [&'static str],
+        );
+        let cases: &[PathCase] = &[
             (
                 "home",
                 &[("HOME", "/home/op")],

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // not every test binary uses it
 pub use xov_testnet::fault_proxy;
 
 use std::sync::{Mutex, Once};
