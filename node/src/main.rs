@@ -13,7 +13,7 @@ use xov_node::{api, daemon, market};
 use xov_node::cli::client::Client;
 use xov_node::cli::{
     BondCommand, Cli, Command, LeaseCommand, LeasesCommand, NodeCommand, OfferCommand,
-    OffersCommand, OrderArgs, PoolCommand, PublishArgs, TrustCommand, WalletCommand,
+    OffersCommand, OrderArgs, PoolCommand, PublishArgs, SshArgs, TrustCommand, WalletCommand,
 };
 use xov_node::config::{Config, CONFIG_FILE};
 use xov_node::store::datadir::DataDir;
@@ -201,7 +201,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Wallet(cmd) => wallet_command(cmd, &client()?, cli.json).await,
-        Command::Order(args) => order_command(args, &client()?, cli.json).await,
+        Command::Order(args) => order_command(args, &client()?, &dd, cli.json).await,
+        Command::Ssh(args) => ssh_command(args, &client()?, &dd, cli.json).await,
         Command::Leases(LeasesCommand::List) => {
             let l: Vec<LeaseView> = client()?.get("/v1/leases", None).await?;
             output::print(cli.json, &l, || output::leases(&l));
@@ -521,7 +522,64 @@ async fn wallet_command(cmd: WalletCommand, c: &Client, json: bool) -> anyhow::R
     Ok(())
 }
 
-async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<()> {
+/// `<datadir>/ssh`, private to the user: the public key file each order used and each lease's known hosts.
+fn ssh_dir(dd: &DataDir) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let d = dd.path("ssh");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&d)
+        .with_context(|| format!("cannot create {}", d.display()))?;
+    Ok(d)
+}
+
+async fn ssh_command(a: SshArgs, c: &Client, dd: &DataDir, json: bool) -> anyhow::Result<()> {
+    use xov_node::cli::ssh;
+    let l: LeaseView = c.get(&format!("/v1/leases/{}", a.lease), None).await?;
+    let id = l.lease.id.clone();
+    let dir = ssh_dir(dd)?;
+    let recorded = std::fs::read_to_string(dir.join(format!("{id}.key")))
+        .ok()
+        .map(|p| std::path::PathBuf::from(p.trim()));
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let found: Vec<(std::path::PathBuf, String)> =
+        ssh::candidates(a.identity.as_deref(), recorded, home.as_deref())
+            .into_iter()
+            .filter_map(|p| std::fs::read_to_string(&p).ok().map(|s| (p, s)))
+            .collect();
+    let program = std::env::var("XOV_SSH").unwrap_or_else(|_| "ssh".to_string());
+    let plan = ssh::plan(
+        &l.lease,
+        &found,
+        &dir.join(format!("{id}.known_hosts")),
+        &program,
+        &a.command,
+    )?;
+    if a.print || json {
+        output::print(
+            json,
+            &serde_json::json!({ "program": plan.program, "args": plan.args }),
+            || {
+                std::iter::once(plan.program.clone())
+                    .chain(plan.args.iter().map(|a| output::shell_quote(a)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+        );
+        return Ok(());
+    }
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new(&plan.program)
+        .args(&plan.args)
+        .exec();
+    Err(anyhow::anyhow!(
+        "cannot run {}: {e}; install OpenSSH's client (Debian: apt install openssh-client) or set XOV_SSH",
+        plan.program
+    ))
+}
+
+async fn order_command(a: OrderArgs, c: &Client, dd: &DataDir, json: bool) -> anyhow::Result<()> {
     let key = std::fs::read_to_string(&a.ssh_key)
         .with_context(|| format!("cannot read SSH public key {}", a.ssh_key.display()))?;
     let req = xov_node::lease::driver::OrderRequest {
@@ -541,6 +599,19 @@ async fn order_command(a: OrderArgs, c: &Client, json: bool) -> anyhow::Result<(
         slice_hours: a.slice_hours,
     };
     let l: LeaseView = c.call(Method::POST, "/v1/orders", None, Some(&req)).await?;
+    // Which key file this lease was ordered with, for `xov ssh` (it finds the private key beside it).
+    if let Ok(abs) = std::fs::canonicalize(&a.ssh_key) {
+        let saved = ssh_dir(dd).and_then(|d| {
+            std::fs::write(
+                d.join(format!("{}.key", l.lease.id)),
+                abs.display().to_string(),
+            )
+            .context("cannot record the order's key file")
+        });
+        if let Err(e) = saved {
+            eprintln!("note: {e:#}; `xov ssh` will look for the key in ~/.ssh or take `-i PATH`");
+        }
+    }
     if !json {
         println!("{}", output::lease(&l));
         if !a.pay && a.budget.is_none() {

@@ -880,6 +880,8 @@ impl World {
             addresses: vec!["10.0.0.2".into()],
             image: "debian-12".into(),
             user: "debian".into(),
+            ssh_port: 22,
+            open_ports: vec![22],
         };
         match &op.action {
             Action::Launch(spec) => {

@@ -581,6 +581,39 @@ async fn oversized_frames_get_their_sender_banned() {
     assert!(gossip(&a)["rejected"].as_u64().unwrap() >= 1);
 }
 
+/// Attack 9 (frames over the limit): a frame over the 1 MiB gossip frame limit is never read; the sender is
+/// not left connected with its stream silently closed (it could open another and try again) but banned and
+/// disconnected at once, and the node counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_limit_gets_its_sender_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "");
+    let big = Adversary::connect(&a.bootstrap(), public()).await;
+    big.send(vec![7u8; 2 << 20]);
+    tokio::task::block_in_place(|| {
+        eventually(
+            "the sender of a 2 MiB frame is banned and disconnected",
+            CONVERGE,
+            || {
+                let p = peer_view(&a, &big.peer_id).ok_or("unknown")?;
+                if p["banned"] == true
+                    && p["connected"] == false
+                    && big.closed.load(Ordering::SeqCst) > 0
+                {
+                    Ok(())
+                } else {
+                    Err(p.to_string())
+                }
+            },
+        )
+    });
+    let g = tokio::task::block_in_place(|| gossip(&a));
+    assert!(g["invalid_frames"].as_u64().unwrap() >= 1, "{g}");
+    assert!(g["bans"].as_u64().unwrap() >= 1, "{g}");
+    // Nothing of it was read: no message was handled from it.
+    assert_eq!(g["rejected"].as_u64().unwrap(), 0, "{g}");
+}
+
 /// Attack 2: one bond, many identities. The owner of a real bond (a CLTV output on Bitcoin Core regtest,
 /// checked by the watching node against the chain) signs its binding for a throwaway identity too, and that
 /// identity gossips the proof: the chain says the output is live, but one outpoint backs one identity, so

@@ -255,6 +255,18 @@ impl Decode for String {
     }
 }
 
+impl Encode for u16 {
+    fn encode(&self, w: &mut Writer) {
+        w.u16(*self);
+    }
+}
+
+impl Decode for u16 {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        r.u16("u16")
+    }
+}
+
 impl Encode for u64 {
     fn encode(&self, w: &mut Writer) {
         w.u64(*self)

@@ -223,6 +223,8 @@ pub const MAX_ACCESS_ADDRESS: usize = 64;
 pub const MAX_ACCESS_USER: usize = 32;
 /// Longest [`Access::image`].
 pub const MAX_ACCESS_IMAGE: usize = 64;
+/// Most entries in [`Access::open_ports`].
+pub const MAX_OPEN_PORTS: usize = 16;
 /// Longest nested receipt (provider-signed or countersigned) inside a notice; both are well under this.
 const MAX_NESTED_RECEIPT: usize = 512;
 
@@ -238,6 +240,11 @@ pub struct Access {
     pub user: String,
     /// The image the machine booted; at most [`MAX_ACCESS_IMAGE`] bytes.
     pub image: String,
+    /// The TCP port its SSH server answers on at those addresses (22 unless the provider maps another).
+    pub ssh_port: u16,
+    /// Every TCP port the provider's firewall opens to the machine, the SSH port included; ascending, at
+    /// most [`MAX_OPEN_PORTS`].
+    pub open_ports: Vec<u16>,
 }
 
 impl Encode for Access {
@@ -246,6 +253,8 @@ impl Encode for Access {
         w.seq(&self.addresses);
         w.str(&self.user);
         w.str(&self.image);
+        w.u16(self.ssh_port);
+        w.seq(&self.open_ports);
     }
 }
 
@@ -269,6 +278,8 @@ impl Decode for Access {
             addresses,
             user: r.str("user", MAX_ACCESS_USER)?,
             image: r.str("image", MAX_ACCESS_IMAGE)?,
+            ssh_port: r.u16("ssh port")?,
+            open_ports: r.seq("open ports", MAX_OPEN_PORTS)?,
         })
     }
 }
@@ -325,6 +336,8 @@ impl Decode for LeaseStatus {
 #[serde(rename_all = "snake_case")]
 pub enum NoticeBody {
     /// provider → buyer: where the lease stands now (sent on every change, re-sent until acknowledged).
+    /// Tag 6: the status whose [`Access`] names the SSH port and the open ports. Tag 1, the status before
+    /// them, is refused (`UnknownVariant`), so a node never reads a machine's access without its port.
     Status(LeaseStatus),
     /// buyer → provider: end the lease now; the unused part is refunded.
     Cancel,
@@ -340,7 +353,7 @@ impl NoticeBody {
     /// Wire tag of the kind of notice.
     pub fn tag(&self) -> u8 {
         match self {
-            NoticeBody::Status(_) => 1,
+            NoticeBody::Status(_) => 6,
             NoticeBody::Cancel => 2,
             NoticeBody::StatusRequest => 3,
             NoticeBody::Receipt(_) => 4,
@@ -377,7 +390,7 @@ impl Encode for NoticeBody {
 impl Decode for NoticeBody {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(match r.u8("notice body")? {
-            1 => NoticeBody::Status(LeaseStatus::decode(r)?),
+            6 => NoticeBody::Status(LeaseStatus::decode(r)?),
             2 => NoticeBody::Cancel,
             3 => NoticeBody::StatusRequest,
             4 => NoticeBody::Receipt(ProviderReceipt::from_canonical_bytes(nested(
@@ -479,6 +492,8 @@ mod tests {
                 addresses: vec!["a".repeat(MAX_ACCESS_ADDRESS); MAX_ACCESS_ADDRESSES],
                 user: "u".repeat(MAX_ACCESS_USER),
                 image: "i".repeat(MAX_ACCESS_IMAGE),
+                ssh_port: u16::MAX,
+                open_ports: (1..=MAX_OPEN_PORTS as u16).collect(),
             }),
             message: "m".repeat(MAX_NOTICE_MESSAGE),
         }
@@ -541,9 +556,30 @@ mod tests {
     }
 
     #[test]
+    fn a_status_without_ports_is_refused_not_misread() {
+        // Tag 1 was the status whose access named no SSH port; the tag-6 status replaced it.
+        let mut w = Writer::new();
+        w.u8(1);
+        full_status().encode(&mut w);
+        assert_eq!(
+            NoticeBody::from_canonical_bytes(&w.into_bytes()),
+            Err(DecodeError::UnknownVariant {
+                field: "notice body",
+                tag: 1
+            })
+        );
+        let ok = NoticeBody::Status(full_status()).to_canonical_bytes();
+        assert_eq!(ok[0], 6);
+        assert_eq!(
+            NoticeBody::from_canonical_bytes(&ok),
+            Ok(NoticeBody::Status(full_status()))
+        );
+    }
+
+    #[test]
     fn the_largest_notices_fit_with_room_to_spare() {
         let status = Signed::sign(notice(NoticeBody::Status(full_status())), &key(1));
-        assert_eq!(status.to_bytes().len(), 1141);
+        assert_eq!(status.to_bytes().len(), 1177);
         let countersigned = Signed::sign(
             notice(NoticeBody::Countersigned(
                 half_receipt().countersign(&key(2)).unwrap(),
@@ -551,25 +587,25 @@ mod tests {
             &key(1),
         );
         assert_eq!(countersigned.to_bytes().len(), 449);
-        assert!(2 * 1141 <= Kind::LeaseNotice.max_size());
+        assert!(2 * 1177 <= Kind::LeaseNotice.max_size());
     }
 
     #[test]
     fn an_unknown_kind_of_notice_is_told_apart_from_garbage() {
         let mut bytes = notice(NoticeBody::Cancel).to_canonical_bytes();
-        bytes[80] = 6;
+        bytes[80] = 7;
         assert_eq!(
             LeaseNotice::from_canonical_bytes(&bytes),
             Err(DecodeError::UnknownVariant {
                 field: "notice body",
-                tag: 6
+                tag: 7
             })
         );
         // A newer notice may carry a body this code cannot parse; the tag alone decides.
         bytes.extend_from_slice(&[1, 2, 3]);
         assert!(matches!(
             LeaseNotice::from_canonical_bytes(&bytes),
-            Err(DecodeError::UnknownVariant { tag: 6, .. })
+            Err(DecodeError::UnknownVariant { tag: 7, .. })
         ));
         bytes[80] = 0;
         assert!(matches!(
@@ -620,6 +656,10 @@ mod tests {
         );
         assert_eq!(too_long(&|s| access(s).user.push('u')), "user");
         assert_eq!(too_long(&|s| access(s).image.push('i')), "image");
+        assert_eq!(
+            too_long(&|s| access(s).open_ports.push(u16::MAX)),
+            "open ports"
+        );
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl Kind {
             Kind::PoolCharter => 10 * 1024,
             Kind::Order => 6 * 1024,
             Kind::Invoice => 1024,
-            // A maximal notice (a status with every string and list full) is 1141 bytes; the rest is room
+            // A maximal notice (a status with every string and list full) is 1177 bytes; the rest is room
             // for newer kinds of notice, so older nodes decode them to UnknownVariant rather than TooLarge.
             Kind::LeaseNotice => 4096,
             Kind::Receipt | Kind::BondProof | Kind::LoadReport => 512,

@@ -519,6 +519,17 @@ pub fn validate_notice(msg: &Signed<LeaseNotice>, now: u64) -> Result<(), Valida
                         "must be a host name or IP address",
                     )?;
                 }
+                range(a.ssh_port != 0, "ssh port", "must not be 0")?;
+                range(
+                    a.open_ports.windows(2).all(|w| w[0] < w[1]) && !a.open_ports.contains(&0),
+                    "open ports",
+                    "must be ascending, distinct and not 0",
+                )?;
+                range(
+                    a.open_ports.contains(&a.ssh_port),
+                    "open ports",
+                    "must include the ssh port",
+                )?;
             }
         }
         NoticeBody::Cancel | NoticeBody::StatusRequest => {}
@@ -729,6 +740,8 @@ mod notice_tests {
                 addresses: vec!["203.0.113.7".into(), "2001:db8::7".into()],
                 user: "root".into(),
                 image: "debian-12".into(),
+                ssh_port: 22,
+                open_ports: vec![22, 8080],
             }),
             message: "running".into(),
         }
@@ -802,6 +815,21 @@ mod notice_tests {
             )),
             "address"
         );
+        for (name, ssh_port, open_ports) in [
+            ("ssh port 0", 0, vec![0u16, 22]),
+            ("ports out of order", 22, vec![8080, 22]),
+            ("a port twice", 22, vec![22, 22]),
+            ("ssh port not open", 2222, vec![22]),
+        ] {
+            let mut s = status();
+            let a = s.access.as_mut().unwrap();
+            a.ssh_port = ssh_port;
+            a.open_ports = open_ports;
+            assert!(
+                validate_notice(&notice(&provider, NoticeBody::Status(s)), NOW).is_err(),
+                "{name} passed"
+            );
+        }
         // A receipt for another lease, or from the wrong party.
         assert_eq!(
             field(validate_notice(

@@ -23,6 +23,21 @@ pub(crate) struct Image {
     /// MiB of RAM the image needs.
     #[serde(default)]
     pub min_ram: Option<u64>,
+    /// The CPU architecture it is built for (a Glance property; `architecture` in older clouds).
+    #[serde(default)]
+    pub hw_architecture: Option<String>,
+    #[serde(default)]
+    pub architecture: Option<String>,
+}
+
+impl Image {
+    /// Its architecture as Glance states it, if at all.
+    pub fn arch_property(&self) -> Option<&str> {
+        self.hw_architecture
+            .as_deref()
+            .or(self.architecture.as_deref())
+            .filter(|a| !a.trim().is_empty())
+    }
 }
 
 pub(crate) struct Glance {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ProvisionError, Result};
 use crate::glance::{Glance, Image};
+use crate::hardware::{gpu_of, CpuArch, GpuSpec};
 use crate::nova::{Flavor, Limits, Nova, NovaServer};
 use crate::provisioner::{Inventory, OfferableShape, OfferedImage, QuotaLeft};
 
@@ -17,6 +18,11 @@ use crate::provisioner::{Inventory, OfferableShape, OfferedImage, QuotaLeft};
 pub struct InventoryMapping {
     #[serde(default)]
     pub entries: Vec<MappingEntry>,
+    /// Buyers' names for what the cloud calls accelerators by code: a PCI passthrough alias (`a100`), `VGPU`
+    /// or a custom resource class (`CUSTOM_GPU_A100`) → a model (`NVIDIA A100`). Unnamed ones are offered
+    /// under their code.
+    #[serde(default)]
+    pub gpu_names: BTreeMap<String, String>,
 }
 
 /// One shape to sell: a flavor, the images it may boot, its price.
@@ -29,6 +35,9 @@ pub struct MappingEntry {
     /// Never more than this many machines of this flavor at once (ours, counted across leases).
     #[serde(default)]
     pub max_instances: Option<u32>,
+    /// The accelerators to offer with this flavor, when its extra specs do not say (or say it otherwise).
+    #[serde(default)]
+    pub gpu: Option<GpuSpec>,
 }
 
 /// An image to offer: a Glance name or id offered under that name, or `{ offer = "debian-12", glance = "..." }`
@@ -166,6 +175,7 @@ pub(crate) async fn collect(
             continue;
         };
         let mut offered = Vec::new();
+        let mut arch: Option<CpuArch> = None;
         for i in &entry.images {
             let img = match images.get(i.glance()) {
                 Some(found) => found.clone(),
@@ -187,11 +197,37 @@ pub(crate) async fn collect(
                     i.glance(),
                     flavor.name
                 )),
-                Some(img) => offered.push(OfferedImage {
-                    name: i.offered().to_string(),
-                    cloud_name: img.name.clone().unwrap_or_default(),
-                    image_id: img.id,
-                }),
+                Some(img) => {
+                    let this = match img.arch_property() {
+                        None => CpuArch::X86_64,
+                        Some(a) => match CpuArch::from_glance(a) {
+                            Some(c) => c,
+                            None => {
+                                warnings.push(format!(
+                                    "image '{}' is for {a}, which offers cannot state (x86_64, aarch64, riscv64): not offered",
+                                    i.glance()
+                                ));
+                                continue;
+                            }
+                        },
+                    };
+                    if arch.is_some_and(|first| first != this) {
+                        warnings.push(format!(
+                            "image '{}' is for {}, flavor {}'s other images for {}: an offer has one architecture, not offered with it",
+                            i.glance(),
+                            this.as_str(),
+                            flavor.name,
+                            arch.map_or("", CpuArch::as_str)
+                        ));
+                        continue;
+                    }
+                    arch = Some(this);
+                    offered.push(OfferedImage {
+                        name: i.offered().to_string(),
+                        cloud_name: img.name.clone().unwrap_or_default(),
+                        image_id: img.id,
+                    })
+                }
             }
         }
         if offered.is_empty() {
@@ -201,6 +237,18 @@ pub(crate) async fn collect(
             ));
             continue;
         }
+        let gpu = match &entry.gpu {
+            Some(g) => Some(g.clone()),
+            None => {
+                let (gpu, notes) = gpu_of(&flavor.extra_specs, &mapping.gpu_names);
+                warnings.extend(
+                    notes
+                        .into_iter()
+                        .map(|n| format!("flavor {}: {n}", flavor.name)),
+                );
+                gpu
+            }
+        };
         let run = running.get(flavor.name.as_str()).copied().unwrap_or(0);
         shapes.push(OfferableShape {
             flavor_id: flavor.id.clone(),
@@ -211,6 +259,8 @@ pub(crate) async fn collect(
             images: offered,
             price_sats_per_hour: entry.price_sats_per_hour,
             capacity: capacity(flavor, &quota, entry.max_instances, run),
+            gpu,
+            arch: arch.unwrap_or(CpuArch::X86_64),
         });
     }
     Ok(Inventory {
@@ -232,6 +282,7 @@ mod tests {
             ram,
             disk,
             disabled: false,
+            extra_specs: Default::default(),
         }
     }
 
@@ -281,6 +332,8 @@ mod tests {
             created_at: None,
             min_disk: Some(min_disk),
             min_ram: Some(min_ram),
+            hw_architecture: None,
+            architecture: None,
         };
         assert!(fits(&img(1, 512), &flavor(1, 512, 1)));
         assert!(!fits(&img(2, 0), &flavor(1, 512, 1)));
@@ -301,6 +354,26 @@ mod tests {
         .unwrap();
         m.validate().unwrap();
         assert_eq!(m.entries[0].max_instances, Some(5));
+        assert_eq!(m.entries[0].gpu, None);
+        let g: InventoryMapping = toml::from_str(
+            r#"
+            gpu_names = { a100 = "NVIDIA A100", CUSTOM_GPU_T4 = "NVIDIA T4" }
+            [[entries]]
+            flavor = "g1.custom"
+            images = ["ubuntu-24.04"]
+            price_sats_per_hour = 90000
+            gpu = { model = "AMD MI300X", count = 8 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(g.gpu_names["a100"], "NVIDIA A100");
+        assert_eq!(
+            g.entries[0].gpu,
+            Some(GpuSpec {
+                model: "AMD MI300X".into(),
+                count: 8
+            })
+        );
         assert_eq!(m.glance_ref("debian-12"), "debian-12-genericcloud-amd64");
         assert_eq!(m.glance_ref("tiny-raw"), "tiny-raw");
         assert_eq!(m.glance_ref("other"), "other");

@@ -135,6 +135,9 @@ pub(crate) struct Flavor {
     pub disk: u32,
     #[serde(default, rename = "OS-FLV-DISABLED:disabled")]
     pub disabled: bool,
+    /// Microversion 2.61 and later list them with the flavor (accelerators, placement traits).
+    #[serde(default)]
+    pub extra_specs: std::collections::BTreeMap<String, String>,
 }
 
 /// The project's absolute limits; negative maxima mean unlimited.

@@ -21,6 +21,7 @@ use crate::glance::{Glance, Image};
 use crate::http::{self, Service};
 use crate::inventory::{self, InventoryMapping};
 use crate::keystone::Keystone;
+use crate::neutron::Neutron;
 use crate::nova::{Action, Created, Flavor, Nova, NovaServer};
 use crate::provisioner::{
     parse_ssh_key, same_ssh_key, validate_lease_id, Inventory, LaunchRequest, Machine, Provisioner,
@@ -86,6 +87,7 @@ pub struct OpenStackProvisioner {
     keystone: Arc<Keystone>,
     nova: Nova,
     glance: Glance,
+    neutron: Neutron,
     /// One operation at a time per lease within this process (two concurrent launches would both see no
     /// server and both boot one).
     locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -135,14 +137,23 @@ impl OpenStackProvisioner {
         let glance = Glance {
             svc: service("image", Some("/v2"), &cfg.image_endpoint_override),
         };
+        let neutron = Neutron {
+            svc: service("network", Some("/v2.0"), &None),
+        };
         Ok(OpenStackProvisioner {
             cfg,
             mapping,
             keystone,
             nova,
             glance,
+            neutron,
             locks: StdMutex::new(HashMap::new()),
         })
+    }
+
+    /// The project's networking service: each lease's security group and floating IP.
+    pub fn neutron(&self) -> &Neutron {
+        &self.neutron
     }
 
     pub fn config(&self) -> &OpenStackConfig {

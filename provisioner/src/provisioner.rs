@@ -84,6 +84,10 @@ pub struct OfferableShape {
     pub price_sats_per_hour: u64,
     /// Machines of this shape that can be launched now. 0 means: do not offer it.
     pub capacity: u32,
+    /// Accelerators each machine gets (from the flavor's extra specs, or the mapping entry's `gpu`).
+    pub gpu: Option<crate::hardware::GpuSpec>,
+    /// What its images run on (every offered image of the shape is of this architecture).
+    pub arch: crate::hardware::CpuArch,
 }
 
 /// An image as offered, and what it is in the cloud.

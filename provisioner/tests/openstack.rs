@@ -139,6 +139,7 @@ async fn inventory_lists_the_lab_flavor_and_image() {
         images: vec![ImageEntry::Name(ctx.lab.image_name.clone())],
         price_sats_per_hour: 100,
         max_instances: None,
+        gpu: None,
     });
     // the same flavor by id, capped at zero by the provider: offered with capacity 0
     mapping.entries.push(MappingEntry {
@@ -146,6 +147,7 @@ async fn inventory_lists_the_lab_flavor_and_image() {
         images: vec![ImageEntry::Name(ctx.lab.image_name.clone())],
         price_sats_per_hour: 5000,
         max_instances: Some(0),
+        gpu: None,
     });
     let p = OpenStackProvisioner::new(ctx.config(), mapping).unwrap();
     let inv = p.inventory().await.unwrap();
@@ -189,6 +191,143 @@ async fn inventory_lists_the_lab_flavor_and_image() {
         "{:?}",
         inv.warnings
     );
+}
+
+/// The lab's GPU flavor (`g1.a100`: one unit of the custom resource class CUSTOM_GPU_A100, which the lab's
+/// compute node carries) becomes a GPU offer under the operator's name for the class, the CPU-only flavor
+/// stays without one, and a lease of the GPU shape boots that flavor.
+#[tokio::test]
+async fn a_gpu_flavor_is_offered_as_a_gpu_and_boots() {
+    let Some(ctx) = setup("a_gpu_flavor_is_offered_as_a_gpu_and_boots").await else {
+        return;
+    };
+    let mut mapping = ctx.mapping();
+    mapping.entries.push(MappingEntry {
+        flavor: "g1.a100".into(),
+        images: vec![ImageEntry::Name(ctx.lab.image_name.clone())],
+        price_sats_per_hour: 90_000,
+        max_instances: None,
+        gpu: None,
+    });
+    mapping
+        .gpu_names
+        .insert("CUSTOM_GPU_A100".into(), "NVIDIA A100".into());
+    let p = OpenStackProvisioner::new(ctx.config(), mapping).unwrap();
+    let inv = p.inventory().await.unwrap();
+    let by_name = |n: &str| {
+        inv.shapes
+            .iter()
+            .find(|s| s.flavor_name == n)
+            .unwrap_or_else(|| panic!("{n} offered: {inv:#?}"))
+    };
+    let tiny = by_name(&ctx.lab.flavor_name);
+    assert_eq!(tiny.gpu, None);
+    assert_eq!(tiny.arch, xov_provisioner::CpuArch::X86_64);
+    let gpu = by_name("g1.a100");
+    assert_eq!(
+        gpu.gpu,
+        Some(xov_provisioner::GpuSpec {
+            model: "NVIDIA A100".into(),
+            count: 1
+        })
+    );
+    assert_eq!((gpu.vcpus, gpu.ram_mib), (2, 1024));
+
+    let lease = lease_id();
+    let mut req = ctx.request(&lease, BUYER_KEY);
+    req.flavor = gpu.flavor_id.clone();
+    let m = p.launch(&req).await.unwrap();
+    assert_eq!(m.state, MachineState::Running, "{m:?}");
+    let server = ctx.raw.server(&m.server_id).await.unwrap();
+    assert_eq!(server["flavor"]["original_name"], "g1.a100", "{server}");
+    assert!(p.delete(&lease).await.unwrap());
+}
+
+/// A lease's reachability, in Neutron's own records: one security group opening port 22 (IPv4 and IPv6),
+/// put on the machine's port, and one floating IP from the external network on that port, both carrying
+/// the lease's marker as description and tag; asking again finds them instead of making more; releasing
+/// removes both.
+#[tokio::test]
+async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them() {
+    let Some(ctx) =
+        setup("a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them").await
+    else {
+        return;
+    };
+    let (Some(tenant), Some(public)) = (
+        ctx.lab.tenant_network.clone(),
+        ctx.lab.public_network.clone(),
+    ) else {
+        panic!("the lab has no networks: run testnet/openstack/up.sh again");
+    };
+    let mut cfg = ctx.config();
+    cfg.network = xov_provisioner::Networks::Named(tenant);
+    let p = OpenStackProvisioner::new(cfg, ctx.mapping()).unwrap();
+    let n = p.neutron();
+    let lease = lease_id();
+    let tag = xov_provisioner::neutron::marker(&lease);
+    let m = p.launch(&ctx.request(&lease, BUYER_KEY)).await.unwrap();
+    let ports = n.ports_of_server(&m.server_id).await.unwrap();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+
+    let sg = n.ensure_security_group(&lease, &[22]).await.unwrap();
+    assert!(sg.tags.contains(&tag) && sg.description == tag, "{sg:?}");
+    for ethertype in ["IPv4", "IPv6"] {
+        assert!(
+            sg.security_group_rules
+                .iter()
+                .any(|r| r.direction == "ingress"
+                    && r.ethertype == ethertype
+                    && r.protocol.as_deref() == Some("tcp")
+                    && r.port_range_min == Some(22)
+                    && r.port_range_max == Some(22)),
+            "port 22 open over {ethertype}: {sg:?}"
+        );
+    }
+    assert_eq!(
+        n.ensure_security_group(&lease, &[22]).await.unwrap().id,
+        sg.id
+    );
+    let port = n
+        .set_security_groups(&ports[0].id, &[&sg.id])
+        .await
+        .unwrap();
+    assert_eq!(port.security_groups, [sg.id.clone()]);
+
+    let fip = n
+        .ensure_floating_ip(&lease, &public, &ports[0].id)
+        .await
+        .unwrap();
+    assert!(fip.floating_ip_address.starts_with("198.18.10."), "{fip:?}");
+    assert_eq!(fip.port_id.as_deref(), Some(ports[0].id.as_str()));
+    assert!(
+        fip.tags.contains(&tag)
+            || n.floating_ips_of(&lease).await.unwrap()[0]
+                .tags
+                .contains(&tag)
+    );
+    assert_eq!(
+        n.ensure_floating_ip(&lease, &public, &ports[0].id)
+            .await
+            .unwrap()
+            .id,
+        fip.id
+    );
+    assert_eq!(n.security_groups_of(&lease).await.unwrap().len(), 1);
+    assert_eq!(n.floating_ips_of(&lease).await.unwrap().len(), 1);
+    let marked = n.marked().await.unwrap();
+    for (kind, id) in [("security_group", &sg.id), ("floating_ip", &fip.id)] {
+        assert!(
+            marked
+                .iter()
+                .any(|(l, k, i)| *l == lease && *k == kind && i == id),
+            "{kind} listed as the lease's: {marked:?}"
+        );
+    }
+    assert!(p.delete(&lease).await.unwrap());
+    n.release(&lease).await.unwrap();
+    assert!(n.security_groups_of(&lease).await.unwrap().is_empty());
+    assert!(n.floating_ips_of(&lease).await.unwrap().is_empty());
 }
 
 /// The create reaches Nova but its answer is lost (502 after forwarding), on top of a dropped connection,

@@ -38,6 +38,19 @@ pub struct OpenStackLab {
     pub flavor_name: String,
     /// The lab's image: `tiny-raw` (public, 1 KiB raw).
     pub image_name: String,
+    /// The tenant network `xov-tenant` (behind router `xov-router`, floating IPs from `xov-public`), as
+    /// `up.sh` wrote its id to `<state>/networks`; `None` for a lab started before it had networks.
+    pub tenant_network: Option<String>,
+    /// The external network `xov-public` that holds the floating IPs.
+    pub public_network: Option<String>,
+}
+
+/// `key=value` from the lab's `networks` file.
+fn network_id(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, v)| *k == key && !v.trim().is_empty())
+        .map(|(_, v)| v.trim().to_string())
 }
 
 /// Serialises the check-and-start among a test binary's threads; remembers a failed start.
@@ -63,6 +76,10 @@ impl OpenStackLab {
     }
 
     fn current() -> OpenStackLab {
+        let state =
+            std::env::var("OSLAB_DIR").unwrap_or_else(|_| "/tmp/openstack-lab/state".into());
+        let networks =
+            std::fs::read_to_string(PathBuf::from(state).join("networks")).unwrap_or_default();
         OpenStackLab {
             auth_url: format!("http://127.0.0.1:{KEYSTONE_PORT}/v3"),
             compute_url: format!("http://127.0.0.1:{NOVA_PORT}/v2.1"),
@@ -77,6 +94,8 @@ impl OpenStackLab {
             flavor_id: "1".into(),
             flavor_name: "m1.tiny".into(),
             image_name: "tiny-raw".into(),
+            tenant_network: network_id(&networks, "tenant"),
+            public_network: network_id(&networks, "public"),
         }
     }
 

@@ -83,7 +83,7 @@ advertise = {advertise}
 
 [provider.openstack]
 auth_url = "{auth}"
-network = "none"
+network = "{network}"
 region = "{region}"
 {compute}
 [provider.openstack.auth]
@@ -103,6 +103,8 @@ images = [{{ offer = "debian-12", glance = "{image}" }}]
         cookie = btc.cookie_file().display(),
         auth = lab.auth_url,
         region = lab.region,
+        // Machines boot on the lab's tenant network, so the buyer gets an address.
+        network = lab.tenant_network.as_deref().unwrap_or("none"),
         user = lab.username,
         pass = lab.password,
         project = lab.project_name,

@@ -98,6 +98,34 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     assert!(String::from_utf8_lossy(&no_image.stderr)
         .contains("no offer has image arch-linux; available: debian-12"));
 
+    // A provider attached to a cloud cannot sell an offer typed by hand (no flavor would be behind it).
+    let by_hand = xov(
+        &p1.datadir,
+        &[
+            "offer",
+            "publish",
+            "--vcpus",
+            "8",
+            "--ram",
+            "65536",
+            "--disk",
+            "100",
+            "--gpu",
+            "NVIDIA A100",
+            "--image",
+            "debian-12",
+            "--price",
+            "90000",
+            "--country",
+            "DE",
+        ],
+    );
+    assert!(!by_hand.status.success());
+    assert!(
+        String::from_utf8_lossy(&by_hand.stderr).contains("add the flavor to [provider.inventory]"),
+        "{by_hand:?}"
+    );
+
     // Order: the cheapest provider (P1) answers with a signed invoice for the hours asked.
     let refund = buyer.json(&["wallet", "address"])["address"]
         .as_str()
@@ -139,6 +167,64 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     let seen = wait_state(&buyer, &id, "running");
     assert_eq!(seen["instance"]["server_id"], ours[0].server_id.as_str());
     assert_eq!(seen["instance"]["user"], "debian");
+    // On the lab's tenant network the machine has an address; the buyer gets it with the SSH port, and
+    // `xov ssh` logs in there with the private half of the key the order was placed with.
+    let fixed = ours[0]
+        .addresses
+        .first()
+        .unwrap_or_else(|| {
+            panic!(
+                "the machine on the tenant network has an address: {:?}",
+                ours[0]
+            )
+        })
+        .ip
+        .clone();
+    assert_eq!(seen["instance"]["addresses"][0], fixed.as_str(), "{seen}");
+    assert_eq!(seen["instance"]["ssh_port"], 22, "{seen}");
+    let private = key_file.with_extension("");
+    let printed = xov(&buyer.datadir, &["ssh", &id, "--print"]);
+    let printed = String::from_utf8_lossy(&printed.stdout).to_string()
+        + &String::from_utf8_lossy(&printed.stderr);
+    for want in [
+        format!("-i {}", private.display()),
+        "-p 22".to_string(),
+        format!("debian@{fixed}"),
+    ] {
+        assert!(
+            printed.contains(&want),
+            "`xov ssh --print` lacks {want}: {printed}"
+        );
+    }
+    // Run for real with a stand-in for ssh that records what it was given (the lab's machines are fake and
+    // run no SSH server; issue 17 brings a real one).
+    let record = key_dir.path().join("ssh-args");
+    let stand_in = key_dir.path().join("ssh");
+    std::fs::write(
+        &stand_in,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\n", record.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &stand_in,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let ran = std::process::Command::new(xov_bin())
+        .arg("--datadir")
+        .arg(&buyer.datadir)
+        .args(["ssh", &id, "--", "uname", "-a"])
+        .env("XOV_SSH", &stand_in)
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "xov ssh: {ran:?}");
+    let args = std::fs::read_to_string(&record).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(
+        args[args.len() - 4..],
+        [format!("debian@{fixed}").as_str(), "--", "uname", "-a"],
+        "{args:?}"
+    );
     let first_until = seen["runs_until"].as_u64().unwrap();
 
     // The provider crashes while the lease runs; after a restart there is still exactly one VM.

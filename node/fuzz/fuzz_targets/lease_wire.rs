@@ -1,6 +1,6 @@
 #![no_main]
 
-//! The direct lease channel (`/xov/lease/3`): the input is what a peer sends, decoded as libp2p's cbor codec
+//! The direct lease channel (`/xov/lease/4`): the input is what a peer sends, decoded as libp2p's cbor codec
 //! decodes it into a `LeaseRequest` (provider side) and into a `LeaseResponse` (buyer side). Every byte string
 //! inside is then taken the way the lease driver takes it:
 //!

@@ -74,7 +74,7 @@ fn escape(v: &str) -> String {
 
 /// Renders the metrics text from the node's parts.
 pub fn render(
-    peers: Option<usize>,
+    net: Option<(usize, &crate::network::GossipStats)>,
     offers: usize,
     own_offers: usize,
     leases: &[LeaseRecord],
@@ -88,8 +88,35 @@ pub fn render(
         "Seconds since the node started.",
         uptime_secs,
     );
-    if let Some(p) = peers {
+    if let Some((p, g)) = net {
         o.gauge("xov_peers", "Connected libp2p peers.", p);
+        o.family(
+            "xov_gossip_messages_total",
+            "counter",
+            "Gossip messages by outcome of this node's checks.",
+        );
+        for (outcome, n) in [
+            ("accepted", g.accepted),
+            ("rejected", g.rejected),
+            ("ignored", g.ignored),
+            ("rate_limited", g.rate_limited),
+            ("other_chain", g.other_chain),
+        ] {
+            o.sample("xov_gossip_messages_total", &[("outcome", outcome)], n);
+        }
+        o.family(
+            "xov_abuse_total",
+            "counter",
+            "Defences that fired: peers banned, gossip frames refused unread, sync answers that broke the protocol, sync requests refused over their rate.",
+        );
+        for (kind, n) in [
+            ("bans", g.bans),
+            ("invalid_frames", g.invalid_frames),
+            ("sync_faults", g.sync_faults),
+            ("sync_refused", g.sync_refused),
+        ] {
+            o.sample("xov_abuse_total", &[("kind", kind)], n);
+        }
     }
     o.gauge(
         "xov_offers",
@@ -224,7 +251,7 @@ pub fn render(
 
 /// `GET /metrics`.
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    let peers = st.net.status().await.ok().map(|s| s.connected_peers);
+    let net = st.net.status().await.ok();
     let (offers, own) = match st.market.read() {
         Ok(m) => (m.book().len(), m.own_offers().len()),
         Err(_) => (0, 0),
@@ -233,7 +260,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let tip = st.wallet.as_ref().map(|w| w.tip_height());
     let chain = st.wallet.as_ref().map(|w| w.chain_health());
     let body = render(
-        peers,
+        net.as_ref().map(|s| (s.connected_peers, &s.gossip)),
         offers,
         own,
         &leases,
@@ -307,7 +334,21 @@ mod tests {
             last_restart_reason: None,
             last_warning: None,
         };
-        let t = render(Some(3), 7, 2, &leases, Some(150), Some(&chain), 42);
+        let gossip = crate::network::GossipStats {
+            accepted: 11,
+            bans: 2,
+            invalid_frames: 1,
+            ..Default::default()
+        };
+        let t = render(
+            Some((3, &gossip)),
+            7,
+            2,
+            &leases,
+            Some(150),
+            Some(&chain),
+            42,
+        );
         for line in [
             "xov_chain_state{state=\"stalled\",source=\"compact block filters\"} 1",
             "xov_chain_state{state=\"synced\",source=\"compact block filters\"} 0",
@@ -322,6 +363,10 @@ mod tests {
         }
         for line in [
             "xov_peers 3",
+            "xov_gossip_messages_total{outcome=\"accepted\"} 11",
+            "xov_abuse_total{kind=\"bans\"} 2",
+            "xov_abuse_total{kind=\"invalid_frames\"} 1",
+            "xov_abuse_total{kind=\"sync_faults\"} 0",
             "xov_offers 7",
             "xov_own_offers 2",
             "xov_leases{state=\"running\",role=\"provider\"} 1",

@@ -368,6 +368,17 @@ async fn publish_offer(
     spec: Result<Json<OfferSpec>, JsonRejection>,
 ) -> Result<(StatusCode, Json<OfferView>), ApiError> {
     let Json(spec) = spec?;
+    // A provider attached to a cloud sells what its inventory maps to flavors; an offer typed by hand has
+    // no flavor behind it and would fail only after the buyer paid.
+    let pc = &st.config.provider;
+    if pc.enabled && pc.openstack.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "offers_from_inventory",
+            "this node's offers come from its cloud: add the flavor to [provider.inventory] (with its images and price; \
+             a GPU flavor's model from gpu_names or the entry's gpu = { model, count }) and the node publishes it",
+        ));
+    }
     let signed = {
         let mut m = st.market.write().map_err(|_| poisoned())?;
         m.publish(&spec, unix_now())?

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod ops;
 pub mod output;
+pub mod ssh;
 
 use std::path::PathBuf;
 
@@ -58,6 +59,8 @@ pub enum Command {
     /// Act on one lease.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// Log in to a leased machine with the key you ordered it with: `xov ssh LEASE [-- COMMAND]`.
+    Ssh(SshArgs),
     /// Trust as this node sees it: receipts, bonds, tier and the limits that follow.
     #[command(subcommand)]
     Trust(TrustCommand),
@@ -80,6 +83,22 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// The lease's id (as `xov leases list` shows it).
+    pub lease: String,
+    /// Private key to log in with (default: the one whose public half the lease was ordered with, found
+    /// beside the public key file given to `xov order`, or in ~/.ssh).
+    #[arg(short = 'i', long = "identity", value_name = "PATH")]
+    pub identity: Option<PathBuf>,
+    /// Print the ssh command instead of running it.
+    #[arg(long)]
+    pub print: bool,
+    /// A command to run on the machine instead of a login shell (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

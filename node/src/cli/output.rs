@@ -5,6 +5,16 @@ use serde::Serialize;
 use crate::api::leases::LeaseView;
 use crate::api::{OfferView, PoolView, Status};
 
+/// `s` as one word for a POSIX shell: unchanged when it has only safe characters, else single-quoted.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Prints `value` as JSON when asked, otherwise the human rendering.
 pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
     if json {
@@ -21,11 +31,11 @@ pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String
 pub fn status(s: &Status) -> String {
     let n = &s.network;
     format!(
-        "node id   {}\nversion   {}\nchain     {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}\npeers     {}\nlisten    {}\ngossip    {} accepted, {} rejected, {} ignored, {} rate-limited, {} synced, {} of another chain",
+        "node id   {}\nversion   {}\nchain     {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}\npeers     {}\nlisten    {}\ngossip    {} accepted, {} rejected, {} ignored, {} rate-limited, {} synced, {} of another chain\nabuse     {} peers banned, {} unreadable frames, {} bad sync answers, {} sync requests refused",
         s.node_id, s.version, s.chain, s.datadir, s.uptime_secs, s.offers, s.pools, n.connected_peers,
         n.listen_addrs.join("\n          "),
         n.gossip.accepted, n.gossip.rejected, n.gossip.ignored, n.gossip.rate_limited, n.gossip.synced,
-        n.gossip.other_chain
+        n.gossip.other_chain, n.gossip.bans, n.gossip.invalid_frames, n.gossip.sync_faults, n.gossip.sync_refused
     )
 }
 
@@ -225,7 +235,21 @@ pub fn lease(v: &LeaseView) -> String {
     }
     if let Some(i) = &x.instance {
         match i.addresses.first() {
-            Some(a) => out.push_str(&format!("ssh        {}@{a}\n", i.user)),
+            Some(a) => {
+                let port = if i.ssh_port == 22 {
+                    String::new()
+                } else {
+                    format!(" -p {}", i.ssh_port)
+                };
+                out.push_str(&format!(
+                    "ssh        ssh{port} {}@{a}   (or: xov ssh {})\n",
+                    i.user, x.id
+                ));
+                if i.open_ports.iter().any(|p| *p != i.ssh_port) {
+                    let ports: Vec<String> = i.open_ports.iter().map(u16::to_string).collect();
+                    out.push_str(&format!("open ports {}\n", ports.join(", ")));
+                }
+            }
             None => out.push_str(&format!(
                 "server     {} (no network address: the cloud attached none)\n",
                 i.server_id

@@ -65,9 +65,11 @@ impl Machines for OpenStackMachines {
             let m = self.p.launch(&req).await.map_err(cloud_error)?;
             Ok(InstanceInfo {
                 server_id: m.server_id,
-                addresses: m.addresses.into_iter().map(|a| a.ip).collect(),
+                addresses: buyer_addresses(m.addresses),
                 image: spec.image,
                 user: self.ssh_user.clone(),
+                ssh_port: 22,
+                open_ports: vec![22],
             })
         })
     }
@@ -140,9 +142,13 @@ impl OpenStackMachines {
                 vcpus: shape.vcpus,
                 ram_mib: shape.ram_mib,
                 disk_gib: shape.disk_gib.max(1),
-                gpu_model: None,
-                gpu_count: None,
-                arch: xov_protocol::Arch::X86_64,
+                gpu_model: shape.gpu.as_ref().map(|g| g.model.clone()),
+                gpu_count: shape.gpu.as_ref().map(|g| g.count),
+                arch: match shape.arch {
+                    xov_provisioner::CpuArch::X86_64 => xov_protocol::Arch::X86_64,
+                    xov_provisioner::CpuArch::Aarch64 => xov_protocol::Arch::Aarch64,
+                    xov_provisioner::CpuArch::Riscv64 => xov_protocol::Arch::Riscv64,
+                },
                 images: shape.images.iter().map(|i| i.name.clone()).collect(),
                 price_sats_per_hour: shape.price_sats_per_hour,
                 min_lease_secs: pc.min_lease_secs,
@@ -227,4 +233,61 @@ pub fn spawn_provider(
             }
         }
     });
+}
+
+/// The machine's addresses in the order a buyer should try them: floating (public) first, then the others
+/// as the cloud listed them; each once.
+fn buyer_addresses(addresses: Vec<xov_provisioner::Address>) -> Vec<String> {
+    let floating = |a: &xov_provisioner::Address| a.kind.as_deref() == Some("floating");
+    let mut out: Vec<String> = Vec::with_capacity(addresses.len());
+    for a in addresses
+        .iter()
+        .filter(|a| floating(a))
+        .chain(addresses.iter().filter(|a| !floating(a)))
+    {
+        if !out.contains(&a.ip) {
+            out.push(a.ip.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    fn addr(ip: &str, kind: Option<&str>) -> xov_provisioner::Address {
+        xov_provisioner::Address {
+            network: "xov-tenant".into(),
+            ip: ip.into(),
+            version: 4,
+            kind: kind.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_floating_address_comes_first() {
+        for (name, given, want) in [
+            (
+                "floating after fixed",
+                vec![
+                    addr("10.99.0.5", Some("fixed")),
+                    addr("198.18.10.20", Some("floating")),
+                ],
+                vec!["198.18.10.20", "10.99.0.5"],
+            ),
+            (
+                "no floating keeps the order",
+                vec![addr("10.99.0.5", None), addr("fd00::5", Some("fixed"))],
+                vec!["10.99.0.5", "fd00::5"],
+            ),
+            (
+                "an address listed twice once",
+                vec![addr("10.99.0.5", Some("fixed")), addr("10.99.0.5", None)],
+                vec!["10.99.0.5"],
+            ),
+        ] {
+            assert_eq!(buyer_addresses(given), want, "{name}");
+        }
+    }
 }

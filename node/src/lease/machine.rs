@@ -1468,6 +1468,8 @@ fn buyer_input(l: &mut LeaseRecord, input: Input, now: u64, ctx: &Ctx<'_>, out: 
                             addresses: a.addresses,
                             image: a.image,
                             user: a.user,
+                            ssh_port: a.ssh_port,
+                            open_ports: a.open_ports,
                         });
                     }
                     if is_running(s.state) {
@@ -2004,6 +2006,8 @@ fn status_of(l: &LeaseRecord, now: u64) -> Option<LeaseStatus> {
             addresses: i.addresses.clone(),
             user: i.user.clone(),
             image: i.image.clone(),
+            ssh_port: i.ssh_port,
+            open_ports: i.open_ports.clone(),
         }),
         message: l
             .history

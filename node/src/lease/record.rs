@@ -29,6 +29,20 @@ pub struct InstanceInfo {
     pub image: String,
     /// Login user for SSH (with the buyer's key).
     pub user: String,
+    /// TCP port of the machine's SSH server at `addresses` (records from before it: 22).
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
+    /// Every TCP port the provider's firewall opens to the machine, the SSH port included.
+    #[serde(default = "default_open_ports")]
+    pub open_ports: Vec<u16>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+fn default_open_ports() -> Vec<u16> {
+    vec![22]
 }
 
 /// One step in a lease's life.

@@ -534,6 +534,11 @@ impl Market {
             && i.ram_mib == spec.ram_mib
             && i.disk_gib == spec.disk_gib
             && i.arch == spec.arch
+            && i.gpu.as_ref().map(|g| (g.model.as_str(), g.count))
+                == spec
+                    .gpu_model
+                    .as_deref()
+                    .map(|m| (m, spec.gpu_count.unwrap_or(1)))
             && o.images == spec.images
             && o.price_sats_per_hour == spec.price_sats_per_hour
             && o.capacity == spec.capacity

@@ -101,6 +101,10 @@ pub struct GossipStats {
     /// Peers banned (disconnected and refused for a while).
     #[serde(default)]
     pub bans: u64,
+    /// Gossip frames refused unread: over the frame limit ([`behaviour::MAX_FRAME`]) or not a gossipsub
+    /// message at all. Each bans its sender.
+    #[serde(default)]
+    pub invalid_frames: u64,
     /// Offers and withdrawals received through sync that were accepted.
     pub synced: u64,
     /// Charters, offers and sync answers of another bitcoin network, dropped without blame.
@@ -908,6 +912,18 @@ impl Runner {
                             self.send_sync(peer_id, req, 0);
                         }
                         _ => {}
+                    }
+                }
+                gossipsub::Event::InvalidFrame { peer_id, error } => {
+                    // No honest peer sends a frame over the limit both sides configure, or bytes that are
+                    // not gossipsub: the frame was not read, and its sender is banned at once.
+                    self.stats.invalid_frames += 1;
+                    let now = Instant::now();
+                    match self.reputation.ban(&peer_id, now) {
+                        Some(ban) => self.banned(&peer_id, ban, scoring::frame_fault(error)),
+                        None => {
+                            let _ = self.swarm.disconnect_peer_id(peer_id);
+                        }
                     }
                 }
                 _ => {}

@@ -10,6 +10,8 @@
 //!   dropped without penalty, and per-origin limits live in `origin.rs`.
 //! - Penalties decay: they halve every [`PENALTY_HALF_LIFE`], so an honest peer's occasional fault fades and
 //!   only a sustained rate of faults reaches the threshold.
+//! - A gossip frame the node refuses unread (over the frame limit, or not gossipsub) bans its sender at once:
+//!   no honest peer sends one, and points could never accrue for frames that are never read.
 //! - A ban lasts [`BAN_DURATION`] the first time and doubles with each further ban of the same peer while
 //!   its record is held, up to [`MAX_BAN`]; a banned peer is disconnected at once and its new connections
 //!   are closed as soon as they are established.
@@ -208,6 +210,16 @@ impl Reputation {
 
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
+    }
+}
+
+/// Why a peer's unreadable gossip frame bans it, for the log. Such a frame (over the frame limit both sides
+/// configure, or bytes that are not gossipsub) is never read and no honest peer sends it, so it bans at once
+/// instead of adding points.
+pub fn frame_fault(e: libp2p::gossipsub::FrameError) -> &'static str {
+    match e {
+        libp2p::gossipsub::FrameError::TooLarge => "sent a gossip frame over the frame limit",
+        libp2p::gossipsub::FrameError::Malformed => "sent a gossip frame that is not gossipsub",
     }
 }
 

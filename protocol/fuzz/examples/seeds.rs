@@ -250,6 +250,8 @@ fn main() {
                             addresses: vec!["203.0.113.7".into(), "2001:db8::7".into()],
                             user: "root".into(),
                             image: "debian-12".into(),
+                            ssh_port: 22,
+                            open_ports: vec![22, 8080],
                         }),
                         message: format!("now {state:?}"),
                     }),

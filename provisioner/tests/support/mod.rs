@@ -110,7 +110,9 @@ impl Ctx {
                 ],
                 price_sats_per_hour: 900,
                 max_instances: None,
+                gpu: None,
             }],
+            gpu_names: Default::default(),
         }
     }
 
