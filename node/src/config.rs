@@ -33,6 +33,9 @@ pub enum ConfigError {
         "api.listen = {0} is not a loopback address; the local API only binds 127.0.0.1 or ::1"
     )]
     NotLoopback(SocketAddr),
+    /// `[provider.openstack]` could not be resolved (clouds.yaml, `OS_*` variables) or is not valid.
+    #[error("[provider.openstack]: {0}")]
+    OpenStack(#[from] xov_provisioner::ProvisionError),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -119,7 +122,12 @@ pub struct ProviderConfig {
     pub inventory_interval_secs: u64,
     /// Compare the cloud's tagged machines with the leases this often.
     pub reconcile_interval_secs: u64,
-    pub openstack: Option<xov_provisioner::OpenStackConfig>,
+    /// The cloud: `cloud = "NAME"` (clouds.yaml), the connection inline, or nothing (then `OS_CLOUD` or the
+    /// `OS_*` variables); network, timeouts and the like always here.
+    pub openstack: Option<xov_provisioner::OpenStackSettings>,
+    /// `openstack` resolved against clouds.yaml and the environment when the config was loaded.
+    #[serde(skip)]
+    pub openstack_resolved: Option<xov_provisioner::OpenStackConfig>,
     pub inventory: xov_provisioner::InventoryMapping,
     /// SSH login user of the offered images, told to buyers.
     pub ssh_user: String,
@@ -128,6 +136,32 @@ pub struct ProviderConfig {
     pub advertise: bool,
     /// How much buyers may run here by trust tier; anonymous limits shrink as the pool's load grows.
     pub admission: xov_protocol::AdmissionPolicy,
+}
+
+impl ProviderConfig {
+    /// Resolves `[provider.openstack]` of an enabled provider against clouds.yaml and the `OS_*` variables
+    /// read through `env`, and keeps the result.
+    pub fn resolve_openstack(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let (true, Some(os)) = (self.enabled, &self.openstack) {
+            self.openstack_resolved = Some(os.resolve_with(env)?);
+        }
+        Ok(())
+    }
+
+    /// The cloud's configuration: as resolved when the config was loaded, or resolved now from the
+    /// process environment (a config built in code). `None` without a `[provider.openstack]` section.
+    pub fn openstack_config(
+        &self,
+    ) -> Option<Result<xov_provisioner::OpenStackConfig, xov_provisioner::ProvisionError>> {
+        let settings = self.openstack.as_ref()?;
+        Some(match &self.openstack_resolved {
+            Some(c) => Ok(c.clone()),
+            None => settings.resolve_from_environment(),
+        })
+    }
 }
 
 impl Default for ProviderConfig {
@@ -143,6 +177,7 @@ impl Default for ProviderConfig {
             inventory_interval_secs: 300,
             reconcile_interval_secs: 60,
             openstack: None,
+            openstack_resolved: None,
             inventory: Default::default(),
             ssh_user: "debian".into(),
             advertise: true,
@@ -434,7 +469,8 @@ impl Config {
                 })
             }
         };
-        cfg.apply_env(env)?;
+        cfg.apply_env(&env)?;
+        cfg.provider.resolve_openstack(&env)?;
         cfg.check()?;
         Ok(cfg)
     }
@@ -534,10 +570,12 @@ impl Config {
                 path: "provider".into(),
                 message: m,
             };
-            let os = self.provider.openstack.as_ref().ok_or_else(|| {
+            self.provider.openstack.as_ref().ok_or_else(|| {
                 bad("provider.enabled needs a [provider.openstack] section".into())
             })?;
-            os.validate().map_err(|e| bad(e.to_string()))?;
+            if let Some(os) = &self.provider.openstack_resolved {
+                os.validate()?;
+            }
             self.provider
                 .inventory
                 .validate()

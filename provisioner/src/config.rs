@@ -2,6 +2,7 @@
 //! timeouts. Deserialisable from the node's TOML config; secrets never show in `Debug` output or logs.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -37,15 +38,36 @@ pub enum Auth {
     Password {
         username: String,
         password: Secret,
+        /// The project by name (in `project_domain`), or by id (`project_id`, which then wins).
+        #[serde(default)]
         project_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project_id: Option<String>,
         #[serde(default = "default_domain")]
         user_domain: String,
+        /// The user's domain by id; wins over `user_domain` (a name) when set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_domain_id: Option<String>,
         #[serde(default = "default_domain")]
         project_domain: String,
+        /// The project's domain by id; wins over `project_domain` (a name) when set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project_domain_id: Option<String>,
     },
     /// An application credential (recommended): bound to one project, revocable on its own, and it can be
     /// restricted (`--restricted`, access rules) without touching the user's password.
     ApplicationCredential { id: String, secret: Secret },
+    /// An application credential named instead of by id: Keystone then needs its owner, a user name in a
+    /// domain (by name, or by id when `user_domain_id` is set).
+    ApplicationCredentialByName {
+        name: String,
+        secret: Secret,
+        username: String,
+        #[serde(default = "default_domain")]
+        user_domain: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_domain_id: Option<String>,
+    },
 }
 
 fn default_domain() -> String {
@@ -150,6 +172,14 @@ pub struct OpenStackConfig {
     pub region: Option<String>,
     #[serde(default)]
     pub interface: Interface,
+    /// A PEM file of CA certificates trusted for https endpoints, besides the system's roots (a cloud whose
+    /// certificates a private CA signs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<PathBuf>,
+    /// Accept any server certificate (clouds.yaml's `verify: false`). For labs only: anyone on the path can
+    /// then read the credentials. A warning is logged whenever a client is built with it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub insecure: bool,
     /// Use this compute endpoint instead of the catalog's (a proxy, a private address; the tests put a
     /// fault-injecting proxy here).
     #[serde(default)]
@@ -174,11 +204,15 @@ pub struct OpenStackConfig {
     pub access: crate::access::AccessConfig,
 }
 
-fn default_boot_timeout() -> Duration {
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+pub(crate) fn default_boot_timeout() -> Duration {
     Duration::from_secs(300)
 }
 
-fn default_request_timeout() -> Duration {
+pub(crate) fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
@@ -210,17 +244,27 @@ impl OpenStackConfig {
                 )));
             }
         }
+        let empty = |what: &str| Err(ProvisionError::Config(format!("{what} is empty")));
         match &self.auth {
+            Auth::Password { username, .. } if username.is_empty() => empty("auth.username"),
             Auth::Password {
-                username,
                 project_name,
+                project_id,
                 ..
-            } if username.is_empty() || project_name.is_empty() => Err(ProvisionError::Config(
-                "password auth needs username and project_name".into(),
-            )),
-            Auth::ApplicationCredential { id, .. } if id.is_empty() => Err(ProvisionError::Config(
-                "application credential id is empty".into(),
-            )),
+            } if project_name.is_empty() && project_id.as_deref().unwrap_or("").is_empty() => {
+                Err(ProvisionError::Config(
+                    "password auth needs a project: project_name or project_id".into(),
+                ))
+            }
+            Auth::ApplicationCredential { id, .. } if id.is_empty() => {
+                empty("application credential id")
+            }
+            Auth::ApplicationCredentialByName { name, .. } if name.is_empty() => {
+                empty("application credential name")
+            }
+            Auth::ApplicationCredentialByName { username, .. } if username.is_empty() => {
+                empty("the application credential's username")
+            }
             _ => Ok(()),
         }
     }
@@ -236,20 +280,16 @@ impl OpenStackConfig {
     }
 }
 
-/// Rejects what this build cannot talk to. The workspace's reqwest has no TLS backend, so https fails here
-/// with a clear message instead of at the first request.
+/// Rejects URLs that are not http or https, at start rather than at the first request.
 pub(crate) fn check_url(field: &str, url: &str) -> Result<()> {
-    if url.starts_with("http://") {
-        Ok(())
-    } else if url.starts_with("https://") {
-        Err(ProvisionError::Config(format!(
-            "{field} is https ({url}), but this build of xov has no TLS support: use an http endpoint on a \
-             trusted network (or a local TLS-terminating proxy)"
-        )))
-    } else {
-        Err(ProvisionError::Config(format!(
-            "{field} must be an http:// URL, got '{url}'"
-        )))
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
+        _ => Err(ProvisionError::Config(format!(
+            "{field} must be an http:// or https:// URL, got '{url}'"
+        ))),
     }
 }
 
@@ -331,15 +371,21 @@ mod tests {
     }
 
     #[test]
-    fn rejects_https_and_bad_values() {
+    fn accepts_https_and_rejects_bad_values() {
         let mut cfg: OpenStackConfig = serde_json::from_value(serde_json::json!({
             "auth_url": "https://keystone.example/v3",
             "network": "none",
             "auth": {"type": "application_credential", "id": "x", "secret": "y"}
         }))
         .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.cacert, None);
+        assert!(!cfg.insecure);
+        cfg.auth_url = "ftp://keystone.example/v3".into();
         let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("no TLS support"), "{err}");
+        assert!(err.contains("http:// or https://"), "{err}");
+        cfg.auth_url = "https://".into();
+        assert!(cfg.validate().is_err());
         cfg.auth_url = "http://keystone.example/v3".into();
         cfg.validate().unwrap();
         cfg.network = Networks::Named("not a uuid".into());
@@ -347,5 +393,29 @@ mod tests {
         cfg.network = Networks::Auto;
         cfg.retry.attempts = 0;
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn password_auth_needs_a_project_by_name_or_id() {
+        let cfg = |auth: serde_json::Value| -> OpenStackConfig {
+            serde_json::from_value(serde_json::json!({
+                "auth_url": "http://k:5000", "network": "none", "auth": auth
+            }))
+            .unwrap()
+        };
+        let no_project =
+            cfg(serde_json::json!({"type": "password", "username": "u", "password": "p"}));
+        assert!(no_project.validate().is_err());
+        let by_id = cfg(
+            serde_json::json!({"type": "password", "username": "u", "password": "p",
+            "project_id": "0123abcd"}),
+        );
+        by_id.validate().unwrap();
+        let by_name = cfg(
+            serde_json::json!({"type": "application_credential_by_name", "name": "n",
+            "secret": "s", "username": "u"}),
+        );
+        by_name.validate().unwrap();
+        assert!(!format!("{by_name:?}").contains("\"s\""));
     }
 }

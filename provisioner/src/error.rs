@@ -2,6 +2,7 @@
 //! ([`ProvisionError::is_transient`]), give up on the lease and refund ([`ProvisionError::is_launch_failure`]),
 //! or fix its configuration.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -10,9 +11,73 @@ pub type Result<T, E = ProvisionError> = std::result::Result<T, E>;
 
 #[derive(Debug, Error)]
 pub enum ProvisionError {
-    /// The provider's configuration cannot work (bad URL, https without TLS support, zero timeout...).
+    /// The provider's configuration cannot work (bad URL, zero timeout...).
     #[error("invalid provisioner configuration: {0}")]
     Config(String),
+
+    /// `cloud = "NAME"` or `OS_CLOUD` names a cloud that no clouds.yaml defines (the operator's config).
+    #[error("cloud '{cloud}' (named by {named_by}) not found: {}", cloud_search(file.as_ref(), available, searched))]
+    CloudNotFound {
+        cloud: String,
+        /// `[provider.openstack] cloud` or `OS_CLOUD`.
+        named_by: &'static str,
+        /// The clouds.yaml read, if one was found.
+        file: Option<PathBuf>,
+        /// The clouds it defines.
+        available: Vec<String>,
+        /// Every clouds.yaml path looked at, in order.
+        searched: Vec<PathBuf>,
+    },
+
+    /// A clouds.yaml or secure.yaml that cannot be read or is not what it should be (the operator's file).
+    #[error("cannot use {}: {detail}", path.display())]
+    CloudsFile { path: PathBuf, detail: String },
+
+    /// No source of credentials at all (the operator's config).
+    #[error(
+        "no OpenStack credentials: [provider.openstack] sets neither cloud = \"NAME\" nor auth_url with \
+         [provider.openstack.auth], and neither OS_CLOUD nor OS_AUTH_URL is set (clouds.yaml looked for in: {})",
+        paths(searched)
+    )]
+    NoCredentials { searched: Vec<PathBuf> },
+
+    /// The credentials' source lacks a setting they need (the operator's config). `origin` says where it
+    /// looked, e.g. "cloud 'x' in /etc/openstack/clouds.yaml" or "the OS_* variables".
+    #[error("{setting} is missing from {origin}")]
+    MissingSetting { setting: String, origin: String },
+
+    /// A setting of the credentials' source has a value xov cannot use (the value is not repeated: it may
+    /// be secret).
+    #[error("{setting} of {origin} must be {expected}")]
+    BadSetting {
+        setting: String,
+        origin: String,
+        expected: &'static str,
+    },
+
+    /// An auth type other than password or application credential (the operator's config).
+    #[error("auth type '{auth_type}' of {origin} is not supported; use password (v3password) or v3applicationcredential")]
+    UnsupportedAuthType { auth_type: String, origin: String },
+
+    /// Two sources of credentials in `[provider.openstack]` at once (the operator's config).
+    #[error("[provider.openstack] sets cloud = \"{cloud}\" and also {setting}: the cloud's clouds.yaml entry holds the credentials, remove {setting} (or cloud)")]
+    ConflictingSettings {
+        cloud: String,
+        setting: &'static str,
+    },
+
+    /// The CA file (`cacert`) cannot be read or holds no usable certificate (the operator's config).
+    #[error("CA file {} (cacert) cannot be used: {detail}", path.display())]
+    CaFile { path: PathBuf, detail: String },
+
+    /// An https endpoint's certificate was refused (unknown CA, wrong name, expired). Retrying does not help:
+    /// the operator sets `cacert` to the CA that signed it, or fixes the endpoint's certificate.
+    #[error("{service}: TLS with {url} failed, the server's certificate is not trusted ({detail}); if the cloud's certificates come from a private CA, set cacert (clouds.yaml, OS_CACERT or [provider.openstack] cacert) to that CA's PEM file")]
+    Tls {
+        service: &'static str,
+        url: String,
+        detail: String,
+    },
 
     /// The caller asked for something malformed (lease id, SSH key); nothing was sent to the cloud.
     #[error("invalid request: {0}")]
@@ -99,6 +164,27 @@ pub enum ProvisionError {
     KeypairConflict { name: String },
 }
 
+fn paths(searched: &[PathBuf]) -> String {
+    if searched.is_empty() {
+        return "(no path)".into();
+    }
+    let v: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
+    v.join(", ")
+}
+
+fn cloud_search(file: Option<&PathBuf>, available: &[String], searched: &[PathBuf]) -> String {
+    match file {
+        None => format!("no clouds.yaml found (looked for: {})", paths(searched)),
+        Some(f) if available.is_empty() => format!("{} defines no clouds", f.display()),
+        Some(f) => format!(
+            "{} defines only {} (looked for clouds.yaml in: {})",
+            f.display(),
+            available.join(", "),
+            paths(searched)
+        ),
+    }
+}
+
 impl ProvisionError {
     /// Worth trying the same operation again later (the cloud may come back, the machine may finish).
     pub fn is_transient(&self) -> bool {
@@ -107,6 +193,24 @@ impl ProvisionError {
             ProvisionError::Unavailable { .. }
                 | ProvisionError::BootTimeout { .. }
                 | ProvisionError::StateTimeout { .. }
+        )
+    }
+
+    /// The operator's configuration (or the files and variables it points at) must change before this can
+    /// work; the node reports it instead of retrying.
+    pub fn is_config_error(&self) -> bool {
+        matches!(
+            self,
+            ProvisionError::Config(_)
+                | ProvisionError::CloudNotFound { .. }
+                | ProvisionError::CloudsFile { .. }
+                | ProvisionError::NoCredentials { .. }
+                | ProvisionError::MissingSetting { .. }
+                | ProvisionError::BadSetting { .. }
+                | ProvisionError::UnsupportedAuthType { .. }
+                | ProvisionError::ConflictingSettings { .. }
+                | ProvisionError::CaFile { .. }
+                | ProvisionError::Tls { .. }
         )
     }
 

@@ -9,21 +9,86 @@ use std::time::Duration;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use crate::config::{check_url, Interface, RetryPolicy};
+use crate::config::{check_url, Interface, OpenStackConfig, RetryPolicy};
 use crate::error::{ProvisionError, Result};
 use crate::keystone::Keystone;
 use crate::retry::Backoff;
 
-/// Builds the one HTTP client every service shares (connection pool, per-request timeout).
-pub(crate) fn client(request_timeout: Duration) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(request_timeout)
-        .connect_timeout(request_timeout.min(Duration::from_secs(10)))
-        .user_agent(concat!("xov-provisioner/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// Builds the one HTTP client every service shares (connection pool, per-request timeout, TLS with the
+/// system's roots plus the config's CA file).
+pub(crate) fn client(cfg: &OpenStackConfig) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .timeout(cfg.request_timeout)
+        .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("xov-provisioner/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &cfg.cacert {
+        let pem = std::fs::read(path).map_err(|e| ProvisionError::CaFile {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        for der in ca_certificates(&pem).map_err(|detail| ProvisionError::CaFile {
+            path: path.clone(),
+            detail,
+        })? {
+            let cert =
+                reqwest::Certificate::from_der(&der).map_err(|e| ProvisionError::CaFile {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+            b = b.add_root_certificate(cert);
+        }
+    }
+    if cfg.insecure {
+        warn!(
+            auth_url = cfg.auth_url,
+            "TLS certificates are not checked (verify: false / insecure): anyone on the path can read the \
+             cloud's credentials"
+        );
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build()
         .map_err(|e| ProvisionError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// The DER certificates of a PEM bundle, each checked to be usable as a trust anchor. Says what is wrong
+/// (not PEM, no certificate, a certificate that cannot be parsed) otherwise.
+pub(crate) fn ca_certificates(pem: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut out = Vec::new();
+    for (i, item) in CertificateDer::pem_slice_iter(pem).enumerate() {
+        let der = item.map_err(|e| format!("PEM block {} is unreadable: {e}", i + 1))?;
+        rustls::RootCertStore::empty()
+            .add(der.clone())
+            .map_err(|e| format!("certificate {} is not a usable CA certificate: {e}", i + 1))?;
+        out.push(der.to_vec());
+    }
+    if out.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+    }
+    Ok(out)
+}
+
+/// The certificate error under a failed request (unknown issuer, wrong name, expired), if that is why it
+/// failed. rustls' error sits inside `io::Error`s, whose `source()` skips the error they wrap, hence the
+/// `get_ref`.
+pub(crate) fn certificate_error(e: &reqwest::Error) -> Option<String> {
+    fn find(err: &(dyn std::error::Error + 'static), depth: usize) -> Option<String> {
+        if depth > 16 {
+            return None;
+        }
+        if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
+            return Some(format!("invalid peer certificate: {c:?}"));
+        }
+        let wrapped = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| find(inner, depth + 1));
+        wrapped.or_else(|| err.source().and_then(|s| find(s, depth + 1)))
+    }
+    find(e, 0)
 }
 
 /// Describes a transport failure without the noise (and without anything secret: URLs carry no tokens).
@@ -215,6 +280,13 @@ impl Service {
             debug!(service = self.kind, %method, path, "request");
             let resp = match req.send().await {
                 Ok(r) => r,
+                Err(e) if certificate_error(&e).is_some() => {
+                    return Err(Failure::Fatal(ProvisionError::Tls {
+                        service: self.kind,
+                        url: base,
+                        detail: certificate_error(&e).unwrap_or_default(),
+                    }))
+                }
                 Err(e) => {
                     return Err(Failure::Retryable {
                         why: describe(&e),

@@ -13,7 +13,7 @@ use tracing::{debug, info};
 
 use crate::config::{Auth, Interface, OpenStackConfig, RetryPolicy, Secret};
 use crate::error::{ProvisionError, Result};
-use crate::http::{describe, error_message};
+use crate::http::{certificate_error, describe, error_message};
 use crate::retry::Backoff;
 
 /// Renew this long before expiry at most (a quarter of the lifetime for short-lived tokens).
@@ -150,23 +150,7 @@ impl Keystone {
     }
 
     fn request_body(&self) -> Value {
-        match &self.auth {
-            Auth::Password {
-                username,
-                password,
-                project_name,
-                user_domain,
-                project_domain,
-            } => json!({"auth": {
-                "identity": {"methods": ["password"], "password": {"user": {
-                    "name": username, "domain": {"name": user_domain}, "password": password.expose()}}},
-                "scope": {"project": {"name": project_name, "domain": {"name": project_domain}}}
-            }}),
-            // An application credential carries its own project scope; a scope here would be refused.
-            Auth::ApplicationCredential { id, secret } => json!({"auth": {"identity": {
-                "methods": ["application_credential"],
-                "application_credential": {"id": id, "secret": secret.expose()}}}}),
-        }
+        request_body(&self.auth)
     }
 
     async fn authenticate(&self) -> Result<Session> {
@@ -176,7 +160,16 @@ impl Keystone {
         loop {
             let started = Instant::now();
             let why = match self.http.post(&url).json(&body).send().await {
-                Err(e) => describe(&e),
+                Err(e) => match certificate_error(&e) {
+                    Some(detail) => {
+                        return Err(ProvisionError::Tls {
+                            service: "identity",
+                            url: self.v3.clone(),
+                            detail,
+                        })
+                    }
+                    None => describe(&e),
+                },
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let token = resp
@@ -254,6 +247,59 @@ impl Keystone {
     }
 }
 
+/// A domain by id when one is given, else by name.
+fn domain(name: &str, id: Option<&str>) -> Value {
+    match id.filter(|i| !i.is_empty()) {
+        Some(id) => json!({ "id": id }),
+        None => json!({ "name": name }),
+    }
+}
+
+/// The body of `POST /v3/auth/tokens` for these credentials.
+fn request_body(auth: &Auth) -> Value {
+    match auth {
+        Auth::Password {
+            username,
+            password,
+            project_name,
+            project_id,
+            user_domain,
+            user_domain_id,
+            project_domain,
+            project_domain_id,
+        } => {
+            let project = match project_id.as_deref().filter(|p| !p.is_empty()) {
+                Some(id) => json!({ "id": id }),
+                None => json!({
+                    "name": project_name,
+                    "domain": domain(project_domain, project_domain_id.as_deref())
+                }),
+            };
+            json!({"auth": {
+                "identity": {"methods": ["password"], "password": {"user": {
+                    "name": username,
+                    "domain": domain(user_domain, user_domain_id.as_deref()),
+                    "password": password.expose()}}},
+                "scope": {"project": project}
+            }})
+        }
+        // An application credential carries its own project scope; a scope here would be refused.
+        Auth::ApplicationCredential { id, secret } => json!({"auth": {"identity": {
+            "methods": ["application_credential"],
+            "application_credential": {"id": id, "secret": secret.expose()}}}}),
+        Auth::ApplicationCredentialByName {
+            name,
+            secret,
+            username,
+            user_domain,
+            user_domain_id,
+        } => json!({"auth": {"identity": {
+            "methods": ["application_credential"],
+            "application_credential": {"name": name, "secret": secret.expose(), "user": {
+                "name": username, "domain": domain(user_domain, user_domain_id.as_deref())}}}}}),
+    }
+}
+
 /// Seconds since the Unix epoch for an ISO 8601 / RFC 3339 timestamp as OpenStack writes them
 /// (`2026-11-23T16:44:29.000000Z`, with or without fraction and zone; no zone means UTC).
 pub(crate) fn unix_seconds(s: &str) -> Option<i64> {
@@ -305,6 +351,62 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_request_bodies() {
+        let cases: Vec<(&str, Auth, Value)> = vec![
+            (
+                "password, names",
+                Auth::Password {
+                    username: "u".into(),
+                    password: Secret::new("p"),
+                    project_name: "proj".into(),
+                    project_id: None,
+                    user_domain: "Default".into(),
+                    user_domain_id: None,
+                    project_domain: "D2".into(),
+                    project_domain_id: None,
+                },
+                json!({"auth": {
+                    "identity": {"methods": ["password"], "password": {"user": {
+                        "name": "u", "domain": {"name": "Default"}, "password": "p"}}},
+                    "scope": {"project": {"name": "proj", "domain": {"name": "D2"}}}}}),
+            ),
+            (
+                "password, ids win over names",
+                Auth::Password {
+                    username: "u".into(),
+                    password: Secret::new("p"),
+                    project_name: "proj".into(),
+                    project_id: Some("pid".into()),
+                    user_domain: "Default".into(),
+                    user_domain_id: Some("default".into()),
+                    project_domain: "D2".into(),
+                    project_domain_id: Some("d2".into()),
+                },
+                json!({"auth": {
+                    "identity": {"methods": ["password"], "password": {"user": {
+                        "name": "u", "domain": {"id": "default"}, "password": "p"}}},
+                    "scope": {"project": {"id": "pid"}}}}),
+            ),
+            (
+                "application credential by name",
+                Auth::ApplicationCredentialByName {
+                    name: "xov".into(),
+                    secret: Secret::new("s"),
+                    username: "u".into(),
+                    user_domain: "Default".into(),
+                    user_domain_id: None,
+                },
+                json!({"auth": {"identity": {"methods": ["application_credential"],
+                    "application_credential": {"name": "xov", "secret": "s",
+                        "user": {"name": "u", "domain": {"name": "Default"}}}}}}),
+            ),
+        ];
+        for (name, auth, want) in cases {
+            assert_eq!(request_body(&auth), want, "{name}");
+        }
+    }
 
     #[test]
     fn timestamps() {

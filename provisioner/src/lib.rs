@@ -7,9 +7,12 @@
 //! the cloud with the node's leases. [`inventory`](Provisioner::inventory) turns flavors, images and
 //! remaining quota into what the provider may offer, through the provider's [`InventoryMapping`].
 //!
-//! Limits: plain http only (the workspace's reqwest is built without TLS), see `docs/operator.md`.
+//! The connection comes from `[provider.openstack]` inline, a clouds.yaml entry or the `OS_*` variables
+//! ([`OpenStackSettings::resolve`]); http and https (rustls, the system's roots plus an optional CA file).
+//! See `docs/operator.md`.
 
 pub mod access;
+pub mod clouds;
 pub mod config;
 pub mod error;
 mod glance;
@@ -26,6 +29,7 @@ pub mod retry;
 pub mod userdata;
 
 pub use access::AccessConfig;
+pub use clouds::{CloudFiles, FoundFile, OpenStackSettings};
 pub use config::{Auth, Interface, KeyDelivery, Networks, OpenStackConfig, RetryPolicy, Secret};
 pub use error::{ProvisionError, Result};
 pub use hardware::{CpuArch, GpuSpec};
@@ -43,7 +47,55 @@ mod doc_tests {
 
     use super::*;
 
-    /// The configuration example in docs/operator.md must stay valid.
+    /// The `[provider.openstack]` examples of docs/operator.md, in order.
+    fn doc_examples() -> Vec<&'static str> {
+        let doc = include_str!("../../docs/operator.md");
+        doc.match_indices("```toml\n[provider.openstack]")
+            .map(|(i, _)| {
+                let start = i + 8;
+                let len = doc[start..].find("```").unwrap();
+                &doc[start..start + len]
+            })
+            .collect()
+    }
+
+    /// The clouds.yaml example of docs/operator.md and the `cloud = "mycloud"` config beside it resolve.
+    #[test]
+    fn operator_doc_clouds_yaml_example_resolves() {
+        #[derive(Deserialize)]
+        struct File {
+            provider: Provider,
+        }
+        #[derive(Deserialize)]
+        struct Provider {
+            openstack: OpenStackSettings,
+        }
+        let doc = include_str!("../../docs/operator.md");
+        let start = doc.find("```yaml\nclouds:").expect("clouds.yaml example") + 8;
+        let len = doc[start..].find("```").unwrap();
+        let files = CloudFiles {
+            searched: vec!["/home/op/.config/openstack/clouds.yaml".into()],
+            clouds: Some(FoundFile::new(
+                "/home/op/.config/openstack/clouds.yaml",
+                &doc[start..start + len],
+            )),
+            secure: None,
+        };
+        let file: File = toml::from_str(doc_examples()[0]).unwrap();
+        assert_eq!(file.provider.openstack.cloud.as_deref(), Some("mycloud"));
+        let cfg = file
+            .provider
+            .openstack
+            .resolve(&Default::default(), &files)
+            .unwrap();
+        assert!(cfg.auth_url.starts_with("https://"));
+        assert!(matches!(cfg.auth, Auth::ApplicationCredential { .. }));
+        assert_eq!(cfg.region.as_deref(), Some("RegionOne"));
+        assert!(cfg.cacert.is_some());
+        assert!(matches!(cfg.network, Networks::Named(_)));
+    }
+
+    /// The full inline configuration example in docs/operator.md must stay valid.
     #[test]
     fn operator_doc_example_parses() {
         #[derive(Deserialize)]
@@ -52,18 +104,18 @@ mod doc_tests {
         }
         #[derive(Deserialize)]
         struct Provider {
-            openstack: OpenStackConfig,
+            openstack: OpenStackSettings,
             inventory: InventoryMapping,
         }
-        let doc = include_str!("../../docs/operator.md");
-        let start = doc
-            .find("```toml\n[provider.openstack]")
-            .expect("example in the doc")
-            + 8;
-        let len = doc[start..].find("```").unwrap();
-        let file: File = toml::from_str(&doc[start..start + len]).unwrap();
+        let file: File = toml::from_str(doc_examples()[1]).unwrap();
         let (os, inv) = (file.provider.openstack, file.provider.inventory);
-        os.validate().unwrap();
+        // inline settings resolve without looking at the environment or any file
+        let os = os
+            .resolve(
+                &[("OS_CLOUD".to_string(), "elsewhere".to_string())].into(),
+                &CloudFiles::default(),
+            )
+            .unwrap();
         inv.validate().unwrap();
         assert!(matches!(os.auth, Auth::ApplicationCredential { .. }));
         assert!(matches!(os.network, Networks::Named(_)));

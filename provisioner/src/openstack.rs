@@ -119,7 +119,7 @@ impl OpenStackProvisioner {
     pub fn new(cfg: OpenStackConfig, mapping: InventoryMapping) -> Result<Self> {
         cfg.validate()?;
         mapping.validate()?;
-        let client = http::client(cfg.request_timeout)?;
+        let client = http::client(&cfg)?;
         let keystone = Arc::new(Keystone::new(&cfg, client.clone()));
         let service = |kind, suffix, endpoint_override: &Option<String>| {
             Service::new(

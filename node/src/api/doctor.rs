@@ -496,7 +496,20 @@ async fn openstack_check(st: &AppState) -> Option<(Check, Option<(String, i64)>)
     if !pc.enabled {
         return None;
     }
-    let mut os = pc.openstack.clone()?;
+    let mut os = match pc.openstack_config()? {
+        Ok(os) => os,
+        Err(e) => {
+            return Some((
+                check(
+                    "openstack",
+                    Level::Fail,
+                    format!("the OpenStack configuration cannot be used: {e}"),
+                    Some("fix [provider.openstack]: `cloud = \"NAME\"` with that entry in clouds.yaml (./clouds.yaml, ~/.config/openstack/, /etc/openstack/ or OS_CLIENT_CONFIG_FILE), auth_url with [provider.openstack.auth], or OS_CLOUD / OS_AUTH_URL and the other OS_* variables in the node's environment; see docs/operator.md".into()),
+                ),
+                None,
+            ))
+        }
+    };
     // One try and a short limit: the doctor reports, the node's own calls retry.
     os.retry.attempts = 1;
     os.request_timeout = Duration::from_secs(5);
@@ -529,7 +542,7 @@ async fn openstack_check(st: &AppState) -> Option<(Check, Option<(String, i64)>)
             Level::Fail,
             format!("OpenStack at {auth_url} cannot be used: {e}"),
             Some(format!(
-                "check that Keystone answers (`curl {auth_url}`) and Nova and Glance are up; that [provider.openstack.auth] holds valid credentials (try them with `openstack token issue`); and the region. Leases wait and offers lapse until it is back; the node retries by itself"
+                "check that Keystone answers (`curl {auth_url}`) and Nova and Glance are up; that the credentials (the clouds.yaml entry, the OS_* variables or [provider.openstack.auth]) are valid (try them with `openstack token issue`); for https, that cacert names the CA of the cloud's certificates; and the region. Leases wait and offers lapse until it is back; the node retries by itself"
             )),
         ),
         Ok(inv) => {

@@ -97,9 +97,8 @@ pub async fn from_config(cfg: &Config) -> anyhow::Result<Option<Arc<OpenStackMac
     }
     let os = cfg
         .provider
-        .openstack
-        .clone()
-        .expect("checked by Config::check");
+        .openstack_config()
+        .expect("checked by Config::check")?;
     let p = OpenStackProvisioner::new(os, cfg.provider.inventory.clone())?;
     match p.check().await {
         Ok(what) => info!(cloud = %what, "provider cloud reachable"),

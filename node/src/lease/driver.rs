@@ -296,7 +296,8 @@ pub fn cloud_error(e: xov_provisioner::ProvisionError) -> CloudError {
         P::NotFound { .. } | P::InvalidRequest(_) | P::KeypairConflict { .. } => {
             CloudError::LaunchFailed { detail }
         }
-        P::Config(_) | P::Auth { .. } | P::Catalog { .. } | P::Microversion { .. } => {
+        ref e if e.is_config_error() => CloudError::Config { detail },
+        P::Auth { .. } | P::Catalog { .. } | P::Microversion { .. } => {
             CloudError::Config { detail }
         }
         _ => CloudError::Transient { detail },
@@ -1664,6 +1665,56 @@ fn new_record(
 #[cfg(test)]
 mod tests {
     use super::payment_fee_sat;
+
+    /// What the lease engine does with a cloud's error: retry what may pass, report what the operator must
+    /// change (an untrusted certificate, a cloud missing from clouds.yaml) instead of retrying it forever.
+    #[test]
+    fn cloud_errors_are_sorted_by_what_helps() {
+        use super::{cloud_error, CloudError};
+        use xov_provisioner::ProvisionError as P;
+        for (name, e, config) in [
+            (
+                "untrusted certificate",
+                P::Tls {
+                    service: "identity",
+                    url: "https://keystone.example".into(),
+                    detail: "unknown issuer".into(),
+                },
+                true,
+            ),
+            (
+                "bad CA file",
+                P::CaFile {
+                    path: "/etc/ca.pem".into(),
+                    detail: "no certificate".into(),
+                },
+                true,
+            ),
+            ("config", P::Config("x".into()), true),
+            (
+                "cloud down",
+                P::Unavailable {
+                    service: "compute",
+                    attempts: 3,
+                    last: "503".into(),
+                },
+                false,
+            ),
+        ] {
+            let got = cloud_error(e);
+            assert_eq!(
+                matches!(got, CloudError::Config { .. }),
+                config,
+                "{name}: {got:?}"
+            );
+            if !config {
+                assert!(
+                    matches!(got, CloudError::Transient { .. }),
+                    "{name}: {got:?}"
+                );
+            }
+        }
+    }
 
     /// What BDK charges for a one-input payment with change, as measured against regtest (the e2e test
     /// `a_budgeted_order_pays_three_slices_and_stops` checks every slice reaches the address exactly).

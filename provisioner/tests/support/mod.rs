@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+#[allow(unused_imports)] // not every test binary uses it
 pub use xov_testnet::fault_proxy;
 
 use std::sync::{Mutex, Once};
@@ -71,11 +72,16 @@ impl Ctx {
                 username: self.lab.username.clone(),
                 password: Secret::new(self.lab.password.clone()),
                 project_name: self.lab.project_name.clone(),
+                project_id: None,
                 user_domain: self.lab.user_domain.clone(),
+                user_domain_id: None,
                 project_domain: self.lab.project_domain.clone(),
+                project_domain_id: None,
             },
             region: Some(self.lab.region.clone()),
             interface: Default::default(),
+            cacert: None,
+            insecure: false,
             compute_endpoint_override: None,
             image_endpoint_override: None,
             network: Networks::None,
