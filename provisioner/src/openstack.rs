@@ -678,9 +678,12 @@ impl Provisioner for OpenStackProvisioner {
             .collect();
         self.delete_and_wait(lease_id, &servers).await?;
         self.drop_keypair(lease_id).await;
-        // Once the server (and with it its ports) is gone, nothing uses the lease's floating IP and group.
-        if !matches!(self.cfg.network, Networks::None) {
-            self.neutron.release(lease_id).await?;
+        // Once the server (and with it its ports) is gone, nothing uses the lease's floating IP and group;
+        // released whatever `network` says now (it may have said otherwise when they were made). A cloud
+        // without a network service has none.
+        match self.neutron.release(lease_id).await {
+            Ok(()) | Err(ProvisionError::Catalog { .. }) => {}
+            Err(e) => return Err(e),
         }
         Ok(!servers.is_empty())
     }
