@@ -25,10 +25,18 @@ pub struct AccessConfig {
     /// default group applies, which usually refuses inbound SSH.
     #[serde(default = "yes")]
     pub security_group: bool,
+    /// Reconciliation releases a lease's floating IP and group once no server of the lease exists, the node
+    /// expects none, and they are this old (a launch under way makes its group before its server).
+    #[serde(default = "default_orphan_grace")]
+    pub orphan_grace_secs: u64,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_orphan_grace() -> u64 {
+    600
 }
 
 impl Default for AccessConfig {
@@ -37,6 +45,7 @@ impl Default for AccessConfig {
             external_network: None,
             ports: Vec::new(),
             security_group: true,
+            orphan_grace_secs: default_orphan_grace(),
         }
     }
 }

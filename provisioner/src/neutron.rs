@@ -345,17 +345,27 @@ impl Neutron {
         self.of_lease(lease_id).await
     }
 
-    /// Every security group and floating IP carrying a lease marker: (lease id, kind, resource id).
-    pub async fn marked(&self) -> Result<Vec<(String, &'static str, String)>> {
+    /// Every security group and floating IP carrying a lease marker.
+    pub async fn marked(&self) -> Result<Vec<MarkedResource>> {
         let mut out = Vec::new();
         for g in self.all_marked::<SecurityGroup>().await? {
             if let Some(l) = lease_of(&g.description) {
-                out.push((l.to_string(), "security_group", g.id.clone()));
+                out.push(MarkedResource {
+                    lease_id: l.to_string(),
+                    kind: "security_group",
+                    id: g.id.clone(),
+                    created: g.created_at.as_deref().and_then(unix_of),
+                });
             }
         }
         for f in self.all_marked::<FloatingIp>().await? {
             if let Some(l) = lease_of(&f.description) {
-                out.push((l.to_string(), "floating_ip", f.id.clone()));
+                out.push(MarkedResource {
+                    lease_id: l.to_string(),
+                    kind: "floating_ip",
+                    id: f.id.clone(),
+                    created: f.created_at.as_deref().and_then(unix_of),
+                });
             }
         }
         Ok(out)
@@ -416,6 +426,69 @@ impl Neutron {
     }
 }
 
+/// A lease's security group or floating IP, as reconciliation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkedResource {
+    pub lease_id: String,
+    /// `security_group` or `floating_ip`.
+    pub kind: &'static str,
+    pub id: String,
+    /// Unix seconds Neutron made it, when it says.
+    pub created: Option<u64>,
+}
+
+/// The leases whose marked resources are orphans: no server of theirs exists, the node expects none, and
+/// every one of their resources is older than `grace` seconds (a launch under way makes its group before
+/// its server; a resource of unknown age counts as old).
+pub fn orphaned(
+    marked: &[MarkedResource],
+    with_server: &std::collections::BTreeSet<String>,
+    expected: &std::collections::BTreeSet<String>,
+    now: u64,
+    grace: u64,
+) -> std::collections::BTreeSet<String> {
+    let mut leases: std::collections::BTreeMap<&str, bool> = std::collections::BTreeMap::new();
+    for m in marked {
+        let old = m.created.is_none_or(|c| now.saturating_sub(c) >= grace);
+        let all_old = leases.entry(m.lease_id.as_str()).or_insert(true);
+        *all_old &= old;
+    }
+    leases
+        .into_iter()
+        .filter(|(l, all_old)| *all_old && !with_server.contains(*l) && !expected.contains(*l))
+        .map(|(l, _)| l.to_string())
+        .collect()
+}
+
+/// Unix seconds of Neutron's `YYYY-MM-DDTHH:MM:SSZ` (fractions and offsets are not used there).
+pub fn unix_of(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, mi, s) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()
+}
+
 /// Percent-encodes what a query value or path segment must not carry raw.
 fn urlencode(s: &str) -> String {
     s.bytes()
@@ -444,5 +517,54 @@ mod tests {
             assert_eq!(lease_of(text), None, "{name}");
         }
         assert_eq!(urlencode("xov-lease=ab"), "xov-lease%3Dab");
+    }
+
+    #[test]
+    fn neutron_times() {
+        assert_eq!(unix_of("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(unix_of("2026-12-02T09:09:39Z"), Some(1_796_202_579));
+        assert_eq!(unix_of("2000-02-29T12:00:00Z"), Some(951_825_600));
+        for bad in [
+            "",
+            "2026-12-02",
+            "2026-13-02T00:00:00Z",
+            "2026/12/02T09:09:39Z",
+        ] {
+            assert_eq!(unix_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn orphans_are_old_serverless_and_unexpected() {
+        let r = |lease: &str, kind, created| MarkedResource {
+            lease_id: lease.into(),
+            kind,
+            id: format!("{lease}-{kind}"),
+            created,
+        };
+        let set = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let now = 10_000;
+        let marked = vec![
+            r("gone", "floating_ip", Some(1_000)),
+            r("gone", "security_group", Some(1_000)),
+            r("running", "floating_ip", Some(1_000)),
+            r("expected", "security_group", Some(1_000)),
+            r("launching", "security_group", Some(now - 5)),
+            r("half-new", "security_group", Some(1_000)),
+            r("half-new", "floating_ip", Some(now - 5)),
+            r("undated", "floating_ip", None),
+        ];
+        assert_eq!(
+            orphaned(&marked, &set(&["running"]), &set(&["expected"]), now, 600),
+            set(&["gone", "undated"])
+        );
+        assert_eq!(
+            orphaned(&marked, &set(&["running"]), &set(&["expected"]), now, 0),
+            set(&["gone", "undated", "launching", "half-new"])
+        );
     }
 }

@@ -701,6 +701,50 @@ impl Provisioner for OpenStackProvisioner {
         let ours = self.ours().await?;
         inventory::collect(&self.nova, &self.glance, &self.mapping, &ours).await
     }
+
+    async fn reclaim(&self, expected: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
+        let marked = match self.neutron.marked().await {
+            Ok(m) => m,
+            Err(ProvisionError::Catalog { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        if marked.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Servers being deleted count as present: their delete releases the rest itself.
+        let with_server: std::collections::BTreeSet<String> = self
+            .nova
+            .servers()
+            .await?
+            .iter()
+            .filter_map(|s| s.lease().map(str::to_string))
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let orphans = crate::neutron::orphaned(
+            &marked,
+            &with_server,
+            expected,
+            now,
+            self.cfg.access.orphan_grace_secs,
+        );
+        let mut released = Vec::new();
+        for lease in orphans {
+            let _guard = self.lock(&lease).await;
+            // A launch may have made its server while we waited for the lock.
+            if !self.of_lease(&lease).await?.is_empty() {
+                continue;
+            }
+            info!(
+                lease,
+                "reconcile: releasing the floating IP and group of a lease without a machine"
+            );
+            self.neutron.release(&lease).await?;
+            released.push(lease);
+        }
+        Ok(released)
+    }
 }
 
 /// The user-data a launch with `key_delivery = "user_data"` sends, for callers that want to check it.

@@ -145,6 +145,17 @@ pub trait Provisioner: Send + Sync {
 
     /// What can be offered right now.
     fn inventory(&self) -> impl Future<Output = Result<Inventory>> + Send;
+
+    /// Releases what a lease left in the cloud besides its machine (network resources) when no machine of
+    /// it exists and `expected` (the leases the node believes have one) does not name it; returns those
+    /// leases. Backends with nothing of the kind keep the default.
+    fn reclaim(
+        &self,
+        expected: &std::collections::BTreeSet<String>,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send {
+        let _ = expected;
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// Lease ids become metadata values and key-pair names: keep them to safe characters.

@@ -25,6 +25,10 @@ pub struct ReconcileReport {
     pub errored: Vec<Machine>,
     /// How many tagged machines were seen.
     pub seen: usize,
+    /// Leases whose network resources (floating IP, security group) outlived their machine and were
+    /// released now.
+    #[serde(default)]
+    pub reclaimed: Vec<String>,
 }
 
 impl ReconcileReport {
@@ -73,7 +77,8 @@ where
     S: Into<String>,
 {
     let expected: BTreeSet<String> = expected.into_iter().map(Into::into).collect();
-    let report = compare(provisioner.list_ours().await?, &expected);
+    let mut report = compare(provisioner.list_ours().await?, &expected);
+    report.reclaimed = provisioner.reclaim(&expected).await?;
     for m in &report.unknown {
         warn!(
             lease = m.lease_id,
@@ -90,6 +95,12 @@ where
     }
     for (l, ids) in &report.duplicates {
         warn!(lease = l, ?ids, "reconcile: several machines for one lease");
+    }
+    for l in &report.reclaimed {
+        info!(
+            lease = l,
+            "reconcile: released the network resources a lease's machine left"
+        );
     }
     for m in &report.errored {
         warn!(lease = m.lease_id, server = m.server_id, fault = ?m.fault, "reconcile: machine in ERROR");

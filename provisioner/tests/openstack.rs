@@ -326,7 +326,7 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
         assert!(
             marked
                 .iter()
-                .any(|(l, k, i)| *l == lease && *k == kind && i == id),
+                .any(|m| m.lease_id == lease && m.kind == kind && m.id == *id),
             "{kind} listed as the lease's: {marked:?}"
         );
     }
