@@ -255,16 +255,12 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
     else {
         return;
     };
-    let (Some(tenant), Some(public)) = (
-        ctx.lab.tenant_network.clone(),
-        ctx.lab.public_network.clone(),
-    ) else {
-        panic!("the lab has no networks: run testnet/openstack/up.sh again");
+    let cfg = ctx.networked_config();
+    let fixed_only = xov_provisioner::OpenStackConfig {
+        access: Default::default(),
+        ..cfg.clone()
     };
-    let mut cfg = ctx.config();
-    cfg.network = xov_provisioner::Networks::Named(tenant);
-    let p_fixed = OpenStackProvisioner::new(cfg.clone(), ctx.mapping()).unwrap();
-    cfg.access.external_network = Some(public.clone());
+    let p_fixed = OpenStackProvisioner::new(fixed_only, ctx.mapping()).unwrap();
     let p = OpenStackProvisioner::new(cfg, ctx.mapping()).unwrap();
     let n = p.neutron();
     let lease = lease_id();

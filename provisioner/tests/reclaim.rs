@@ -6,7 +6,7 @@
 mod support;
 
 use support::{lease_id, setup, BUYER_KEY};
-use xov_provisioner::{reconcile, Networks, OpenStackProvisioner, Provisioner};
+use xov_provisioner::{reconcile, OpenStackProvisioner, Provisioner};
 
 #[tokio::test]
 async fn an_orphaned_floating_ip_and_group_are_reclaimed_by_reconciliation() {
@@ -15,15 +15,7 @@ async fn an_orphaned_floating_ip_and_group_are_reclaimed_by_reconciliation() {
     else {
         return;
     };
-    let (Some(tenant), Some(public)) = (
-        ctx.lab.tenant_network.clone(),
-        ctx.lab.public_network.clone(),
-    ) else {
-        panic!("the lab has no networks: run testnet/openstack/up.sh again");
-    };
-    let mut cfg = ctx.config();
-    cfg.network = Networks::Named(tenant);
-    cfg.access.external_network = Some(public);
+    let mut cfg = ctx.networked_config();
     cfg.access.orphan_grace_secs = 0;
     let p = OpenStackProvisioner::new(cfg, ctx.mapping()).unwrap();
     let n = p.neutron();

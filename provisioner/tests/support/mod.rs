@@ -97,6 +97,20 @@ impl Ctx {
         }
     }
 
+    /// [`Ctx::config`] on the lab's tenant network, with floating IPs from its external network.
+    pub fn networked_config(&self) -> OpenStackConfig {
+        let (Some(tenant), Some(public)) = (
+            self.lab.tenant_network.clone(),
+            self.lab.public_network.clone(),
+        ) else {
+            panic!("the lab has no networks: run testnet/openstack/up.sh again");
+        };
+        let mut cfg = self.config();
+        cfg.network = Networks::Named(tenant);
+        cfg.access.external_network = Some(public);
+        cfg
+    }
+
     /// Sell the lab's flavor with its image, under its own name and as `debian-12`.
     pub fn mapping(&self) -> InventoryMapping {
         InventoryMapping {
