@@ -73,8 +73,8 @@ fn up() -> Result<(), String> {
     let l = order_one_vcpu(&buyer, &pubkey, &["--pay"]);
     let id = l["id"].as_str().unwrap_or_default().to_string();
     println!("    lease {id}\n    invoice {} sat, paid", l["amount_sat"]);
-    say("mining a block to confirm the payment");
-    btc.mine(1).map_err(|e| e.to_string())?;
+    say("mining a block to confirm the payment (once it reached bitcoind's mempool)");
+    btc.mine_pending(WAIT).map_err(|e| e.to_string())?;
     wait_state(&buyer, &id, "running");
     show(&buyer, &["leases", "show", &id]);
     show(&p1, &["leases", "list"]);
@@ -93,6 +93,11 @@ fn up() -> Result<(), String> {
     );
     println!(
         "    {} --datadir {} offers list",
+        bin.display(),
+        buyer.datadir.display()
+    );
+    println!(
+        "    {} --datadir {} ssh {id} --print     (the lab's machines are fake: nothing answers SSH)",
         bin.display(),
         buyer.datadir.display()
     );
