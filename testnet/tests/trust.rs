@@ -111,7 +111,7 @@ fn anonymous_buyers_are_limited_by_pool_load_until_a_bond_lets_them_in() {
     // One anonymous buyer's machine runs: the pool's load is now 36,000 sats/h.
     let running = order(&runner, true).unwrap();
     let running_id = running["id"].as_str().unwrap().to_string();
-    btc.mine(1).unwrap();
+    btc.mine_pending(WAIT).unwrap();
     wait_state(&p, &running_id, "running");
 
     // The anonymous limits have halved with it, and the newcomer is refused and told what would help.
@@ -137,7 +137,8 @@ fn anonymous_buyers_are_limited_by_pool_load_until_a_bond_lets_them_in() {
         "50",
     ]);
     let outpoint = bond["outpoint"].as_str().unwrap().to_string();
-    btc.mine(1).unwrap();
+    btc.mine_tx(outpoint.split(':').next().unwrap(), WAIT)
+        .unwrap();
     let t = eventually("the provider counts the newcomer's bond", WAIT, || {
         let t = trust_of(&p, &newcomer);
         if t["report"]["tier"] == "basic" {
@@ -226,7 +227,8 @@ fn anonymous_buyers_are_limited_by_pool_load_until_a_bond_lets_them_in() {
         }
     });
     assert!(unlocked["txid"].is_string());
-    btc.mine(1).unwrap();
+    btc.mine_tx(unlocked["txid"].as_str().unwrap(), WAIT)
+        .unwrap();
     // A spent bond's proof is refuted by the chain and dropped (it is not kept, or checked again).
     let t = eventually("the provider sees the bond spent", WAIT, || {
         let t = trust_of(&p, &newcomer);
