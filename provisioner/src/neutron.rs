@@ -134,13 +134,7 @@ impl Neutron {
             .call(Method::GET, &format!("{}{query}", T::PATH), None, &[])
             .await?
             .expect_json()?;
-        serde_json::from_value(page.get(T::MANY).cloned().unwrap_or_default()).map_err(|e| {
-            ProvisionError::Decode {
-                service: "network",
-                what: format!("GET {}", T::PATH),
-                detail: e.to_string(),
-            }
-        })
+        member(&page, T::MANY, &format!("GET {}", T::PATH))
     }
 
     /// The lease's resources of one kind, oldest first.
@@ -183,12 +177,7 @@ impl Neutron {
             {
                 Ok(r) if r.ok() => {
                     let v: Value = r.json()?;
-                    break serde_json::from_value(v.get(T::ONE).cloned().unwrap_or_default())
-                        .map_err(|e| ProvisionError::Decode {
-                            service: "network",
-                            what: format!("POST {}", T::PATH),
-                            detail: e.to_string(),
-                        })?;
+                    break member(&v, T::ONE, &format!("POST {}", T::PATH))?;
                 }
                 Ok(r) => return Err(r.unexpected()),
                 Err(Failure::Fatal(e)) => return Err(e),
@@ -289,13 +278,7 @@ impl Neutron {
             .call(Method::GET, &format!("/security-groups/{id}"), None, &[])
             .await?
             .expect_json()?;
-        serde_json::from_value(v.get("security_group").cloned().unwrap_or_default()).map_err(|e| {
-            ProvisionError::Decode {
-                service: "network",
-                what: "GET /security-groups/{id}".into(),
-                detail: e.to_string(),
-            }
-        })
+        member(&v, "security_group", "GET /security-groups/{id}")
     }
 
     /// The lease's floating IP on `external_network`, associated with `port_id`.
@@ -328,13 +311,7 @@ impl Neutron {
             )
             .await?
             .expect_json()?;
-        serde_json::from_value(v.get("floatingip").cloned().unwrap_or_default()).map_err(|e| {
-            ProvisionError::Decode {
-                service: "network",
-                what: "PUT /floatingips/{id}".into(),
-                detail: e.to_string(),
-            }
-        })
+        member(&v, "floatingip", "PUT /floatingips/{id}")
     }
 
     pub async fn security_groups_of(&self, lease_id: &str) -> Result<Vec<SecurityGroup>> {
@@ -395,13 +372,7 @@ impl Neutron {
             )
             .await?
             .expect_json()?;
-        serde_json::from_value(v.get("port").cloned().unwrap_or_default()).map_err(|e| {
-            ProvisionError::Decode {
-                service: "network",
-                what: "PUT /ports/{id}".into(),
-                detail: e.to_string(),
-            }
-        })
+        member(&v, "port", "PUT /ports/{id}")
     }
 
     /// The ports Nova made for a server.
@@ -416,14 +387,19 @@ impl Neutron {
             )
             .await?
             .expect_json()?;
-        serde_json::from_value(v.get("ports").cloned().unwrap_or_default()).map_err(|e| {
-            ProvisionError::Decode {
-                service: "network",
-                what: "GET /ports".into(),
-                detail: e.to_string(),
-            }
-        })
+        member(&v, "ports", "GET /ports")
     }
+}
+
+/// `key` of a Neutron answer (`{"port": {...}}`) decoded; `what` names the request in the error.
+fn member<T: serde::de::DeserializeOwned>(v: &Value, key: &str, what: &str) -> Result<T> {
+    serde_json::from_value(v.get(key).cloned().unwrap_or_default()).map_err(|e| {
+        ProvisionError::Decode {
+            service: "network",
+            what: what.to_string(),
+            detail: e.to_string(),
+        }
+    })
 }
 
 /// A lease's security group or floating IP, as reconciliation sees it.
