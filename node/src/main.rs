@@ -91,6 +91,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             opt(&mut q, "country", f.country);
             opt(&mut q, "region", f.region);
             opt(&mut q, "arch", f.arch);
+            if !f.ports.is_empty() {
+                let p: Vec<String> = f.ports.iter().map(u16::to_string).collect();
+                q.push(("ports", p.join(",")));
+            }
             if f.mine {
                 q.push(("mine", "true".into()));
             }
@@ -593,6 +597,7 @@ async fn order_command(a: OrderArgs, c: &Client, dd: &DataDir, json: bool) -> an
         hours: a.hours.unwrap_or(0),
         ssh_public_key: key.trim().to_string(),
         refund_address: a.refund_address,
+        ports: a.ports,
         pay: a.pay,
         bid_wait_secs: a.bid_wait,
         budget_sat: a.budget,

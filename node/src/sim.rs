@@ -403,6 +403,7 @@ impl World {
             created_at: self.now,
             nonce,
             chain: xov_protocol::Chain::REGTEST,
+            extra_ports: vec![],
         };
         let signed = Signed::sign(order.clone(), &self.buyer.key);
         let id = signed.id().to_string();

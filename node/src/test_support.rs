@@ -30,6 +30,7 @@ pub fn offer(key: &Keypair, offer_id: u64, price: u64, vcpus: u32, now: u64) -> 
             capacity: 1,
             bond: None,
             chain: Chain::REGTEST,
+            extra_ports: vec![],
         },
         key,
     )

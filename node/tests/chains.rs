@@ -123,6 +123,7 @@ async fn a_regtest_node_refuses_signet_orders_and_sync_and_drops_signet_charters
             created_at: now(),
             nonce: 1,
             chain: Chain::SIGNET,
+            extra_ports: vec![],
         },
         &buyer,
     );

@@ -66,6 +66,7 @@ fn offer(key: &Keypair, now: u64) -> Signed<Offer> {
             capacity: 1,
             bond: None,
             chain: Chain::REGTEST,
+            extra_ports: vec![],
         },
         key,
     )

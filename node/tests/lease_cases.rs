@@ -385,6 +385,7 @@ fn offer(w: &World, created_at: u64) -> Offer {
         capacity: 4,
         bond: None,
         chain: Chain::REGTEST,
+        extra_ports: vec![],
     }
 }
 
@@ -562,6 +563,7 @@ fn an_order_for_another_pool_or_with_a_bad_key_is_refused_at_admission() {
         created_at: sim::T0,
         nonce: 1,
         chain: Chain::REGTEST,
+        extra_ports: vec![],
     };
     assert_eq!(machine::check_order(&good, &o), Ok(()));
     let r = machine::check_order(
@@ -639,6 +641,7 @@ fn an_order_for_another_chain_is_refused_before_anything_is_invoiced() {
         created_at: sim::T0,
         nonce: 1,
         chain: Chain::SIGNET,
+        extra_ports: vec![],
     };
     let r = machine::check_order_parties(&order, Some(buyer), &provider, Chain::REGTEST);
     assert_eq!(

@@ -376,6 +376,7 @@ fn signed_offer(
         capacity: 1,
         bond: None,
         chain: Chain::REGTEST,
+        extra_ports: vec![],
     }
 }
 

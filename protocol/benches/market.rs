@@ -87,6 +87,7 @@ fn offer(i: u64, keys: &[Keypair], pool: PoolId) -> Signed<Offer> {
         capacity: 1 + (next() % 8) as u32,
         bond: None,
         chain: Chain::REGTEST,
+        extra_ports: vec![],
     };
     Signed::sign(body, k)
 }

@@ -81,6 +81,9 @@ pub struct Demand {
     pub country: Option<String>,
     pub region: Option<String>,
     pub max_price_sats_per_hour: Option<u64>,
+    /// TCP ports besides SSH the buyer wants opened: the offer must allow each
+    /// ([`Offer::allows_port`]). At most [`crate::offer::MAX_EXTRA_PORTS`].
+    pub ports: Vec<u16>,
 }
 
 impl Demand {
@@ -104,6 +107,7 @@ impl Demand {
                 .region
                 .as_ref()
                 .is_none_or(|r| r.eq_ignore_ascii_case(&offer.location.region))
+            && self.ports.iter().all(|p| offer.allows_port(*p))
     }
 }
 
@@ -118,6 +122,7 @@ impl Encode for Demand {
         w.option(&self.country);
         w.option(&self.region);
         w.option(&self.max_price_sats_per_hour);
+        w.seq(&self.ports);
     }
 }
 
@@ -133,6 +138,7 @@ impl Decode for Demand {
             country: r.option("country")?,
             region: r.option("region")?,
             max_price_sats_per_hour: r.option("max price")?,
+            ports: r.seq("ports", crate::offer::MAX_EXTRA_PORTS)?,
         };
         // Strings inside options are decoded with the generic short-string limit; region and model share it.
         const { assert!(crate::encoding::MAX_SHORT_STR <= MAX_LABEL) };

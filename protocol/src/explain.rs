@@ -43,6 +43,38 @@ pub fn explain_no_match(book: &OfferBook, q: &OfferQuery, now: u64) -> Vec<Strin
             ));
         }
     }
+    if !d.ports.is_empty() {
+        let others = without(&|r| r.ports.clear());
+        if !others.is_empty() {
+            let missing: Vec<String> = d
+                .ports
+                .iter()
+                .filter(|p| !others.iter().any(|o| o.allows_port(**p)))
+                .map(u16::to_string)
+                .collect();
+            let mut allowed: Vec<u16> = others
+                .iter()
+                .flat_map(|o| o.extra_ports.iter().copied())
+                .collect();
+            allowed.sort_unstable();
+            allowed.dedup();
+            let allowed: Vec<String> = allowed.iter().map(u16::to_string).collect();
+            reasons.push(format!(
+                "no offer opens {} {} to its machines besides SSH; offers that match otherwise allow {}",
+                if missing.len() == 1 { "port" } else { "ports" },
+                if missing.is_empty() {
+                    "all of those ports together".to_string()
+                } else {
+                    missing.join(", ")
+                },
+                if allowed.is_empty() {
+                    "SSH only".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            ));
+        }
+    }
     if let Some(max) = d.max_price_sats_per_hour {
         let others = without(&|r| r.max_price_sats_per_hour = None);
         if let Some(cheapest) = others.iter().map(|o| o.price_sats_per_hour).min() {

@@ -51,7 +51,7 @@ pub use pool::{public_charter, PoolCharter, PoolId, PoolRules, PublishPolicy, PU
 pub use pool_load::{LoadCap, LoadCaps, LoadReport, LoadTotal, PoolLoad, MAX_LOAD_REPORTS};
 pub use receipt::{CountersignError, ProviderReceipt, Receipt, SignedReceipt};
 pub use refusal::OrderRefusal;
-pub use signed::{upgrade_v1, AnyMessage, Kind, Message, MessageId, Signed};
+pub use signed::{upgrade, AnyMessage, Kind, Message, MessageId, Signed};
 pub use trust::{
     Added, BondStatus, BondStatusError, ReceiptKey, Tier, TrustError, TrustLedger, TrustReport,
 };

@@ -199,9 +199,27 @@ pub struct Offer {
     pub bond: Option<BondRef>,
     /// The bitcoin network the provider invoices on: its pool's chain.
     pub chain: Chain,
+    /// TCP ports besides SSH that a buyer may ask to have opened to the machine (an order's
+    /// [`crate::Order::extra_ports`] must be among them): ascending, distinct, not 0, at most
+    /// [`MAX_EXTRA_PORTS`]. Empty: only SSH.
+    pub extra_ports: Vec<u16>,
+}
+
+/// Most entries in [`Offer::extra_ports`] and [`crate::Order::extra_ports`] (a lease's firewall opens at most
+/// [`crate::lease::MAX_OPEN_PORTS`] ports, SSH included).
+pub const MAX_EXTRA_PORTS: usize = 15;
+
+/// Whether `ports` is ascending and distinct with no 0: the one spelling of a port set in messages.
+pub fn ports_well_formed(ports: &[u16]) -> bool {
+    ports.windows(2).all(|w| w[0] < w[1]) && !ports.contains(&0)
 }
 
 impl Offer {
+    /// Whether a buyer may ask for TCP `port` to be opened to the machine.
+    pub fn allows_port(&self, port: u16) -> bool {
+        self.extra_ports.binary_search(&port).is_ok()
+    }
+
     /// What `secs` seconds of one machine cost, in millisatoshis (exact, rounded down; saturates instead of
     /// overflowing for absurd inputs).
     pub fn cost_msat(&self, secs: u64) -> u128 {
@@ -231,6 +249,7 @@ impl Encode for Offer {
         w.u32(self.capacity);
         w.option(&self.bond);
         self.chain.encode(w);
+        w.seq(&self.extra_ports);
     }
 }
 
@@ -252,6 +271,7 @@ impl Decode for Offer {
             capacity: r.u32("capacity")?,
             bond: r.option("bond")?,
             chain: Chain::decode(r)?,
+            extra_ports: r.seq("extra ports", MAX_EXTRA_PORTS)?,
         })
     }
 }

@@ -34,6 +34,9 @@ pub struct Order {
     pub nonce: u64,
     /// The bitcoin network the buyer pays on: the offer's.
     pub chain: Chain,
+    /// TCP ports besides SSH the buyer wants opened to the machine, each among its offer's
+    /// [`crate::Offer::extra_ports`]: ascending, distinct, not 0, at most [`crate::offer::MAX_EXTRA_PORTS`].
+    pub extra_ports: Vec<u16>,
 }
 
 impl Encode for Order {
@@ -50,6 +53,7 @@ impl Encode for Order {
         w.u64(self.created_at);
         w.u64(self.nonce);
         self.chain.encode(w);
+        w.seq(&self.extra_ports);
     }
 }
 
@@ -77,6 +81,7 @@ impl Decode for Order {
             created_at: r.u64("created at")?,
             nonce: r.u64("nonce")?,
             chain: Chain::decode(r)?,
+            extra_ports: r.seq("extra ports", crate::offer::MAX_EXTRA_PORTS)?,
         })
     }
 }

@@ -48,6 +48,12 @@ pub enum OrderRefusal {
         image: String,
         available: Vec<String>,
     },
+    /// The order asks for a TCP port to be opened that the offer does not allow.
+    PortNotOffered {
+        offer_id: u64,
+        port: u16,
+        allowed: Vec<u16>,
+    },
     /// The lease length is outside the offer's range.
     HoursOutOfRange {
         hours: u32,
@@ -92,6 +98,7 @@ impl OrderRefusal {
             | OrderRefusal::OfferChanged { .. }
             | OrderRefusal::WrongPool { .. }
             | OrderRefusal::NoSuchImage { .. }
+            | OrderRefusal::PortNotOffered { .. }
             | OrderRefusal::HoursOutOfRange { .. }
             | OrderRefusal::TooManyUnpaid { .. }
             | OrderRefusal::Admission(_)
@@ -153,6 +160,20 @@ impl fmt::Display for OrderRefusal {
                     "none".to_string()
                 } else {
                     available.join(", ")
+                }
+            ),
+            OrderRefusal::PortNotOffered {
+                offer_id,
+                port,
+                allowed,
+            } => write!(
+                f,
+                "offer {offer_id} does not open port {port} to its machines; it allows {}",
+                if allowed.is_empty() {
+                    "SSH only".to_string()
+                } else {
+                    let p: Vec<String> = allowed.iter().map(u16::to_string).collect();
+                    format!("{} besides SSH", p.join(", "))
                 }
             ),
             OrderRefusal::HoursOutOfRange {

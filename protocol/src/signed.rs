@@ -3,7 +3,7 @@
 //! Wire layout (all big-endian):
 //!
 //! ```text
-//! version u8 (= 2) | kind u8 | body_len u32 | body (canonical encoding of T) | signature [u8; 64]
+//! version u8 (= 3) | kind u8 | body_len u32 | body (canonical encoding of T) | signature [u8; 64]
 //! ```
 //!
 //! The signature is ed25519 by the message's author (the field [`Message::author`] names) over
@@ -12,8 +12,9 @@
 //!
 //! Versions: any change to the wire format takes a new [`VERSION`], and this code decodes only its own
 //! (anything else is [`DecodeError::UnknownVersion`]). Version 2 added the chain to offers, pool charters and
-//! orders; the bodies of the other kinds are those of version 1, and since the version byte is not signed,
-//! [`upgrade_v1`] carries such messages over unchanged but for that byte (stored trust evidence, say).
+//! orders; version 3 added ports to offers (those a buyer may open), orders and bids (those asked for). The
+//! bodies of the other kinds are those of version 1, and since the version byte is not signed, [`upgrade`]
+//! carries such messages over unchanged but for that byte (stored trust evidence, say).
 
 use std::fmt;
 
@@ -32,8 +33,9 @@ use crate::pool::PoolCharter;
 use crate::pool_load::LoadReport;
 use crate::receipt::SignedReceipt;
 
-/// The only encoding version this code speaks. Version 1 had no chain in offers, charters and orders.
-pub const VERSION: u8 = 2;
+/// The only encoding version this code speaks. Version 1 had no chain in offers, charters and orders;
+/// version 2 no ports in offers, orders and bids.
+pub const VERSION: u8 = 3;
 /// Bytes before the body: version, kind, body length.
 pub(crate) const HEADER: usize = 1 + 1 + 4;
 pub(crate) const SIGNATURE: usize = 64;
@@ -254,6 +256,17 @@ impl<T: Message> Signed<T> {
         Self::decode_after_header(&mut r)
     }
 
+    /// [`Signed::from_bytes`] for bytes this node stored itself, possibly in an older encoding version: a
+    /// kind whose body did not change since is carried over ([`upgrade`]). Does not verify the signature.
+    pub fn from_stored_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match Self::from_bytes(bytes) {
+            Err(DecodeError::UnknownVersion(v)) if v < VERSION => {
+                Self::from_bytes(&upgrade(bytes)?)
+            }
+            other => other,
+        }
+    }
+
     fn decode_after_header(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let len = r.u32("body length")? as usize;
         let body_bytes = r.take(len, "body")?;
@@ -297,33 +310,43 @@ pub(crate) fn read_header(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     r.u8("kind")
 }
 
-/// Rewrites the wire bytes of a version-1 message as version 2, for a kind whose body version 2 left as it
-/// was (every kind but offers, pool charters and orders, which gained their chain). Only the version byte
-/// changes; it is not signed, so the signatures stay valid, and the result still has to be decoded and
-/// validated like any message. Refused: another version (`UnknownVersion`), an unknown kind (`UnknownKind`),
-/// an offer, charter or order (`UnknownVersion(1)`: they name no chain and cannot be carried over), input
-/// too short for a header (`Truncated`).
-pub fn upgrade_v1(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let version = r.u8("version")?;
-    if version != 1 {
-        return Err(DecodeError::UnknownVersion(version));
-    }
-    let kind_byte = r.u8("kind")?;
-    match Kind::from_u8(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))? {
-        Kind::Offer | Kind::PoolCharter | Kind::Order => Err(DecodeError::UnknownVersion(1)),
+/// The encoding version in which the body of `kind` last changed: a message of that kind written in an older
+/// version cannot be carried over.
+fn body_changed_in(kind: Kind) -> u8 {
+    match kind {
+        // version 3: offers say which ports a buyer may open, orders and bids ask for ports
+        Kind::Offer | Kind::Order | Kind::Bid => 3,
+        // version 2: charters name their chain
+        Kind::PoolCharter => 2,
         Kind::OfferWithdrawal
-        | Kind::Bid
         | Kind::Invoice
         | Kind::LeaseNotice
         | Kind::Receipt
         | Kind::BondProof
-        | Kind::LoadReport => {
-            let mut out = bytes.to_vec();
-            out[0] = VERSION;
-            Ok(out)
-        }
+        | Kind::LoadReport => 1,
     }
+}
+
+/// Rewrites the wire bytes of a message of an older encoding version as the current [`VERSION`], for a kind
+/// whose body did not change since (stored trust evidence, a stored invoice). Only the version byte changes;
+/// it is not signed, so the signatures stay valid, and the result still has to be decoded and validated like
+/// any message. Refused: the current or an unknown version (`UnknownVersion`), an unknown kind
+/// (`UnknownKind`), a kind whose body changed since that version (`UnknownVersion(version)`: an offer,
+/// order or bid before version 3, a charter before version 2), input too short for a header (`Truncated`).
+pub fn upgrade(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8("version")?;
+    if version == 0 || version >= VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let kind_byte = r.u8("kind")?;
+    let kind = Kind::from_u8(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;
+    if version < body_changed_in(kind) {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let mut out = bytes.to_vec();
+    out[0] = VERSION;
+    Ok(out)
 }
 
 impl<T: Message + Serialize> Serialize for Signed<T> {
@@ -437,34 +460,92 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_message_of_an_unchanged_kind_is_carried_over_with_its_signature() {
+    fn an_older_message_of_an_unchanged_kind_is_carried_over_with_its_signature() {
         let key = Keypair::from_secret_bytes(&[3; 32]);
         let w = withdrawal(&key);
-        let mut v1 = w.to_bytes();
-        v1[0] = 1;
+        for old in [1u8, 2] {
+            let mut bytes = w.to_bytes();
+            bytes[0] = old;
+            assert_eq!(
+                Signed::<OfferWithdrawal>::from_bytes(&bytes),
+                Err(DecodeError::UnknownVersion(old))
+            );
+            let up = upgrade(&bytes).unwrap();
+            assert_eq!(up, w.to_bytes());
+            let back = Signed::<OfferWithdrawal>::from_bytes(&up).unwrap();
+            assert!(back.verify(), "the version byte is not signed");
+            // what a node stored itself in the older version reads back the same
+            assert_eq!(
+                Signed::<OfferWithdrawal>::from_stored_bytes(&bytes).unwrap(),
+                w
+            );
+        }
+        let mut newer = w.to_bytes();
+        newer[0] = VERSION + 1;
         assert_eq!(
-            Signed::<OfferWithdrawal>::from_bytes(&v1),
-            Err(DecodeError::UnknownVersion(1))
+            Signed::<OfferWithdrawal>::from_stored_bytes(&newer),
+            Err(DecodeError::UnknownVersion(VERSION + 1)),
+            "a newer version is not guessed at"
         );
-        let up = upgrade_v1(&v1).unwrap();
-        assert_eq!(up, w.to_bytes());
-        let back = Signed::<OfferWithdrawal>::from_bytes(&up).unwrap();
-        assert!(back.verify(), "the version byte is not signed");
+        // a version-2 charter had its chain already
+        let charter = public_charter(Chain::REGTEST);
+        let mut v2 = charter.to_bytes();
+        v2[0] = 2;
+        assert_eq!(upgrade(&v2).unwrap(), charter.to_bytes());
     }
 
     #[test]
-    fn version_1_offers_charters_and_orders_cannot_be_carried_over() {
-        let mut charter = public_charter(Chain::REGTEST).to_bytes();
-        charter[0] = 1;
-        assert_eq!(upgrade_v1(&charter), Err(DecodeError::UnknownVersion(1)));
-        for kind in [Kind::Offer, Kind::Order] {
-            assert_eq!(
-                upgrade_v1(&[1, kind as u8, 0, 0, 0, 0]),
-                Err(DecodeError::UnknownVersion(1))
-            );
+    fn kinds_whose_body_changed_since_cannot_be_carried_over() {
+        struct Case {
+            name: &'static str,
+            bytes: Vec<u8>,
+            want: DecodeError,
         }
-        assert_eq!(upgrade_v1(&[1, 99]), Err(DecodeError::UnknownKind(99)));
-        assert_eq!(upgrade_v1(&[2, 2]), Err(DecodeError::UnknownVersion(2)));
-        assert_eq!(upgrade_v1(&[1]), Err(DecodeError::Truncated("kind")));
+        let mut charter_v1 = public_charter(Chain::REGTEST).to_bytes();
+        charter_v1[0] = 1;
+        let mut cases = vec![
+            Case {
+                name: "a version-1 charter names no chain",
+                bytes: charter_v1,
+                want: DecodeError::UnknownVersion(1),
+            },
+            Case {
+                name: "an unknown kind",
+                bytes: vec![1, 99],
+                want: DecodeError::UnknownKind(99),
+            },
+            Case {
+                name: "the current version needs no carrying over",
+                bytes: vec![VERSION, Kind::Bid as u8],
+                want: DecodeError::UnknownVersion(VERSION),
+            },
+            Case {
+                name: "a newer version is not ours to rewrite",
+                bytes: vec![VERSION + 1, Kind::Bid as u8],
+                want: DecodeError::UnknownVersion(VERSION + 1),
+            },
+            Case {
+                name: "version 0 never existed",
+                bytes: vec![0, Kind::Bid as u8],
+                want: DecodeError::UnknownVersion(0),
+            },
+            Case {
+                name: "no kind byte",
+                bytes: vec![1],
+                want: DecodeError::Truncated("kind"),
+            },
+        ];
+        for old in [1u8, 2] {
+            for kind in [Kind::Offer, Kind::Order, Kind::Bid] {
+                cases.push(Case {
+                    name: "offers, orders and bids gained ports in version 3",
+                    bytes: vec![old, kind as u8, 0, 0, 0, 0],
+                    want: DecodeError::UnknownVersion(old),
+                });
+            }
+        }
+        for c in cases {
+            assert_eq!(upgrade(&c.bytes), Err(c.want), "{}", c.name);
+        }
     }
 }

@@ -187,6 +187,11 @@ pub fn validate_offer(
         "region",
         "must be at most 64 bytes",
     )?;
+    range(
+        crate::offer::ports_well_formed(&o.extra_ports),
+        "extra ports",
+        "must be ascending, distinct and not 0",
+    )?;
     let default_rules = PoolRules::default();
     let rules = match charter {
         Some(c) => {
@@ -274,6 +279,11 @@ pub fn validate_bid(msg: &Signed<Bid>, now: u64) -> Result<(), ValidationError> 
     if let GpuWanted::Some { min_count, .. } = b.demand.gpu {
         range(min_count > 0, "gpu count", "must be at least 1")?;
     }
+    range(
+        crate::offer::ports_well_formed(&b.demand.ports),
+        "ports",
+        "must be ascending, distinct and not 0",
+    )?;
     check_signature(msg)
 }
 
@@ -340,6 +350,11 @@ pub fn validate_order(msg: &Signed<Order>, now: u64) -> Result<(), ValidationErr
         "must be 1 to 8784",
     )?;
     check_label(&o.image, "image")?;
+    range(
+        crate::offer::ports_well_formed(&o.extra_ports),
+        "extra ports",
+        "must be ascending, distinct and not 0",
+    )?;
     check_ssh_public_key(&o.ssh_public_key).map_err(ValidationError::BadSshKey)?;
     range(
         o.buyer != o.provider,

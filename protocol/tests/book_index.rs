@@ -11,6 +11,7 @@ use xov_protocol::*;
 
 const MODELS: [&str; 4] = ["A100", "a100", "H100", "L4"];
 const IMAGES: [&str; 3] = ["debian-12", "ubuntu-24.04", "alpine-3.20"];
+const PORTS: [u16; 3] = [80, 443, 8080];
 const COUNTRIES: [&str; 3] = ["DE", "de", "FR"];
 const REGIONS: [&str; 3] = ["r1", "R1", "r2"];
 const ARCHS: [Arch; 3] = [Arch::X86_64, Arch::Aarch64, Arch::Riscv64];
@@ -35,6 +36,7 @@ prop_compose! {
         gpu in proptest::option::of((0usize..4, 1u16..4)), arch in 0usize..3,
         images in proptest::collection::vec(0usize..3, 1..3),
         price in 1u64..12, country in 0usize..3, region in 0usize..3,
+        ports in proptest::collection::btree_set(0usize..PORTS.len(), 0..3),
     ) -> Signed<Offer> {
         let k = key(provider);
         let mut body = offer(&k, offer_id, sequence, price);
@@ -46,6 +48,7 @@ prop_compose! {
         };
         body.images = images.into_iter().map(|i| IMAGES[i].to_string()).collect();
         body.location = Location { country: COUNTRIES[country].into(), region: REGIONS[region].into() };
+        body.extra_ports = ports.into_iter().map(|p| PORTS[p]).collect();
         Signed::sign(body, &k)
     }
 }
@@ -63,6 +66,7 @@ prop_compose! {
         image in proptest::option::of(0usize..3), arch in proptest::option::of(0usize..3),
         country in proptest::option::of(0usize..3), region in proptest::option::of(0usize..3),
         max_price in proptest::option::of(0u64..14),
+        ports in proptest::collection::btree_set(0usize..PORTS.len(), 0..2),
     ) -> Demand {
         Demand {
             min_vcpus, min_ram_mib, min_disk_gib, gpu,
@@ -71,6 +75,7 @@ prop_compose! {
             country: country.map(|c| COUNTRIES[c].to_string()),
             region: region.map(|r| REGIONS[r].to_string()),
             max_price_sats_per_hour: max_price,
+            ports: ports.into_iter().map(|p| PORTS[p]).collect(),
         }
     }
 }

@@ -176,16 +176,24 @@ proptest! {
 
 /// The encoding of a fixed offer must never change, on any platform: its id is pinned here. If this fails, the
 /// wire format changed and needs a new version number, not a new expected value. (Version 2 pinned a new
-/// value: offers gained their chain, regtest here.)
+/// value: offers gained their chain, regtest here; version 3: offers gained the ports a buyer may open.)
 #[test]
 fn canonical_encoding_is_stable() {
-    let o = Signed::sign(offer(&key(1), 7, 3, 1200), &key(1));
+    let mut body = offer(&key(1), 7, 3, 1200);
+    body.extra_ports = vec![80, 443];
+    let o = Signed::sign(body, &key(1));
     let bytes = o.to_bytes();
-    assert_eq!(bytes[0], 2, "version byte");
+    assert_eq!(bytes[0], 3, "version byte");
+    let end = bytes.len() - 64;
     assert_eq!(
-        &bytes[bytes.len() - 64 - 32..bytes.len() - 64],
+        &bytes[end - 6..end],
+        &[0, 2, 0, 80, 1, 187],
+        "the extra ports end the body: their count, then each, big-endian"
+    );
+    assert_eq!(
+        &bytes[end - 6 - 32..end - 6],
         Chain::REGTEST.as_bytes(),
-        "the chain ends the body"
+        "the chain before them"
     );
     assert_eq!(bytes[1], Kind::Offer as u8);
     assert_eq!(

@@ -472,6 +472,7 @@ fn orders_need_an_ssh_key_and_metering_is_exact() {
         created_at: NOW,
         nonce: 42,
         chain: Chain::REGTEST,
+        extra_ports: vec![],
     };
     assert_eq!(
         validate_order(&Signed::sign(order.clone(), &k), NOW),
@@ -554,4 +555,107 @@ fn a_query_that_finds_nothing_is_explained() {
     assert!(explain_no_match(&book, &q(Demand::default()), NOW).is_empty());
     let empty = OfferBook::new();
     assert!(explain_no_match(&empty, &q(Demand::default()), NOW)[0].contains("no live offers"));
+}
+
+/// Ports besides SSH: an offer says which a buyer may have opened, an order and a bid ask for some. Each list
+/// is ascending, distinct and without 0; a demand matches only offers allowing every port it asks for, and a
+/// query that finds nothing for its ports says which port no offer opens and what the others allow.
+#[test]
+fn ports_are_checked_matched_and_explained() {
+    let k = key(1);
+    let with_ports = |ports: &[u16]| {
+        let mut o = offer(&k, 1, 1, 500);
+        o.extra_ports = ports.to_vec();
+        o
+    };
+    struct Case {
+        name: &'static str,
+        ports: &'static [u16],
+        ok: bool,
+    }
+    for c in [
+        Case {
+            name: "none: SSH only",
+            ports: &[],
+            ok: true,
+        },
+        Case {
+            name: "ascending",
+            ports: &[80, 443, 8080],
+            ok: true,
+        },
+        Case {
+            name: "out of order",
+            ports: &[443, 80],
+            ok: false,
+        },
+        Case {
+            name: "twice",
+            ports: &[80, 80],
+            ok: false,
+        },
+        Case {
+            name: "port 0",
+            ports: &[0, 80],
+            ok: false,
+        },
+    ] {
+        let got = validate_offer(&signed(with_ports(c.ports)), NOW, None);
+        let order = Order {
+            buyer: k.node_id(),
+            provider: key(2).node_id(),
+            pool: pool(),
+            offer_id: 1,
+            offer_sequence: 1,
+            image: "debian-12".into(),
+            hours: 3,
+            ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFMq1LDz2jg9w7mOpwiKfpc7OclyFbnfAmDxnjAXHk82 b@l".into(),
+            refund_address: None,
+            created_at: NOW,
+            nonce: 1,
+            chain: Chain::REGTEST,
+            extra_ports: c.ports.to_vec(),
+        };
+        let got_order = validate_order(&Signed::sign(order, &k), NOW);
+        if c.ok {
+            assert_eq!(got, Ok(()), "offer, {}", c.name);
+            assert_eq!(got_order, Ok(()), "order, {}", c.name);
+        } else {
+            for (what, r) in [("offer", got), ("order", got_order)] {
+                match r {
+                    Err(ValidationError::OutOfRange { field, reason }) => {
+                        assert_eq!(field, "extra ports", "{what}, {}", c.name);
+                        assert_eq!(reason, "must be ascending, distinct and not 0");
+                    }
+                    other => panic!("{what}, {}: {other:?}", c.name),
+                }
+            }
+        }
+    }
+
+    let web = with_ports(&[80, 443]);
+    assert!(web.allows_port(443) && !web.allows_port(22) && !web.allows_port(8080));
+    let wants = |ports: &[u16]| Demand {
+        ports: ports.to_vec(),
+        ..Demand::default()
+    };
+    assert!(wants(&[]).matches(&web));
+    assert!(wants(&[80, 443]).matches(&web));
+    assert!(!wants(&[443, 8080]).matches(&web));
+    assert!(!wants(&[80]).matches(&with_ports(&[])));
+
+    let mut book = OfferBook::default();
+    book.insert(signed(web), NOW).unwrap();
+    let q = OfferQuery {
+        pool: None,
+        demand: wants(&[80, 8080]),
+        limit: 0,
+    };
+    assert!(book.query(&q, NOW).is_empty());
+    let why = explain_no_match(&book, &q, NOW);
+    assert_eq!(
+        why,
+        ["no offer opens port 8080 to its machines besides SSH; offers that match otherwise allow 80, 443"],
+        "{why:?}"
+    );
 }

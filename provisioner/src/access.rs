@@ -3,6 +3,8 @@
 //!
 //! Invariants:
 //! - Port 22 is always open (the buyer logs in with SSH); the list is ascending and without duplicates.
+//! - `buyer_ports` are opened only for a lease whose buyer asked for them; offers state them, so a buyer
+//!   knows before ordering. A lease opens at most 16 ports in all.
 //! - Without `external_network` the machine's own (fixed) address is what buyers get: right for a provider
 //!   network whose addresses are public, or a lab.
 
@@ -21,6 +23,10 @@ pub struct AccessConfig {
     /// TCP ports opened to the machine besides 22 (a web server's 80 and 443, say).
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// TCP ports a buyer may ask to have opened to its machine (stated in the offers; a buyer's order
+    /// names those it wants).
+    #[serde(default)]
+    pub buyer_ports: Vec<u16>,
     /// Give each lease its own security group opening exactly those ports (default). Off: the project's
     /// default group applies, which usually refuses inbound SSH.
     #[serde(default = "yes")]
@@ -44,6 +50,7 @@ impl Default for AccessConfig {
         AccessConfig {
             external_network: None,
             ports: Vec::new(),
+            buyer_ports: Vec::new(),
             security_group: true,
             orphan_grace_secs: default_orphan_grace(),
         }
@@ -61,15 +68,42 @@ impl AccessConfig {
         p
     }
 
+    /// The ports a buyer may ask for, as offers state them: ascending, each once, none that every lease
+    /// has open anyway.
+    pub fn offered_ports(&self) -> Vec<u16> {
+        let always = self.open_ports();
+        let mut p: Vec<u16> = self
+            .buyer_ports
+            .iter()
+            .copied()
+            .filter(|p| !always.contains(p))
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+
+    /// Every TCP port a lease's machine has open when its buyer asked for `extra`: [`Self::open_ports`]
+    /// and those, ascending, each once.
+    pub fn lease_ports(&self, extra: &[u16]) -> Vec<u16> {
+        let mut p = self.open_ports();
+        p.extend(extra.iter().copied().filter(|p| *p != 0));
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
+
     pub fn validate(&self) -> Result<()> {
-        if self.ports.contains(&0) {
+        if self.ports.contains(&0) || self.buyer_ports.contains(&0) {
             return Err(ProvisionError::Config(
-                "[provider.openstack.access] ports: 0 is not a port".into(),
+                "[provider.openstack.access] ports and buyer_ports: 0 is not a port".into(),
             ));
         }
-        if self.open_ports().len() > 16 {
+        if self.lease_ports(&self.offered_ports()).len() > 16 {
             return Err(ProvisionError::Config(
-                "[provider.openstack.access] ports: at most 15 besides 22 (a lease states at most 16)".into(),
+                "[provider.openstack.access] ports and buyer_ports: at most 15 besides 22 in all (a lease \
+                 states at most 16)"
+                    .into(),
             ));
         }
         if let Some(n) = &self.external_network {
@@ -101,6 +135,19 @@ mod tests {
             assert_eq!(a.open_ports(), want, "{name}");
             a.validate().unwrap();
         }
+        let b = AccessConfig {
+            ports: vec![443],
+            buyer_ports: vec![8080, 443, 22, 80, 8080],
+            ..AccessConfig::default()
+        };
+        assert_eq!(
+            b.offered_ports(),
+            [80, 8080],
+            "what every lease has open is not offered"
+        );
+        assert_eq!(b.lease_ports(&[]), [22, 443]);
+        assert_eq!(b.lease_ports(&[8080, 80]), [22, 80, 443, 8080]);
+        b.validate().unwrap();
         let a: AccessConfig =
             toml::from_str("external_network = \"ee52f54f-6af8\"\nports = [443]").unwrap();
         assert!(a.security_group);
@@ -112,6 +159,15 @@ mod tests {
             },
             AccessConfig {
                 ports: (1000..1016).collect(),
+                ..AccessConfig::default()
+            },
+            AccessConfig {
+                ports: (1000..1008).collect(),
+                buyer_ports: (2000..2008).collect(),
+                ..AccessConfig::default()
+            },
+            AccessConfig {
+                buyer_ports: vec![0],
                 ..AccessConfig::default()
             },
             AccessConfig {

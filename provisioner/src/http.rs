@@ -17,8 +17,9 @@ use crate::keystone::Keystone;
 use crate::retry::Backoff;
 
 /// Builds the one HTTP client every service shares (connection pool, per-request timeout, TLS with the
-/// system's roots plus the config's CA file).
-pub(crate) fn client(cfg: &OpenStackConfig) -> Result<reqwest::Client> {
+/// system's roots plus the config's CA file). Public for callers that probe the cloud's endpoints the way
+/// the provisioner would reach them (the node's doctor).
+pub fn client(cfg: &OpenStackConfig) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .timeout(cfg.request_timeout)
         .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))

@@ -33,6 +33,7 @@ pub use clouds::{CloudFiles, FoundFile, OpenStackSettings};
 pub use config::{Auth, Interface, KeyDelivery, Networks, OpenStackConfig, RetryPolicy, Secret};
 pub use error::{ProvisionError, Result};
 pub use hardware::{CpuArch, GpuSpec};
+pub use http::client as http_client;
 pub use inventory::{ImageEntry, InventoryMapping, MappingEntry};
 pub use openstack::{keypair_name, OpenStackProvisioner};
 pub use provisioner::{

@@ -284,7 +284,7 @@ impl OpenStackProvisioner {
     async fn launch_locked(&self, req: &LaunchRequest) -> Result<Machine> {
         let lease = req.lease_id.as_str();
         let machine = self.boot(req).await?;
-        self.open_access(lease, machine).await
+        self.open_access(lease, &req.extra_ports, machine).await
     }
 
     /// Whether leases get their own security group: only machines on a network have ports to put in one.
@@ -292,25 +292,31 @@ impl OpenStackProvisioner {
         self.cfg.access.security_group && !matches!(self.cfg.network, Networks::None)
     }
 
-    /// The lease's security group, made before its server so the server's port never exists without it.
-    async fn security_group(&self, lease: &str) -> Result<Option<String>> {
+    /// The lease's security group (the provider's ports and those its buyer asked for), made before its
+    /// server so the server's port never exists without it.
+    async fn security_group(&self, lease: &str, extra_ports: &[u16]) -> Result<Option<String>> {
         if !self.wants_security_group() {
             return Ok(None);
         }
         let sg = self
             .neutron
-            .ensure_security_group(lease, &self.cfg.access.open_ports())
+            .ensure_security_group(lease, &self.cfg.access.lease_ports(extra_ports))
             .await?;
         Ok(Some(sg.id))
     }
 
     /// After the machine is up: its ports in the lease's security group (a server found again may predate
     /// it) and the floating IP on its first port; the machine as buyers reach it, floating address first.
-    async fn open_access(&self, lease: &str, mut machine: Machine) -> Result<Machine> {
+    async fn open_access(
+        &self,
+        lease: &str,
+        extra_ports: &[u16],
+        mut machine: Machine,
+    ) -> Result<Machine> {
         if matches!(self.cfg.network, Networks::None) {
             return Ok(machine);
         }
-        let sg = self.security_group(lease).await?;
+        let sg = self.security_group(lease, extra_ports).await?;
         let ports = self.neutron.ports_of_server(&machine.server_id).await?;
         if let Some(sg) = &sg {
             for p in ports.iter().filter(|p| p.security_groups != [sg.clone()]) {
@@ -328,28 +334,30 @@ impl OpenStackProvisioner {
                 "launch: floating IP attached"
             );
             // Nova learns of it from Neutron a moment later; the buyer needs it now.
-            if !machine
-                .addresses
-                .iter()
-                .any(|a| a.ip == fip.floating_ip_address)
-            {
-                let network = machine
-                    .addresses
-                    .first()
-                    .map(|a| a.network.clone())
-                    .unwrap_or_default();
-                machine.addresses.insert(
-                    0,
-                    Address {
-                        network,
-                        ip: fip.floating_ip_address,
-                        version: 4,
-                        kind: Some("floating".into()),
-                    },
-                );
-            }
+            machine = floating_first(machine, &fip.floating_ip_address);
         }
         Ok(machine)
+    }
+
+    /// The machine with the lease's attached floating IP first, as Neutron records it. Nova's view of a
+    /// server's addresses learns of a floating IP only when Neutron tells it (seconds later, or never on a
+    /// cloud whose Neutron does not notify Nova), so a status read from Nova alone could miss the address
+    /// the buyer logs in with.
+    async fn with_floating_address(&self, lease: &str, machine: Machine) -> Result<Machine> {
+        if matches!(self.cfg.network, Networks::None) || self.cfg.access.external_network.is_none()
+        {
+            return Ok(machine);
+        }
+        let fips = match self.neutron.floating_ips_of(lease).await {
+            Ok(f) => f,
+            // a cloud without a network service has no floating IPs
+            Err(ProvisionError::Catalog { .. }) => return Ok(machine),
+            Err(e) => return Err(e),
+        };
+        Ok(match fips.iter().find(|f| f.port_id.is_some()) {
+            Some(f) => floating_first(machine, &f.floating_ip_address),
+            None => machine,
+        })
     }
 
     /// The lease's server, booted (or found again) and followed until it is built.
@@ -388,7 +396,7 @@ impl OpenStackProvisioner {
             Networks::Auto => json!("auto"),
             Networks::Named(id) => json!([{ "uuid": id }]),
         };
-        if let Some(sg) = self.security_group(lease).await? {
+        if let Some(sg) = self.security_group(lease, &req.extra_ports).await? {
             // Nova accepts a group's id where it says name.
             server["security_groups"] = json!([{ "name": sg }]);
         }
@@ -644,17 +652,28 @@ impl Provisioner for OpenStackProvisioner {
     async fn launch(&self, req: &LaunchRequest) -> Result<Machine> {
         validate_lease_id(&req.lease_id)?;
         parse_ssh_key(&req.ssh_public_key)?;
+        if req.extra_ports.contains(&0) || self.cfg.access.lease_ports(&req.extra_ports).len() > 16
+        {
+            return Err(ProvisionError::InvalidRequest(format!(
+                "ports {:?}: a lease opens at most 16 TCP ports, none of them 0",
+                req.extra_ports
+            )));
+        }
         let _guard = self.lock(&req.lease_id).await;
         self.launch_locked(req).await
     }
 
     async fn status(&self, lease_id: &str) -> Result<Option<Machine>> {
         validate_lease_id(lease_id)?;
-        Ok(self
+        let Some(machine) = self
             .of_lease(lease_id)
             .await?
             .first()
-            .map(NovaServer::to_machine))
+            .map(NovaServer::to_machine)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.with_floating_address(lease_id, machine).await?))
     }
 
     async fn stop(&self, lease_id: &str) -> Result<Machine> {
@@ -748,6 +767,27 @@ impl Provisioner for OpenStackProvisioner {
 }
 
 /// The user-data a launch with `key_delivery = "user_data"` sends, for callers that want to check it.
+/// `machine` with `ip` as its first address, marked floating: added (on the network of its first address)
+/// when Nova did not list it yet, moved to the front when it did.
+fn floating_first(mut machine: Machine, ip: &str) -> Machine {
+    let existing = machine.addresses.iter().position(|a| a.ip == ip);
+    let address = match existing {
+        Some(i) => machine.addresses.remove(i),
+        None => Address {
+            network: machine
+                .addresses
+                .first()
+                .map(|a| a.network.clone())
+                .unwrap_or_default(),
+            ip: ip.to_string(),
+            version: if ip.contains(':') { 6 } else { 4 },
+            kind: Some("floating".into()),
+        },
+    };
+    machine.addresses.insert(0, address);
+    machine
+}
+
 pub fn user_data_for(ssh_public_key: &str) -> Result<String> {
     userdata::user_data(ssh_public_key)
 }
@@ -777,5 +817,67 @@ mod tests {
         oldest_first(&mut v);
         let ids: Vec<&str> = v.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["b", "c", "a"]);
+    }
+
+    #[test]
+    fn the_floating_address_comes_first() {
+        let addr = |ip: &str, kind: &str| Address {
+            network: "tenant".into(),
+            ip: ip.into(),
+            version: if ip.contains(':') { 6 } else { 4 },
+            kind: Some(kind.into()),
+        };
+        let machine = |addresses: Vec<Address>| Machine {
+            lease_id: "l".into(),
+            server_id: "s".into(),
+            name: "xov-l".into(),
+            state: crate::MachineState::Running,
+            cloud_status: "ACTIVE".into(),
+            addresses,
+            key_name: None,
+            flavor: None,
+            image_id: None,
+            created_at: None,
+            fault: None,
+        };
+        struct Case {
+            name: &'static str,
+            nova: Vec<Address>,
+            floating: &'static str,
+            want: Vec<Address>,
+        }
+        let cases = [
+            Case {
+                name: "Nova does not list it yet: added first, on the fixed address's network",
+                nova: vec![addr("10.99.0.5", "fixed")],
+                floating: "198.18.10.20",
+                want: vec![addr("198.18.10.20", "floating"), addr("10.99.0.5", "fixed")],
+            },
+            Case {
+                name: "Nova lists it after the fixed one: moved to the front, not duplicated",
+                nova: vec![addr("10.99.0.5", "fixed"), addr("198.18.10.20", "floating")],
+                floating: "198.18.10.20",
+                want: vec![addr("198.18.10.20", "floating"), addr("10.99.0.5", "fixed")],
+            },
+            Case {
+                name: "already first: unchanged",
+                nova: vec![addr("198.18.10.20", "floating"), addr("10.99.0.5", "fixed")],
+                floating: "198.18.10.20",
+                want: vec![addr("198.18.10.20", "floating"), addr("10.99.0.5", "fixed")],
+            },
+            Case {
+                name: "no address at all yet: the floating one alone, on no named network",
+                nova: vec![],
+                floating: "2001:db8::7",
+                want: vec![Address {
+                    network: String::new(),
+                    ..addr("2001:db8::7", "floating")
+                }],
+            },
+        ];
+        for c in cases {
+            let got = floating_first(machine(c.nova), c.floating);
+            assert_eq!(got.addresses, c.want, "{}", c.name);
+        }
     }
 }

@@ -23,6 +23,10 @@ pub struct LaunchRequest {
     pub image: String,
     /// The buyer's OpenSSH public key, one line (`ssh-ed25519 AAAA... comment`).
     pub ssh_public_key: String,
+    /// TCP ports the buyer asked for, opened besides the provider's own (22 and `access.ports`): among
+    /// those the offer allowed (`access.buyer_ports`), which the node checked when it took the order.
+    #[serde(default)]
+    pub extra_ports: Vec<u16>,
 }
 
 /// A machine's state, the same words for every cloud.

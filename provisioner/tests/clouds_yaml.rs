@@ -1,21 +1,20 @@
 //! The provisioner configured the way OpenStack operators configure their CLI, against the real lab
 //! (`testnet/openstack/up.sh`, started if it does not answer): a clouds.yaml written by the test (password;
 //! an application credential the test creates through Keystone, its secret in secure.yaml), the `OS_*`
-//! variables, and https through a TLS-terminating proxy on 127.0.0.1 whose CA the test makes.
+//! variables. All of it over https: the lab's Keystone and its catalog's public endpoints are served with
+//! a certificate of the lab's own CA, which clouds.yaml names as `cacert` (or `OS_CACERT`).
 //!
 //! Invariants: the environment reaches the resolution only through the closure each test passes (the
 //! process environment is never read or changed, so parallel tests do not see each other's variables);
 //! every clouds.yaml is found through `OS_CLIENT_CONFIG_FILE`, never in a shared directory; application
-//! credentials are deleted by the janitor; the proxy listens on 127.0.0.1 and forwards only to the lab.
+//! credentials are deleted by the janitor.
 
 mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use support::{setup, Ctx};
-use tokio::net::{TcpListener, TcpStream};
 use xov_provisioner::{
     Auth, OpenStackConfig, OpenStackProvisioner, OpenStackSettings, ProvisionError,
 };
@@ -71,14 +70,15 @@ async fn password_from_a_generated_clouds_yaml() {
         &format!(
             "clouds:\n  lab:\n    auth:\n      auth_url: {}\n      username: {}\n      password: {}\n      \
              project_name: {}\n      user_domain_name: {}\n      project_domain_name: {}\n    \
-             region_name: {}\n    interface: public\n    identity_api_version: 3\n",
+             region_name: {}\n    interface: public\n    identity_api_version: 3\n    cacert: {}\n",
             lab.auth_url,
             lab.username,
             lab.password,
             lab.project_name,
             lab.user_domain,
             lab.project_domain,
-            lab.region
+            lab.region,
+            lab.cacert.display()
         ),
     );
     let env = [("OS_CLIENT_CONFIG_FILE", clouds.clone())];
@@ -86,6 +86,8 @@ async fn password_from_a_generated_clouds_yaml() {
     // named in [provider.openstack]
     let cfg = resolve(&settings(Some("lab")), &env).unwrap();
     assert_eq!(cfg.auth_url, lab.auth_url);
+    assert!(cfg.auth_url.starts_with("https://"), "{}", cfg.auth_url);
+    assert_eq!(cfg.cacert.as_deref(), Some(lab.cacert.as_path()));
     assert_eq!(cfg.region.as_deref(), Some(lab.region.as_str()));
     assert!(matches!(cfg.auth, Auth::Password { .. }));
     connects(&ctx, cfg).await;
@@ -143,8 +145,10 @@ async fn application_credential_from_clouds_yaml_and_os_variables() {
         "clouds.yaml",
         &format!(
             "clouds:\n  lab-ac:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: {}\n      \
-             application_credential_id: {id}\n    region_name: {}\n",
-            lab.auth_url, lab.region
+             application_credential_id: {id}\n    region_name: {}\n    cacert: {}\n",
+            lab.auth_url,
+            lab.region,
+            lab.cacert.display()
         ),
     );
     let secure = config_file(
@@ -185,6 +189,7 @@ async fn application_credential_from_clouds_yaml_and_os_variables() {
         ("OS_AUTH_TYPE", "v3applicationcredential".into()),
         ("OS_APPLICATION_CREDENTIAL_SECRET", secret.clone()),
         ("OS_REGION_NAME", lab.region.clone()),
+        ("OS_CACERT", lab.cacert.display().to_string()),
     ];
     let mut by_id = base.to_vec();
     by_id.push(("OS_APPLICATION_CREDENTIAL_ID", id.clone()));
@@ -208,63 +213,9 @@ async fn application_credential_from_clouds_yaml_and_os_variables() {
         ("OS_USER_DOMAIN_NAME", lab.user_domain.clone()),
         ("OS_PROJECT_DOMAIN_NAME", lab.project_domain.clone()),
         ("OS_REGION_NAME", lab.region.clone()),
+        ("OS_CACERT", lab.cacert.display().to_string()),
     ];
     connects(&ctx, resolve(&settings(None), &openrc).unwrap()).await;
-}
-
-/// A CA made for this test and a certificate for 127.0.0.1 it signed: `(ca_pem, server_config)`.
-fn test_ca() -> (String, Arc<tokio_rustls::rustls::ServerConfig>) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "xov clouds_yaml test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca_cert, &ca_key)
-        .unwrap();
-    let server = tokio_rustls::rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    (ca_cert.pem(), Arc::new(server))
-}
-
-/// Terminates TLS on 127.0.0.1 and forwards the plain bytes to `upstream` (the lab's Keystone). Returns
-/// the port; the proxy lives as long as the test's runtime.
-async fn tls_proxy(server: Arc<tokio_rustls::rustls::ServerConfig>, upstream: String) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let acceptor = tokio_rustls::TlsAcceptor::from(server);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
-            tokio::spawn(async move {
-                // a client that refuses our certificate ends the handshake: nothing to forward
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut plain) = TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-    port
 }
 
 #[tokio::test]
@@ -273,30 +224,12 @@ async fn https_keystone_with_the_clouds_cacert() {
         return;
     };
     let lab = &ctx.lab;
-    let (ca_pem, server) = test_ca();
-    // http://127.0.0.1:5000/v3 -> 127.0.0.1:5000
-    let keystone_addr = lab
-        .auth_url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    assert!(keystone_addr.starts_with("127.0.0.1:"), "{keystone_addr}");
-    let port = tls_proxy(server, keystone_addr).await;
-    let https_url = format!("https://127.0.0.1:{port}/v3");
-
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = config_file(dir.path(), "lab-ca.pem", &ca_pem);
-    let entry = |cacert: &str| {
+    let entry = |name: &str, cacert: &str| {
         format!(
-            "  lab-tls{}:\n    auth:\n      auth_url: {https_url}\n      username: {}\n      password: {}\n      \
+            "  {name}:\n    auth:\n      auth_url: {}\n      username: {}\n      password: {}\n      \
              project_name: {}\n    region_name: {}\n{cacert}",
-            if cacert.is_empty() { "-nocacert" } else { "" },
-            lab.username,
-            lab.password,
-            lab.project_name,
-            lab.region
+            lab.auth_url, lab.username, lab.password, lab.project_name, lab.region
         )
     };
     let clouds = config_file(
@@ -304,26 +237,29 @@ async fn https_keystone_with_the_clouds_cacert() {
         "clouds.yaml",
         &format!(
             "clouds:\n{}{}",
-            entry(&format!("    cacert: {ca_file}\n")),
-            entry("")
+            entry(
+                "lab-tls",
+                &format!("    cacert: {}\n", lab.cacert.display())
+            ),
+            entry("lab-tls-nocacert", "")
         ),
     );
     let env = [("OS_CLIENT_CONFIG_FILE", clouds)];
 
-    // with the CA file: authenticated over https (Nova and Glance stay on the catalog's http)
+    // with the CA file: authenticated over https, and Nova and Glance found at the catalog's https endpoints
     let cfg = resolve(&settings(Some("lab-tls")), &env).unwrap();
-    assert_eq!(cfg.auth_url, https_url);
-    assert_eq!(cfg.cacert.as_deref(), Some(Path::new(&ca_file)));
+    assert!(cfg.auth_url.starts_with("https://"), "{}", cfg.auth_url);
+    assert_eq!(cfg.cacert.as_deref(), Some(lab.cacert.as_path()));
     connects(&ctx, cfg).await;
 
-    // without it: the system's roots do not know the test's CA; a clear error at once, not retries
+    // without it: the system's roots do not know the lab's CA; a clear error at once, not retries
     let cfg = resolve(&settings(Some("lab-tls-nocacert")), &env).unwrap();
     let p = OpenStackProvisioner::new(cfg, ctx.mapping()).unwrap();
     let err = p.check().await.unwrap_err();
     match &err {
         ProvisionError::Tls { service, url, .. } => {
             assert_eq!(*service, "identity");
-            assert!(url.starts_with(&https_url), "{url}");
+            assert!(url.starts_with(&lab.auth_url), "{url}");
         }
         other => panic!("expected a TLS error, got {other:?}"),
     }

@@ -280,9 +280,12 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
             .all(|a| a.ip.starts_with("10.99.0.")),
         "{booted:?}"
     );
-    let m = p.launch(&ctx.request(&lease, BUYER_KEY)).await.unwrap();
+    // The buyer asked for port 8080 besides SSH: added to the group found again.
+    let mut wants_web = ctx.request(&lease, BUYER_KEY);
+    wants_web.extra_ports = vec![8080];
+    let m = p.launch(&wants_web).await.unwrap();
     assert_eq!(m.server_id, booted.server_id);
-    let again = p.launch(&ctx.request(&lease, BUYER_KEY)).await.unwrap();
+    let again = p.launch(&wants_web).await.unwrap();
     assert_eq!(again.server_id, m.server_id);
 
     let groups = n.security_groups_of(&lease).await.unwrap();
@@ -291,17 +294,30 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
     assert_eq!(sg.id, early.id);
     assert!(sg.tags.contains(&tag) && sg.description == tag, "{sg:?}");
     for ethertype in ["IPv4", "IPv6"] {
-        assert!(
-            sg.security_group_rules
-                .iter()
-                .any(|r| r.direction == "ingress"
-                    && r.ethertype == ethertype
-                    && r.protocol.as_deref() == Some("tcp")
-                    && r.port_range_min == Some(22)
-                    && r.port_range_max == Some(22)),
-            "port 22 open over {ethertype}: {sg:?}"
-        );
+        for port in [22, 8080] {
+            assert!(
+                sg.security_group_rules
+                    .iter()
+                    .any(|r| r.direction == "ingress"
+                        && r.ethertype == ethertype
+                        && r.protocol.as_deref() == Some("tcp")
+                        && r.port_range_min == Some(port)
+                        && r.port_range_max == Some(port)),
+                "port {port} open over {ethertype}: {sg:?}"
+            );
+        }
     }
+    let inbound: std::collections::BTreeSet<Option<u16>> = sg
+        .security_group_rules
+        .iter()
+        .filter(|r| r.direction == "ingress")
+        .map(|r| r.port_range_min)
+        .collect();
+    assert_eq!(
+        inbound,
+        [Some(22), Some(8080)].into(),
+        "nothing else inbound: {sg:?}"
+    );
     let ports = n.ports_of_server(&m.server_id).await.unwrap();
     assert_eq!(ports.len(), 1, "{ports:?}");
     assert_eq!(ports[0].security_groups, [sg.id.clone()]);
@@ -317,6 +333,22 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
         "floating first: {m:?}"
     );
     assert_eq!(again.addresses[0].ip, fip.floating_ip_address, "{again:?}");
+    // the status the lease engine polls says the same at once, from Neutron's record (Nova's view of the
+    // server learns of the floating IP only when Neutron tells it)
+    let st = p
+        .status(&lease)
+        .await
+        .unwrap()
+        .expect("the lease's machine");
+    assert_eq!(st.addresses[0].ip, fip.floating_ip_address, "{st:?}");
+    assert_eq!(
+        st.addresses
+            .iter()
+            .filter(|a| a.ip == fip.floating_ip_address)
+            .count(),
+        1,
+        "listed once: {st:?}"
+    );
     let marked = n.marked().await.unwrap();
     for (kind, id) in [("security_group", &sg.id), ("floating_ip", &fip.id)] {
         assert!(

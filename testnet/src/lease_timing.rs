@@ -163,7 +163,7 @@ async fn token(lab: &OpenStackLab, client: &reqwest::Client) -> Result<String, S
         "name": lab.username, "password": lab.password, "domain": {"name": lab.user_domain}}}},
         "scope": {"project": {"name": lab.project_name, "domain": {"name": lab.project_domain}}}}});
     let r = client
-        .post(format!("{}/auth/tokens", lab.auth_url))
+        .post(format!("{}/auth/tokens", lab.plain_auth_url))
         .json(&body)
         .send()
         .await

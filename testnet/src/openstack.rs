@@ -2,6 +2,11 @@
 //! driver), Glance and friends on 127.0.0.1. Unlike bitcoind it is shared, not started per test: it takes
 //! ~50 s to start and ~1.4 GiB, so [`OpenStackLab::ensure`] checks that it answers and starts it only when
 //! it does not. Tests must therefore use unique names and clean up what they create.
+//!
+//! The lab serves every API twice: over plain http (the catalog's internal endpoints, which the services use
+//! among themselves and the tests use to look behind a node's back) and over https with a certificate of the
+//! lab's own CA (the catalog's public endpoints, which the provisioner and nodes under test use, as on a real
+//! cloud). [`OpenStackLab::auth_url`] is the https Keystone; [`OpenStackLab::cacert`] trusts it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,15 +18,24 @@ use std::time::Duration;
 use crate::HarnessError;
 
 const KEYSTONE_PORT: u16 = 5000;
+const KEYSTONE_TLS_PORT: u16 = 15000;
 const NOVA_PORT: u16 = 8774;
 const GLANCE_PORT: u16 = 9292;
 
 /// How to reach the lab and what it holds (see `testnet/openstack/README.md`).
 #[derive(Debug, Clone)]
 pub struct OpenStackLab {
-    /// Keystone v3, `http://127.0.0.1:5000/v3`.
+    /// Keystone v3 over https, `https://127.0.0.1:15000/v3` (its catalog's public endpoints are https too).
     pub auth_url: String,
-    /// Nova, `http://127.0.0.1:8774/v2.1`.
+    /// Keystone v3 over plain http, `http://127.0.0.1:5000/v3`, for clients that look behind a node's back.
+    pub plain_auth_url: String,
+    /// The lab's CA (`<state>/tls/ca.pem`): it signed the https endpoints' certificate.
+    pub cacert: PathBuf,
+    /// `<state>/clouds.yaml`, holding the cloud [`OpenStackLab::cloud`] (https, with the CA).
+    pub clouds_yaml: PathBuf,
+    /// `xov-lab`.
+    pub cloud: String,
+    /// Nova over plain http (an internal endpoint), `http://127.0.0.1:8774/v2.1`.
     pub compute_url: String,
     /// Nova's origin (`http://127.0.0.1:8774`), for proxies that forward paths unchanged.
     pub compute_origin: String,
@@ -76,12 +90,14 @@ impl OpenStackLab {
     }
 
     fn current() -> OpenStackLab {
-        let state =
-            std::env::var("OSLAB_DIR").unwrap_or_else(|_| "/tmp/openstack-lab/state".into());
-        let networks =
-            std::fs::read_to_string(PathBuf::from(state).join("networks")).unwrap_or_default();
+        let state = Self::state_dir();
+        let networks = std::fs::read_to_string(state.join("networks")).unwrap_or_default();
         OpenStackLab {
-            auth_url: format!("http://127.0.0.1:{KEYSTONE_PORT}/v3"),
+            auth_url: format!("https://127.0.0.1:{KEYSTONE_TLS_PORT}/v3"),
+            plain_auth_url: format!("http://127.0.0.1:{KEYSTONE_PORT}/v3"),
+            cacert: state.join("tls/ca.pem"),
+            clouds_yaml: state.join("clouds.yaml"),
+            cloud: "xov-lab".into(),
             compute_url: format!("http://127.0.0.1:{NOVA_PORT}/v2.1"),
             compute_origin: format!("http://127.0.0.1:{NOVA_PORT}"),
             image_url: format!("http://127.0.0.1:{GLANCE_PORT}"),
@@ -99,6 +115,26 @@ impl OpenStackLab {
         }
     }
 
+    /// `$OSLAB_DIR`, by default `/tmp/openstack-lab/state`.
+    fn state_dir() -> PathBuf {
+        PathBuf::from(
+            std::env::var("OSLAB_DIR").unwrap_or_else(|_| "/tmp/openstack-lab/state".into()),
+        )
+    }
+
+    /// A reqwest client that trusts the lab's CA (for raw calls to its https endpoints).
+    pub fn http_client(&self, timeout: Duration) -> reqwest::Client {
+        let pem = std::fs::read(&self.cacert)
+            .unwrap_or_else(|e| panic!("the lab's CA {}: {e}", self.cacert.display()));
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&pem).expect("the lab's CA is PEM"),
+            )
+            .build()
+            .expect("an HTTP client")
+    }
+
     fn missing() -> HarnessError {
         HarnessError::Missing {
             what: "the OpenStack lab",
@@ -112,9 +148,19 @@ impl OpenStackLab {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openstack")
     }
 
-    /// Keystone and Nova both answer their version documents.
+    /// Keystone and Nova both answer their version documents, and the https front is up with its CA and
+    /// clouds.yaml written (a lab started by an older up.sh has neither, and is brought up to date).
     pub fn answers() -> bool {
-        http_get_ok(KEYSTONE_PORT, "/v3", "v3") && http_get_ok(NOVA_PORT, "/", "v2.1")
+        let state = Self::state_dir();
+        http_get_ok(KEYSTONE_PORT, "/v3", "v3")
+            && http_get_ok(NOVA_PORT, "/", "v2.1")
+            && state.join("tls/ca.pem").is_file()
+            && state.join("clouds.yaml").is_file()
+            && TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], KEYSTONE_TLS_PORT)),
+                Duration::from_secs(2),
+            )
+            .is_ok()
     }
 
     /// Runs `up.sh` (as root directly, otherwise through `sudo -n`); true when the lab answers afterwards.

@@ -85,6 +85,7 @@ advertise = {advertise}
 auth_url = "{auth}"
 network = "{network}"
 region = "{region}"
+cacert = "{cacert}"
 {compute}
 [provider.openstack.auth]
 type = "password"
@@ -103,13 +104,20 @@ images = [{{ offer = "debian-12", glance = "{image}" }}]
         cookie = btc.cookie_file().display(),
         auth = lab.auth_url,
         region = lab.region,
+        // The lab's public endpoints are https, certified by its own CA.
+        cacert = lab.cacert.display(),
         // Machines boot on the lab's tenant network, so the buyer gets an address.
         network = lab.tenant_network.as_deref().unwrap_or("none"),
-        // Each lease gets a security group (port 22) and a floating IP from the lab's external network.
+        // Each lease gets a security group (port 22, and 8080 when its buyer asks) and a floating IP from the
+        // lab's external network.
         access = lab
             .public_network
             .as_deref()
-            .map(|n| format!("[provider.openstack.access]\nexternal_network = \"{n}\"\n"))
+            .map(|n| {
+                format!(
+                    "[provider.openstack.access]\nexternal_network = \"{n}\"\nbuyer_ports = [8080]\n"
+                )
+            })
             .unwrap_or_default(),
         user = lab.username,
         pass = lab.password,

@@ -24,6 +24,7 @@ fn provisioner(lab: &OpenStackLab) -> OpenStackProvisioner {
 fn toml_like(lab: &OpenStackLab) -> xov_provisioner::OpenStackConfig {
     serde_json::from_value(serde_json::json!({
         "auth_url": lab.auth_url,
+        "cacert": lab.cacert,
         "network": "none",
         "region": lab.region,
         "auth": { "type": "password", "username": lab.username, "password": lab.password,
@@ -97,6 +98,32 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     );
     assert!(String::from_utf8_lossy(&no_image.stderr)
         .contains("no offer has image arch-linux; available: debian-12"));
+    // A port no offer lets a buyer open: the buyer is told which ports the offers allow.
+    let no_port = xov(
+        &buyer.datadir,
+        &[
+            "order",
+            "--image",
+            "debian-12",
+            "--hours",
+            "1",
+            "--port",
+            "9999",
+            "--ssh-key",
+            key,
+        ],
+    );
+    let said = String::from_utf8_lossy(&no_port.stderr);
+    assert!(
+        !no_port.status.success()
+            && said.contains(
+                "no offer opens port 9999 to its machines besides SSH; offers that match otherwise allow 8080"
+            ),
+        "{said}"
+    );
+    let allowing = buyer.json(&["offers", "list", "--port", "8080"]);
+    assert_eq!(allowing.as_array().map(Vec::len), Some(2), "{allowing}");
+    assert_eq!(allowing[0]["extra_ports"], serde_json::json!([8080]));
 
     // A provider attached to a cloud cannot sell an offer typed by hand (no flavor would be behind it).
     let by_hand = xov(
@@ -131,7 +158,12 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
         .as_str()
         .unwrap()
         .to_string();
-    let l = order_one_vcpu(&buyer, &key_file, &["--refund-address", &refund]);
+    // ...with port 8080 opened besides SSH, which the offer allows.
+    let l = order_one_vcpu(
+        &buyer,
+        &key_file,
+        &["--refund-address", &refund, "--port", "8080"],
+    );
     let id = l["id"].as_str().unwrap().to_string();
     assert_eq!(l["state"], "invoiced");
     assert_eq!(l["counterparty"], p1.node_id.as_str());
@@ -200,12 +232,13 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     assert_eq!(seen["instance"]["ssh_port"], 22, "{seen}");
     assert_eq!(
         seen["instance"]["open_ports"],
-        serde_json::json!([22]),
-        "{seen}"
+        serde_json::json!([22, 8080]),
+        "SSH and the port the buyer asked for: {seen}"
     );
     let shown =
         String::from_utf8_lossy(&xov(&buyer.datadir, &["leases", "show", &id]).stdout).to_string();
     assert!(shown.contains(&format!("debian@{floating}")), "{shown}");
+    assert!(shown.contains("8080"), "open ports shown: {shown}");
     let private = key_file.with_extension("");
     let printed = xov(&buyer.datadir, &["ssh", &id, "--print"]);
     let printed = String::from_utf8_lossy(&printed.stdout).to_string()

@@ -257,6 +257,7 @@ fn history(l: &Value) -> Vec<String> {
 fn cloud(lab: &OpenStackLab) -> OpenStackProvisioner {
     let cfg: xov_provisioner::OpenStackConfig = serde_json::from_value(serde_json::json!({
         "auth_url": lab.auth_url,
+        "cacert": lab.cacert,
         "network": "none",
         "region": lab.region,
         "auth": { "type": "password", "username": lab.username, "password": lab.password,

@@ -93,6 +93,7 @@ pub fn provider_offer() -> Signed<Offer> {
             capacity: 4,
             bond: None,
             chain: CHAIN,
+            extra_ports: vec![80, 443],
         },
         &provider,
     )

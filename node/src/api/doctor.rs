@@ -514,12 +514,10 @@ async fn openstack_check(st: &AppState) -> Option<(Check, Option<(String, i64)>)
     os.retry.attempts = 1;
     os.request_timeout = Duration::from_secs(5);
     let auth_url = os.auth_url.clone();
+    // the provisioner's own client: the cloud's CA file (cacert) and timeouts apply
+    let date_client = xov_provisioner::http_client(&os).ok();
     let date = async {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .ok()?;
-        let r = http.get(&auth_url).send().await.ok()?;
+        let r = date_client?.get(&auth_url).send().await.ok()?;
         let d = r
             .headers()
             .get(reqwest::header::DATE)?

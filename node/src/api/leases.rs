@@ -44,6 +44,7 @@ impl From<OrderError> for ApiError {
             OrderError::NotLive { .. } => (StatusCode::CONFLICT, "lease_not_live"),
             OrderError::BadSshKey(_) => (StatusCode::BAD_REQUEST, "bad_ssh_key"),
             OrderError::BadRefundAddress(_) => (StatusCode::BAD_REQUEST, "bad_refund_address"),
+            OrderError::BadPorts(_) => (StatusCode::BAD_REQUEST, "bad_ports"),
             OrderError::Budget(_) => (StatusCode::BAD_REQUEST, "bad_budget"),
             OrderError::Bid(_) => (StatusCode::BAD_REQUEST, "bid"),
             OrderError::Wallet(_) | OrderError::PayFailed { .. } => {

@@ -221,6 +221,9 @@ pub struct OfferView {
     pub country: String,
     pub region: String,
     pub capacity: u32,
+    /// TCP ports besides SSH a buyer may ask to have opened (`xov order --port`).
+    #[serde(default)]
+    pub extra_ports: Vec<u16>,
     /// The canonical signed bytes, hex, for anyone who wants to verify the provider's signature.
     pub signed_hex: String,
     /// This node's own offer kept out of gossip (`provider.advertise = false`): shown only to matching bids.
@@ -253,6 +256,7 @@ impl From<&Signed<Offer>> for OfferView {
             country: o.location.country.clone(),
             region: o.location.region.clone(),
             capacity: o.capacity,
+            extra_ports: o.extra_ports.clone(),
             signed_hex: hex::encode(s.to_bytes()),
             unlisted: false,
         }
@@ -277,6 +281,8 @@ pub struct OfferFilter {
     pub region: Option<String>,
     /// x86_64, aarch64 or riscv64.
     pub arch: Option<String>,
+    /// TCP ports the offer must let a buyer open, comma-separated (`80,443`).
+    pub ports: Option<String>,
     /// Only this node's own offers.
     pub mine: Option<bool>,
     /// At most this many offers (default 100).
@@ -308,6 +314,27 @@ impl OfferFilter {
             ),
             None => None,
         };
+        let mut ports = Vec::new();
+        for p in self
+            .ports
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter(|p| !p.is_empty())
+        {
+            match p.trim().parse::<u16>() {
+                Ok(n) if n > 0 => ports.push(n),
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_query",
+                        format!("ports: '{p}' is not a TCP port (1 to 65535); give them comma-separated, e.g. 80,443"),
+                    ))
+                }
+            }
+        }
+        ports.sort_unstable();
+        ports.dedup();
         Ok(OfferQuery {
             pool,
             demand: Demand {
@@ -320,6 +347,7 @@ impl OfferFilter {
                 country: self.country.clone(),
                 region: self.region.clone(),
                 max_price_sats_per_hour: self.max_price,
+                ports,
             },
             limit: self.limit.unwrap_or(100),
         })

@@ -143,6 +143,10 @@ pub struct OrderArgs {
     /// Where refunds of unused or undeliverable funds go.
     #[arg(long, value_name = "ADDRESS")]
     pub refund_address: Option<String>,
+    /// A TCP port to have opened to the machine besides SSH (repeat for more: --port 80 --port 443). Only
+    /// offers that allow it match (`xov offers` shows what each allows).
+    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
     /// Pay the invoice from this node's wallet at once.
     #[arg(long)]
     pub pay: bool,
@@ -320,6 +324,9 @@ pub struct OfferFilterArgs {
     /// x86_64, aarch64 or riscv64.
     #[arg(long)]
     pub arch: Option<String>,
+    /// A TCP port the offer must let you open besides SSH (repeat for more).
+    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
     /// Only this node's own offers.
     #[arg(long)]
     pub mine: bool,

@@ -117,6 +117,12 @@ pub fn offers(offers: &[OfferView]) -> String {
                 },
                 o.arch.clone(),
                 short(&o.images.join(","), 30),
+                if o.extra_ports.is_empty() {
+                    "ssh".into()
+                } else {
+                    let p: Vec<String> = o.extra_ports.iter().map(u16::to_string).collect();
+                    short(&format!("ssh+{}", p.join(",")), 20)
+                },
                 format!(
                     "{}{}{}",
                     o.country,
@@ -131,8 +137,8 @@ pub fn offers(offers: &[OfferView]) -> String {
         .collect();
     table(
         &[
-            "SATS/H", "VCPU", "RAM_MIB", "DISK_GIB", "GPU", "ARCH", "IMAGES", "LOCATION", "CAP",
-            "PROVIDER", "OFFER",
+            "SATS/H", "VCPU", "RAM_MIB", "DISK_GIB", "GPU", "ARCH", "IMAGES", "PORTS", "LOCATION",
+            "CAP", "PROVIDER", "OFFER",
         ],
         rows,
     )

@@ -61,6 +61,7 @@ impl Machines for OpenStackMachines {
                 flavor,
                 image: spec.image.clone(),
                 ssh_public_key: spec.ssh_public_key.clone(),
+                extra_ports: spec.extra_ports.clone(),
             };
             let m = self.p.launch(&req).await.map_err(cloud_error)?;
             Ok(InstanceInfo {
@@ -69,7 +70,7 @@ impl Machines for OpenStackMachines {
                 image: spec.image,
                 user: self.ssh_user.clone(),
                 ssh_port: xov_provisioner::access::SSH_PORT,
-                open_ports: self.p.config().access.open_ports(),
+                open_ports: self.p.config().access.lease_ports(&spec.extra_ports),
             })
         })
     }
@@ -157,6 +158,8 @@ impl OpenStackMachines {
                 region: pc.region.clone(),
                 capacity: shape.capacity,
                 ttl_secs: pc.offer_ttl_secs,
+                // what a buyer may ask to have opened besides what every lease has open
+                extra_ports: self.p.config().access.offered_ports(),
             };
             let signed = match market.write() {
                 Ok(mut m) => {

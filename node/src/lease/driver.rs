@@ -99,6 +99,8 @@ pub enum OrderError {
     BadSshKey(String),
     #[error("the refund address is not usable: {0}")]
     BadRefundAddress(String),
+    #[error("the ports are not usable: {0}")]
+    BadPorts(String),
     #[error("the budget is not usable: {0}")]
     Budget(#[from] BudgetError),
     #[error("{0}")]
@@ -137,6 +139,10 @@ pub struct OrderRequest {
     pub ssh_public_key: String,
     /// Where refunds go; by default a fresh address of this node's own wallet.
     pub refund_address: Option<String>,
+    /// TCP ports besides SSH to have opened to the machine (a web server's 80 and 443, say): only offers
+    /// that allow each of them match.
+    #[serde(default)]
+    pub ports: Vec<u16>,
     /// Pay the invoice from this node's wallet right away.
     #[serde(default)]
     pub pay: bool,
@@ -962,7 +968,7 @@ impl LeaseEngine {
             return existing
                 .invoice_hex
                 .and_then(|h| hex::decode(h).ok())
-                .and_then(|b| Signed::<Invoice>::from_bytes(&b).ok())
+                .and_then(|b| Signed::<Invoice>::from_stored_bytes(&b).ok())
                 .ok_or(OrderRefusal::AlreadyEnded {
                     state: existing.state,
                 });
@@ -1010,7 +1016,7 @@ impl LeaseEngine {
             return existing
                 .invoice_hex
                 .and_then(|h| hex::decode(h).ok())
-                .and_then(|b| Signed::<Invoice>::from_bytes(&b).ok())
+                .and_then(|b| Signed::<Invoice>::from_stored_bytes(&b).ok())
                 .ok_or(OrderRefusal::AlreadyEnded {
                     state: existing.state,
                 });
@@ -1226,6 +1232,7 @@ impl LeaseEngine {
         xov_protocol::validate::check_ssh_public_key(&key)
             .map_err(|e| OrderError::BadSshKey(e.to_string()))?;
         req.ssh_public_key = key;
+        req.ports = check_ports(&req.ports)?;
         match (&req.refund_address, &self.wallet) {
             (Some(a), Some(w)) => xov_wallet::check_address(a, w.network())
                 .map_err(|e| OrderError::BadRefundAddress(e.to_string()))?,
@@ -1266,6 +1273,7 @@ impl LeaseEngine {
                     gpu,
                     image: Some(req.image.clone()),
                     max_price_sats_per_hour: req.max_price,
+                    ports: req.ports.clone(),
                     ..Default::default()
                 },
                 limit: 0,
@@ -1359,6 +1367,7 @@ impl LeaseEngine {
                     created_at: now,
                     nonce: now ^ o.offer_id,
                     chain: self.chain,
+                    extra_ports: req.ports.clone(),
                 },
                 &self.key,
             );
@@ -1620,6 +1629,27 @@ impl LeaseEngine {
     }
 }
 
+/// The ports a buyer asks for, as an order carries them: ascending, each once; none 0, at most
+/// [`xov_protocol::offer::MAX_EXTRA_PORTS`]. SSH's 22 is always open and is not asked for.
+pub fn check_ports(ports: &[u16]) -> Result<Vec<u16>, OrderError> {
+    if ports.contains(&0) {
+        return Err(OrderError::BadPorts(
+            "0 is not a port; give TCP ports from 1 to 65535 (--port 443)".into(),
+        ));
+    }
+    let mut p: Vec<u16> = ports.iter().copied().filter(|p| *p != 22).collect();
+    p.sort_unstable();
+    p.dedup();
+    if p.len() > xov_protocol::offer::MAX_EXTRA_PORTS {
+        return Err(OrderError::BadPorts(format!(
+            "{} ports asked for; a lease opens at most {} besides SSH",
+            p.len(),
+            xov_protocol::offer::MAX_EXTRA_PORTS
+        )));
+    }
+    Ok(p)
+}
+
 /// A new lease record for `role`, from the order and the offer it names.
 fn new_record(
     role: Role,
@@ -1645,6 +1675,7 @@ fn new_record(
         disk_gib: offer.instance.disk_gib,
         ssh_public_key: o.ssh_public_key.clone(),
         refund_address: o.refund_address.clone(),
+        extra_ports: o.extra_ports.clone(),
         order_hex: String::new(),
         invoice_hex: None,
         pay_address: None,

@@ -339,6 +339,9 @@ pub struct LaunchSpec {
     pub disk_gib: u32,
     pub image: String,
     pub ssh_public_key: String,
+    /// TCP ports besides the provider's own the buyer asked for (the order's).
+    #[serde(default)]
+    pub extra_ports: Vec<u16>,
 }
 
 /// The machine's answer: the record to persist (None: unchanged), then the actions to take.
@@ -479,6 +482,13 @@ pub fn check_order(
             offer_id: o.offer_id,
             image: o.image.clone(),
             available: offer.images.clone(),
+        });
+    }
+    if let Some(&port) = o.extra_ports.iter().find(|p| !offer.allows_port(**p)) {
+        return Err(OrderRefusal::PortNotOffered {
+            offer_id: o.offer_id,
+            port,
+            allowed: offer.extra_ports.clone(),
         });
     }
     let secs = o.hours as u64 * 3600;
@@ -1257,6 +1267,7 @@ fn provider_settle(l: &mut LeaseRecord, now: u64, ctx: &Ctx<'_>, out: &mut Vec<A
                 disk_gib: l.disk_gib,
                 image: l.image.clone(),
                 ssh_public_key: l.ssh_public_key.clone(),
+                extra_ports: l.extra_ports.clone(),
             }))
         }
         s if is_running(s) => {

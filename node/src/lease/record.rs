@@ -76,6 +76,9 @@ pub struct LeaseRecord {
     pub disk_gib: u32,
     pub ssh_public_key: String,
     pub refund_address: Option<String>,
+    /// TCP ports besides SSH the buyer asked to have opened (records from before it: none).
+    #[serde(default)]
+    pub extra_ports: Vec<u16>,
     /// The signed order and invoice, hex, as received or sent.
     pub order_hex: String,
     pub invoice_hex: Option<String>,
@@ -470,7 +473,7 @@ impl LeaseRecord {
                     .as_deref()
                     .and_then(|h| hex::decode(h).ok())
                     .and_then(|b| {
-                        xov_protocol::Signed::<xov_protocol::Invoice>::from_bytes(&b).ok()
+                        xov_protocol::Signed::<xov_protocol::Invoice>::from_stored_bytes(&b).ok()
                     })
                     .map_or(now, |i| i.body().expires_at);
             }

@@ -117,6 +117,19 @@ pub struct OfferSpec {
     /// How long the offer lives before it must be refreshed.
     #[serde(default = "default_ttl")]
     pub ttl_secs: u32,
+    /// TCP ports besides SSH a buyer may ask to have opened to the machine (stated in the offer).
+    #[serde(default)]
+    pub extra_ports: Vec<u16>,
+}
+
+impl OfferSpec {
+    /// [`OfferSpec::extra_ports`] as the offer carries them: ascending, each once.
+    fn offered_ports(&self) -> Vec<u16> {
+        let mut p = self.extra_ports.clone();
+        p.sort_unstable();
+        p.dedup();
+        p
+    }
 }
 
 fn default_arch() -> Arch {
@@ -546,6 +559,7 @@ impl Market {
             && o.max_lease_secs == spec.max_lease_secs
             && o.location.country == spec.country
             && o.location.region == spec.region
+            && o.extra_ports == spec.offered_ports()
             && Some(o.pool) == self.resolve_pool(spec.pool.as_deref()).ok()
     }
 
@@ -824,6 +838,7 @@ impl Market {
             capacity: spec.capacity,
             bond: None,
             chain: self.chain,
+            extra_ports: spec.offered_ports(),
         };
         Ok(Signed::sign(body, &self.key))
     }

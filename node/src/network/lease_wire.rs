@@ -1,4 +1,4 @@
-//! The direct channel between buyer and provider (`/xov/lease/4`, request-response, never gossip): orders,
+//! The direct channel between buyer and provider (`/xov/lease/5`, request-response, never gossip): orders,
 //! invoices, refusals and lease notices, each a signed protocol message carried as bytes.
 //!
 //! Invariant: a provider refuses an order for another chain than its own (`OrderRefusal::WrongChain`) before
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Version 2: structured notices with sequence numbers and acknowledgements, typed refusals. Version 3: the
 /// messages inside are of encoding version 2 (orders name their chain). A node of an older version cannot open
 /// the channel, so it never acknowledges a notice it cannot read: the sender keeps it until both speak one.
-pub const PROTOCOL: &str = "/xov/lease/4";
+pub const PROTOCOL: &str = "/xov/lease/5";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LeaseRequest {

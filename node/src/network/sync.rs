@@ -15,14 +15,14 @@
 //! - Charters travel in pages too (by count and by bytes), so however many exist, every page fits far
 //!   below the codec's 10 MiB response limit and a new node learns every pool.
 //!
-//! Version 3 (`/xov/sync/3`): charters are paged. A node that speaks only `/xov/sync/2` does not sync with
+//! Version 3: charters are paged; version 4 (`/xov/sync/4`) carries offers of encoding version 3. A node that speaks only `/xov/sync/2` does not sync with
 //! this one (it still gossips).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use xov_protocol::{Chain, OfferKey, PoolId};
 
-pub const PROTOCOL: &str = "/xov/sync/3";
+pub const PROTOCOL: &str = "/xov/sync/4";
 /// Offers per page; a page stays far below the codec's response limit.
 pub const PAGE: usize = 512;
 /// Withdrawals handed over with a pool's first page.

@@ -3,10 +3,11 @@
 //! Values are the messages' canonical wire bytes, so what is stored is exactly what was verified, and a
 //! restarted node re-validates everything it loads instead of trusting its own disk blindly.
 //!
-//! Encoding versions: trust evidence (receipts, bond proofs) stored in encoding version 1 is carried over to
-//! version 2 once, at load (`xov_protocol::upgrade_v1`: the bodies did not change and the version byte is not
-//! signed), and stored again under its new key. Offers and charters of version 1 name no chain: they do not
-//! load (counted as unreadable), and the pools they were in no longer exist.
+//! Encoding versions: trust evidence (receipts, bond proofs) stored in an older encoding version is carried
+//! over to the current one once, at load (`xov_protocol::upgrade`: the bodies did not change and the version
+//! byte is not signed), and stored again under its new key. Offers of versions 1 and 2 (no ports) and
+//! charters of version 1 (no chain) do not load (counted as unreadable): the offers expire within hours and
+//! their providers publish them again; the pools of version-1 charters no longer exist.
 
 pub mod datadir;
 mod wallet;
@@ -18,8 +19,8 @@ use std::path::Path;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
 use thiserror::Error;
 use xov_protocol::{
-    upgrade_v1, BondProof, DecodeError, NodeId, Offer, OfferKey, OfferWithdrawal, PoolCharter,
-    PoolId, Signed, SignedReceipt,
+    upgrade, BondProof, DecodeError, NodeId, Offer, OfferKey, OfferWithdrawal, PoolCharter, PoolId,
+    Signed, SignedReceipt,
 };
 
 const CF_OFFERS: &str = "offers";
@@ -66,7 +67,7 @@ fn receipt_key(r: &SignedReceipt) -> Vec<u8> {
     [b"r".as_slice(), r.message_id().0.as_slice()].concat()
 }
 
-/// Decodes stored wire bytes, carrying over a message of encoding version 1 whose body did not change;
+/// Decodes stored wire bytes, carrying over a message of an older encoding version whose body did not change;
 /// says whether it was carried over (and so must be stored again in the current version).
 fn decode_stored<T>(
     bytes: &[u8],
@@ -74,7 +75,9 @@ fn decode_stored<T>(
 ) -> Result<(T, bool), DecodeError> {
     match decode(bytes) {
         Ok(t) => Ok((t, false)),
-        Err(DecodeError::UnknownVersion(1)) => Ok((decode(&upgrade_v1(bytes)?)?, true)),
+        Err(DecodeError::UnknownVersion(v)) if v < xov_protocol::signed::VERSION => {
+            Ok((decode(&upgrade(bytes)?)?, true))
+        }
         Err(e) => Err(e),
     }
 }
@@ -356,6 +359,7 @@ mod tests {
                 capacity: 1,
                 bond: None,
                 chain: Chain::REGTEST,
+                extra_ports: vec![],
             },
             k,
         )

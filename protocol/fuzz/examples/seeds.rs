@@ -65,6 +65,7 @@ fn offer(
             vout: 1,
         }),
         chain: Chain::SIGNET,
+        extra_ports: if gpu { vec![8888] } else { vec![80, 443] },
     }
 }
 
@@ -131,6 +132,7 @@ fn main() {
                     min_vcpus: 2,
                     image: Some("debian-12".into()),
                     max_price_sats_per_hour: Some(200),
+                    ports: vec![443],
                     ..Demand::default()
                 },
                 hours: 24,
@@ -177,6 +179,7 @@ fn main() {
             created_at: NOW,
             nonce: 42,
             chain: Chain::SIGNET,
+            extra_ports: vec![80],
         },
         &buyer,
     );

@@ -51,6 +51,7 @@ pub fn offer(provider: &Keypair, offer_id: u64, sequence: u64, price: u64) -> Of
         capacity: 4,
         bond: None,
         chain: Chain::REGTEST,
+        extra_ports: vec![],
     }
 }
 
@@ -78,6 +79,7 @@ prop_compose! {
         price in 1u64..100_000, min_lease in 1u32..10_000, extra in 0u32..100_000,
         country in "[A-Z]{2}", region in "[A-Za-z ]{0,20}", capacity in 1u32..100,
         bond in proptest::option::of((any::<[u8; 32]>(), any::<u32>()).prop_map(|(txid, vout)| BondRef { txid, vout })),
+        extra_ports in proptest::collection::btree_set(1u16.., 0..=15),
     ) -> Signed<Offer> {
         let k = key(provider);
         let body = Offer {
@@ -86,6 +88,7 @@ prop_compose! {
             instance, images, price_sats_per_hour: price,
             min_lease_secs: min_lease, max_lease_secs: min_lease + extra,
             location: Location { country, region }, capacity, bond, chain: Chain::REGTEST,
+            extra_ports: extra_ports.into_iter().collect(),
         };
         Signed::sign(body, &k)
     }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use xov_provisioner::{
-    Auth, ImageEntry, InventoryMapping, LaunchRequest, MappingEntry, Networks, OpenStackConfig,
-    RetryPolicy, Secret,
+    ImageEntry, InventoryMapping, LaunchRequest, MappingEntry, Networks, OpenStackConfig,
+    OpenStackSettings,
 };
 use xov_testnet::openstack::OpenStackLab;
 
@@ -64,37 +64,27 @@ pub async fn setup(test: &str) -> Option<Ctx> {
 }
 
 impl Ctx {
-    /// Password auth as the lab's admin, no network, patient enough for the lab, quick to give up on faults.
+    /// The lab's admin from the lab's clouds.yaml (cloud `xov-lab`: password auth over https, the lab's
+    /// CA as `cacert`), as an operator attaches a cloud; no network, patient enough for the lab, quick to
+    /// give up on faults.
     pub fn config(&self) -> OpenStackConfig {
-        OpenStackConfig {
-            auth_url: self.lab.auth_url.clone(),
-            auth: Auth::Password {
-                username: self.lab.username.clone(),
-                password: Secret::new(self.lab.password.clone()),
-                project_name: self.lab.project_name.clone(),
-                project_id: None,
-                user_domain: self.lab.user_domain.clone(),
-                user_domain_id: None,
-                project_domain: self.lab.project_domain.clone(),
-                project_domain_id: None,
-            },
-            region: Some(self.lab.region.clone()),
-            interface: Default::default(),
-            cacert: None,
-            insecure: false,
-            compute_endpoint_override: None,
-            image_endpoint_override: None,
-            network: Networks::None,
-            key_delivery: Default::default(),
-            boot_timeout: Duration::from_secs(90),
-            request_timeout: Duration::from_secs(15),
-            retry: RetryPolicy {
-                attempts: 6,
-                initial_delay: Duration::from_millis(200),
-                max_delay: Duration::from_secs(2),
-            },
-            access: Default::default(),
-        }
+        let settings: OpenStackSettings = toml::from_str(&format!(
+            "cloud = \"{}\"\nnetwork = \"none\"\nboot_timeout = 90\nrequest_timeout = 15\n\
+             [retry]\nattempts = 6\ninitial_delay = 0.2\nmax_delay = 2\n",
+            self.lab.cloud
+        ))
+        .expect("settings");
+        let file = self.lab.clouds_yaml.display().to_string();
+        let cfg = settings
+            .resolve_with(|k| (k == "OS_CLIENT_CONFIG_FILE").then(|| file.clone()))
+            .unwrap_or_else(|e| panic!("the lab's clouds.yaml ({file}): {e}"));
+        assert!(
+            cfg.auth_url.starts_with("https://") && cfg.cacert.is_some(),
+            "the lab's cloud is reached over https with its CA: {cfg:?}"
+        );
+        assert_eq!(cfg.network, Networks::None);
+        assert_eq!(cfg.retry.attempts, 6);
+        cfg
     }
 
     /// [`Ctx::config`] on the lab's tenant network, with floating IPs from its external network.
@@ -139,6 +129,7 @@ impl Ctx {
             flavor: self.lab.flavor_name.clone(),
             image: OFFERED_IMAGE.into(),
             ssh_public_key: key.into(),
+            extra_ports: vec![],
         }
     }
 }
@@ -182,7 +173,7 @@ impl Raw {
                 "name": lab.username, "domain": {"name": lab.user_domain}, "password": lab.password}}},
             "scope": {"project": {"name": lab.project_name, "domain": {"name": lab.project_domain}}}}});
         let resp = http
-            .post(format!("{}/auth/tokens", lab.auth_url))
+            .post(format!("{}/auth/tokens", lab.plain_auth_url))
             .json(&body)
             .send()
             .await
@@ -199,7 +190,7 @@ impl Raw {
             project_id: v["token"]["project"]["id"].as_str().unwrap().into(),
             user_id: v["token"]["user"]["id"].as_str().unwrap().into(),
             nova: lab.compute_url.clone(),
-            keystone: lab.auth_url.clone(),
+            keystone: lab.plain_auth_url.clone(),
             glance: lab.image_url.clone(),
         }
     }
