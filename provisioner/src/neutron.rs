@@ -79,6 +79,8 @@ pub struct Port {
     pub device_id: String,
     #[serde(default)]
     pub security_groups: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// What `ensure_*` deals with: found by marker, created, deleted.
@@ -373,6 +375,29 @@ impl Neutron {
             .await?
             .expect_json()?;
         member(&v, "port", "PUT /ports/{id}")
+    }
+
+    /// Tags a port Nova made for a lease's server with the lease's marker (idempotent: PUT of a tag), so
+    /// every Neutron resource of the lease is found by its tag.
+    pub async fn tag_port(&self, lease_id: &str, port: &Port) -> Result<()> {
+        let tag = marker(lease_id);
+        if port.tags.contains(&tag) {
+            return Ok(());
+        }
+        let r = self
+            .svc
+            .call(
+                Method::PUT,
+                &format!("/ports/{}/tags/{}", port.id, urlencode(&tag)),
+                None,
+                &[],
+            )
+            .await?;
+        if r.ok() {
+            Ok(())
+        } else {
+            Err(r.unexpected())
+        }
     }
 
     /// The ports Nova made for a server.

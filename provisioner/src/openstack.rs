@@ -323,6 +323,9 @@ impl OpenStackProvisioner {
                 self.neutron.set_security_groups(&p.id, &[sg]).await?;
             }
         }
+        for p in &ports {
+            self.neutron.tag_port(lease, p).await?;
+        }
         if let (Some(ext), Some(port)) = (&self.cfg.access.external_network, ports.first()) {
             let fip = self
                 .neutron

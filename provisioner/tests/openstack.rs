@@ -243,11 +243,12 @@ async fn a_gpu_flavor_is_offered_as_a_gpu_and_boots() {
     assert!(p.delete(&lease).await.unwrap());
 }
 
-/// A lease's reachability, in Neutron's own records: one security group opening port 22 (IPv4 and IPv6)
-/// on the machine's port, and one floating IP from the external network on that port, both carrying the
-/// lease's marker as description and tag. A crash after the group was made, or after the server booted,
-/// and a relaunch still end with exactly one of each; the launch gives the floating address first; the
-/// lease's end removes both.
+/// A lease's reachability, in Neutron's own records: one security group opening port 22 and the port the
+/// buyer asked for (IPv4 and IPv6, nothing else inbound) on the machine's one port, and one floating IP from
+/// the external network on that port; the group and the floating IP carry the lease's marker as description
+/// and tag, the port as tag. A crash after the group was made, or after the server booted, and a relaunch
+/// still end with exactly one of each; the launch and the status give the floating address first; the
+/// lease's end removes them all.
 #[tokio::test]
 async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them() {
     let Some(ctx) =
@@ -321,6 +322,10 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
     let ports = n.ports_of_server(&m.server_id).await.unwrap();
     assert_eq!(ports.len(), 1, "{ports:?}");
     assert_eq!(ports[0].security_groups, [sg.id.clone()]);
+    assert!(
+        ports[0].tags.contains(&tag),
+        "the port is tagged too: {ports:?}"
+    );
 
     let fips = n.floating_ips_of(&lease).await.unwrap();
     assert_eq!(fips.len(), 1, "{fips:?}");
@@ -362,6 +367,10 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
     assert!(p.delete(&lease).await.unwrap());
     assert!(n.security_groups_of(&lease).await.unwrap().is_empty());
     assert!(n.floating_ips_of(&lease).await.unwrap().is_empty());
+    assert!(
+        n.ports_of_server(&m.server_id).await.unwrap().is_empty(),
+        "the server's port went with it"
+    );
 }
 
 /// The create reaches Nova but its answer is lost (502 after forwarding), on top of a dropped connection,
