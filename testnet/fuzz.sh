@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source testnet/env.sh
+# `fuzz.sh --build-only [SECONDS]`: install cargo-fuzz and build the targets as a run of SECONDS would, run
+# nothing (the test command builds them while the tests run).
+build_only=""
+if [[ ${1:-} == --build-only ]]; then build_only=1; shift; fi
 secs=${1:-10}
 tools=${XOV_CACHE:-$HOME/.cache/xov}/tools
 if ! "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q '^cargo-fuzz 0\.13'; then
@@ -38,6 +42,7 @@ for crate in ${XOV_FUZZ_CRATES:-protocol node}; do
     if (( secs <= 60 )); then mode=(--dev); timeout=120; fi
   fi
   (cd "$crate" && cargo fuzz build "${mode[@]}" --target-dir "$CARGO_TARGET_DIR/fuzz-$crate" >&2)
+  [[ -n $build_only ]] && continue
   for t in $targets; do
     work="$scratch/$crate-$t"
     mkdir -p "$work" "$crate/fuzz/corpus/$t"
@@ -56,4 +61,5 @@ for crate in ${XOV_FUZZ_CRATES:-protocol node}; do
     summary+=("fuzz: $crate/$t runs=$runs cov=$cov secs=$secs")
   done
 done
+if [[ -n $build_only ]]; then echo "fuzz: targets of ${XOV_FUZZ_CRATES:-protocol node} built"; exit 0; fi
 printf '%s\n' "${summary[@]}"
