@@ -456,11 +456,10 @@ fn bids_need_a_max_price_and_charters_a_sane_name() {
     ));
 }
 
-#[test]
-fn orders_need_an_ssh_key_and_metering_is_exact() {
-    let k = key(1);
-    let order = Order {
-        buyer: k.node_id(),
+/// A valid order by `buyer` from key 2's offer 1, for 3 hours of debian-12.
+fn an_order(buyer: &Keypair) -> Order {
+    Order {
+        buyer: buyer.node_id(),
         provider: key(2).node_id(),
         pool: pool(),
         offer_id: 1,
@@ -473,7 +472,13 @@ fn orders_need_an_ssh_key_and_metering_is_exact() {
         nonce: 42,
         chain: Chain::REGTEST,
         extra_ports: vec![],
-    };
+    }
+}
+
+#[test]
+fn orders_need_an_ssh_key_and_metering_is_exact() {
+    let k = key(1);
+    let order = an_order(&k);
     assert_eq!(
         validate_order(&Signed::sign(order.clone(), &k), NOW),
         Ok(())
@@ -602,19 +607,8 @@ fn ports_are_checked_matched_and_explained() {
     ] {
         let got = validate_offer(&signed(with_ports(c.ports)), NOW, None);
         let order = Order {
-            buyer: k.node_id(),
-            provider: key(2).node_id(),
-            pool: pool(),
-            offer_id: 1,
-            offer_sequence: 1,
-            image: "debian-12".into(),
-            hours: 3,
-            ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFMq1LDz2jg9w7mOpwiKfpc7OclyFbnfAmDxnjAXHk82 b@l".into(),
-            refund_address: None,
-            created_at: NOW,
-            nonce: 1,
-            chain: Chain::REGTEST,
             extra_ports: c.ports.to_vec(),
+            ..an_order(&k)
         };
         let got_order = validate_order(&Signed::sign(order, &k), NOW);
         if c.ok {
