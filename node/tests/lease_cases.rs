@@ -615,11 +615,38 @@ fn an_order_for_another_pool_or_with_a_bad_key_is_refused_at_admission() {
     let r = machine::check_order(
         &Order {
             image: "windows".into(),
-            ..good
+            ..good.clone()
         },
         &o,
     );
     assert!(matches!(r, Err(OrderRefusal::NoSuchImage { .. })), "{r:?}");
+    // Ports: those the offer allows are taken, any other is refused naming what is allowed.
+    let mut web = o.clone();
+    web.extra_ports = vec![80, 443];
+    let asks = |ports: &[u16]| Order {
+        extra_ports: ports.to_vec(),
+        ..good.clone()
+    };
+    assert_eq!(machine::check_order(&asks(&[443]), &web), Ok(()));
+    let r = machine::check_order(&asks(&[80, 8080]), &web);
+    assert_eq!(
+        r,
+        Err(OrderRefusal::PortNotOffered {
+            offer_id: 1,
+            port: 8080,
+            allowed: vec![80, 443]
+        })
+    );
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "offer 1 does not open port 8080 to its machines; it allows 80, 443 besides SSH"
+    );
+    let r = machine::check_order(&asks(&[80]), &o);
+    assert!(
+        matches!(&r, Err(OrderRefusal::PortNotOffered { allowed, .. }) if allowed.is_empty()),
+        "an offer of SSH only: {r:?}"
+    );
+    assert!(r.unwrap_err().to_string().ends_with("it allows SSH only"));
 }
 
 /// An order for another bitcoin network is refused before the provider looks at its offers or invoices:
