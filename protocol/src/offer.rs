@@ -214,6 +214,15 @@ pub fn ports_well_formed(ports: &[u16]) -> bool {
     ports.windows(2).all(|w| w[0] < w[1]) && !ports.contains(&0)
 }
 
+/// `ports` in that spelling, as far as sorting and removing repeats make it (a 0 stays, for validation to
+/// refuse).
+pub fn sorted_ports(ports: &[u16]) -> Vec<u16> {
+    let mut p = ports.to_vec();
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
 impl Offer {
     /// Whether a buyer may ask for TCP `port` to be opened to the machine.
     pub fn allows_port(&self, port: u16) -> bool {

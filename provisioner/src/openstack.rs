@@ -351,6 +351,15 @@ impl OpenStackProvisioner {
         {
             return Ok(machine);
         }
+        // Once Nova lists it, Neutron need not be asked (a status poll stays one call).
+        let listed = machine
+            .addresses
+            .iter()
+            .find(|a| a.kind.as_deref() == Some("floating"))
+            .map(|a| a.ip.clone());
+        if let Some(ip) = listed {
+            return Ok(floating_first(machine, &ip));
+        }
         let fips = match self.neutron.floating_ips_of(lease).await {
             Ok(f) => f,
             // a cloud without a network service has no floating IPs

@@ -333,8 +333,7 @@ impl OfferFilter {
                 }
             }
         }
-        ports.sort_unstable();
-        ports.dedup();
+        let ports = xov_protocol::offer::sorted_ports(&ports);
         Ok(OfferQuery {
             pool,
             demand: Demand {

@@ -1637,9 +1637,10 @@ pub fn check_ports(ports: &[u16]) -> Result<Vec<u16>, OrderError> {
             "0 is not a port; give TCP ports from 1 to 65535 (--port 443)".into(),
         ));
     }
-    let mut p: Vec<u16> = ports.iter().copied().filter(|p| *p != 22).collect();
-    p.sort_unstable();
-    p.dedup();
+    let p: Vec<u16> = xov_protocol::offer::sorted_ports(ports)
+        .into_iter()
+        .filter(|p| *p != 22)
+        .collect();
     if p.len() > xov_protocol::offer::MAX_EXTRA_PORTS {
         return Err(OrderError::BadPorts(format!(
             "{} ports asked for; a lease opens at most {} besides SSH",

@@ -125,10 +125,7 @@ pub struct OfferSpec {
 impl OfferSpec {
     /// [`OfferSpec::extra_ports`] as the offer carries them: ascending, each once.
     fn offered_ports(&self) -> Vec<u16> {
-        let mut p = self.extra_ports.clone();
-        p.sort_unstable();
-        p.dedup();
-        p
+        xov_protocol::offer::sorted_ports(&self.extra_ports)
     }
 }
 
