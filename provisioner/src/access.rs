@@ -57,40 +57,40 @@ impl Default for AccessConfig {
     }
 }
 
+/// `ports` ascending, each once.
+fn sorted(ports: impl IntoIterator<Item = u16>) -> Vec<u16> {
+    let mut p: Vec<u16> = ports.into_iter().collect();
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
 impl AccessConfig {
     /// Every TCP port a lease's machine has open: 22 and the configured ones, ascending, each once.
     pub fn open_ports(&self) -> Vec<u16> {
-        let mut p: Vec<u16> = std::iter::once(SSH_PORT)
-            .chain(self.ports.iter().copied())
-            .collect();
-        p.sort_unstable();
-        p.dedup();
-        p
+        sorted(std::iter::once(SSH_PORT).chain(self.ports.iter().copied()))
     }
 
     /// The ports a buyer may ask for, as offers state them: ascending, each once, none that every lease
     /// has open anyway.
     pub fn offered_ports(&self) -> Vec<u16> {
         let always = self.open_ports();
-        let mut p: Vec<u16> = self
-            .buyer_ports
-            .iter()
-            .copied()
-            .filter(|p| !always.contains(p))
-            .collect();
-        p.sort_unstable();
-        p.dedup();
-        p
+        sorted(
+            self.buyer_ports
+                .iter()
+                .copied()
+                .filter(|p| !always.contains(p)),
+        )
     }
 
     /// Every TCP port a lease's machine has open when its buyer asked for `extra`: [`Self::open_ports`]
     /// and those, ascending, each once.
     pub fn lease_ports(&self, extra: &[u16]) -> Vec<u16> {
-        let mut p = self.open_ports();
-        p.extend(extra.iter().copied().filter(|p| *p != 0));
-        p.sort_unstable();
-        p.dedup();
-        p
+        sorted(
+            self.open_ports()
+                .into_iter()
+                .chain(extra.iter().copied().filter(|p| *p != 0)),
+        )
     }
 
     pub fn validate(&self) -> Result<()> {

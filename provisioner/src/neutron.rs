@@ -197,20 +197,27 @@ impl Neutron {
             }
         };
         if !found.tagged(&tag) {
-            let r = self
-                .svc
-                .call(
-                    Method::PUT,
-                    &format!("{}/{}/tags/{}", T::PATH, found.id(), urlencode(&tag)),
-                    None,
-                    &[],
-                )
-                .await?;
-            if !r.ok() {
-                return Err(r.unexpected());
-            }
+            self.put_tag(T::PATH, found.id(), &tag).await?;
         }
         Ok(found)
+    }
+
+    /// Adds `tag` to the resource `path/id` (a PUT: adding it again changes nothing).
+    async fn put_tag(&self, path: &str, id: &str, tag: &str) -> Result<()> {
+        let r = self
+            .svc
+            .call(
+                Method::PUT,
+                &format!("{path}/{id}/tags/{}", urlencode(tag)),
+                None,
+                &[],
+            )
+            .await?;
+        if r.ok() {
+            Ok(())
+        } else {
+            Err(r.unexpected())
+        }
     }
 
     async fn delete<T: Marked>(&self, id: &str) -> Result<()> {
@@ -384,20 +391,7 @@ impl Neutron {
         if port.tags.contains(&tag) {
             return Ok(());
         }
-        let r = self
-            .svc
-            .call(
-                Method::PUT,
-                &format!("/ports/{}/tags/{}", port.id, urlencode(&tag)),
-                None,
-                &[],
-            )
-            .await?;
-        if r.ok() {
-            Ok(())
-        } else {
-            Err(r.unexpected())
-        }
+        self.put_tag("/ports", &port.id, &tag).await
     }
 
     /// The ports Nova made for a server.

@@ -122,19 +122,6 @@ impl OpenStackLab {
         )
     }
 
-    /// A reqwest client that trusts the lab's CA (for raw calls to its https endpoints).
-    pub fn http_client(&self, timeout: Duration) -> reqwest::Client {
-        let pem = std::fs::read(&self.cacert)
-            .unwrap_or_else(|e| panic!("the lab's CA {}: {e}", self.cacert.display()));
-        reqwest::Client::builder()
-            .timeout(timeout)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(&pem).expect("the lab's CA is PEM"),
-            )
-            .build()
-            .expect("an HTTP client")
-    }
-
     fn missing() -> HarnessError {
         HarnessError::Missing {
             what: "the OpenStack lab",
