@@ -70,6 +70,11 @@ if [ "$(g "$GLANCE/v2/images/$cur" | jq -r .status)" = queued ]; then
   log "uploaded xov-tiny ($cur, 1 MiB root disk)"
 fi
 [ "$(g "$GLANCE/v2/images/$cur" | jq -r .status)" = active ] || die "image xov-tiny ($cur) is not active"
+# Only the real compute host (realvm/up.sh) can boot it: Placement picks a host with this trait, and the
+# host's aggregate isolates it from images that do not ask for it.
+g -X PATCH -H 'Content-Type: application/openstack-images-v2.1-json-patch' "$GLANCE/v2/images/$cur" \
+  -d '[{"op":"add","path":"/trait:CUSTOM_XOV_REAL","value":"required"}]' >/dev/null \
+  || die "cannot set trait:CUSTOM_XOV_REAL on xov-tiny ($cur)"
 prune xov-tiny "$cur"
 prune xov-tiny-kernel "$KERNEL"
 prune xov-tiny-ramdisk "$RAMDISK"
