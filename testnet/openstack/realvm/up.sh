@@ -281,11 +281,14 @@ fi
 agents_alive() {
   local a; a=$(ks "$NEUTRON/agents?host=$HOST") || return 1
   for t in "Linux bridge agent" "DHCP agent" "L3 agent"; do
-    [ "$(echo "$a" | jq -r --arg t "$t" '[.agents[] | select(.agent_type==$t and .alive==true)] | length')" -ge 1 ] || return 1
+    # alive, and heard from since this run began (a stopped agent counts as alive for 75 s)
+    [ "$(echo "$a" | jq -r --arg t "$t" --argjson t0 "$T0" '[.agents[] | select(.agent_type==$t and .alive==true)
+      | select((.heartbeat_timestamp | sub(" ";"T") | sub("\\..*$";"") + "Z" | fromdateiso8601) >= $t0)] | length')" -ge 1 ] || return 1
   done
 }
 compute_up() {
-  [ "$(ks "$NOVA/os-services?host=$HOST&binary=nova-compute" | jq -r '.services[0].state // empty')" = up ] || return 1
+  [ "$(ks "$NOVA/os-services?host=$HOST&binary=nova-compute" | jq -r --argjson t0 "$T0" '.services[0] | select(.state == "up")
+    | select((.updated_at | sub("\\..*$";"") + "Z" | fromdateiso8601) >= $t0) | .state')" = up ] || return 1
   # the provider is the compute node, named after libvirt's hostname (not the service's host)
   RP=$(ks -H 'X-OpenStack-Nova-API-Version: 2.53' "$NOVA/os-hypervisors/detail" \
     | jq -r --arg h "$HOST" '[.hypervisors[] | select(.service.host == $h)][0].id // empty')

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# realvm/down.sh - stop the lab's real compute mode (realvm/up.sh) and remove its data plane.
+#
+# Invariants: stops only processes whose command line names the lab's state directory (PID files under
+# run/realvm); destroys the libvirt domains Nova made (`instance-*`) before stopping libvirtd, so no QEMU is
+# left behind; removes the agents' qrouter-/qdhcp- namespaces, `oslab-buyer` and `oslab-real` (netns.sh
+# down). The control-plane records (the compute service, the agents, the aggregate) stay: the next up.sh
+# brings the same host back, and while it is down Nova and Neutron see it as down and use it for nothing.
+# Safe to run when nothing is up.
+set -uo pipefail
+LAB=${OSLAB_DIR:-/tmp/openstack-lab/state}
+HERE=$(cd "$(dirname "$0")" && pwd)
+NS=${OSLAB_REAL_NS:-oslab-real}
+BUYER_NS=${OSLAB_BUYER_NS:-oslab-buyer}
+RUN=$LAB/run/realvm
+log() { echo "realvm/down.sh: $*"; }
+alive() {
+  local p; p=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$LAB"
+}
+stop() {
+  local p i; p=$(cat "$RUN/$1.pid" 2>/dev/null) || return 0
+  if alive "$1"; then
+    kill -TERM "$p" 2>/dev/null
+    for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$p" 2>/dev/null && log "killed $1 (pid $p)" || log "stopped $1 (pid $p)"
+  fi
+  rm -f "$RUN/$1.pid" "$RUN/$1.sum"
+}
+# nova-compute first (it would restart what we destroy), then the VMs, then the rest
+stop nova-compute
+if alive libvirtd; then
+  for d in $(virsh -c qemu:///system list --all --name 2>/dev/null | grep '^instance-'); do
+    virsh -c qemu:///system destroy "$d" >/dev/null 2>&1
+    virsh -c qemu:///system undefine --nvram "$d" >/dev/null 2>&1 || virsh -c qemu:///system undefine "$d" >/dev/null 2>&1
+    log "destroyed domain $d"
+  done
+fi
+for s in neutron-l3-agent neutron-dhcp-agent neutron-linuxbridge-agent libvirtd virtlogd; do stop "$s"; done
+# what the agents left: dnsmasq in qdhcp-*, and the namespaces themselves
+for f in "$LAB"/data/real/neutron/dhcp/*/pid; do
+  [ -e "$f" ] || continue
+  p=$(cat "$f" 2>/dev/null) && [ -n "$p" ] && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q dnsmasq && kill "$p" 2>/dev/null
+done
+for n in $(ls /run/netns 2>/dev/null); do
+  case $n in
+    qrouter-*|qdhcp-*)
+      # made by the agents above (they run nowhere else on a lab machine)
+      ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null
+      ip netns del "$n" && log "removed namespace $n";;
+  esac
+done
+[ -e "/run/netns/$BUYER_NS" ] && ip netns del "$BUYER_NS" && log "removed namespace $BUYER_NS"
+"$HERE/netns.sh" down 2>&1 | sed 's/^/realvm\/down.sh: /'
+rm -f "$LAB/real"
