@@ -157,24 +157,6 @@ fn covered(spans: &[(f64, f64)], from: f64, to: f64) -> f64 {
     total
 }
 
-/// A Keystone token for the lab's admin, to read server details from Nova afterwards.
-async fn token(lab: &OpenStackLab, client: &reqwest::Client) -> Result<String, String> {
-    let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": lab.username, "password": lab.password, "domain": {"name": lab.user_domain}}}},
-        "scope": {"project": {"name": lab.project_name, "domain": {"name": lab.project_domain}}}}});
-    let r = client
-        .post(format!("{}/auth/tokens", lab.plain_auth_url))
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    r.headers()
-        .get("X-Subject-Token")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-        .ok_or_else(|| format!("keystone gave no token ({})", r.status()))
-}
-
 /// One lease's figures, in seconds.
 #[derive(Debug, Clone, Default)]
 struct Run {
@@ -398,7 +380,7 @@ fn one_lease(
         .filter(|r| r.method == "GET" && r.path.ends_with(&server_id) && r.sent >= create.sent)
         .count();
     let nova_own = rt.block_on(async {
-        let tok = token(lab, client).await.ok()?;
+        let tok = lab.admin_token(client).await.ok()?;
         let v: Value = client
             .get(format!("{}/servers/{server_id}", lab.compute_url))
             .header("X-Auth-Token", tok)

@@ -33,6 +33,9 @@ pub enum HarnessError {
     },
     #[error("RPC failed: {0}")]
     Rpc(String),
+    /// A part that cannot run on this machine, with why (from the script that tried).
+    #[error("{what} cannot run here: {why}")]
+    Unavailable { what: &'static str, why: String },
 }
 
 impl HarnessError {

@@ -21,6 +21,7 @@ const KEYSTONE_PORT: u16 = 5000;
 const KEYSTONE_TLS_PORT: u16 = 15000;
 const NOVA_PORT: u16 = 8774;
 const GLANCE_PORT: u16 = 9292;
+const NEUTRON_PORT: u16 = 9696;
 
 /// How to reach the lab and what it holds (see `testnet/openstack/README.md`).
 #[derive(Debug, Clone)]
@@ -183,6 +184,178 @@ impl OpenStackLab {
                 false
             }
         }
+    }
+}
+
+/// The lab's real compute mode (`testnet/openstack/realvm/up.sh`): a second Nova host, `oslab-real`, whose
+/// libvirt boots the image `xov-tiny` under QEMU's software emulation, with Neutron's agents for DHCP, the
+/// router and floating IPs. Everything of it lives in network namespaces the lab made; floating IPs are
+/// reached from the namespace [`RealMode::buyer_ns`], which holds the external network's gateway.
+#[derive(Debug, Clone)]
+pub struct RealMode {
+    /// The Glance image that boots on the real host (and only there): `xov-tiny`.
+    pub image_name: String,
+    /// Its id.
+    pub image_id: String,
+    /// The namespace from which a buyer reaches floating IPs (`oslab-buyer`).
+    pub buyer_ns: String,
+    /// Nova's host name of the real compute node (`oslab-real`).
+    pub host: String,
+    /// Nova's instance directory there: `<id>/console.log` is the machine's serial console.
+    pub instances_dir: PathBuf,
+    /// The user the image lets in with the key from the config drive.
+    pub user: String,
+}
+
+/// Serialises `ensure_real` among a test binary's threads; remembers its outcome.
+static ENSURE_REAL: Mutex<Option<Result<RealMode, String>>> = Mutex::new(None);
+
+impl OpenStackLab {
+    /// The real compute mode, started with `realvm/up.sh` (idempotent; ~10 s when it is already up, a minute
+    /// or two the first time, installing libvirt, QEMU and the agents). [`HarnessError::Unavailable`] says
+    /// why the machine cannot run it (the script's last line).
+    pub fn ensure_real(&self) -> Result<RealMode, HarnessError> {
+        let mut state = ENSURE_REAL.lock().unwrap_or_else(|p| p.into_inner());
+        if state.is_none() {
+            *state = Some(Self::start_real());
+        }
+        match state.as_ref() {
+            Some(Ok(r)) => Ok(r.clone()),
+            Some(Err(why)) => Err(HarnessError::Unavailable {
+                what: "the lab's real compute mode",
+                why: why.clone(),
+            }),
+            None => unreachable!("set above"),
+        }
+    }
+
+    fn start_real() -> Result<RealMode, String> {
+        let up = Self::script_dir().join("realvm/up.sh");
+        let out = Command::new("bash")
+            .arg(&up)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", up.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            return Err(format!(
+                "{} failed ({}):\n{}",
+                up.display(),
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        let state = Self::state_dir();
+        let written = std::fs::read_to_string(state.join("real")).unwrap_or_default();
+        let image_id = network_id(&written, "image").ok_or_else(|| {
+            format!(
+                "{} wrote no image id to {}",
+                up.display(),
+                state.join("real").display()
+            )
+        })?;
+        Ok(RealMode {
+            image_name: "xov-tiny".into(),
+            image_id,
+            buyer_ns: network_id(&written, "buyer_ns").unwrap_or_else(|| "oslab-buyer".into()),
+            host: network_id(&written, "host").unwrap_or_else(|| "oslab-real".into()),
+            instances_dir: state.join("data/real/nova/instances"),
+            user: "root".into(),
+        })
+    }
+
+    /// A Keystone token for the lab's admin over plain http, to look behind a node's back.
+    pub async fn admin_token(&self, client: &reqwest::Client) -> Result<String, String> {
+        let body = serde_json::json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": self.username, "password": self.password, "domain": {"name": self.user_domain}}}},
+            "scope": {"project": {"name": self.project_name, "domain": {"name": self.project_domain}}}}});
+        let r = client
+            .post(format!("{}/auth/tokens", self.plain_auth_url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        r.headers()
+            .get("X-Subject-Token")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .ok_or_else(|| format!("keystone gave no token ({})", r.status()))
+    }
+
+    /// `GET` on the lab's plain-http Neutron (`/v2.0/...`) as its admin.
+    pub async fn neutron_get(
+        &self,
+        client: &reqwest::Client,
+        token: &str,
+        path: &str,
+    ) -> Result<serde_json::Value, String> {
+        let r = client
+            .get(format!("http://127.0.0.1:{NEUTRON_PORT}/v2.0{path}"))
+            .header("X-Auth-Token", token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(v)
+        } else {
+            Err(format!("GET {path}: {status} {v}"))
+        }
+    }
+}
+
+impl RealMode {
+    /// An `ssh` that runs inside [`RealMode::buyer_ns`], for `XOV_SSH`: the buyer's `xov ssh` reaches the
+    /// floating IP as a buyer on the lab's "internet" would. Written to `dir/ssh-in-<ns>`.
+    pub fn ssh_wrapper(&self, dir: &std::path::Path) -> std::io::Result<PathBuf> {
+        let path = dir.join(format!("ssh-in-{}", self.buyer_ns));
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\nexec ip netns exec {} ssh -o BatchMode=yes -o ConnectTimeout=10 \"$@\"\n",
+                self.buyer_ns
+            ),
+        )?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        Ok(path)
+    }
+
+    /// `ssh -i key user@address command` from [`RealMode::buyer_ns`], with no known-hosts file and no
+    /// password prompt: for logins the buyer's node is not part of (another key, a stopped machine).
+    pub fn ssh(
+        &self,
+        key: &std::path::Path,
+        address: &str,
+        command: &[&str],
+    ) -> std::io::Result<std::process::Output> {
+        Command::new("ip")
+            .args(["netns", "exec", &self.buyer_ns, "ssh", "-i"])
+            .arg(key)
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                &format!("{}@{address}", self.user),
+                "--",
+            ])
+            .args(command)
+            .output()
+    }
+
+    /// The serial console log of a server booted on the real host.
+    pub fn console_log(&self, server_id: &str) -> PathBuf {
+        self.instances_dir.join(server_id).join("console.log")
     }
 }
 

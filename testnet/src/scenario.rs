@@ -29,6 +29,11 @@ pub struct ProviderOpts {
     pub compute_endpoint: Option<String>,
     /// More TOML appended to the config (whole tables, e.g. `[provider.admission.anonymous]`).
     pub extra: String,
+    /// The Glance image behind the offer's `debian-12` (the lab's `tiny-raw` when `None`); the real mode's
+    /// `xov-tiny` boots for real.
+    pub glance_image: Option<String>,
+    /// The user the buyer logs in as (`debian` when `None`).
+    pub ssh_user: Option<String>,
 }
 
 impl Default for ProviderOpts {
@@ -37,6 +42,8 @@ impl Default for ProviderOpts {
             advertise: true,
             compute_endpoint: None,
             extra: String::new(),
+            glance_image: None,
+            ssh_user: None,
         }
     }
 }
@@ -78,7 +85,7 @@ min_lease_secs = 30
 max_lease_secs = 86400
 inventory_interval_secs = 5
 reconcile_interval_secs = 5
-ssh_user = "debian"
+ssh_user = "{ssh_user}"
 advertise = {advertise}
 
 [provider.openstack]
@@ -125,7 +132,8 @@ images = [{{ offer = "debian-12", glance = "{image}" }}]
         udom = lab.user_domain,
         pdom = lab.project_domain,
         flavor = lab.flavor_name,
-        image = lab.image_name,
+        image = opts.glance_image.as_deref().unwrap_or(&lab.image_name),
+        ssh_user = opts.ssh_user.as_deref().unwrap_or("debian"),
         advertise = opts.advertise,
     ) + &opts.extra
 }
