@@ -21,7 +21,7 @@ cargo fmt --all -- --check
 # the real OpenStack lab for the provisioner and lease tests (installs Debian packages the first time).
 set -m   # each background step in its own process group, so the trap can stop it whole
 ( XOV_BITCOIND_DIR=$(nice -n 5 bash testnet/bitcoind/build.sh | tail -n 1) \
-    && echo "$XOV_BITCOIND_DIR" > "$logs/bitcoind-dir" && bash testnet/openstack/up.sh ) > "$logs/parts.log" 2>&1 &
+    && echo "$XOV_BITCOIND_DIR" > "$logs/bitcoind-dir" && bash testnet/openstack/up.sh --real ) > "$logs/parts.log" 2>&1 &
 parts=$!; pids+=("$parts")
 set +m
 nice -n 5 cargo test --workspace --locked --no-fail-fast --no-run

@@ -299,15 +299,29 @@ pub struct LocalMarket {
 
 impl LocalMarket {
     pub fn start(root: &Path, btc: &Bitcoind, lab: &OpenStackLab) -> LocalMarket {
+        Self::start_with(root, btc, lab, &ProviderOpts::default())
+    }
+
+    /// The same with both providers configured by `opts` (the real mode's image, say).
+    pub fn start_with(
+        root: &Path,
+        btc: &Bitcoind,
+        lab: &OpenStackLab,
+        opts: &ProviderOpts,
+    ) -> LocalMarket {
         let dir = |n: &str| {
             let d = root.join(n);
             std::fs::create_dir_all(&d).expect("market dir");
             d
         };
-        let p1 = start(&dir("provider-1"), &provider_toml(lab, btc, PRICE_P1), None);
+        let p1 = start(
+            &dir("provider-1"),
+            &provider_toml_with(lab, btc, PRICE_P1, opts),
+            None,
+        );
         let p2 = start(
             &dir("provider-2"),
-            &provider_toml(lab, btc, PRICE_P2),
+            &provider_toml_with(lab, btc, PRICE_P2, opts),
             Some(&p1),
         );
         let buyer = start(&dir("buyer"), &buyer_toml(btc), Some(&p2));

@@ -1,6 +1,8 @@
 //! `xov-testnet up`: a whole local market on this machine — Bitcoin Core regtest, the OpenStack lab, two
 //! provider nodes attached to it and a buyer node — and one lease run end to end while you watch. It stays
-//! up until Ctrl-C. `xov-testnet down` stops what an interrupted `up` left behind (`--lab` also the lab).
+//! up until Ctrl-C. `up --real` boots the leased machine for real (the lab's real compute mode, QEMU under
+//! software emulation) and logs into it with `xov ssh`; when the machine cannot run that mode it says why
+//! and runs on the fake compute driver. `xov-testnet down` stops what an interrupted `up` left behind (`--lab` also the lab).
 //!
 //! Benchmarks (see docs/benchmarks.md): `gossip-load` (N nodes, offer propagation, bytes, a fixed publish
 //! rate), `lease-timing` (payment confirmation to RUNNING, node vs OpenStack), `idle` (RSS and CPU of an idle
@@ -32,7 +34,7 @@ fn show(d: &Daemon, args: &[&str]) {
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn up() -> Result<(), String> {
+fn up(real: bool) -> Result<(), String> {
     let root = state_dir().join(format!("run-{}", std::process::id()));
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
     say("starting Bitcoin Core (regtest)");
@@ -41,8 +43,33 @@ fn up() -> Result<(), String> {
     say("starting the OpenStack lab (about 20 s warm, 2 min on a fresh machine)");
     let lab = OpenStackLab::ensure().map_err(|e| e.to_string())?;
     println!("    keystone {}  nova {}", lab.auth_url, lab.compute_url);
+    let real = if real {
+        say("starting the lab's real compute mode (libvirt, QEMU/TCG, Neutron's agents; a minute or two the first time)");
+        match lab.ensure_real() {
+            Ok(r) => {
+                println!(
+                    "    image {} boots on host {}; floating IPs answer in namespace {}",
+                    r.image_name, r.host, r.buyer_ns
+                );
+                Some(r)
+            }
+            Err(e) => {
+                println!(
+                    "    {e}\n    => running on the fake compute driver instead (no machine boots)"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let opts = ProviderOpts {
+        glance_image: real.as_ref().map(|r| r.image_name.clone()),
+        ssh_user: real.as_ref().map(|r| r.user.clone()),
+        ..Default::default()
+    };
     say("starting provider 1, provider 2 and a buyer");
-    let market = LocalMarket::start(&root, &btc, &lab);
+    let market = LocalMarket::start_with(&root, &btc, &lab, &opts);
     let pids: Vec<String> = [market.p1.pid(), market.p2.pid(), market.buyer.pid()]
         .into_iter()
         .map(|p| p.to_string())
@@ -79,6 +106,30 @@ fn up() -> Result<(), String> {
     show(&buyer, &["leases", "show", &id]);
     show(&p1, &["leases", "list"]);
 
+    let ssh_env = match &real {
+        Some(r) => {
+            say("logging in: `xov ssh LEASE -- uname -a` through the floating IP (once the machine has booted)");
+            let wrapper = r.ssh_wrapper(&root).map_err(|e| e.to_string())?;
+            let out = eventually("the machine takes the buyer's ssh", WAIT, || {
+                let out = std::process::Command::new(xov_bin())
+                    .arg("--datadir")
+                    .arg(&buyer.datadir)
+                    .args(["ssh", &id, "--", "uname", "-a"])
+                    .env("XOV_SSH", &wrapper)
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if out.status.success() {
+                    Ok(out)
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+                }
+            });
+            print!("    {}", String::from_utf8_lossy(&out.stdout));
+            format!("XOV_SSH={} ", wrapper.display())
+        }
+        None => String::new(),
+    };
+
     say("the testnet is up. Try, in another terminal:");
     let bin = xov_bin();
     println!(
@@ -96,11 +147,19 @@ fn up() -> Result<(), String> {
         bin.display(),
         buyer.datadir.display()
     );
-    println!(
-        "    {} --datadir {} ssh {id} --print     (the lab's machines are fake: nothing answers SSH)",
-        bin.display(),
-        buyer.datadir.display()
-    );
+    if real.is_some() {
+        println!(
+            "    {ssh_env}{} --datadir {} ssh {id}     (a shell on the leased machine)",
+            bin.display(),
+            buyer.datadir.display()
+        );
+    } else {
+        println!(
+            "    {} --datadir {} ssh {id} --print     (the lab's machines are fake: nothing answers SSH; `up --real` boots them)",
+            bin.display(),
+            buyer.datadir.display()
+        );
+    }
     println!("Ctrl-C stops everything.");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -110,6 +169,16 @@ fn up() -> Result<(), String> {
         let _ = tokio::signal::ctrl_c().await;
     });
     println!("\nstopping");
+    if real.is_some() {
+        // A real machine costs CPU: cancel the lease, and let the provider delete it before it stops.
+        show(&buyer, &["lease", "cancel", &id]);
+        let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_state(&p1, &id, "closed")
+        }));
+        if gone.is_err() {
+            eprintln!("lease {id} did not close; its machine may still run in the lab");
+        }
+    }
     let _ = std::fs::remove_file(state_dir().join("pids"));
     drop((p1, p2, buyer));
     let _ = btc.stop();
@@ -141,7 +210,7 @@ fn down(lab: bool) -> Result<(), String> {
     Ok(())
 }
 
-const USAGE: &str = "usage: xov-testnet [up | down [--lab]
+const USAGE: &str = "usage: xov-testnet [up [--real] | down [--lab]
   | gossip-load [--nodes 50] [--offers 100] [--rate 100] [--load-secs 10] [--publishers 5]
                 [--poll-ms 50] [--load-poll-ms 100] [--idle-secs 10] [--env KEY=VALUE]... [--keep]
   | lease-timing [--runs 3] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]]
@@ -218,7 +287,7 @@ fn gossip_load(args: &[String]) -> Result<(), String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str).unwrap_or("up") {
-        "up" => up(),
+        "up" => up(args.iter().any(|a| a == "--real")),
         "down" => down(args.iter().any(|a| a == "--lab")),
         "gossip-load" => gossip_load(&args[1..]),
         "lease-timing" => flag(&args[1..], "--runs", 3usize).and_then(|runs| {
