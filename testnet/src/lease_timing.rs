@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use crate::bitcoind::Bitcoind;
 use crate::node::{eventually, Daemon};
 use crate::node_api::NodeApi;
-use crate::openstack::OpenStackLab;
+use crate::openstack::{OpenStackLab, RealMode};
 use crate::proc_stats::{self, percentile, sorted};
 use crate::scenario::{self, ProviderOpts, PRICE_P1};
 
@@ -176,14 +176,35 @@ struct Run {
     poll_wait: f64,
     /// Nova requests and lease states from the block on, in ms after it: what the node did when.
     trace: Vec<String>,
+    /// On a real VM (`--real`): when its console said `sshd ready`, and when the first `ssh` from the
+    /// buyer's namespace through the floating IP succeeded, in seconds after the block.
+    boot: Option<RealBoot>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RealBoot {
+    sshd_ready: f64,
+    first_ssh: f64,
+}
+
+/// Whether the machine's serial console says its sshd listens.
+fn sshd_ready(real: &RealMode, server_id: &str) -> bool {
+    std::fs::read_to_string(real.console_log(server_id))
+        .is_ok_and(|c| c.contains("xov-image: sshd ready"))
 }
 
 /// Runs `runs` leases one after another and reports the split.
-pub fn run(runs: usize, root: &std::path::Path) -> Result<String, String> {
+/// `real`: lease a real VM (the lab's real compute mode) and time it up to the first successful ssh.
+pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, String> {
     let mut report = proc_stats::Report::start();
     let mut say = |s: String| report.say(s);
     let btc = Bitcoind::start().map_err(|e| e.to_string())?;
     let lab = OpenStackLab::ensure().map_err(|e| e.to_string())?;
+    let real = if real {
+        Some(lab.ensure_real().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -223,6 +244,8 @@ pub fn run(runs: usize, root: &std::path::Path) -> Result<String, String> {
             + &["basic", "established", "trusted"]
                 .map(|t| format!("[provider.admission.{t}]\nmax_concurrent_leases = 1000\nmax_sats_per_hour = 100000000\n"))
                 .concat(),
+        glance_image: real.as_ref().map(|r| r.image_name.clone()),
+        ssh_user: real.as_ref().map(|r| r.user.clone()),
         ..Default::default()
     };
     let provider = scenario::start(
@@ -248,7 +271,17 @@ pub fn run(runs: usize, root: &std::path::Path) -> Result<String, String> {
     let papi = NodeApi::of(&provider, &client);
     let mut results = Vec::new();
     for r in 0..runs {
-        let res = one_lease(&rt, &btc, &lab, &buyer, &papi, &proxy, &key, &client)?;
+        let res = one_lease(
+            &rt,
+            &btc,
+            &lab,
+            &buyer,
+            &papi,
+            &proxy,
+            &key,
+            &client,
+            real.as_ref(),
+        )?;
         say(format!("  trace: {}", res.trace.join(" | ")));
         say(format!(
             "run {}/{runs}: mined→POST /servers {:.0} ms, POST→ACTIVE answer {:.0} ms ({} status polls), ACTIVE→running {:.0} ms, total {:.0} ms, Nova's own created→launched_at {}; load average {}",
@@ -311,6 +344,29 @@ pub fn run(runs: usize, root: &std::path::Path) -> Result<String, String> {
             )
         }
     ));
+    if real.is_some() {
+        // The real VM's path to the first login, on one timeline from the block (see docs/benchmarks.md):
+        // the node until it asks Nova, Nova until the server is ACTIVE (scheduled, image copied, domain
+        // started), the guest until its console says sshd listens, then the network (and the node's floating
+        // IP, which it sets up meanwhile) until ssh works.
+        say("\nreal VM: block mined → first successful ssh; median (min–max)".into());
+        say("| node: block → POST /servers | Nova API: POST → ACTIVE answer | boot: ACTIVE → console `sshd ready` | node after ACTIVE → running (floating IP; beside the boot) | network: max(sshd ready, running) → first ssh | total | node's share on the critical path |".into());
+        say("|---|---|---|---|---|---|---|".into());
+        let active_at = |x: &Run| x.before_nova + x.nova_wire;
+        say(format!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            col(&|x| Some(x.before_nova)),
+            col(&|x| Some(x.nova_wire)),
+            col(&|x| x.boot.map(|b| b.sshd_ready - active_at(x))),
+            col(&|x| Some(x.after_active)),
+            col(&|x| x.boot.map(|b| b.first_ssh - b.sshd_ready.max(x.total))),
+            col(&|x| x.boot.map(|b| b.first_ssh)),
+            // what the node holds up: before Nova, plus any time the login waited for the node after the boot
+            col(&|x| x
+                .boot
+                .map(|b| x.before_nova + (x.total - b.sshd_ready).max(0.0))),
+        ));
+    }
     drop((provider, buyer));
     let _ = btc.stop();
     Ok(report.text())
@@ -326,6 +382,7 @@ fn one_lease(
     proxy: &Proxy,
     key: &std::path::Path,
     client: &reqwest::Client,
+    real: Option<&RealMode>,
 ) -> Result<Run, String> {
     let l = crate::scenario::order_one_vcpu(buyer, key, &["--pay"]);
     let id = l["id"].as_str().unwrap_or_default().to_string();
@@ -345,9 +402,22 @@ fn one_lease(
     btc.mine(1).map_err(|e| e.to_string())?;
     let mut seen: Vec<(String, f64)> = Vec::new();
     let deadline = Instant::now() + scenario::WAIT;
+    // On a real VM the console can say `sshd ready` before the node reports running: watch it from the create.
+    let mut sshd_at: Option<f64> = None;
+    let created = |mark: usize| -> Option<String> {
+        proxy.log.lock().unwrap()[mark..]
+            .iter()
+            .find(|r| r.method == "POST" && r.path.ends_with("/servers"))
+            .and_then(|r| r.server_id.clone())
+    };
     let running_at = loop {
         let v = rt.block_on(papi.get(&format!("/v1/leases/{id}")))?;
         let t = proxy.t0.elapsed().as_secs_f64();
+        if let (Some(r), None) = (real, sshd_at) {
+            if created(mark).is_some_and(|sid| sshd_ready(r, &sid)) {
+                sshd_at = Some(proxy.t0.elapsed().as_secs_f64());
+            }
+        }
         let s = v["state"].as_str().unwrap_or_default().to_string();
         if seen.last().is_none_or(|(last, _)| *last != s) {
             seen.push((s.clone(), t));
@@ -359,6 +429,41 @@ fn one_lease(
             return Err(format!("lease {id} ended in {s}: {v}"));
         }
         std::thread::sleep(Duration::from_millis(25));
+    };
+    // Then the first login: from the buyer's namespace, with the buyer's key, through the floating IP the
+    // provider reports (first address), tried until it works.
+    let boot = match real {
+        None => None,
+        Some(r) => {
+            let sid = created(mark).ok_or("the provider never asked Nova for a server")?;
+            let v = rt.block_on(papi.get(&format!("/v1/leases/{id}")))?;
+            let addr = v["instance"]["addresses"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let private = key.with_extension("");
+            let deadline = Instant::now() + scenario::WAIT;
+            loop {
+                if sshd_at.is_none() && sshd_ready(r, &sid) {
+                    sshd_at = Some(proxy.t0.elapsed().as_secs_f64());
+                }
+                if sshd_at.is_some() {
+                    let ok = r
+                        .ssh(&private, &addr, &["true"])
+                        .map_err(|e| format!("ssh: {e}"))?;
+                    if ok.status.success() {
+                        break Some(RealBoot {
+                            sshd_ready: sshd_at.unwrap_or_default() - mined_at,
+                            first_ssh: proxy.t0.elapsed().as_secs_f64() - mined_at,
+                        });
+                    }
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("no ssh into {addr} (server {sid}) in time"));
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
     };
     let log: Vec<Record> = proxy.log.lock().unwrap()[mark..].to_vec();
     let create = log
@@ -454,6 +559,7 @@ fn one_lease(
         nova_busy,
         poll_wait,
         trace: trace.into_iter().map(|(_, s)| s).collect(),
+        boot,
     })
 }
 

@@ -245,10 +245,13 @@ run() { # name cmd... : started in its own session inside the namespace, restart
 if ! alive libvirtd && pgrep -x libvirtd >/dev/null; then
   cannot "a libvirtd not started by the lab runs (pid $(pgrep -x libvirtd | head -1)); stop it first"
 fi
+# libvirt's own NAT network (virbr0, 192.168.122.0/24) is not wanted: Neutron plugs the VMs
+rm -f /etc/libvirt/qemu/networks/autostart/default.xml
 run virtlogd /usr/sbin/virtlogd --pid-file "$RUN/virtlogd.pidfile"
 run libvirtd /usr/sbin/libvirtd --pid-file "$RUN/libvirtd.pidfile"
 for i in $(seq 1 100); do virsh -c qemu:///system version >/dev/null 2>&1 && break; alive libvirtd || break; sleep 0.2; done
 virsh -c qemu:///system version >/dev/null 2>&1 || cannot "libvirtd did not answer (see $LOGD/libvirtd.out)"
+virsh -c qemu:///system net-destroy default >/dev/null 2>&1 || true
 virsh -c qemu:///system domcapabilities --virttype qemu >/dev/null 2>&1 \
   || cannot "libvirt has no QEMU/TCG (virsh domcapabilities --virttype qemu failed)"
 NC="--config-file $ETC/neutron.conf"

@@ -169,8 +169,9 @@ fn up(real: bool) -> Result<(), String> {
         let _ = tokio::signal::ctrl_c().await;
     });
     println!("\nstopping");
-    if real.is_some() {
-        // A real machine costs CPU: cancel the lease, and let the provider delete it before it stops.
+    {
+        // End the lease and let the provider delete its machine before it stops, so the lab keeps nothing of
+        // this run (a real machine would go on using CPU).
         show(&buyer, &["lease", "cancel", &id]);
         let gone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             wait_state(&p1, &id, "closed")
@@ -213,7 +214,7 @@ fn down(lab: bool) -> Result<(), String> {
 const USAGE: &str = "usage: xov-testnet [up [--real] | down [--lab]
   | gossip-load [--nodes 50] [--offers 100] [--rate 100] [--load-secs 10] [--publishers 5]
                 [--poll-ms 50] [--load-poll-ms 100] [--idle-secs 10] [--env KEY=VALUE]... [--keep]
-  | lease-timing [--runs 3] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]]
+  | lease-timing [--runs 3] [--real] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]]
 every benchmark also takes [--data-root DIR] (where node data dirs go) and [--keep] (keep them)";
 
 /// The value after `name` in `args`, parsed, or `default` when absent.
@@ -291,8 +292,9 @@ fn main() -> ExitCode {
         "down" => down(args.iter().any(|a| a == "--lab")),
         "gossip-load" => gossip_load(&args[1..]),
         "lease-timing" => flag(&args[1..], "--runs", 3usize).and_then(|runs| {
+            let real = args.iter().any(|a| a == "--real");
             bench_dir("lease-timing", |root| {
-                xov_testnet::lease_timing::run(runs, root)
+                xov_testnet::lease_timing::run(runs, real, root)
             })
         }),
         "idle" => flag(&args[1..], "--secs", 60f64).and_then(|secs| {
