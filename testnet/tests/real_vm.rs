@@ -4,7 +4,8 @@
 //! software emulation with Neutron's linuxbridge, DHCP and L3 agents; floating IPs are reached from the
 //! namespace `oslab-buyer` only. A provider offers that image, a buyer orders, pays for about 90 seconds,
 //! and once the lease runs `xov ssh LEASE -- uname -a` logs in through the floating IP (the buyer's `ssh`
-//! runs in that namespace through `XOV_SSH`). Another key is refused. When the money runs out the machine is
+//! runs in that namespace through `XOV_SSH`). Another key is refused, and a port outside the lease's security
+//! group is not reachable even with a listener behind it. When the money runs out the machine is
 //! stopped and ssh no longer reaches it; when the lease closes the server, its floating IP and its security
 //! group are gone. Whatever happens, the test deletes what it made (a VM left running costs CPU).
 
@@ -166,6 +167,43 @@ fn a_buyer_logs_into_a_real_vm_with_their_key_only_until_the_lease_drains() {
         .ssh(&key_file.with_extension(""), &floating, &["true"])
         .unwrap();
     assert!(ok.status.success(), "{ok:?}");
+
+    // The security group is enforced: with something listening on 8080 inside the machine (a port the offer
+    // allows but this order did not ask for), a connection from outside does not get through, while 22 does.
+    let listen = real
+        .ssh(
+            &key_file.with_extension(""),
+            &floating,
+            // one string: ssh hands it to the remote shell (httpd binds before it goes to the background)
+            &["busybox httpd -p 8080 -h /tmp && busybox netstat -ltn"],
+        )
+        .unwrap();
+    let sockets = String::from_utf8_lossy(&listen.stdout);
+    assert!(
+        listen.status.success() && sockets.contains(":8080"),
+        "a listener on 8080 inside the machine: {listen:?}"
+    );
+    let tcp = |port: u16| {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &real.buyer_ns,
+                "timeout",
+                "3",
+                "bash",
+                "-c",
+            ])
+            .arg(format!("exec 3<>/dev/tcp/{floating}/{port}"))
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(tcp(22), "port 22 is open to the buyer");
+    assert!(
+        !tcp(8080),
+        "port 8080 is not in the lease's security group, so it must not be reachable"
+    );
 
     // The money runs out: warned, grace, halted. The machine is stopped and ssh no longer reaches it.
     wait_state(&provider, &id, "halted");
