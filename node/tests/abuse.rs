@@ -38,10 +38,16 @@ fn gossip(d: &Daemon) -> Value {
 
 /// Gossip messages the node has dealt with, whatever the verdict.
 fn handled(g: &Value) -> u64 {
-    ["accepted", "ignored", "rejected", "rate_limited"]
-        .iter()
-        .map(|k| g[*k].as_u64().unwrap())
-        .sum()
+    [
+        "accepted",
+        "ignored",
+        "rejected",
+        "rate_limited",
+        "other_version",
+    ]
+    .iter()
+    .map(|k| g[*k].as_u64().unwrap())
+    .sum()
 }
 
 /// Waits until the node has dealt with at least `n` gossip messages in all.
@@ -377,6 +383,39 @@ async fn a_spammer_is_disconnected_and_refused_while_banned() {
     }
     let p = tokio::task::block_in_place(|| peer_view(&a, &spammer.peer_id)).unwrap();
     assert_eq!(p["connected"], false, "{p}");
+}
+
+/// Upgrades: a message of an encoding version or a kind this node does not speak is a newer (or older)
+/// peer's, not an attack. Two hundred of them, hand-made as a version-4 node would send them and with a kind no
+/// version has, are dropped quietly and counted; their sender stays connected with no penalty, where as many
+/// undecodable messages get a peer banned (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_a_newer_version_cost_their_sender_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "");
+    let newer = Adversary::connect(&a.bootstrap(), public()).await;
+    for i in 0..200u32 {
+        // version 4: header (version, kind), then a body this node cannot know
+        let mut msg = vec![xov_protocol::signed::VERSION + 1, 1];
+        msg.extend_from_slice(&i.to_be_bytes());
+        msg.extend_from_slice(&[7u8; 96]);
+        newer.send(msg);
+    }
+    for i in 0..20u32 {
+        // this version, a kind it does not have
+        let mut msg = vec![xov_protocol::signed::VERSION, 0xEE];
+        msg.extend_from_slice(&i.to_be_bytes());
+        newer.send(msg);
+    }
+    let counted = wait_stat(&a, "the newer messages counted", "other_version", 220);
+    assert_eq!(counted, 220);
+    let g = tokio::task::block_in_place(|| gossip(&a));
+    assert_eq!(g["rejected"], 0, "none held against anyone: {g}");
+    assert_eq!(g["bans"], 0, "{g}");
+    let p = tokio::task::block_in_place(|| peer_view(&a, &newer.peer_id)).expect("peer known");
+    assert_eq!(p["connected"], true, "{p}");
+    assert_eq!(p["banned"], false, "{p}");
+    assert_eq!(p["penalty"], 0, "{p}");
 }
 
 fn rss_bytes(pid: u32) -> u64 {

@@ -45,6 +45,17 @@ pub enum DecodeError {
     InvalidKey(&'static str),
 }
 
+impl DecodeError {
+    /// The message is of an encoding version or a kind this code does not speak (a newer peer's, or an
+    /// older one's): not garbage, so nobody is to blame for it. Receivers drop it quietly and count it.
+    pub fn is_other_version(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::UnknownVersion(_) | DecodeError::UnknownKind(_)
+        )
+    }
+}
+
 /// Appends canonical encodings to a buffer.
 #[derive(Default, Debug)]
 pub struct Writer {

@@ -40,7 +40,7 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use utoipa::ToSchema;
-use xov_protocol::{AnyMessage, Chain, Inserted, NodeId, PoolId, Signed};
+use xov_protocol::{AnyMessage, Chain, DecodeError, Inserted, NodeId, PoolId, Signed};
 
 use crate::clock::unix_now;
 use crate::config::NetworkConfig;
@@ -110,6 +110,10 @@ pub struct GossipStats {
     /// Charters, offers and sync answers of another bitcoin network, dropped without blame.
     #[serde(default)]
     pub other_chain: u64,
+    /// Messages of an encoding version or kind this node does not speak (a newer or older peer's): dropped
+    /// quietly, not forwarded, and never held against the sender.
+    #[serde(default)]
+    pub other_version: u64,
 }
 
 /// A peer as the API shows it.
@@ -525,7 +529,19 @@ enum Verdict {
     RateLimited,
     /// Of another chain: dropped without blame, counted apart.
     OtherChain,
+    /// Of an encoding version or kind we do not speak: dropped without blame, counted apart.
+    OtherVersion,
     Reject(String),
+}
+
+/// The verdict on bytes that did not decode: another version's message is nobody's fault, anything else is
+/// garbage its sender answers for.
+fn undecodable(e: DecodeError) -> Verdict {
+    if e.is_other_version() {
+        Verdict::OtherVersion
+    } else {
+        Verdict::Reject(format!("undecodable: {e}"))
+    }
 }
 
 impl From<Result<Inserted, MarketError>> for Verdict {
@@ -581,7 +597,7 @@ impl Runner {
     fn apply(&mut self, topic: Option<TopicKind>, data: &[u8]) -> Verdict {
         match AnyMessage::from_bytes(data) {
             Ok(m) => self.apply_msg(topic, m),
-            Err(e) => Verdict::Reject(format!("undecodable: {e}")),
+            Err(e) => undecodable(e),
         }
     }
 
@@ -673,8 +689,7 @@ impl Runner {
     /// Decodes a gossiped message and checks its author's signature, then charges its origin: a forgery
     /// is the relay's fault, an origin over its rate is dropped without blaming the relay.
     fn admit_gossip(&mut self, data: &[u8]) -> Result<AnyMessage, Verdict> {
-        let msg = AnyMessage::from_bytes(data)
-            .map_err(|e| Verdict::Reject(format!("undecodable: {e}")))?;
+        let msg = AnyMessage::from_bytes(data).map_err(undecodable)?;
         let Some(origin) = origin::verified_origin(&msg) else {
             return Err(Verdict::Reject("signature does not verify".into()));
         };
@@ -710,6 +725,10 @@ impl Runner {
                 }
                 Verdict::OtherChain => {
                     self.stats.other_chain += 1;
+                    MessageAcceptance::Ignore
+                }
+                Verdict::OtherVersion => {
+                    self.stats.other_version += 1;
                     MessageAcceptance::Ignore
                 }
                 Verdict::Reject(why) => {
@@ -825,6 +844,7 @@ impl Runner {
                             self.penalise(&peer, scoring::PENALTY_INVALID);
                         }
                         Verdict::OtherChain => self.stats.other_chain += 1,
+                        Verdict::OtherVersion => self.stats.other_version += 1,
                         Verdict::Accept | Verdict::Ignore | Verdict::RateLimited => {}
                     }
                 }
@@ -841,6 +861,7 @@ impl Runner {
                         Verdict::Accept => self.stats.synced += 1,
                         Verdict::Ignore | Verdict::RateLimited => {}
                         Verdict::OtherChain => self.stats.other_chain += 1,
+                        Verdict::OtherVersion => self.stats.other_version += 1,
                         Verdict::Reject(why) => {
                             debug!(%peer, reason = %why, "bad offer in sync");
                             self.penalise(&peer, scoring::PENALTY_INVALID);
