@@ -101,6 +101,7 @@ pub fn render(
             ("ignored", g.ignored),
             ("rate_limited", g.rate_limited),
             ("other_chain", g.other_chain),
+            ("other_version", g.other_version),
         ] {
             o.sample("xov_gossip_messages_total", &[("outcome", outcome)], n);
         }

@@ -31,11 +31,11 @@ pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String
 pub fn status(s: &Status) -> String {
     let n = &s.network;
     format!(
-        "node id   {}\nversion   {}\nchain     {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}\npeers     {}\nlisten    {}\ngossip    {} accepted, {} rejected, {} ignored, {} rate-limited, {} synced, {} of another chain\nabuse     {} peers banned, {} unreadable frames, {} bad sync answers, {} sync requests refused",
+        "node id   {}\nversion   {}\nchain     {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}\npeers     {}\nlisten    {}\ngossip    {} accepted, {} rejected, {} ignored, {} rate-limited, {} synced, {} of another chain, {} of another version\nabuse     {} peers banned, {} unreadable frames, {} bad sync answers, {} sync requests refused",
         s.node_id, s.version, s.chain, s.datadir, s.uptime_secs, s.offers, s.pools, n.connected_peers,
         n.listen_addrs.join("\n          "),
         n.gossip.accepted, n.gossip.rejected, n.gossip.ignored, n.gossip.rate_limited, n.gossip.synced,
-        n.gossip.other_chain, n.gossip.bans, n.gossip.invalid_frames, n.gossip.sync_faults, n.gossip.sync_refused
+        n.gossip.other_chain, n.gossip.other_version, n.gossip.bans, n.gossip.invalid_frames, n.gossip.sync_faults, n.gossip.sync_refused
     )
 }
 
