@@ -9,8 +9,6 @@
 //! stopped and ssh no longer reaches it; when the lease closes the server, its floating IP and its security
 //! group are gone. Whatever happens, the test deletes what it made (a VM left running costs CPU).
 
-use std::time::Duration;
-
 use xov_provisioner::{MachineState, OpenStackProvisioner, Provisioner};
 use xov_testnet::node::*;
 use xov_testnet::openstack::{OpenStackLab, RealMode};
@@ -252,16 +250,12 @@ fn a_buyer_logs_into_a_real_vm_with_their_key_only_until_the_lease_drains() {
         "the security group is deleted: {groups}"
     );
     // Nothing of it is left on the real host either.
-    eventually(
-        "the VM's instance directory is gone",
-        Duration::from_secs(30),
-        || {
-            if console.parent().is_some_and(|d| d.exists()) {
-                Err(format!("{} still exists", console.display()))
-            } else {
-                Ok(())
-            }
-        },
-    );
+    eventually("the VM's instance directory is gone", WAIT, || {
+        if console.parent().is_some_and(|d| d.exists()) {
+            Err(format!("{} still exists", console.display()))
+        } else {
+            Ok(())
+        }
+    });
     cleanup.lease = None;
 }
