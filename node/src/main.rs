@@ -212,10 +212,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::print(cli.json, &l, || output::leases(&l));
             Ok(())
         }
-        Command::Leases(LeasesCommand::Show { id, wait }) => {
+        Command::Leases(LeasesCommand::Show {
+            id,
+            wait,
+            wait_timeout,
+        }) => {
             let c = client()?;
             if wait {
-                follow(&c, &id, cli.json).await
+                follow(&c, &id, cli.json, wait_timeout).await
             } else {
                 let l: LeaseView = c.get(&format!("/v1/leases/{id}"), None).await?;
                 output::print(cli.json, &l, || output::lease(&l));
@@ -629,7 +633,7 @@ async fn order_command(a: OrderArgs, c: &Client, dd: &DataDir, json: bool) -> an
         }
     }
     if a.wait {
-        follow(c, &l.lease.id, json).await
+        follow(c, &l.lease.id, json, a.wait_timeout).await
     } else {
         if json {
             output::print(true, &l, String::new);
@@ -638,12 +642,16 @@ async fn order_command(a: OrderArgs, c: &Client, dd: &DataDir, json: bool) -> an
     }
 }
 
-/// Shows a lease's progress until its machine runs or the lease ends.
-async fn follow(c: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+/// Shows a lease's progress until its machine runs or the lease ends, saying what it waits for; gives up
+/// after `timeout_secs` with what it still waits for (the lease itself goes on).
+async fn follow(c: &Client, id: &str, json: bool, timeout_secs: u64) -> anyhow::Result<()> {
     let mut shown = 0;
+    let mut said: Option<String> = None;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
     loop {
         let v: LeaseView = c.get(&format!("/v1/leases/{id}"), None).await?;
         let l = &v.lease;
+        let waiting = output::waiting_for(l);
         for s in &l.history[shown.min(l.history.len())..] {
             if json {
                 println!("{}", serde_json::to_string(s)?);
@@ -657,11 +665,24 @@ async fn follow(c: &Client, id: &str, json: bool) -> anyhow::Result<()> {
             }
         }
         shown = l.history.len();
-        if l.state == xov_protocol::LeaseState::Running || l.state.is_terminal() {
+        let Some(waiting) = waiting else {
             if !json {
                 println!("{}", output::lease(&v));
             }
             return Ok(());
+        };
+        if said.as_ref() != Some(&waiting) {
+            // stderr, so that --json output stays one JSON object per line
+            eprintln!("            waiting for {waiting}");
+            said = Some(waiting.clone());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "gave up after {timeout_secs} s: lease {} is still {:?}, waiting for {waiting}. The lease goes on; \
+                 `xov leases show {id} --wait` follows it again (--wait-timeout SECS to wait longer)",
+                id.get(..12).unwrap_or(id),
+                l.state
+            );
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }

@@ -174,6 +174,20 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
         .unwrap()
         .starts_with(&format!("bitcoin:{pay_to}?amount=0.00036")));
     assert_eq!(state(&p1, &id), "invoiced");
+    // `leases show --wait` says what the lease waits for, and gives up when told to, saying it again.
+    let waited = xov(
+        &buyer.datadir,
+        &["leases", "show", &id, "--wait", "--wait-timeout", "1"],
+    );
+    let said = String::from_utf8_lossy(&waited.stderr);
+    assert!(!waited.status.success(), "{waited:?}");
+    assert!(
+        said.contains(&format!(
+            "waiting for your payment of {PRICE_P1} sat to {pay_to}"
+        )) && said.contains("gave up after 1 s")
+            && said.contains(&format!("`xov leases show {id} --wait` follows it again")),
+        "{said}"
+    );
 
     // The buyer pays for 40 s (the offer's shortest lease is 30 s). The provider sees it in the mempool...
     buyer.json(&["wallet", "send", &pay_to, "400"]);

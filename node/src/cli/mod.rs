@@ -153,11 +153,18 @@ pub struct OrderArgs {
     /// Stay and show progress (payment, confirmations, boot) until the machine runs.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: give up waiting after this long, saying what the lease still waits for (the lease goes
+    /// on; `xov leases show ID --wait` follows it again).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WAIT_TIMEOUT_SECS)]
+    pub wait_timeout: u64,
     /// When no offer in the book matches, gossip a bid into the pool and wait up to this long for providers
     /// to answer with offers (some providers only answer bids). 0 = don't bid.
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub bid_wait: u64,
 }
+
+/// How long `--wait` follows a lease by default: an invoice, its confirmation and a boot fit well within it.
+pub const DEFAULT_WAIT_TIMEOUT_SECS: u64 = 3600;
 
 #[derive(Debug, Subcommand)]
 pub enum LeasesCommand {
@@ -169,6 +176,9 @@ pub enum LeasesCommand {
         /// Follow it until it runs or ends.
         #[arg(long)]
         wait: bool,
+        /// With --wait: give up after this long, saying what the lease still waits for.
+        #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WAIT_TIMEOUT_SECS)]
+        wait_timeout: u64,
     },
 }
 

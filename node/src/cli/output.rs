@@ -4,6 +4,8 @@ use serde::Serialize;
 
 use crate::api::leases::LeaseView;
 use crate::api::{OfferView, PoolView, Status};
+use crate::lease::record::{LeaseRecord, Role};
+use xov_protocol::LeaseState;
 
 /// `s` as one word for a POSIX shell: unchanged when it has only safe characters, else single-quoted.
 pub fn shell_quote(s: &str) -> String {
@@ -207,6 +209,41 @@ pub fn leases(l: &[LeaseView]) -> String {
     )
 }
 
+/// What a lease that is not running yet waits for, in words for its owner; `None` once its machine runs or
+/// it has ended (nothing more to wait for).
+pub fn waiting_for(l: &LeaseRecord) -> Option<String> {
+    let buyer = l.role == Role::Buyer;
+    Some(match l.state {
+        LeaseState::Ordered if buyer => "the provider's answer to the order".to_string(),
+        LeaseState::Ordered => "this node's answer to the order".to_string(),
+        LeaseState::Invoiced if buyer => match (&l.pay_address, &l.pay_uri) {
+            (Some(a), Some(uri)) => format!(
+                "your payment of {} sat to {a} (`xov wallet pay '{uri}'`)",
+                l.amount_sat.saturating_sub(l.paid_sat)
+            ),
+            _ => "the provider's invoice".to_string(),
+        },
+        LeaseState::Invoiced => "the buyer's payment".to_string(),
+        LeaseState::PaymentSeen => {
+            "the payment's confirmation in a block (the machine starts after that)".to_string()
+        }
+        LeaseState::Funded | LeaseState::Provisioning if buyer => {
+            "the provider to start the machine".to_string()
+        }
+        LeaseState::Funded | LeaseState::Provisioning => {
+            "the cloud to start the machine".to_string()
+        }
+        LeaseState::Running
+        | LeaseState::Warned
+        | LeaseState::Grace
+        | LeaseState::Halted
+        | LeaseState::Closed
+        | LeaseState::Refused
+        | LeaseState::Expired
+        | LeaseState::Failed => return None,
+    })
+}
+
 pub fn lease(v: &LeaseView) -> String {
     let x = &v.lease;
     let mut out = format!(
@@ -322,6 +359,44 @@ pub fn bonds(b: &[serde_json::Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--wait` says what a lease waits for, by state and role, and stops waiting once the machine runs or
+    /// the lease ended.
+    #[test]
+    fn waiting_for_names_what_is_missing() {
+        let lease = |state, role, pay: bool| LeaseRecord {
+            id: "ab".repeat(32),
+            state,
+            role,
+            amount_sat: 36_000,
+            paid_sat: 400,
+            pay_address: pay.then(|| "bcrt1qpay".to_string()),
+            pay_uri: pay.then(|| "bitcoin:bcrt1qpay?amount=0.00036".to_string()),
+            ..Default::default()
+        };
+        let cases: [(&str, LeaseRecord, Option<&str>); 9] = [
+            ("ordered buyer", lease(LeaseState::Ordered, Role::Buyer, false), Some("the provider's answer to the order")),
+            (
+                "invoiced buyer: how much, where, and how",
+                lease(LeaseState::Invoiced, Role::Buyer, true),
+                Some("your payment of 35600 sat to bcrt1qpay (`xov wallet pay 'bitcoin:bcrt1qpay?amount=0.00036'`)"),
+            ),
+            ("invoiced provider", lease(LeaseState::Invoiced, Role::Provider, true), Some("the buyer's payment")),
+            (
+                "payment seen",
+                lease(LeaseState::PaymentSeen, Role::Buyer, true),
+                Some("the payment's confirmation in a block (the machine starts after that)"),
+            ),
+            ("provisioning buyer", lease(LeaseState::Provisioning, Role::Buyer, true), Some("the provider to start the machine")),
+            ("funded provider", lease(LeaseState::Funded, Role::Provider, true), Some("the cloud to start the machine")),
+            ("running: done", lease(LeaseState::Running, Role::Buyer, true), None),
+            ("warned: runs", lease(LeaseState::Warned, Role::Buyer, true), None),
+            ("expired: ended", lease(LeaseState::Expired, Role::Buyer, true), None),
+        ];
+        for (name, l, want) in cases {
+            assert_eq!(waiting_for(&l).as_deref(), want, "{name}");
+        }
+    }
 
     #[test]
     fn tables_align_columns() {
