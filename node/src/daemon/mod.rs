@@ -62,8 +62,14 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     let market = Arc::new(RwLock::new(market));
-    let (net, lease_requests) =
-        network::start(&p2p_key, &cfg.network, market.clone(), shutdown_rx.clone()).await?;
+    let (net, lease_requests) = network::start(
+        &p2p_key,
+        &cfg.network,
+        market.clone(),
+        store_for_wallet.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     drop(p2p_key);
     let wallet = if cfg.wallet.enabled {
         Some(std::sync::Arc::new(

@@ -18,6 +18,7 @@
 //! contradicts its own pool (an offer naming our pool but another chain) is rejected.
 
 pub mod behaviour;
+pub mod known_peers;
 pub mod lease_wire;
 pub mod origin;
 pub mod rate_limit;
@@ -41,6 +42,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use utoipa::ToSchema;
 use xov_protocol::{AnyMessage, Chain, DecodeError, Inserted, NodeId, PoolId, Signed};
+
+use crate::store::Store;
+use known_peers::KnownPeers;
 
 use crate::clock::unix_now;
 use crate::config::NetworkConfig;
@@ -139,6 +143,9 @@ pub struct NetworkStatus {
     /// Listen addresses including `/p2p/<peer id>`, usable as bootstrap addresses by other nodes.
     pub listen_addrs: Vec<String>,
     pub connected_peers: usize,
+    /// Peers remembered from earlier connections, dialed at start (see `known_peers.rs`).
+    #[serde(default)]
+    pub known_peers: usize,
     pub gossip: GossipStats,
 }
 
@@ -410,6 +417,7 @@ pub async fn start(
     key: &xov_protocol::Keypair,
     cfg: &NetworkConfig,
     market: Arc<RwLock<Market>>,
+    store: Store,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(NetworkHandle, mpsc::Receiver<IncomingLease>), NetworkError> {
     let mut swarm = build_swarm_with(
@@ -445,6 +453,28 @@ pub async fn start(
             warn!(bootstrap = %b, error = %e, "cannot dial bootstrap peer");
         }
     }
+    // Peers reached before: a restarted node finds the network again without its bootstrap peers.
+    let known = match store.get_meta(known_peers::META_KEY) {
+        Ok(Some(bytes)) => KnownPeers::decode(&bytes),
+        Ok(None) => KnownPeers::default(),
+        Err(e) => {
+            warn!(error = %e, "cannot read the remembered peers; starting from the bootstrap peers only");
+            KnownPeers::default()
+        }
+    };
+    for (peer, addr) in known.dial_list() {
+        if peer == peer_id {
+            continue;
+        }
+        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        let _ = swarm.dial(addr);
+    }
+    if !known.is_empty() {
+        info!(
+            peers = known.len(),
+            "dialing the peers remembered from earlier runs"
+        );
+    }
 
     let (tx, rx) = mpsc::channel(256);
     let (lease_tx, lease_rx) = mpsc::channel(256);
@@ -466,6 +496,8 @@ pub async fn start(
         reputation: Reputation::default(),
         stats: GossipStats::default(),
         target_peers: cfg.target_peers,
+        known,
+        store,
         synced: HashSet::new(),
         requests: HashMap::new(),
         node_ids: HashMap::new(),
@@ -577,6 +609,9 @@ struct Runner {
     reputation: Reputation,
     stats: GossipStats,
     target_peers: usize,
+    /// Peers this node dialed successfully, remembered in the store across restarts.
+    known: KnownPeers,
+    store: Store,
     /// (peer, pool) pairs already pulled on this connection.
     synced: HashSet<(PeerId, PoolId)>,
     /// Sync requests in flight: to whom, what was asked, and which page of its sync this is.
@@ -684,6 +719,20 @@ impl Runner {
         warn!(%peer, secs = ban.length.as_secs(), reason = why, "peer banned: disconnected and refused");
         self.stats.bans += 1;
         let _ = self.swarm.disconnect_peer_id(*peer);
+        if self.known.forget(peer) {
+            self.save_known_peers();
+        }
+    }
+
+    /// Writes the remembered peers; a failed write loses only the newest entries (the node still has its
+    /// bootstrap peers), so it is logged and the node goes on.
+    fn save_known_peers(&self) {
+        if let Err(e) = self
+            .store
+            .put_meta(known_peers::META_KEY, &self.known.encode())
+        {
+            warn!(error = %e, "cannot remember peers in the store");
+        }
     }
 
     /// Decodes a gossiped message and checks its author's signature, then charges its origin: a forgery
@@ -1078,6 +1127,15 @@ impl Runner {
             {
                 let _ = self.swarm.disconnect_peer_id(peer_id);
             }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint: libp2p::core::ConnectedPoint::Dialer { address, .. },
+                ..
+            } => {
+                if self.known.remember(&peer_id, &address, unix_now()) {
+                    self.save_known_peers();
+                }
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
@@ -1271,6 +1329,7 @@ impl Runner {
                     peer_id: self.swarm.local_peer_id().to_string(),
                     listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
                     connected_peers: self.swarm.connected_peers().count(),
+                    known_peers: self.known.len(),
                     gossip: self.stats.clone(),
                 });
             }

@@ -1,0 +1,96 @@
+//! Finding the network: real `xov` daemons over real libp2p sockets on 127.0.0.1.
+//!
+//! A node remembers the peers it reached, so a restart finds the network again without any bootstrap peer
+//! (on the internet the seeds may be gone, or the operator's list stale).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn network(d: &Daemon) -> serde_json::Value {
+    d.json(&["status"])["network"].clone()
+}
+
+/// Whether `d` has a connection to `peer` (a libp2p peer id).
+fn connected_to(d: &Daemon, peer: &str) -> bool {
+    d.json(&["peers"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| p["peer_id"] == peer && p["connected"] == true)
+}
+
+fn peer_id(d: &Daemon) -> String {
+    network(d)["peer_id"].as_str().unwrap().to_string()
+}
+
+/// The doctor's `peers` check: its fix, when no peer is connected.
+fn peers_fix(d: &Daemon) -> String {
+    // the doctor exits non-zero when a check fails; its report is on stdout either way
+    let out = xov(&d.datadir, &["--json", "doctor"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor's report: {e}: {out:?}"));
+    let peers = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "peers")
+        .cloned()
+        .unwrap_or_else(|| panic!("no peers check: {report}"));
+    peers["fix"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_restarted_node_reconnects_to_the_peers_it_reached_without_bootstrap_peers() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Daemon::start(da.path());
+    let a_id = peer_id(&a);
+    // a comes back on the same address after its restart below.
+    let a_tcp = a.bootstrap().split("/p2p/").next().unwrap().to_string();
+    // Alone, with no bootstrap peer, nothing remembered and mDNS off, the doctor says so.
+    let fix = peers_fix(&a);
+    assert!(
+        fix.contains("this node has no way into the network"),
+        "{fix}"
+    );
+    let b = Daemon::start_with(db.path(), &[("XOV_NETWORK_BOOTSTRAP", a.bootstrap())]);
+    eventually("b reaches a and remembers it", CONVERGE, || {
+        let n = network(&b);
+        if connected_to(&b, &a_id) && n["known_peers"].as_u64() >= Some(1) {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    });
+    assert!(b.stop().success());
+    // While a is down, the restarted b says its remembered peer did not answer.
+    // kept running until the end: b reconnects to it
+    let _a = {
+        assert!(a.stop().success());
+        let b = Daemon::start(db.path());
+        eventually("the doctor names the remembered peers", CONVERGE, || {
+            let fix = peers_fix(&b);
+            if fix.contains("none of the 1 peers remembered from earlier runs answered") {
+                Ok(())
+            } else {
+                Err(fix)
+            }
+        });
+        assert!(b.stop().success());
+        Daemon::start_with(da.path(), &[("XOV_NETWORK_LISTEN", a_tcp.clone())])
+    };
+
+    // No bootstrap peer, no mDNS: only the store knows where a is.
+    let b = Daemon::start(db.path());
+    eventually("the restarted b is connected to a again", CONVERGE, || {
+        if connected_to(&b, &a_id) {
+            Ok(())
+        } else {
+            Err(network(&b).to_string())
+        }
+    });
+}
