@@ -398,6 +398,17 @@ pub struct NetworkConfig {
     pub duplicate_cache_secs: u64,
     /// Pools joined on first start (names or ids); later joins and leaves are remembered in the database.
     pub pools: Vec<String>,
+    /// Addresses other nodes can dial this one at, announced to peers (multiaddrs, e.g.
+    /// `/ip4/203.0.113.7/tcp/9738` on a host whose router forwards TCP 9738 to it). Needed where the node
+    /// cannot see its public address itself: behind a port-forwarding router.
+    pub external_addresses: Vec<String>,
+    /// Connections this node keeps at most, in and out together; more are refused (the 50-node gossip run
+    /// had every node connected to nearly all others).
+    pub max_connections: u32,
+    /// Of those, inbound connections at most, so that dialers cannot take every slot.
+    pub max_incoming: u32,
+    /// Connections to one peer at most.
+    pub max_per_peer: u32,
 }
 
 impl Default for NetworkConfig {
@@ -416,6 +427,10 @@ impl Default for NetworkConfig {
             origin_burst: 400,
             duplicate_cache_secs: 120,
             pools: vec![xov_protocol::PUBLIC_POOL_NAME.to_string()],
+            external_addresses: Vec::new(),
+            max_connections: 64,
+            max_incoming: 48,
+            max_per_peer: 2,
         }
     }
 }
@@ -476,7 +491,8 @@ impl Config {
     }
 
     /// Environment overrides, one variable per setting: `XOV_API_LISTEN`, `XOV_LOG_LEVEL`, `XOV_LOG_JSON`,
-    /// `XOV_NETWORK_LISTEN` and `XOV_NETWORK_BOOTSTRAP` (comma-separated lists), `XOV_NETWORK_MDNS`.
+    /// `XOV_NETWORK_LISTEN`, `XOV_NETWORK_BOOTSTRAP` and `XOV_NETWORK_EXTERNAL_ADDRESSES` (comma-separated
+    /// lists), `XOV_NETWORK_MDNS`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("XOV_API_LISTEN") {
             self.api.listen =
@@ -508,6 +524,9 @@ impl Config {
         }
         if let Some(v) = env("XOV_NETWORK_BOOTSTRAP") {
             self.network.bootstrap = list(v.clone());
+        }
+        if let Some(v) = env("XOV_NETWORK_EXTERNAL_ADDRESSES") {
+            self.network.external_addresses = list(v.clone());
         }
         for (var, slot) in [
             (
@@ -600,7 +619,25 @@ impl Config {
                 });
             }
         }
-        for a in self.network.listen.iter().chain(&self.network.bootstrap) {
+        if self.network.max_connections < 2
+            || self.network.max_incoming == 0
+            || self.network.max_per_peer == 0
+        {
+            return Err(ConfigError::Parse {
+                path: "network".into(),
+                message: format!(
+                    "max_connections = {}, max_incoming = {}, max_per_peer = {}: a node needs at least 2 connections, 1 inbound and 1 per peer",
+                    self.network.max_connections, self.network.max_incoming, self.network.max_per_peer
+                ),
+            });
+        }
+        for a in self
+            .network
+            .listen
+            .iter()
+            .chain(&self.network.bootstrap)
+            .chain(&self.network.external_addresses)
+        {
             a.parse::<libp2p::Multiaddr>()
                 .map_err(|e| ConfigError::Parse {
                     path: "network".into(),

@@ -94,3 +94,48 @@ fn a_restarted_node_reconnects_to_the_peers_it_reached_without_bootstrap_peers()
         }
     });
 }
+
+/// A node keeps at most `[network] max_connections`: of six nodes whose only way in is one hub allowing
+/// three, three get in and three are refused; an announced external address is what the node tells peers.
+#[test]
+fn a_node_holds_no_more_connections_than_its_limit() {
+    let dh = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dh.path().join("xov.toml"),
+        "[network]\nmax_connections = 3\nmax_incoming = 3\nmax_per_peer = 1\n",
+    )
+    .unwrap();
+    let hub = Daemon::start_with(
+        dh.path(),
+        &[(
+            "XOV_NETWORK_EXTERNAL_ADDRESSES",
+            "/ip4/198.51.100.7/tcp/9738".to_string(),
+        )],
+    );
+    assert_eq!(
+        network(&hub)["external_addrs"],
+        serde_json::json!(["/ip4/198.51.100.7/tcp/9738"])
+    );
+    let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dialers: Vec<Daemon> = dirs
+        .iter()
+        .map(|d| Daemon::start_with(d.path(), &[("XOV_NETWORK_BOOTSTRAP", hub.bootstrap())]))
+        .collect();
+    let hub_id = peer_id(&hub);
+    eventually("three dialers in, the hub full", CONVERGE, || {
+        let inside = dialers.iter().filter(|d| connected_to(d, &hub_id)).count();
+        let held = network(&hub)["connected_peers"].as_u64().unwrap_or(0);
+        if inside == 3 && held == 3 {
+            Ok(())
+        } else {
+            Err(format!("{inside} dialers connected, the hub holds {held}"))
+        }
+    });
+    // The refused ones know no other way in: they stay out, and the hub stays at its limit.
+    let outside = dialers
+        .iter()
+        .filter(|d| network(d)["connected_peers"] == 0)
+        .count();
+    assert_eq!(outside, 3);
+    assert_eq!(network(&hub)["connected_peers"], 3);
+}

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{gossipsub, identify, identity, kad, mdns, ping, request_response, StreamProtocol};
+use libp2p::{
+    connection_limits, gossipsub, identify, identity, kad, mdns, ping, request_response,
+    StreamProtocol,
+};
 use sha2::{Digest, Sha256};
 
 use super::lease_wire::{LeaseRequest, LeaseResponse};
@@ -32,6 +35,23 @@ pub struct Behaviour {
     pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     pub lease: request_response::cbor::Behaviour<LeaseRequest, LeaseResponse>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Caps on connections (`[network] max_connections`, `max_incoming`, `max_per_peer`).
+    pub limits: connection_limits::Behaviour,
+}
+
+/// The connection caps of a node with default settings (see `NetworkConfig`).
+pub fn default_limits() -> connection_limits::ConnectionLimits {
+    limits(64, 48, 2)
+}
+
+/// Connection caps: `total` established in and out, `incoming` of them inbound, `per_peer` to one peer; as
+/// many pending inbound handshakes as a quarter of `incoming` (at least 4).
+pub fn limits(total: u32, incoming: u32, per_peer: u32) -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(total))
+        .with_max_established_incoming(Some(incoming.min(total)))
+        .with_max_established_per_peer(Some(per_peer.max(1)))
+        .with_max_pending_incoming(Some((incoming / 4).max(4)))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +73,13 @@ impl Behaviour {
         mdns_enabled: bool,
         duplicate_cache: Duration,
     ) -> Result<Self, BehaviourError> {
-        Self::with_limits(key, mdns_enabled, duplicate_cache, MAX_FRAME)
+        Self::with_limits(
+            key,
+            mdns_enabled,
+            duplicate_cache,
+            MAX_FRAME,
+            default_limits(),
+        )
     }
 
     /// As [`Behaviour::with_duplicate_cache`], with another frame size limit (tests build peers that send
@@ -63,6 +89,7 @@ impl Behaviour {
         mdns_enabled: bool,
         duplicate_cache: Duration,
         max_frame: usize,
+        connections: connection_limits::ConnectionLimits,
     ) -> Result<Self, BehaviourError> {
         let peer_id = key.public().to_peer_id();
         // Our payloads carry their own ed25519 signatures, so gossipsub's envelope signing would only repeat
@@ -129,6 +156,7 @@ impl Behaviour {
             sync,
             lease,
             mdns: mdns.into(),
+            limits: connection_limits::Behaviour::new(connections),
         })
     }
 }

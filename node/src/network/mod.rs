@@ -77,6 +77,10 @@ pub enum NetworkError {
     Behaviour(#[from] behaviour::BehaviourError),
     #[error("cannot listen on {addr}: {reason}; change network.listen in the config or XOV_NETWORK_LISTEN")]
     Listen { addr: String, reason: String },
+    #[error(
+        "network.external_addresses: '{0}' is not a multiaddr (e.g. /ip4/203.0.113.7/tcp/9738)"
+    )]
+    ExternalAddress(String),
     #[error("bootstrap address '{0}' is not a multiaddr ending in /p2p/<peer id>")]
     Bootstrap(String),
     #[error("the network task has stopped")]
@@ -143,6 +147,9 @@ pub struct NetworkStatus {
     /// Listen addresses including `/p2p/<peer id>`, usable as bootstrap addresses by other nodes.
     pub listen_addrs: Vec<String>,
     pub connected_peers: usize,
+    /// Addresses peers are told this node is reachable at: `[network] external_addresses`.
+    #[serde(default)]
+    pub external_addrs: Vec<String>,
     /// Peers remembered from earlier connections, dialed at start (see `known_peers.rs`).
     #[serde(default)]
     pub known_peers: usize,
@@ -326,7 +333,13 @@ pub fn libp2p_key(key: &xov_protocol::Keypair) -> Result<identity::Keypair, Netw
 
 /// Builds a swarm with the node's behaviour. Also used by tests to build peers that misbehave.
 pub fn build_swarm(key: identity::Keypair, mdns: bool) -> Result<Swarm<Behaviour>, NetworkError> {
-    build_swarm_with(key, mdns, behaviour::DUPLICATE_CACHE, behaviour::MAX_FRAME)
+    build_swarm_with(
+        key,
+        mdns,
+        behaviour::DUPLICATE_CACHE,
+        behaviour::MAX_FRAME,
+        behaviour::default_limits(),
+    )
 }
 
 /// A swarm whose gossip frames may be up to `max_frame` bytes: for tests that send frames over the node's
@@ -335,7 +348,13 @@ pub fn build_swarm_with_max_frame(
     key: identity::Keypair,
     max_frame: usize,
 ) -> Result<Swarm<Behaviour>, NetworkError> {
-    build_swarm_with(key, false, behaviour::DUPLICATE_CACHE, max_frame)
+    build_swarm_with(
+        key,
+        false,
+        behaviour::DUPLICATE_CACHE,
+        max_frame,
+        behaviour::default_limits(),
+    )
 }
 
 fn build_swarm_with(
@@ -343,6 +362,7 @@ fn build_swarm_with(
     mdns: bool,
     duplicate_cache: Duration,
     max_frame: usize,
+    connections: libp2p::connection_limits::ConnectionLimits,
 ) -> Result<Swarm<Behaviour>, NetworkError> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -354,7 +374,7 @@ fn build_swarm_with(
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_quic()
         .with_behaviour(|k| {
-            Behaviour::with_limits(k, mdns, duplicate_cache, max_frame)
+            Behaviour::with_limits(k, mdns, duplicate_cache, max_frame, connections)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
@@ -425,8 +445,17 @@ pub async fn start(
         cfg.mdns,
         Duration::from_secs(cfg.duplicate_cache_secs.max(1)),
         behaviour::MAX_FRAME,
+        behaviour::limits(cfg.max_connections, cfg.max_incoming, cfg.max_per_peer),
     )?;
     let listen_addrs = listen(&mut swarm, &cfg.listen).await?;
+    // Addresses the operator says the node is reachable at (a forwarded port): announced to peers by
+    // identify and used by the DHT, as if confirmed.
+    for a in &cfg.external_addresses {
+        let addr: Multiaddr = a
+            .parse()
+            .map_err(|_| NetworkError::ExternalAddress(a.clone()))?;
+        swarm.add_external_address(addr);
+    }
     let peer_id = *swarm.local_peer_id();
 
     let (chain, joined): (Chain, Vec<PoolId>) = {
@@ -1330,6 +1359,11 @@ impl Runner {
                     listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
                     connected_peers: self.swarm.connected_peers().count(),
                     known_peers: self.known.len(),
+                    external_addrs: self
+                        .swarm
+                        .external_addresses()
+                        .map(|a| a.to_string())
+                        .collect(),
                     gossip: self.stats.clone(),
                 });
             }
