@@ -59,10 +59,24 @@ static SPAWNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::
 
 /// Starts `xov node run` with extra environment (XOV_NETWORK_BOOTSTRAP, …).
 pub fn spawn_daemon_with(datadir: &Path, env: &[(&str, String)]) -> Spawned {
+    spawn_daemon_via(&[], datadir, env)
+}
+
+/// As [`spawn_daemon_with`], run through `wrapper` (a command that ends by running its arguments, e.g.
+/// one that gives the node its own view of `/etc/resolv.conf`); empty: the binary itself.
+pub fn spawn_daemon_via(wrapper: &[&str], datadir: &Path, env: &[(&str, String)]) -> Spawned {
     std::fs::create_dir_all(datadir).unwrap();
     let n = SPAWNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let log = datadir.join(format!("test-stderr-{}-{n}.log", std::process::id()));
-    let child = Command::new(xov_bin())
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(xov_bin());
+            c
+        }
+        None => Command::new(xov_bin()),
+    };
+    let child = cmd
         .args(["--datadir", datadir.to_str().unwrap(), "node", "run"])
         .env("XOV_API_LISTEN", "127.0.0.1:0")
         .env(
@@ -99,7 +113,12 @@ impl Daemon {
     }
 
     pub fn start_with(datadir: &Path, env: &[(&str, String)]) -> Daemon {
-        let Spawned { mut child, log } = spawn_daemon_with(datadir, env);
+        Self::start_via(&[], datadir, env)
+    }
+
+    /// A daemon started through `wrapper` (see [`spawn_daemon_via`]).
+    pub fn start_via(wrapper: &[&str], datadir: &Path, env: &[(&str, String)]) -> Daemon {
+        let Spawned { mut child, log } = spawn_daemon_via(wrapper, datadir, env);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

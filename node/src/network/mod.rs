@@ -81,7 +81,7 @@ pub enum NetworkError {
         "network.external_addresses: '{0}' is not a multiaddr (e.g. /ip4/203.0.113.7/tcp/9738)"
     )]
     ExternalAddress(String),
-    #[error("bootstrap address '{0}' is not a multiaddr ending in /p2p/<peer id>")]
+    #[error("bootstrap address '{0}' is neither a multiaddr ending in /p2p/<peer id> nor a /dnsaddr/<name>")]
     Bootstrap(String),
     #[error("the network task has stopped")]
     Stopped,
@@ -373,6 +373,9 @@ fn build_swarm_with(
         )
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_quic()
+        // `/dns4/`, `/dns6/`, `/dns/` and `/dnsaddr/` addresses, resolved with the system's resolver
+        .with_dns()
+        .map_err(|e| NetworkError::Transport(format!("DNS resolver: {e}")))?
         .with_behaviour(|k| {
             Behaviour::with_limits(k, mdns, duplicate_cache, max_frame, connections)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
@@ -432,6 +435,25 @@ pub async fn listen(
         .collect())
 }
 
+/// What a bootstrap address names.
+#[derive(Debug, PartialEq, Eq)]
+enum Bootstrap {
+    /// One peer, by the id its address ends in.
+    Peer(PeerId),
+    /// A `/dnsaddr/<name>` without a peer id: the name's `_dnsaddr` TXT records list the peers.
+    DnsAddr,
+}
+
+/// A bootstrap address is a multiaddr ending in `/p2p/<peer id>`, or a `/dnsaddr/<name>` (whose TXT
+/// records carry the ids); anything else cannot be checked to be the peer meant.
+fn bootstrap_kind(addr: &Multiaddr) -> Option<Bootstrap> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(Bootstrap::Peer(peer)),
+        Some(Protocol::Dnsaddr(_)) => Some(Bootstrap::DnsAddr),
+        _ => None,
+    }
+}
+
 /// Starts the network task.
 pub async fn start(
     key: &xov_protocol::Keypair,
@@ -471,13 +493,15 @@ pub async fn start(
     }
     for b in &cfg.bootstrap {
         let addr: Multiaddr = b.parse().map_err(|_| NetworkError::Bootstrap(b.clone()))?;
-        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
-            return Err(NetworkError::Bootstrap(b.clone()));
-        };
-        if peer == peer_id {
-            continue;
+        match bootstrap_kind(&addr) {
+            Some(Bootstrap::Peer(peer)) if peer == peer_id => continue,
+            Some(Bootstrap::Peer(peer)) => {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
+            // The name's TXT records (`_dnsaddr.<name>`) give the peers and their ids at dial time.
+            Some(Bootstrap::DnsAddr) => {}
+            None => return Err(NetworkError::Bootstrap(b.clone())),
         }
-        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
         if let Err(e) = swarm.dial(addr) {
             warn!(bootstrap = %b, error = %e, "cannot dial bootstrap peer");
         }
@@ -1417,5 +1441,46 @@ impl Runner {
             .collect();
         out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_addresses_name_a_peer_or_a_dnsaddr() {
+        let peer = identity::Keypair::generate_ed25519().public().to_peer_id();
+        let cases: [(&str, String, Option<Bootstrap>); 5] = [
+            (
+                "ip and peer id",
+                format!("/ip4/192.0.2.1/tcp/9738/p2p/{peer}"),
+                Some(Bootstrap::Peer(peer)),
+            ),
+            (
+                "dns name and peer id",
+                format!("/dns4/seed.example/tcp/9738/p2p/{peer}"),
+                Some(Bootstrap::Peer(peer)),
+            ),
+            (
+                "dnsaddr alone: ids from its TXT records",
+                "/dnsaddr/seed.example".into(),
+                Some(Bootstrap::DnsAddr),
+            ),
+            (
+                "dnsaddr with a peer id",
+                format!("/dnsaddr/seed.example/p2p/{peer}"),
+                Some(Bootstrap::Peer(peer)),
+            ),
+            (
+                "no peer id: refused",
+                "/ip4/192.0.2.1/tcp/9738".into(),
+                None,
+            ),
+        ];
+        for (name, a, want) in cases {
+            let addr: Multiaddr = a.parse().unwrap();
+            assert_eq!(bootstrap_kind(&addr), want, "{name}");
+        }
     }
 }
