@@ -9,6 +9,8 @@
 # deleted, so any `xov-tiny` names a kernel and ramdisk that exist. Prints the id of
 # `xov-tiny` on the last line. Talks to the lab's plain-http Glance and Keystone on 127.0.0.1 only.
 set -euo pipefail
+# shellcheck source=../lib.sh
+source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"
 DIR=${1:?usage: glance.sh IMAGEDIR (made by image.sh)}
 LAB=${OSLAB_DIR:-/tmp/openstack-lab/state}
 KS=http://127.0.0.1:5000/v3 GLANCE=http://127.0.0.1:9292
@@ -17,11 +19,7 @@ log() { echo "glance.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 for f in vmlinuz initrd.img; do [ -s "$DIR/$f" ] || die "$DIR/$f missing: run image.sh $DIR first"; done
 
-TOKEN=$(curl -sf -i -H 'Content-Type: application/json' -d @- "$KS/auth/tokens" <<EOF | awk -F': ' 'tolower($1)=="x-subject-token"{print $2}' | tr -d '\r'
-{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"$PASSWORD"}}},
- "scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}
-EOF
-) || true
+TOKEN=$(admin_token "$KS" "$PASSWORD") || true
 [ -n "$TOKEN" ] || die "no token from $KS (is the lab up? sudo bash testnet/openstack/up.sh)"
 g() { curl -sf -H "X-Auth-Token: $TOKEN" "$@"; }
 

@@ -13,6 +13,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
 TIMEOUT=${XOV_SELFTEST_TIMEOUT:-300}
 T=$(mktemp -d /tmp/realvm-selftest.XXXXXX)
 QPID=
@@ -49,20 +51,8 @@ if [ ${#need[@]} -gt 0 ]; then
   if ! apt-get install -y -q --no-install-recommends "${need[@]}"; then
     apt-get update -q
     if ! apt-get install -y -q --no-install-recommends "${need[@]}"; then
-      # Machines of this project carry qemu-utils from bookworm-backports (10.x), which Breaks
-      # bookworm's qemu-system-common 7.2: take qemu-system-x86 from backports as well, through
-      # a private sources list (same Debian mirror), leaving the system's apt config alone.
-      B=/tmp/realvm-bpo
-      mkdir -p $B/lists/partial $B/archives/partial
-      { cat /etc/apt/sources.list 2>/dev/null || true
-        echo "deb http://deb.debian.org/debian bookworm main"
-        echo "deb http://deb.debian.org/debian bookworm-updates main"
-        echo "deb http://deb.debian.org/debian-security bookworm-security main"
-        echo "deb http://deb.debian.org/debian bookworm-backports main"; } > $B/sources.list
-      O=(-o Dir::Etc::sourcelist=$B/sources.list -o Dir::Etc::sourceparts=- -o Dir::State::lists=$B/lists
-         -o Dir::Cache::archives=$B/archives)
-      apt-get "${O[@]}" update -q
-      apt-get "${O[@]}" install -y -q --no-install-recommends -t bookworm-backports "${need[@]}"
+      # this project's machines carry qemu-utils 10 from bookworm-backports (see ../lib.sh)
+      qemu_from_backports && bpo_install "${need[@]}"
     fi
   fi
 fi

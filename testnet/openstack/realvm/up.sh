@@ -23,6 +23,8 @@
 set -eEuo pipefail
 LAB=${OSLAB_DIR:-/tmp/openstack-lab/state}
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
 NS=${OSLAB_REAL_NS:-oslab-real}
 BUYER_NS=${OSLAB_BUYER_NS:-oslab-buyer}
 HOST=oslab-real
@@ -65,18 +67,8 @@ if [ -n "$missing$vmissing" ]; then
     apt-get update -q
     [ -z "$missing" ] || apt-get install -y -q --no-install-recommends $missing
     if [ -n "$vmissing" ]; then
-      if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo12; then
-        B=/tmp/realvm-bpo
-        mkdir -p $B/lists/partial $B/archives/partial
-        { cat /etc/apt/sources.list 2>/dev/null || true
-          echo "deb http://deb.debian.org/debian bookworm main"
-          echo "deb http://deb.debian.org/debian bookworm-updates main"
-          echo "deb http://deb.debian.org/debian-security bookworm-security main"
-          echo "deb http://deb.debian.org/debian bookworm-backports main"; } > $B/sources.list
-        O=(-o Dir::Etc::sourcelist=$B/sources.list -o Dir::Etc::sourceparts=- -o Dir::State::lists=$B/lists
-           -o Dir::Cache::archives=$B/archives)
-        apt-get "${O[@]}" update -q
-        apt-get "${O[@]}" install -y -q --no-install-recommends -t bookworm-backports $vmissing
+      if qemu_from_backports; then
+        bpo_install $vmissing
       else
         apt-get install -y -q --no-install-recommends $vmissing
       fi
@@ -110,21 +102,6 @@ ip netns exec "$NS" sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.b
 log "namespaces $NS and $BUYER_NS; xov-public's wire xov-pub0 <-> xov-pub1 (198.18.10.1)"
 
 # ---------------------------------------------------------------- configs
-svc_auth() { # section user
-cat <<EOF
-[$1]
-auth_type = password
-auth_url = $KS
-project_domain_name = Default
-user_domain_name = Default
-project_name = service
-username = $2
-password = $SERVICE_PASSWORD
-region_name = RegionOne
-valid_interfaces = internal
-endpoint_type = internal
-EOF
-}
 mkdir -p "$ETC/provider_config"
 cat > "$ETC/nova.conf" <<EOF
 [DEFAULT]
@@ -154,8 +131,8 @@ provider_config_location = $ETC/provider_config/
 [glance]
 region_name = RegionOne
 valid_interfaces = internal
-$(svc_auth placement nova)
-$(svc_auth neutron nova)
+$(svc_auth placement nova "$KS" "$SERVICE_PASSWORD")
+$(svc_auth neutron nova "$KS" "$SERVICE_PASSWORD")
 EOF
 cat > "$ETC/provider_config/real.yaml" <<'EOF'
 # The real compute host: images that require this trait land here (and only they: aggregate xov-real).
@@ -262,11 +239,7 @@ run neutron-l3-agent "$BIN/neutron-l3-agent" $NC --config-file "$ETC/l3_agent.in
 run nova-compute "$BIN/nova-compute" --config-file "$ETC/nova.conf" --log-file "$LOGD/nova-compute.log"
 
 # ---------------------------------------------------------------- control-plane objects
-TOKEN=$(curl -sf -i -H 'Content-Type: application/json' -d @- "$KS/auth/tokens" <<EOF | awk -F': ' 'tolower($1)=="x-subject-token"{print $2}' | tr -d '\r'
-{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"$ADMIN_PASSWORD"}}},
- "scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}
-EOF
-) || true
+TOKEN=$(admin_token "$KS" "$ADMIN_PASSWORD") || true
 [ -n "$TOKEN" ] || die "no admin token from $KS"
 ks() { curl -sf -H "X-Auth-Token: $TOKEN" "$@"; }
 ksj() { curl -sf -H "X-Auth-Token: $TOKEN" -H 'Content-Type: application/json' "$@"; }
@@ -310,11 +283,11 @@ log "agents alive; nova-compute $HOST up, provider $RP has CUSTOM_XOV_REAL"
 # map the host into cell1
 NM="$BIN/nova-manage --config-file $LAB/etc/nova/nova.conf"
 for i in $(seq 1 10); do
-  $NM cell_v2 list_hosts 2>/dev/null | grep -q " $HOST " && break
+  $NM cell_v2 list_hosts 2>/dev/null | grep -c " $HOST " >/dev/null && break
   $NM cell_v2 discover_hosts >>"$LOGD/nova-manage.out" 2>&1 || true
   sleep 2
 done
-$NM cell_v2 list_hosts 2>/dev/null | grep -q " $HOST " || die "host $HOST not mapped to cell1"
+$NM cell_v2 list_hosts 2>/dev/null | grep -c " $HOST " >/dev/null || die "host $HOST not mapped to cell1"
 # the aggregate that keeps other images off the real host
 AGG=$(ks "$NOVA/os-aggregates" | jq -r '.aggregates[] | select(.name=="xov-real") | .id' | head -n1)
 if [ -z "$AGG" ]; then

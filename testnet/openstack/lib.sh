@@ -1,0 +1,56 @@
+# lib.sh - shell functions the lab's scripts share (sourced, not run). Each prints what it makes on stdout
+# and changes nothing else of the caller's but what its comment says.
+#
+# The scripts run with `set -o pipefail`: a test like `cmd | grep -q X` fails when grep exits at the first
+# match and cmd, still writing, dies of SIGPIPE (seen with nova-manage under load). Use `grep -c X >/dev/null`,
+# which reads all of its input.
+
+# svc_auth SECTION USER AUTH_URL PASSWORD: an oslo config section for a service user's password auth,
+# reaching the other services on the catalog's internal (http) endpoints.
+svc_auth() {
+cat <<EOF
+[$1]
+auth_type = password
+auth_url = $3
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = $2
+password = $4
+region_name = RegionOne
+valid_interfaces = internal
+endpoint_type = internal
+EOF
+}
+
+# admin_token KEYSTONE_URL PASSWORD: a token of the lab's admin for the admin project; empty when Keystone
+# does not give one.
+admin_token() {
+  curl -sf -i -H 'Content-Type: application/json' -d @- "$1/auth/tokens" <<EOF | awk -F': ' 'tolower($1)=="x-subject-token"{print $2}' | tr -d '\r'
+{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"$2"}}},
+ "scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}
+EOF
+}
+
+# qemu_from_backports: true when this machine's qemu-utils comes from bookworm-backports (this project's
+# machines carry qemu-utils 10 from there, which Breaks bookworm's qemu-system-common 7.2), so QEMU and
+# libvirt must come from there too.
+qemu_from_backports() {
+  dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo12
+}
+
+# bpo_install PACKAGE...: apt-get install from bookworm-backports through a private sources list under
+# /tmp/realvm-bpo (the same Debian mirror), leaving the system's apt configuration alone.
+bpo_install() {
+  local B=/tmp/realvm-bpo
+  mkdir -p $B/lists/partial $B/archives/partial
+  { cat /etc/apt/sources.list 2>/dev/null || true
+    echo "deb http://deb.debian.org/debian bookworm main"
+    echo "deb http://deb.debian.org/debian bookworm-updates main"
+    echo "deb http://deb.debian.org/debian-security bookworm-security main"
+    echo "deb http://deb.debian.org/debian bookworm-backports main"; } > $B/sources.list
+  local O=(-o Dir::Etc::sourcelist=$B/sources.list -o Dir::Etc::sourceparts=- -o Dir::State::lists=$B/lists
+           -o Dir::Cache::archives=$B/archives)
+  apt-get "${O[@]}" update -q &&
+    apt-get "${O[@]}" install -y -q --no-install-recommends -t bookworm-backports "$@"
+}
