@@ -16,17 +16,6 @@ fn network(d: &Daemon) -> serde_json::Value {
 }
 
 /// Whether `d` has a connection to `peer` (a libp2p peer id).
-fn connected_to(d: &Daemon, peer: &str) -> bool {
-    d.json(&["peers"])
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|p| p["peer_id"] == peer && p["connected"] == true)
-}
-
-fn peer_id(d: &Daemon) -> String {
-    network(d)["peer_id"].as_str().unwrap().to_string()
-}
 
 /// The doctor's `peers` check: its fix, when no peer is connected.
 fn peers_fix(d: &Daemon) -> String {
@@ -48,7 +37,7 @@ fn peers_fix(d: &Daemon) -> String {
 fn a_restarted_node_reconnects_to_the_peers_it_reached_without_bootstrap_peers() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Daemon::start(da.path());
-    let a_id = peer_id(&a);
+    let a_id = a.peer_id();
     // a comes back on the same address after its restart below.
     let a_tcp = a.bootstrap().split("/p2p/").next().unwrap().to_string();
     // Alone, with no bootstrap peer, nothing remembered and mDNS off, the doctor says so.
@@ -60,7 +49,7 @@ fn a_restarted_node_reconnects_to_the_peers_it_reached_without_bootstrap_peers()
     let b = Daemon::start_with(db.path(), &[("XOV_NETWORK_BOOTSTRAP", a.bootstrap())]);
     eventually("b reaches a and remembers it", CONVERGE, || {
         let n = network(&b);
-        if connected_to(&b, &a_id) && n["known_peers"].as_u64() >= Some(1) {
+        if b.is_connected_to(&a_id) && n["known_peers"].as_u64() >= Some(1) {
             Ok(())
         } else {
             Err(n.to_string())
@@ -87,7 +76,7 @@ fn a_restarted_node_reconnects_to_the_peers_it_reached_without_bootstrap_peers()
     // No bootstrap peer, no mDNS: only the store knows where a is.
     let b = Daemon::start(db.path());
     eventually("the restarted b is connected to a again", CONVERGE, || {
-        if connected_to(&b, &a_id) {
+        if b.is_connected_to(&a_id) {
             Ok(())
         } else {
             Err(network(&b).to_string())
@@ -121,9 +110,12 @@ fn a_node_holds_no_more_connections_than_its_limit() {
         .iter()
         .map(|d| Daemon::start_with(d.path(), &[("XOV_NETWORK_BOOTSTRAP", hub.bootstrap())]))
         .collect();
-    let hub_id = peer_id(&hub);
+    let hub_id = hub.peer_id();
     eventually("three dialers in, the hub full", CONVERGE, || {
-        let inside = dialers.iter().filter(|d| connected_to(d, &hub_id)).count();
+        let inside = dialers
+            .iter()
+            .filter(|d| d.is_connected_to(&hub_id))
+            .count();
         let held = network(&hub)["connected_peers"].as_u64().unwrap_or(0);
         if inside == 3 && held == 3 {
             Ok(())

@@ -251,6 +251,23 @@ impl Daemon {
     }
 
     /// The TCP bootstrap address of this node.
+    /// This node's libp2p peer id, as its status reports it.
+    pub fn peer_id(&self) -> String {
+        self.json(&["status"])["network"]["peer_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Whether this node has a connection to the libp2p peer `peer`.
+    pub fn is_connected_to(&self, peer: &str) -> bool {
+        self.json(&["peers"])
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["peer_id"] == peer && p["connected"] == true)
+    }
+
     pub fn bootstrap(&self) -> String {
         self.p2p
             .iter()

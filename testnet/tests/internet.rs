@@ -49,14 +49,6 @@ impl Drop for Dns {
     }
 }
 
-fn connected_to(d: &Daemon, peer: &str) -> bool {
-    d.json(&["peers"])
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|p| p["peer_id"] == peer && p["connected"] == true)
-}
-
 #[test]
 fn a_new_node_finds_the_network_from_a_dnsaddr_seed_name() {
     if xov_testnet::skip_e2e("internet: dnsaddr seed") {
@@ -64,10 +56,7 @@ fn a_new_node_finds_the_network_from_a_dnsaddr_seed_name() {
     }
     let seed_dir = tempfile::tempdir().unwrap();
     let seed = Daemon::start(seed_dir.path());
-    let seed_id = seed.json(&["status"])["network"]["peer_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let seed_id = seed.peer_id();
     // The seed name lists the seed's TCP address with its peer id, as libp2p's dnsaddr expects.
     let _dns = Dns::start(&[(
         "_dnsaddr.seed.xov.test",
@@ -93,7 +82,7 @@ fn a_new_node_finds_the_network_from_a_dnsaddr_seed_name() {
         "the newcomer reaches the seed through its name",
         CONVERGE,
         || {
-            if connected_to(&newcomer, &seed_id) {
+            if newcomer.is_connected_to(&seed_id) {
                 Ok(())
             } else {
                 Err(newcomer.json(&["status"])["network"].to_string())
