@@ -4,7 +4,8 @@
 # features that need them land.
 set -euo pipefail
 # chromium, nodejs and npm: the dashboard's browser test (headless Chromium driven by playwright-core).
-need=(build-essential pkg-config clang libclang-dev openssh-client chromium)
+# dnsmasq-base: the internet test answers a seed name with it.
+need=(build-essential pkg-config clang libclang-dev openssh-client chromium dnsmasq-base)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # A Node.js from elsewhere (e.g. NodeSource, which bundles npm) conflicts with Debian's npm: use what is there.
