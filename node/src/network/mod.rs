@@ -375,7 +375,12 @@ fn build_swarm_with(
         .with_quic()
         // `/dns4/`, `/dns6/`, `/dns/` and `/dnsaddr/` addresses, resolved with the system's resolver
         .with_dns()
-        .map_err(|e| NetworkError::Transport(format!("DNS resolver: {e}")))?
+        .map_err(|e| {
+            NetworkError::Transport(format!(
+                "cannot read the system's DNS settings (/etc/resolv.conf): {e}; the node resolves /dns and \
+                 /dnsaddr addresses with them: create the file (one line `nameserver <address>` is enough)"
+            ))
+        })?
         .with_behaviour(|k| {
             Behaviour::with_limits(k, mdns, duplicate_cache, max_frame, connections)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
