@@ -350,7 +350,8 @@ async fn a_spammer_is_disconnected_and_refused_while_banned() {
     let a = start(&dir, &[], "");
     let spammer = Adversary::connect(&a.bootstrap(), public()).await;
     for i in 0..200u32 {
-        let mut junk = vec![1u8, 1, 0, 0, 0, 4];
+        // this version's header, then a body that does not decode: garbage, not another version's message
+        let mut junk = vec![xov_protocol::signed::VERSION, 1, 0, 0, 0, 4];
         junk.extend_from_slice(&i.to_be_bytes());
         junk.extend_from_slice(&[0u8; 64]);
         spammer.send(junk);

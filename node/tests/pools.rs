@@ -617,7 +617,8 @@ async fn forged_expired_oversized_and_garbage_gossip_is_rejected_and_penalised_a
     // A flood of garbage from one peer does not stop honest offers from flowing.
     let flooder = adversary::Adversary::connect(&a.bootstrap(), pool).await;
     for i in 0..5000u32 {
-        let mut junk = vec![1u8, 1, 0, 0, 0, 4];
+        // this version's header, then a body that does not decode: garbage, not another version's message
+        let mut junk = vec![xov_protocol::signed::VERSION, 1, 0, 0, 0, 4];
         junk.extend_from_slice(&i.to_be_bytes());
         junk.extend_from_slice(&[0u8; 64]);
         flooder.send(junk);

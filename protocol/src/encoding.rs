@@ -48,10 +48,11 @@ pub enum DecodeError {
 impl DecodeError {
     /// The message is of an encoding version or a kind this code does not speak (a newer peer's, or an
     /// older one's): not garbage, so nobody is to blame for it. Receivers drop it quietly and count it.
+    /// Version 0 was never used by any version: that is garbage.
     pub fn is_other_version(&self) -> bool {
         matches!(
             self,
-            DecodeError::UnknownVersion(_) | DecodeError::UnknownKind(_)
+            DecodeError::UnknownVersion(1..) | DecodeError::UnknownKind(_)
         )
     }
 }
@@ -293,6 +294,33 @@ impl Decode for u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_versions_are_told_from_garbage() {
+        let cases = [
+            ("a newer version", DecodeError::UnknownVersion(4), true),
+            ("an older version", DecodeError::UnknownVersion(1), true),
+            (
+                "version 0 never existed",
+                DecodeError::UnknownVersion(0),
+                false,
+            ),
+            (
+                "a kind this version lacks",
+                DecodeError::UnknownKind(0xEE),
+                true,
+            ),
+            ("a truncated body", DecodeError::Truncated("body"), false),
+            (
+                "a bad tag",
+                DecodeError::InvalidTag { field: "f", tag: 9 },
+                false,
+            ),
+        ];
+        for (name, e, want) in cases {
+            assert_eq!(e.is_other_version(), want, "{name}");
+        }
+    }
 
     #[test]
     fn non_canonical_bool_and_option_tags_are_rejected() {
