@@ -251,6 +251,23 @@ impl Daemon {
     }
 
     /// The TCP bootstrap address of this node.
+    /// `xov ssh LEASE -- COMMAND` as this node's user runs it, with `ssh_program` in place of OpenSSH's
+    /// `ssh` (`XOV_SSH`: a wrapper into a namespace, or a stand-in that records its arguments).
+    pub fn xov_ssh(
+        &self,
+        ssh_program: &Path,
+        lease: &str,
+        command: &[&str],
+    ) -> std::io::Result<Output> {
+        Command::new(xov_bin())
+            .arg("--datadir")
+            .arg(&self.datadir)
+            .args(["ssh", lease, "--"])
+            .args(command)
+            .env("XOV_SSH", ssh_program)
+            .output()
+    }
+
     /// This node's libp2p peer id, as its status reports it.
     pub fn peer_id(&self) -> String {
         self.json(&["status"])["network"]["peer_id"]

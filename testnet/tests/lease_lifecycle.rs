@@ -281,13 +281,7 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let ran = std::process::Command::new(xov_bin())
-        .arg("--datadir")
-        .arg(&buyer.datadir)
-        .args(["ssh", &id, "--", "uname", "-a"])
-        .env("XOV_SSH", &stand_in)
-        .output()
-        .unwrap();
+    let ran = buyer.xov_ssh(&stand_in, &id, &["uname", "-a"]).unwrap();
     assert!(ran.status.success(), "xov ssh: {ran:?}");
     let args = std::fs::read_to_string(&record).unwrap();
     let args: Vec<&str> = args.lines().collect();

@@ -113,15 +113,7 @@ fn a_buyer_logs_into_a_real_vm_with_their_key_only_until_the_lease_drains() {
     // under software emulation; its console says when sshd listens).
     let wrapper = real.ssh_wrapper(keys.path()).unwrap();
     let console = real.console_log(&m.server_id);
-    let login = || {
-        std::process::Command::new(xov_bin())
-            .arg("--datadir")
-            .arg(&buyer.datadir)
-            .args(["ssh", &id, "--", "uname", "-a"])
-            .env("XOV_SSH", &wrapper)
-            .output()
-            .unwrap()
-    };
+    let login = || buyer.xov_ssh(&wrapper, &id, &["uname", "-a"]).unwrap();
     let uname = eventually("`xov ssh LEASE -- uname -a` succeeds", WAIT, || {
         let out = login();
         if out.status.success() {

@@ -111,12 +111,8 @@ fn up(real: bool) -> Result<(), String> {
             say("logging in: `xov ssh LEASE -- uname -a` through the floating IP (once the machine has booted)");
             let wrapper = r.ssh_wrapper(&root).map_err(|e| e.to_string())?;
             let out = eventually("the machine takes the buyer's ssh", WAIT, || {
-                let out = std::process::Command::new(xov_bin())
-                    .arg("--datadir")
-                    .arg(&buyer.datadir)
-                    .args(["ssh", &id, "--", "uname", "-a"])
-                    .env("XOV_SSH", &wrapper)
-                    .output()
+                let out = buyer
+                    .xov_ssh(&wrapper, &id, &["uname", "-a"])
                     .map_err(|e| e.to_string())?;
                 if out.status.success() {
                     Ok(out)
