@@ -8,30 +8,15 @@
 //! machine; a provider that does not advertise answers a gossiped bid; `leases show --wait` follows a lease
 //! until it runs; `lease extend` tops it up.
 
+mod common;
+
+use common::lab_cloud;
 use reqwest::Method;
 use serde_json::Value;
 use xov_provisioner::{keypair_name, MachineState, OpenStackProvisioner, Provisioner};
 use xov_testnet::fault_proxy::{Fault, FaultProxy, Path as FaultPath};
 use xov_testnet::node::*;
-use xov_testnet::openstack::OpenStackLab;
 use xov_testnet::scenario::*;
-
-fn provisioner(lab: &OpenStackLab) -> OpenStackProvisioner {
-    let cfg: xov_provisioner::OpenStackConfig = toml_like(lab);
-    OpenStackProvisioner::new(cfg, Default::default()).unwrap()
-}
-
-fn toml_like(lab: &OpenStackLab) -> xov_provisioner::OpenStackConfig {
-    serde_json::from_value(serde_json::json!({
-        "auth_url": lab.auth_url,
-        "cacert": lab.cacert,
-        "network": "none",
-        "region": lab.region,
-        "auth": { "type": "password", "username": lab.username, "password": lab.password,
-                  "project_name": lab.project_name, "user_domain": lab.user_domain, "project_domain": lab.project_domain },
-    }))
-    .unwrap()
-}
 
 fn machines_of(
     rt: &tokio::runtime::Runtime,
@@ -51,7 +36,7 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cloud = provisioner(&lab);
+    let cloud = lab_cloud(&lab);
     let root = tempfile::tempdir().unwrap();
     let market = LocalMarket::start(root.path(), &btc, &lab);
     market.fund_buyer(&btc);
@@ -365,7 +350,7 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cloud = provisioner(&lab);
+    let cloud = lab_cloud(&lab);
     let root = tempfile::tempdir().unwrap();
     let market = LocalMarket::start(root.path(), &btc, &lab);
     market.wait_offers();
@@ -509,7 +494,7 @@ fn a_provider_killed_while_the_machine_builds_restarts_to_exactly_one_running_ma
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cloud = provisioner(&lab);
+    let cloud = lab_cloud(&lab);
     // The provider reaches Nova through a proxy that shows every server as still building until healed:
     // a slow boot, during which the provider dies.
     let proxy = rt.block_on(FaultProxy::start(&lab.compute_origin));

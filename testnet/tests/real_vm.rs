@@ -9,23 +9,13 @@
 //! stopped and ssh no longer reaches it; when the lease closes the server, its floating IP and its security
 //! group are gone. Whatever happens, the test deletes what it made (a VM left running costs CPU).
 
+mod common;
+
+use common::lab_cloud;
 use xov_provisioner::{MachineState, OpenStackProvisioner, Provisioner};
 use xov_testnet::node::*;
-use xov_testnet::openstack::{OpenStackLab, RealMode};
+use xov_testnet::openstack::RealMode;
 use xov_testnet::scenario::*;
-
-fn provisioner(lab: &OpenStackLab) -> OpenStackProvisioner {
-    let cfg: xov_provisioner::OpenStackConfig = serde_json::from_value(serde_json::json!({
-        "auth_url": lab.auth_url,
-        "cacert": lab.cacert,
-        "network": "none",
-        "region": lab.region,
-        "auth": { "type": "password", "username": lab.username, "password": lab.password,
-                  "project_name": lab.project_name, "user_domain": lab.user_domain, "project_domain": lab.project_domain },
-    }))
-    .unwrap();
-    OpenStackProvisioner::new(cfg, Default::default()).unwrap()
-}
 
 /// Deletes the lease's machine and its Neutron resources when the test ends, passed or not.
 struct Cleanup<'a> {
@@ -57,7 +47,7 @@ fn a_buyer_logs_into_a_real_vm_with_their_key_only_until_the_lease_drains() {
     };
     let real: RealMode = lab.ensure_real().unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cloud = provisioner(&lab);
+    let cloud = lab_cloud(&lab);
     let mut cleanup = Cleanup {
         rt: &rt,
         cloud: &cloud,

@@ -17,10 +17,13 @@
 //! payment stuck at a low fee is replaced by the buyer's node by itself (`[wallet] bump_after_blocks`) and
 //! the lease starts.
 
+mod common;
+
 use std::collections::BTreeSet;
 
+use common::lab_cloud;
 use serde_json::Value;
-use xov_provisioner::{OpenStackProvisioner, Provisioner};
+use xov_provisioner::Provisioner;
 use xov_testnet::bitcoind::{free_port, Bitcoind};
 use xov_testnet::node::*;
 use xov_testnet::openstack::OpenStackLab;
@@ -253,20 +256,6 @@ fn history(l: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The cloud as the lab's admin sees it, to clean up after a provider that is gone.
-fn cloud(lab: &OpenStackLab) -> OpenStackProvisioner {
-    let cfg: xov_provisioner::OpenStackConfig = serde_json::from_value(serde_json::json!({
-        "auth_url": lab.auth_url,
-        "cacert": lab.cacert,
-        "network": "none",
-        "region": lab.region,
-        "auth": { "type": "password", "username": lab.username, "password": lab.password,
-                  "project_name": lab.project_name, "user_domain": lab.user_domain, "project_domain": lab.project_domain },
-    }))
-    .unwrap();
-    OpenStackProvisioner::new(cfg, Default::default()).unwrap()
-}
-
 #[test]
 fn a_budgeted_order_pays_three_slices_and_stops() {
     let Some((btc, lab)) = real_parts("budgeted order") else {
@@ -458,7 +447,7 @@ fn a_provider_that_stops_delivering_gets_no_further_slice() {
 
     // Leave the lab as found: the gone provider's machine is deleted by hand.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(cloud(&lab).delete(&id)).unwrap();
+    rt.block_on(lab_cloud(&lab).delete(&id)).unwrap();
 }
 
 #[test]
