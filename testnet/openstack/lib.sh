@@ -54,3 +54,23 @@ bpo_install() {
   apt-get "${O[@]}" update -q &&
     apt-get "${O[@]}" install -y -q --no-install-recommends -t bookworm-backports "$@"
 }
+
+# pid_alive DIR LAB NAME: DIR/NAME.pid names a live process whose command line names LAB (the lab's state
+# directory), so a PID reused by another program is never taken for ours.
+pid_alive() {
+  local p; p=$(cat "$1/$3.pid" 2>/dev/null) || return 1
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$2"
+}
+
+# pid_stop DIR LAB NAME: TERM to that process, KILL after 20 s, waiting on the process itself (the machine's
+# PID 1 may not reap); removes DIR/NAME.pid and DIR/NAME.sum. Prints "stopped NAME (pid P)" or "killed ...",
+# nothing when it was not running.
+pid_stop() {
+  local p i; p=$(cat "$1/$3.pid" 2>/dev/null) || return 0
+  if pid_alive "$1" "$2" "$3"; then
+    kill -TERM "$p" 2>/dev/null || true
+    for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    if kill -KILL "$p" 2>/dev/null; then echo "killed $3 (pid $p)"; else echo "stopped $3 (pid $p)"; fi
+  fi
+  rm -f "$1/$3.pid" "$1/$3.sum"
+}

@@ -14,19 +14,10 @@ NS=${OSLAB_REAL_NS:-oslab-real}
 BUYER_NS=${OSLAB_BUYER_NS:-oslab-buyer}
 RUN=$LAB/run/realvm
 log() { echo "realvm/down.sh: $*"; }
-alive() {
-  local p; p=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$LAB"
-}
-stop() {
-  local p i; p=$(cat "$RUN/$1.pid" 2>/dev/null) || return 0
-  if alive "$1"; then
-    kill -TERM "$p" 2>/dev/null
-    for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$p" 2>/dev/null && log "killed $1 (pid $p)" || log "stopped $1 (pid $p)"
-  fi
-  rm -f "$RUN/$1.pid" "$RUN/$1.sum"
-}
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+alive() { pid_alive "$RUN" "$LAB" "$1"; }
+stop() { pid_stop "$RUN" "$LAB" "$1" | sed 's/^/realvm\/down.sh: /'; }
 # nova-compute first (it would restart what we destroy), then the VMs, then the rest
 stop nova-compute
 if alive libvirtd; then

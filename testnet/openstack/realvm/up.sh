@@ -192,19 +192,8 @@ mk neutron-dhcp-agent neutron.cmd.eventlet.agents.dhcp
 mk neutron-l3-agent neutron.cmd.eventlet.agents.l3
 
 # ---------------------------------------------------------------- processes (inside the namespace)
-alive() { # name: the PID file's process is alive and names the lab's state directory
-  local p; p=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF "$LAB"
-}
-stop() { # name: TERM, KILL after 20 s, and wait (our PID 1 does not reap: wait on the process itself)
-  local p i; p=$(cat "$RUN/$1.pid" 2>/dev/null) || return 0
-  if alive "$1"; then
-    kill -TERM "$p" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$p" 2>/dev/null || true
-  fi
-  rm -f "$RUN/$1.pid" "$RUN/$1.sum"
-}
+alive() { pid_alive "$RUN" "$LAB" "$1"; }   # lib.sh
+stop() { pid_stop "$RUN" "$LAB" "$1" >/dev/null; }
 sum_of() { { printf '%s\n' "$@"; cat "$ETC"/*.conf "$ETC"/*.ini "$ETC"/provider_config/* 2>/dev/null; } | sha256sum | cut -d' ' -f1; }
 run() { # name cmd... : started in its own session inside the namespace, restarted when its config changed
   local name=$1 sum; shift
