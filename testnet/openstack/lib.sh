@@ -74,3 +74,28 @@ pid_stop() {
   fi
   rm -f "$1/$3.pid" "$1/$3.sum"
 }
+
+# agent_netns_clear LAB PREFIX...: removes the named network namespaces (qdhcp-, qrouter-) the realvm
+# agents made, and the dnsmasq they left. The agents run under `ip netns exec`, whose mount namespace is a
+# slave of the machine's: their namespaces' bind mounts live only there, while the files in /run/netns stay.
+# Once the agent is gone the file outlives its mount; an agent started later finds the name, takes the
+# namespace as made, and fails every action with "failed to open netns". Call it before an agent starts
+# (its old namespaces are dead then by construction) and on down.
+agent_netns_clear() {
+  local lab=$1 f p n pre; shift
+  for f in "$lab"/data/real/neutron/dhcp/*/pid; do
+    [ -e "$f" ] || continue
+    p=$(cat "$f" 2>/dev/null) && [ -n "$p" ] && { tr '\0' ' ' < "/proc/$p/cmdline"; } 2>/dev/null | grep dnsmasq >/dev/null \
+      && kill "$p" 2>/dev/null
+  done
+  for n in $(ls /run/netns 2>/dev/null); do
+    for pre in "$@"; do
+      case $n in
+        "$pre"*)
+          ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null
+          ip netns del "$n" 2>/dev/null || rm -f "/run/netns/$n"
+          echo "removed namespace $n";;
+      esac
+    done
+  done
+}

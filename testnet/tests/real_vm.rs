@@ -104,19 +104,24 @@ fn a_buyer_logs_into_a_real_vm_with_their_key_only_until_the_lease_drains() {
     let wrapper = real.ssh_wrapper(keys.path()).unwrap();
     let console = real.console_log(&m.server_id);
     let login = || buyer.xov_ssh(&wrapper, &id, &["uname", "-a"]).unwrap();
+    // What the machine's console said last while it existed: once the lease ends its instance directory
+    // goes, and a failure must still tell how far the boot got (kernel, init, network, sshd).
+    let mut last_console = String::new();
     let uname = eventually("`xov ssh LEASE -- uname -a` succeeds", WAIT, || {
         let out = login();
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).to_string())
         } else {
-            let console = std::fs::read_to_string(&console).unwrap_or_default();
-            let markers: Vec<&str> = console
-                .lines()
-                .filter(|l| l.starts_with("xov-image:"))
-                .collect();
+            if let Ok(text) = std::fs::read_to_string(&console) {
+                last_console = text;
+            }
+            let tail: Vec<&str> = last_console.lines().rev().take(25).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
             Err(format!(
-                "{}; console: {markers:?}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                "{}; the console's last lines ({} bytes in all):\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                last_console.len(),
+                tail.join("\n")
             ))
         }
     });

@@ -28,19 +28,9 @@ if alive libvirtd; then
   done
 fi
 for s in neutron-l3-agent neutron-dhcp-agent neutron-linuxbridge-agent libvirtd virtlogd; do stop "$s"; done
-# what the agents left: dnsmasq in qdhcp-*, and the namespaces themselves
-for f in "$LAB"/data/real/neutron/dhcp/*/pid; do
-  [ -e "$f" ] || continue
-  p=$(cat "$f" 2>/dev/null) && [ -n "$p" ] && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q dnsmasq && kill "$p" 2>/dev/null
-done
-for n in $(ls /run/netns 2>/dev/null); do
-  case $n in
-    qrouter-*|qdhcp-*)
-      # made by the agents above (they run nowhere else on a lab machine)
-      ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null
-      ip netns del "$n" && log "removed namespace $n";;
-  esac
-done
+# what the agents left: dnsmasq in qdhcp-*, and the namespaces themselves (made by the agents above; they
+# run nowhere else on a lab machine)
+agent_netns_clear "$LAB" qdhcp- qrouter- | sed 's/^/realvm\/down.sh: /'
 [ -e "/run/netns/$BUYER_NS" ] && ip netns del "$BUYER_NS" && log "removed namespace $BUYER_NS"
 "$HERE/netns.sh" down 2>&1 | sed 's/^/realvm\/down.sh: /'
 rm -f "$LAB/real"

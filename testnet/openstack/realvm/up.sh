@@ -202,6 +202,11 @@ run() { # name cmd... : started in its own session inside the namespace, restart
     [ "$(cat "$RUN/$name.sum" 2>/dev/null)" = "$sum" ] && return 0
     log "$name: configuration changed, restarting"; stop "$name"
   fi
+  # a starting agent's namespaces of an earlier run are dead (their mounts went with it): clear them
+  case $name in
+    neutron-dhcp-agent) agent_netns_clear "$LAB" qdhcp- | while read -r l; do log "$l"; done;;
+    neutron-l3-agent) agent_netns_clear "$LAB" qrouter- | while read -r l; do log "$l"; done;;
+  esac
   setsid ip netns exec "$NS" "$@" >>"$LOGD/$name.out" 2>&1 </dev/null &
   echo $! > "$RUN/$name.pid"; echo "$sum" > "$RUN/$name.sum"
   log "started $name (pid $!)"
