@@ -4,8 +4,8 @@
 # features that need them land.
 set -euo pipefail
 # chromium, nodejs and npm: the dashboard's browser test (headless Chromium driven by playwright-core).
-# dnsmasq-base: the internet test answers a seed name with it.
-need=(build-essential pkg-config clang libclang-dev openssh-client chromium dnsmasq-base)
+# dnsmasq-base: the internet test answers a seed name with it; nftables and iproute2: its NAT routers.
+need=(build-essential pkg-config clang libclang-dev openssh-client chromium dnsmasq-base nftables iproute2)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # A Node.js from elsewhere (e.g. NodeSource, which bundles npm) conflicts with Debian's npm: use what is there.

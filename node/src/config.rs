@@ -407,8 +407,14 @@ pub struct NetworkConfig {
     pub max_connections: u32,
     /// Of those, inbound connections at most, so that dialers cannot take every slot.
     pub max_incoming: u32,
-    /// Connections to one peer at most.
+    /// Connections to one peer at most: a relayed one and the direct one that replaces it, and AutoNAT's
+    /// dial-backs each way, count all.
     pub max_per_peer: u32,
+    /// Offer circuit relay v2 to peers behind NAT, within the limits in docs/pools.md. Only worth it on a
+    /// node others can dial; a node behind NAT is never chosen as a relay by xov nodes.
+    pub relay_server: bool,
+    /// Ask the home router for a port mapping by UPnP IGD (off by default: it opens a port on the router).
+    pub upnp: bool,
 }
 
 impl Default for NetworkConfig {
@@ -430,7 +436,9 @@ impl Default for NetworkConfig {
             external_addresses: Vec::new(),
             max_connections: 64,
             max_incoming: 48,
-            max_per_peer: 2,
+            max_per_peer: 4,
+            relay_server: true,
+            upnp: false,
         }
     }
 }
@@ -511,6 +519,12 @@ impl Config {
         }
         if let Some(v) = env("XOV_NETWORK_MDNS") {
             self.network.mdns = parse_bool("XOV_NETWORK_MDNS", v)?;
+        }
+        if let Some(v) = env("XOV_NETWORK_RELAY_SERVER") {
+            self.network.relay_server = parse_bool("XOV_NETWORK_RELAY_SERVER", v)?;
+        }
+        if let Some(v) = env("XOV_NETWORK_UPNP") {
+            self.network.upnp = parse_bool("XOV_NETWORK_UPNP", v)?;
         }
         let list = |v: String| -> Vec<String> {
             v.split(',')

@@ -10,6 +10,7 @@ pub mod fault_proxy;
 pub mod footprint;
 pub mod gossip_load;
 pub mod lease_timing;
+pub mod nat_world;
 pub mod node;
 pub mod node_api;
 pub mod openstack;

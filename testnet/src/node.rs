@@ -42,6 +42,9 @@ pub struct Daemon {
     pub datadir: PathBuf,
     /// libp2p listen addresses, each ending in /p2p/<peer id>.
     pub p2p: Vec<String>,
+    /// A command prefix the CLI runs through (`ip netns exec NS` for a node inside a namespace, whose
+    /// API listens on that namespace's loopback); empty: run directly.
+    pub cli_wrapper: Vec<String>,
 }
 
 /// A started daemon process and the file its stderr (the log) goes to. Stderr goes to a file, not a pipe,
@@ -158,7 +161,16 @@ impl Daemon {
             api: field("api"),
             child: Some(child),
             datadir: datadir.to_path_buf(),
+            cli_wrapper: Vec::new(),
         }
+    }
+
+    /// A daemon inside a network namespace: started and asked through `wrapper` (`ip netns exec NS`).
+    pub fn start_inside(wrapper: &[String], datadir: &Path, env: &[(&str, String)]) -> Daemon {
+        let w: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let mut d = Self::start_via(&w, datadir, env);
+        d.cli_wrapper = wrapper.to_vec();
+        d
     }
 
     pub fn pid(&self) -> u32 {
@@ -247,7 +259,34 @@ impl Daemon {
 
     /// `xov --json ARGS` against this daemon.
     pub fn json(&self, args: &[&str]) -> Value {
-        ok_json(&self.datadir, args)
+        if self.cli_wrapper.is_empty() {
+            return ok_json(&self.datadir, args);
+        }
+        let out = self.cli(&[&["--json"], args].concat());
+        assert!(
+            out.status.success(),
+            "xov {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// `xov ARGS` against this daemon, through its CLI wrapper.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = match self.cli_wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(xov_bin());
+                c
+            }
+            None => Command::new(xov_bin()),
+        };
+        cmd.arg("--datadir")
+            .arg(&self.datadir)
+            .args(args)
+            .output()
+            .expect("run xov")
     }
 
     /// The TCP bootstrap address of this node.

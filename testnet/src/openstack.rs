@@ -22,6 +22,9 @@ const KEYSTONE_TLS_PORT: u16 = 15000;
 const NOVA_PORT: u16 = 8774;
 const GLANCE_PORT: u16 = 9292;
 const NEUTRON_PORT: u16 = 9696;
+/// The https ports of the catalog's public endpoints (Keystone, Nova, Glance, Placement, Neutron): what a
+/// provider on another host reaches (up.sh's tls-proxy).
+pub const PUBLIC_PORTS: [u16; 5] = [KEYSTONE_TLS_PORT, 18774, 19292, 18778, 19696];
 
 /// How to reach the lab and what it holds (see `testnet/openstack/README.md`).
 #[derive(Debug, Clone)]

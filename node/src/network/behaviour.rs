@@ -1,13 +1,15 @@
 //! The node's libp2p behaviour: gossipsub for offers, kademlia and identify for discovery, ping for liveness,
-//! request-response for book sync, and mDNS when enabled.
+//! request-response for book sync, and mDNS when enabled. Reachability: AutoNAT v2 (client and server)
+//! confirms external addresses, circuit relay v2 serves peers behind NAT (server, with limits) and reaches
+//! relays (client), DCUtR upgrades relayed connections to direct ones, and UPnP asks the router when enabled.
 
 use std::time::Duration;
 
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    connection_limits, gossipsub, identify, identity, kad, mdns, ping, request_response,
-    StreamProtocol,
+    autonat, connection_limits, dcutr, gossipsub, identify, identity, kad, mdns, ping, relay,
+    request_response, upnp, StreamProtocol,
 };
 use sha2::{Digest, Sha256};
 
@@ -37,11 +39,65 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Caps on connections (`[network] max_connections`, `max_incoming`, `max_per_peer`).
     pub limits: connection_limits::Behaviour,
+    /// Asks peers to dial our candidate addresses back, confirming the ones that work.
+    pub autonat: autonat::v2::client::Behaviour,
+    /// Dials peers' candidate addresses back for them.
+    pub autonat_server: autonat::v2::server::Behaviour,
+    /// Circuit relay v2 for peers behind NAT (`[network] relay_server`).
+    pub relay: Toggle<relay::Behaviour>,
+    /// Reservations with relays, and connections through them.
+    pub relay_client: relay::client::Behaviour,
+    /// Hole punching over relayed connections.
+    pub dcutr: dcutr::Behaviour,
+    /// Port mapping on the home router (`[network] upnp`).
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
+}
+
+/// How a node's behaviour is set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mdns: bool,
+    /// How long gossip message ids are remembered to drop duplicates.
+    pub duplicate_cache: Duration,
+    /// Largest gossip frame read (tests build peers that send frames over the node's limit with another).
+    pub max_frame: usize,
+    pub connections: connection_limits::ConnectionLimits,
+    pub relay_server: bool,
+    pub upnp: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mdns: false,
+            duplicate_cache: DUPLICATE_CACHE,
+            max_frame: MAX_FRAME,
+            connections: default_limits(),
+            relay_server: true,
+            upnp: false,
+        }
+    }
+}
+
+/// Limits of the relay we offer, per the peer that uses it: reservations last an hour and are renewed;
+/// a circuit carries a lease's messages and some gossip, so it may live 30 min and move 8 MiB before the
+/// relay closes it (libp2p's defaults, 2 min and 128 KiB, are meant for hole punching only and would cut
+/// a relayed buyer off its provider every two minutes). Rates per peer and per IP are libp2p's.
+pub fn relay_config() -> relay::Config {
+    relay::Config {
+        max_reservations: 128,
+        max_reservations_per_peer: 4,
+        max_circuits: 64,
+        max_circuits_per_peer: 4,
+        max_circuit_duration: Duration::from_secs(30 * 60),
+        max_circuit_bytes: 8 << 20,
+        ..relay::Config::default()
+    }
 }
 
 /// The connection caps of a node with default settings (see `NetworkConfig`).
 pub fn default_limits() -> connection_limits::ConnectionLimits {
-    limits(64, 48, 2)
+    limits(64, 48, 4)
 }
 
 /// Connection caps: `total` established in and out, `incoming` of them inbound, `per_peer` to one peer; as
@@ -63,34 +119,14 @@ pub enum BehaviourError {
 }
 
 impl Behaviour {
-    pub fn new(key: &identity::Keypair, mdns_enabled: bool) -> Result<Self, BehaviourError> {
-        Self::with_duplicate_cache(key, mdns_enabled, DUPLICATE_CACHE)
-    }
-
-    /// As [`Behaviour::new`], remembering message ids for `duplicate_cache` to drop duplicates.
-    pub fn with_duplicate_cache(
+    /// The node's behaviour; `relay_client` comes from the swarm builder (it is also a transport).
+    pub fn build(
         key: &identity::Keypair,
-        mdns_enabled: bool,
-        duplicate_cache: Duration,
+        relay_client: relay::client::Behaviour,
+        opts: &Options,
     ) -> Result<Self, BehaviourError> {
-        Self::with_limits(
-            key,
-            mdns_enabled,
-            duplicate_cache,
-            MAX_FRAME,
-            default_limits(),
-        )
-    }
-
-    /// As [`Behaviour::with_duplicate_cache`], with another frame size limit (tests build peers that send
-    /// frames over the node's limit with it).
-    pub fn with_limits(
-        key: &identity::Keypair,
-        mdns_enabled: bool,
-        duplicate_cache: Duration,
-        max_frame: usize,
-        connections: connection_limits::ConnectionLimits,
-    ) -> Result<Self, BehaviourError> {
+        let (mdns_enabled, duplicate_cache, max_frame) =
+            (opts.mdns, opts.duplicate_cache, opts.max_frame);
         let peer_id = key.public().to_peer_id();
         // Our payloads carry their own ed25519 signatures, so gossipsub's envelope signing would only repeat
         // that work; messages are identified by content, which also makes re-publishing the same bytes a no-op.
@@ -119,13 +155,14 @@ impl Behaviour {
         kad_cfg.set_query_timeout(Duration::from_secs(30));
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
-        // Serve the DHT even without a confirmed public address (test nets, LANs).
-        kad.set_mode(Some(kad::Mode::Server));
+        // A client until reachability.rs confirms a direct address (the runner switches it).
+        kad.set_mode(Some(kad::Mode::Client));
 
-        let identify = identify::Behaviour::new(identify::Config::new(
-            IDENTIFY_PROTOCOL.into(),
-            key.public(),
-        ));
+        // The cache keeps the listen addresses (relayed ones too) of peers met, so a peer behind NAT can be
+        // dialed again through its relay after the connection closed.
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public()).with_cache_size(256),
+        );
         let sync = request_response::cbor::Behaviour::new(
             [(
                 StreamProtocol::new(PROTOCOL),
@@ -156,7 +193,19 @@ impl Behaviour {
             sync,
             lease,
             mdns: mdns.into(),
-            limits: connection_limits::Behaviour::new(connections),
+            limits: connection_limits::Behaviour::new(opts.connections.clone()),
+            autonat: autonat::v2::client::Behaviour::new(
+                rand_core::OsRng,
+                autonat::v2::client::Config::default().with_probe_interval(Duration::from_secs(5)),
+            ),
+            autonat_server: autonat::v2::server::Behaviour::new(rand_core::OsRng),
+            relay: opts
+                .relay_server
+                .then(|| relay::Behaviour::new(peer_id, relay_config()))
+                .into(),
+            relay_client,
+            dcutr: dcutr::Behaviour::new(peer_id),
+            upnp: opts.upnp.then(upnp::tokio::Behaviour::default).into(),
         })
     }
 }

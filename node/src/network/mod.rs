@@ -22,6 +22,7 @@ pub mod known_peers;
 pub mod lease_wire;
 pub mod origin;
 pub mod rate_limit;
+pub mod reachability;
 pub mod scoring;
 pub mod sync;
 pub mod topics;
@@ -31,11 +32,16 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::ConnectionId;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{identify, identity, kad, mdns, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{
+    dcutr, identify, identity, kad, mdns, noise, ping, relay, tcp, upnp, yamux, Multiaddr, PeerId,
+    Swarm,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -51,6 +57,7 @@ use crate::config::NetworkConfig;
 use crate::market::{Market, MarketError};
 use behaviour::{Behaviour, BehaviourEvent};
 use rate_limit::RateLimiter;
+use reachability::{Reach, Reachability};
 use scoring::Reputation;
 use sync::{Checked, SyncRequest, SyncResponse};
 use topics::{charters_topic, classify, pool_topic, TopicKind};
@@ -122,6 +129,12 @@ pub struct GossipStats {
     /// quietly, not forwarded, and never held against the sender.
     #[serde(default)]
     pub other_version: u64,
+    /// Relayed connections upgraded to direct ones by hole punching (DCUtR).
+    #[serde(default)]
+    pub hole_punches: u64,
+    /// Hole punching attempts that failed (a symmetric NAT, say); the relay keeps carrying the connection.
+    #[serde(default)]
+    pub hole_punch_failures: u64,
 }
 
 /// A peer as the API shows it.
@@ -138,6 +151,20 @@ pub struct PeerView {
     pub banned: bool,
     /// Pool ids the peer is subscribed to.
     pub pools: Vec<String>,
+    /// The open connections to the peer: direct, or through a relay (`/p2p-circuit` in the address).
+    #[serde(default)]
+    pub connections: Vec<ConnectionView>,
+}
+
+/// One connection to a peer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionView {
+    /// The peer's address on this connection.
+    pub address: String,
+    /// Carried by a relay (circuit relay v2) rather than direct.
+    pub relayed: bool,
+    /// This node dialed it.
+    pub outbound: bool,
 }
 
 /// The network part of `GET /v1/status`.
@@ -153,6 +180,13 @@ pub struct NetworkStatus {
     /// Peers remembered from earlier connections, dialed at start (see `known_peers.rs`).
     #[serde(default)]
     pub known_peers: usize,
+    /// Whether others can dial this node: `public` once a direct address is confirmed (AutoNAT, UPnP or
+    /// `external_addresses`), `private` when probes failed (behind NAT), `unknown` before.
+    #[serde(default)]
+    pub reachability: Reach,
+    /// Relays holding a slot for this node (while private), by peer id.
+    #[serde(default)]
+    pub relays: Vec<String>,
     pub gossip: GossipStats,
 }
 
@@ -335,10 +369,10 @@ pub fn libp2p_key(key: &xov_protocol::Keypair) -> Result<identity::Keypair, Netw
 pub fn build_swarm(key: identity::Keypair, mdns: bool) -> Result<Swarm<Behaviour>, NetworkError> {
     build_swarm_with(
         key,
-        mdns,
-        behaviour::DUPLICATE_CACHE,
-        behaviour::MAX_FRAME,
-        behaviour::default_limits(),
+        &behaviour::Options {
+            mdns,
+            ..Default::default()
+        },
     )
 }
 
@@ -350,19 +384,16 @@ pub fn build_swarm_with_max_frame(
 ) -> Result<Swarm<Behaviour>, NetworkError> {
     build_swarm_with(
         key,
-        false,
-        behaviour::DUPLICATE_CACHE,
-        max_frame,
-        behaviour::default_limits(),
+        &behaviour::Options {
+            max_frame,
+            ..Default::default()
+        },
     )
 }
 
 fn build_swarm_with(
     key: identity::Keypair,
-    mdns: bool,
-    duplicate_cache: Duration,
-    max_frame: usize,
-    connections: libp2p::connection_limits::ConnectionLimits,
+    opts: &behaviour::Options,
 ) -> Result<Swarm<Behaviour>, NetworkError> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -381,8 +412,11 @@ fn build_swarm_with(
                  /dnsaddr addresses with them: create the file (one line `nameserver <address>` is enough)"
             ))
         })?
-        .with_behaviour(|k| {
-            Behaviour::with_limits(k, mdns, duplicate_cache, max_frame, connections)
+        // `/p2p/<relay>/p2p-circuit` addresses: listening through a relay, and dialing peers behind one
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetworkError::Transport(e.to_string()))?
+        .with_behaviour(|k, relay_client| {
+            Behaviour::build(k, relay_client, opts)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
@@ -469,10 +503,14 @@ pub async fn start(
 ) -> Result<(NetworkHandle, mpsc::Receiver<IncomingLease>), NetworkError> {
     let mut swarm = build_swarm_with(
         libp2p_key(key)?,
-        cfg.mdns,
-        Duration::from_secs(cfg.duplicate_cache_secs.max(1)),
-        behaviour::MAX_FRAME,
-        behaviour::limits(cfg.max_connections, cfg.max_incoming, cfg.max_per_peer),
+        &behaviour::Options {
+            mdns: cfg.mdns,
+            duplicate_cache: Duration::from_secs(cfg.duplicate_cache_secs.max(1)),
+            max_frame: behaviour::MAX_FRAME,
+            connections: behaviour::limits(cfg.max_connections, cfg.max_incoming, cfg.max_per_peer),
+            relay_server: cfg.relay_server,
+            upnp: cfg.upnp,
+        },
     )?;
     let listen_addrs = listen(&mut swarm, &cfg.listen).await?;
     // Addresses the operator says the node is reachable at (a forwarded port): announced to peers by
@@ -561,7 +599,20 @@ pub async fn start(
         node_ids: HashMap::new(),
         listen_addrs: listen_addrs.clone(),
         ticks: 0,
+        reach: Reachability::new(Instant::now()),
+        reservations: HashMap::new(),
+        conns: HashMap::new(),
     };
+    // The operator's addresses are confirmed as they are: the node serves the DHT from the start.
+    for a in runner
+        .swarm
+        .external_addresses()
+        .cloned()
+        .collect::<Vec<_>>()
+    {
+        let actions = runner.reach.confirm(a, Instant::now());
+        runner.apply_reach(actions);
+    }
     tokio::spawn(async move {
         let mut rx = rx;
         let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
@@ -677,7 +728,25 @@ struct Runner {
     node_ids: HashMap<PeerId, NodeId>,
     listen_addrs: Vec<Multiaddr>,
     ticks: u64,
+    /// Whether others can dial us, and the relays we listen through (reachability.rs).
+    reach: Reachability,
+    /// Relay listeners, by the relay they go through.
+    reservations: HashMap<ListenerId, PeerId>,
+    /// Open connections.
+    conns: HashMap<ConnectionId, Conn>,
 }
+
+struct Conn {
+    peer: PeerId,
+    addr: Multiaddr,
+    relayed: bool,
+    dialer: bool,
+    since: Instant,
+}
+
+/// A relayed connection to a peer also reached directly (after hole punching) is closed after this long,
+/// so that the requests already on it finish and new traffic takes the direct one.
+const RELAYED_GRACE: Duration = Duration::from_secs(10);
 
 /// Below this many peers in a joined pool, the node looks up the pool's members in the DHT.
 const MIN_POOL_PEERS: usize = 3;
@@ -1008,7 +1077,193 @@ impl Runner {
         }
     }
 
+    /// Connection bookkeeping and the reachability inputs (reachability.rs), before the event's own handling.
+    fn on_reach_event(&mut self, ev: &SwarmEvent<BehaviourEvent>) {
+        let now = Instant::now();
+        let actions = match ev {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.conns.insert(
+                    *connection_id,
+                    Conn {
+                        peer: *peer_id,
+                        addr: endpoint.get_remote_address().clone(),
+                        relayed: endpoint.is_relayed(),
+                        dialer: endpoint.is_dialer(),
+                        since: now,
+                    },
+                );
+                Vec::new()
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                self.conns.remove(connection_id);
+                if *num_established == 0 {
+                    self.reach.disconnected(peer_id, now)
+                } else {
+                    Vec::new()
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                info!(%address, "external address confirmed");
+                self.reach.confirm(address.clone(), now)
+            }
+            SwarmEvent::ExternalAddrExpired { address } => self.reach.expire(address, now),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => match &e.result {
+                Ok(()) => Vec::new(),
+                Err(err) => {
+                    debug!(addr = %e.tested_addr, server = %e.server, error = %err, "AutoNAT: not reachable at this address");
+                    self.reach.probe_failed(now)
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                connection_id,
+                peer_id,
+                info,
+                ..
+            })) if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) => {
+                match self.conns.get(connection_id) {
+                    // Reached by dialing a direct address: others can reach it too.
+                    Some(c) if c.dialer && !c.relayed => {
+                        self.reach.relay_candidate(*peer_id, c.addr.clone(), now)
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    renewal,
+                    ..
+                },
+            )) => {
+                if !renewal {
+                    info!(relay = %relay_peer_id, "a relay holds a slot for this node");
+                }
+                self.reach.reserved_with(*relay_peer_id);
+                Vec::new()
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => match self.reservations.remove(listener_id) {
+                Some(relay) => {
+                    info!(%relay, ?reason, "relay reservation closed");
+                    self.reach.relay_failed(relay, now)
+                }
+                None => Vec::new(),
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => {
+                match result {
+                    Ok(_) => {
+                        info!(peer = %remote_peer_id, "direct connection by hole punching");
+                        self.stats.hole_punches += 1;
+                    }
+                    Err(e) => {
+                        debug!(peer = %remote_peer_id, error = %e, "hole punching failed; the relay carries on");
+                        self.stats.hole_punch_failures += 1;
+                    }
+                }
+                Vec::new()
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(e)) => {
+                match e {
+                    upnp::Event::NewExternalAddr(a) => {
+                        info!(addr = %a, "UPnP: the router maps a port")
+                    }
+                    upnp::Event::GatewayNotFound => info!("UPnP: no router answered"),
+                    upnp::Event::NonRoutableGateway => {
+                        info!("UPnP: the router is itself behind NAT")
+                    }
+                    upnp::Event::ExpiredExternalAddr(a) => {
+                        info!(addr = %a, "UPnP: mapping expired")
+                    }
+                }
+                Vec::new()
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let full = address
+                    .clone()
+                    .with(Protocol::P2p(*self.swarm.local_peer_id()));
+                self.listen_addrs.retain(|a| *a != full);
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        self.apply_reach(actions);
+    }
+
+    fn apply_reach(&mut self, actions: Vec<reachability::Action>) {
+        let mut todo: std::collections::VecDeque<reachability::Action> = actions.into();
+        while let Some(a) = todo.pop_front() {
+            match a {
+                reachability::Action::DhtServer(on) => {
+                    info!(
+                        dht = if on { "server" } else { "client" },
+                        "reachability changed"
+                    );
+                    self.swarm.behaviour_mut().kad.set_mode(Some(if on {
+                        kad::Mode::Server
+                    } else {
+                        kad::Mode::Client
+                    }));
+                }
+                reachability::Action::Reserve { relay, addr } => {
+                    match self
+                        .swarm
+                        .listen_on(addr.clone().with(Protocol::P2pCircuit))
+                    {
+                        Ok(id) => {
+                            info!(%relay, "asking a relay for a slot (this node looks unreachable)");
+                            self.reservations.insert(id, relay);
+                        }
+                        Err(e) => {
+                            warn!(%relay, error = %e, "cannot listen through relay");
+                            todo.extend(self.reach.relay_failed(relay, Instant::now()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes relayed connections to peers also connected directly, once [`RELAYED_GRACE`] passed.
+    fn close_redundant_relayed(&mut self, now: Instant) {
+        let direct: HashSet<PeerId> = self
+            .conns
+            .values()
+            .filter(|c| !c.relayed)
+            .map(|c| c.peer)
+            .collect();
+        let redundant: Vec<ConnectionId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.relayed
+                    && direct.contains(&c.peer)
+                    && now.saturating_duration_since(c.since) >= RELAYED_GRACE
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in redundant {
+            self.swarm.close_connection(id);
+        }
+    }
+
     fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        self.on_reach_event(&ev);
         match ev {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => match e {
                 gossipsub::Event::Message {
@@ -1270,6 +1525,26 @@ impl Runner {
     fn maintain(&mut self) {
         self.ticks += 1;
         let now = Instant::now();
+        let actions = self.reach.tick(now);
+        self.apply_reach(actions);
+        self.close_redundant_relayed(now);
+        let has_outbound = self.conns.values().any(|c| c.dialer && !c.relayed);
+        let mut inbound: Vec<PeerId> = self
+            .conns
+            .values()
+            .filter(|c| !c.dialer && !c.relayed)
+            .map(|c| c.peer)
+            .collect();
+        inbound.sort();
+        inbound.dedup();
+        if let Some(peer) = self.reach.probe_dial(has_outbound, &inbound, now) {
+            debug!(%peer, "dialing a peer back so that AutoNAT can ask it");
+            let _ = self.swarm.dial(
+                libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                    .build(),
+            );
+        }
         self.ban_graylisted();
         self.rate.prune(now);
         self.origin_rate.prune(now);
@@ -1330,6 +1605,22 @@ impl Runner {
                 request,
                 reply,
             } => {
+                if !self.swarm.is_connected(&peer) {
+                    // A peer behind NAT is reached through a relay it holds a slot with: offer the dial
+                    // every relay we know; one without its slot fails alone, the others go on.
+                    let through: Vec<Multiaddr> = self
+                        .reach
+                        .known_relays()
+                        .map(|r| {
+                            r.clone()
+                                .with(Protocol::P2pCircuit)
+                                .with(Protocol::P2p(peer))
+                        })
+                        .collect();
+                    for a in through {
+                        self.swarm.add_peer_address(peer, a);
+                    }
+                }
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -1388,6 +1679,8 @@ impl Runner {
                     listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
                     connected_peers: self.swarm.connected_peers().count(),
                     known_peers: self.known.len(),
+                    reachability: self.reach.reach(Instant::now()),
+                    relays: self.reach.reserved().map(|p| p.to_string()).collect(),
                     external_addrs: self
                         .swarm
                         .external_addresses()
@@ -1442,6 +1735,16 @@ impl Runner {
                 penalty: self.reputation.penalty(&p, now),
                 banned: self.reputation.is_banned(&p, now),
                 pools: topics.remove(&p).unwrap_or_default(),
+                connections: self
+                    .conns
+                    .values()
+                    .filter(|c| c.peer == p)
+                    .map(|c| ConnectionView {
+                        address: c.addr.to_string(),
+                        relayed: c.relayed,
+                        outbound: c.dialer,
+                    })
+                    .collect(),
             })
             .collect();
         out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
