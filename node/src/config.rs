@@ -378,8 +378,12 @@ pub fn chain_of(network: xov_wallet::Network) -> xov_protocol::Chain {
 pub struct NetworkConfig {
     /// libp2p listen addresses (multiaddrs): TCP and QUIC by default.
     pub listen: Vec<String>,
-    /// Peers to contact at start, as multiaddrs ending in `/p2p/<peer id>`.
+    /// Peers to contact at start, as multiaddrs ending in `/p2p/<peer id>`, or `/dnsaddr/<name>` seed names.
     pub bootstrap: Vec<String>,
+    /// Seed names (`/dnsaddr/<name>`) dialed at start besides the bootstrap peers. Unset: the list this
+    /// build ships for the bitcoin network (none for regtest; docs/pools.md). Set: replaces it (`[]`: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<String>>,
     /// Find peers on the local network by mDNS (off by default: it announces the node to the LAN).
     pub mdns: bool,
     /// Keep dialing discovered peers until this many are connected.
@@ -425,6 +429,7 @@ impl Default for NetworkConfig {
                 "/ip4/0.0.0.0/udp/9738/quic-v1".into(),
             ],
             bootstrap: Vec::new(),
+            seeds: None,
             mdns: false,
             target_peers: 8,
             peer_rate_per_sec: 200,
@@ -499,8 +504,8 @@ impl Config {
     }
 
     /// Environment overrides, one variable per setting: `XOV_API_LISTEN`, `XOV_LOG_LEVEL`, `XOV_LOG_JSON`,
-    /// `XOV_NETWORK_LISTEN`, `XOV_NETWORK_BOOTSTRAP` and `XOV_NETWORK_EXTERNAL_ADDRESSES` (comma-separated
-    /// lists), `XOV_NETWORK_MDNS`.
+    /// `XOV_NETWORK_LISTEN`, `XOV_NETWORK_BOOTSTRAP`, `XOV_NETWORK_SEEDS` (empty: none) and
+    /// `XOV_NETWORK_EXTERNAL_ADDRESSES` (comma-separated lists), `XOV_NETWORK_MDNS`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = env("XOV_API_LISTEN") {
             self.api.listen =
@@ -538,6 +543,9 @@ impl Config {
         }
         if let Some(v) = env("XOV_NETWORK_BOOTSTRAP") {
             self.network.bootstrap = list(v.clone());
+        }
+        if let Some(v) = env("XOV_NETWORK_SEEDS") {
+            self.network.seeds = Some(list(v.clone()));
         }
         if let Some(v) = env("XOV_NETWORK_EXTERNAL_ADDRESSES") {
             self.network.external_addresses = list(v.clone());
@@ -650,6 +658,7 @@ impl Config {
             .listen
             .iter()
             .chain(&self.network.bootstrap)
+            .chain(self.network.seeds.iter().flatten())
             .chain(&self.network.external_addresses)
         {
             a.parse::<libp2p::Multiaddr>()

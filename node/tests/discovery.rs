@@ -15,8 +15,6 @@ fn network(d: &Daemon) -> serde_json::Value {
     d.json(&["status"])["network"].clone()
 }
 
-/// Whether `d` has a connection to `peer` (a libp2p peer id).
-
 /// The doctor's `peers` check: its fix, when no peer is connected.
 fn peers_fix(d: &Daemon) -> String {
     // the doctor exits non-zero when a check fails; its report is on stdout either way
@@ -130,4 +128,41 @@ fn a_node_holds_no_more_connections_than_its_limit() {
         .count();
     assert_eq!(outside, 3);
     assert_eq!(network(&hub)["connected_peers"], 3);
+}
+
+/// Seeds: regtest ships none; `[network] seeds` (here `XOV_NETWORK_SEEDS`) replaces the shipped list; a
+/// node whose seed answers gets in through it, and when none answers the doctor names the seeds.
+#[test]
+fn a_node_gets_in_through_its_seeds_and_the_doctor_names_them_when_they_are_silent() {
+    let (ds, dn, dq) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let seed = Daemon::start(ds.path());
+    assert_eq!(
+        network(&seed)["seeds"],
+        serde_json::json!([]),
+        "regtest ships no seeds"
+    );
+    let seed_addr = seed.bootstrap();
+    let seed_id = seed.peer_id();
+    let n = Daemon::start_with(dn.path(), &[("XOV_NETWORK_SEEDS", seed_addr.clone())]);
+    assert_eq!(network(&n)["seeds"], serde_json::json!([seed_addr.clone()]));
+    eventually("the node gets in through its seed", CONVERGE, || {
+        if n.is_connected_to(&seed_id) {
+            Ok(())
+        } else {
+            Err(network(&n).to_string())
+        }
+    });
+    // The seed goes away; a new node with only that seed, nothing remembered, is told the seeds are silent.
+    assert!(seed.stop().success());
+    let q = Daemon::start_with(dq.path(), &[("XOV_NETWORK_SEEDS", seed_addr.clone())]);
+    let fix = peers_fix(&q);
+    assert!(
+        fix.contains("none of the seeds") && fix.contains(&seed_addr),
+        "{fix}"
+    );
+    drop(n);
 }

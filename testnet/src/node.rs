@@ -289,7 +289,6 @@ impl Daemon {
             .expect("run xov")
     }
 
-    /// The TCP bootstrap address of this node.
     /// `xov ssh LEASE -- COMMAND` as this node's user runs it, with `ssh_program` in place of OpenSSH's
     /// `ssh` (`XOV_SSH`: a wrapper into a namespace, or a stand-in that records its arguments).
     pub fn xov_ssh(
@@ -324,6 +323,7 @@ impl Daemon {
             .any(|p| p["peer_id"] == peer && p["connected"] == true)
     }
 
+    /// The TCP bootstrap address of this node.
     pub fn bootstrap(&self) -> String {
         self.p2p
             .iter()

@@ -151,7 +151,8 @@ fn receipt_of(closed: &serde_json::Value) -> Option<serde_json::Value> {
         .and_then(|r| serde_json::from_str(r.trim_start_matches("receipt ")).ok())
 }
 
-/// Sats each buyer pays: 180 s of machine at PRICE_P1 (36,000 sats/h).
+/// Sats each buyer pays: 180 s of machine at PRICE_P1 (36,000 sats/h), enough to see it running after the
+/// connection checks; the buyers cancel then.
 const PAID: u64 = 1800;
 
 /// Waits until `d` sees the lease's machine up (running, or already warned or in grace: the lease is short)
@@ -186,7 +187,7 @@ fn strangers_behind_nat_find_each_other_through_a_seed_and_lease() {
     ports.extend(xov_testnet::openstack::PUBLIC_PORTS);
     let world = NatWorld::create(&ports).unwrap_or_else(|e| panic!("{e}"));
     let root = tempfile::Builder::new()
-        .keep(std::env::var("XOV_TEST_LOG").is_ok())
+        .disable_cleanup(std::env::var("XOV_TEST_LOG").is_ok())
         .tempdir()
         .unwrap();
     eprintln!("node data under {}", root.path().display());
@@ -334,8 +335,10 @@ fn strangers_behind_nat_find_each_other_through_a_seed_and_lease() {
     );
     machine_of(&buyer_a, &leases[0]);
 
-    // The leases drain and close; each buyer holds the provider's receipt, and the provider the buyer's.
+    // Each buyer ends its lease (over the direct connection, and over the relay); each then holds the
+    // provider's receipt, and the provider the buyer's.
     for (b, id) in [(&buyer_a, &leases[0]), (&buyer_s, &leases[1])] {
+        b.json(&["lease", "cancel", id]);
         let closed = wait_state(b, id, "closed");
         let r = receipt_of(&closed).unwrap_or_else(|| panic!("a receipt in {closed}"));
         assert_eq!(r["paid_sat"], PAID);

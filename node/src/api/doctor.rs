@@ -169,8 +169,10 @@ async fn network_checks(st: &AppState) -> Vec<Check> {
             "peers",
             Level::Fail,
             format!("no peer connected ({} known, {banned} banned)", peers.len()),
-            Some(if cfg.network.bootstrap.is_empty() && status.known_peers == 0 && !cfg.network.mdns {
-                "this node has no way into the network: no bootstrap peers, none remembered from earlier runs, mDNS off. Set network.bootstrap to a pool member's address (`xov status` on that node prints its listen addresses, ending in /p2p/<id>), or network.mdns = true on a LAN".into()
+            Some(if cfg.network.bootstrap.is_empty() && status.seeds.is_empty() && status.known_peers == 0 && !cfg.network.mdns {
+                "this node has no way into the network: no bootstrap peers, no seed names, none remembered from earlier runs, mDNS off. Set network.bootstrap to a pool member's address (`xov status` on that node prints its listen addresses, ending in /p2p/<id>) or network.seeds to a seed name (/dnsaddr/<name>), or network.mdns = true on a LAN".into()
+            } else if cfg.network.bootstrap.is_empty() && !status.seeds.is_empty() {
+                format!("none of the seeds ({}) gave a peer that answered{}: check this machine resolves DNS and reaches the internet (outbound TCP/UDP 9738), or set network.bootstrap to a pool member's address (`xov status` on that node prints its listen addresses, ending in /p2p/<id>)", status.seeds.join(", "), if status.known_peers > 0 { format!(", nor did the {} remembered peers", status.known_peers) } else { String::new() })
             } else if cfg.network.bootstrap.is_empty() {
                 format!("none of the {} peers remembered from earlier runs answered{}: set network.bootstrap to a pool member's address (`xov status` on that node prints its listen addresses, ending in /p2p/<id>)", status.known_peers, if cfg.network.mdns { ", and mDNS found nobody" } else { "" })
             } else {

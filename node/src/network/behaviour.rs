@@ -85,9 +85,11 @@ impl Default for Options {
 /// a relayed buyer off its provider every two minutes). Rates per peer and per IP are libp2p's.
 pub fn relay_config() -> relay::Config {
     relay::Config {
-        max_reservations: 128,
+        // Each reservation holds an inbound connection: 32 stay well under the 48 inbound a node
+        // allows by default, so relaying never locks newcomers out.
+        max_reservations: 32,
         max_reservations_per_peer: 4,
-        max_circuits: 64,
+        max_circuits: 32,
         max_circuits_per_peer: 4,
         max_circuit_duration: Duration::from_secs(30 * 60),
         max_circuit_bytes: 8 << 20,

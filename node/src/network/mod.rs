@@ -24,6 +24,7 @@ pub mod origin;
 pub mod rate_limit;
 pub mod reachability;
 pub mod scoring;
+pub mod seeds;
 pub mod sync;
 pub mod topics;
 
@@ -159,7 +160,8 @@ pub struct PeerView {
 /// One connection to a peer.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ConnectionView {
-    /// The peer's address on this connection.
+    /// The address the connection runs over: the peer's for a direct one; for a relayed one the circuit
+    /// (`.../p2p/<relay>/p2p-circuit...`).
     pub address: String,
     /// Carried by a relay (circuit relay v2) rather than direct.
     pub relayed: bool,
@@ -180,6 +182,9 @@ pub struct NetworkStatus {
     /// Peers remembered from earlier connections, dialed at start (see `known_peers.rs`).
     #[serde(default)]
     pub known_peers: usize,
+    /// Seed names asked at start: `[network] seeds`, or those this build ships for the bitcoin network.
+    #[serde(default)]
+    pub seeds: Vec<String>,
     /// Whether others can dial this node: `public` once a direct address is confirmed (AutoNAT, UPnP or
     /// `external_addresses`), `private` when probes failed (behind NAT), `unknown` before.
     #[serde(default)]
@@ -474,6 +479,15 @@ pub async fn listen(
         .collect())
 }
 
+/// `a` without a trailing `/p2p/<peer id>`: the transport address alone.
+fn without_p2p(a: &Multiaddr) -> Multiaddr {
+    let mut a = a.clone();
+    if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+        a.pop();
+    }
+    a
+}
+
 /// What a bootstrap address names.
 #[derive(Debug, PartialEq, Eq)]
 enum Bootstrap {
@@ -534,7 +548,12 @@ pub async fn start(
         subscribe(&mut swarm, &pool_topic(p));
         announce(&mut swarm, p);
     }
-    for b in &cfg.bootstrap {
+    // Bootstrap peers, then the seed names (the operator's, or those this build ships for the network).
+    let seeds = seeds::effective(cfg.seeds.as_deref(), &chain);
+    if !seeds.is_empty() {
+        info!(seeds = ?seeds, "asking the seed names for peers");
+    }
+    for b in cfg.bootstrap.iter().chain(&seeds) {
         let addr: Multiaddr = b.parse().map_err(|_| NetworkError::Bootstrap(b.clone()))?;
         match bootstrap_kind(&addr) {
             Some(Bootstrap::Peer(peer)) if peer == peer_id => continue,
@@ -593,6 +612,7 @@ pub async fn start(
         stats: GossipStats::default(),
         target_peers: cfg.target_peers,
         known,
+        seeds,
         store,
         synced: HashSet::new(),
         requests: HashMap::new(),
@@ -720,6 +740,8 @@ struct Runner {
     target_peers: usize,
     /// Peers this node dialed successfully, remembered in the store across restarts.
     known: KnownPeers,
+    /// Seed names dialed at start (for status and the doctor).
+    seeds: Vec<String>,
     store: Store,
     /// (peer, pool) pairs already pulled on this connection.
     synced: HashSet<(PeerId, PoolId)>,
@@ -746,6 +768,8 @@ struct Conn {
 
 /// A relayed connection to a peer also reached directly (after hole punching) is closed after this long,
 /// so that the requests already on it finish and new traffic takes the direct one.
+/// Relays through which a lease message to an unconnected peer is also tried.
+const MAX_RELAY_GUESSES: usize = 3;
 const RELAYED_GRACE: Duration = Duration::from_secs(10);
 
 /// Below this many peers in a joined pool, the node looks up the pool's members in the DHT.
@@ -1091,7 +1115,17 @@ impl Runner {
                     *connection_id,
                     Conn {
                         peer: *peer_id,
-                        addr: endpoint.get_remote_address().clone(),
+                        // The address the connection runs over: the one dialed, or for an inbound
+                        // relayed connection the circuit it came in through (its remote address is just
+                        // `/p2p/<peer>`).
+                        addr: match endpoint {
+                            libp2p::core::ConnectedPoint::Listener { local_addr, .. }
+                                if endpoint.is_relayed() =>
+                            {
+                                local_addr.clone()
+                            }
+                            _ => endpoint.get_remote_address().clone(),
+                        },
                         relayed: endpoint.is_relayed(),
                         dialer: endpoint.is_dialer(),
                         since: now,
@@ -1131,8 +1165,17 @@ impl Runner {
                 ..
             })) if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) => {
                 match self.conns.get(connection_id) {
-                    // Reached by dialing a direct address: others can reach it too.
-                    Some(c) if c.dialer && !c.relayed => {
+                    // Reached by dialing a direct address the peer itself listens on or announces: others
+                    // can reach it there too. (A hole-punched connection is dialed as well, but to a NAT's
+                    // mapping the peer does not announce: a node behind NAT is never taken as a relay.)
+                    Some(c)
+                        if c.dialer
+                            && !c.relayed
+                            && info
+                                .listen_addrs
+                                .iter()
+                                .any(|a| without_p2p(a) == without_p2p(&c.addr)) =>
+                    {
                         self.reach.relay_candidate(*peer_id, c.addr.clone(), now)
                     }
                     _ => Vec::new(),
@@ -1154,14 +1197,23 @@ impl Runner {
             SwarmEvent::ListenerClosed {
                 listener_id,
                 reason,
-                ..
-            } => match self.reservations.remove(listener_id) {
-                Some(relay) => {
-                    info!(%relay, ?reason, "relay reservation closed");
-                    self.reach.relay_failed(relay, now)
+                addresses,
+            } => {
+                // A closed listener (a relay's, say) reports its addresses here and not as expired ones.
+                let me = *self.swarm.local_peer_id();
+                self.listen_addrs.retain(|a| {
+                    !addresses
+                        .iter()
+                        .any(|gone| gone.clone().with(Protocol::P2p(me)) == *a)
+                });
+                match self.reservations.remove(listener_id) {
+                    Some(relay) => {
+                        info!(%relay, ?reason, "relay reservation closed");
+                        self.reach.relay_failed(relay, now)
+                    }
+                    None => Vec::new(),
                 }
-                None => Vec::new(),
-            },
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,
                 result,
@@ -1220,6 +1272,19 @@ impl Runner {
                         kad::Mode::Client
                     }));
                 }
+                reachability::Action::Release { relay } => {
+                    let ids: Vec<ListenerId> = self
+                        .reservations
+                        .iter()
+                        .filter(|(_, r)| **r == relay)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in ids {
+                        self.reservations.remove(&id);
+                        self.swarm.remove_listener(id);
+                    }
+                    info!(%relay, "relay slot given back: this node is reachable directly");
+                }
                 reachability::Action::Reserve { relay, addr } => {
                     match self
                         .swarm
@@ -1239,21 +1304,23 @@ impl Runner {
         }
     }
 
-    /// Closes relayed connections to peers also connected directly, once [`RELAYED_GRACE`] passed.
+    /// Closes relayed connections to peers also connected directly, once the direct connection is
+    /// [`RELAYED_GRACE`] old (requests already on the relayed one finish).
     fn close_redundant_relayed(&mut self, now: Instant) {
-        let direct: HashSet<PeerId> = self
-            .conns
-            .values()
-            .filter(|c| !c.relayed)
-            .map(|c| c.peer)
-            .collect();
+        // Per peer, since when a direct connection exists (its oldest).
+        let mut direct: HashMap<PeerId, Instant> = HashMap::new();
+        for c in self.conns.values().filter(|c| !c.relayed) {
+            let since = direct.entry(c.peer).or_insert(c.since);
+            *since = (*since).min(c.since);
+        }
         let redundant: Vec<ConnectionId> = self
             .conns
             .iter()
             .filter(|(_, c)| {
                 c.relayed
-                    && direct.contains(&c.peer)
-                    && now.saturating_duration_since(c.since) >= RELAYED_GRACE
+                    && direct
+                        .get(&c.peer)
+                        .is_some_and(|d| now.saturating_duration_since(*d) >= RELAYED_GRACE)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -1607,10 +1674,13 @@ impl Runner {
             } => {
                 if !self.swarm.is_connected(&peer) {
                     // A peer behind NAT is reached through a relay it holds a slot with: offer the dial
-                    // every relay we know; one without its slot fails alone, the others go on.
+                    // a few relays we know; one without its slot fails alone, the others go on.
                     let through: Vec<Multiaddr> = self
                         .reach
                         .known_relays()
+                        // a few: request-response keeps ten addresses per peer, and the peer's own
+                        // (learned from identify and the DHT) must not be pushed out by guesses
+                        .take(MAX_RELAY_GUESSES)
                         .map(|r| {
                             r.clone()
                                 .with(Protocol::P2pCircuit)
@@ -1679,6 +1749,7 @@ impl Runner {
                     listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
                     connected_peers: self.swarm.connected_peers().count(),
                     known_peers: self.known.len(),
+                    seeds: self.seeds.clone(),
                     reachability: self.reach.reach(Instant::now()),
                     relays: self.reach.reserved().map(|p| p.to_string()).collect(),
                     external_addrs: self

@@ -13,7 +13,11 @@
 //!   dialable, so others can reach them too) that offer the relay protocol. A relay that failed is not
 //!   asked again before [`RELAY_RETRY`].
 //! - Confirmed addresses are bounded ([`MAX_CONFIRMED`]), and so are relay candidates
-//!   ([`MAX_CANDIDATES`]): the state stays small whatever peers claim.
+//!   ([`MAX_CANDIDATES`]); relays are remembered only while asked, held, resting, or candidates: the state
+//!   stays small whatever peers claim.
+//! - A node that becomes public gives its relay slots back ([`Action::Release`]).
+//! - Known limit: AutoNAT v2 does not re-test an address it confirmed, so a node stays public until the
+//!   address expires (a UPnP mapping) or the node restarts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -58,6 +62,8 @@ pub enum Action {
     DhtServer(bool),
     /// Listen through this relay: `addr` is the relay's direct address ending in `/p2p/<relay>`.
     Reserve { relay: PeerId, addr: Multiaddr },
+    /// Stop listening through this relay: the node is public now and needs no slot.
+    Release { relay: PeerId },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +231,26 @@ impl Reachability {
             self.dht_server = server;
             out.push(Action::DhtServer(server));
         }
+        // Relays that rested long enough and are no candidates any more are forgotten: the map holds the
+        // slots asked or held (at most WANTED_RELAYS at a time) and those resting, no more.
+        let candidates = &self.candidates;
+        self.slots.retain(|p, s| match s {
+            Slot::Resting(until) => *until > now || candidates.contains_key(p),
+            _ => true,
+        });
+        if reach == Reach::Public {
+            // Dialable directly: give the slots back.
+            let held: Vec<PeerId> = self
+                .slots
+                .iter()
+                .filter(|(_, s)| matches!(s, Slot::Asked | Slot::Reserved))
+                .map(|(p, _)| *p)
+                .collect();
+            for relay in held {
+                self.slots.remove(&relay);
+                out.push(Action::Release { relay });
+            }
+        }
         if reach != Reach::Private {
             return out;
         }
@@ -349,12 +375,22 @@ mod tests {
             "no answer for {UNKNOWN_FOR:?}: private anyway; {acts:?}"
         );
 
-        // A node that later gets a confirmed address (UPnP) serves the DHT; losing it goes back.
+        // A node that later gets a confirmed address (UPnP) serves the DHT and gives its relay slot back;
+        // losing the address goes back to the relay.
         let mapped = addr("/ip4/203.0.113.9/tcp/9738");
-        assert_eq!(r.confirm(mapped.clone(), t0), vec![Action::DhtServer(true)]);
+        assert_eq!(
+            r.confirm(mapped.clone(), t0),
+            vec![Action::DhtServer(true), Action::Release { relay: relay_a }]
+        );
         assert_eq!(
             r.expire(&mapped, t0 + UNKNOWN_FOR),
-            vec![Action::DhtServer(false)]
+            vec![
+                Action::DhtServer(false),
+                Action::Reserve {
+                    relay: relay_a,
+                    addr: direct.clone().with(Protocol::P2p(relay_a))
+                }
+            ]
         );
 
         // Candidates reached only through a relay are no relays.
@@ -402,6 +438,32 @@ mod tests {
             r.probe_dial(false, &[a, b], t0 + PROBE_DIAL_EVERY * 3),
             None,
             "confirmed already"
+        );
+    }
+
+    /// Relays that failed and left are forgotten once rested: however many come and go, the node remembers
+    /// no more than the slots it holds.
+    #[test]
+    fn relays_that_came_and_went_are_forgotten() {
+        let t0 = Instant::now();
+        let mut r = Reachability::new(t0);
+        r.probe_failed(t0);
+        r.probe_failed(t0);
+        let mut t = t0;
+        for i in 0..1000u32 {
+            t = t0 + Duration::from_millis(u64::from(i));
+            let relay = PeerId::random();
+            let asked = reserves(&r.relay_candidate(relay, addr("/ip4/198.51.100.7/tcp/9738"), t));
+            for p in asked {
+                r.relay_failed(p, t);
+            }
+            r.disconnected(&relay, t);
+        }
+        r.tick(t + RELAY_RETRY);
+        assert!(
+            r.slots.len() <= WANTED_RELAYS,
+            "{} relays remembered",
+            r.slots.len()
         );
     }
 
