@@ -8,5 +8,5 @@ bash testnet/setup.sh
 source testnet/env.sh
 XOV_BITCOIND_DIR=$(bash testnet/bitcoind/build.sh | tail -n 1)
 export XOV_BITCOIND_DIR
-cargo build --locked -p xov-node -p xov-testnet
+bash testnet/build.sh
 exec "$CARGO_TARGET_DIR/debug/xov-testnet" up "$@"

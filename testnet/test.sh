@@ -39,3 +39,5 @@ finish "$fuzz_build" "building the fuzz targets" "$logs/fuzz-build.log"
 [[ $status == 0 ]] || exit "$status"
 # Every fuzz target, briefly (cargo-fuzz on stable with RUSTC_BOOTSTRAP=1; a crash fails the run).
 bash testnet/fuzz.sh 10
+# The main job (testnet/run.sh) reuses this build: it compiles no dependency again.
+bash testnet/build.sh --no-dependency

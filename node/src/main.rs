@@ -18,8 +18,23 @@ use xov_node::cli::{
 use xov_node::config::{Config, CONFIG_FILE};
 use xov_node::store::datadir::DataDir;
 
+/// Exit status of a command line `xov` cannot read (an unknown command or flag, a missing or bad value):
+/// sysexits' EX_USAGE, apart from a failed `xov doctor` (2) and other errors (1).
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version end here too, successfully.
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let json = cli.json;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -209,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ssh(args) => ssh_command(args, &client()?, &dd, cli.json).await,
         Command::Leases(LeasesCommand::List) => {
             let l: Vec<LeaseView> = client()?.get("/v1/leases", None).await?;
-            output::print(cli.json, &l, || output::leases(&l));
+            output::print(cli.json, &l, || output::leases(&l, &output::When::system()));
             Ok(())
         }
         Command::Leases(LeasesCommand::Show {
@@ -222,7 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 follow(&c, &id, cli.json, wait_timeout).await
             } else {
                 let l: LeaseView = c.get(&format!("/v1/leases/{id}"), None).await?;
-                output::print(cli.json, &l, || output::lease(&l));
+                output::print(cli.json, &l, || output::lease(&l, &output::When::system()));
                 Ok(())
             }
         }
@@ -588,8 +603,7 @@ async fn ssh_command(a: SshArgs, c: &Client, dd: &DataDir, json: bool) -> anyhow
 }
 
 async fn order_command(a: OrderArgs, c: &Client, dd: &DataDir, json: bool) -> anyhow::Result<()> {
-    let key = std::fs::read_to_string(&a.ssh_key)
-        .with_context(|| format!("cannot read SSH public key {}", a.ssh_key.display()))?;
+    let key = read_ssh_public_key(&a.ssh_key)?;
     let req = xov_node::lease::driver::OrderRequest {
         pool: a.pool,
         vcpus: a.vcpus,
@@ -606,6 +620,9 @@ async fn order_command(a: OrderArgs, c: &Client, dd: &DataDir, json: bool) -> an
         bid_wait_secs: a.bid_wait,
         budget_sat: a.budget,
         slice_hours: a.slice_hours,
+        offer: a
+            .offer
+            .map(|(provider, offer_id)| xov_node::lease::driver::OfferPick { provider, offer_id }),
     };
     let l: LeaseView = c.call(Method::POST, "/v1/orders", None, Some(&req)).await?;
     // Which key file this lease was ordered with, for `xov ssh` (it finds the private key beside it).
@@ -622,7 +639,7 @@ async fn order_command(a: OrderArgs, c: &Client, dd: &DataDir, json: bool) -> an
         }
     }
     if !json {
-        println!("{}", output::lease(&l));
+        println!("{}", output::lease(&l, &output::When::system()));
         if !a.pay && a.budget.is_none() {
             if let Some(uri) = &l.lease.pay_uri {
                 println!(
@@ -642,6 +659,29 @@ async fn order_command(a: OrderArgs, c: &Client, dd: &DataDir, json: bool) -> an
     }
 }
 
+/// The buyer's public key line from `path`, checked before any provider is asked: what is wrong with the
+/// file and what a valid line looks like.
+fn read_ssh_public_key(path: &std::path::Path) -> anyhow::Result<String> {
+    let shown = path.display();
+    let example =
+        "a valid file holds one line like `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI... you@host` \
+                   (the .pub file `ssh-keygen -t ed25519` writes beside the private key)";
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the SSH public key file {shown}; {example}"))?;
+    let Ok(text) = String::from_utf8(bytes) else {
+        anyhow::bail!("{shown} is not a text file, so not an SSH public key; {example}");
+    };
+    if text.contains("PRIVATE KEY") {
+        anyhow::bail!(
+            "{shown} is a private key: never hand it out; give its public half, {shown}.pub; {example}"
+        );
+    }
+    let line = text.trim();
+    xov_protocol::check_ssh_public_key(line)
+        .map_err(|e| anyhow::anyhow!("{shown} is not an SSH public key: {e}"))?;
+    Ok(line.to_string())
+}
+
 /// Shows a lease's progress until its machine runs or the lease ends, saying what it waits for; gives up
 /// after `timeout_secs` with what it still waits for (the lease itself goes on).
 async fn follow(c: &Client, id: &str, json: bool, timeout_secs: u64) -> anyhow::Result<()> {
@@ -657,8 +697,8 @@ async fn follow(c: &Client, id: &str, json: bool, timeout_secs: u64) -> anyhow::
                 println!("{}", serde_json::to_string(s)?);
             } else {
                 println!(
-                    "{:>10}  {:<13} {}",
-                    s.at,
+                    "{}  {:<13} {}",
+                    output::When::system().clock(s.at),
                     format!("{:?}", s.state),
                     s.detail
                 );
@@ -667,7 +707,7 @@ async fn follow(c: &Client, id: &str, json: bool, timeout_secs: u64) -> anyhow::
         shown = l.history.len();
         let Some(waiting) = waiting else {
             if !json {
-                println!("{}", output::lease(&v));
+                println!("{}", output::lease(&v, &output::When::system()));
             }
             return Ok(());
         };

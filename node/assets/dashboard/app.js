@@ -90,8 +90,10 @@ $("#order-submit").addEventListener("click", async () => {
   btn.disabled = true;
   $("#order-error").textContent = "";
   try {
+    // The offer picked, and no other: its provider, its GPU, its place. The price is capped at what the
+    // buyer saw, so a re-signed dearer version fails the order rather than costing more.
     const req = {
-      pool: o.pool, vcpus: o.vcpus, ram_mib: o.ram_mib, disk_gib: o.disk_gib,
+      pool: o.pool, offer: { provider: o.provider, offer_id: o.offer_id },
       image: $("#order-image").value, max_price: o.price_sats_per_hour,
       hours: parseInt($("#order-hours").value, 10) || 1,
       ssh_public_key: $("#order-ssh-key").value.trim(),

@@ -7,6 +7,80 @@ use crate::api::{OfferView, PoolView, Status};
 use crate::lease::record::{LeaseRecord, Role};
 use xov_protocol::LeaseState;
 
+/// Renders Unix times for people: the local date and time in the system's time zone (`/etc/localtime`, or
+/// `TZ`), and how far from now ("in 59 min", "3 min ago"). `--json` output keeps the Unix seconds.
+pub struct When {
+    now: u64,
+    tz: jiff::tz::TimeZone,
+}
+
+impl When {
+    /// Now, in the system's time zone (UTC when it cannot be read).
+    pub fn system() -> When {
+        When {
+            now: crate::clock::unix_now(),
+            tz: jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC),
+        }
+    }
+
+    /// A fixed moment and zone (tests).
+    pub fn fixed(now: u64, tz: jiff::tz::TimeZone) -> When {
+        When { now, tz }
+    }
+
+    /// `2026-12-03 09:14 CET (in 59 min)`.
+    pub fn at(&self, unix: u64) -> String {
+        format!(
+            "{} ({})",
+            self.local(unix, "%Y-%m-%d %H:%M %Z"),
+            self.relative(unix)
+        )
+    }
+
+    /// For tables: `12-03 09:14 (in 59 min)`.
+    pub fn short(&self, unix: u64) -> String {
+        format!(
+            "{} ({})",
+            self.local(unix, "%m-%d %H:%M"),
+            self.relative(unix)
+        )
+    }
+
+    /// The local time of day, `09:14:05` (a lease's history as it is followed).
+    pub fn clock(&self, unix: u64) -> String {
+        self.local(unix, "%H:%M:%S")
+    }
+
+    fn local(&self, unix: u64, format: &str) -> String {
+        match i64::try_from(unix)
+            .ok()
+            .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        {
+            Some(t) => t.to_zoned(self.tz.clone()).strftime(format).to_string(),
+            None => unix.to_string(),
+        }
+    }
+
+    /// "in 59 min", "3 h 5 min ago", "now".
+    pub fn relative(&self, unix: u64) -> String {
+        let ahead = unix >= self.now;
+        let d = unix.abs_diff(self.now);
+        let span = match d {
+            0 => return "now".into(),
+            1..=59 => format!("{d} s"),
+            60..=3599 => format!("{} min", d / 60),
+            3600..=172_799 if d % 3600 < 60 => format!("{} h", d / 3600),
+            3600..=172_799 => format!("{} h {} min", d / 3600, d % 3600 / 60),
+            _ => format!("{} days", d / 86_400),
+        };
+        if ahead {
+            format!("in {span}")
+        } else {
+            format!("{span} ago")
+        }
+    }
+}
+
 /// `s` as one word for a POSIX shell: unchanged when it has only safe characters, else single-quoted.
 pub fn shell_quote(s: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
@@ -30,11 +104,26 @@ pub fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce() -> String
     }
 }
 
+/// `public`, `private (2 relays hold a slot)`, `unknown (not tested yet)`.
+fn reach(n: &crate::network::NetworkStatus) -> String {
+    use crate::network::reachability::Reach;
+    match n.reachability {
+        Reach::Public => "public: others dial this node directly".into(),
+        Reach::Private => format!(
+            "private (behind NAT): reached through {} relay{}",
+            n.relays.len(),
+            if n.relays.len() == 1 { "" } else { "s" }
+        ),
+        Reach::Unknown => "unknown: not tested yet".into(),
+    }
+}
+
 pub fn status(s: &Status) -> String {
     let n = &s.network;
     format!(
-        "node id   {}\nversion   {}\nchain     {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}\npeers     {}\nlisten    {}\ngossip    {} accepted, {} rejected, {} ignored, {} rate-limited, {} synced, {} of another chain, {} of another version\nabuse     {} peers banned, {} unreadable frames, {} bad sync answers, {} sync requests refused",
+        "node id   {}\nversion   {}\nchain     {}\ndata dir  {}\nuptime    {} s\noffers    {}\npools     {}\npeers     {}\nreach     {}\nlisten    {}\ngossip    {} accepted, {} rejected, {} ignored, {} rate-limited, {} synced, {} of another chain, {} of another version\nabuse     {} peers banned, {} unreadable frames, {} bad sync answers, {} sync requests refused",
         s.node_id, s.version, s.chain, s.datadir, s.uptime_secs, s.offers, s.pools, n.connected_peers,
+        reach(n),
         n.listen_addrs.join("\n          "),
         n.gossip.accepted, n.gossip.rejected, n.gossip.ignored, n.gossip.rate_limited, n.gossip.synced,
         n.gossip.other_chain, n.gossip.other_version, n.gossip.bans, n.gossip.invalid_frames, n.gossip.sync_faults, n.gossip.sync_refused
@@ -170,7 +259,7 @@ pub fn pools(pools: &[PoolView]) -> String {
     )
 }
 
-pub fn leases(l: &[LeaseView]) -> String {
+pub fn leases(l: &[LeaseView], when: &When) -> String {
     if l.is_empty() {
         return "no leases yet; `xov order --help` shows how to lease a machine".into();
     }
@@ -199,7 +288,7 @@ pub fn leases(l: &[LeaseView]) -> String {
                     e.map_or("-".into(), |e| e.at_risk_sat.to_string()),
                     e.and_then(|e| e.budget.as_ref())
                         .map_or("-".into(), |b| format!("{}/{}", b.spent_sat, b.total_sat)),
-                    x.runs_until.map_or("-".into(), |u| u.to_string()),
+                    x.runs_until.map_or("-".into(), |u| when.short(u)),
                     x.instance
                         .as_ref()
                         .map_or("-".into(), |i| i.addresses.join(",")),
@@ -244,7 +333,7 @@ pub fn waiting_for(l: &LeaseRecord) -> Option<String> {
     })
 }
 
-pub fn lease(v: &LeaseView) -> String {
+pub fn lease(v: &LeaseView, when: &When) -> String {
     let x = &v.lease;
     let mut out = format!(
         "lease      {}\nrole       {:?}\nstate      {:?}\nprovider   {}\nmachine    {} vCPU, {} MiB, {} GiB, {}\nprice      {} sats/h for {} h = {} sat\npaid       {} sat\n",
@@ -264,7 +353,9 @@ pub fn lease(v: &LeaseView) -> String {
             let next = match (&b.withheld, b.done, b.next_slice_at) {
                 (Some(w), _, _) => format!("withheld: {w}"),
                 (None, true, _) => "none: slicing is over".to_string(),
-                (None, false, Some(at)) => format!("due at {at} (if the provider delivers)"),
+                (None, false, Some(at)) => {
+                    format!("due at {} (if the provider delivers)", when.at(at))
+                }
                 (None, false, None) => "when the machine runs".to_string(),
             };
             out.push_str(&format!("next slice {next}\n"));
@@ -274,7 +365,7 @@ pub fn lease(v: &LeaseView) -> String {
         out.push_str(&format!("pay to     {uri}\n"));
     }
     if let Some(u) = x.runs_until {
-        out.push_str(&format!("runs until {u}\n"));
+        out.push_str(&format!("runs until {}\n", when.at(u)));
     }
     if let Some(i) = &x.instance {
         match i.addresses.first() {
@@ -399,6 +490,56 @@ mod tests {
     }
 
     #[test]
+    fn times_read_as_local_times_and_distances() {
+        let now = 1_796_087_290; // 2026-12-01 01:08:10 UTC
+        let utc = When::fixed(now, jiff::tz::TimeZone::UTC);
+        // Central European time as a POSIX rule: no tzdata needed.
+        let paris = When::fixed(
+            now,
+            jiff::tz::TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap(),
+        );
+        let cases: [(&str, &When, u64, &str); 8] = [
+            (
+                "in an hour, UTC",
+                &utc,
+                now + 3540,
+                "2026-12-01 02:07 UTC (in 59 min)",
+            ),
+            (
+                "the same moment in Paris",
+                &paris,
+                now + 3540,
+                "2026-12-01 03:07 CET (in 59 min)",
+            ),
+            ("seconds", &utc, now + 42, "2026-12-01 01:08 UTC (in 42 s)"),
+            ("past", &utc, now - 180, "2026-12-01 01:05 UTC (3 min ago)"),
+            (
+                "whole hours",
+                &utc,
+                now + 7200,
+                "2026-12-01 03:08 UTC (in 2 h)",
+            ),
+            (
+                "hours and minutes",
+                &utc,
+                now + 3900,
+                "2026-12-01 02:13 UTC (in 1 h 5 min)",
+            ),
+            (
+                "days",
+                &utc,
+                now + 3 * 86_400,
+                "2026-12-04 01:08 UTC (in 3 days)",
+            ),
+            ("now", &utc, now, "2026-12-01 01:08 UTC (now)"),
+        ];
+        for (name, when, t, want) in cases {
+            assert_eq!(when.at(t), want, "{name}");
+        }
+        assert_eq!(utc.short(now + 3540), "12-01 02:07 (in 59 min)");
+    }
+
+    #[test]
     fn tables_align_columns() {
         let t = table(
             &["A", "BB"],
@@ -441,15 +582,21 @@ mod tests {
                 }),
             }),
         };
-        let text = lease(&v);
+        let utc = When::fixed(1_767_225_600 - 59 * 60, jiff::tz::TimeZone::UTC);
+        let text = lease(&v, &utc);
         assert!(text.contains("at risk    1310 sat (prepaid time not yet run 590 + paid, not yet counted by the provider 720)"), "{text}");
         assert!(text.contains("budget     2160 of 3600 sat spent in 3 slices of 720 sat (72 s; fees 843 sat on top)"), "{text}");
-        assert!(text.contains("next slice due at 1767225600"), "{text}");
+        assert!(
+            text.contains("next slice due at 2026-01-01 00:00 UTC (in 59 min)"),
+            "{text}"
+        );
         if let Some(b) = v.exposure.as_mut().and_then(|e| e.budget.as_mut()) {
             b.withheld = Some(NotDelivering::StatusStale { age_secs: 40 });
         }
-        assert!(lease(&v).contains("next slice withheld: the provider has not answered for 40 s"));
-        let row = leases(std::slice::from_ref(&v));
+        assert!(
+            lease(&v, &utc).contains("next slice withheld: the provider has not answered for 40 s")
+        );
+        let row = leases(std::slice::from_ref(&v), &utc);
         assert!(
             row.contains("AT_RISK") && row.contains("1310") && row.contains("2160/3600"),
             "{row}"

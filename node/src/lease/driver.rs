@@ -101,6 +101,8 @@ pub enum OrderError {
     BadRefundAddress(String),
     #[error("the ports are not usable: {0}")]
     BadPorts(String),
+    #[error("'{0}' is not a provider's node id; `xov offers list` shows each offer's provider")]
+    BadProvider(String),
     #[error("the budget is not usable: {0}")]
     Budget(#[from] BudgetError),
     #[error("{0}")]
@@ -158,6 +160,20 @@ pub struct OrderRequest {
     /// shortest lease if longer).
     #[serde(default)]
     pub slice_hours: Option<f64>,
+    /// Order this one offer and no other (the dashboard's Order button, `xov order --offer`): when it is
+    /// gone or no longer meets the order, the order fails instead of going to another provider.
+    #[serde(default)]
+    pub offer: Option<OfferPick>,
+}
+
+/// One offer in the book, as `xov offers list` and the dashboard name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfferPick {
+    /// The provider's node id.
+    pub provider: String,
+    /// The offer's id, unique per provider.
+    pub offer_id: u64,
 }
 
 pub struct LeaseEngine {
@@ -201,6 +217,39 @@ pub fn busy(leases: &HashMap<String, LeaseRecord>, offer: &Offer) -> usize {
                 && l.started_at.is_none_or(|s| s >= offer.created_at)
         })
         .count()
+}
+
+/// Why no matching offer leases for `hours`: the lease lengths the offers allow, and what to ask instead.
+fn hours_unfit<'a>(hours: u32, offers: impl Iterator<Item = &'a Offer>) -> String {
+    let (mut min, mut max, mut n) = (u32::MAX, 0, 0);
+    for o in offers {
+        min = min.min(o.min_lease_secs);
+        max = max.max(o.max_lease_secs);
+        n += 1;
+    }
+    let h = |secs: u32| {
+        if secs % 3600 == 0 {
+            format!("{} h", secs / 3600)
+        } else {
+            format!("{:.2} h", f64::from(secs) / 3600.0)
+        }
+    };
+    let ask = if max < 3600 {
+        "order with --budget and --slice-hours instead".to_string()
+    } else {
+        format!(
+            "ask for --hours between {} and {}",
+            min.div_ceil(3600).max(1),
+            max / 3600
+        )
+    };
+    format!(
+        "{n} {} {} the machine asked for, but none leases it for {hours} h: they lease for {} to {}; {ask}",
+        if n == 1 { "offer" } else { "offers" },
+        if n == 1 { "has" } else { "have" },
+        h(min),
+        h(max)
+    )
 }
 
 /// Unpaid invoices a buyer holds open with this provider (a payment seen but not confirmed is not paid yet:
@@ -1238,8 +1287,25 @@ impl LeaseEngine {
                 .map_err(|e| OrderError::BadRefundAddress(e.to_string()))?,
             // Refunds go to this node's own wallet unless the buyer names an address.
             (None, Some(w)) => req.refund_address = Some(w.new_address()?),
-            _ => {}
+            // No wallet here: the address must still be one of this node's bitcoin network.
+            (Some(a), None) => {
+                if let Some(net) = self.chain.name().and_then(|n| n.parse().ok()) {
+                    xov_wallet::check_address(a, net)
+                        .map_err(|e| OrderError::BadRefundAddress(e.to_string()))?;
+                }
+            }
+            (None, None) => {}
         }
+        let picked = match &req.offer {
+            Some(p) => Some(OfferKey {
+                provider: p
+                    .provider
+                    .parse()
+                    .map_err(|_| OrderError::BadProvider(p.provider.clone()))?,
+                offer_id: p.offer_id,
+            }),
+            None => None,
+        };
         let candidates = {
             let m = self
                 .market
@@ -1283,18 +1349,28 @@ impl LeaseEngine {
                 .query(&q, now)
                 .into_iter()
                 .filter(|o| o.body().provider != self.me)
+                .filter(|o| picked.as_ref().is_none_or(|k| OfferKey::of(o.body()) == *k))
                 .take(MAX_CANDIDATES * 4)
                 .cloned()
                 .collect();
-            let why = if c.is_empty() {
-                xov_protocol::explain_no_match(m.book(), &q, now)
-            } else {
-                Vec::new()
+            let why = match (&picked, c.is_empty()) {
+                (_, false) => Vec::new(),
+                (Some(k), true) => vec![match m.book().get(k) {
+                    Some(o) if o.body().expires_at > now => format!(
+                        "offer {} of {} no longer meets the order (renewed with other terms?); `xov offers list` shows it as it is now",
+                        k.offer_id, k.provider
+                    ),
+                    _ => format!(
+                        "offer {} of {} is no longer in the book (withdrawn or expired); pick another",
+                        k.offer_id, k.provider
+                    ),
+                }],
+                (None, true) => xov_protocol::explain_no_match(m.book(), &q, now),
             };
             (c, why, q)
         };
         let (mut candidates, mut reasons, query) = candidates;
-        if candidates.is_empty() && req.bid_wait_secs > 0 {
+        if candidates.is_empty() && req.bid_wait_secs > 0 && picked.is_none() {
             match self.bid(&req, &query, now).await {
                 Ok(answers) if answers.is_empty() => reasons.push(format!(
                     "no provider answered a bid within {} s",
@@ -1307,6 +1383,21 @@ impl LeaseEngine {
         }
         if candidates.is_empty() {
             return Err(OrderError::NoMatch(reasons));
+        }
+        // The hours asked must fit an offer's lease lengths: providers whose offers they do not fit are not
+        // asked (each would refuse). A budget is planned against each offer's bounds below instead.
+        if req.budget_sat.is_none() {
+            let secs = u64::from(req.hours) * 3600;
+            let fits = |o: &Offer| {
+                (u64::from(o.min_lease_secs)..=u64::from(o.max_lease_secs)).contains(&secs)
+            };
+            if !candidates.iter().any(|o| fits(o.body())) {
+                return Err(OrderError::NoMatch(vec![hours_unfit(
+                    req.hours,
+                    candidates.iter().map(|o| o.body()),
+                )]));
+            }
+            candidates.retain(|o| fits(o.body()));
         }
         // Trust: the providers' scores from receipts and bonds this node holds.
         let scores: HashMap<NodeId, u64> = match self.market.read() {
