@@ -620,9 +620,7 @@ async fn order_command(a: OrderArgs, c: &Client, dd: &DataDir, json: bool) -> an
         bid_wait_secs: a.bid_wait,
         budget_sat: a.budget,
         slice_hours: a.slice_hours,
-        offer: a
-            .offer
-            .map(|(provider, offer_id)| xov_node::lease::driver::OfferPick { provider, offer_id }),
+        offer: a.offer,
     };
     let l: LeaseView = c.call(Method::POST, "/v1/orders", None, Some(&req)).await?;
     // Which key file this lease was ordered with, for `xov ssh` (it finds the private key beside it).

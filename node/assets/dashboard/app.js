@@ -93,7 +93,7 @@ $("#order-submit").addEventListener("click", async () => {
     // The offer picked, and no other: its provider, its GPU, its place. The price is capped at what the
     // buyer saw, so a re-signed dearer version fails the order rather than costing more.
     const req = {
-      pool: o.pool, offer: { provider: o.provider, offer_id: o.offer_id },
+      pool: o.pool, offer: o.key,
       image: $("#order-image").value, max_price: o.price_sats_per_hour,
       hours: parseInt($("#order-hours").value, 10) || 1,
       ssh_public_key: $("#order-ssh-key").value.trim(),

@@ -45,7 +45,7 @@ impl From<OrderError> for ApiError {
             OrderError::BadSshKey(_) => (StatusCode::BAD_REQUEST, "bad_ssh_key"),
             OrderError::BadRefundAddress(_) => (StatusCode::BAD_REQUEST, "bad_refund_address"),
             OrderError::BadPorts(_) => (StatusCode::BAD_REQUEST, "bad_ports"),
-            OrderError::BadProvider(_) => (StatusCode::BAD_REQUEST, "bad_provider"),
+            OrderError::BadOffer(_) => (StatusCode::BAD_REQUEST, "bad_offer"),
             OrderError::Budget(_) => (StatusCode::BAD_REQUEST, "bad_budget"),
             OrderError::Bid(_) => (StatusCode::BAD_REQUEST, "bid"),
             OrderError::Wallet(_) | OrderError::PayFailed { .. } => {
@@ -170,7 +170,6 @@ pub fn routes() -> Router<AppState> {
     paths(order, list, show, extend, cancel),
     components(schemas(
         OrderRequest,
-        crate::lease::driver::OfferPick,
         LeaseRecord,
         LeaseView,
         Exposure,

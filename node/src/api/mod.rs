@@ -205,6 +205,10 @@ pub struct OfferView {
     #[serde(default)]
     pub chain: String,
     pub offer_id: u64,
+    /// `PROVIDER:OFFER_ID`: what `xov order --offer` and `POST /v1/orders` `offer` take to order this offer
+    /// and no other (a string: offer ids exceed the integers JavaScript holds exactly).
+    #[serde(default)]
+    pub key: String,
     pub sequence: u64,
     pub created_at: u64,
     pub expires_at: u64,
@@ -240,6 +244,7 @@ impl From<&Signed<Offer>> for OfferView {
             pool: o.pool.to_string(),
             chain: o.chain.to_string(),
             offer_id: o.offer_id,
+            key: format!("{}:{}", o.provider, o.offer_id),
             sequence: o.sequence,
             created_at: o.created_at,
             expires_at: o.expires_at,
@@ -518,7 +523,7 @@ pub struct CreatePool {
 }
 
 #[utoipa::path(post, path = "/v1/pools", request_body = CreatePool,
-    responses((status = 201, body = PoolView), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
+    responses((status = 201, body = PoolView), (status = 400, body = ApiError), (status = 409, body = ApiError, description = "a pool of that name exists already"), (status = 422, body = ApiError)))]
 async fn create_pool(
     State(st): State<AppState>,
     body: Result<Json<CreatePool>, JsonRejection>,
@@ -703,7 +708,56 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     doc.merge(crate::api::leases::LeasesApiDoc::openapi());
     doc.merge(crate::api::trust::TrustApiDoc::openapi());
     doc.merge(DoctorApiDoc::openapi());
+    document_rejections(&mut doc);
     Json(doc)
+}
+
+/// What every route answers besides its own outcomes, written into the document once rather than on each
+/// route: a JSON body that cannot be read (400 not JSON, 415 without `Content-Type: application/json`, 422
+/// JSON of the wrong shape) and a path parameter that cannot be read (400). Each with an [`ApiError`].
+fn document_rejections(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |what: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(RefOr::Ref(Ref::from_schema_name("ApiError"))))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let has_params = path.contains('{');
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let r = &mut op.responses.responses;
+            if op.request_body.is_some() {
+                r.entry("400".into())
+                    .or_insert_with(|| error("the request body is not JSON, or asks for something impossible (the message says what)"));
+                r.entry("415".into())
+                    .or_insert_with(|| error("the request lacks `Content-Type: application/json`"));
+                r.entry("422".into())
+                    .or_insert_with(|| error("the JSON body has the wrong shape: a field missing, unknown, or of the wrong type"));
+            }
+            if has_params {
+                r.entry("400".into()).or_insert_with(|| {
+                    error("a path parameter cannot be read (the message says which)")
+                });
+            }
+        }
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -168,7 +168,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(bond)))
 }
 
-#[utoipa::path(get, path = "/v1/bonds", responses((status = 200, body = [Object])))]
+#[utoipa::path(get, path = "/v1/bonds", responses((status = 200, body = [Object]), (status = 409, body = ApiError, description = "this node has no wallet")))]
 async fn list(State(st): State<AppState>) -> Result<Json<Vec<xov_wallet::Bond>>, ApiError> {
     Ok(Json(wallet(&st)?.list_bonds()))
 }
@@ -187,7 +187,7 @@ pub struct BondUnlocked {
 }
 
 #[utoipa::path(post, path = "/v1/bonds/unlock", request_body = BondUnlock,
-    responses((status = 200, body = BondUnlocked), (status = 400, body = ApiError)))]
+    responses((status = 200, body = BondUnlocked), (status = 400, body = ApiError), (status = 409, body = ApiError, description = "no wallet, or the bond cannot be unlocked yet")))]
 async fn unlock(
     State(st): State<AppState>,
     body: Result<Json<BondUnlock>, JsonRejection>,

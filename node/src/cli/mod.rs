@@ -161,23 +161,17 @@ pub struct OrderArgs {
     /// to answer with offers (some providers only answer bids). 0 = don't bid.
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub bid_wait: u64,
-    /// Order exactly this offer, PROVIDER:OFFER_ID as `xov offers list --json` shows them (`provider`,
-    /// `offer_id`); the order fails rather than go to another provider.
-    #[arg(long, value_name = "PROVIDER:OFFER_ID", value_parser = parse_offer_pick)]
-    pub offer: Option<(String, u64)>,
+    /// Order exactly this offer, PROVIDER:OFFER_ID (its `key` in `xov offers list --json`); the order fails
+    /// rather than go to another provider.
+    #[arg(long, value_name = "PROVIDER:OFFER_ID", value_parser = parse_offer_key)]
+    pub offer: Option<String>,
 }
 
-/// `PROVIDER:OFFER_ID` of `xov order --offer`.
-fn parse_offer_pick(s: &str) -> Result<(String, u64), String> {
-    let (p, id) = s.rsplit_once(':').ok_or_else(|| {
-        format!(
-            "'{s}' is not PROVIDER:OFFER_ID (e.g. 8Fq3...:3); `xov offers list --json` shows both"
-        )
-    })?;
-    let id = id
-        .parse()
-        .map_err(|_| format!("'{id}' is not an offer id (a whole number)"))?;
-    Ok((p.to_string(), id))
+/// `PROVIDER:OFFER_ID` of `xov order --offer`, checked before anything is sent.
+fn parse_offer_key(s: &str) -> Result<String, String> {
+    crate::lease::driver::parse_offer_key(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// How long `--wait` follows a lease by default: an invoice, its confirmation and a boot fit well within it.

@@ -101,8 +101,8 @@ pub enum OrderError {
     BadRefundAddress(String),
     #[error("the ports are not usable: {0}")]
     BadPorts(String),
-    #[error("'{0}' is not a provider's node id; `xov offers list` shows each offer's provider")]
-    BadProvider(String),
+    #[error("'{0}' is not PROVIDER:OFFER_ID (an offer's key; `xov offers list --json` shows each offer's `key`)")]
+    BadOffer(String),
     #[error("the budget is not usable: {0}")]
     Budget(#[from] BudgetError),
     #[error("{0}")]
@@ -160,20 +160,22 @@ pub struct OrderRequest {
     /// shortest lease if longer).
     #[serde(default)]
     pub slice_hours: Option<f64>,
-    /// Order this one offer and no other (the dashboard's Order button, `xov order --offer`): when it is
-    /// gone or no longer meets the order, the order fails instead of going to another provider.
+    /// Order this one offer and no other, `PROVIDER:OFFER_ID` (an offer's `key` in `GET /v1/offers`; the
+    /// dashboard's Order button, `xov order --offer`): when it is gone or no longer meets the order, the order
+    /// fails instead of going to another provider.
     #[serde(default)]
-    pub offer: Option<OfferPick>,
+    #[schema(example = "EDzN4pz3rsuYrFtAnd2PmS1291pdq5sD6ZRvezPkmw3b:3")]
+    pub offer: Option<String>,
 }
 
-/// One offer in the book, as `xov offers list` and the dashboard name it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OfferPick {
-    /// The provider's node id.
-    pub provider: String,
-    /// The offer's id, unique per provider.
-    pub offer_id: u64,
+/// `PROVIDER:OFFER_ID` as an offer's key.
+pub fn parse_offer_key(s: &str) -> Result<OfferKey, OrderError> {
+    let bad = || OrderError::BadOffer(s.to_string());
+    let (provider, id) = s.rsplit_once(':').ok_or_else(bad)?;
+    Ok(OfferKey {
+        provider: provider.parse().map_err(|_| bad())?,
+        offer_id: id.parse().map_err(|_| bad())?,
+    })
 }
 
 pub struct LeaseEngine {
@@ -1296,16 +1298,7 @@ impl LeaseEngine {
             }
             (None, None) => {}
         }
-        let picked = match &req.offer {
-            Some(p) => Some(OfferKey {
-                provider: p
-                    .provider
-                    .parse()
-                    .map_err(|_| OrderError::BadProvider(p.provider.clone()))?,
-                offer_id: p.offer_id,
-            }),
-            None => None,
-        };
+        let picked = req.offer.as_deref().map(parse_offer_key).transpose()?;
         let candidates = {
             let m = self
                 .market

@@ -479,6 +479,15 @@ pub async fn listen(
         .collect())
 }
 
+/// Whether `a` is a loopback address (127.0.0.0/8 or ::1).
+fn is_loopback(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
 /// `a` without a trailing `/p2p/<peer id>`: the transport address alone.
 fn without_p2p(a: &Multiaddr) -> Multiaddr {
     let mut a = a.clone();
@@ -632,6 +641,15 @@ pub async fn start(
     {
         let actions = runner.reach.confirm(a, Instant::now());
         runner.apply_reach(actions);
+    }
+    // A node that listens on loopback only is a local network of nodes on one host: nothing stands between
+    // them, so its addresses are reachable by every peer it can have. It serves the DHT from the start
+    // instead of waiting for AutoNAT (which needs a peer to dial first).
+    if listen_addrs.iter().all(is_loopback) {
+        for a in listen_addrs.iter().map(without_p2p) {
+            let actions = runner.reach.confirm(a, Instant::now());
+            runner.apply_reach(actions);
+        }
     }
     tokio::spawn(async move {
         let mut rx = rx;
