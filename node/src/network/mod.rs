@@ -645,7 +645,9 @@ pub async fn start(
     // A node that listens on loopback only is a local network of nodes on one host: nothing stands between
     // them, so its addresses are reachable by every peer it can have. It serves the DHT from the start
     // instead of waiting for AutoNAT (which needs a peer to dial first).
-    if listen_addrs.iter().all(is_loopback) {
+    // (Judged by the configured addresses: `0.0.0.0` binds every interface, loopback among them.)
+    let configured: Vec<Multiaddr> = cfg.listen.iter().filter_map(|a| a.parse().ok()).collect();
+    if !configured.is_empty() && configured.iter().all(is_loopback) {
         for a in listen_addrs.iter().map(without_p2p) {
             let actions = runner.reach.confirm(a, Instant::now());
             runner.apply_reach(actions);
