@@ -24,6 +24,32 @@ fn refused(d: &Daemon, args: &[&str]) -> String {
     err
 }
 
+/// Waits until `d`'s book holds `n` offers.
+fn book_holds(d: &Daemon, n: usize) {
+    eventually(&format!("{n} offers in the book"), CONVERGE, || {
+        let held = d
+            .json(&["offers", "list"])
+            .as_array()
+            .map_or(0, |a| a.len());
+        if held == n {
+            Ok(())
+        } else {
+            Err(format!("{held} offers"))
+        }
+    });
+}
+
+/// A valid ed25519 public key file in `dir`.
+fn public_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let f = dir.join("id_ed25519.pub");
+    std::fs::write(
+        &f,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl buyer@host\n",
+    )
+    .unwrap();
+    f
+}
+
 #[test]
 fn a_bad_order_is_caught_by_the_buyers_node_and_says_what_to_change() {
     let (dp, db, dk) = (
@@ -71,24 +97,9 @@ fn a_bad_order_is_caught_by_the_buyers_node_and_says_what_to_change() {
         db.path(),
         &[("XOV_NETWORK_BOOTSTRAP", provider.bootstrap())],
     );
-    eventually("the buyer's book holds both offers", CONVERGE, || {
-        let n = buyer
-            .json(&["offers", "list"])
-            .as_array()
-            .map_or(0, |a| a.len());
-        if n == 2 {
-            Ok(())
-        } else {
-            Err(format!("{n} offers"))
-        }
-    });
+    book_holds(&buyer, 2);
 
-    let good_key = dk.path().join("id_ed25519.pub");
-    std::fs::write(
-        &good_key,
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl buyer@host\n",
-    )
-    .unwrap();
+    let good_key = public_key(dk.path());
     let key = good_key.to_str().unwrap();
     let hostname = dk.path().join("hostname");
     std::fs::write(&hostname, "buildhost\n").unwrap();
@@ -241,23 +252,8 @@ fn an_order_for_a_picked_offer_asks_that_provider_only() {
         dirs[2].path(),
         &[("XOV_NETWORK_BOOTSTRAP", cheap.bootstrap())],
     );
-    eventually("the buyer's book holds both offers", CONVERGE, || {
-        let n = buyer
-            .json(&["offers", "list"])
-            .as_array()
-            .map_or(0, |a| a.len());
-        if n == 2 {
-            Ok(())
-        } else {
-            Err(format!("{n} offers"))
-        }
-    });
-    let key = dirs[3].path().join("id_ed25519.pub");
-    std::fs::write(
-        &key,
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl buyer@host\n",
-    )
-    .unwrap();
+    book_holds(&buyer, 2);
+    let key = public_key(dirs[3].path());
     let key = key.to_str().unwrap();
     let pick = format!("{}:{picked}", gpu.node_id);
     // Neither node sells (no cloud): each refusal names the provider asked. Only the picked one is.
@@ -301,21 +297,7 @@ fn an_order_for_a_picked_offer_asks_that_provider_only() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&cheap.node_id[..8]));
     // The picked offer withdrawn: the order fails saying so, and asks nobody else.
     ok_json(&gpu.datadir, &["offer", "withdraw", &picked.to_string()]);
-    eventually(
-        "the buyer's book lost the withdrawn offer",
-        CONVERGE,
-        || {
-            let n = buyer
-                .json(&["offers", "list"])
-                .as_array()
-                .map_or(0, |a| a.len());
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(format!("{n} offers"))
-            }
-        },
-    );
+    book_holds(&buyer, 1);
     let err = refused(
         &buyer,
         &[
