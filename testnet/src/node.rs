@@ -234,7 +234,11 @@ pub fn xov(datadir: &Path, args: &[&str]) -> Output {
 pub fn ok_json(datadir: &Path, args: &[&str]) -> Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
-    let out = xov(datadir, &all);
+    json_of(args, xov(datadir, &all))
+}
+
+/// The JSON `xov --json ARGS` printed; panics with its output when it failed.
+fn json_of(args: &[&str], out: Output) -> Value {
     assert!(
         out.status.success(),
         "xov {args:?} failed: {}{}",
@@ -259,17 +263,7 @@ impl Daemon {
 
     /// `xov --json ARGS` against this daemon.
     pub fn json(&self, args: &[&str]) -> Value {
-        if self.cli_wrapper.is_empty() {
-            return ok_json(&self.datadir, args);
-        }
-        let out = self.cli(&[&["--json"], args].concat());
-        assert!(
-            out.status.success(),
-            "xov {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("JSON output")
+        json_of(args, self.cli(&[&["--json"], args].concat()))
     }
 
     /// `xov ARGS` against this daemon, through its CLI wrapper.
