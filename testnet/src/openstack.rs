@@ -478,7 +478,8 @@ const CLEANUP_PATIENCE: Duration = Duration::from_secs(120);
 ///   `xov-provider=<prefix>-<node>`, and only what carries such a marker is touched: tests running beside it
 ///   (and their providers) are never disturbed.
 /// - Key pairs carry no marker: those of leases seen on the test's servers and Neutron resources (and any
-///   registered with [`LabCleanup::lease`]) are deleted.
+///   registered with [`LabCleanup::lease`]) are deleted. So are servers and Neutron resources without any
+///   owner marker that belong to a registered lease (what a node that wrote no owner made for the test).
 /// - Cleaning is idempotent (what is gone already is skipped, a 404 counts as done) and logs what it deleted.
 ///   Every call runs on its own thread with its own runtime, so a `Drop` inside a tokio runtime works.
 /// - Declare the guard before the nodes: locals drop in reverse order, so the nodes are stopped (and make
@@ -527,7 +528,8 @@ impl LabCleanup {
         owned_by(Some(owner), &self.prefix)
     }
 
-    /// Remembers a lease of the test, so that its key pair is deleted even when nothing else of it is left.
+    /// Remembers a lease of the test, so that its key pair is deleted even when nothing else of it is left, and
+    /// its servers and Neutron resources even when they carry no owner marker.
     pub fn lease(&self, id: &str) {
         self.leases
             .lock()
@@ -646,6 +648,21 @@ fn owned_by(owner: Option<&str>, prefix: &str) -> bool {
     })
 }
 
+/// Whether something marked with `owner` (`None`: no provider marker) and `lease` is the test's: marked with
+/// one of its owners, or unmarked and of a lease the test registered (a node that wrote no owner made it;
+/// lease ids are random, so no other test has it). Another owner's is never the test's.
+fn claims(
+    owner: Option<&str>,
+    lease: Option<&str>,
+    prefix: &str,
+    leases: &std::collections::BTreeSet<String>,
+) -> bool {
+    match owner {
+        Some(_) => owned_by(owner, prefix),
+        None => lease.is_some_and(|l| leases.contains(l)),
+    }
+}
+
 impl LabApi {
     async fn new(lab: &OpenStackLab) -> Result<LabApi, CleanupError> {
         let http = reqwest::Client::builder()
@@ -715,8 +732,12 @@ impl LabApi {
         }
     }
 
-    /// `(id, lease)` of the live servers whose owner carries `prefix`.
-    async fn servers(&self, prefix: &str) -> Result<Vec<(String, String)>, CleanupError> {
+    /// `(id, lease)` of the live servers the test [`claims`].
+    async fn servers(
+        &self,
+        prefix: &str,
+        leases: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<(String, String)>, CleanupError> {
         let v = self
             .get(&format!("{}/servers/detail?limit=1000", self.nova))
             .await?;
@@ -724,7 +745,15 @@ impl LabApi {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|s| owned_by(s["metadata"]["xov-provider"].as_str(), prefix))
+            .filter(|s| {
+                let m = &s["metadata"];
+                claims(
+                    m["xov-provider"].as_str(),
+                    m["xov-lease"].as_str(),
+                    prefix,
+                    leases,
+                )
+            })
             .filter(|s| s["status"] != "DELETED" && s["status"] != "SOFT_DELETED")
             .map(|s| {
                 (
@@ -739,12 +768,13 @@ impl LabApi {
     }
 
     /// `(id, lease)` of the Neutron resources of one kind (`floatingips`, `ports`, `security-groups`,
-    /// answered under `key`) whose owner carries `prefix`.
+    /// answered under `key`) the test [`claims`].
     async fn neutron(
         &self,
         path: &str,
         key: &str,
         prefix: &str,
+        leases: &std::collections::BTreeSet<String>,
     ) -> Result<Vec<(String, Option<String>)>, CleanupError> {
         let v = self.get(&format!("{}/{path}", self.neutron)).await?;
         Ok(v[key]
@@ -753,14 +783,15 @@ impl LabApi {
             .flatten()
             .filter_map(|item| {
                 let (lease, owner) = neutron_marks(item);
-                owned_by(owner.as_deref(), prefix)
+                claims(owner.as_deref(), lease.as_deref(), prefix, leases)
                     .then(|| (item["id"].as_str().unwrap_or_default().to_string(), lease))
             })
             .collect())
     }
 
-    /// Finds (and with `delete`, deletes) what the owners under `prefix` made; key pairs of `known` leases and
-    /// of the leases found. Returns what it found (deleted) and every lease it saw.
+    /// Finds (and with `delete`, deletes) what the owners under `prefix` made, and what carries no owner but
+    /// one of the `known` leases; key pairs of `known` leases and of the leases found. Returns what it found
+    /// (deleted) and every lease it saw.
     async fn sweep(
         &self,
         prefix: &str,
@@ -770,7 +801,7 @@ impl LabApi {
         let mut leases: std::collections::BTreeSet<String> = known.into_iter().collect();
         let mut found = LabResources::default();
 
-        let servers = self.servers(prefix).await?;
+        let servers = self.servers(prefix, &leases).await?;
         leases.extend(
             servers
                 .iter()
@@ -785,7 +816,7 @@ impl LabApi {
         if delete {
             let until = std::time::Instant::now() + CLEANUP_PATIENCE;
             loop {
-                let left = self.servers(prefix).await?;
+                let left = self.servers(prefix, &leases).await?;
                 if left.is_empty() {
                     break;
                 }
@@ -808,7 +839,7 @@ impl LabApi {
             }),
         ];
         for (path, key, list) in kinds {
-            let items = self.neutron(path, key, prefix).await?;
+            let items = self.neutron(path, key, prefix, &leases).await?;
             leases.extend(items.iter().filter_map(|(_, l)| l.clone()));
             for (id, _) in items {
                 let url = format!("{}/{path}/{id}", self.neutron);
@@ -890,6 +921,57 @@ mod cleanup_tests {
         for c in cases {
             let (lease, owner) = neutron_marks(&c.item);
             assert_eq!((lease.as_deref(), owner.as_deref()), c.want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn what_a_test_claims() {
+        let leases: std::collections::BTreeSet<String> = ["registered".to_string()].into();
+        struct Case {
+            name: &'static str,
+            owner: Option<&'static str>,
+            lease: Option<&'static str>,
+            claimed: bool,
+        }
+        let cases = [
+            Case {
+                name: "one of its owners",
+                owner: Some("t1-p1"),
+                lease: Some("any"),
+                claimed: true,
+            },
+            Case {
+                name: "another test's owner, even with a registered lease",
+                owner: Some("t2-p1"),
+                lease: Some("registered"),
+                claimed: false,
+            },
+            Case {
+                name: "unmarked, of a registered lease",
+                owner: None,
+                lease: Some("registered"),
+                claimed: true,
+            },
+            Case {
+                name: "unmarked, of another lease (left from before owners, or another test's)",
+                owner: None,
+                lease: Some("other"),
+                claimed: false,
+            },
+            Case {
+                name: "not xov's at all",
+                owner: None,
+                lease: None,
+                claimed: false,
+            },
+        ];
+        for c in cases {
+            assert_eq!(
+                claims(c.owner, c.lease, "t1", &leases),
+                c.claimed,
+                "{}",
+                c.name
+            );
         }
     }
 

@@ -4,13 +4,14 @@
 //! A provider with an owner from the guard launches a lease on the lab's tenant network (a server, its port,
 //! a security group, a floating IP, a key pair, all marked `xov-provider=<owner>` or named after the lease),
 //! then the test panics while holding the guard, inside a tokio runtime. Afterwards Nova and Neutron, read
-//! directly and not through the guard, hold nothing marked with that owner and no key pair of the lease. A
+//! directly and not through the guard, hold nothing marked with that owner and no key pair of the lease; nor
+//! anything of a lease the test registered with the guard whose machine a provider without an owner made. A
 //! second provider sharing the project (another test's, with its own guard) keeps its machine through all of
 //! it, is never listed by the first, and loses it only when its own guard goes.
 
 mod common;
 
-use common::{lab_cloud, lab_provider_networked};
+use common::{lab_cloud, lab_cloud_without_owner, lab_provider_networked};
 use serde_json::Value;
 use xov_provisioner::{LaunchRequest, Provisioner};
 use xov_testnet::openstack::{LabCleanup, OpenStackLab};
@@ -38,6 +39,29 @@ fn request(lab: &OpenStackLab, lease: &str) -> LaunchRequest {
         ssh_public_key: KEY.into(),
         extra_ports: vec![],
     }
+}
+
+/// Live servers tagged with `lease`, whoever made them.
+async fn servers_of_lease(lab: &OpenStackLab, lease: &str) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let token = lab.admin_token(&client).await.unwrap();
+    let servers: Value = client
+        .get(format!("{}/servers/detail?limit=1000", lab.compute_url))
+        .header("X-Auth-Token", &token)
+        .header("X-OpenStack-Nova-API-Version", "2.90")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    servers["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["metadata"]["xov-lease"] == lease && s["status"] != "DELETED")
+        .map(|s| s["id"].to_string())
+        .collect()
 }
 
 /// Everything in the lab that names `owner` (Nova metadata; Neutron description or tags), and the lease's
@@ -108,7 +132,7 @@ fn a_failing_test_leaves_nothing_of_its_own_in_the_lab_and_touches_no_one_else()
         .unwrap();
 
     let owner = std::sync::Mutex::new(String::new());
-    let lease = lease_id();
+    let (lease, unmarked_lease) = (lease_id(), lease_id());
     let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // Dropped while unwinding, inside the runtime (as in an async test).
         rt.block_on(async {
@@ -143,6 +167,20 @@ fn a_failing_test_leaves_nothing_of_its_own_in_the_lab_and_touches_no_one_else()
             assert_eq!(p.status(&other_lease).await.unwrap(), None);
             let their_view = other.list_ours().await.unwrap();
             assert!(!their_view.iter().any(|x| x.server_id == m.server_id));
+            // A machine of the test made by a provider that writes no owner (a node built before owners):
+            // found by its lease, once the test tells the guard about it.
+            cleanup.lease(&unmarked_lease);
+            let unmarked = lab_cloud_without_owner(&lab);
+            let u = unmarked
+                .launch(&request(&lab, &unmarked_lease))
+                .await
+                .unwrap();
+            let made = cleanup.leftovers().unwrap();
+            assert!(
+                made.servers
+                    .contains(&(u.server_id.clone(), unmarked_lease.clone())),
+                "{made}"
+            );
             panic!("the test fails here, holding everything it made");
         })
     }));
@@ -158,6 +196,13 @@ fn a_failing_test_leaves_nothing_of_its_own_in_the_lab_and_touches_no_one_else()
     assert!(
         left.is_empty(),
         "left in the lab by the failed test: {left:?}"
+    );
+    let unmarked_left = rt.block_on(servers_of_lease(&lab, &unmarked_lease));
+    assert!(unmarked_left.is_empty(), "{unmarked_left:?}");
+    assert!(
+        rt.block_on(marked_with(&lab, "nobody", &unmarked_lease))
+            .is_empty(),
+        "its key pair went too"
     );
 
     // The other provider's machine was not touched; its own guard deletes it (and says so).

@@ -9,7 +9,13 @@ use xov_testnet::scenario::WAIT;
 /// The lab's cloud as the provider with `owner` sees it (https, the lab's CA, no network for launches): to
 /// look at and clean up what that provider node under test made there (only its machines are listed).
 pub fn lab_cloud(lab: &OpenStackLab, owner: &str) -> OpenStackProvisioner {
-    provisioner(lab, owner, serde_json::json!({"network": "none"}))
+    provisioner(lab, Some(owner), serde_json::json!({"network": "none"}))
+}
+
+/// [`lab_cloud`] for a provider configured without an owner (as before owners): it marks nothing.
+#[allow(dead_code)] // not every test binary needs one
+pub fn lab_cloud_without_owner(lab: &OpenStackLab) -> OpenStackProvisioner {
+    provisioner(lab, None, serde_json::json!({"network": "none"}))
 }
 
 /// A provider with `owner` on the lab's tenant network, with floating IPs from its external network: each
@@ -21,13 +27,17 @@ pub fn lab_provider_networked(lab: &OpenStackLab, owner: &str) -> OpenStackProvi
     };
     provisioner(
         lab,
-        owner,
+        Some(owner),
         serde_json::json!({"network": tenant, "access": {"external_network": public}}),
     )
 }
 
 /// A provisioner for the lab's admin project as the provider `owner`, with `extra` settings.
-fn provisioner(lab: &OpenStackLab, owner: &str, extra: serde_json::Value) -> OpenStackProvisioner {
+fn provisioner(
+    lab: &OpenStackLab,
+    owner: Option<&str>,
+    extra: serde_json::Value,
+) -> OpenStackProvisioner {
     let mut cfg = serde_json::json!({
         "owner": owner,
         "auth_url": lab.auth_url,
