@@ -54,7 +54,8 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
     };
     let essence = ct.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/json")
-        || (essence.len() > 5 && essence[..essence.len() - 5].contains('/')
+        || (essence.len() > 5
+            && essence[..essence.len() - 5].contains('/')
             && essence.to_ascii_lowercase().ends_with("+json"))
 }
 
@@ -100,7 +101,9 @@ pub fn whole_numbers_as_integers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 i += 1;
-                while i < json.len() && matches!(json[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                while i < json.len()
+                    && matches!(json[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
                     i += 1;
                 }
                 let literal = &json[start..i];
@@ -161,7 +164,10 @@ fn whole(literal: &[u8]) -> Option<String> {
         return None;
     }
     let zeros = "0".repeat(shift as usize);
-    Some(format!("{}{digits}{zeros}", if negative { "-" } else { "" }))
+    Some(format!(
+        "{}{digits}{zeros}",
+        if negative { "-" } else { "" }
+    ))
 }
 
 #[cfg(test)]
@@ -187,41 +193,77 @@ mod tests {
             (
                 "plain",
                 r#"{"hours": 3}"#,
-                Shape { hours: 3, sats: None, ports: vec![], slice_hours: None },
+                Shape {
+                    hours: 3,
+                    sats: None,
+                    ports: vec![],
+                    slice_hours: None,
+                },
             ),
             (
                 "trailing .0",
                 r#"{"hours": 3.0, "sats": 1000000000001.0}"#,
-                Shape { hours: 3, sats: Some(1_000_000_000_001), ports: vec![], slice_hours: None },
+                Shape {
+                    hours: 3,
+                    sats: Some(1_000_000_000_001),
+                    ports: vec![],
+                    slice_hours: None,
+                },
             ),
             (
                 "exponent",
                 r#"{"hours": 1e1, "ports": [8.0e1, 443]}"#,
-                Shape { hours: 10, sats: None, ports: vec![80, 443], slice_hours: None },
+                Shape {
+                    hours: 10,
+                    sats: None,
+                    ports: vec![80, 443],
+                    slice_hours: None,
+                },
             ),
             (
                 "large, exactly (a float would read ...999.2)",
                 r#"{"hours": 0, "sats": 2099999999999999.0}"#,
-                Shape { hours: 0, sats: Some(2_099_999_999_999_999), ports: vec![], slice_hours: None },
+                Shape {
+                    hours: 0,
+                    sats: Some(2_099_999_999_999_999),
+                    ports: vec![],
+                    slice_hours: None,
+                },
             ),
             (
                 "fraction digits that cancel",
                 r#"{"hours": 1.50e1, "ports": [4.43E2], "sats": -0.0e5}"#,
-                Shape { hours: 15, sats: Some(0), ports: vec![443], slice_hours: None },
+                Shape {
+                    hours: 15,
+                    sats: Some(0),
+                    ports: vec![443],
+                    slice_hours: None,
+                },
             ),
             (
                 "a float field given a whole number",
                 r#"{"hours": 2, "slice_hours": 1.0}"#,
-                Shape { hours: 2, sats: None, ports: vec![], slice_hours: Some(1.0) },
+                Shape {
+                    hours: 2,
+                    sats: None,
+                    ports: vec![],
+                    slice_hours: Some(1.0),
+                },
             ),
             (
                 "a float field keeps its fraction",
                 r#"{"hours": 1, "slice_hours": 0.5}"#,
-                Shape { hours: 1, sats: None, ports: vec![], slice_hours: Some(0.5) },
+                Shape {
+                    hours: 1,
+                    sats: None,
+                    ports: vec![],
+                    slice_hours: Some(0.5),
+                },
             ),
         ];
         for (name, body, want) in cases {
-            let got: Shape = parse(body.as_bytes()).unwrap_or_else(|e| panic!("{name}: {}", e.message));
+            let got: Shape =
+                parse(body.as_bytes()).unwrap_or_else(|e| panic!("{name}: {}", e.message));
             assert_eq!(&got, want, "{name}");
         }
     }
@@ -230,10 +272,22 @@ mod tests {
     fn what_the_document_forbids_is_a_400_naming_the_field() {
         let cases: &[(&str, &str, &str)] = &[
             ("a fraction is not an integer", r#"{"hours": 1.5}"#, "hours"),
-            ("a small fraction", r#"{"hours": 1.000000000000000001}"#, "hours"),
+            (
+                "a small fraction",
+                r#"{"hours": 1.000000000000000001}"#,
+                "hours",
+            ),
             ("negative", r#"{"hours": -1}"#, "hours"),
-            ("too large for the type", r#"{"hours": 4294967296}"#, "hours"),
-            ("inside an array", r#"{"hours": 1, "ports": [80, 70000]}"#, "ports[1]"),
+            (
+                "too large for the type",
+                r#"{"hours": 4294967296}"#,
+                "hours",
+            ),
+            (
+                "inside an array",
+                r#"{"hours": 1, "ports": [80, 70000]}"#,
+                "ports[1]",
+            ),
             ("unknown field", r#"{"hours": 1, "minutes": 3}"#, "minutes"),
             ("missing field", r#"{}"#, "hours"),
             ("not JSON", r#"{"hours": "#, "not JSON"),
@@ -252,7 +306,10 @@ mod tests {
         let out = whole_numbers_as_integers(body);
         assert_eq!(&*out, br#"{"a": "1.0 \" 2.0", "b": 3}"#);
         let plain = br#"{"a": [1, 2, "x"]}"#;
-        assert!(matches!(whole_numbers_as_integers(plain), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            whole_numbers_as_integers(plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -531,8 +531,17 @@ async fn openstack_check(st: &AppState) -> Option<(Check, Option<(String, i64)>)
         crate::api::chain_probe::http_date(&d).map(|t| (format!("OpenStack {auth_url}"), t))
     };
     let inventory = async {
-        let p = xov_provisioner::OpenStackProvisioner::new(os, pc.inventory.clone())
-            .map_err(|e| e.to_string())?;
+        // The machines the node itself counts: its owner marker defaults to its id, as in the daemon.
+        let me = st
+            .market
+            .read()
+            .map(|m| m.node_id().to_string())
+            .unwrap_or_default();
+        let p = xov_provisioner::OpenStackProvisioner::new(
+            os.with_default_owner(&me),
+            pc.inventory.clone(),
+        )
+        .map_err(|e| e.to_string())?;
         xov_provisioner::Provisioner::inventory(&p)
             .await
             .map_err(|e| e.to_string())

@@ -43,8 +43,7 @@ pub fn is_country(s: &str) -> bool {
 pub const POOL_NAME: &str = "^[A-Za-z0-9._-]{1,64}$";
 pub fn is_pool_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
@@ -81,7 +80,9 @@ pub const PORT_LIST: &str = "^(([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[
 pub fn is_port_list(s: &str) -> bool {
     s.is_empty()
         || s.split(',').all(|p| {
-            !p.starts_with('0') && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+            !p.starts_with('0')
+                && p.len() <= 5
+                && p.bytes().all(|b| b.is_ascii_digit())
                 && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
         })
 }
@@ -116,10 +117,18 @@ pub fn constrain(doc: &mut serde_json::Value) {
     use serde_json::json;
     let port = json!({"type": "integer", "minimum": 1, "maximum": 65535});
     let items: [(&str, &str, serde_json::Value); 4] = [
-        ("OfferSpec", "images", json!({"type": "string", "pattern": LABEL})),
+        (
+            "OfferSpec",
+            "images",
+            json!({"type": "string", "pattern": LABEL}),
+        ),
         ("OfferSpec", "extra_ports", port.clone()),
         ("OrderRequest", "ports", port),
-        ("CreatePool", "publishers", json!({"type": "string", "pattern": NODE_ID})),
+        (
+            "CreatePool",
+            "publishers",
+            json!({"type": "string", "pattern": NODE_ID}),
+        ),
     ];
     let fields: [(&str, &str, &str); 14] = [
         ("OfferSpec", "gpu_model", LABEL),
@@ -160,9 +169,7 @@ pub fn constrain(doc: &mut serde_json::Value) {
         }
     }
     // Where a created thing can be found next, for clients and for stateful API testers.
-    let link = |op: &str, param: &str, pointer: &str, what: &str| {
-        json!({"operationId": op, "parameters": {param: format!("$response.body#/{pointer}")}, "description": what})
-    };
+    let link = |op: &str, param: &str, pointer: &str, what: &str| json!({"operationId": op, "parameters": {param: format!("$response.body#/{pointer}")}, "description": what});
     doc["paths"]["/v1/orders"]["post"]["responses"]["201"]["links"] = json!({
         "GetLease": link("show_lease", "id", "id", "the lease ordered"),
         "ExtendLease": link("extend_lease", "id", "id", "pay for more of it"),
@@ -192,7 +199,10 @@ pub fn constrain(doc: &mut serde_json::Value) {
 fn unsigned_ranges(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
-            let unsigned = map.get("minimum").and_then(|m| m.as_f64()).is_some_and(|m| m >= 0.0);
+            let unsigned = map
+                .get("minimum")
+                .and_then(|m| m.as_f64())
+                .is_some_and(|m| m >= 0.0);
             let max = match map.get("format").and_then(|f| f.as_str()) {
                 Some("int32") if unsigned => Some(serde_json::json!(u32::MAX)),
                 Some("int64") if unsigned => Some(serde_json::json!(u64::MAX)),
@@ -229,7 +239,12 @@ mod tests {
             ("node id too short", NODE_ID, is_node_id, id[..31].into()),
             ("offer key", OFFER_KEY, is_offer_key, format!("{id}:3")),
             ("offer key no id", OFFER_KEY, is_offer_key, format!("{id}:")),
-            ("offer key minus", OFFER_KEY, is_offer_key, format!("{id}:-3")),
+            (
+                "offer key minus",
+                OFFER_KEY,
+                is_offer_key,
+                format!("{id}:-3"),
+            ),
             ("label", LABEL, is_label, "debian-12".into()),
             ("label empty", LABEL, is_label, String::new()),
             ("label unicode", LABEL, is_label, "débian".into()),
@@ -247,16 +262,56 @@ mod tests {
             ("txid", TXID, is_txid, txid.clone()),
             ("txid short", TXID, is_txid, txid[..63].into()),
             ("outpoint", OUTPOINT, is_outpoint, format!("{txid}:0")),
-            ("outpoint no vout", OUTPOINT, is_outpoint, format!("{txid}:")),
-            ("address", ADDRESS, is_address, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into()),
-            ("address dash", ADDRESS, is_address, "bcrt1-qw508d6qejxtdg4y5r3".into()),
-            ("uri", BITCOIN_URI, is_bitcoin_uri, "BITCOIN:bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080?amount=1".into()),
-            ("ports", PORT_LIST, |s| is_port_list(s), "80,443,65535".into()),
+            (
+                "outpoint no vout",
+                OUTPOINT,
+                is_outpoint,
+                format!("{txid}:"),
+            ),
+            (
+                "address",
+                ADDRESS,
+                is_address,
+                "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+            ),
+            (
+                "address dash",
+                ADDRESS,
+                is_address,
+                "bcrt1-qw508d6qejxtdg4y5r3".into(),
+            ),
+            (
+                "uri",
+                BITCOIN_URI,
+                is_bitcoin_uri,
+                "BITCOIN:bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080?amount=1".into(),
+            ),
+            (
+                "ports",
+                PORT_LIST,
+                |s| is_port_list(s),
+                "80,443,65535".into(),
+            ),
             ("ports empty", PORT_LIST, |s| is_port_list(s), String::new()),
-            ("ports 65536", PORT_LIST, |s| is_port_list(s), "80,65536".into()),
+            (
+                "ports 65536",
+                PORT_LIST,
+                |s| is_port_list(s),
+                "80,65536".into(),
+            ),
             ("ports 0", PORT_LIST, |s| is_port_list(s), "0".into()),
-            ("ports trailing comma", PORT_LIST, |s| is_port_list(s), "80,".into()),
-            ("uri other scheme", BITCOIN_URI, is_bitcoin_uri, "litecoin:bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into()),
+            (
+                "ports trailing comma",
+                PORT_LIST,
+                |s| is_port_list(s),
+                "80,".into(),
+            ),
+            (
+                "uri other scheme",
+                BITCOIN_URI,
+                is_bitcoin_uri,
+                "litecoin:bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+            ),
         ];
         for (name, pattern, check, s) in cases {
             let re = regex::Regex::new(pattern).unwrap();

@@ -90,14 +90,21 @@ async fn order(
 
 /// What the document says of an order's fields beyond their types: 400 naming the field.
 fn check_order_form(req: &OrderRequest) -> Result<(), ApiError> {
-    let bad = |code: &'static str, msg: &str| Err(ApiError::new(StatusCode::BAD_REQUEST, code, msg));
+    let bad =
+        |code: &'static str, msg: &str| Err(ApiError::new(StatusCode::BAD_REQUEST, code, msg));
     if req.hours == 0 && req.budget_sat.is_none() {
-        return bad("bad_hours", "hours must be at least 1 (or give a budget_sat)");
+        return bad(
+            "bad_hours",
+            "hours must be at least 1 (or give a budget_sat)",
+        );
     }
     if req.hours > xov_protocol::validate::MAX_HOURS {
         return bad("bad_hours", "hours: at most 8784 (a year) in one order");
     }
-    if req.slice_hours.is_some_and(|h| !(0.001..=1_193_046.0).contains(&h)) {
+    if req
+        .slice_hours
+        .is_some_and(|h| !(0.001..=1_193_046.0).contains(&h))
+    {
         return bad("bad_budget", "slice_hours: from 0.001 (3.6 s) to 1193046");
     }
     if req.bid_wait_secs > xov_protocol::validate::MAX_BID_TTL_SECS {
@@ -109,14 +116,21 @@ fn check_order_form(req: &OrderRequest) -> Result<(), ApiError> {
     if req.ssh_public_key.len() > xov_protocol::order::MAX_SSH_KEY {
         return bad("bad_ssh_key", "ssh_public_key: at most 4096 bytes");
     }
-    if req.refund_address.as_deref().is_some_and(|a| !form::is_address(a)) {
+    if req
+        .refund_address
+        .as_deref()
+        .is_some_and(|a| !form::is_address(a))
+    {
         return bad(
             "bad_refund_address",
             "refund_address: a bitcoin address of this node's network (letters and digits)",
         );
     }
     if !form::is_label(&req.image) {
-        return bad("bad_image", "image: 1 to 64 printable ASCII characters, e.g. debian-12");
+        return bad(
+            "bad_image",
+            "image: 1 to 64 printable ASCII characters, e.g. debian-12",
+        );
     }
     Ok(())
 }

@@ -2,11 +2,11 @@
 //! its main client. Every failure is a JSON `{ "error": code, "message": text }` with a 4xx/5xx status.
 
 pub mod body;
-pub mod form;
 pub mod chain_probe;
 pub mod dashboard;
 pub mod doctor;
 pub mod events;
+pub mod form;
 pub mod leases;
 pub mod metrics;
 pub mod offer_probe;
@@ -396,16 +396,26 @@ fn check_offer_form(spec: &OfferSpec) -> Result<(), ApiError> {
         ))
     };
     if let Some(i) = spec.images.iter().position(|i| !form::is_label(i)) {
-        return bad(&format!("images[{i}]"), "1 to 64 printable ASCII characters, e.g. debian-12");
+        return bad(
+            &format!("images[{i}]"),
+            "1 to 64 printable ASCII characters, e.g. debian-12",
+        );
     }
     if spec.images.len() > xov_protocol::offer::MAX_IMAGES {
         return bad("images", "at most 32 images per offer");
     }
-    if spec.gpu_model.as_deref().is_some_and(|m| !form::is_label(m)) {
+    if spec
+        .gpu_model
+        .as_deref()
+        .is_some_and(|m| !form::is_label(m))
+    {
         return bad("gpu_model", "1 to 64 printable ASCII characters, e.g. A100");
     }
     if !form::is_country(&spec.country) {
-        return bad("country", "an ISO 3166-1 alpha-2 code in upper case, e.g. DE");
+        return bad(
+            "country",
+            "an ISO 3166-1 alpha-2 code in upper case, e.g. DE",
+        );
     }
     if !form::is_region(&spec.region) {
         return bad("region", "at most 64 printable ASCII characters");
@@ -566,9 +576,7 @@ async fn create_pool(
     let d = xov_protocol::PoolRules::default();
     let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_pool", msg);
     if !form::is_pool_name(&req.name) {
-        return Err(bad(
-            "name: 1 to 64 letters, digits, '-', '_' or '.'".into(),
-        ));
+        return Err(bad("name: 1 to 64 letters, digits, '-', '_' or '.'".into()));
     }
     if req.publishers.len() > xov_protocol::pool::MAX_PUBLISHERS {
         return Err(bad("publishers: at most 256".into()));
@@ -577,7 +585,10 @@ async fn create_pool(
         ("min_price_step_sats", req.min_price_step_sats == Some(0)),
         ("min_ttl_secs", req.min_ttl_secs == Some(0)),
         ("max_ttl_secs", req.max_ttl_secs == Some(0)),
-        ("max_offers_per_provider", req.max_offers_per_provider == Some(0)),
+        (
+            "max_offers_per_provider",
+            req.max_offers_per_provider == Some(0),
+        ),
     ];
     if let Some((field, _)) = zero.iter().find(|(_, z)| *z) {
         return Err(bad(format!("{field}: at least 1")));
@@ -655,11 +666,7 @@ async fn join_pool(
 }
 
 /// Joins or leaves a pool: the market's record first, then the network's subscription.
-async fn membership(
-    st: AppState,
-    r: PoolRef,
-    join: bool,
-) -> Result<Json<Membership>, ApiError> {
+async fn membership(st: AppState, r: PoolRef, join: bool) -> Result<Json<Membership>, ApiError> {
     let (id, changed) = {
         let mut m = st.market.write().map_err(|_| poisoned())?;
         let id = m.resolve_pool(Some(&r.pool))?;
@@ -808,7 +815,6 @@ fn document_rejections(doc: &mut utoipa::openapi::OpenApi) {
                     .or_insert_with(|| error("the body is not JSON, or breaks this document (a field missing, unknown, of the wrong type or out of its range): the message names the field"));
                 r.entry("415".into())
                     .or_insert_with(|| error("the request lacks `Content-Type: application/json`"));
-
             }
             if has_params {
                 r.entry("400".into()).or_insert_with(|| {

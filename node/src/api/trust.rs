@@ -176,15 +176,28 @@ async fn create(
     ApiJson(b): ApiJson<BondCreate>,
 ) -> Result<(StatusCode, Json<xov_wallet::Bond>), ApiError> {
     if b.amount_sat == 0 || b.amount_sat > xov_protocol::bond::MAX_MONEY_SATS {
-        return Err(bad("bad_amount", "amount_sat: from 1 sat to 21 million bitcoin"));
+        return Err(bad(
+            "bad_amount",
+            "amount_sat: from 1 sat to 21 million bitcoin",
+        ));
     }
     let height = match (b.lock_blocks, b.locktime) {
         (Some(n @ 1..=xov_protocol::bond::MAX_BOND_LOCK_BLOCKS), None) => {
             wallet(&st)?.tip_height().saturating_add(n)
         }
         (None, Some(h @ 1..xov_protocol::bond::LOCKTIME_THRESHOLD)) => h,
-        (Some(_), None) => return Err(bad("bad_lock", "lock_blocks: from 1 to 210240 (four years)")),
-        (None, Some(_)) => return Err(bad("bad_lock", "locktime: a block height from 1 to 499999999")),
+        (Some(_), None) => {
+            return Err(bad(
+                "bad_lock",
+                "lock_blocks: from 1 to 210240 (four years)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "bad_lock",
+                "locktime: a block height from 1 to 499999999",
+            ))
+        }
         _ => {
             return Err(bad(
                 "bad_lock",
@@ -227,7 +240,10 @@ async fn unlock(
     ApiJson(u): ApiJson<BondUnlock>,
 ) -> Result<Json<BondUnlocked>, ApiError> {
     if !form::is_outpoint(&u.outpoint) {
-        return Err(bad("bad_outpoint", "outpoint: txid:vout (`xov bond list` shows each bond's)"));
+        return Err(bad(
+            "bad_outpoint",
+            "outpoint: txid:vout (`xov bond list` shows each bond's)",
+        ));
     }
     let outpoint = u.outpoint.parse().map_err(|e| {
         unprocessable(

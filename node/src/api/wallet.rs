@@ -48,13 +48,17 @@ impl From<WalletError> for ApiError {
     }
 }
 
-/// A fee rate the document allows: 1 to 100,000 sat/vB.
+/// Most sat/vB a payment may offer: far above any real fee market, and below the rate at which signing
+/// refuses a transaction as absurd (25,000 sat/vB, rust-bitcoin's limit), so a typo is refused up front.
+pub const MAX_FEE_SAT_PER_VB: u64 = 10_000;
+
+/// A fee rate the document allows: 1 to [`MAX_FEE_SAT_PER_VB`].
 fn check_fee(fee: Option<u64>) -> Result<(), ApiError> {
     match fee {
-        Some(f) if !(1..=100_000).contains(&f) => Err(ApiError::new(
+        Some(f) if !(1..=MAX_FEE_SAT_PER_VB).contains(&f) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_fee",
-            "fee_sat_per_vb: from 1 to 100000",
+            "fee_sat_per_vb: from 1 to 10000",
         )),
         _ => Ok(()),
     }
@@ -181,7 +185,7 @@ pub struct SendRequest {
     #[schema(minimum = 1, maximum = 2100000000000000_u64)]
     pub amount_sat: u64,
     /// Fee rate in sat/vB (default: 2).
-    #[schema(minimum = 1, maximum = 100000)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub fee_sat_per_vb: Option<u64>,
 }
 
@@ -191,7 +195,7 @@ pub struct SendRequest {
 pub struct PayRequest {
     pub uri: String,
     /// Fee rate in sat/vB (default: 2).
-    #[schema(minimum = 1, maximum = 100000)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub fee_sat_per_vb: Option<u64>,
 }
 
@@ -201,7 +205,7 @@ pub struct PayRequest {
 pub struct BumpRequest {
     pub txid: String,
     /// Fee rate in sat/vB (default: the chain's estimate, at least 1 sat/vB more than before).
-    #[schema(minimum = 1, maximum = 100000)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub fee_sat_per_vb: Option<u64>,
 }
 

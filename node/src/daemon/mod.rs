@@ -87,7 +87,7 @@ pub async fn run(dd: DataDir, cfg: Config) -> anyhow::Result<()> {
         admission: cfg.provider.admission,
         max_unpaid_per_buyer: cfg.lease.max_unpaid_per_buyer,
     };
-    let cloud = crate::daemon::provider::from_config(&cfg).await?;
+    let cloud = crate::daemon::provider::from_config(&cfg, &node_id.to_string()).await?;
     let machines = cloud
         .clone()
         .map(|c| c as std::sync::Arc<dyn crate::lease::driver::Machines>);

@@ -92,14 +92,20 @@ impl Machines for OpenStackMachines {
 }
 
 /// Builds the provider's cloud from the config, checking the credentials at start.
-pub async fn from_config(cfg: &Config) -> anyhow::Result<Option<Arc<OpenStackMachines>>> {
+/// The provider's cloud, its machines marked `xov-provider=<owner>`: the configured `owner`, else this
+/// node's id (so providers sharing a project never take each other's machines for their own).
+pub async fn from_config(
+    cfg: &Config,
+    node_id: &str,
+) -> anyhow::Result<Option<Arc<OpenStackMachines>>> {
     if !cfg.provider.enabled {
         return Ok(None);
     }
     let os = cfg
         .provider
         .openstack_config()
-        .expect("checked by Config::check")?;
+        .expect("checked by Config::check")?
+        .with_default_owner(node_id);
     let p = OpenStackProvisioner::new(os, cfg.provider.inventory.clone())?;
     match p.check().await {
         Ok(what) => info!(cloud = %what, "provider cloud reachable"),
