@@ -273,11 +273,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = backup::import(&dd, &b)?;
             output::print(cli.json, &s, || {
                 format!(
-                    "imported the backup of node {} (made {}) into {}.\n\
+                    "imported the backup of node {} (made {}) into {}; leases begun after it are not in it.\n\
                      Next: `xov wallet restore` with the recovery words if this data dir has no wallet.mnemonic, \
                      then `xov node run`.",
                     s.node_id,
-                    output::When::system().clock(s.created_at),
+                    output::When::system().at(s.created_at),
                     dd.root().display()
                 )
             });
@@ -446,15 +446,7 @@ fn read_words(file: Option<&std::path::Path>) -> anyhow::Result<String> {
         "Type or paste the {} recovery words (spaces or new lines between them), then Enter:",
         xov_wallet::keys::WORD_COUNT
     );
-    let words = |t: &str| {
-        t.split_whitespace()
-            .filter(|w| {
-                !w.trim_end_matches(['.', ')', ':'])
-                    .chars()
-                    .all(|c| c.is_ascii_digit())
-            })
-            .count()
-    };
+    let words = |t: &str| xov_wallet::keys::typed_words(t).len();
     for line in stdin.lock().lines() {
         let line = line.context("cannot read the words from the terminal")?;
         if line.trim().is_empty() && words(&text) > 0 {

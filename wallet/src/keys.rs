@@ -99,19 +99,24 @@ pub enum WordsError {
     Checksum,
 }
 
-/// The mnemonic of typed or pasted recovery words: case and blanks (newlines included) do not matter, and
-/// list numbers (`1.`, `2)`, `3:` or a bare `4`) before words are skipped. Exactly [`WORD_COUNT`] words,
-/// each from the BIP39 English list, with a valid checksum.
-pub fn parse_words(text: &str) -> Result<Mnemonic, WordsError> {
-    let words: Vec<String> = text
-        .split_whitespace()
+/// The words of typed or pasted text, lowercased, without list numbers (`1.`, `2)`, `3:`, `4`) and lone
+/// punctuation: what [`parse_words`] reads (a prompt counts them to know when all were typed).
+pub fn typed_words(text: &str) -> Vec<String> {
+    text.split_whitespace()
         .map(str::to_lowercase)
         .filter(|w| {
             !w.trim_end_matches(['.', ')', ':'])
                 .chars()
                 .all(|c| c.is_ascii_digit())
         })
-        .collect();
+        .collect()
+}
+
+/// The mnemonic of typed or pasted recovery words: case and blanks (newlines included) do not matter, and
+/// list numbers (`1.`, `2)`, `3:` or a bare `4`) before words are skipped. Exactly [`WORD_COUNT`] words,
+/// each from the BIP39 English list, with a valid checksum.
+pub fn parse_words(text: &str) -> Result<Mnemonic, WordsError> {
+    let words = typed_words(text);
     if words.is_empty() {
         return Err(WordsError::Empty);
     }
