@@ -4,6 +4,10 @@
 //! With a passphrase the file holds the words encrypted: scrypt (N=2^15, r=8, p=1) derives a key from the
 //! passphrase and a random salt, ChaCha20-Poly1305 seals the words. A stolen file is then useless without the
 //! passphrase, and a wrong passphrase is detected (authentication fails) rather than yielding another wallet.
+//!
+//! Restoring: typed words are checked whole ([`parse_words`]: each word in the BIP39 list, 24 of them, the
+//! checksum) before [`write_mnemonic`] writes them, exclusively, as a new file would be written; an existing
+//! mnemonic file is never replaced.
 
 use std::fs::OpenOptions;
 use std::io::Write;
