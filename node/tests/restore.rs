@@ -91,12 +91,12 @@ fn refused(out: &std::process::Output, what: &str, says: &str) {
 
 #[test]
 fn a_provider_wiped_mid_lease_comes_back_from_its_words_and_backup() {
-    let Some((btc, lab)) = real_parts("restore a provider") else {
+    let Some((btc, lab, cleanup)) = real_parts("restore a provider") else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
     let pdir = subdir(root.path(), "provider");
-    let toml = provider_toml(&lab, &btc, PRICE_P1);
+    let toml = provider_toml(&lab, &btc, PRICE_P1, &cleanup.owner("provider"));
     let p = start(&pdir, &toml, None);
     let buyer = start(&subdir(root.path(), "buyer"), &buyer_toml(&btc), Some(&p));
     fund(&buyer, &btc);
@@ -235,6 +235,16 @@ fn a_provider_wiped_mid_lease_comes_back_from_its_words_and_backup() {
     // found: the buyer cancels, the machine is deleted after the hold.
     buyer.json(&["lease", "cancel", &id]);
     wait_state(&p, &id, "closed");
+    cleanup.lease(&id);
+    eventually(
+        "the restored provider deleted everything of the lease",
+        WAIT,
+        || match cleanup.leftovers() {
+            Ok(left) if left.is_empty() => Ok(()),
+            Ok(left) => Err(format!("still in the lab: {left}")),
+            Err(e) => Err(e.to_string()),
+        },
+    );
 }
 
 #[test]

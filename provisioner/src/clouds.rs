@@ -11,7 +11,7 @@
 //!   `OS_CLOUD` (clouds.yaml); `OS_AUTH_URL` with the other `OS_*` variables. Sources are never mixed, except
 //!   that a secure.yaml entry is merged into its clouds.yaml entry and inline `region`, `interface`, `cacert`
 //!   and `insecure` override what the source says.
-//! - Everything else (network, key delivery, timeouts, endpoint overrides, retries) comes from
+//! - Everything else (network, key delivery, timeouts, endpoint overrides, retries, owner) comes from
 //!   `[provider.openstack]` alone.
 //! - No secret (password, application-credential secret, the files' text, the variables' values) appears in
 //!   `Debug` output or in an error: errors name settings, files and variables, never values.
@@ -101,6 +101,9 @@ pub struct OpenStackSettings {
     /// How buyers reach the machine: ports opened, floating IPs (`[provider.openstack.access]`).
     #[serde(default)]
     pub access: crate::access::AccessConfig,
+    /// The provider's marker on what it makes (`xov-provider=<owner>`); see [`OpenStackConfig::owner`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A file found on the search path: its path and its text (or why it could not be read).
@@ -290,6 +293,7 @@ impl OpenStackSettings {
             request_timeout: self.request_timeout,
             retry: self.retry.clone(),
             access: self.access.clone(),
+            owner: self.owner.clone(),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -1026,6 +1030,28 @@ clouds:
                     assert!(matches!(e, ProvisionError::CloudsFile { .. }), "{e:?}");
                     assert!(msg.contains(CLOUDS) && msg.contains("line"), "{msg}");
                     assert!(!msg.contains("hunter2"), "{msg}");
+                },
+            },
+            Case {
+                name: "the owner comes from [provider.openstack], whatever the credentials' source",
+                toml: "cloud = \"mycloud\"\nowner = \"node-a_1\"",
+                env: &[],
+                clouds: Some(CLOUDS_YAML),
+                secure: None,
+                check: |r| {
+                    assert_eq!(r.unwrap().owner.as_deref(), Some("node-a_1"));
+                },
+            },
+            Case {
+                name: "an owner that cannot be a tag is refused at start",
+                toml: "cloud = \"mycloud\"\nowner = \"node a\"",
+                env: &[],
+                clouds: Some(CLOUDS_YAML),
+                secure: None,
+                check: |r| {
+                    let (e, msg) = err(r);
+                    assert!(matches!(e, ProvisionError::InvalidOwner { .. }), "{e:?}");
+                    assert!(msg.contains("'node a'") && msg.contains("[A-Za-z0-9_-]"), "{msg}");
                 },
             },
             Case {

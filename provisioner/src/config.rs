@@ -202,6 +202,12 @@ pub struct OpenStackConfig {
     /// How buyers reach the machine: ports opened, floating IPs.
     #[serde(default)]
     pub access: crate::access::AccessConfig,
+    /// Who this provider is in the project: every server and network resource made for a lease carries
+    /// `xov-provider=<owner>`, and only those (and unmarked ones from before markers) are listed, reconciled
+    /// and reclaimed as ours. Providers sharing one project each need their own. `None`: nothing new is
+    /// marked and only unmarked machines are ours (see [`OpenStackConfig::with_default_owner`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -220,6 +226,9 @@ impl OpenStackConfig {
     /// Checks what can be checked without the cloud, so a bad config fails at start, not at the first lease.
     pub fn validate(&self) -> Result<()> {
         self.access.validate()?;
+        if let Some(owner) = &self.owner {
+            crate::provisioner::validate_owner(owner)?;
+        }
         check_url("auth_url", &self.auth_url)?;
         if let Some(u) = &self.compute_endpoint_override {
             check_url("compute_endpoint_override", u)?;
@@ -267,6 +276,15 @@ impl OpenStackConfig {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The same configuration with `owner` (the node's id, say) when it sets none itself: an operator's
+    /// explicit `owner` wins. Checked by [`OpenStackConfig::validate`] (and so by the provisioner's `new`).
+    pub fn with_default_owner(mut self, owner: impl Into<String>) -> OpenStackConfig {
+        if self.owner.is_none() {
+            self.owner = Some(owner.into());
+        }
+        self
     }
 
     /// The Keystone v3 base URL without a trailing slash.
@@ -393,6 +411,32 @@ mod tests {
         cfg.network = Networks::Auto;
         cfg.retry.attempts = 0;
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn an_owner_is_checked_and_a_default_does_not_override_it() {
+        let base: OpenStackConfig = serde_json::from_value(serde_json::json!({
+            "auth_url": "http://k:5000", "network": "none",
+            "auth": {"type": "application_credential", "id": "x", "secret": "y"}
+        }))
+        .unwrap();
+        assert_eq!(base.owner, None);
+        let defaulted = base.clone().with_default_owner("node-a");
+        assert_eq!(defaulted.owner.as_deref(), Some("node-a"));
+        defaulted.validate().unwrap();
+        let explicit = OpenStackConfig {
+            owner: Some("operator-chose".into()),
+            ..base.clone()
+        }
+        .with_default_owner("node-a");
+        assert_eq!(explicit.owner.as_deref(), Some("operator-chose"));
+        let bad = base.with_default_owner("has space");
+        assert!(
+            matches!(bad.validate(), Err(ProvisionError::InvalidOwner { .. })),
+            "{:?}",
+            bad.validate()
+        );
+        assert!(bad.validate().unwrap_err().is_config_error());
     }
 
     #[test]

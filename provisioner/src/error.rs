@@ -79,6 +79,11 @@ pub enum ProvisionError {
         detail: String,
     },
 
+    /// The provider owner (`owner` in `[provider.openstack]`, or the node's id) has characters that cannot
+    /// go into a metadata value or tag (the operator's config).
+    #[error("provider owner '{owner}' must be 1-64 characters of [A-Za-z0-9_-] (it marks the provider's machines as xov-provider=<owner>)")]
+    InvalidOwner { owner: String },
+
     /// The caller asked for something malformed (lease id, SSH key); nothing was sent to the cloud.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -211,6 +216,7 @@ impl ProvisionError {
                 | ProvisionError::ConflictingSettings { .. }
                 | ProvisionError::CaFile { .. }
                 | ProvisionError::Tls { .. }
+                | ProvisionError::InvalidOwner { .. }
         )
     }
 

@@ -4,8 +4,11 @@
 //! OpenStack ([`OpenStackProvisioner`]): Keystone v3 (password or application credential, cached token),
 //! Nova v2.1 with microversions, Glance v2. A lease's machine is the server tagged `xov-lease=<lease id>`,
 //! which makes launches idempotent (a retry or a restart finds it; never two) and lets [`reconcile()`] compare
-//! the cloud with the node's leases. [`inventory`](Provisioner::inventory) turns flavors, images and
-//! remaining quota into what the provider may offer, through the provider's [`InventoryMapping`].
+//! the cloud with the node's leases. With an owner ([`OpenStackConfig::owner`]) it also carries
+//! `xov-provider=<owner>`, and a provisioner deals only with servers naming it or no provider
+//! ([`provisioner::is_ours`]): providers sharing a project never see each other's machines.
+//! [`inventory`](Provisioner::inventory) turns flavors, images and remaining quota into what the provider may
+//! offer, through the provider's [`InventoryMapping`].
 //!
 //! The connection comes from `[provider.openstack]` inline, a clouds.yaml entry or the `OS_*` variables
 //! ([`OpenStackSettings::resolve`]); http and https (rustls, the system's roots plus an optional CA file).
@@ -38,7 +41,7 @@ pub use inventory::{ImageEntry, InventoryMapping, MappingEntry};
 pub use openstack::{keypair_name, OpenStackProvisioner};
 pub use provisioner::{
     Address, Inventory, LaunchRequest, Machine, MachineState, OfferableShape, OfferedImage,
-    Provisioner, QuotaLeft, LEASE_TAG,
+    Provisioner, QuotaLeft, LEASE_TAG, PROVIDER_TAG,
 };
 pub use reconcile::{reconcile, reconcile_periodically, ReconcileReport};
 

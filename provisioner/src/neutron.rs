@@ -5,6 +5,10 @@
 //! - Every resource made for a lease carries the marker `xov-lease=<lease id>` in its description from the
 //!   moment it exists (set in the create request itself), and the same string as a tag once tagged; it is
 //!   found by the description, so a crash between create and tag leaves nothing unfindable.
+//! - A provisioner with an owner writes `xov-lease=<lease id> xov-provider=<owner>` as the description and
+//!   tags `xov-provider=<owner>` besides the lease's tag (ports too). Whose a resource is, is read from its
+//!   description: ours when it names our owner, or no provider (made before provider markers); another
+//!   provider's resources are never found, listed, released or reclaimed ([`crate::provisioner::is_ours`]).
 //! - `ensure_*` is idempotent: it lists by marker first and creates only when nothing is there; a create
 //!   whose answer was lost is followed by another list, never by a blind second create; extras found (two
 //!   groups for one lease after such a loss) are deleted, keeping the oldest.
@@ -16,19 +20,67 @@ use serde_json::{json, Value};
 
 use crate::error::{ProvisionError, Result};
 use crate::http::{Failure, Service};
-use crate::provisioner::LEASE_TAG;
+use crate::provisioner::{is_ours, LEASE_TAG, PROVIDER_TAG};
 
-/// `xov-lease=<lease id>`: the description and tag of a lease's network resources.
+/// `xov-lease=<lease id>`: the tag of a lease's network resources (and the whole description of those made
+/// without an owner).
 pub fn marker(lease_id: &str) -> String {
     format!("{LEASE_TAG}={lease_id}")
 }
 
-/// The lease a description or tag names, if it is one of our markers.
-pub fn lease_of(marker_text: &str) -> Option<&str> {
-    marker_text
+/// `xov-provider=<owner>`: the tag naming the provider that made a resource.
+pub fn provider_marker(owner: &str) -> String {
+    format!("{PROVIDER_TAG}={owner}")
+}
+
+/// The description a lease's resource is made with: `xov-lease=<lease id>`, followed by
+/// ` xov-provider=<owner>` when the provisioner has an owner.
+pub fn description(lease_id: &str, owner: Option<&str>) -> String {
+    match owner {
+        Some(o) => format!("{} {}", marker(lease_id), provider_marker(o)),
+        None => marker(lease_id),
+    }
+}
+
+/// What a description written by [`description`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker<'a> {
+    pub lease_id: &'a str,
+    /// `None` for a resource made without an owner (before provider markers).
+    pub provider: Option<&'a str>,
+}
+
+/// The lease (and provider) a description names, if it is exactly one of our markers.
+pub fn parse_marker(text: &str) -> Option<Marker<'_>> {
+    let (lease_part, provider_part) = match text.split_once(' ') {
+        Some((l, p)) => (l, Some(p)),
+        None => (text, None),
+    };
+    let lease_id = lease_part
         .strip_prefix(LEASE_TAG)
         .and_then(|r| r.strip_prefix('='))
-        .filter(|id| !id.is_empty())
+        .filter(|id| !id.is_empty())?;
+    let provider = match provider_part {
+        None => None,
+        Some(p) => Some(
+            p.strip_prefix(PROVIDER_TAG)
+                .and_then(|r| r.strip_prefix('='))
+                .filter(|o| !o.is_empty() && !o.contains(' '))?,
+        ),
+    };
+    Some(Marker { lease_id, provider })
+}
+
+/// The lease a description or tag names, if it is one of our markers.
+pub fn lease_of(marker_text: &str) -> Option<&str> {
+    parse_marker(marker_text).map(|m| m.lease_id)
+}
+
+/// The tags a resource with this description carries: the lease's, and the provider's when it names one.
+fn tags_for(m: Marker<'_>) -> Vec<String> {
+    let mut tags = vec![marker(m.lease_id)];
+    tags.extend(m.provider.map(provider_marker));
+    tags
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +143,7 @@ trait Marked: serde::de::DeserializeOwned {
     const ONE: &'static str;
     fn id(&self) -> &str;
     fn created(&self) -> &str;
+    fn description(&self) -> &str;
     fn tagged(&self, tag: &str) -> bool;
 }
 
@@ -103,6 +156,9 @@ impl Marked for SecurityGroup {
     }
     fn created(&self) -> &str {
         self.created_at.as_deref().unwrap_or("")
+    }
+    fn description(&self) -> &str {
+        &self.description
     }
     fn tagged(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
@@ -119,6 +175,9 @@ impl Marked for FloatingIp {
     fn created(&self) -> &str {
         self.created_at.as_deref().unwrap_or("")
     }
+    fn description(&self) -> &str {
+        &self.description
+    }
     fn tagged(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
     }
@@ -127,6 +186,9 @@ impl Marked for FloatingIp {
 /// The networking service of the provider's project.
 pub struct Neutron {
     pub(crate) svc: Service,
+    /// The provider's owner ([`crate::OpenStackConfig::owner`]): what it makes is marked with it, and only
+    /// what is marked with it (or with no provider) is its own.
+    pub(crate) owner: Option<String>,
 }
 
 impl Neutron {
@@ -139,12 +201,27 @@ impl Neutron {
         member(&page, T::MANY, &format!("GET {}", T::PATH))
     }
 
-    /// The lease's resources of one kind, oldest first.
+    /// The description this provisioner makes a lease's resources with.
+    fn description(&self, lease_id: &str) -> String {
+        description(lease_id, self.owner.as_deref())
+    }
+
+    /// The lease's resources of one kind, ours ([`is_ours`]): those with our description and, with an owner,
+    /// those made before provider markers; oldest first.
     async fn of_lease<T: Marked>(&self, lease_id: &str) -> Result<Vec<T>> {
-        let mut found: Vec<T> = self
-            .list(&format!("?description={}", urlencode(&marker(lease_id))))
-            .await?;
+        let mut descriptions = vec![self.description(lease_id)];
+        if self.owner.is_some() {
+            descriptions.push(marker(lease_id));
+        }
+        let mut found: Vec<T> = Vec::new();
+        for d in descriptions {
+            found.extend(
+                self.list::<T>(&format!("?description={}", urlencode(&d)))
+                    .await?,
+            );
+        }
         found.sort_by(|a, b| a.created().cmp(b.created()).then(a.id().cmp(b.id())));
+        found.dedup_by(|a, b| a.id() == b.id());
         Ok(found)
     }
 
@@ -153,10 +230,10 @@ impl Neutron {
         self.list::<T>("").await
     }
 
-    /// The lease's one resource of a kind: found, or made by `body` (which must carry the marker as its
-    /// description). Extras (from a create whose answer was lost) are deleted; the survivor is tagged.
+    /// The lease's one resource of a kind: found, or made by `body` (which must carry
+    /// [`Neutron::description`] as its description). Extras (from a create whose answer was lost) are
+    /// deleted; the survivor is tagged as its description says.
     async fn ensure<T: Marked>(&self, lease_id: &str, body: Value) -> Result<T> {
-        let tag = marker(lease_id);
         let mut attempts = 0u32;
         let found = loop {
             let mut found = self.of_lease::<T>(lease_id).await?;
@@ -196,8 +273,11 @@ impl Neutron {
                 }
             }
         };
-        if !found.tagged(&tag) {
-            self.put_tag(T::PATH, found.id(), &tag).await?;
+        let tags = parse_marker(found.description())
+            .map(tags_for)
+            .unwrap_or_else(|| vec![marker(lease_id)]);
+        for tag in tags.iter().filter(|t| !found.tagged(t)) {
+            self.put_tag(T::PATH, found.id(), tag).await?;
         }
         Ok(found)
     }
@@ -244,7 +324,7 @@ impl Neutron {
                 lease_id,
                 json!({
                     "name": format!("xov-{}", lease_id.get(..12).unwrap_or(lease_id)),
-                    "description": marker(lease_id),
+                    "description": self.description(lease_id),
                 }),
             )
             .await?;
@@ -303,7 +383,7 @@ impl Neutron {
                 json!({
                     "floating_network_id": external_network,
                     "port_id": port_id,
-                    "description": marker(lease_id),
+                    "description": self.description(lease_id),
                 }),
             )
             .await?;
@@ -331,30 +411,26 @@ impl Neutron {
         self.of_lease(lease_id).await
     }
 
-    /// Every security group and floating IP carrying a lease marker.
+    /// Every security group and floating IP carrying a lease marker that is ours ([`ours_of`]).
     pub async fn marked(&self) -> Result<Vec<MarkedResource>> {
         let mut out = Vec::new();
         for g in self.all_marked::<SecurityGroup>().await? {
-            if let Some(l) = lease_of(&g.description) {
-                out.push(MarkedResource {
-                    lease_id: l.to_string(),
-                    kind: "security_group",
-                    id: g.id.clone(),
-                    created: g.created_at.as_deref().and_then(unix_of),
-                });
-            }
+            out.extend(MarkedResource::of(
+                "security_group",
+                &g.id,
+                &g.description,
+                g.created_at.as_deref(),
+            ));
         }
         for f in self.all_marked::<FloatingIp>().await? {
-            if let Some(l) = lease_of(&f.description) {
-                out.push(MarkedResource {
-                    lease_id: l.to_string(),
-                    kind: "floating_ip",
-                    id: f.id.clone(),
-                    created: f.created_at.as_deref().and_then(unix_of),
-                });
-            }
+            out.extend(MarkedResource::of(
+                "floating_ip",
+                &f.id,
+                &f.description,
+                f.created_at.as_deref(),
+            ));
         }
-        Ok(out)
+        Ok(ours_of(out, self.owner.as_deref()))
     }
 
     /// Deletes the lease's floating IPs, then its security groups (after the server is gone, so no port
@@ -384,14 +460,17 @@ impl Neutron {
         member(&v, "port", "PUT /ports/{id}")
     }
 
-    /// Tags a port Nova made for a lease's server with the lease's marker (idempotent: PUT of a tag), so
-    /// every Neutron resource of the lease is found by its tag.
+    /// Tags a port Nova made for a lease's server with the lease's marker and our provider's (idempotent: PUT
+    /// of a tag), so every Neutron resource of the lease is found by its tags.
     pub async fn tag_port(&self, lease_id: &str, port: &Port) -> Result<()> {
-        let tag = marker(lease_id);
-        if port.tags.contains(&tag) {
-            return Ok(());
+        let tags = tags_for(Marker {
+            lease_id,
+            provider: self.owner.as_deref(),
+        });
+        for tag in tags.iter().filter(|t| !port.tags.contains(t)) {
+            self.put_tag("/ports", &port.id, tag).await?;
         }
-        self.put_tag("/ports", &port.id, &tag).await
+        Ok(())
     }
 
     /// The ports Nova made for a server.
@@ -425,11 +504,41 @@ fn member<T: serde::de::DeserializeOwned>(v: &Value, key: &str, what: &str) -> R
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkedResource {
     pub lease_id: String,
+    /// The provider its description names; `None` when made before provider markers.
+    pub provider: Option<String>,
     /// `security_group` or `floating_ip`.
     pub kind: &'static str,
     pub id: String,
     /// Unix seconds Neutron made it, when it says.
     pub created: Option<u64>,
+}
+
+impl MarkedResource {
+    /// The resource as reconciliation sees it, when its description is one of our markers.
+    fn of(
+        kind: &'static str,
+        id: &str,
+        description: &str,
+        created: Option<&str>,
+    ) -> Option<MarkedResource> {
+        let m = parse_marker(description)?;
+        Some(MarkedResource {
+            lease_id: m.lease_id.to_string(),
+            provider: m.provider.map(str::to_string),
+            kind,
+            id: id.to_string(),
+            created: created.and_then(unix_of),
+        })
+    }
+}
+
+/// The marked resources that are ours for a provisioner with `owner` ([`is_ours`]): another provider's are
+/// left out, so reconciliation never reclaims them.
+pub fn ours_of(marked: Vec<MarkedResource>, owner: Option<&str>) -> Vec<MarkedResource> {
+    marked
+        .into_iter()
+        .filter(|m| is_ours(m.provider.as_deref(), owner))
+        .collect()
 }
 
 /// The leases whose marked resources are orphans: no server of theirs exists, the node expects none, and
@@ -512,6 +621,129 @@ mod tests {
             assert_eq!(lease_of(text), None, "{name}");
         }
         assert_eq!(urlencode("xov-lease=ab"), "xov-lease%3Dab");
+        assert_eq!(
+            urlencode(&description("ab", Some("n1"))),
+            "xov-lease%3Dab%20xov-provider%3Dn1"
+        );
+    }
+
+    #[test]
+    fn descriptions_name_the_lease_and_the_provider() {
+        struct Case {
+            name: &'static str,
+            text: String,
+            want: Option<Marker<'static>>,
+        }
+        let cases = [
+            Case {
+                name: "made with an owner",
+                text: description("l1", Some("node-a")),
+                want: Some(Marker {
+                    lease_id: "l1",
+                    provider: Some("node-a"),
+                }),
+            },
+            Case {
+                name: "made without an owner (and before provider markers)",
+                text: description("l1", None),
+                want: Some(Marker {
+                    lease_id: "l1",
+                    provider: None,
+                }),
+            },
+            Case {
+                name: "something after the lease that is not a provider marker",
+                text: "xov-lease=l1 by hand".into(),
+                want: None,
+            },
+            Case {
+                name: "an empty provider",
+                text: "xov-lease=l1 xov-provider=".into(),
+                want: None,
+            },
+            Case {
+                name: "a provider with a space in it",
+                text: "xov-lease=l1 xov-provider=a b".into(),
+                want: None,
+            },
+            Case {
+                name: "the provider first",
+                text: "xov-provider=node-a xov-lease=l1".into(),
+                want: None,
+            },
+            Case {
+                name: "someone else's description",
+                text: "default security group".into(),
+                want: None,
+            },
+        ];
+        for c in cases {
+            assert_eq!(parse_marker(&c.text), c.want, "{}", c.name);
+        }
+        assert_eq!(
+            tags_for(parse_marker(&description("l1", Some("node-a"))).unwrap()),
+            ["xov-lease=l1", "xov-provider=node-a"]
+        );
+        assert_eq!(
+            tags_for(parse_marker(&description("l1", None)).unwrap()),
+            ["xov-lease=l1"]
+        );
+    }
+
+    #[test]
+    fn only_our_resources_and_unmarked_ones_are_ours() {
+        struct Case {
+            name: &'static str,
+            description: String,
+            owner: Option<&'static str>,
+            ours: bool,
+        }
+        let cases = [
+            Case {
+                name: "ours",
+                description: description("l1", Some("node-a")),
+                owner: Some("node-a"),
+                ours: true,
+            },
+            Case {
+                name: "another provider's in the same project",
+                description: description("l1", Some("node-b")),
+                owner: Some("node-a"),
+                ours: false,
+            },
+            Case {
+                name: "made before provider markers",
+                description: description("l1", None),
+                owner: Some("node-a"),
+                ours: true,
+            },
+            Case {
+                name: "a provider's, seen by a provisioner without an owner",
+                description: description("l1", Some("node-a")),
+                owner: None,
+                ours: false,
+            },
+            Case {
+                name: "unmarked, seen by a provisioner without an owner",
+                description: description("l1", None),
+                owner: None,
+                ours: true,
+            },
+        ];
+        for c in cases {
+            let r = MarkedResource::of("security_group", "sg1", &c.description, None)
+                .unwrap_or_else(|| panic!("{}: a marker", c.name));
+            assert_eq!(
+                ours_of(vec![r], c.owner).len(),
+                usize::from(c.ours),
+                "{}",
+                c.name
+            );
+        }
+        assert_eq!(
+            MarkedResource::of("floating_ip", "f1", "not ours at all", None),
+            None
+        );
     }
 
     #[test]
@@ -533,6 +765,7 @@ mod tests {
     fn orphans_are_old_serverless_and_unexpected() {
         let r = |lease: &str, kind, created| MarkedResource {
             lease_id: lease.into(),
+            provider: None,
             kind,
             id: format!("{lease}-{kind}"),
             created,

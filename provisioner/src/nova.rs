@@ -12,7 +12,7 @@ use tracing::info;
 
 use crate::error::{ProvisionError, Result};
 use crate::http::{Failure, Service};
-use crate::provisioner::{Address, Machine, MachineState, LEASE_TAG};
+use crate::provisioner::{Address, Machine, MachineState, LEASE_TAG, PROVIDER_TAG};
 
 /// The oldest compute API we accept: 2.37 boots with `"networks": "none"`, 2.47 embeds the flavor in the
 /// server (so we can count machines per flavor without another call).
@@ -71,6 +71,16 @@ impl NovaServer {
     /// The lease this server belongs to, if it carries our tag.
     pub fn lease(&self) -> Option<&str> {
         self.metadata.get(LEASE_TAG).map(String::as_str)
+    }
+
+    /// The provider that made it (`xov-provider`), if it says; none on servers made before the marker.
+    pub fn provider(&self) -> Option<&str> {
+        self.metadata.get(PROVIDER_TAG).map(String::as_str)
+    }
+
+    /// Carries our lease tag and is ours ([`crate::provisioner::is_ours`]) for a provisioner with `owner`.
+    pub fn is_ours(&self, owner: Option<&str>) -> bool {
+        self.lease().is_some() && crate::provisioner::is_ours(self.provider(), owner)
     }
 
     /// Gone or going: Nova may still list a server for a moment after deletion.
@@ -472,5 +482,64 @@ mod tests {
         assert!(gone.is_gone());
         assert_eq!(gone.to_machine().image_id, None);
         assert_eq!(gone.lease(), None);
+    }
+
+    #[test]
+    fn which_servers_are_ours() {
+        struct Case {
+            name: &'static str,
+            metadata: Value,
+            owner: Option<&'static str>,
+            ours: bool,
+        }
+        let cases = [
+            Case {
+                name: "our lease tag and our provider",
+                metadata: json!({"xov-lease": "l1", "xov-provider": "node-a"}),
+                owner: Some("node-a"),
+                ours: true,
+            },
+            Case {
+                name: "another provider sharing the project",
+                metadata: json!({"xov-lease": "l1", "xov-provider": "node-b"}),
+                owner: Some("node-a"),
+                ours: false,
+            },
+            Case {
+                name: "made before provider markers: still ours",
+                metadata: json!({"xov-lease": "l1"}),
+                owner: Some("node-a"),
+                ours: true,
+            },
+            Case {
+                name: "no owner configured: only unmarked servers",
+                metadata: json!({"xov-lease": "l1", "xov-provider": "node-a"}),
+                owner: None,
+                ours: false,
+            },
+            Case {
+                name: "no owner configured, unmarked",
+                metadata: json!({"xov-lease": "l1"}),
+                owner: None,
+                ours: true,
+            },
+            Case {
+                name: "our provider marker without a lease tag is no lease's machine",
+                metadata: json!({"xov-provider": "node-a"}),
+                owner: Some("node-a"),
+                ours: false,
+            },
+            Case {
+                name: "untagged",
+                metadata: json!({"purpose": "someone else's"}),
+                owner: Some("node-a"),
+                ours: false,
+            },
+        ];
+        for c in cases {
+            let s: NovaServer =
+                serde_json::from_value(json!({"id": "s", "metadata": c.metadata})).unwrap();
+            assert_eq!(s.is_ours(c.owner), c.ours, "{}", c.name);
+        }
     }
 }

@@ -2,6 +2,12 @@
 //! `xov-lease=<lease id>`. That tag is the only link between the two, which makes every operation
 //! restartable: after any failure or crash, listing the tagged servers says what exists.
 //!
+//! A provisioner with an owner ([`OpenStackConfig::owner`]) also writes `xov-provider=<owner>` into every
+//! server it creates (and onto its Neutron resources), and counts as its own only servers that name it or
+//! name no provider (made before the marker): listing, launching, stopping, deleting, inventory counts and
+//! reclaiming never see a server of another provider sharing the project, even one tagged with the same
+//! lease.
+//!
 //! Never two machines for one lease: a launch first looks for the tagged server; a server create whose
 //! answer is lost (dropped connection, timeout, 5xx) is followed by a fresh listing, and only a listing that
 //! succeeded and shows nothing allows another create. Should two exist anyway (another process raced us),
@@ -25,7 +31,7 @@ use crate::neutron::Neutron;
 use crate::nova::{Action, Created, Flavor, Nova, NovaServer};
 use crate::provisioner::{
     parse_ssh_key, same_ssh_key, validate_lease_id, Address, Inventory, LaunchRequest, Machine,
-    Provisioner, LEASE_TAG,
+    Provisioner, LEASE_TAG, PROVIDER_TAG,
 };
 use crate::retry::{Backoff, Poll};
 use crate::userdata;
@@ -139,6 +145,7 @@ impl OpenStackProvisioner {
         };
         let neutron = Neutron {
             svc: service("network", Some("/v2.0"), &None),
+            owner: cfg.owner.clone(),
         };
         Ok(OpenStackProvisioner {
             cfg,
@@ -190,14 +197,30 @@ impl OpenStackProvisioner {
         }
     }
 
-    /// Our servers (tagged), not counting those being deleted.
-    async fn ours(&self) -> Result<Vec<NovaServer>> {
-        let mut v: Vec<NovaServer> = self
+    /// The provider marker this provisioner writes and looks for (`None`: it writes none).
+    pub fn owner(&self) -> Option<&str> {
+        self.cfg.owner.as_deref()
+    }
+
+    /// Every server of ours (tagged, and ours by [`crate::provisioner::is_ours`]), being deleted or not.
+    async fn ours_and_going(&self) -> Result<Vec<NovaServer>> {
+        let owner = self.owner();
+        Ok(self
             .nova
             .servers()
             .await?
             .into_iter()
-            .filter(|s| s.lease().is_some() && !s.is_gone())
+            .filter(|s| s.is_ours(owner))
+            .collect())
+    }
+
+    /// Our servers (tagged), not counting those being deleted.
+    async fn ours(&self) -> Result<Vec<NovaServer>> {
+        let mut v: Vec<NovaServer> = self
+            .ours_and_going()
+            .await?
+            .into_iter()
+            .filter(|s| !s.is_gone())
             .collect();
         oldest_first(&mut v);
         Ok(v)
@@ -397,11 +420,15 @@ impl OpenStackProvisioner {
             }
             other => other?,
         };
+        let mut metadata = json!({ LEASE_TAG: lease });
+        if let Some(owner) = self.owner() {
+            metadata[PROVIDER_TAG] = json!(owner);
+        }
         let mut server = json!({
             "name": server_name(lease),
             "imageRef": image.id,
             "flavorRef": flavor.id,
-            "metadata": { LEASE_TAG: lease },
+            "metadata": metadata,
         });
         server["networks"] = match &self.cfg.network {
             Networks::None => json!("none"),
@@ -701,8 +728,7 @@ impl Provisioner for OpenStackProvisioner {
         let _guard = self.lock(lease_id).await;
         // include servers already being deleted, to wait for them too
         let servers: Vec<NovaServer> = self
-            .nova
-            .servers()
+            .ours_and_going()
             .await?
             .into_iter()
             .filter(|s| s.lease() == Some(lease_id))
@@ -744,8 +770,7 @@ impl Provisioner for OpenStackProvisioner {
         }
         // Servers being deleted count as present: their delete releases the rest itself.
         let with_server: std::collections::BTreeSet<String> = self
-            .nova
-            .servers()
+            .ours_and_going()
             .await?
             .iter()
             .filter_map(|s| s.lease().map(str::to_string))

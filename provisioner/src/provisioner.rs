@@ -2,6 +2,14 @@
 //! The node holds a generic `P: Provisioner` and never learns which cloud it drives. Every operation is
 //! keyed by the lease id, because that is what the node has after a crash; the cloud finds the machine by
 //! the lease tag it carries.
+//!
+//! Invariants:
+//! - A machine is ours when it carries the lease tag ([`LEASE_TAG`]) and either our provider marker
+//!   ([`PROVIDER_TAG`] equal to the configured owner) or no provider marker at all (made before markers
+//!   existed: it stays ours). A machine marked with another provider is never listed, changed or deleted,
+//!   so providers (or test nodes) sharing one project never see each other's machines ([`is_ours`]).
+//! - Lease ids and owners are checked to safe characters before they reach the cloud (they become
+//!   metadata values, tags and key-pair names).
 
 use std::future::Future;
 
@@ -11,6 +19,40 @@ use crate::error::{ProvisionError, Result};
 
 /// Metadata key that marks a machine as ours and names its lease. Nothing without it is ever touched.
 pub const LEASE_TAG: &str = "xov-lease";
+
+/// Metadata key (and, as `xov-provider=<owner>`, Neutron tag) naming the provider that made a machine: the
+/// owner the provisioner is configured with (the node's id, or `owner` in `[provider.openstack]`).
+pub const PROVIDER_TAG: &str = "xov-provider";
+
+/// Longest owner accepted: it becomes a metadata value and, after `xov-provider=`, a Neutron tag and part of
+/// a resource's description next to the lease marker.
+pub const MAX_OWNER_LEN: usize = 64;
+
+/// Whether a machine (or network resource) whose provider marker is `marked` belongs to the provisioner
+/// configured with `owner`. Unmarked (`None`: made before provider markers) is ours whoever we are; marked
+/// is ours only when it names us. An empty marker names nobody, so it is nobody's.
+pub fn is_ours(marked: Option<&str>, owner: Option<&str>) -> bool {
+    match marked {
+        None => true,
+        Some(m) => !m.is_empty() && Some(m) == owner,
+    }
+}
+
+/// Owners become metadata values and tags: 1-64 characters of `[A-Za-z0-9_-]`, like lease ids.
+pub fn validate_owner(owner: &str) -> Result<()> {
+    let ok = !owner.is_empty()
+        && owner.len() <= MAX_OWNER_LEN
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ProvisionError::InvalidOwner {
+            owner: owner.to_string(),
+        })
+    }
+}
 
 /// Ask for a machine for a funded lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +186,8 @@ pub trait Provisioner: Send + Sync {
     /// was no machine (deleting twice is fine).
     fn delete(&self, lease_id: &str) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Every machine carrying our lease tag, whatever its lease.
+    /// Every machine carrying our lease tag, whatever its lease: ours by [`is_ours`], never another
+    /// provider's.
     fn list_ours(&self) -> impl Future<Output = Result<Vec<Machine>>> + Send;
 
     /// What can be offered right now.
@@ -229,6 +272,128 @@ mod tests {
         validate_lease_id("lease_1-x").unwrap();
         for bad in ["", "a b", "a/b", "é", &"a".repeat(129)] {
             assert!(validate_lease_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn owners() {
+        struct Case {
+            name: &'static str,
+            owner: String,
+            valid: bool,
+        }
+        let cases = [
+            Case {
+                name: "a node id (base58)",
+                owner: "8Xq3vJd1kTzWnPbR2cYhLm4sAeFgUo5iK7pNwQxZ9tB".into(),
+                valid: true,
+            },
+            Case {
+                name: "a test's owner with dashes and underscores",
+                owner: "t0a1b2c3d4e5f6a7b-p1_x".into(),
+                valid: true,
+            },
+            Case {
+                name: "the longest",
+                owner: "a".repeat(MAX_OWNER_LEN),
+                valid: true,
+            },
+            Case {
+                name: "empty",
+                owner: String::new(),
+                valid: false,
+            },
+            Case {
+                name: "one too long",
+                owner: "a".repeat(MAX_OWNER_LEN + 1),
+                valid: false,
+            },
+            Case {
+                name: "a space would split the description's markers",
+                owner: "a b".into(),
+                valid: false,
+            },
+            Case {
+                name: "an equals sign would confuse the tag",
+                owner: "a=b".into(),
+                valid: false,
+            },
+            Case {
+                name: "a slash would break the tag's URL path",
+                owner: "a/b".into(),
+                valid: false,
+            },
+            Case {
+                name: "not ASCII",
+                owner: "é".into(),
+                valid: false,
+            },
+        ];
+        for c in cases {
+            assert_eq!(validate_owner(&c.owner).is_ok(), c.valid, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn which_machines_are_ours() {
+        struct Case {
+            name: &'static str,
+            marked: Option<&'static str>,
+            owner: Option<&'static str>,
+            ours: bool,
+        }
+        let cases = [
+            Case {
+                name: "marked with our owner",
+                marked: Some("node-a"),
+                owner: Some("node-a"),
+                ours: true,
+            },
+            Case {
+                name: "another provider's",
+                marked: Some("node-b"),
+                owner: Some("node-a"),
+                ours: false,
+            },
+            Case {
+                name: "legacy (no provider marker), we have an owner",
+                marked: None,
+                owner: Some("node-a"),
+                ours: true,
+            },
+            Case {
+                name: "legacy, we have no owner either",
+                marked: None,
+                owner: None,
+                ours: true,
+            },
+            Case {
+                name: "marked, we have no owner: someone else's",
+                marked: Some("node-b"),
+                owner: None,
+                ours: false,
+            },
+            Case {
+                name: "an empty marker names nobody",
+                marked: Some(""),
+                owner: Some("node-a"),
+                ours: false,
+            },
+            Case {
+                name: "a prefix of our owner is not us",
+                marked: Some("node"),
+                owner: Some("node-a"),
+                ours: false,
+            },
+            Case {
+                name: "case matters",
+                marked: Some("NODE-A"),
+                owner: Some("node-a"),
+                ours: false,
+            },
+        ];
+        for c in cases {
+            assert_eq!(is_ours(c.marked, c.owner), c.ours, "{}", c.name);
         }
     }
 

@@ -1,6 +1,9 @@
 //! Reconciliation: compare what the cloud runs under our tag with what the node's leases believe, at start
 //! and periodically. It only reports; deciding (delete an orphan, fail a lease whose machine vanished) is
-//! the lease logic's job, and nothing without our tag is ever even listed.
+//! the lease logic's job, and nothing without our tag is ever even listed. "Ours" is what
+//! [`Provisioner::list_ours`] says: with OpenStack, machines marked with our provider owner or with none
+//! (made before provider markers), never those of another provider sharing the project, which therefore
+//! never show as `unknown` here (nor are their network resources reclaimed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -15,7 +18,8 @@ use crate::provisioner::{Machine, MachineState, Provisioner};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcileReport {
     /// Machines tagged as ours whose lease the node does not expect to have a machine (created behind the
-    /// node's back, or left over from a lease the node has closed).
+    /// node's back, or left over from a lease the node has closed). Another provider's machines in the same
+    /// project are not ours and never listed here.
     pub unknown: Vec<Machine>,
     /// Leases expected to have a machine that have none.
     pub missing: Vec<String>,

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use crate::bitcoind::Bitcoind;
 use crate::node::{eventually, Daemon};
 use crate::node_api::NodeApi;
-use crate::openstack::{OpenStackLab, RealMode};
+use crate::openstack::{LabCleanup, OpenStackLab, RealMode};
 use crate::proc_stats::{self, percentile, sorted};
 use crate::scenario::{self, ProviderOpts, PRICE_P1};
 
@@ -200,6 +200,8 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
     let mut say = |s: String| report.say(s);
     let btc = Bitcoind::start().map_err(|e| e.to_string())?;
     let lab = OpenStackLab::ensure().map_err(|e| e.to_string())?;
+    // Deletes what the provider makes in the lab when the run ends, however it ends.
+    let cleanup = LabCleanup::new(&lab, "lease timing");
     let real = if real {
         Some(lab.ensure_real().map_err(|e| e.to_string())?)
     } else {
@@ -250,7 +252,7 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
     };
     let provider = scenario::start(
         &dir("provider").map_err(|e| e.to_string())?,
-        &scenario::provider_toml_with(&lab, &btc, PRICE_P1, &opts),
+        &scenario::provider_toml_with(&lab, &btc, PRICE_P1, &cleanup.owner("provider"), &opts),
         None,
     );
     let buyer = scenario::start(

@@ -7,6 +7,11 @@
 //! among themselves and the tests use to look behind a node's back) and over https with a certificate of the
 //! lab's own CA (the catalog's public endpoints, which the provisioner and nodes under test use, as on a real
 //! cloud). [`OpenStackLab::auth_url`] is the https Keystone; [`OpenStackLab::cacert`] trusts it.
+//!
+//! Every test that lets nodes use the lab holds a [`LabCleanup`]: its provider nodes get owners from it
+//! (`owner` in `[provider.openstack]`, so all they make is marked `xov-provider=<owner>`), and when it is
+//! dropped, passed or panicked, it deletes every server, floating IP, port, security group and key pair
+//! marked with them, and nothing else.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -384,4 +389,534 @@ fn http_get_ok(port: u16, path: &str, needle: &str) -> bool {
         .nth(1)
         .is_some_and(|code| code.starts_with('2') || code.starts_with('3'));
     status_ok && text.contains(needle)
+}
+
+/// What one test's provider nodes made in the lab: found by their owner marker (`xov-provider=<owner>` on
+/// servers, and in the description or tags of Neutron resources), key pairs by the leases those name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabResources {
+    /// `(server id, lease id)`.
+    pub servers: Vec<(String, String)>,
+    pub floating_ips: Vec<String>,
+    pub ports: Vec<String>,
+    pub security_groups: Vec<String>,
+    /// Key pair names (`xov-<lease id>`).
+    pub keypairs: Vec<String>,
+}
+
+impl LabResources {
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+            && self.floating_ips.is_empty()
+            && self.ports.is_empty()
+            && self.security_groups.is_empty()
+            && self.keypairs.is_empty()
+    }
+}
+
+impl std::fmt::Display for LabResources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("nothing");
+        }
+        let servers: Vec<String> = self
+            .servers
+            .iter()
+            .map(|(id, lease)| format!("{id} (lease {})", lease.get(..12).unwrap_or(lease)))
+            .collect();
+        let mut parts = Vec::new();
+        for (what, list) in [
+            ("servers", &servers),
+            ("floating IPs", &self.floating_ips),
+            ("ports", &self.ports),
+            ("security groups", &self.security_groups),
+            ("key pairs", &self.keypairs),
+        ] {
+            if !list.is_empty() {
+                parts.push(format!("{what} {}", list.join(", ")));
+            }
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// Why [`LabCleanup`] could not list or delete what a test made.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error("cannot start the cleanup's thread or runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the cleanup's thread panicked")]
+    Panicked,
+    #[error("keystone gave the lab's admin no token: {0}")]
+    Token(String),
+    #[error("{method} {url}: {detail}")]
+    Http {
+        method: &'static str,
+        url: String,
+        detail: String,
+    },
+    #[error("{method} {url} answered {status}: {body}")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("still in the lab after the cleanup: {0}")]
+    Left(LabResources),
+}
+
+/// How long a cleanup waits for deleted servers to go and security groups to be free of ports.
+const CLEANUP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Cleans up after one test that uses the lab: deletes, when dropped (test passed or panicked), every server,
+/// floating IP, port, security group and key pair that the test's provider nodes made.
+///
+/// Invariants:
+/// - Each test gets a random prefix; its provider nodes are configured with owners [`LabCleanup::owner`]
+///   under it (`owner = "..."` in `[provider.openstack]`), so everything they make is marked
+///   `xov-provider=<prefix>-<node>`, and only what carries such a marker is touched: tests running beside it
+///   (and their providers) are never disturbed.
+/// - Key pairs carry no marker: those of leases seen on the test's servers and Neutron resources (and any
+///   registered with [`LabCleanup::lease`]) are deleted.
+/// - Cleaning is idempotent (what is gone already is skipped, a 404 counts as done) and logs what it deleted.
+///   Every call runs on its own thread with its own runtime, so a `Drop` inside a tokio runtime works.
+/// - Declare the guard before the nodes: locals drop in reverse order, so the nodes are stopped (and make
+///   nothing more) before it cleans.
+pub struct LabCleanup {
+    lab: OpenStackLab,
+    test: String,
+    prefix: String,
+    leases: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl LabCleanup {
+    /// A guard for the test named `test` (for the log), with a fresh random prefix.
+    pub fn new(lab: &OpenStackLab, test: &str) -> LabCleanup {
+        use std::collections::hash_map::RandomState;
+        use std::hash::BuildHasher;
+        let h =
+            RandomState::new().hash_one((test, std::time::SystemTime::now(), std::process::id()));
+        LabCleanup {
+            lab: lab.clone(),
+            test: test.to_string(),
+            prefix: format!("t{h:016x}"),
+            leases: Mutex::default(),
+        }
+    }
+
+    /// The owner marker for one of the test's provider nodes (`node` names it, e.g. `p1`): `<prefix>-<node>`,
+    /// characters other than `[A-Za-z0-9_-]` replaced, at most 64 characters.
+    pub fn owner(&self, node: &str) -> String {
+        let node: String = node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64 - self.prefix.len() - 1)
+            .collect();
+        format!("{}-{node}", self.prefix)
+    }
+
+    /// Whether `owner` is one this guard hands out.
+    pub fn owns(&self, owner: &str) -> bool {
+        owned_by(Some(owner), &self.prefix)
+    }
+
+    /// Remembers a lease of the test, so that its key pair is deleted even when nothing else of it is left.
+    pub fn lease(&self, id: &str) {
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+    }
+
+    /// What the test's nodes have in the lab now (servers being deleted count until they are gone).
+    pub fn leftovers(&self) -> Result<LabResources, CleanupError> {
+        self.on_own_thread(false)
+    }
+
+    /// Deletes what the test's nodes made; returns what it deleted. Safe to call again (and again on drop).
+    pub fn clean(&self) -> Result<LabResources, CleanupError> {
+        self.on_own_thread(true)
+    }
+
+    /// [`LabCleanup::clean`], then checks that nothing of the test is left ([`CleanupError::Left`] if
+    /// something is).
+    pub fn clean_and_check(&self) -> Result<LabResources, CleanupError> {
+        let deleted = self.clean()?;
+        let left = self.leftovers()?;
+        if left.is_empty() {
+            Ok(deleted)
+        } else {
+            Err(CleanupError::Left(left))
+        }
+    }
+
+    fn on_own_thread(&self, delete: bool) -> Result<LabResources, CleanupError> {
+        let lab = self.lab.clone();
+        let prefix = self.prefix.clone();
+        let known: Vec<String> = self
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let worker = std::thread::Builder::new()
+            .name(format!("lab-cleanup-{prefix}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(CleanupError::Runtime)?;
+                rt.block_on(async move {
+                    let api = LabApi::new(&lab).await?;
+                    api.sweep(&prefix, known, delete).await
+                })
+            })
+            .map_err(CleanupError::Runtime)?;
+        let (found, leases) = worker.join().map_err(|_| CleanupError::Panicked)??;
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(leases);
+        Ok(found)
+    }
+}
+
+impl Drop for LabCleanup {
+    fn drop(&mut self) {
+        match self.clean() {
+            Ok(deleted) if deleted.is_empty() => {
+                eprintln!("lab cleanup ({}, {}): nothing left", self.test, self.prefix)
+            }
+            Ok(deleted) => eprintln!(
+                "lab cleanup ({}, {}): deleted {deleted}",
+                self.test, self.prefix
+            ),
+            Err(e) => eprintln!(
+                "lab cleanup ({}, {}) failed: {e}; the lab may keep what this test made",
+                self.test, self.prefix
+            ),
+        }
+    }
+}
+
+/// Which list of [`LabResources`] a kind of Neutron resource goes to.
+type ListOf = fn(&mut LabResources) -> &mut Vec<String>;
+
+/// The lab's Nova and Neutron over plain http as its admin, for [`LabCleanup`].
+struct LabApi {
+    http: reqwest::Client,
+    token: String,
+    /// Nova, `http://127.0.0.1:8774/v2.1`.
+    nova: String,
+    /// Neutron, `http://127.0.0.1:9696/v2.0`.
+    neutron: String,
+}
+
+/// The lease and the owner a Neutron resource's description (`xov-lease=L xov-provider=O`) or tags name.
+fn neutron_marks(item: &serde_json::Value) -> (Option<String>, Option<String>) {
+    let mut lease = None;
+    let mut owner = None;
+    let description = item["description"].as_str().unwrap_or_default();
+    let tags = item["tags"].as_array().into_iter().flatten();
+    let words = description
+        .split(' ')
+        .chain(tags.filter_map(serde_json::Value::as_str));
+    for w in words {
+        if let Some(l) = w.strip_prefix("xov-lease=") {
+            lease.get_or_insert_with(|| l.to_string());
+        } else if let Some(o) = w.strip_prefix("xov-provider=") {
+            owner.get_or_insert_with(|| o.to_string());
+        }
+    }
+    (lease, owner)
+}
+
+fn owned_by(owner: Option<&str>, prefix: &str) -> bool {
+    owner.is_some_and(|o| {
+        o.strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('-'))
+    })
+}
+
+impl LabApi {
+    async fn new(lab: &OpenStackLab) -> Result<LabApi, CleanupError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| CleanupError::Http {
+                method: "build",
+                url: String::new(),
+                detail: e.to_string(),
+            })?;
+        let token = lab.admin_token(&http).await.map_err(CleanupError::Token)?;
+        Ok(LabApi {
+            http,
+            token,
+            nova: lab.compute_url.clone(),
+            neutron: format!("http://127.0.0.1:{NEUTRON_PORT}/v2.0"),
+        })
+    }
+
+    /// `(status, body)` of one request; a transport failure is an error, any status is returned.
+    async fn call(
+        &self,
+        method: &'static str,
+        url: &str,
+    ) -> Result<(u16, serde_json::Value), CleanupError> {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let r = self
+            .http
+            .request(m, url)
+            .header("X-Auth-Token", &self.token)
+            .header("X-OpenStack-Nova-API-Version", "2.90")
+            .send()
+            .await
+            .map_err(|e| CleanupError::Http {
+                method,
+                url: url.to_string(),
+                detail: e.to_string(),
+            })?;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        Ok((status, serde_json::from_str(&text).unwrap_or_default()))
+    }
+
+    async fn get(&self, url: &str) -> Result<serde_json::Value, CleanupError> {
+        match self.call("GET", url).await? {
+            (200, v) => Ok(v),
+            (status, body) => Err(CleanupError::Status {
+                method: "GET",
+                url: url.to_string(),
+                status,
+                body: body.to_string(),
+            }),
+        }
+    }
+
+    /// DELETE; true when it deleted something, false when it was gone already (404).
+    async fn delete(&self, url: &str) -> Result<bool, CleanupError> {
+        match self.call("DELETE", url).await? {
+            (200..=299, _) => Ok(true),
+            (404, _) => Ok(false),
+            (status, body) => Err(CleanupError::Status {
+                method: "DELETE",
+                url: url.to_string(),
+                status,
+                body: body.to_string(),
+            }),
+        }
+    }
+
+    /// `(id, lease)` of the live servers whose owner carries `prefix`.
+    async fn servers(&self, prefix: &str) -> Result<Vec<(String, String)>, CleanupError> {
+        let v = self
+            .get(&format!("{}/servers/detail?limit=1000", self.nova))
+            .await?;
+        Ok(v["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| owned_by(s["metadata"]["xov-provider"].as_str(), prefix))
+            .filter(|s| s["status"] != "DELETED" && s["status"] != "SOFT_DELETED")
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap_or_default().to_string(),
+                    s["metadata"]["xov-lease"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect())
+    }
+
+    /// `(id, lease)` of the Neutron resources of one kind (`floatingips`, `ports`, `security-groups`,
+    /// answered under `key`) whose owner carries `prefix`.
+    async fn neutron(
+        &self,
+        path: &str,
+        key: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<String>)>, CleanupError> {
+        let v = self.get(&format!("{}/{path}", self.neutron)).await?;
+        Ok(v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| {
+                let (lease, owner) = neutron_marks(item);
+                owned_by(owner.as_deref(), prefix)
+                    .then(|| (item["id"].as_str().unwrap_or_default().to_string(), lease))
+            })
+            .collect())
+    }
+
+    /// Finds (and with `delete`, deletes) what the owners under `prefix` made; key pairs of `known` leases and
+    /// of the leases found. Returns what it found (deleted) and every lease it saw.
+    async fn sweep(
+        &self,
+        prefix: &str,
+        known: Vec<String>,
+        delete: bool,
+    ) -> Result<(LabResources, Vec<String>), CleanupError> {
+        let mut leases: std::collections::BTreeSet<String> = known.into_iter().collect();
+        let mut found = LabResources::default();
+
+        let servers = self.servers(prefix).await?;
+        leases.extend(
+            servers
+                .iter()
+                .map(|(_, l)| l.clone())
+                .filter(|l| !l.is_empty()),
+        );
+        for (id, lease) in servers {
+            if !delete || self.delete(&format!("{}/servers/{id}", self.nova)).await? {
+                found.servers.push((id, lease));
+            }
+        }
+        if delete {
+            let until = std::time::Instant::now() + CLEANUP_PATIENCE;
+            loop {
+                let left = self.servers(prefix).await?;
+                if left.is_empty() {
+                    break;
+                }
+                if std::time::Instant::now() >= until {
+                    return Err(CleanupError::Left(LabResources {
+                        servers: left,
+                        ..LabResources::default()
+                    }));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+
+        // Floating IPs first (they hold ports), then ports, then the groups the ports were in.
+        let kinds: [(&str, &str, ListOf); 3] = [
+            ("floatingips", "floatingips", |r| &mut r.floating_ips),
+            ("ports", "ports", |r| &mut r.ports),
+            ("security-groups", "security_groups", |r| {
+                &mut r.security_groups
+            }),
+        ];
+        for (path, key, list) in kinds {
+            let items = self.neutron(path, key, prefix).await?;
+            leases.extend(items.iter().filter_map(|(_, l)| l.clone()));
+            for (id, _) in items {
+                let url = format!("{}/{path}/{id}", self.neutron);
+                let deleted = if delete {
+                    self.delete_patiently(&url).await?
+                } else {
+                    true
+                };
+                if deleted {
+                    list(&mut found).push(id);
+                }
+            }
+        }
+
+        for lease in &leases {
+            let url = format!("{}/os-keypairs/xov-{lease}", self.nova);
+            let there = if delete {
+                self.delete(&url).await?
+            } else {
+                self.call("GET", &url).await?.0 == 200
+            };
+            if there {
+                found.keypairs.push(format!("xov-{lease}"));
+            }
+        }
+        Ok((found, leases.into_iter().collect()))
+    }
+
+    /// DELETE, waiting while Neutron says the resource is still in use (409: a port of a server Nova is
+    /// still tearing down).
+    async fn delete_patiently(&self, url: &str) -> Result<bool, CleanupError> {
+        let until = std::time::Instant::now() + CLEANUP_PATIENCE;
+        loop {
+            match self.delete(url).await {
+                Err(CleanupError::Status { status: 409, .. })
+                    if std::time::Instant::now() < until =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod cleanup_tests {
+    use super::*;
+
+    #[test]
+    fn markers_of_neutron_resources() {
+        struct Case {
+            name: &'static str,
+            item: serde_json::Value,
+            want: (Option<&'static str>, Option<&'static str>),
+        }
+        let cases = [
+            Case {
+                name: "lease and owner in the description",
+                item: serde_json::json!({"description": "xov-lease=l1 xov-provider=t1-p1", "tags": []}),
+                want: (Some("l1"), Some("t1-p1")),
+            },
+            Case {
+                name: "a port: tags only",
+                item: serde_json::json!({"description": "", "tags": ["xov-lease=l2", "xov-provider=t1-p2"]}),
+                want: (Some("l2"), Some("t1-p2")),
+            },
+            Case {
+                name: "made before owners",
+                item: serde_json::json!({"description": "xov-lease=l3", "tags": ["xov-lease=l3"]}),
+                want: (Some("l3"), None),
+            },
+            Case {
+                name: "not xov's",
+                item: serde_json::json!({"description": "Default security group"}),
+                want: (None, None),
+            },
+        ];
+        for c in cases {
+            let (lease, owner) = neutron_marks(&c.item);
+            assert_eq!((lease.as_deref(), owner.as_deref()), c.want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn a_guard_owns_only_its_own_owners() {
+        let lab = OpenStackLab::current();
+        let a = LabCleanup::new(&lab, "a");
+        let b = LabCleanup::new(&lab, "a");
+        let owner = a.owner("provider 1");
+        assert!(owner.ends_with("-provider-1"), "{owner}");
+        assert!(
+            owner.len() <= 64
+                && owner
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        assert!(a.owns(&owner));
+        assert!(owned_by(Some(&owner), &a.prefix));
+        assert!(!b.owns(&owner), "two guards never share owners");
+        assert!(
+            !owned_by(Some(&a.prefix), &a.prefix),
+            "the bare prefix is no owner"
+        );
+        assert!(!owned_by(None, &a.prefix), "unmarked is never a test's");
+        assert!(a.owner(&"x".repeat(100)).len() <= 64);
+        // leave nothing for the guards to clean
+        std::mem::forget(a);
+        std::mem::forget(b);
+    }
 }

@@ -1,6 +1,10 @@
 //! Building blocks of a local market, shared by the `xov-testnet` command and the end-to-end tests:
 //! configs for providers (attached to the OpenStack lab, paid through bitcoind) and buyers, and waits on
 //! lease states.
+//!
+//! Every provider config names its owner (`owner` in `[provider.openstack]`), given by the run's
+//! [`LabCleanup`]: what the provider makes in the lab carries it, and the guard deletes exactly that when it
+//! is dropped. A provider keeps its owner across restarts (the same name gives the same owner).
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,15 +13,16 @@ use serde_json::Value;
 
 use crate::bitcoind::Bitcoind;
 use crate::node::*;
-use crate::openstack::OpenStackLab;
+use crate::openstack::{LabCleanup, OpenStackLab};
 
 pub const WAIT: Duration = Duration::from_secs(120);
 /// 36,000 sats/h is 10 sats a second: small payments buy seconds, so the whole life fits in a test.
 pub const PRICE_P1: u64 = 36_000;
 pub const PRICE_P2: u64 = 54_000;
 
-pub fn provider_toml(lab: &OpenStackLab, btc: &Bitcoind, price: u64) -> String {
-    provider_toml_with(lab, btc, price, &ProviderOpts::default())
+/// A provider's config; `owner` marks what it makes in the lab (from [`LabCleanup::owner`]).
+pub fn provider_toml(lab: &OpenStackLab, btc: &Bitcoind, price: u64, owner: &str) -> String {
+    provider_toml_with(lab, btc, price, owner, &ProviderOpts::default())
 }
 
 /// Provider settings the tests vary.
@@ -52,6 +57,7 @@ pub fn provider_toml_with(
     lab: &OpenStackLab,
     btc: &Bitcoind,
     price: u64,
+    owner: &str,
     opts: &ProviderOpts,
 ) -> String {
     let compute = opts
@@ -93,6 +99,7 @@ auth_url = "{auth}"
 network = "{network}"
 region = "{region}"
 cacert = "{cacert}"
+owner = "{owner}"
 {compute}
 [provider.openstack.auth]
 type = "password"
@@ -297,9 +304,19 @@ pub struct LocalMarket {
     pub buyer: Daemon,
 }
 
+/// The owner names of the market's providers, for [`LabCleanup::owner`].
+pub const P1: &str = "p1";
+pub const P2: &str = "p2";
+
 impl LocalMarket {
-    pub fn start(root: &Path, btc: &Bitcoind, lab: &OpenStackLab) -> LocalMarket {
-        Self::start_with(root, btc, lab, &ProviderOpts::default())
+    /// The market; its providers' owners come from `cleanup` ([`P1`], [`P2`]).
+    pub fn start(
+        root: &Path,
+        btc: &Bitcoind,
+        lab: &OpenStackLab,
+        cleanup: &LabCleanup,
+    ) -> LocalMarket {
+        Self::start_with(root, btc, lab, &ProviderOpts::default(), cleanup)
     }
 
     /// The same with both providers configured by `opts` (the real mode's image, say).
@@ -308,6 +325,7 @@ impl LocalMarket {
         btc: &Bitcoind,
         lab: &OpenStackLab,
         opts: &ProviderOpts,
+        cleanup: &LabCleanup,
     ) -> LocalMarket {
         let dir = |n: &str| {
             let d = root.join(n);
@@ -316,21 +334,31 @@ impl LocalMarket {
         };
         let p1 = start(
             &dir("provider-1"),
-            &provider_toml_with(lab, btc, PRICE_P1, opts),
+            &provider_toml_with(lab, btc, PRICE_P1, &cleanup.owner(P1), opts),
             None,
         );
         let p2 = start(
             &dir("provider-2"),
-            &provider_toml_with(lab, btc, PRICE_P2, opts),
+            &provider_toml_with(lab, btc, PRICE_P2, &cleanup.owner(P2), opts),
             Some(&p1),
         );
         let buyer = start(&dir("buyer"), &buyer_toml(btc), Some(&p2));
         LocalMarket { p1, p2, buyer }
     }
 
-    /// Restarts provider 1 from its data dir (after a crash, say).
-    pub fn restart_p1(dir: &Path, btc: &Bitcoind, lab: &OpenStackLab, via: &Daemon) -> Daemon {
-        start(dir, &provider_toml(lab, btc, PRICE_P1), Some(via))
+    /// Restarts provider 1 from its data dir (after a crash, say), with the same owner.
+    pub fn restart_p1(
+        dir: &Path,
+        btc: &Bitcoind,
+        lab: &OpenStackLab,
+        via: &Daemon,
+        cleanup: &LabCleanup,
+    ) -> Daemon {
+        start(
+            dir,
+            &provider_toml(lab, btc, PRICE_P1, &cleanup.owner(P1)),
+            Some(via),
+        )
     }
 
     /// Waits until the buyer's book holds both providers' offers.
@@ -411,15 +439,17 @@ pub fn fund(node: &Daemon, btc: &Bitcoind) {
     }
 }
 
-/// The real parts an end-to-end test runs against, or `None` when `XOV_SKIP_E2E=1` was set explicitly.
-/// A part that cannot be started fails the test with how to start it.
-pub fn real_parts(what: &str) -> Option<(Bitcoind, OpenStackLab)> {
+/// The real parts an end-to-end test runs against, and the guard that deletes what its providers make in
+/// the lab (keep it alive for the whole test, declared before the nodes), or `None` when `XOV_SKIP_E2E=1`
+/// was set explicitly. A part that cannot be started fails the test with how to start it.
+pub fn real_parts(what: &str) -> Option<(Bitcoind, OpenStackLab, LabCleanup)> {
     if crate::skip_e2e(what) {
         return None;
     }
     let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
     let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
-    Some((btc, lab))
+    let cleanup = LabCleanup::new(&lab, what);
+    Some((btc, lab, cleanup))
 }
 
 /// A new directory `name` under `root`, for one node's data.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::Value;
 use xov_testnet::bitcoind::Bitcoind;
 use xov_testnet::node::*;
-use xov_testnet::openstack::OpenStackLab;
+use xov_testnet::openstack::{LabCleanup, OpenStackLab};
 use xov_testnet::scenario::*;
 
 /// A TCP forwarder to 127.0.0.1:`to` that can be closed, taking its open connections with it.
@@ -169,6 +169,8 @@ fn a_buyer_orders_and_pays_in_the_dashboard_and_doctor_explains_a_stopped_cloud(
     let playwright = playwright_core();
     let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
     let lab = OpenStackLab::ensure().unwrap_or_else(|e| panic!("{e}"));
+    // Deletes what the provider makes in the lab when the test ends, passed or not.
+    let cleanup = LabCleanup::new(&lab, "dashboard");
     let keystone = Proxy::start(5000);
     let mut via_proxy = lab.clone();
     via_proxy.auth_url = format!("http://127.0.0.1:{}/v3", keystone.port);
@@ -181,7 +183,7 @@ fn a_buyer_orders_and_pays_in_the_dashboard_and_doctor_explains_a_stopped_cloud(
     };
     let provider = start(
         &dir("provider"),
-        &provider_toml(&via_proxy, &btc, PRICE_P1),
+        &provider_toml(&via_proxy, &btc, PRICE_P1, &cleanup.owner("provider")),
         None,
     );
     let buyer = start(&dir("buyer"), &buyer_toml(&btc), Some(&provider));

@@ -180,7 +180,7 @@ fn machine_of(d: &Daemon, id: &str) -> serde_json::Value {
 /// behind another home NAT and one behind a symmetric NAT. Nothing is configured but the seed's address.
 #[test]
 fn strangers_behind_nat_find_each_other_through_a_seed_and_lease() {
-    let Some((btc, lab)) = real_parts("internet: NAT world") else {
+    let Some((btc, lab, cleanup)) = real_parts("internet: NAT world") else {
         return;
     };
     let mut ports = vec![btc.rpc_port, btc.p2p_port];
@@ -212,7 +212,7 @@ fn strangers_behind_nat_find_each_other_through_a_seed_and_lease() {
         &world,
         Host::BehindConeA,
         &subdir(root.path(), "provider"),
-        &provider_toml(&lab, &btc, PRICE_P1),
+        &provider_toml(&lab, &btc, PRICE_P1, &cleanup.owner("provider")),
         Some(&seed_addr),
     );
     let buyer_a = start_in(

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::lab_cloud;
+use common::{lab_cloud, wait_nothing_left};
 use reqwest::Method;
 use serde_json::Value;
 use xov_provisioner::{keypair_name, MachineState, OpenStackProvisioner, Provisioner};
@@ -32,13 +32,14 @@ fn machines_of(
 
 #[test]
 fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_receipt() {
-    let Some((btc, lab)) = real_parts("lease lifecycle") else {
+    let Some((btc, lab, cleanup)) = real_parts("lease lifecycle") else {
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cloud = lab_cloud(&lab);
+    // The lease goes to P1, the cheapest: the lab as P1 sees it.
+    let cloud = lab_cloud(&lab, &cleanup.owner(P1));
     let root = tempfile::tempdir().unwrap();
-    let market = LocalMarket::start(root.path(), &btc, &lab);
+    let market = LocalMarket::start(root.path(), &btc, &lab, &cleanup);
     market.fund_buyer(&btc);
     // Both providers' offers, made from the lab's inventory, reach the buyer.
     market.wait_offers();
@@ -181,7 +182,7 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     let p1 = {
         p1.kill();
         btc.mine(1).unwrap();
-        LocalMarket::restart_p1(&d1, &btc, &lab, &p2)
+        LocalMarket::restart_p1(&d1, &btc, &lab, &p2, &cleanup)
     };
     // Restarted, it finds the payment confirmed and launches exactly one machine.
     let running = wait_state(&p1, &id, "running");
@@ -280,7 +281,7 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     // The provider crashes while the lease runs; after a restart there is still exactly one VM.
     let p1 = {
         p1.kill();
-        LocalMarket::restart_p1(&d1, &btc, &lab, &p2)
+        LocalMarket::restart_p1(&d1, &btc, &lab, &p2, &cleanup)
     };
     assert_eq!(state(&p1, &id), "running");
     assert_eq!(machines_of(&rt, &cloud, &id).len(), 1);
@@ -342,17 +343,21 @@ fn a_buyer_leases_a_vm_pays_tops_up_and_the_provider_halts_deletes_and_signs_a_r
     );
     // P2 was never involved.
     assert!(p2.json(&["leases", "list"]).as_array().unwrap().is_empty());
+    // The closed lease left nothing in the lab: no server, floating IP, port, group or key pair.
+    cleanup.lease(&id);
+    wait_nothing_left(&cleanup);
 }
 
 #[test]
 fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_machine_behind() {
-    let Some((btc, lab)) = real_parts("lease failover") else {
+    let Some((btc, lab, cleanup)) = real_parts("lease failover") else {
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cloud = lab_cloud(&lab);
+    // The lease goes to P2 (P1 is down when it is ordered): the lab as P2 sees it.
+    let cloud = lab_cloud(&lab, &cleanup.owner(P2));
     let root = tempfile::tempdir().unwrap();
-    let market = LocalMarket::start(root.path(), &btc, &lab);
+    let market = LocalMarket::start(root.path(), &btc, &lab, &cleanup);
     market.wait_offers();
     let LocalMarket { p1, p2, buyer } = market;
     let d1 = root.path().join("provider-1");
@@ -389,10 +394,12 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
         l["history"]
     );
     // Back up, P1 knows nothing of the lease; unpaid, nobody launched anything.
-    let p1 = LocalMarket::restart_p1(&d1, &btc, &lab, &p2);
+    let p1 = LocalMarket::restart_p1(&d1, &btc, &lab, &p2, &cleanup);
     assert!(p1.json(&["leases", "list"]).as_array().unwrap().is_empty());
     assert_eq!(p2.json(&["leases", "show", &id])["state"], "invoiced");
     assert!(machines_of(&rt, &cloud, &id).is_empty());
+    let servers = cleanup.leftovers().unwrap().servers;
+    assert!(servers.is_empty(), "no provider made a server: {servers:?}");
 
     // The buyer pays for 100 s, the machine runs, the buyer cancels: the provider stops the machine and
     // refunds the unused part to the refund address.
@@ -476,6 +483,8 @@ fn an_order_while_the_cheapest_provider_is_down_goes_to_the_next_and_leaves_no_m
             Err(format!("{n} machines"))
         }
     });
+    cleanup.lease(&id);
+    wait_nothing_left(&cleanup);
 }
 
 /// Kills a child process when the test ends, passed or not.
@@ -490,11 +499,12 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn a_provider_killed_while_the_machine_builds_restarts_to_exactly_one_running_machine() {
-    let Some((btc, lab)) = real_parts("crash during build") else {
+    let Some((btc, lab, cleanup)) = real_parts("crash during build") else {
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cloud = lab_cloud(&lab);
+    let owner = cleanup.owner("provider");
+    let cloud = lab_cloud(&lab, &owner);
     // The provider reaches Nova through a proxy that shows every server as still building until healed:
     // a slow boot, during which the provider dies.
     let proxy = rt.block_on(FaultProxy::start(&lab.compute_origin));
@@ -511,7 +521,7 @@ fn a_provider_killed_while_the_machine_builds_restarts_to_exactly_one_running_ma
         compute_endpoint: Some(proxy.compute_url()),
         ..Default::default()
     };
-    let toml = provider_toml_with(&lab, &btc, PRICE_P1, &opts);
+    let toml = provider_toml_with(&lab, &btc, PRICE_P1, &owner, &opts);
     let p = start(&pdir, &toml, None);
     let buyer = start(&bdir, &buyer_toml(&btc), Some(&p));
     fund(&buyer, &btc);
@@ -562,11 +572,13 @@ fn a_provider_killed_while_the_machine_builds_restarts_to_exactly_one_running_ma
             n => Err(format!("{n} machines")),
         }
     });
+    cleanup.lease(&id);
+    wait_nothing_left(&cleanup);
 }
 
 #[test]
 fn a_bid_reaches_a_provider_that_does_not_advertise_and_it_answers_with_an_offer_to_order() {
-    let Some((btc, lab)) = real_parts("bids") else {
+    let Some((btc, lab, cleanup)) = real_parts("bids") else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
@@ -579,7 +591,7 @@ fn a_bid_reaches_a_provider_that_does_not_advertise_and_it_answers_with_an_offer
     };
     let p = start(
         &pdir,
-        &provider_toml_with(&lab, &btc, PRICE_P1, &opts),
+        &provider_toml_with(&lab, &btc, PRICE_P1, &cleanup.owner("provider"), &opts),
         None,
     );
     let buyer = start(&bdir, &buyer_toml(&btc), Some(&p));

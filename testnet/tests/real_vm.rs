@@ -11,26 +11,11 @@
 
 mod common;
 
-use common::lab_cloud;
+use common::{lab_cloud, wait_nothing_left};
 use xov_provisioner::{MachineState, OpenStackProvisioner, Provisioner};
 use xov_testnet::node::*;
 use xov_testnet::openstack::RealMode;
 use xov_testnet::scenario::*;
-
-/// Deletes the lease's machine and its Neutron resources when the test ends, passed or not.
-struct Cleanup<'a> {
-    rt: &'a tokio::runtime::Runtime,
-    cloud: &'a OpenStackProvisioner,
-    lease: Option<String>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if let Some(id) = &self.lease {
-            let _ = self.rt.block_on(self.cloud.delete(id));
-        }
-    }
-}
 
 fn machine(
     rt: &tokio::runtime::Runtime,
@@ -42,17 +27,14 @@ fn machine(
 
 #[test]
 fn a_buyer_logs_into_a_real_vm_with_their_key_only_until_the_lease_drains() {
-    let Some((btc, lab)) = real_parts("real VM") else {
+    // `cleanup` deletes the lease's machine and its Neutron resources when the test ends, passed or not.
+    let Some((btc, lab, cleanup)) = real_parts("real VM") else {
         return;
     };
     let real: RealMode = lab.ensure_real().unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cloud = lab_cloud(&lab);
-    let mut cleanup = Cleanup {
-        rt: &rt,
-        cloud: &cloud,
-        lease: None,
-    };
+    let owner = cleanup.owner("provider");
+    let cloud = lab_cloud(&lab, &owner);
     let root = tempfile::tempdir().unwrap();
     let opts = ProviderOpts {
         glance_image: Some(real.image_name.clone()),
@@ -61,7 +43,7 @@ fn a_buyer_logs_into_a_real_vm_with_their_key_only_until_the_lease_drains() {
     };
     let provider = start(
         &subdir(root.path(), "provider"),
-        &provider_toml_with(&lab, &btc, PRICE_P1, &opts),
+        &provider_toml_with(&lab, &btc, PRICE_P1, &owner, &opts),
         None,
     );
     let buyer = start(
@@ -76,7 +58,7 @@ fn a_buyer_logs_into_a_real_vm_with_their_key_only_until_the_lease_drains() {
     let key_file = ssh_key(keys.path());
     let l = order_one_vcpu(&buyer, &key_file, &[]);
     let id = l["id"].as_str().unwrap().to_string();
-    cleanup.lease = Some(id.clone());
+    cleanup.lease(&id);
     assert_eq!(l["state"], "invoiced", "{l}");
     // 900 sats at PRICE_P1 sats/h: 90 s, long enough to boot and log in, short enough to drain here.
     let pay_to = l["pay_address"].as_str().unwrap().to_string();
@@ -244,5 +226,6 @@ fn a_buyer_logs_into_a_real_vm_with_their_key_only_until_the_lease_drains() {
             Ok(())
         }
     });
-    cleanup.lease = None;
+    // Nor anything else of the lease in the lab: port, key pair.
+    wait_nothing_left(&cleanup);
 }

@@ -21,12 +21,12 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::lab_cloud;
+use common::{lab_cloud, wait_nothing_left};
 use serde_json::Value;
 use xov_provisioner::Provisioner;
 use xov_testnet::bitcoind::{free_port, Bitcoind};
 use xov_testnet::node::*;
-use xov_testnet::openstack::OpenStackLab;
+use xov_testnet::openstack::{LabCleanup, OpenStackLab};
 use xov_testnet::scenario::*;
 
 /// A signet node whose light client is pointed at a port nothing listens on.
@@ -210,16 +210,20 @@ const SLICE_HOURS: &str = "0.02";
 const SLICE_SECS: u64 = 72;
 const SLICE_SAT: u64 = PRICE_P1 * SLICE_SECS / 3600;
 
-/// A provider (provider 1's terms: warned 15 s before the end, leases from 30 s) and a buyer paying in
-/// quick slices, funded, the offer in the buyer's book.
+/// The owner name of the one provider of these tests, for [`LabCleanup::owner`].
+const PROVIDER: &str = "provider";
+
+/// A provider (provider 1's terms: warned 15 s before the end, leases from 30 s; its owner from `cleanup`)
+/// and a buyer paying in quick slices, funded, the offer in the buyer's book.
 fn provider_and_slicing_buyer(
     root: &std::path::Path,
     btc: &Bitcoind,
     lab: &OpenStackLab,
+    cleanup: &LabCleanup,
 ) -> (Daemon, Daemon) {
     let p = start(
         &subdir(root, "provider"),
-        &provider_toml(lab, btc, PRICE_P1),
+        &provider_toml(lab, btc, PRICE_P1, &cleanup.owner(PROVIDER)),
         None,
     );
     let buyer = start(
@@ -258,11 +262,11 @@ fn history(l: &Value) -> Vec<String> {
 
 #[test]
 fn a_budgeted_order_pays_three_slices_and_stops() {
-    let Some((btc, lab)) = real_parts("budgeted order") else {
+    let Some((btc, lab, cleanup)) = real_parts("budgeted order") else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let (p, buyer) = provider_and_slicing_buyer(root.path(), &btc, &lab);
+    let (p, buyer) = provider_and_slicing_buyer(root.path(), &btc, &lab, &cleanup);
     let key_dir = tempfile::tempdir().unwrap();
     let key = ssh_key(key_dir.path());
     let from = btc.height().unwrap();
@@ -373,15 +377,18 @@ fn a_budgeted_order_pays_three_slices_and_stops() {
         .expect("a receipt");
     let r: Value = serde_json::from_str(&receipt).unwrap();
     assert_eq!(num(&r["paid_sat"]), budget);
+    // The closed lease left nothing in the lab.
+    cleanup.lease(&id);
+    wait_nothing_left(&cleanup);
 }
 
 #[test]
 fn a_provider_that_stops_delivering_gets_no_further_slice() {
-    let Some((btc, lab)) = real_parts("provider stops delivering") else {
+    let Some((btc, lab, cleanup)) = real_parts("provider stops delivering") else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
-    let (p, buyer) = provider_and_slicing_buyer(root.path(), &btc, &lab);
+    let (p, buyer) = provider_and_slicing_buyer(root.path(), &btc, &lab, &cleanup);
     let key_dir = tempfile::tempdir().unwrap();
     let key = ssh_key(key_dir.path());
     let from = btc.height().unwrap();
@@ -445,20 +452,27 @@ fn a_provider_that_stops_delivering_gets_no_further_slice() {
     assert_eq!(outs.len(), 1, "{outs:?}");
     assert_eq!(outs[0].sat, SLICE_SAT);
 
-    // Leave the lab as found: the gone provider's machine is deleted by hand.
+    // Leave the lab as found: the gone provider's machine is deleted by hand, as its provider sees it, and
+    // with it everything of the lease.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(lab_cloud(&lab).delete(&id)).unwrap();
+    let gone_provider = lab_cloud(&lab, &cleanup.owner(PROVIDER));
+    assert!(
+        rt.block_on(gone_provider.delete(&id)).unwrap(),
+        "its machine was there"
+    );
+    cleanup.lease(&id);
+    wait_nothing_left(&cleanup);
 }
 
 #[test]
 fn a_low_fee_payment_is_bumped_and_confirms() {
-    let Some((btc, lab)) = real_parts("low fee bumped") else {
+    let Some((btc, lab, cleanup)) = real_parts("low fee bumped") else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
     let p = start(
         &subdir(root.path(), "provider"),
-        &provider_toml(&lab, &btc, PRICE_P1),
+        &provider_toml(&lab, &btc, PRICE_P1, &cleanup.owner(PROVIDER)),
         None,
     );
     // The buyer pays 1 sat/vB (its light client has no fee estimate) and bumps after 3 blocks.

@@ -47,7 +47,7 @@ fn last_lease_id(d: &Daemon) -> String {
 
 #[test]
 fn anonymous_buyers_are_limited_by_pool_load_until_a_bond_lets_them_in() {
-    let Some((btc, lab)) = real_parts("trust") else {
+    let Some((btc, lab, cleanup)) = real_parts("trust") else {
         return;
     };
     let root = tempfile::tempdir().unwrap();
@@ -58,7 +58,7 @@ fn anonymous_buyers_are_limited_by_pool_load_until_a_bond_lets_them_in() {
     };
     let p = start(
         &dir("provider"),
-        &provider_toml_with(&lab, &btc, PRICE_P1, &opts),
+        &provider_toml_with(&lab, &btc, PRICE_P1, &cleanup.owner("provider"), &opts),
         None,
     );
     let runner = start(&dir("runner"), &buyer_toml(&btc), Some(&p));

@@ -1,6 +1,8 @@
 //! The local HTTP JSON API. Binds loopback only and demands the cookie token on every request; the CLI is
 //! its main client. Every failure is a JSON `{ "error": code, "message": text }` with a 4xx/5xx status.
 
+pub mod body;
+pub mod form;
 pub mod chain_probe;
 pub mod dashboard;
 pub mod doctor;
@@ -12,7 +14,7 @@ pub mod state;
 pub mod trust;
 pub mod wallet;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -24,6 +26,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use xov_protocol::{Arch, Demand, GpuWanted, Offer, OfferQuery, Signed};
 
 use crate::market::{Market, MarketError, OfferSpec};
+pub use body::ApiJson;
 
 pub use crate::clock::unix_now;
 pub use state::AppState;
@@ -76,12 +79,6 @@ impl From<MarketError> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text())
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> Self {
-        ApiError::new(e.status(), "bad_body", e.body_text())
     }
 }
 
@@ -270,6 +267,7 @@ impl From<&Signed<Offer>> for OfferView {
 
 /// Filters for `GET /v1/offers`. Every filter is optional.
 #[derive(Debug, Default, Deserialize, Serialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OfferFilter {
     /// Pool name or id.
@@ -290,8 +288,8 @@ pub struct OfferFilter {
     pub ports: Option<String>,
     /// Only this node's own offers.
     pub mine: Option<bool>,
-    /// At most this many offers (default 100).
-    pub limit: Option<usize>,
+    /// At most this many offers (default 100; 0 for all).
+    pub limit: Option<u32>,
 }
 
 impl OfferFilter {
@@ -319,25 +317,18 @@ impl OfferFilter {
             ),
             None => None,
         };
-        let mut ports = Vec::new();
-        for p in self
-            .ports
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .filter(|p| !p.is_empty())
-        {
-            match p.trim().parse::<u16>() {
-                Ok(n) if n > 0 => ports.push(n),
-                _ => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_query",
-                        format!("ports: '{p}' is not a TCP port (1 to 65535); give them comma-separated, e.g. 80,443"),
-                    ))
-                }
-            }
+        let ports_text = self.ports.as_deref().unwrap_or("");
+        if !form::is_port_list(ports_text) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("ports: '{ports_text}' is not a list of TCP ports (1 to 65535); give them comma-separated, e.g. 80,443"),
+            ));
         }
+        let ports: Vec<u16> = ports_text
+            .split(',')
+            .filter_map(|p| p.parse().ok())
+            .collect();
         let ports = xov_protocol::offer::sorted_ports(&ports);
         Ok(OfferQuery {
             pool,
@@ -353,13 +344,14 @@ impl OfferFilter {
                 max_price_sats_per_hour: self.max_price,
                 ports,
             },
-            limit: self.limit.unwrap_or(100),
+            limit: self.limit.map_or(100, |l| l as usize),
         })
     }
 }
 
 #[utoipa::path(get, path = "/v1/offers", params(OfferFilter),
-    responses((status = 200, body = [OfferView]), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+    responses((status = 200, body = [OfferView]), (status = 400, body = ApiError), (status = 401, body = ApiError),
+        (status = 404, body = ApiError, description = "no such pool")))]
 async fn list_offers(
     State(st): State<AppState>,
     filter: Result<Query<OfferFilter>, QueryRejection>,
@@ -393,13 +385,47 @@ async fn list_offers(
     Ok(Json(views))
 }
 
+/// What the document says of an offer's fields and the protocol does not check (it takes any UTF-8 label):
+/// 400 naming the field.
+fn check_offer_form(spec: &OfferSpec) -> Result<(), ApiError> {
+    let bad = |field: &str, want: &str| {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_offer",
+            format!("{field}: {want}"),
+        ))
+    };
+    if let Some(i) = spec.images.iter().position(|i| !form::is_label(i)) {
+        return bad(&format!("images[{i}]"), "1 to 64 printable ASCII characters, e.g. debian-12");
+    }
+    if spec.images.len() > xov_protocol::offer::MAX_IMAGES {
+        return bad("images", "at most 32 images per offer");
+    }
+    if spec.gpu_model.as_deref().is_some_and(|m| !form::is_label(m)) {
+        return bad("gpu_model", "1 to 64 printable ASCII characters, e.g. A100");
+    }
+    if !form::is_country(&spec.country) {
+        return bad("country", "an ISO 3166-1 alpha-2 code in upper case, e.g. DE");
+    }
+    if !form::is_region(&spec.region) {
+        return bad("region", "at most 64 printable ASCII characters");
+    }
+    if spec.extra_ports.len() > xov_protocol::offer::MAX_EXTRA_PORTS {
+        return bad("extra_ports", "at most 15 ports besides SSH");
+    }
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/v1/offers", request_body = OfferSpec,
-    responses((status = 201, body = OfferView), (status = 400, body = ApiError), (status = 422, body = ApiError)))]
+    responses((status = 201, body = OfferView), (status = 400, body = ApiError),
+        (status = 404, body = ApiError, description = "no such pool"),
+        (status = 409, body = ApiError, description = "this node's offers come from its cloud, or it has as many offers in the pool as the pool allows"),
+        (status = 422, body = ApiError, description = "the offer breaks its pool's rules (ttl bounds, who may publish) or a rule between fields (max_lease_secs below min_lease_secs)")))]
 async fn publish_offer(
     State(st): State<AppState>,
-    spec: Result<Json<OfferSpec>, JsonRejection>,
+    ApiJson(spec): ApiJson<OfferSpec>,
 ) -> Result<(StatusCode, Json<OfferView>), ApiError> {
-    let Json(spec) = spec?;
+    check_offer_form(&spec)?;
     // A provider attached to a cloud sells what its inventory maps to flavors; an offer typed by hand has
     // no flavor behind it and would fail only after the buyer paid.
     let pc = &st.config.provider;
@@ -512,32 +538,59 @@ fn pool_view(
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePool {
+    #[schema(example = "gpu-eu")]
     pub name: String,
     /// Node ids allowed to publish; anyone when empty.
     #[serde(default)]
+    #[schema(max_items = 256)]
     pub publishers: Vec<String>,
+    #[schema(minimum = 1)]
     pub min_price_step_sats: Option<u64>,
+    #[schema(minimum = 1)]
     pub min_ttl_secs: Option<u32>,
+    /// Not below `min_ttl_secs` (default a day).
+    #[schema(minimum = 1)]
     pub max_ttl_secs: Option<u32>,
+    #[schema(minimum = 1)]
     pub max_offers_per_provider: Option<u32>,
 }
 
 #[utoipa::path(post, path = "/v1/pools", request_body = CreatePool,
-    responses((status = 201, body = PoolView), (status = 400, body = ApiError), (status = 409, body = ApiError, description = "a pool of that name exists already"), (status = 422, body = ApiError)))]
+    responses((status = 201, body = PoolView), (status = 400, body = ApiError), (status = 409, body = ApiError, description = "a pool of that name exists already"),
+        (status = 422, body = ApiError, description = "a publisher of a node id's form that is not an ed25519 key, or max_ttl_secs below min_ttl_secs"),
+        (status = 503, body = ApiError, description = "this node holds as many pools as it keeps")))]
 async fn create_pool(
     State(st): State<AppState>,
-    body: Result<Json<CreatePool>, JsonRejection>,
+    ApiJson(req): ApiJson<CreatePool>,
 ) -> Result<(StatusCode, Json<PoolView>), ApiError> {
-    let Json(req) = body?;
     let d = xov_protocol::PoolRules::default();
+    let bad = |msg: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_pool", msg);
+    if !form::is_pool_name(&req.name) {
+        return Err(bad(
+            "name: 1 to 64 letters, digits, '-', '_' or '.'".into(),
+        ));
+    }
+    if req.publishers.len() > xov_protocol::pool::MAX_PUBLISHERS {
+        return Err(bad("publishers: at most 256".into()));
+    }
+    let zero = [
+        ("min_price_step_sats", req.min_price_step_sats == Some(0)),
+        ("min_ttl_secs", req.min_ttl_secs == Some(0)),
+        ("max_ttl_secs", req.max_ttl_secs == Some(0)),
+        ("max_offers_per_provider", req.max_offers_per_provider == Some(0)),
+    ];
+    if let Some((field, _)) = zero.iter().find(|(_, z)| *z) {
+        return Err(bad(format!("{field}: at least 1")));
+    }
     let mut publishers = Vec::new();
     for p in &req.publishers {
         publishers.push(p.parse::<xov_protocol::NodeId>().map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_publisher",
-                format!("publisher '{p}': {e}"),
-            )
+            let status = if form::is_node_id(p) {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError::new(status, "bad_publisher", format!("publisher '{p}': {e}"))
         })?);
     }
     let rules = xov_protocol::PoolRules {
@@ -596,7 +649,7 @@ pub struct Membership {
     responses((status = 200, body = Membership), (status = 404, body = ApiError)))]
 async fn join_pool(
     State(st): State<AppState>,
-    body: Result<Json<PoolRef>, JsonRejection>,
+    ApiJson(body): ApiJson<PoolRef>,
 ) -> Result<Json<Membership>, ApiError> {
     membership(st, body, true).await
 }
@@ -604,10 +657,9 @@ async fn join_pool(
 /// Joins or leaves a pool: the market's record first, then the network's subscription.
 async fn membership(
     st: AppState,
-    body: Result<Json<PoolRef>, JsonRejection>,
+    r: PoolRef,
     join: bool,
 ) -> Result<Json<Membership>, ApiError> {
-    let Json(r) = body?;
     let (id, changed) = {
         let mut m = st.market.write().map_err(|_| poisoned())?;
         let id = m.resolve_pool(Some(&r.pool))?;
@@ -630,7 +682,7 @@ async fn membership(
     responses((status = 200, body = Membership), (status = 404, body = ApiError)))]
 async fn leave_pool(
     State(st): State<AppState>,
-    body: Result<Json<PoolRef>, JsonRejection>,
+    ApiJson(body): ApiJson<PoolRef>,
 ) -> Result<Json<Membership>, ApiError> {
     membership(st, body, false).await
 }
@@ -702,19 +754,27 @@ pub struct ApiDoc;
 )]
 struct DoctorApiDoc;
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+async fn openapi() -> Json<serde_json::Value> {
+    Json(document())
+}
+
+/// The API document as /openapi.json serves it.
+pub fn document() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::api::wallet::WalletApiDoc::openapi());
     doc.merge(crate::api::leases::LeasesApiDoc::openapi());
     doc.merge(crate::api::trust::TrustApiDoc::openapi());
     doc.merge(DoctorApiDoc::openapi());
     document_rejections(&mut doc);
-    Json(doc)
+    let mut doc = serde_json::to_value(doc).expect("the document serialises");
+    form::constrain(&mut doc);
+    doc
 }
 
 /// What every route answers besides its own outcomes, written into the document once rather than on each
-/// route: a JSON body that cannot be read (400 not JSON, 415 without `Content-Type: application/json`, 422
-/// JSON of the wrong shape) and a path parameter that cannot be read (400). Each with an [`ApiError`].
+/// route: a JSON body that cannot be read (400 not JSON or not as documented, 415 without
+/// `Content-Type: application/json`) and a path parameter that cannot be read (400). Each with an
+/// [`ApiError`]. A route's own 422 is a request this document allows whose content is still wrong.
 fn document_rejections(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     let error = |what: &str| {
@@ -745,11 +805,10 @@ fn document_rejections(doc: &mut utoipa::openapi::OpenApi) {
             let r = &mut op.responses.responses;
             if op.request_body.is_some() {
                 r.entry("400".into())
-                    .or_insert_with(|| error("the request body is not JSON, or asks for something impossible (the message says what)"));
+                    .or_insert_with(|| error("the body is not JSON, or breaks this document (a field missing, unknown, of the wrong type or out of its range): the message names the field"));
                 r.entry("415".into())
                     .or_insert_with(|| error("the request lacks `Content-Type: application/json`"));
-                r.entry("422".into())
-                    .or_insert_with(|| error("the JSON body has the wrong shape: a field missing, unknown, or of the wrong type"));
+
             }
             if has_params {
                 r.entry("400".into()).or_insert_with(|| {

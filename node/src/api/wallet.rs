@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use xov_wallet::{WalletError, XovWallet};
 
-use crate::api::{ApiError, AppState};
+use crate::api::{ApiError, ApiJson, AppState};
 
 fn wallet(st: &AppState) -> Result<Arc<XovWallet>, ApiError> {
     st.wallet.clone().ok_or_else(|| {
@@ -26,19 +25,38 @@ fn wallet(st: &AppState) -> Result<Arc<XovWallet>, ApiError> {
 impl From<WalletError> for ApiError {
     fn from(e: WalletError) -> Self {
         let (status, code) = match &e {
-            WalletError::BadAddress { .. } => (StatusCode::BAD_REQUEST, "bad_address"),
-            WalletError::BadUri(_) => (StatusCode::BAD_REQUEST, "bad_uri"),
+            // Of the documented form, and still not an address of this network (checksum, network).
+            WalletError::BadAddress { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_address"),
+            WalletError::BadUri(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_uri"),
             WalletError::InsufficientFunds(_) => (StatusCode::CONFLICT, "insufficient_funds"),
             WalletError::NoSuchInvoice(_) => (StatusCode::NOT_FOUND, "no_such_invoice"),
             WalletError::NoSuchTx(_) => (StatusCode::NOT_FOUND, "no_such_tx"),
             WalletError::AlreadyConfirmed { .. } => (StatusCode::CONFLICT, "already_confirmed"),
-            WalletError::FeeTooLow { .. } => (StatusCode::BAD_REQUEST, "fee_too_low"),
+            // Too low for the transaction it would replace: that transaction's state.
+            WalletError::FeeTooLow { .. } => (StatusCode::CONFLICT, "fee_too_low"),
             WalletError::NotReplaceable { .. } => (StatusCode::CONFLICT, "not_replaceable"),
             WalletError::DuplicateInvoice(_) => (StatusCode::CONFLICT, "duplicate_invoice"),
+            WalletError::NoSuchBond(_) => (StatusCode::NOT_FOUND, "no_such_bond"),
+            // A locktime already passed, a bond not yet unlockable: the chain's state.
+            WalletError::BadBond(_) | WalletError::BondLocked(_) => (StatusCode::CONFLICT, "bond"),
+            // An amount no transaction can carry (below the dust limit, say).
+            WalletError::Build(_) => (StatusCode::UNPROCESSABLE_ENTITY, "cannot_build"),
             WalletError::Broadcast(_) | WalletError::Chain(_) => (StatusCode::BAD_GATEWAY, "chain"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "wallet"),
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// A fee rate the document allows: 1 to 100,000 sat/vB.
+fn check_fee(fee: Option<u64>) -> Result<(), ApiError> {
+    match fee {
+        Some(f) if !(1..=100_000).contains(&f) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_fee",
+            "fee_sat_per_vb: from 1 to 100000",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -160,8 +178,10 @@ async fn history(State(st): State<AppState>) -> Result<Json<Vec<HistoryView>>, A
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     pub address: String,
+    #[schema(minimum = 1, maximum = 2100000000000000_u64)]
     pub amount_sat: u64,
     /// Fee rate in sat/vB (default: 2).
+    #[schema(minimum = 1, maximum = 100000)]
     pub fee_sat_per_vb: Option<u64>,
 }
 
@@ -170,6 +190,8 @@ pub struct SendRequest {
 #[serde(deny_unknown_fields)]
 pub struct PayRequest {
     pub uri: String,
+    /// Fee rate in sat/vB (default: 2).
+    #[schema(minimum = 1, maximum = 100000)]
     pub fee_sat_per_vb: Option<u64>,
 }
 
@@ -179,6 +201,7 @@ pub struct PayRequest {
 pub struct BumpRequest {
     pub txid: String,
     /// Fee rate in sat/vB (default: the chain's estimate, at least 1 sat/vB more than before).
+    #[schema(minimum = 1, maximum = 100000)]
     pub fee_sat_per_vb: Option<u64>,
 }
 
@@ -199,43 +222,69 @@ pub struct Sent {
 }
 
 #[utoipa::path(post, path = "/v1/wallet/send", request_body = SendRequest,
-    responses((status = 200, body = Sent), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, body = Sent), (status = 400, body = ApiError), (status = 409, body = ApiError),
+        (status = 422, body = ApiError, description = "the address has the documented form and is not one of this network (checksum, network)"),
+        (status = 502, body = ApiError, description = "the chain source refused or could not be reached")))]
 async fn send(
     State(st): State<AppState>,
-    body: Result<Json<SendRequest>, JsonRejection>,
+    ApiJson(r): ApiJson<SendRequest>,
 ) -> Result<Json<Sent>, ApiError> {
-    let Json(r) = body?;
-    let w = wallet(&st)?;
-    if r.amount_sat == 0 {
+    if r.amount_sat == 0 || r.amount_sat > xov_protocol::bond::MAX_MONEY_SATS {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_amount",
-            "amount must be at least 1 sat",
+            "amount_sat: from 1 sat to 21 million bitcoin",
         ));
     }
+    if !crate::api::form::is_address(&r.address) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_address",
+            "address: a bitcoin address (letters and digits)",
+        ));
+    }
+    check_fee(r.fee_sat_per_vb)?;
+    let w = wallet(&st)?;
     let txid = w.send(&r.address, r.amount_sat, r.fee_sat_per_vb).await?;
     Ok(Json(Sent { txid }))
 }
 
 #[utoipa::path(post, path = "/v1/wallet/pay", request_body = PayRequest,
-    responses((status = 200, body = Sent), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, body = Sent), (status = 400, body = ApiError), (status = 404, body = ApiError, description = "no such invoice"), (status = 409, body = ApiError),
+        (status = 422, body = ApiError, description = "the URI has the documented form and is not usable (address checksum or network, amount)"),
+        (status = 502, body = ApiError, description = "the chain source refused or could not be reached")))]
 async fn pay(
     State(st): State<AppState>,
-    body: Result<Json<PayRequest>, JsonRejection>,
+    ApiJson(r): ApiJson<PayRequest>,
 ) -> Result<Json<Sent>, ApiError> {
-    let Json(r) = body?;
+    if !crate::api::form::is_bitcoin_uri(&r.uri) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_uri",
+            "uri: a BIP21 URI, bitcoin:ADDRESS?amount=BTC",
+        ));
+    }
+    check_fee(r.fee_sat_per_vb)?;
     let w = wallet(&st)?;
     let txid = w.pay(&r.uri, r.fee_sat_per_vb).await?;
     Ok(Json(Sent { txid }))
 }
 
 #[utoipa::path(post, path = "/v1/wallet/bump", request_body = BumpRequest,
-    responses((status = 200, body = BumpedView), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, body = BumpedView), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError),
+        (status = 502, body = ApiError, description = "the chain source refused or could not be reached")))]
 async fn bump(
     State(st): State<AppState>,
-    body: Result<Json<BumpRequest>, JsonRejection>,
+    ApiJson(r): ApiJson<BumpRequest>,
 ) -> Result<Json<BumpedView>, ApiError> {
-    let Json(r) = body?;
+    if !crate::api::form::is_txid(&r.txid) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_txid",
+            "txid: 64 hex characters (`xov wallet history` lists this wallet's)",
+        ));
+    }
+    check_fee(r.fee_sat_per_vb)?;
     let w = wallet(&st)?;
     let b = w.bump_fee(r.txid.trim(), r.fee_sat_per_vb).await?;
     Ok(Json(BumpedView {

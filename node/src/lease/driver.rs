@@ -124,6 +124,7 @@ pub enum OrderError {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
+    /// Pool name or id (default: every pool this node takes part in).
     pub pool: Option<String>,
     #[serde(default)]
     pub vcpus: u32,
@@ -131,34 +132,45 @@ pub struct OrderRequest {
     pub ram_mib: u32,
     #[serde(default)]
     pub disk_gib: u32,
+    /// `any`, `none`, or a GPU model.
     pub gpu: Option<String>,
+    #[schema(example = "debian-12")]
     pub image: String,
+    /// Most sats per hour to pay.
     pub max_price: Option<u64>,
-    /// Hours to order (the invoice's size). With a budget it may be 0: the budget's worth, within the offer's
-    /// lease bounds.
+    /// Hours to order (the invoice's size): at least 1, unless a budget is given, when 0 means the budget's
+    /// worth within the offer's lease bounds.
     #[serde(default)]
+    #[schema(maximum = 8784)]
     pub hours: u32,
+    /// One line of an OpenSSH public key (`ssh-ed25519 AAAA… comment`).
+    #[schema(max_length = 4096)]
     pub ssh_public_key: String,
     /// Where refunds go; by default a fresh address of this node's own wallet.
     pub refund_address: Option<String>,
     /// TCP ports besides SSH to have opened to the machine (a web server's 80 and 443, say): only offers
     /// that allow each of them match.
     #[serde(default)]
+    #[schema(max_items = 15)]
     pub ports: Vec<u16>,
     /// Pay the invoice from this node's wallet right away.
     #[serde(default)]
     pub pay: bool,
-    /// When no offer in the book matches, gossip a bid and wait this long for providers to answer (0: don't).
+    /// When no offer in the book matches, gossip a bid and wait this long for providers to answer (0: don't;
+    /// at most a day).
     #[serde(default)]
+    #[schema(maximum = 86400)]
     pub bid_wait_secs: u64,
     /// Pay in slices instead: at most this many sats in all to the lease's address (network fees on top).
     /// The first slice is paid at once from this node's wallet, the next ones before the lease runs low
     /// while the provider delivers.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub budget_sat: Option<u64>,
     /// With a budget: the length of one slice in hours, fractions allowed (default one hour, or the offer's
     /// shortest lease if longer).
     #[serde(default)]
+    #[schema(minimum = 0.001, maximum = 1193046)]
     pub slice_hours: Option<f64>,
     /// Order this one offer and no other, `PROVIDER:OFFER_ID` (an offer's `key` in `GET /v1/offers`; the
     /// dashboard's Order button, `xov order --offer`): when it is gone or no longer meets the order, the order

@@ -93,32 +93,49 @@ pub struct OfferSpec {
     /// Reuse an id to replace that offer; a new id is picked when omitted.
     #[serde(default)]
     pub offer_id: Option<u64>,
+    #[schema(minimum = 1)]
     pub vcpus: u32,
+    #[schema(minimum = 1)]
     pub ram_mib: u32,
+    #[schema(minimum = 1)]
     pub disk_gib: u32,
     #[serde(default)]
     pub gpu_model: Option<String>,
+    /// GPUs per machine (with `gpu_model`; default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
     pub gpu_count: Option<u16>,
     #[serde(default = "default_arch")]
     #[schema(value_type = String, example = "x86_64")]
     pub arch: Arch,
+    /// 1 to 32 image names, each 1 to 64 printable ASCII characters.
+    #[schema(min_items = 1, max_items = 32)]
     pub images: Vec<String>,
+    #[schema(minimum = 1)]
     pub price_sats_per_hour: u64,
+    /// Shortest lease, seconds (default an hour).
     #[serde(default = "default_min_lease")]
+    #[schema(minimum = 1)]
     pub min_lease_secs: u32,
+    /// Longest lease, seconds, not below `min_lease_secs` (default 30 days).
     #[serde(default = "default_max_lease")]
+    #[schema(minimum = 1)]
     pub max_lease_secs: u32,
+    #[schema(example = "DE")]
     pub country: String,
     #[serde(default)]
     pub region: String,
     #[serde(default = "default_capacity")]
+    #[schema(minimum = 1)]
     pub capacity: u32,
-    /// How long the offer lives before it must be refreshed.
+    /// How long the offer lives before it must be refreshed, within the pool's bounds (the public pool's:
+    /// 60 s to a day).
     #[serde(default = "default_ttl")]
+    #[schema(minimum = 1)]
     pub ttl_secs: u32,
     /// TCP ports besides SSH a buyer may ask to have opened to the machine (stated in the offer).
     #[serde(default)]
+    #[schema(max_items = 15)]
     pub extra_ports: Vec<u16>,
 }
 

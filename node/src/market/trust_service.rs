@@ -358,12 +358,11 @@ async fn check(w: &XovWallet, b: &BondProof, max_scan_blocks: u32) -> Result<u32
 }
 
 /// A node id for the API: `me` or a 64-hex node id.
-pub fn parse_node(s: &str, me: NodeId) -> Result<NodeId, String> {
+pub fn parse_node(s: &str, me: NodeId) -> Result<NodeId, xov_protocol::NodeIdError> {
     if s == "me" {
         return Ok(me);
     }
     s.parse()
-        .map_err(|_| format!("'{s}' is not a node id (64 hex characters) or 'me'"))
 }
 
 #[cfg(test)]

@@ -146,6 +146,11 @@ pub fn lease_id() -> String {
         .collect()
 }
 
+/// A fresh provider owner (`xov-provider=<owner>`), unique across parallel tests and runs.
+pub fn owner(name: &str) -> String {
+    format!("test-{}-{name}", &lease_id()[..16])
+}
+
 /// Nova and Keystone driven directly with reqwest, independent of the crate under test.
 pub struct Raw {
     http: reqwest::Client,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use xov_testnet::bitcoind::Bitcoind;
 use xov_testnet::node::*;
-use xov_testnet::openstack::OpenStackLab;
+use xov_testnet::openstack::{LabCleanup, OpenStackLab};
 use xov_testnet::scenario::*;
 
 fn state_dir() -> PathBuf {
@@ -43,6 +43,8 @@ fn up(real: bool) -> Result<(), String> {
     say("starting the OpenStack lab (about 20 s warm, 2 min on a fresh machine)");
     let lab = OpenStackLab::ensure().map_err(|e| e.to_string())?;
     println!("    keystone {}  nova {}", lab.auth_url, lab.compute_url);
+    // Whatever the providers make in the lab is deleted when this returns (after Ctrl-C, or on an error).
+    let cleanup = LabCleanup::new(&lab, "xov-testnet up");
     let real = if real {
         say("starting the lab's real compute mode (libvirt, QEMU/TCG, Neutron's agents; a minute or two the first time)");
         match lab.ensure_real() {
@@ -69,7 +71,7 @@ fn up(real: bool) -> Result<(), String> {
         ..Default::default()
     };
     say("starting provider 1, provider 2 and a buyer");
-    let market = LocalMarket::start_with(&root, &btc, &lab, &opts);
+    let market = LocalMarket::start_with(&root, &btc, &lab, &opts, &cleanup);
     let pids: Vec<String> = [market.p1.pid(), market.p2.pid(), market.buyer.pid()]
         .into_iter()
         .map(|p| p.to_string())
