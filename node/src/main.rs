@@ -12,10 +12,12 @@ use xov_node::{api, daemon, market};
 
 use xov_node::cli::client::Client;
 use xov_node::cli::{
-    BondCommand, Cli, Command, LeaseCommand, LeasesCommand, NodeCommand, OfferCommand,
-    OffersCommand, OrderArgs, PoolCommand, PublishArgs, SshArgs, TrustCommand, WalletCommand,
+    BackupCommand, BondCommand, Cli, Command, LeaseCommand, LeasesCommand, NodeCommand,
+    OfferCommand, OffersCommand, OrderArgs, PoolCommand, PublishArgs, SshArgs, TrustCommand,
+    WalletCommand,
 };
 use xov_node::config::{Config, CONFIG_FILE};
+use xov_node::store::backup;
 use xov_node::store::datadir::DataDir;
 
 /// Exit status of a command line `xov` cannot read (an unknown command or flag, a missing or bad value):
@@ -219,7 +221,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Wallet(WalletCommand::Restore { words_file }) => {
+            let words = read_words(words_file.as_deref())?;
+            let pass = std::env::var("XOV_WALLET_PASSPHRASE")
+                .ok()
+                .filter(|p| !p.is_empty());
+            let path = backup::restore_words(&dd, &words, pass.as_deref())?;
+            output::print(
+                cli.json,
+                &serde_json::json!({ "mnemonic_file": path, "encrypted": pass.is_some() }),
+                || {
+                    format!(
+                        "restored the recovery words into {} (mode 0600{}).\n\
+                         Next: `xov backup import FILE` if you have a backup of this node, then `xov node run` \
+                         with [wallet] enabled: the wallet scans the chain for its coins (from the backup's \
+                         block, or from the genesis block without one).",
+                        path.display(),
+                        if pass.is_some() { ", encrypted" } else { "" }
+                    )
+                },
+            );
+            Ok(())
+        }
         Command::Wallet(cmd) => wallet_command(cmd, &client()?, cli.json).await,
+        Command::Backup(BackupCommand::Export { out }) => {
+            let b = backup::export(&dd, xov_node::clock::unix_now())?;
+            let size = b.write(&out)?;
+            let s = b.summary();
+            output::print(
+                cli.json,
+                &serde_json::json!({ "file": out, "bytes": size, "summary": s }),
+                || {
+                    format!(
+                        "wrote the backup of node {} to {} ({size} bytes, mode 0600): {} lease records, {} \
+                         wallet records, {} trust records, {} pool records.\n\
+                         It holds the node's identity key: keep it as private as the recovery words, which \
+                         it does not hold.",
+                        s.node_id,
+                        out.display(),
+                        s.entries.get("leases").unwrap_or(&0),
+                        s.entries.get("wallet").unwrap_or(&0),
+                        s.entries.get("trust").unwrap_or(&0),
+                        s.entries.get("pools").unwrap_or(&0),
+                    )
+                },
+            );
+            Ok(())
+        }
+        Command::Backup(BackupCommand::Import { file }) => {
+            let b = backup::Backup::read(&file)?;
+            let s = backup::import(&dd, &b)?;
+            output::print(cli.json, &s, || {
+                format!(
+                    "imported the backup of node {} (made {}) into {}; leases begun after it are not in it.\n\
+                     Next: `xov wallet restore` with the recovery words if this data dir has no wallet.mnemonic, \
+                     then `xov node run`.",
+                    s.node_id,
+                    output::When::system().at(s.created_at),
+                    dd.root().display()
+                )
+            });
+            Ok(())
+        }
         Command::Order(args) => order_command(args, &client()?, &dd, cli.json).await,
         Command::Ssh(args) => ssh_command(args, &client()?, &dd, cli.json).await,
         Command::Leases(LeasesCommand::List) => {
@@ -362,6 +425,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The recovery words from `file`, or from standard input: all of it when piped; typed at a terminal, lines
+/// until 24 words (list numbers aside) or an empty line.
+fn read_words(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Read};
+    if let Some(f) = file {
+        return std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the words file {}", f.display()));
+    }
+    let stdin = std::io::stdin();
+    let mut text = String::new();
+    if !stdin.is_terminal() {
+        stdin
+            .lock()
+            .read_to_string(&mut text)
+            .context("cannot read the words from standard input")?;
+        return Ok(text);
+    }
+    eprintln!(
+        "Type or paste the {} recovery words (spaces or new lines between them), then Enter:",
+        xov_wallet::keys::WORD_COUNT
+    );
+    let words = |t: &str| xov_wallet::keys::typed_words(t).len();
+    for line in stdin.lock().lines() {
+        let line = line.context("cannot read the words from the terminal")?;
+        if line.trim().is_empty() && words(&text) > 0 {
+            break;
+        }
+        text.push_str(&line);
+        text.push('\n');
+        if words(&text) >= xov_wallet::keys::WORD_COUNT {
+            break;
+        }
+    }
+    Ok(text)
+}
+
 /// Builds the offer from the optional TOML file, with flags taking precedence.
 fn publish_spec(a: PublishArgs) -> anyhow::Result<market::OfferSpec> {
     let mut t: toml::Table = match &a.file {
@@ -447,7 +546,7 @@ async fn wallet_command(cmd: WalletCommand, c: &Client, json: bool) -> anyhow::R
                 }
             });
         }
-        WalletCommand::RecoveryWords => {
+        WalletCommand::RecoveryWords | WalletCommand::Restore { .. } => {
             unreachable!("read from the datadir without the API, above")
         }
         WalletCommand::Balance => {

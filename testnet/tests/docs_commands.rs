@@ -390,6 +390,12 @@ fn every_command_the_guides_show_exists_and_runs_against_a_testnet() {
         ("COMMAND", "true".into()),
         ("DIR", dir.path().display().to_string()),
         ("KEYFILE", key_file.display().to_string()),
+        // `xov backup export --out BACKUP` writes it (once: a second export to it is refused, as is any
+        // import into the running node's data dir).
+        (
+            "BACKUP",
+            keys.path().join("node.xovbackup").display().to_string(),
+        ),
     ];
     // `xov node stop` last: it ends the node the others talk to. `xov node run` would start a second
     // daemon on the same directory (refused: not a command-line error).

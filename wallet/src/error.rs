@@ -15,6 +15,12 @@ pub enum WalletError {
     },
     #[error("the mnemonic in {path} is not valid BIP39: {message}")]
     BadMnemonic { path: String, message: String },
+    /// A mnemonic file is never replaced: the words in it may be the only copy.
+    #[error("{path} exists already: this data dir has a wallet; restore into an empty data dir (--datadir DIR)")]
+    MnemonicExists { path: String },
+    /// The wallet state stored in the database was made with other keys than the mnemonic's.
+    #[error("the wallet state in the database belongs to other recovery words (or another passphrase) than {mnemonic}: {detail}")]
+    OtherKeys { mnemonic: String, detail: String },
     #[error("mnemonic file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
     Permissions { path: String, mode: u32 },
     #[error("wallet descriptor error: {0}")]

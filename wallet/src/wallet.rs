@@ -292,7 +292,17 @@ impl XovWallet {
                     )
                     .lookahead(lookahead)
                     .load_wallet_no_persist(cs.clone())
-                    .map_err(|e| WalletError::Load(e.to_string()))?
+                    .map_err(|e| match e {
+                        // Restored words that are not the ones the imported state was made with.
+                        bdk_wallet::LoadError::Mismatch(bdk_wallet::LoadMismatch::Descriptor {
+                            keychain,
+                            ..
+                        }) => WalletError::OtherKeys {
+                            mnemonic: cfg.mnemonic_path.display().to_string(),
+                            detail: format!("its {keychain:?} descriptor differs"),
+                        },
+                        e => WalletError::Load(e.to_string()),
+                    })?
                     .ok_or_else(|| WalletError::Load("empty change set".into()))?;
                 (w, cs)
             }

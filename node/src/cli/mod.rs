@@ -1,4 +1,5 @@
-//! Command-line interface of the `xov` binary. Every command except `node run` talks to a running daemon.
+//! Command-line interface of the `xov` binary. Every command talks to a running daemon except `node run`, and
+//! those that work on the data dir itself: `wallet recovery-words`, `wallet restore`, `backup export|import`.
 
 pub mod client;
 pub mod ops;
@@ -67,6 +68,11 @@ pub enum Command {
     /// Fidelity bonds: lock bitcoin until a block height to be trusted (and ranked) more.
     #[command(subcommand)]
     Bond(BondCommand),
+    /// Back up what this node cannot get back from the chain or the network (identity, leases, invoices,
+    /// bonds, receipts, pools), or import such a backup into an empty data dir. The recovery words are not in
+    /// it: keep them apart (`xov wallet restore` reads them back).
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Check reachability, peers, pools, whether peers see your offers, chain sync, the cloud and the clock;
     /// explains each problem and its fix. Exits with status 2 when a check fails.
     Doctor,
@@ -252,6 +258,21 @@ pub enum BondCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Write the backup to FILE (0600; never over an existing file). Works whether the node runs or not.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Read a backup into this data dir, which must have no database (a new --datadir); the node must not
+    /// run. A damaged, truncated or other-version file is refused and nothing is written.
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum WalletCommand {
     /// A fresh receiving address (never reused).
     Address {
@@ -264,6 +285,15 @@ pub enum WalletCommand {
     /// Print the wallet's 24 recovery words (read from <datadir>/wallet.mnemonic on this machine; never sent
     /// over the API, never logged). An encrypted file needs XOV_WALLET_PASSPHRASE.
     RecoveryWords,
+    /// Restore the wallet from its 24 recovery words, read from standard input (typed or piped) or from
+    /// --words-file, never from the command line (other users see it). Into a data dir without a wallet and
+    /// while its node is stopped; the next `xov node run` finds the wallet's coins on the chain. With
+    /// XOV_WALLET_PASSPHRASE set the words are stored encrypted, as for a new wallet.
+    Restore {
+        /// Read the words from this file instead of standard input.
+        #[arg(long, value_name = "FILE")]
+        words_file: Option<PathBuf>,
+    },
     /// Transactions, newest first.
     History,
     /// Send sats to an address (replace-by-fee on).

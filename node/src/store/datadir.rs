@@ -126,6 +126,23 @@ impl DataDir {
         &self,
         generate: impl FnOnce() -> Keypair,
     ) -> Result<(Keypair, bool), DataDirError> {
+        match self.read_key()? {
+            Some(key) => Ok((key, false)),
+            None => {
+                let key = generate();
+                self.write_key(&key)?;
+                Ok((key, true))
+            }
+        }
+    }
+
+    /// Writes `key` as the node key (0600); fails if there is one (an identity is never overwritten).
+    pub fn write_key(&self, key: &Keypair) -> Result<(), DataDirError> {
+        write_secret(&self.path(KEY_FILE), &key.secret_bytes())
+    }
+
+    /// The node key, if the data dir has one (checked like at start: private and 32 bytes).
+    pub fn read_key(&self) -> Result<Option<Keypair>, DataDirError> {
         let path = self.path(KEY_FILE);
         match File::open(&path) {
             Ok(mut f) => {
@@ -150,13 +167,9 @@ impl DataDir {
                             path: path.display().to_string(),
                             len: raw.len(),
                         })?;
-                Ok((Keypair::from_secret_bytes(&secret), false))
+                Ok(Some(Keypair::from_secret_bytes(&secret)))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = generate();
-                write_secret(&path, &key.secret_bytes())?;
-                Ok((key, true))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io("cannot open node key", &path)(e)),
         }
     }

@@ -9,6 +9,7 @@
 //! charters of version 1 (no chain) do not load (counted as unreadable): the offers expire within hours and
 //! their providers publish them again; the pools of version-1 charters no longer exist.
 
+pub mod backup;
 pub mod datadir;
 mod wallet;
 
