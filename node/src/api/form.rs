@@ -175,6 +175,13 @@ pub fn constrain(doc: &mut serde_json::Value) {
         "ExtendLease": link("extend_lease", "id", "id", "pay for more of it"),
         "CancelLease": link("cancel_lease", "id", "id", "cancel it"),
     });
+    doc["paths"]["/v1/offers"]["get"]["responses"]["200"]["links"] = json!({
+        "OrderOffer": {
+            "operationId": "order",
+            "requestBody": {"offer": "$response.body#/0/key", "image": "$response.body#/0/images/0"},
+            "description": "order the first offer listed, by its key (the rest of the order is the buyer's)",
+        },
+    });
     doc["paths"]["/v1/offers"]["post"]["responses"]["201"]["links"] = json!({
         "WithdrawOffer": link("withdraw_offer", "offer_id", "offer_id", "withdraw the offer published"),
     });
