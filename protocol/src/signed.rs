@@ -204,6 +204,58 @@ pub(crate) fn signing_input(kind: Kind, body: &[u8]) -> Vec<u8> {
     m
 }
 
+/// Which of `msgs` carry their author's signature, checked together: ed25519 batch verification over the
+/// lot (about three times the throughput of one by one), and where a batch fails, its halves again, down to
+/// single messages checked as [`Signed::verify`] does, so a bad signature is always pinned to its message.
+///
+/// Batch verification is the cofactored equation, [`Signed::verify`] the strict one: a signature its author
+/// built with a torsion component on purpose can pass here and fail there. Use this for messages that were
+/// checked strictly before (a node's own store at start), not to admit new ones.
+pub fn verify_all<T: Message>(msgs: &[&Signed<T>]) -> Vec<bool> {
+    let mut ok = vec![false; msgs.len()];
+    // A batch at a time, so the signed bytes of only one batch are held at once.
+    for (n, batch) in msgs.chunks(1024).enumerate() {
+        let base = n * 1024;
+        let inputs: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|m| signing_input(T::KIND, &m.body.to_canonical_bytes()))
+            .collect();
+        let keys: Vec<Option<ed25519_dalek::VerifyingKey>> = batch
+            .iter()
+            .map(|m| m.body.author().verifying_key().filter(|k| !k.is_weak()))
+            .collect();
+        // Messages whose author is not a usable key fail on their own; the rest are checked together, and
+        // where that fails, by halves.
+        let usable: Vec<usize> = (0..batch.len()).filter(|&i| keys[i].is_some()).collect();
+        let mut pending: Vec<&[usize]> = vec![&usable];
+        while let Some(part) = pending.pop() {
+            if part.len() <= 2 {
+                for &i in part {
+                    ok[base + i] = batch[i].verify();
+                }
+                continue;
+            }
+            let m: Vec<&[u8]> = part.iter().map(|&i| inputs[i].as_slice()).collect();
+            let s: Vec<ed25519_dalek::Signature> = part
+                .iter()
+                .map(|&i| ed25519_dalek::Signature::from_bytes(&batch[i].signature))
+                .collect();
+            let k: Vec<ed25519_dalek::VerifyingKey> =
+                part.iter().filter_map(|&i| keys[i]).collect();
+            if ed25519_dalek::verify_batch(&m, &s, &k).is_ok() {
+                for &i in part {
+                    ok[base + i] = true;
+                }
+            } else {
+                let (a, b) = part.split_at(part.len() / 2);
+                pending.push(a);
+                pending.push(b);
+            }
+        }
+    }
+    ok
+}
+
 impl<T: Message> Signed<T> {
     /// Signs `body` with `key`. The key should be the body's author, or verification will fail.
     pub fn sign(body: T, key: &Keypair) -> Self {
@@ -457,6 +509,38 @@ mod tests {
             },
             key,
         )
+    }
+
+    /// Checked together, each message still gets its own verdict: bad signatures are pinned to their
+    /// messages wherever they sit in the batch, and agree with checking one by one.
+    #[test]
+    fn verify_all_pins_each_bad_signature_to_its_message() {
+        let cases: &[(&str, usize, &[usize])] = &[
+            ("all good", 300, &[]),
+            ("one bad in the middle", 300, &[150]),
+            ("first and last bad", 300, &[0, 299]),
+            ("several bad, two adjacent", 2500, &[3, 4, 1024, 2048, 2499]),
+            ("a single bad message", 1, &[0]),
+            ("none at all", 0, &[]),
+        ];
+        for (name, n, bad) in cases {
+            let msgs: Vec<Signed<OfferWithdrawal>> = (0..*n)
+                .map(|i| {
+                    let key = Keypair::from_secret_bytes(&[(i % 251) as u8 + 1; 32]);
+                    let mut w = withdrawal(&key);
+                    if bad.contains(&i) {
+                        w.signature[5] ^= 0x40;
+                    }
+                    w
+                })
+                .collect();
+            let refs: Vec<&Signed<OfferWithdrawal>> = msgs.iter().collect();
+            let got = verify_all(&refs);
+            let one_by_one: Vec<bool> = msgs.iter().map(|m| m.verify()).collect();
+            assert_eq!(got, one_by_one, "{name}");
+            let failed: Vec<usize> = (0..*n).filter(|&i| !got[i]).collect();
+            assert_eq!(&failed, bad, "{name}");
+        }
     }
 
     #[test]

@@ -142,6 +142,18 @@ pub fn validate_offer(
     now: u64,
     charter: Option<&PoolCharter>,
 ) -> Result<(), ValidationError> {
+    validate_offer_unsigned(msg, now, charter)?;
+    // The signature is checked last: it is the most expensive check, and cheap checks reject most garbage.
+    check_signature(msg)
+}
+
+/// Everything [`validate_offer`] checks but the signature: for offers whose signatures are checked
+/// together with others ([`crate::signed::verify_all`]).
+pub fn validate_offer_unsigned(
+    msg: &Signed<Offer>,
+    now: u64,
+    charter: Option<&PoolCharter>,
+) -> Result<(), ValidationError> {
     let o = msg.body();
     check_times(o.created_at, o.expires_at, now)?;
     let i = &o.instance;
@@ -229,8 +241,7 @@ pub fn validate_offer(
             step,
         });
     }
-    // The signature is checked last: it is the most expensive check, and cheap checks reject most garbage.
-    check_signature(msg)
+    Ok(())
 }
 
 /// Checks a withdrawal. Its lifetime is bounded like an offer's, so tombstones cannot pile up forever.

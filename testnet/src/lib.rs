@@ -1,8 +1,8 @@
 //! xov-testnet: brings up the real parts a local xov market needs — Bitcoin Core regtest, the OpenStack lab,
 //! xov nodes — for tests and demos, and runs scenarios against them.
 //!
-//! The library holds the harnesses and depends on no xov crate, so that every crate's integration tests can
-//! use it (as a dev-dependency) without a dependency cycle. The scripts beside this crate (`setup.sh`,
+//! The library holds the harnesses and depends on no xov crate but xov-protocol (which depends on none), so
+//! that every crate's integration tests can use it (as a dev-dependency) without a dependency cycle. The scripts beside this crate (`setup.sh`,
 //! `run.sh`, `test.sh`, `bitcoind/build.sh`) install and start what the harnesses need.
 
 pub mod bitcoind;
@@ -16,6 +16,7 @@ pub mod node_api;
 pub mod openstack;
 pub mod p2p_proxy;
 pub mod proc_stats;
+pub mod restart_time;
 pub mod scenario;
 
 use thiserror::Error;

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{info, warn};
 use utoipa::ToSchema;
-use xov_protocol::validate::{validate_charter, validate_offer, validate_withdrawal};
+use xov_protocol::validate::{
+    validate_charter, validate_offer, validate_offer_unsigned, validate_withdrawal,
+};
 use xov_protocol::{
     public_charter, Arch, Chain, Demand, Gpu, Inserted, InstanceType, Keypair, Location, Offer,
     OfferBook, OfferKey, OfferQuery, OfferWithdrawal, PoolCharter, PoolId, Signed, ValidationError,
@@ -201,6 +203,28 @@ pub struct SyncPage {
     pub next: Option<OfferKey>,
 }
 
+/// Which of `offers` carry their provider's signature: [`xov_protocol::signed::verify_all`] over as many
+/// slices as there are cores, each on its own thread.
+fn verify_in_parallel(offers: &[Signed<Offer>]) -> Vec<bool> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = offers.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = offers
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    let refs: Vec<&Signed<Offer>> = part.iter().collect();
+                    xov_protocol::signed::verify_all(&refs)
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("a signature check thread panicked"))
+            .collect()
+    })
+}
+
 impl Market {
     /// Loads pools, withdrawals and offers of `chain` from the store, re-validating each at `now`.
     /// `default_pools` (names or ids) are joined when the database remembers no joined pools.
@@ -275,7 +299,11 @@ impl Market {
         }
         let offers = m.store.offers()?;
         report.corrupt += offers.corrupt;
-        for o in offers.items {
+        // Every stored offer's signature again, all together and on every core: each was checked one by one
+        // before it was stored, so the batch check's cofactored equation is enough here (see
+        // `xov_protocol::signed::verify_all`), and a restart with a million offers takes seconds.
+        let signed = verify_in_parallel(&offers.items);
+        for (o, signed) in offers.items.into_iter().zip(signed) {
             let key = OfferKey::of(o.body());
             if o.body().chain != chain {
                 report.other_chain += 1;
@@ -283,7 +311,15 @@ impl Market {
                 continue;
             }
             let charter = m.pools.get(&o.body().pool).map(|c| c.body());
-            let verdict = validate_offer(&o, now, charter).and_then(|()| m.book.insert(o, now));
+            let verdict = validate_offer_unsigned(&o, now, charter)
+                .and_then(|()| {
+                    if signed {
+                        Ok(())
+                    } else {
+                        Err(ValidationError::BadSignature(o.body().provider))
+                    }
+                })
+                .and_then(|()| m.book.insert(o, now));
             match verdict {
                 Ok(_) => report.offers += 1,
                 Err(ValidationError::Expired { .. }) => {
@@ -1094,6 +1130,51 @@ mod tests {
         let (m, _) = market(dir.path(), Chain::REGTEST);
         assert!(m.resolve_pool(Some("gpu")).is_ok());
         assert_eq!(m.book().len(), 0);
+    }
+
+    /// At start the stored offers' signatures are checked together; a stored offer whose signature no
+    /// longer verifies (a flipped bit on disk) is still found, dropped and counted, and only it.
+    #[test]
+    fn a_stored_offer_with_a_broken_signature_is_dropped_at_load_and_only_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = public_charter(Chain::REGTEST).body().pool_id();
+        let mut stored = Vec::new();
+        {
+            let (mut m, _) = market(dir.path(), Chain::REGTEST);
+            for p in 0..60u8 {
+                let key = Keypair::from_secret_bytes(&[p + 20; 32]);
+                let mut o = crate::test_support::offer(&key, 1, 500, 2, NOW - 10).into_body();
+                o.pool = pool;
+                let o = Signed::sign(o, &key);
+                m.accept_offer(o.clone(), NOW).unwrap();
+                stored.push(o);
+            }
+            assert_eq!(m.book().len(), 60);
+        }
+        let broken = [7usize, 8, 59];
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for &i in &broken {
+                let o = &stored[i];
+                let mut key = o.body().provider.as_bytes().to_vec();
+                key.extend_from_slice(&o.body().offer_id.to_be_bytes());
+                let mut bytes = o.to_bytes();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 0x01;
+                store.put_raw("offers", &key, &bytes).unwrap();
+            }
+        }
+        let (m, report) = market(dir.path(), Chain::REGTEST);
+        assert_eq!(report.rejected, broken.len(), "{report:?}");
+        assert_eq!(report.offers, 60 - broken.len(), "{report:?}");
+        for (i, o) in stored.iter().enumerate() {
+            let key = OfferKey::of(o.body());
+            assert_eq!(
+                m.book().get(&key).is_some(),
+                !broken.contains(&i),
+                "offer {i}"
+            );
+        }
     }
 
     fn load_report(k: &Keypair, leases: u32, rate: u64) -> Signed<xov_protocol::LoadReport> {

@@ -6,7 +6,8 @@
 //!
 //! Benchmarks (see docs/benchmarks.md): `gossip-load` (N nodes, offer propagation, bytes, a fixed publish
 //! rate), `lease-timing` (payment confirmation to RUNNING, node vs OpenStack), `idle` (RSS and CPU of an idle
-//! node) and `store-size` (RocksDB bytes and memory per stored offer).
+//! node), `store-size` (RocksDB bytes and memory per stored offer) and `restart-time` (time to ready with N
+//! stored offers).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -212,7 +213,8 @@ fn down(lab: bool) -> Result<(), String> {
 const USAGE: &str = "usage: xov-testnet [up [--real] | down [--lab]
   | gossip-load [--nodes 50] [--offers 100] [--rate 100] [--load-secs 10] [--publishers 5]
                 [--poll-ms 50] [--load-poll-ms 100] [--idle-secs 10] [--env KEY=VALUE]... [--keep]
-  | lease-timing [--runs 3] [--real] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]]
+  | lease-timing [--runs 3] [--real] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]
+  | restart-time [--offers 100000] [--runs 3]]
 every benchmark also takes [--data-root DIR] (where node data dirs go) and [--keep] (keep them)";
 
 /// The value after `name` in `args`, parsed, or `default` when absent.
@@ -299,6 +301,12 @@ fn main() -> ExitCode {
             let runs = flag(&args[1..], "--runs", 1usize)?;
             bench_dir("idle", |root| {
                 xov_testnet::footprint::idle(secs, runs, root)
+            })
+        }),
+        "restart-time" => flag(&args[1..], "--offers", 100_000usize).and_then(|n| {
+            let runs = flag(&args[1..], "--runs", 3usize)?;
+            bench_dir("restart-time", |root| {
+                xov_testnet::restart_time::run(n, runs, root)
             })
         }),
         "store-size" => flag(&args[1..], "--offers", 10_000usize).and_then(|n| {
