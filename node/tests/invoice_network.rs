@@ -175,16 +175,7 @@ async fn an_invoice_address_for_another_network_is_refused_at_the_order_before_a
     }
     let btc = tokio::task::block_in_place(Bitcoind::start).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
-    let env = vec![
-        ("XOV_WALLET_ENABLED", "true".to_string()),
-        ("XOV_WALLET_NETWORK", "regtest".to_string()),
-        ("XOV_WALLET_CHAIN", "rpc".to_string()),
-        ("XOV_WALLET_RPC_URL", btc.rpc_url()),
-        (
-            "XOV_WALLET_RPC_COOKIE",
-            btc.cookie_file().display().to_string(),
-        ),
-    ];
+    let env = btc.wallet_rpc_env();
     let node = tokio::task::block_in_place(|| Daemon::start_with(dir.path(), &env));
 
     // The buyer's wallet holds coins, so a payment could be made: the refusal is what stops it.

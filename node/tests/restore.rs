@@ -253,16 +253,7 @@ fn words_alone_find_the_coins_and_other_words_do_not_open_a_backup() {
         return;
     }
     let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
-    let env = vec![
-        ("XOV_WALLET_ENABLED", "true".to_string()),
-        ("XOV_WALLET_NETWORK", "regtest".to_string()),
-        ("XOV_WALLET_CHAIN", "rpc".to_string()),
-        ("XOV_WALLET_RPC_URL", btc.rpc_url()),
-        (
-            "XOV_WALLET_RPC_COOKIE",
-            btc.cookie_file().display().to_string(),
-        ),
-    ];
+    let env = btc.wallet_rpc_env();
     let root = tempfile::tempdir().unwrap();
     let dir = subdir(root.path(), "a");
     let a = Daemon::start_with(&dir, &env);

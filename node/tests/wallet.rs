@@ -30,16 +30,7 @@ fn wallet_cli_receives_sends_pays_and_survives_a_restart() {
         return;
     }
     let btc = Bitcoind::start().unwrap_or_else(|e| panic!("{e}"));
-    let rpc = vec![
-        ("XOV_WALLET_ENABLED", "true".to_string()),
-        ("XOV_WALLET_NETWORK", "regtest".to_string()),
-        ("XOV_WALLET_CHAIN", "rpc".to_string()),
-        ("XOV_WALLET_RPC_URL", btc.rpc_url()),
-        (
-            "XOV_WALLET_RPC_COOKIE",
-            btc.cookie_file().display().to_string(),
-        ),
-    ];
+    let rpc = btc.wallet_rpc_env();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // A is a buyer on a laptop: the default chain source, compact block filters, with bitcoind as its
     // peer. B runs its own bitcoind (RPC), so it also sees payments in the mempool.

@@ -120,6 +120,20 @@ impl Bitcoind {
         format!("http://127.0.0.1:{}", self.rpc_port)
     }
 
+    /// The environment that points a node's wallet at this bitcoind over RPC (regtest, cookie auth).
+    pub fn wallet_rpc_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("XOV_WALLET_ENABLED", "true".to_string()),
+            ("XOV_WALLET_NETWORK", "regtest".to_string()),
+            ("XOV_WALLET_CHAIN", "rpc".to_string()),
+            ("XOV_WALLET_RPC_URL", self.rpc_url()),
+            (
+                "XOV_WALLET_RPC_COOKIE",
+                self.cookie_file().display().to_string(),
+            ),
+        ]
+    }
+
     pub fn p2p_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.p2p_port))
     }
