@@ -258,6 +258,18 @@ impl OfferBook {
     /// enforces only what needs its state: newer sequence, tombstones and expiry at `now`.
     pub fn insert(&mut self, offer: Signed<Offer>, now: u64) -> Result<Inserted, ValidationError> {
         let id = offer.id();
+        self.insert_with_id(offer, id, now)
+    }
+
+    /// [`OfferBook::insert`] with the offer's id already computed (`id` must be `offer.id()`): a node loading
+    /// many offers hashes them on several threads and indexes them on one.
+    pub fn insert_with_id(
+        &mut self,
+        offer: Signed<Offer>,
+        id: MessageId,
+        now: u64,
+    ) -> Result<Inserted, ValidationError> {
+        debug_assert!(id == offer.id(), "insert_with_id given another id");
         let outcome = self.decide(&offer, &id, now)?;
         let body = offer.body();
         let key = OfferKey::of(body);

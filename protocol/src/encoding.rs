@@ -126,11 +126,34 @@ impl Writer {
 #[derive(Debug)]
 pub struct Reader<'a> {
     buf: &'a [u8],
+    /// The node ids in these bytes were checked to be curve points before ([`Reader::with_checked_keys`]).
+    keys_checked: bool,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf }
+        Self {
+            buf,
+            keys_checked: false,
+        }
+    }
+    /// A reader of bytes this program decoded and checked in full before (see
+    /// [`crate::Signed::from_checked_bytes`]): node ids are taken without decompressing their points again.
+    pub(crate) fn with_checked_keys(self) -> Self {
+        Self {
+            keys_checked: true,
+            ..self
+        }
+    }
+    pub(crate) fn keys_checked(&self) -> bool {
+        self.keys_checked
+    }
+    /// A reader of `buf`, a part of this reader's bytes, carrying over whether keys were checked.
+    pub(crate) fn part(&self, buf: &'a [u8]) -> Self {
+        Self {
+            buf,
+            keys_checked: self.keys_checked,
+        }
     }
     pub fn remaining(&self) -> usize {
         self.buf.len()

@@ -308,6 +308,15 @@ impl<T: Message> Signed<T> {
         Self::decode_after_header(&mut r)
     }
 
+    /// [`Signed::from_bytes`] for bytes this program decoded and checked in full before and kept where only
+    /// it writes (an offer its store sealed): node ids are taken as they are, without checking again that
+    /// each is a curve point (decompressing it is most of the cost of decoding). Does not verify the
+    /// signature; an id that is no key would fail every signature check.
+    pub fn from_checked_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = open_envelope(bytes, T::KIND, T::NAME)?.with_checked_keys();
+        Self::decode_after_header(&mut r)
+    }
+
     /// [`Signed::from_bytes`] for bytes this node stored itself, possibly in an older encoding version: a
     /// kind whose body did not change since is carried over ([`upgrade`]). Does not verify the signature.
     pub fn from_stored_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -322,7 +331,9 @@ impl<T: Message> Signed<T> {
     fn decode_after_header(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let len = r.u32("body length")? as usize;
         let body_bytes = r.take(len, "body")?;
-        let body = T::from_canonical_bytes(body_bytes)?;
+        let mut body_reader = r.part(body_bytes);
+        let body = T::decode(&mut body_reader)?;
+        body_reader.finish()?;
         let signature = r.array::<64>("signature")?;
         r.finish()?;
         Ok(Signed { body, signature })
@@ -509,6 +520,37 @@ mod tests {
             },
             key,
         )
+    }
+
+    /// Bytes checked before decode alike without the curve-point check; an id that is no key decodes only
+    /// that way, and then fails its signature check.
+    #[test]
+    fn checked_bytes_skip_only_the_curve_point_check() {
+        let key = Keypair::from_secret_bytes(&[9; 32]);
+        let good = withdrawal(&key);
+        let bytes = good.to_bytes();
+        assert_eq!(Signed::<OfferWithdrawal>::from_checked_bytes(&bytes).unwrap(), good);
+        assert_eq!(Signed::<OfferWithdrawal>::from_bytes(&bytes).unwrap(), good);
+        let not_a_key = (0u8..=255)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                b[0] = i;
+                b
+            })
+            .find(|b| NodeId::from_bytes(*b).is_err())
+            .expect("some small y is not on the curve");
+        let mut body = good.body().clone();
+        body.provider = NodeId::unchecked(not_a_key);
+        let forged = Signed::sign(body, &key).to_bytes();
+        assert!(matches!(
+            Signed::<OfferWithdrawal>::from_bytes(&forged),
+            Err(DecodeError::InvalidKey("node id"))
+        ));
+        let taken = Signed::<OfferWithdrawal>::from_checked_bytes(&forged).unwrap();
+        assert!(!taken.verify());
+        // everything else is still checked: a wrong kind, a truncated message
+        assert!(Signed::<Offer>::from_checked_bytes(&bytes).is_err());
+        assert!(Signed::<OfferWithdrawal>::from_checked_bytes(&bytes[..bytes.len() - 1]).is_err());
     }
 
     /// Checked together, each message still gets its own verdict: bad signatures are pinned to their

@@ -174,6 +174,20 @@ pub struct LoadReport {
     /// Charters and offers of another chain (the data dir was used with another `[wallet] network`): not
     /// loaded; offers are deleted, charters stay on disk for that network.
     pub other_chain: usize,
+    /// Where the load's time went: reading and decoding the store, checking the offers' signatures,
+    /// validating and indexing them (logged with "market loaded"; `xov-testnet restart-time` reports it).
+    /// Offers whose signatures were checked again at load (not sealed by this database: see crate::store).
+    pub unsealed: usize,
+    #[serde(skip)]
+    pub took: LoadTimes,
+}
+
+/// Wall-clock time of each step of [`Market::load`] (measured, never used for a decision).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadTimes {
+    pub read: std::time::Duration,
+    pub verify: std::time::Duration,
+    pub index: std::time::Duration,
 }
 
 pub struct Market {
@@ -221,6 +235,31 @@ fn verify_in_parallel(offers: &[Signed<Offer>]) -> Vec<bool> {
         parts
             .into_iter()
             .flat_map(|p| p.join().expect("a signature check thread panicked"))
+            .collect()
+    })
+}
+
+/// `f(index, item)` over `items` on every core (a slice per core), the results in the items' order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(usize, &T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(per)
+            .enumerate()
+            .map(|(c, part)| {
+                s.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(j, t)| f(c * per + j, t))
+                        .collect::<Vec<R>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("a checking thread panicked"))
             .collect()
     })
 }
@@ -297,31 +336,69 @@ impl Market {
                 Err(_) => m.store.delete_withdrawal(&key)?,
             }
         }
+        let t_read = std::time::Instant::now();
         let offers = m.store.offers()?;
+        report.took.read = t_read.elapsed();
         report.corrupt += offers.corrupt;
-        // Every stored offer's signature again, all together and on every core: each was checked one by one
-        // before it was stored, so the batch check's cofactored equation is enough here (see
-        // `xov_protocol::signed::verify_all`), and a restart with a million offers takes seconds.
-        let signed = verify_in_parallel(&offers.items);
-        for (o, signed) in offers.items.into_iter().zip(signed) {
-            let key = OfferKey::of(o.body());
+        // An offer this database sealed had its signature checked before it was stored (the seal stands for
+        // that check: crate::store's doc). The others' signatures are checked again, all together and on
+        // every core: each was checked one by one before it was stored, so the batch check's cofactored
+        // equation is enough here (see `xov_protocol::signed::verify_all`); they are sealed afterwards.
+        let t_verify = std::time::Instant::now();
+        let unsealed: Vec<Signed<Offer>> = offers
+            .items
+            .iter()
+            .filter(|o| !o.sealed)
+            .map(|o| o.offer.clone())
+            .collect();
+        let mut unsealed_ok = verify_in_parallel(&unsealed).into_iter();
+        report.unsealed = unsealed.len();
+        drop(unsealed);
+        let signed: Vec<bool> = offers
+            .items
+            .iter()
+            .map(|o| o.sealed || unsealed_ok.next().unwrap_or(false))
+            .collect();
+        report.took.verify = t_verify.elapsed();
+        // The rest of each offer's checks on every core too; the book then indexes them on this thread.
+        let t_index = std::time::Instant::now();
+        let pools = &m.pools;
+        let verdicts = par_map(&offers.items, |i, stored| {
+            let o = &stored.offer;
             if o.body().chain != chain {
-                report.other_chain += 1;
-                m.store.delete_offer(&key)?;
-                continue;
+                return Err(None);
             }
-            let charter = m.pools.get(&o.body().pool).map(|c| c.body());
-            let verdict = validate_offer_unsigned(&o, now, charter)
+            let charter = pools.get(&o.body().pool).map(|c| c.body());
+            validate_offer_unsigned(o, now, charter)
                 .and_then(|()| {
-                    if signed {
+                    if signed[i] {
                         Ok(())
                     } else {
                         Err(ValidationError::BadSignature(o.body().provider))
                     }
                 })
-                .and_then(|()| m.book.insert(o, now));
-            match verdict {
-                Ok(_) => report.offers += 1,
+                .map_err(Some)
+        });
+        let mut to_seal = Vec::new();
+        for (stored, verdict) in offers.items.into_iter().zip(verdicts) {
+            let o = stored.offer;
+            let key = OfferKey::of(o.body());
+            let verdict = match verdict {
+                Err(None) => {
+                    report.other_chain += 1;
+                    m.store.delete_offer(&key)?;
+                    continue;
+                }
+                Err(Some(e)) => Err(e),
+                Ok(()) => Ok(()),
+            };
+            // sealed only once it is in the book (a rejected one is deleted below)
+            let copy = (!stored.sealed && verdict.is_ok()).then(|| o.clone());
+            match verdict.and_then(|()| m.book.insert_with_id(o, stored.id, now)) {
+                Ok(_) => {
+                    report.offers += 1;
+                    to_seal.extend(copy);
+                }
                 Err(ValidationError::Expired { .. }) => {
                     report.expired += 1;
                     m.store.delete_offer(&key)?;
@@ -333,6 +410,8 @@ impl Market {
                 }
             }
         }
+        m.store.seal_offers(&to_seal)?;
+        report.took.index = t_index.elapsed();
         if report.corrupt > 0 {
             warn!(
                 count = report.corrupt,
@@ -350,6 +429,10 @@ impl Market {
             offers = report.offers,
             expired = report.expired,
             pools = m.pools.len(),
+            read_ms = report.took.read.as_millis() as u64,
+            unsealed = report.unsealed,
+            verify_ms = report.took.verify.as_millis() as u64,
+            index_ms = report.took.index.as_millis() as u64,
             "market loaded"
         );
         Ok((m, report))
@@ -1152,8 +1235,16 @@ mod tests {
             assert_eq!(m.book().len(), 60);
         }
         let broken = [7usize, 8, 59];
+        // written as an older xov wrote them: wire bytes, no seal; their signatures are checked again
+        let unsealed = [3usize, 40];
         {
             let store = Store::open(dir.path()).unwrap();
+            for &i in &unsealed {
+                let o = &stored[i];
+                let mut key = o.body().provider.as_bytes().to_vec();
+                key.extend_from_slice(&o.body().offer_id.to_be_bytes());
+                store.put_raw("offers", &key, &o.to_bytes()).unwrap();
+            }
             for &i in &broken {
                 let o = &stored[i];
                 let mut key = o.body().provider.as_bytes().to_vec();
@@ -1167,6 +1258,7 @@ mod tests {
         let (m, report) = market(dir.path(), Chain::REGTEST);
         assert_eq!(report.rejected, broken.len(), "{report:?}");
         assert_eq!(report.offers, 60 - broken.len(), "{report:?}");
+        assert_eq!(report.unsealed, broken.len() + unsealed.len(), "{report:?}");
         for (i, o) in stored.iter().enumerate() {
             let key = OfferKey::of(o.body());
             assert_eq!(
@@ -1175,6 +1267,12 @@ mod tests {
                 "offer {i}"
             );
         }
+        drop(m);
+        // the good unsealed ones were sealed, the broken ones deleted: the next start checks no signature
+        let (m, report) = market(dir.path(), Chain::REGTEST);
+        assert_eq!(report.unsealed, 0, "{report:?}");
+        assert_eq!(report.offers, 60 - broken.len(), "{report:?}");
+        assert_eq!(m.book().len(), 60 - broken.len());
     }
 
     fn load_report(k: &Keypair, leases: u32, rate: u64) -> Signed<xov_protocol::LoadReport> {

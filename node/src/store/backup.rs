@@ -50,8 +50,12 @@ pub const SSH_DIR: &str = "ssh";
 const WHOLE: [&str; 5] = [CF_LEASES, CF_WALLET, CF_TRUST, CF_POOLS, CF_META];
 /// Families of which only this node's own entries are kept (keys start with the provider's node id).
 const OWN_ONLY: [&str; 2] = [CF_OFFERS, CF_WITHDRAWALS];
-/// `meta` keys that are caches, rebuilt by a running node.
-const META_CACHES: [&str; 1] = [crate::network::known_peers::META_KEY];
+/// `meta` keys left out: caches, rebuilt by a running node, and the database's offer seal key (it never
+/// leaves its database: a restored node checks its own offers' signatures once more and seals them anew).
+const META_CACHES: [&str; 2] = [
+    crate::network::known_peers::META_KEY,
+    crate::store::META_SEAL_KEY,
+];
 
 #[derive(Debug, Error)]
 pub enum BackupError {

@@ -3,6 +3,18 @@
 //! Values are the messages' canonical wire bytes, so what is stored is exactly what was verified, and a
 //! restarted node re-validates everything it loads instead of trusting its own disk blindly.
 //!
+//! Sealed offers: an offer is stored only after its signature was checked, and its value then carries a
+//! seal, HMAC-SHA256 (first 16 bytes) under this database's own random key ([`META_SEAL_KEY`]) of the entry's
+//! key and the offer's bytes: `0xff ‖ seal ‖ wire bytes` (a message's first byte is its encoding version,
+//! never 0xff). At load a matching seal stands for the signature check this store made (a million offers
+//! load in seconds instead of half a minute of ed25519); expiry and the pool's rules are still checked
+//! again. An offer without a seal, or whose seal does not match (written by an older xov or by another
+//! program, copied from another database, or damaged), is loaded as [`StoredOffer::sealed`] `false` and its
+//! signature must be checked before it is used ([`Store::seal_offers`] seals it then). Anyone able to write
+//! the database can read the seal key, as they can read the node key beside it: the seal guards against
+//! other writers and damage, not against the machine's owner. The key never leaves the database: a backup
+//! leaves it out, so a restored node checks its offers' signatures once more.
+//!
 //! Encoding versions: trust evidence (receipts, bond proofs) stored in an older encoding version is carried
 //! over to the current one once, at load (`xov_protocol::upgrade`: the bodies did not change and the version
 //! byte is not signed), and stored again under its new key. Offers of versions 1 and 2 (no ports) and
@@ -20,7 +32,7 @@ use std::path::Path;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
 use thiserror::Error;
 use xov_protocol::{
-    upgrade, BondProof, DecodeError, NodeId, Offer, OfferKey, OfferWithdrawal, PoolCharter, PoolId,
+    upgrade, BondProof, DecodeError, MessageId, NodeId, Offer, OfferKey, OfferWithdrawal, PoolCharter, PoolId,
     Signed, SignedReceipt,
 };
 
@@ -52,6 +64,25 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: std::sync::Arc<DB>,
+    /// The key of this database's offer seals (see the module's doc).
+    seal_key: std::sync::Arc<[u8; 32]>,
+}
+
+/// `meta` key of the database's seal key: 32 random bytes, made at the first open.
+pub const META_SEAL_KEY: &str = "store/seal_key";
+/// First byte of a sealed offer value.
+const SEALED: u8 = 0xff;
+/// Bytes of a seal.
+const SEAL_LEN: usize = 16;
+
+/// An offer read back from the store. `sealed`: this database wrote it after checking its signature (its
+/// seal matches), so the signature needs no new check; otherwise it must be checked before use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOffer {
+    pub offer: Signed<Offer>,
+    /// `offer.id()`, computed on the reading thread.
+    pub id: MessageId,
+    pub sealed: bool,
 }
 
 fn offer_key(k: &OfferKey) -> [u8; 40] {
@@ -101,8 +132,73 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let cf_meta = db.cf_handle(CF_META).expect("column families are created at open");
+        let seal_key = match db.get_cf(cf_meta, META_SEAL_KEY.as_bytes())? {
+            Some(k) if k.len() == 32 => k.try_into().expect("32 bytes"),
+            // none yet, or unusable: a new one (offers sealed under an old one are checked again)
+            _ => {
+                let mut k = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut k);
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                db.put_cf_opt(cf_meta, META_SEAL_KEY.as_bytes(), k, &wo)?;
+                k
+            }
+        };
         Ok(Store {
             db: std::sync::Arc::new(db),
+            seal_key: std::sync::Arc::new(seal_key),
+        })
+    }
+
+    /// The MAC behind an offer's seal: over the entry's key (length-prefixed) and the offer's bytes.
+    fn seal_mac(&self, key: &[u8], bytes: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.seal_key.as_slice())
+            .expect("HMAC takes a key of any length");
+        mac.update(&(key.len() as u32).to_be_bytes());
+        mac.update(key);
+        mac.update(bytes);
+        mac
+    }
+
+    /// The seal of an offer's value stored under `key`.
+    fn seal(&self, key: &[u8], bytes: &[u8]) -> [u8; SEAL_LEN] {
+        use hmac::Mac;
+        let tag = self.seal_mac(key, bytes).finalize().into_bytes();
+        tag[..SEAL_LEN].try_into().expect("SHA-256 is 32 bytes")
+    }
+
+    /// The value stored for an offer whose signature was checked: `0xff ‖ seal ‖ wire bytes`.
+    fn sealed_value(&self, key: &[u8], offer: &Signed<Offer>) -> Vec<u8> {
+        let bytes = offer.to_bytes();
+        let mut v = Vec::with_capacity(1 + SEAL_LEN + bytes.len());
+        v.push(SEALED);
+        v.extend_from_slice(&self.seal(key, &bytes));
+        v.extend_from_slice(&bytes);
+        v
+    }
+
+    /// Decodes a stored offer value; `None` if unreadable.
+    fn open_offer(&self, key: &[u8], value: &[u8]) -> Option<StoredOffer> {
+        let (bytes, sealed) = match value.split_first() {
+            Some((&SEALED, rest)) if rest.len() >= SEAL_LEN => {
+                let (seal, bytes) = rest.split_at(SEAL_LEN);
+                let ok = hmac::Mac::verify_truncated_left(self.seal_mac(key, bytes), seal).is_ok();
+                (bytes, ok)
+            }
+            _ => (value, false),
+        };
+        // a sealed offer was decoded in full before it was stored: its node id is a key
+        let decoded = if sealed {
+            Signed::from_checked_bytes(bytes)
+        } else {
+            Signed::from_bytes(bytes)
+        };
+        decoded.ok().map(|offer| StoredOffer {
+            id: offer.id(),
+            offer,
+            sealed,
         })
     }
 
@@ -157,23 +253,41 @@ impl Store {
         Ok(Loaded { items, corrupt })
     }
 
+    /// Stores an offer whose signature the caller checked (it is sealed: see the module's doc), synced.
     pub fn put_offer(&self, offer: &Signed<Offer>) -> Result<(), StoreError> {
-        self.put(
-            CF_OFFERS,
-            &offer_key(&OfferKey::of(offer.body())),
-            &offer.to_bytes(),
-        )
+        let key = offer_key(&OfferKey::of(offer.body()));
+        self.put(CF_OFFERS, &key, &self.sealed_value(&key, offer))
     }
 
     /// Stores another node's offer without waiting for the disk: a crash may lose the last few, which the
     /// book sync fetches again from peers. (One fsync per relayed offer made 50 nodes on one disk fall
     /// behind at 100 offers/s; docs/benchmarks.md, Gossip.) Own offers go through [`Store::put_offer`].
+    /// As [`Store::put_offer`], the signature checked by the caller.
     pub fn put_relayed_offer(&self, offer: &Signed<Offer>) -> Result<(), StoreError> {
-        self.db.put_cf(
-            self.cf(CF_OFFERS),
-            offer_key(&OfferKey::of(offer.body())),
-            offer.to_bytes(),
-        )?;
+        let key = offer_key(&OfferKey::of(offer.body()));
+        self.db
+            .put_cf(self.cf(CF_OFFERS), key, self.sealed_value(&key, offer))?;
+        Ok(())
+    }
+
+    /// Seals stored offers whose signatures the caller has just checked (they loaded unsealed), in one
+    /// unsynced batch, then flushed to a table file: lost in a crash, they are only checked again at the next
+    /// start; flushed, the next start does not replay them from the write-ahead log (a million resealed
+    /// offers replayed made that start 7.6 s instead of 3.9 s).
+    pub fn seal_offers<'a>(
+        &self,
+        offers: impl IntoIterator<Item = &'a Signed<Offer>>,
+    ) -> Result<(), StoreError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for offer in offers {
+            let key = offer_key(&OfferKey::of(offer.body()));
+            batch.put_cf(self.cf(CF_OFFERS), key, self.sealed_value(&key, offer));
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.db.write(batch)?;
+        self.db.flush_cf(self.cf(CF_OFFERS))?;
         Ok(())
     }
 
@@ -181,8 +295,64 @@ impl Store {
         self.delete(CF_OFFERS, &offer_key(key))
     }
 
-    pub fn offers(&self) -> Result<Loaded<Signed<Offer>>, StoreError> {
-        self.load(CF_OFFERS, |b| Signed::from_bytes(b).ok())
+    /// Every stored offer, in key order, with its id: the key space is cut into one range per core, and
+    /// each range is read, decoded and its seals checked on its own thread.
+    pub fn offers(&self) -> Result<Loaded<StoredOffer>, StoreError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+        // keys start with the provider's node id (uniform bytes): cut at first bytes
+        let cuts: Vec<Option<u8>> = (0..=threads)
+            .map(|i| (i > 0 && i < threads).then(|| (i * 256 / threads) as u8))
+            .collect();
+        let parts: Vec<Result<Loaded<StoredOffer>, StoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = cuts
+                .windows(2)
+                .map(|w| {
+                    let (lo, hi) = (w[0], w[1]);
+                    s.spawn(move || self.offers_in(lo, hi))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an offer reading thread panicked"))
+                .collect()
+        });
+        let mut all = Loaded {
+            items: Vec::new(),
+            corrupt: 0,
+        };
+        for part in parts {
+            let part = part?;
+            all.items.extend(part.items);
+            all.corrupt += part.corrupt;
+        }
+        Ok(all)
+    }
+
+    /// The offers whose keys start at or after the byte `lo` and before the byte `hi` (`None`: unbounded).
+    fn offers_in(&self, lo: Option<u8>, hi: Option<u8>) -> Result<Loaded<StoredOffer>, StoreError> {
+        let mut ro = rocksdb::ReadOptions::default();
+        // one pass over everything: nothing is read again soon, so keep the block cache out of it
+        ro.fill_cache(false);
+        ro.set_readahead_size(2 << 20);
+        if let Some(lo) = lo {
+            ro.set_iterate_lower_bound(vec![lo]);
+        }
+        if let Some(hi) = hi {
+            ro.set_iterate_upper_bound(vec![hi]);
+        }
+        let mut items = Vec::new();
+        let mut corrupt = 0;
+        for kv in self
+            .db
+            .iterator_cf_opt(self.cf(CF_OFFERS), ro, IteratorMode::Start)
+        {
+            let (k, v) = kv?;
+            match self.open_offer(&k, &v) {
+                Some(o) => items.push(o),
+                None => corrupt += 1,
+            }
+        }
+        Ok(Loaded { items, corrupt })
     }
 
     pub fn put_withdrawal(&self, w: &Signed<OfferWithdrawal>) -> Result<(), StoreError> {
@@ -384,12 +554,84 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         let loaded = s.offers().unwrap();
-        assert_eq!(loaded.items, vec![offer(&k, 1)]);
+        assert_eq!(
+            loaded.items,
+            vec![StoredOffer {
+                id: offer(&k, 1).id(),
+                offer: offer(&k, 1),
+                sealed: true
+            }]
+        );
         assert_eq!(loaded.corrupt, 1);
         assert_eq!(
             s.pools().unwrap().items,
             vec![public_charter(Chain::REGTEST)]
         );
+    }
+
+    /// Which stored offers count as already checked: only what this database sealed, unchanged.
+    #[test]
+    fn only_this_databases_own_unchanged_seals_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = Keypair::from_secret_bytes(&[3; 32]);
+        let s = Store::open(&dir.path().join("a")).unwrap();
+        let other = Store::open(&dir.path().join("b")).unwrap();
+        let key = |id| {
+            offer_key(&OfferKey {
+                provider: k.node_id(),
+                offer_id: id,
+            })
+        };
+        // 1: sealed here; 2: relayed, sealed here; 3: plain wire bytes (an older xov, or another program)
+        s.put_offer(&offer(&k, 1)).unwrap();
+        s.put_relayed_offer(&offer(&k, 2)).unwrap();
+        s.put(CF_OFFERS, &key(3), &offer(&k, 3).to_bytes()).unwrap();
+        // 4: sealed by another database, copied over
+        let v4 = other.sealed_value(&key(4), &offer(&k, 4));
+        s.put(CF_OFFERS, &key(4), &v4).unwrap();
+        // 5: sealed here, then one byte of the offer changed
+        let mut v5 = s.sealed_value(&key(5), &offer(&k, 5));
+        let last = v5.len() - 1;
+        v5[last] ^= 1;
+        s.put(CF_OFFERS, &key(5), &v5).unwrap();
+        // 6: sealed here under another entry's key (moved)
+        let v6 = s.sealed_value(&key(1), &offer(&k, 6));
+        s.put(CF_OFFERS, &key(6), &v6).unwrap();
+        // 7: a seal mark and nothing else
+        s.put(CF_OFFERS, &key(7), &[SEALED, 1, 2]).unwrap();
+        drop(s);
+        let s = Store::open(&dir.path().join("a")).unwrap();
+        let loaded = s.offers().unwrap();
+        let sealed: Vec<(u64, bool)> = loaded
+            .items
+            .iter()
+            .map(|o| (o.offer.body().offer_id, o.sealed))
+            .collect();
+        assert_eq!(
+            sealed,
+            vec![
+                (1, true),
+                (2, true),
+                (3, false),
+                (4, false),
+                (5, false),
+                (6, false)
+            ]
+        );
+        assert_eq!(loaded.corrupt, 1, "the bare seal mark is unreadable");
+        // sealing the checked ones makes them count from then on
+        let checked: Vec<_> = loaded
+            .items
+            .iter()
+            .filter(|o| o.offer.body().offer_id == 3)
+            .map(|o| o.offer.clone())
+            .collect();
+        s.seal_offers(&checked).unwrap();
+        let again = s.offers().unwrap();
+        assert!(again
+            .items
+            .iter()
+            .any(|o| o.offer.body().offer_id == 3 && o.sealed));
     }
 
     fn receipt(p: &Keypair, b: &Keypair) -> SignedReceipt {
