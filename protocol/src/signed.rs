@@ -529,7 +529,10 @@ mod tests {
         let key = Keypair::from_secret_bytes(&[9; 32]);
         let good = withdrawal(&key);
         let bytes = good.to_bytes();
-        assert_eq!(Signed::<OfferWithdrawal>::from_checked_bytes(&bytes).unwrap(), good);
+        assert_eq!(
+            Signed::<OfferWithdrawal>::from_checked_bytes(&bytes).unwrap(),
+            good
+        );
         assert_eq!(Signed::<OfferWithdrawal>::from_bytes(&bytes).unwrap(), good);
         let not_a_key = (0u8..=255)
             .map(|i| {

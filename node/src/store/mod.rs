@@ -32,8 +32,8 @@ use std::path::Path;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteOptions, DB};
 use thiserror::Error;
 use xov_protocol::{
-    upgrade, BondProof, DecodeError, MessageId, NodeId, Offer, OfferKey, OfferWithdrawal, PoolCharter, PoolId,
-    Signed, SignedReceipt,
+    upgrade, BondProof, DecodeError, MessageId, NodeId, Offer, OfferKey, OfferWithdrawal,
+    PoolCharter, PoolId, Signed, SignedReceipt,
 };
 
 const CF_OFFERS: &str = "offers";
@@ -132,7 +132,9 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let cf_meta = db.cf_handle(CF_META).expect("column families are created at open");
+        let cf_meta = db
+            .cf_handle(CF_META)
+            .expect("column families are created at open");
         let seal_key = match db.get_cf(cf_meta, META_SEAL_KEY.as_bytes())? {
             Some(k) if k.len() == 32 => k.try_into().expect("32 bytes"),
             // none yet, or unusable: a new one (offers sealed under an old one are checked again)
@@ -298,7 +300,9 @@ impl Store {
     /// Every stored offer, in key order, with its id: the key space is cut into one range per core, and
     /// each range is read, decoded and its seals checked on its own thread.
     pub fn offers(&self) -> Result<Loaded<StoredOffer>, StoreError> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(16);
         // keys start with the provider's node id (uniform bytes): cut at first bytes
         let cuts: Vec<Option<u8>> = (0..=threads)
             .map(|i| (i > 0 && i < threads).then(|| (i * 256 / threads) as u8))
