@@ -174,10 +174,10 @@ pub struct LoadReport {
     /// Charters and offers of another chain (the data dir was used with another `[wallet] network`): not
     /// loaded; offers are deleted, charters stay on disk for that network.
     pub other_chain: usize,
-    /// Where the load's time went: reading and decoding the store, checking the offers' signatures,
-    /// validating and indexing them (logged with "market loaded"; `xov-testnet restart-time` reports it).
     /// Offers whose signatures were checked again at load (not sealed by this database: see crate::store).
     pub unsealed: usize,
+    /// Where the load's time went: reading and decoding the store, checking the offers' signatures,
+    /// validating and indexing them (logged with "market loaded"; `xov-testnet restart-time` reports it).
     #[serde(skip)]
     pub took: LoadTimes,
 }
@@ -217,30 +217,9 @@ pub struct SyncPage {
     pub next: Option<OfferKey>,
 }
 
-/// Which of `offers` carry their provider's signature: [`xov_protocol::signed::verify_all`] over as many
-/// slices as there are cores, each on its own thread.
-fn verify_in_parallel(offers: &[Signed<Offer>]) -> Vec<bool> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = offers.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = offers
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || {
-                    let refs: Vec<&Signed<Offer>> = part.iter().collect();
-                    xov_protocol::signed::verify_all(&refs)
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().expect("a signature check thread panicked"))
-            .collect()
-    })
-}
-
-/// `f(index, item)` over `items` on every core (a slice per core), the results in the items' order.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(usize, &T) -> R + Sync) -> Vec<R> {
+/// `f(offset, slice)` over `items` cut into one slice per core, each on its own thread; the slices' results
+/// joined in the items' order.
+fn par_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(usize, &[T]) -> Vec<R> + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = items.len().div_ceil(threads).max(1);
     let f = &f;
@@ -248,18 +227,27 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(usize, &T) -> R + Sync) -> 
         let parts: Vec<_> = items
             .chunks(per)
             .enumerate()
-            .map(|(c, part)| {
-                s.spawn(move || {
-                    part.iter()
-                        .enumerate()
-                        .map(|(j, t)| f(c * per + j, t))
-                        .collect::<Vec<R>>()
-                })
-            })
+            .map(|(c, part)| s.spawn(move || f(c * per, part)))
             .collect();
         parts
             .into_iter()
             .flat_map(|p| p.join().expect("a checking thread panicked"))
+            .collect()
+    })
+}
+
+/// Which of `offers` carry their provider's signature: [`xov_protocol::signed::verify_all`] over a slice
+/// per core.
+fn verify_in_parallel(offers: &[&Signed<Offer>]) -> Vec<bool> {
+    par_chunks(offers, |_, part| xov_protocol::signed::verify_all(part))
+}
+
+/// `f(index, item)` over `items` on every core, the results in the items' order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(usize, &T) -> R + Sync) -> Vec<R> {
+    par_chunks(items, |offset, part| {
+        part.iter()
+            .enumerate()
+            .map(|(j, t)| f(offset + j, t))
             .collect()
     })
 }
@@ -345,11 +333,11 @@ impl Market {
         // every core: each was checked one by one before it was stored, so the batch check's cofactored
         // equation is enough here (see `xov_protocol::signed::verify_all`); they are sealed afterwards.
         let t_verify = std::time::Instant::now();
-        let unsealed: Vec<Signed<Offer>> = offers
+        let unsealed: Vec<&Signed<Offer>> = offers
             .items
             .iter()
             .filter(|o| !o.sealed)
-            .map(|o| o.offer.clone())
+            .map(|o| &o.offer)
             .collect();
         let mut unsealed_ok = verify_in_parallel(&unsealed).into_iter();
         report.unsealed = unsealed.len();
@@ -392,12 +380,13 @@ impl Market {
                 Err(Some(e)) => Err(e),
                 Ok(()) => Ok(()),
             };
-            // sealed only once it is in the book (a rejected one is deleted below)
-            let copy = (!stored.sealed && verdict.is_ok()).then(|| o.clone());
             match verdict.and_then(|()| m.book.insert_with_id(o, stored.id, now)) {
                 Ok(_) => {
                     report.offers += 1;
-                    to_seal.extend(copy);
+                    // sealed only once it is in the book (a rejected one is deleted below)
+                    if !stored.sealed {
+                        to_seal.push(key);
+                    }
                 }
                 Err(ValidationError::Expired { .. }) => {
                     report.expired += 1;
@@ -410,7 +399,8 @@ impl Market {
                 }
             }
         }
-        m.store.seal_offers(&to_seal)?;
+        m.store
+            .seal_offers(to_seal.iter().filter_map(|k| m.book.get(k)))?;
         report.took.index = t_index.elapsed();
         if report.corrupt > 0 {
             warn!(
