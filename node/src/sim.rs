@@ -23,7 +23,8 @@ use crate::lease::record::{
     Budget, InstanceInfo, LeaseRecord, PaymentOut, RefundTx, Role, SentPayment, Slice,
 };
 use xov_protocol::{
-    Decode, Keypair, LeaseEvent, LeaseState, Order, PoolId, ProviderReceipt, Signed, SignedReceipt,
+    Decode, Keypair, LeaseEvent, LeaseNotice, LeaseState, Order, PoolId, ProviderReceipt, Signed,
+    SignedReceipt,
 };
 
 pub const SSH_KEY: &str =
@@ -264,6 +265,9 @@ pub struct World {
     pub buyer_broke: bool,
     /// Slices decided, per lease: (number, when).
     pub slice_intents: Vec<(String, u32, u64)>,
+    /// The addresses the cloud gives each machine (a real cloud may give more, or longer, than a notice
+    /// carries).
+    pub machine_addresses: Vec<String>,
 }
 
 pub struct LeaseSpec {
@@ -357,6 +361,7 @@ impl World {
             silent_from: None,
             buyer_broke: false,
             slice_intents: Vec::new(),
+            machine_addresses: vec!["10.0.0.2".into()],
         }
     }
 
@@ -876,9 +881,10 @@ impl World {
     fn effect(&mut self, op: &Op) -> Option<Input> {
         let id = op.lease.as_str();
         let now = self.now;
+        let addresses = self.machine_addresses.clone();
         let info = |id: &str| InstanceInfo {
             server_id: format!("srv-{}", &id[..8]),
-            addresses: vec!["10.0.0.2".into()],
+            addresses: addresses.clone(),
             image: "debian-12".into(),
             user: "debian".into(),
             ssh_port: 22,
@@ -1162,6 +1168,24 @@ impl World {
                 if !known {
                     return None;
                 }
+                // What the receiver's network and lease engine take in: the wire bytes, decoded and
+                // checked. A notice the receiver would drop is never one the sender may count as told.
+                let taken = Signed::<LeaseNotice>::from_bytes(&n.to_bytes())
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| {
+                        xov_protocol::validate::validate_notice(&m, now)
+                            .map(|()| m)
+                            .map_err(|e| e.to_string())
+                    });
+                let b = match taken {
+                    Ok(m) => m.body().clone(),
+                    Err(e) => {
+                        self.violations.push(format!(
+                            "lease {id}: a notice the other side cannot take in ({e})"
+                        ));
+                        return None;
+                    }
+                };
                 let seq = b.seq;
                 // The receiver acknowledges once it has taken the notice in.
                 self.input(to, id, Input::Notice(b))
@@ -1651,6 +1675,17 @@ pub fn run_schedule(seed: u64, stats: &mut Stats) -> Result<(), String> {
     terms.min_confirmations = r.range(1, 2) as u32;
     terms.zero_conf_max_sat = if r.chance(400) { r.range(500, 5000) } else { 0 };
     let mut w = World::new(seed, terms);
+    // Some clouds give a machine more addresses than a notice carries, some a host name too long for one.
+    let many = r.range(1, 12);
+    w.machine_addresses = (0..many)
+        .map(|i| {
+            if r.chance(100) {
+                format!("{}.example.net", "h".repeat(60))
+            } else {
+                format!("10.0.{}.{}", i / 250, i % 250 + 2)
+            }
+        })
+        .collect();
     w.faults = Faults::schedule();
     let n = w.rng.range(1, 3);
     let mut ids = Vec::new();

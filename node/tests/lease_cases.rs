@@ -803,6 +803,33 @@ fn a_machine_gone_behind_the_nodes_back_ends_the_lease_and_refunds_the_rest() {
     no_violations(&w);
 }
 
+/// A cloud may give a machine more addresses than a notice carries, or a name longer than one: the provider
+/// tells the buyer what fits (the first usable ones), never a notice the buyer's node drops unread. Before,
+/// the running notice failed to decode on the buyer's side and was acknowledged as dropped: the buyer waited
+/// in `provisioning` for a machine that ran.
+#[test]
+fn a_machine_with_more_addresses_than_a_notice_carries_still_reaches_the_buyer() {
+    let mut w = world();
+    let long = format!("{}.example.net", "h".repeat(70));
+    let mut given = vec![long, "with space".to_string(), String::new()];
+    given.extend((1..=10).map(|i| format!("10.0.0.{i}")));
+    w.machine_addresses = given;
+    let id = lease(&mut w, 3600, true);
+    run_with(&mut w, &id, 3600);
+    let id2 = id.clone();
+    w.until(1, 50, "the buyer sees it running", move |w| {
+        w.buy(&id2).state == LeaseState::Running
+    });
+    let shown = w
+        .buy(&id)
+        .instance
+        .clone()
+        .expect("the buyer has the access details");
+    let want: Vec<String> = (1..=8).map(|i| format!("10.0.0.{i}")).collect();
+    assert_eq!(shown.addresses, want, "{}", w.dump());
+    no_violations(&w);
+}
+
 // ------------------------------------------------------------------------------- paying in slices
 
 /// 3600 sats/h, slices of 600 s (600 sat), the offer's shortest lease 60 s; `slices` slices' worth.

@@ -160,6 +160,64 @@ fn chromium() -> PathBuf {
     p
 }
 
+/// One side of a lease's conversation, short enough to survive a truncated CI log: the record's state and
+/// notice counters, its history, and the side's log lines about notices and this lease.
+fn conversation(who: &str, d: &Daemon, lease: &str) -> String {
+    let l = if lease.is_empty() {
+        Value::Null
+    } else {
+        d.json(&["leases", "show", lease])
+    };
+    let fields = [
+        "state",
+        "out_seq",
+        "acked_seq",
+        "peer_seq",
+        "sent_at",
+        "status_at",
+        "started_at",
+    ]
+    .map(|f| format!("{f}={}", l[f]))
+    .join(" ");
+    let history = l["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| format!("  {} {} {}", e["at"], e["state"], e["detail"]))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    let short = lease.get(..12).unwrap_or(lease);
+    let log: Vec<String> = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("notice") || (!short.is_empty() && l.contains(short)))
+        .map(strip_ansi)
+        .collect();
+    let tail = &log[log.len().saturating_sub(40)..];
+    format!(
+        "{who}'s lease: {fields}\n{history}\n{who}'s log about it ({} lines, last {}):\n{}",
+        log.len(),
+        tail.len(),
+        tail.join("\n")
+    )
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\u{1b}') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
 #[test]
 fn a_buyer_orders_and_pays_in_the_dashboard_and_doctor_explains_a_stopped_cloud() {
     if xov_testnet::skip_e2e("dashboard") {
@@ -181,12 +239,24 @@ fn a_buyer_orders_and_pays_in_the_dashboard_and_doctor_explains_a_stopped_cloud(
         std::fs::create_dir_all(&d).unwrap();
         d
     };
-    let provider = start(
-        &dir("provider"),
-        &provider_toml(&via_proxy, &btc, PRICE_P1, &cleanup.owner("provider")),
-        None,
+    // The lease engine logs each notice it sends or drops: what a failure report shows.
+    let debug_leases = ("XOV_LOG_LEVEL", "xov_node::lease=debug,info".to_string());
+    let provider_dir = dir("provider");
+    std::fs::write(
+        provider_dir.join("xov.toml"),
+        provider_toml(&via_proxy, &btc, PRICE_P1, &cleanup.owner("provider")),
+    )
+    .unwrap();
+    let provider = Daemon::start_with(&provider_dir, std::slice::from_ref(&debug_leases));
+    let buyer_dir = dir("buyer");
+    std::fs::write(buyer_dir.join("xov.toml"), buyer_toml(&btc)).unwrap();
+    let buyer = Daemon::start_with(
+        &buyer_dir,
+        &[
+            ("XOV_NETWORK_BOOTSTRAP", provider.bootstrap()),
+            debug_leases.clone(),
+        ],
     );
-    let buyer = start(&dir("buyer"), &buyer_toml(&btc), Some(&provider));
     let market_ready = || {
         eventually("the provider's offer in the buyer's book", WAIT, || {
             let v = buyer.json(&["offers", "list", "--image", "debian-12"]);
@@ -313,18 +383,10 @@ fn a_buyer_orders_and_pays_in_the_dashboard_and_doctor_explains_a_stopped_cloud(
     let status = child.wait().unwrap();
     let log = err_text.join().unwrap();
     if !status.success() {
-        let show = |d: &Daemon| {
-            xov(&d.datadir, &["--json", "leases", "list"])
-                .stdout
-                .iter()
-                .map(|&b| b as char)
-                .collect::<String>()
-        };
         panic!(
-            "the browser flow failed:\n{log}\nbuyer's leases: {}\nprovider's leases: {}\nprovider log tail:\n{}",
-            show(&buyer),
-            show(&provider),
-            provider.log_text().lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+            "the browser flow failed:\n{log}\n{}\n{}",
+            conversation("buyer", &buyer, &lease),
+            conversation("provider", &provider, &lease)
         );
     }
     eprintln!("dashboard screenshots: {}", shots.display());

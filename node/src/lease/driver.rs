@@ -674,7 +674,10 @@ impl LeaseEngine {
                     .send_lease(&to, LeaseRequest::Notice(notice.to_bytes()))
                     .await
                 {
-                    Ok(LeaseResponse::Ack) => Some(Input::Acked { seq }),
+                    Ok(LeaseResponse::Ack) => {
+                        debug!(lease = %id, seq, "notice acknowledged");
+                        Some(Input::Acked { seq })
+                    }
                     Ok(other) => {
                         debug!(lease = %id, ?other, "notice not acknowledged");
                         None
@@ -1254,7 +1257,10 @@ impl LeaseEngine {
         if l.counterparty != b.from.to_string() {
             return true;
         }
-        self.drive(&id, Input::Notice(b))
+        let seq = b.seq;
+        let stored = self.drive(&id, Input::Notice(b));
+        debug!(lease = %id, seq, stored, "notice received");
+        stored
     }
 
     /// Takes a dual-signed receipt into the node's evidence and gossips it into the lease's pool, where it

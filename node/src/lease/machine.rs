@@ -2012,14 +2012,7 @@ fn status_of(l: &LeaseRecord, now: u64) -> Option<LeaseStatus> {
         refunded_sats: l.refunded_sat,
         started_at: l.started_at,
         runs_until: l.runs_until,
-        access: l.instance.as_ref().map(|i| Access {
-            server_id: i.server_id.clone(),
-            addresses: i.addresses.clone(),
-            user: i.user.clone(),
-            image: i.image.clone(),
-            ssh_port: i.ssh_port,
-            open_ports: i.open_ports.clone(),
-        }),
+        access: l.instance.as_ref().map(wire_access),
         message: l
             .history
             .last()
@@ -2035,6 +2028,53 @@ fn truncate_bytes(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
+}
+
+/// A machine's access details as a notice carries them: what the wire and the buyer's checks take. A cloud
+/// may give more addresses than a notice holds, a host name longer than one, or names the buyer's checks
+/// refuse; the usable ones go, in the cloud's order, up to the limit, so the notice is never one the buyer
+/// drops unread (it would be acknowledged and never sent again).
+fn wire_access(i: &InstanceInfo) -> Access {
+    use xov_protocol::lease::{
+        MAX_ACCESS_ADDRESS, MAX_ACCESS_ADDRESSES, MAX_ACCESS_IMAGE, MAX_ACCESS_USER,
+        MAX_OPEN_PORTS, MAX_SERVER_ID,
+    };
+    let clean = |s: &str, max: usize| {
+        let s: String = s.chars().filter(|c| !c.is_control()).collect();
+        truncate_bytes(&s, max)
+    };
+    let addresses = i
+        .addresses
+        .iter()
+        .filter(|a| {
+            !a.is_empty()
+                && a.len() <= MAX_ACCESS_ADDRESS
+                && !a.chars().any(|c| c.is_control() || c == ' ')
+        })
+        .take(MAX_ACCESS_ADDRESSES)
+        .cloned()
+        .collect();
+    let ssh_port = if i.ssh_port == 0 { 22 } else { i.ssh_port };
+    // Ascending and distinct, the SSH port always among them.
+    let mut others: Vec<u16> = i
+        .open_ports
+        .iter()
+        .copied()
+        .filter(|&p| p != 0 && p != ssh_port)
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    others.truncate(MAX_OPEN_PORTS - 1);
+    others.push(ssh_port);
+    others.sort_unstable();
+    Access {
+        server_id: clean(&i.server_id, MAX_SERVER_ID),
+        addresses,
+        user: clean(&i.user, MAX_ACCESS_USER),
+        image: clean(&i.image, MAX_ACCESS_IMAGE),
+        ssh_port,
+        open_ports: others,
+    }
 }
 
 /// The notice our side owes the other, as of now.
