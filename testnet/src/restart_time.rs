@@ -115,8 +115,11 @@ fn fill(datadir: &Path, n: usize) -> Result<Duration, String> {
     Ok(signing)
 }
 
+/// Milliseconds of a start's market load: reading and decoding, signatures, checks and index.
+type LoadSplit = (u64, u64, u64);
+
 /// Where the market's load went, from its "market loaded" log line: `(read, verify, index)` in ms.
-fn load_split(log: &str) -> Option<(u64, u64, u64)> {
+fn load_split(log: &str) -> Option<LoadSplit> {
     let line = log.lines().rev().find(|l| l.contains("market loaded"))?;
     // the node's log may be coloured: drop the escape sequences (ESC '[' ... 'm')
     let mut plain = String::with_capacity(line.len());
@@ -146,7 +149,7 @@ fn load_split(log: &str) -> Option<(u64, u64, u64)> {
 
 /// One start: seconds to the ready line, the offers the book holds, resident memory then, and the load's
 /// split.
-fn start_once(datadir: &Path) -> Result<(Duration, u64, u64, Option<(u64, u64, u64)>), String> {
+fn start_once(datadir: &Path) -> Result<(Duration, u64, u64, Option<LoadSplit>), String> {
     let t0 = Instant::now();
     let mut s = spawn_daemon_with(
         datadir,
@@ -246,7 +249,7 @@ mod tests {
 
     #[test]
     fn the_load_split_is_read_from_the_market_loaded_line() {
-        let cases: &[(&str, &str, Option<(u64, u64, u64)>)] = &[
+        let cases: &[(&str, &str, Option<LoadSplit>)] = &[
             (
                 "plain line",
                 "2026-12-03T15:16:06Z  INFO xov_node::market: market loaded offers=10 expired=0 pools=1 read_ms=75 unsealed=0 verify_ms=142 index_ms=29",
