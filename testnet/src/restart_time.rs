@@ -245,7 +245,7 @@ pub fn run(offers: usize, runs: usize, root: &Path) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::load_split;
+    use super::{load_split, LoadSplit};
 
     #[test]
     fn the_load_split_is_read_from_the_market_loaded_line() {
