@@ -275,6 +275,7 @@ fn run_rpc(
     };
     let start = cp.height();
     let mut emitter = Emitter::new(client.clone(), cp, start, expected);
+    let mut push = true;
     while !stop.load(Ordering::SeqCst) {
         let mut changed = false;
         let count = client.get_block_count();
@@ -360,7 +361,32 @@ fn run_rpc(
                 Err(e) => warn!(error = %e, "cannot persist wallet update"),
             }
         }
-        std::thread::sleep(poll);
+        let tip = lock(&inner).wallet.latest_checkpoint().height();
+        if !wait_for_block_above(&client, tip, poll, &mut push) {
+            std::thread::sleep(poll);
+        }
+    }
+}
+
+/// Waits up to `poll` for bitcoind's tip to pass `height`, returning as soon as a block is connected (at once
+/// if one already was): the RPC source is pushed new blocks by a long poll (`waitforblockheight`) instead of
+/// finding them up to a poll interval late. The mempool is still read every `poll`. `push` is cleared, and
+/// `false` returned (the caller then sleeps), if bitcoind refuses the call; it is not asked again.
+fn wait_for_block_above(client: &Client, height: u32, poll: Duration, push: &mut bool) -> bool {
+    if !*push {
+        return false;
+    }
+    let timeout_ms = poll.as_millis().clamp(1, u128::from(u32::MAX)) as u64;
+    let args = [serde_json::json!(height + 1), serde_json::json!(timeout_ms)];
+    match client.call::<serde_json::Value>("waitforblockheight", &args) {
+        Ok(_) => true,
+        Err(bdk_bitcoind_rpc::bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Rpc(e))) => {
+            warn!(code = e.code, message = %e.message, "bitcoind refuses waitforblockheight; polling for blocks instead");
+            *push = false;
+            false
+        }
+        // a transport error: the next round reports it in the health; wait as a poll would
+        Err(_) => false,
     }
 }
 

@@ -24,7 +24,8 @@ pub fn source(kind: Source, btc: &Bitcoind) -> ChainSource {
         Source::Rpc => ChainSource::BitcoindRpc {
             url: btc.rpc_url(),
             cookie_file: btc.cookie_file(),
-            poll_ms: 50,
+            // as the node runs it (node/src/config.rs): blocks are pushed, the mempool is read this often
+            poll_ms: 200,
         },
     }
 }
