@@ -10,7 +10,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::adversary::{Adversary, SyncScript};
+use common::adversary::{page_key, Adversary, SyncScript, PAGE_OFFERS};
 use common::*;
 use serde_json::Value;
 use xov_node::network::sync::{SyncRequest, MAX_BOOK_PAGES};
@@ -150,6 +150,44 @@ async fn sync_answers_for_another_pool_without_progress_or_without_end_are_cut_o
         endless.sync_requests.load(Ordering::SeqCst),
         MAX_BOOK_PAGES as u64 + 1,
         "book pages plus the one charters request, nothing after the limit"
+    );
+}
+
+/// Attack 5 (pages): a sync page's signatures are checked together, yet a forged offer in it is still pinned
+/// to itself: refused and counted against the peer that sent it, every other offer of the page taken in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_offer_in_a_sync_page_is_refused_alone_and_the_rest_taken_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "");
+    let forged = 17;
+    let peer = Adversary::connect_with(
+        &a.bootstrap(),
+        public(),
+        SyncScript::ForgedInPage { forged },
+    )
+    .await;
+    let honest = (PAGE_OFFERS - 1) as u64;
+    wait_stat(&a, "the page's honest offers synced", "synced", honest);
+    let listed: Vec<String> = tokio::task::block_in_place(|| a.json(&["offers", "list"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["provider"].as_str().unwrap().to_string())
+        .collect();
+    for i in 0..PAGE_OFFERS {
+        let provider = page_key(i).node_id().to_string();
+        assert_eq!(
+            listed.contains(&provider),
+            i != forged,
+            "offer {i} of the page (forged: {forged}): {listed:?}"
+        );
+    }
+    let g = tokio::task::block_in_place(|| gossip(&a));
+    assert_eq!(g["synced"].as_u64().unwrap(), honest, "{g}");
+    let p = tokio::task::block_in_place(|| peer_view(&a, &peer.peer_id)).expect("peer known");
+    assert!(
+        p["penalty"].as_u64().unwrap() > 0,
+        "the sender pays for it: {p}"
     );
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ed25519_dalek::{Signer, SigningKey, Verifier};
-use xov_protocol::validate::validate_offer;
+use xov_protocol::validate::{validate_offer, validate_offer_unsigned};
 use xov_protocol::*;
 
 /// Counts live heap bytes, to measure what the book holds per offer.
@@ -150,8 +150,51 @@ fn ingest(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
+    // A sync page's offers (512 a page, as the node pages them), one at a time and checked together: the
+    // same decode, checks and index, with the signatures by `verify` one by one or `verify_all` per page.
+    g.bench_function("page_ingest_one_by_one", |b| {
+        b.iter_batched(
+            OfferBook::new,
+            |mut book| {
+                for page in offers.chunks(PAGE) {
+                    for bytes in page {
+                        let o = Signed::<Offer>::from_bytes(bytes).unwrap();
+                        validate_offer(&o, NOW, None).unwrap();
+                        book.insert(o, NOW).unwrap();
+                    }
+                }
+                book
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("page_ingest_batched", |b| {
+        b.iter_batched(
+            OfferBook::new,
+            |mut book| {
+                for page in offers.chunks(PAGE) {
+                    let decoded: Vec<Signed<Offer>> = page
+                        .iter()
+                        .map(|b| Signed::<Offer>::from_bytes(b).unwrap())
+                        .collect();
+                    let refs: Vec<&Signed<Offer>> = decoded.iter().collect();
+                    let ok = xov_protocol::signed::verify_all(&refs);
+                    for (o, ok) in decoded.into_iter().zip(ok) {
+                        assert!(ok);
+                        validate_offer_unsigned(&o, NOW, None).unwrap();
+                        book.insert(o, NOW).unwrap();
+                    }
+                }
+                book
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
+
+/// Offers per sync page (node/src/network/sync.rs `PAGE`).
+const PAGE: usize = 512;
 
 fn queries() -> Vec<OfferQuery> {
     let pool = Some(public_charter(Chain::REGTEST).body().pool_id());

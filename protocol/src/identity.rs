@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -32,7 +32,7 @@ impl NodeId {
     pub(crate) const MIN: NodeId = NodeId([0; 32]);
 
     /// Wraps raw bytes after checking they decode as an ed25519 point. Weak (small-order) keys pass this
-    /// check but can never produce a signature that `verify_strict` accepts, so their messages are rejected.
+    /// check, but no signature by one is valid ([`crate::sig`]), so their messages are rejected.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, NodeIdError> {
         VerifyingKey::from_bytes(&bytes).map_err(|_| NodeIdError::NotAKey)?;
         Ok(NodeId(bytes))
@@ -44,9 +44,6 @@ impl NodeId {
     }
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
-    }
-    pub(crate) fn verifying_key(&self) -> Option<VerifyingKey> {
-        VerifyingKey::from_bytes(&self.0).ok()
     }
 }
 
@@ -140,14 +137,15 @@ impl fmt::Debug for Keypair {
     }
 }
 
-/// Strict verification: rejects non-canonical signatures and small-order keys, so nobody but the author can
-/// produce another valid signature (and so another message id) for the same body. The author can, which is
-/// why supersession is decided by sequence and not by message id.
+/// Verification under xov's signature rule ([`crate::sig`]): canonical `s`, no small-order key, the
+/// cofactored equation; nobody but the author can produce a valid signature, nor another one for the same
+/// body. The author can, which is why supersession is decided by sequence and not by message id.
 pub(crate) fn verify_raw(id: &NodeId, msg: &[u8], sig: &[u8; 64]) -> bool {
-    let Some(key) = id.verifying_key() else {
-        return false;
-    };
-    key.verify_strict(msg, &Signature::from_bytes(sig)).is_ok()
+    crate::sig::verify_one(&crate::sig::Item {
+        key: &id.0,
+        msg,
+        sig,
+    })
 }
 
 #[cfg(test)]

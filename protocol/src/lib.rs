@@ -27,6 +27,7 @@ pub mod pool;
 pub mod pool_load;
 pub mod receipt;
 pub mod refusal;
+pub mod sig;
 pub mod signed;
 pub mod trust;
 pub mod validate;

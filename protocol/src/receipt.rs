@@ -140,7 +140,7 @@ impl ProviderReceipt {
         &self.provider_sig
     }
 
-    /// Whether the provider's signature is valid (strict ed25519).
+    /// Whether the provider's signature is valid (`crate::sig`'s rule).
     pub fn verify(&self) -> bool {
         verify_raw(
             &self.receipt.provider,
@@ -253,7 +253,7 @@ impl SignedReceipt {
         )
     }
 
-    /// Whether both signatures verify (strict ed25519).
+    /// Whether both signatures are valid (`crate::sig`'s rule).
     pub fn verify(&self) -> bool {
         self.provider_signature_valid() && self.buyer_signature_valid()
     }

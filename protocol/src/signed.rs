@@ -204,54 +204,28 @@ pub(crate) fn signing_input(kind: Kind, body: &[u8]) -> Vec<u8> {
     m
 }
 
-/// Which of `msgs` carry their author's signature, checked together: ed25519 batch verification over the
-/// lot (about three times the throughput of one by one), and where a batch fails, its halves again, down to
-/// single messages checked as [`Signed::verify`] does, so a bad signature is always pinned to its message.
-///
-/// Batch verification is the cofactored equation, [`Signed::verify`] the strict one: a signature its author
-/// built with a torsion component on purpose can pass here and fail there. Use this for messages that were
-/// checked strictly before (a node's own store at start), not to admit new ones.
+/// Which of `msgs` carry their author's signature, checked together ([`crate::sig::verify_many`]: about
+/// three times the throughput of one by one). Each verdict is exactly [`Signed::verify`]'s, whatever else is
+/// in the batch, so this may admit new messages (a sync page) as well as re-check stored ones; a bad
+/// signature is always pinned to its message.
 pub fn verify_all<T: Message>(msgs: &[&Signed<T>]) -> Vec<bool> {
-    let mut ok = vec![false; msgs.len()];
+    let mut ok = Vec::with_capacity(msgs.len());
     // A batch at a time, so the signed bytes of only one batch are held at once.
-    for (n, batch) in msgs.chunks(1024).enumerate() {
-        let base = n * 1024;
+    for batch in msgs.chunks(crate::sig::BATCH) {
         let inputs: Vec<Vec<u8>> = batch
             .iter()
             .map(|m| signing_input(T::KIND, &m.body.to_canonical_bytes()))
             .collect();
-        let keys: Vec<Option<ed25519_dalek::VerifyingKey>> = batch
+        let items: Vec<crate::sig::Item<'_>> = batch
             .iter()
-            .map(|m| m.body.author().verifying_key().filter(|k| !k.is_weak()))
+            .zip(&inputs)
+            .map(|(m, input)| crate::sig::Item {
+                key: m.body.author().as_bytes(),
+                msg: input,
+                sig: &m.signature,
+            })
             .collect();
-        // Messages whose author is not a usable key fail on their own; the rest are checked together, and
-        // where that fails, by halves.
-        let usable: Vec<usize> = (0..batch.len()).filter(|&i| keys[i].is_some()).collect();
-        let mut pending: Vec<&[usize]> = vec![&usable];
-        while let Some(part) = pending.pop() {
-            if part.len() <= 2 {
-                for &i in part {
-                    ok[base + i] = batch[i].verify();
-                }
-                continue;
-            }
-            let m: Vec<&[u8]> = part.iter().map(|&i| inputs[i].as_slice()).collect();
-            let s: Vec<ed25519_dalek::Signature> = part
-                .iter()
-                .map(|&i| ed25519_dalek::Signature::from_bytes(&batch[i].signature))
-                .collect();
-            let k: Vec<ed25519_dalek::VerifyingKey> =
-                part.iter().filter_map(|&i| keys[i]).collect();
-            if ed25519_dalek::verify_batch(&m, &s, &k).is_ok() {
-                for &i in part {
-                    ok[base + i] = true;
-                }
-            } else {
-                let (a, b) = part.split_at(part.len() / 2);
-                pending.push(a);
-                pending.push(b);
-            }
-        }
+        ok.extend(crate::sig::verify_many(&items));
     }
     ok
 }

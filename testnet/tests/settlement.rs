@@ -20,6 +20,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::{lab_cloud, wait_nothing_left};
 use serde_json::Value;
@@ -306,8 +307,11 @@ fn a_budgeted_order_pays_three_slices_and_stops() {
         );
     }
     wait_state(&buyer, &id, "running");
-    // Then nothing more: the lease drains, the machine halts and the lease closes with a receipt.
-    let closed = eventually("the lease drains and closes", WAIT, || {
+    // Then nothing more: the lease drains, the machine halts and the lease closes with a receipt. The deadline
+    // is the last slice's running time plus the usual wait for the halt, grace and close (120 s alone was
+    // overrun once in CI on a loaded machine, the lease halted and closing).
+    let drain = WAIT + Duration::from_secs(SLICE_SECS);
+    let closed = eventually("the lease drains and closes", drain, || {
         mine_pending(&btc);
         let l = lease(&buyer, &id);
         if l["state"] == "closed" {

@@ -807,6 +807,27 @@ impl Market {
         offer: Signed<Offer>,
         now: u64,
     ) -> Result<Inserted, MarketError> {
+        self.accept_offer_signed(offer, now, None)
+    }
+
+    /// Which of `offers` need their signature checked before [`Market::accept_offer_signed`]: all but those
+    /// the book holds already, byte for byte (checked when they came in).
+    pub fn unchecked_signatures(&self, offers: &[&Signed<Offer>]) -> Vec<bool> {
+        offers
+            .iter()
+            .map(|o| self.book.get(&OfferKey::of(o.body())) != Some(*o))
+            .collect()
+    }
+
+    /// [`Market::accept_offer`] with the signature's verdict reached already (`Some`: in a batch, by
+    /// [`xov_protocol::signed::verify_all`], whose verdicts are the single check's); `None` checks it here.
+    /// Every other check runs either way, and a bad signature is the same error.
+    pub fn accept_offer_signed(
+        &mut self,
+        offer: Signed<Offer>,
+        now: u64,
+        signature_ok: Option<bool>,
+    ) -> Result<Inserted, MarketError> {
         let charter = self.pools.get(&offer.body().pool).map(|c| c.body());
         if charter.is_none() && offer.body().chain != self.chain {
             return Err(MarketError::OtherChain {
@@ -814,7 +835,15 @@ impl Market {
                 theirs: offer.body().chain,
             });
         }
-        validate_offer(&offer, now, charter)?;
+        match signature_ok {
+            None => validate_offer(&offer, now, charter)?,
+            Some(ok) => {
+                xov_protocol::validate::validate_offer_unsigned(&offer, now, charter)?;
+                if !ok {
+                    return Err(ValidationError::BadSignature(offer.body().provider).into());
+                }
+            }
+        }
         if let Some(c) = charter {
             let key = OfferKey::of(offer.body());
             let replacing = self.book.get(&key).is_some();

@@ -48,7 +48,7 @@ use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use utoipa::ToSchema;
-use xov_protocol::{AnyMessage, Chain, DecodeError, Inserted, NodeId, PoolId, Signed};
+use xov_protocol::{AnyMessage, Chain, DecodeError, Inserted, NodeId, Offer, PoolId, Signed};
 
 use crate::store::Store;
 use known_peers::KnownPeers;
@@ -807,6 +807,72 @@ impl Runner {
         }
     }
 
+    /// A sync page of a pool's book, item by item as [`Node::apply`] would take it, but with the offers'
+    /// signatures checked together first (those the book does not hold already): a page arrives at once, and
+    /// a batch checks it about three times as fast. Each verdict is the single check's, so a bad signature
+    /// still costs the peer that sent it, per offer.
+    fn apply_page(&mut self, pool: PoolId, items: &[Vec<u8>]) -> Vec<Verdict> {
+        let decoded: Vec<Result<AnyMessage, DecodeError>> =
+            items.iter().map(|b| AnyMessage::from_bytes(b)).collect();
+        // Per offer of this pool, in order: its signature's verdict, or None to check it on its own.
+        let signatures: Vec<Option<bool>> = {
+            let offers: Vec<&Signed<Offer>> = decoded
+                .iter()
+                .filter_map(|m| match m {
+                    Ok(AnyMessage::Offer(o)) if o.body().pool == pool => Some(o),
+                    _ => None,
+                })
+                .collect();
+            match self.market.read() {
+                Ok(m) => {
+                    let needed = m.unchecked_signatures(&offers);
+                    drop(m);
+                    let to_check: Vec<&Signed<Offer>> = offers
+                        .iter()
+                        .zip(&needed)
+                        .filter(|(_, n)| **n)
+                        .map(|(o, _)| *o)
+                        .collect();
+                    let mut checked = xov_protocol::signed::verify_all(&to_check).into_iter();
+                    // an offer the book holds byte for byte was checked when it came in
+                    needed
+                        .iter()
+                        .map(|&n| if n { checked.next() } else { Some(true) })
+                        .collect()
+                }
+                Err(_) => vec![None; offers.len()],
+            }
+        };
+        let mut signatures = signatures.into_iter();
+        decoded
+            .into_iter()
+            .map(|m| match m {
+                Ok(AnyMessage::Offer(o)) if o.body().pool == pool => {
+                    self.apply_offer(pool, o, signatures.next().flatten())
+                }
+                Ok(m) => self.apply_msg(Some(TopicKind::Pool(pool)), m),
+                Err(e) => undecodable(e),
+            })
+            .collect()
+    }
+
+    /// An offer of a pool's page, its signature's verdict reached already (`Some`) or not.
+    fn apply_offer(
+        &mut self,
+        pool: PoolId,
+        o: Signed<Offer>,
+        signature_ok: Option<bool>,
+    ) -> Verdict {
+        if !self.joined(&pool) {
+            return Verdict::Ignore;
+        }
+        let now = unix_now();
+        let Ok(mut m) = self.market.write() else {
+            return Verdict::Ignore;
+        };
+        m.accept_offer_signed(o, now, signature_ok).into()
+    }
+
     fn apply_msg(&mut self, topic: Option<TopicKind>, msg: AnyMessage) -> Verdict {
         if let Some(TopicKind::Pool(p)) = topic {
             // Only pools this node carries: nothing of another pool is stored (it would escape the pool's
@@ -1076,8 +1142,8 @@ impl Runner {
                 if !self.joined(&pool) {
                     return;
                 }
-                for item in &items {
-                    match self.apply(Some(TopicKind::Pool(pool)), item) {
+                for verdict in self.apply_page(pool, &items) {
+                    match verdict {
                         Verdict::Accept => self.stats.synced += 1,
                         Verdict::Ignore | Verdict::RateLimited => {}
                         Verdict::OtherChain => self.stats.other_chain += 1,

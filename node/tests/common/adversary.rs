@@ -29,6 +29,74 @@ pub enum SyncScript {
     NoProgress,
     /// Empty pages whose `next` always moves forward: paging for ever, if the asker let it.
     Endless,
+    /// One page of [`PAGE_OFFERS`] valid offers of the pool asked for, each by its own provider
+    /// ([`page_key`]), but the one at `forged` with a broken signature.
+    ForgedInPage { forged: usize },
+}
+
+/// Offers in a [`SyncScript::ForgedInPage`] page.
+pub const PAGE_OFFERS: usize = 48;
+
+/// The provider of the `i`th offer of a [`SyncScript::ForgedInPage`] page.
+pub fn page_key(i: usize) -> xov_protocol::Keypair {
+    let mut secret = [0x5A; 32];
+    secret[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    xov_protocol::Keypair::from_secret_bytes(&secret)
+}
+
+fn page_offers(pool: [u8; 32], forged: usize) -> Vec<Vec<u8>> {
+    use xov_protocol::*;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut offers: Vec<Signed<Offer>> = (0..PAGE_OFFERS)
+        .map(|i| {
+            let key = page_key(i);
+            let body = Offer {
+                provider: key.node_id(),
+                pool: PoolId(pool),
+                offer_id: 1,
+                sequence: 1,
+                created_at: now - 5,
+                expires_at: now + 3600,
+                instance: InstanceType {
+                    vcpus: 2,
+                    ram_mib: 2048,
+                    disk_gib: 20,
+                    gpu: None,
+                    arch: Arch::X86_64,
+                },
+                images: vec!["debian-12".into()],
+                price_sats_per_hour: 500 + i as u64,
+                min_lease_secs: 3600,
+                max_lease_secs: 86_400,
+                location: Location {
+                    country: "DE".into(),
+                    region: String::new(),
+                },
+                capacity: 1,
+                bond: None,
+                chain: Chain::REGTEST,
+                extra_ports: vec![],
+            };
+            Signed::sign(body, &key)
+        })
+        .collect();
+    // A page is in key order (provider, offer id), as the node serves it.
+    offers.sort_by_key(|o| OfferKey::of(o.body()));
+    let forged_by = page_key(forged).node_id();
+    offers
+        .iter()
+        .map(|o| {
+            let mut bytes = o.to_bytes();
+            if o.body().provider == forged_by {
+                let at = bytes.len() - 20;
+                bytes[at] ^= 0x10;
+            }
+            bytes
+        })
+        .collect()
 }
 
 enum Cmd {
@@ -62,7 +130,7 @@ fn answer(script: SyncScript, req: SyncRequest) -> SyncResponse {
         SyncRequest::Charters { after, .. } => SyncResponse::Charters {
             charters: Vec::new(),
             next: match script {
-                SyncScript::Empty | SyncScript::WrongPool => None,
+                SyncScript::Empty | SyncScript::WrongPool | SyncScript::ForgedInPage { .. } => None,
                 SyncScript::NoProgress => Some(after.unwrap_or([1; 32])),
                 // Only books page for ever: the charters answer ends, so it can serve as a barrier.
                 SyncScript::Endless => None,
@@ -74,10 +142,13 @@ fn answer(script: SyncScript, req: SyncRequest) -> SyncResponse {
             } else {
                 pool
             },
-            offers: Vec::new(),
+            offers: match script {
+                SyncScript::ForgedInPage { forged } if after.is_none() => page_offers(pool, forged),
+                _ => Vec::new(),
+            },
             withdrawals: Vec::new(),
             next: match script {
-                SyncScript::Empty | SyncScript::WrongPool => None,
+                SyncScript::Empty | SyncScript::WrongPool | SyncScript::ForgedInPage { .. } => None,
                 SyncScript::NoProgress => Some(after.unwrap_or_else(|| key_after(None, 1))),
                 SyncScript::Endless => Some(key_after(after, 1)),
             },
