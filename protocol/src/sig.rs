@@ -90,7 +90,7 @@ pub fn verify_many(items: &[Item<'_>]) -> Vec<bool> {
                 continue;
             }
             let ps: Vec<&Parts> = part.iter().filter_map(|&i| decoded[i].as_ref()).collect();
-            if batch_holds(&ps, part.iter().map(|&i| chunk[i].sig)) {
+            if batch_holds(&ps, part.iter().map(|&i| &chunk[i])) {
                 for &i in part {
                     ok[base + i] = true;
                 }
@@ -107,12 +107,12 @@ pub fn verify_many(items: &[Item<'_>]) -> Vec<bool> {
 /// `[8](−(Σ zᵢsᵢ)B + Σ zᵢRᵢ + Σ zᵢkᵢAᵢ)` is the identity, with weights `zᵢ` from a hash of every
 /// signature and key in the batch. Holds whenever each item's own equation holds; fails, except with
 /// negligible probability, when one does not.
-fn batch_holds<'a>(ps: &[&Parts], sigs: impl Iterator<Item = &'a [u8; 64]>) -> bool {
+fn batch_holds<'a, 'b: 'a>(ps: &[&Parts], items: impl Iterator<Item = &'a Item<'b>>) -> bool {
     let mut seed = Sha512::new();
     seed.update(b"xov batch weights");
-    for (p, sig) in ps.iter().zip(sigs) {
-        seed.update(sig);
-        seed.update(p.a.compress().as_bytes());
+    for (p, item) in ps.iter().zip(items) {
+        seed.update(item.sig);
+        seed.update(item.key);
         seed.update(p.k.as_bytes());
     }
     let seed = seed.finalize();
