@@ -343,43 +343,6 @@ fn killing_any_one_node_does_not_stop_the_others_converging() {
     }
 }
 
-fn signed_offer(
-    key: &xov_protocol::Keypair,
-    seq: u64,
-    created: u64,
-    expires: u64,
-    pool: xov_protocol::PoolId,
-) -> xov_protocol::Offer {
-    use xov_protocol::*;
-    Offer {
-        provider: key.node_id(),
-        pool,
-        offer_id: 1,
-        sequence: seq,
-        created_at: created,
-        expires_at: expires,
-        instance: InstanceType {
-            vcpus: 2,
-            ram_mib: 2048,
-            disk_gib: 20,
-            gpu: None,
-            arch: Arch::X86_64,
-        },
-        images: vec!["debian-12".into()],
-        price_sats_per_hour: 500,
-        min_lease_secs: 3600,
-        max_lease_secs: 86_400,
-        location: Location {
-            country: "DE".into(),
-            region: String::new(),
-        },
-        capacity: 1,
-        bond: None,
-        chain: Chain::REGTEST,
-        extra_ports: vec![],
-    }
-}
-
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

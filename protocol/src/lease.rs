@@ -219,6 +219,12 @@ pub const MAX_SERVER_ID: usize = 64;
 pub const MAX_ACCESS_ADDRESSES: usize = 8;
 /// Longest entry of [`Access::addresses`].
 pub const MAX_ACCESS_ADDRESS: usize = 64;
+
+/// Whether `a` can stand in [`Access::addresses`] as far as its characters go: not empty, no control
+/// characters or spaces (the notice's checks; its length is the decoder's, [`MAX_ACCESS_ADDRESS`]).
+pub fn is_access_address(a: &str) -> bool {
+    !a.is_empty() && !a.chars().any(|c| c.is_control() || c == ' ')
+}
 /// Longest [`Access::user`].
 pub const MAX_ACCESS_USER: usize = 32;
 /// Longest [`Access::image`].

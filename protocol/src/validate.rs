@@ -540,7 +540,7 @@ pub fn validate_notice(msg: &Signed<LeaseNotice>, now: u64) -> Result<(), Valida
                 }
                 for addr in &a.addresses {
                     range(
-                        !addr.is_empty() && !addr.chars().any(|c| c.is_control() || c == ' '),
+                        crate::lease::is_access_address(addr),
                         "address",
                         "must be a host name or IP address",
                     )?;

@@ -95,6 +95,24 @@ pub fn spawn_daemon_via(wrapper: &[&str], datadir: &Path, env: &[(&str, String)]
     Spawned { child, log }
 }
 
+/// A log line without its colour: the escape sequences (ESC `[` … `m`) a node's log may carry dropped.
+pub fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for e in chars.by_ref() {
+                if e == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
 /// Waits for a process to exit, up to a timeout, without polling: a thread blocks in wait() and reports
 /// back. Returns the exit status and what the process logged.
 pub fn wait_exit(s: Spawned, timeout: Duration) -> (ExitStatus, String) {

@@ -121,20 +121,8 @@ type LoadSplit = (u64, u64, u64);
 /// Where the market's load went, from its "market loaded" log line: `(read, verify, index)` in ms.
 fn load_split(log: &str) -> Option<LoadSplit> {
     let line = log.lines().rev().find(|l| l.contains("market loaded"))?;
-    // the node's log may be coloured: drop the escape sequences (ESC '[' ... 'm')
-    let mut plain = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for e in chars.by_ref() {
-                if e == 'm' {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
+    // the node's log may be coloured
+    let plain = crate::node::strip_ansi(line);
     let line = plain.as_str();
     let field = |name: &str| -> Option<u64> {
         let at = line.find(&format!("{name}="))? + name.len() + 1;

@@ -204,20 +204,6 @@ fn conversation(who: &str, d: &Daemon, lease: &str) -> String {
     )
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut esc = false;
-    for c in s.chars() {
-        match (esc, c) {
-            (false, '\u{1b}') => esc = true,
-            (true, 'm') => esc = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
-}
-
 #[test]
 fn a_buyer_orders_and_pays_in_the_dashboard_and_doctor_explains_a_stopped_cloud() {
     if xov_testnet::skip_e2e("dashboard") {

@@ -2046,11 +2046,7 @@ fn wire_access(i: &InstanceInfo) -> Access {
     let addresses = i
         .addresses
         .iter()
-        .filter(|a| {
-            !a.is_empty()
-                && a.len() <= MAX_ACCESS_ADDRESS
-                && !a.chars().any(|c| c.is_control() || c == ' ')
-        })
+        .filter(|a| a.len() <= MAX_ACCESS_ADDRESS && xov_protocol::lease::is_access_address(a))
         .take(MAX_ACCESS_ADDRESSES)
         .cloned()
         .collect();

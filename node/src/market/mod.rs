@@ -330,8 +330,8 @@ impl Market {
         report.corrupt += offers.corrupt;
         // An offer this database sealed had its signature checked before it was stored (the seal stands for
         // that check: crate::store's doc). The others' signatures are checked again, all together and on
-        // every core: each was checked one by one before it was stored, so the batch check's cofactored
-        // equation is enough here (see `xov_protocol::signed::verify_all`); they are sealed afterwards.
+        // every core (`xov_protocol::signed::verify_all`, whose verdicts are the single check's); they are
+        // sealed afterwards.
         let t_verify = std::time::Instant::now();
         let unsealed: Vec<&Signed<Offer>> = offers
             .items

@@ -807,7 +807,7 @@ impl Runner {
         }
     }
 
-    /// A sync page of a pool's book, item by item as [`Node::apply`] would take it, but with the offers'
+    /// A sync page of a pool's book, item by item as [`Runner::apply`] would take it, but with the offers'
     /// signatures checked together first (those the book does not hold already): a page arrives at once, and
     /// a batch checks it about three times as fast. Each verdict is the single check's, so a bad signature
     /// still costs the peer that sent it, per offer.
@@ -847,33 +847,29 @@ impl Runner {
         decoded
             .into_iter()
             .map(|m| match m {
-                Ok(AnyMessage::Offer(o)) if o.body().pool == pool => {
-                    self.apply_offer(pool, o, signatures.next().flatten())
-                }
+                Ok(AnyMessage::Offer(o)) if o.body().pool == pool => self.apply_msg_signed(
+                    Some(TopicKind::Pool(pool)),
+                    AnyMessage::Offer(o),
+                    signatures.next().flatten(),
+                ),
                 Ok(m) => self.apply_msg(Some(TopicKind::Pool(pool)), m),
                 Err(e) => undecodable(e),
             })
             .collect()
     }
 
-    /// An offer of a pool's page, its signature's verdict reached already (`Some`) or not.
-    fn apply_offer(
-        &mut self,
-        pool: PoolId,
-        o: Signed<Offer>,
-        signature_ok: Option<bool>,
-    ) -> Verdict {
-        if !self.joined(&pool) {
-            return Verdict::Ignore;
-        }
-        let now = unix_now();
-        let Ok(mut m) = self.market.write() else {
-            return Verdict::Ignore;
-        };
-        m.accept_offer_signed(o, now, signature_ok).into()
+    fn apply_msg(&mut self, topic: Option<TopicKind>, msg: AnyMessage) -> Verdict {
+        self.apply_msg_signed(topic, msg, None)
     }
 
-    fn apply_msg(&mut self, topic: Option<TopicKind>, msg: AnyMessage) -> Verdict {
+    /// [`Runner::apply_msg`] for a message whose signature's verdict may be known already (`Some`: an offer
+    /// of a sync page, checked in the page's batch); `None` checks it as a single message.
+    fn apply_msg_signed(
+        &mut self,
+        topic: Option<TopicKind>,
+        msg: AnyMessage,
+        signature_ok: Option<bool>,
+    ) -> Verdict {
         if let Some(TopicKind::Pool(p)) = topic {
             // Only pools this node carries: nothing of another pool is stored (it would escape the pool's
             // per-provider caps).
@@ -887,7 +883,7 @@ impl Runner {
         };
         match (topic, msg) {
             (Some(TopicKind::Pool(p)), AnyMessage::Offer(o)) if o.body().pool == p => {
-                m.accept_offer(o, now).into()
+                m.accept_offer_signed(o, now, signature_ok).into()
             }
             (Some(TopicKind::Pool(p)), AnyMessage::OfferWithdrawal(w)) if w.body().pool == p => {
                 m.accept_withdrawal(w, now).map(|_| Inserted::New).into()

@@ -53,34 +53,10 @@ fn page_offers(pool: [u8; 32], forged: usize) -> Vec<Vec<u8>> {
     let mut offers: Vec<Signed<Offer>> = (0..PAGE_OFFERS)
         .map(|i| {
             let key = page_key(i);
-            let body = Offer {
-                provider: key.node_id(),
-                pool: PoolId(pool),
-                offer_id: 1,
-                sequence: 1,
-                created_at: now - 5,
-                expires_at: now + 3600,
-                instance: InstanceType {
-                    vcpus: 2,
-                    ram_mib: 2048,
-                    disk_gib: 20,
-                    gpu: None,
-                    arch: Arch::X86_64,
-                },
-                images: vec!["debian-12".into()],
-                price_sats_per_hour: 500 + i as u64,
-                min_lease_secs: 3600,
-                max_lease_secs: 86_400,
-                location: Location {
-                    country: "DE".into(),
-                    region: String::new(),
-                },
-                capacity: 1,
-                bond: None,
-                chain: Chain::REGTEST,
-                extra_ports: vec![],
-            };
-            Signed::sign(body, &key)
+            Signed::sign(
+                super::signed_offer(&key, 1, now - 5, now + 3600, PoolId(pool)),
+                &key,
+            )
         })
         .collect();
     // A page is in key order (provider, offer id), as the node serves it.
