@@ -83,6 +83,8 @@ pub struct Opts {
     pub delay_max: Duration,
     /// Bootstrap peers of each node: random live nodes started before it.
     pub bootstrap: usize,
+    /// `[network] max_connections` of every node (None: the node's default, 64); `max_incoming` is 3/4 of it.
+    pub max_connections: Option<u32>,
     /// Window before the steady phase, with nothing published, whose bytes are subtracted as idle traffic.
     pub idle_secs: f64,
     /// How long after the churn stops every live node's book must equal the set of offers published.
@@ -110,6 +112,7 @@ impl Opts {
             delay_min: Duration::from_millis(10),
             delay_max: Duration::from_millis(150),
             bootstrap: 3,
+            max_connections: None,
             idle_secs: 10.0,
             settle_secs: 60.0,
             poll: Duration::from_millis(20),
@@ -563,14 +566,18 @@ impl Sim {
         }
         let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
         let addr = format!("/memory/{port}");
+        let defaults = NetworkConfig::default();
+        let max = self.opts.max_connections.unwrap_or(defaults.max_connections);
         let cfg = NetworkConfig {
+            max_connections: max,
+            max_incoming: defaults.max_incoming.min(max * 3 / 4),
             listen: vec![addr.clone()],
             bootstrap,
             seeds: Some(Vec::new()),
             // A node on the internet with a public address: confirmed as it is (AutoNAT cannot confirm a
             // memory address, whose dialers come from ephemeral ports).
             external_addresses: vec![addr],
-            ..NetworkConfig::default()
+            ..defaults
         };
         let store = Store::open(&self.opts.root.join(format!("n{slot}")))
             .map_err(|source| SimError::Store { slot, source })?;

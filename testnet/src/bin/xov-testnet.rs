@@ -214,6 +214,7 @@ const USAGE: &str = "usage: xov-testnet [up [--real] | down [--lab]
                 [--poll-ms 50] [--load-poll-ms 100] [--idle-secs 10] [--env KEY=VALUE]... [--keep]
   | gossip-sim [--nodes 1000] [--offers 100] [--rate 2] [--churn-per-min 0.05] [--churn-secs 120]
                [--delay-min-ms 10] [--delay-max-ms 150] [--idle-secs 10] [--settle-secs 60] [--poll-ms 20]
+               [--max-connections N (default: the node's, 64)]
                [--seed 1]   (every node in this process, over libp2p's memory transport; tmpfs by default)
   | lease-timing [--runs 3] [--real] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]]
 every benchmark also takes [--data-root DIR] (where node data dirs go) and [--keep] (keep them)";
@@ -306,6 +307,10 @@ fn gossip_sim(args: &[String]) -> Result<(), String> {
             settle_secs: flag(args, "--settle-secs", 60.0)?,
             poll: ms("--poll-ms", 20)?,
             seed: flag(args, "--seed", 1)?,
+            max_connections: match flag(args, "--max-connections", 0u32)? {
+                0 => None,
+                n => Some(n),
+            },
             ..xov_testnet::gossip_sim::Opts::new(nodes, root.to_path_buf())
         };
         let machine = xov_testnet::proc_stats::machine();
