@@ -1,14 +1,18 @@
 //! xov-testnet: brings up the real parts a local xov market needs — Bitcoin Core regtest, the OpenStack lab,
 //! xov nodes — for tests and demos, and runs scenarios against them.
 //!
-//! The library holds the harnesses and depends on no xov crate but xov-protocol (which depends on none), so
-//! that every crate's integration tests can use it (as a dev-dependency) without a dependency cycle. The scripts beside this crate (`setup.sh`,
+//! The library holds the harnesses and depends on no xov crate but xov-protocol (which depends on none), so that every crate's integration tests can
+//! use it (as a dev-dependency, `default-features = false`) without a dependency cycle. The exception is the
+//! gossip simulator ([`gossip_sim`], feature `gossip-sim`, on by default for the `xov-testnet` binary): it
+//! runs the node's own network code, many nodes in one process, so it depends on xov-node. The scripts beside this crate (`setup.sh`,
 //! `run.sh`, `test.sh`, `bitcoind/build.sh`) install and start what the harnesses need.
 
 pub mod bitcoind;
 pub mod fault_proxy;
 pub mod footprint;
 pub mod gossip_load;
+#[cfg(feature = "gossip-sim")]
+pub mod gossip_sim;
 pub mod lease_timing;
 pub mod nat_world;
 pub mod node;

@@ -396,6 +396,34 @@ pub fn build_swarm_with_max_frame(
     )
 }
 
+/// Authenticated, multiplexed connections given from outside, in place of TCP, QUIC and DNS: simulations run
+/// many nodes in one process over libp2p's memory transport (`xov-testnet gossip-sim`). The daemon never uses
+/// it; everything above the transport (behaviour, validation, market, sync, maintenance) is the same.
+pub type OtherTransport =
+    libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)>;
+
+/// The node's swarm over `transport` only (and the relay client, as always).
+fn build_swarm_over(
+    key: identity::Keypair,
+    opts: &behaviour::Options,
+    transport: OtherTransport,
+) -> Result<Swarm<Behaviour>, NetworkError> {
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_other_transport(|_| transport)
+        .map_err(|e| NetworkError::Transport(e.to_string()))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| NetworkError::Transport(e.to_string()))?
+        .with_behaviour(|k, relay_client| {
+            Behaviour::build(k, relay_client, opts)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| NetworkError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    Ok(swarm)
+}
+
 fn build_swarm_with(
     key: identity::Keypair,
     opts: &behaviour::Options,
@@ -516,25 +544,51 @@ fn bootstrap_kind(addr: &Multiaddr) -> Option<Bootstrap> {
     }
 }
 
+/// The behaviour options `cfg` asks for.
+fn options(cfg: &NetworkConfig) -> behaviour::Options {
+    behaviour::Options {
+        mdns: cfg.mdns,
+        duplicate_cache: Duration::from_secs(cfg.duplicate_cache_secs.max(1)),
+        max_frame: behaviour::MAX_FRAME,
+        connections: behaviour::limits(cfg.max_connections, cfg.max_incoming, cfg.max_per_peer),
+        relay_server: cfg.relay_server,
+        upnp: cfg.upnp,
+    }
+}
+
 /// Starts the network task.
 pub async fn start(
     key: &xov_protocol::Keypair,
     cfg: &NetworkConfig,
     market: Arc<RwLock<Market>>,
     store: Store,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(NetworkHandle, mpsc::Receiver<IncomingLease>), NetworkError> {
+    let swarm = build_swarm_with(libp2p_key(key)?, &options(cfg))?;
+    run(swarm, cfg, market, store, shutdown).await
+}
+
+/// Starts the network task over a transport given from outside ([`OtherTransport`]; `cfg.listen` and
+/// `cfg.bootstrap` are its addresses): the same task as [`start`], for simulations of many nodes in one process.
+pub async fn start_over(
+    key: &xov_protocol::Keypair,
+    cfg: &NetworkConfig,
+    market: Arc<RwLock<Market>>,
+    store: Store,
+    shutdown: watch::Receiver<bool>,
+    transport: OtherTransport,
+) -> Result<(NetworkHandle, mpsc::Receiver<IncomingLease>), NetworkError> {
+    let swarm = build_swarm_over(libp2p_key(key)?, &options(cfg), transport)?;
+    run(swarm, cfg, market, store, shutdown).await
+}
+
+async fn run(
+    mut swarm: Swarm<Behaviour>,
+    cfg: &NetworkConfig,
+    market: Arc<RwLock<Market>>,
+    store: Store,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(NetworkHandle, mpsc::Receiver<IncomingLease>), NetworkError> {
-    let mut swarm = build_swarm_with(
-        libp2p_key(key)?,
-        &behaviour::Options {
-            mdns: cfg.mdns,
-            duplicate_cache: Duration::from_secs(cfg.duplicate_cache_secs.max(1)),
-            max_frame: behaviour::MAX_FRAME,
-            connections: behaviour::limits(cfg.max_connections, cfg.max_incoming, cfg.max_per_peer),
-            relay_server: cfg.relay_server,
-            upnp: cfg.upnp,
-        },
-    )?;
     let listen_addrs = listen(&mut swarm, &cfg.listen).await?;
     // Addresses the operator says the node is reachable at (a forwarded port): announced to peers by
     // identify and used by the DHT, as if confirmed.

@@ -5,7 +5,8 @@
 //! and runs on the fake compute driver. `xov-testnet down` stops what an interrupted `up` left behind (`--lab` also the lab).
 //!
 //! Benchmarks (see docs/benchmarks.md): `gossip-load` (N nodes, offer propagation, bytes, a fixed publish
-//! rate), `lease-timing` (payment confirmation to RUNNING, node vs OpenStack), `idle` (RSS and CPU of an idle
+//! rate), `gossip-sim` (many nodes' network code in this process over libp2p's memory transport: spread,
+//! convergence after churn, bytes per node per offer), `lease-timing` (payment confirmation to RUNNING, node vs OpenStack), `idle` (RSS and CPU of an idle
 //! node), `store-size` (RocksDB bytes and memory per stored offer) and `restart-time` (time to ready with N
 //! stored offers).
 
@@ -213,6 +214,10 @@ fn down(lab: bool) -> Result<(), String> {
 const USAGE: &str = "usage: xov-testnet [up [--real] | down [--lab]
   | gossip-load [--nodes 50] [--offers 100] [--rate 100] [--load-secs 10] [--publishers 5]
                 [--poll-ms 50] [--load-poll-ms 100] [--idle-secs 10] [--env KEY=VALUE]... [--keep]
+  | gossip-sim [--nodes 1000] [--offers 100] [--rate 2] [--churn-per-min 0.05] [--churn-secs 120]
+               [--delay-min-ms 10] [--delay-max-ms 150] [--idle-secs 10] [--settle-secs 60] [--poll-ms 20]
+               [--max-connections N (default: the node's, 64)]
+               [--seed 1]   (every node in this process, over libp2p's memory transport; tmpfs by default)
   | lease-timing [--runs 3] [--real] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]
   | restart-time [--offers 100000] [--runs 3]]
 every benchmark also takes [--data-root DIR] (where node data dirs go) and [--keep] (keep them)";
@@ -285,12 +290,69 @@ fn gossip_load(args: &[String]) -> Result<(), String> {
     })
 }
 
+/// `gossip-sim`: N nodes in this process (see `xov_testnet::gossip_sim`). The stores go on /dev/shm unless
+/// `--data-root` says otherwise: the disk is not what is measured.
+fn gossip_sim(args: &[String]) -> Result<(), String> {
+    let all: Vec<String> = std::env::args().collect();
+    let shm = std::path::Path::new("/dev/shm");
+    let base = (!all.iter().any(|a| a == "--data-root") && shm.is_dir()).then(|| shm.join("xov-gossip-sim"));
+    let nodes = flag(args, "--nodes", 1000usize)?;
+    let ms = |name: &str, default: u64| flag(args, name, default).map(Duration::from_millis);
+    let run = |root: &std::path::Path| -> Result<String, String> {
+        let o = xov_testnet::gossip_sim::Opts {
+            offers: flag(args, "--offers", 100)?,
+            rate: flag(args, "--rate", 2.0)?,
+            churn_per_min: flag(args, "--churn-per-min", 0.05)?,
+            churn_secs: flag(args, "--churn-secs", 120.0)?,
+            delay_min: ms("--delay-min-ms", 10)?,
+            delay_max: ms("--delay-max-ms", 150)?,
+            idle_secs: flag(args, "--idle-secs", 10.0)?,
+            settle_secs: flag(args, "--settle-secs", 60.0)?,
+            poll: ms("--poll-ms", 20)?,
+            seed: flag(args, "--seed", 1)?,
+            max_connections: match flag(args, "--max-connections", 0u32)? {
+                0 => None,
+                n => Some(n),
+            },
+            ..xov_testnet::gossip_sim::Opts::new(nodes, root.to_path_buf())
+        };
+        let machine = xov_testnet::proc_stats::machine();
+        let load = xov_testnet::proc_stats::load_average();
+        println!("machine: {machine}\nload average at start: {load}\n{o:?}");
+        let s = xov_testnet::gossip_sim::run(&o).map_err(|e| e.to_string())?;
+        let text = format!(
+            "machine: {machine}\nload average at start: {load}\ncommand: xov-testnet gossip-sim {}\n{}",
+            args.join(" "),
+            s.text()
+        );
+        println!("\n{text}");
+        Ok(text)
+    };
+    match base {
+        Some(b) => {
+            let root = xov_testnet::footprint::run_dir(&b, "gossip-sim");
+            std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+            let r = run(&root);
+            let _ = std::fs::remove_dir_all(&root);
+            if let Ok(report) = &r {
+                let file = state_dir().join(format!("gossip-sim-{}.txt", std::process::id()));
+                let _ = std::fs::create_dir_all(state_dir());
+                let _ = std::fs::write(&file, report);
+                println!("report written to {}", file.display());
+            }
+            r.map(|_| ())
+        }
+        None => bench_dir("gossip-sim", run),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str).unwrap_or("up") {
         "up" => up(args.iter().any(|a| a == "--real")),
         "down" => down(args.iter().any(|a| a == "--lab")),
         "gossip-load" => gossip_load(&args[1..]),
+        "gossip-sim" => gossip_sim(&args[1..]),
         "lease-timing" => flag(&args[1..], "--runs", 3usize).and_then(|runs| {
             let real = args.iter().any(|a| a == "--real");
             bench_dir("lease-timing", |root| {
