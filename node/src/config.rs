@@ -419,6 +419,9 @@ pub struct NetworkConfig {
     pub relay_server: bool,
     /// Ask the home router for a port mapping by UPnP IGD (off by default: it opens a port on the router).
     pub upnp: bool,
+    /// Every this many seconds, compare each joined pool's book with a random pool peer's by digest and pull
+    /// what differs, so offers and withdrawals gossip lost still arrive (0: never; docs/protocol.md).
+    pub resync_secs: u64,
 }
 
 impl Default for NetworkConfig {
@@ -444,6 +447,7 @@ impl Default for NetworkConfig {
             max_per_peer: 4,
             relay_server: true,
             upnp: false,
+            resync_secs: 30,
         }
     }
 }
@@ -565,6 +569,7 @@ impl Config {
                 &mut self.trust.load_report_secs,
             ),
             ("XOV_LEASE_HOLD_SECS", &mut self.lease.hold_secs),
+            ("XOV_NETWORK_RESYNC_SECS", &mut self.network.resync_secs),
             (
                 "XOV_LEASE_INVOICE_TTL_SECS",
                 &mut self.lease.invoice_ttl_secs,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::adversary::{page_key, Adversary, SyncScript, PAGE_OFFERS};
 use common::*;
 use serde_json::Value;
-use xov_node::network::sync::{SyncRequest, MAX_BOOK_PAGES};
+use xov_node::network::sync::{SyncRequest, MAX_BOOK_PAGES, MAX_RESYNC_BUCKETS};
 use xov_protocol::{
     public_charter, Chain, Keypair, LoadReport, NodeId, PoolCharter, PoolId, PoolRules,
     PublishPolicy, Signed,
@@ -188,6 +188,79 @@ async fn a_forged_offer_in_a_sync_page_is_refused_alone_and_the_rest_taken_in() 
     assert!(
         p["penalty"].as_u64().unwrap() > 0,
         "the sender pays for it: {p}"
+    );
+}
+
+/// Anti-entropy: offers a node never got by gossip or by the book sync at connection (the peer's pages left
+/// them out, as lost gossip would) still arrive, by the periodic digest comparison and a pull of the buckets
+/// that differ. Not an attack, but the adversary's harness is what can hold offers back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_the_book_sync_missed_arrive_by_digest_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "[network]\nresync_secs = 1\n");
+    let peer = Adversary::connect_with(&a.bootstrap(), public(), SyncScript::OnlyByDigest).await;
+    wait_stat(
+        &a,
+        "every held-back offer synced",
+        "synced",
+        PAGE_OFFERS as u64,
+    );
+    let listed: Vec<String> = tokio::task::block_in_place(|| a.json(&["offers", "list"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["provider"].as_str().unwrap().to_string())
+        .collect();
+    for i in 0..PAGE_OFFERS {
+        let provider = page_key(i).node_id().to_string();
+        assert!(listed.contains(&provider), "offer {i} missing: {listed:?}");
+    }
+    let g = tokio::task::block_in_place(|| gossip(&a));
+    assert!(g["resync_buckets"].as_u64().unwrap() > 0, "{g}");
+    assert!(peer.bucket_requests.load(Ordering::SeqCst) > 0);
+    // Once the books agree, a round pulls nothing more.
+    let pulled = g["resync_buckets"].as_u64().unwrap();
+    let rounds = g["resync_rounds"].as_u64().unwrap();
+    wait_stat(&a, "two more digest rounds", "resync_rounds", rounds + 2);
+    let g = tokio::task::block_in_place(|| gossip(&a));
+    assert_eq!(g["resync_buckets"].as_u64().unwrap(), pulled, "{g}");
+}
+
+/// Anti-entropy against a peer whose digest differs everywhere (lying, or holding a very different book):
+/// each round pulls at most `MAX_RESYNC_BUCKETS` buckets from it, however many differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_that_differs_everywhere_costs_a_bounded_pull_per_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir, &[], "[network]\nresync_secs = 1\n");
+    let peer = Adversary::connect_with(
+        &a.bootstrap(),
+        public(),
+        SyncScript::DigestDiffersEverywhere,
+    )
+    .await;
+    wait_stat(&a, "three digest rounds", "resync_rounds", 3);
+    let per_round = MAX_RESYNC_BUCKETS as u64;
+    tokio::task::block_in_place(|| {
+        eventually("a round's bucket pulls arrive", CONVERGE, || {
+            let n = peer.bucket_requests.load(Ordering::SeqCst);
+            (n >= per_round)
+                .then_some(())
+                .ok_or(format!("{n} bucket requests"))
+        })
+    });
+    // The peer counts a request when it arrives, after the node counted its round.
+    let asked = peer.bucket_requests.load(Ordering::SeqCst);
+    let rounds = tokio::task::block_in_place(|| gossip(&a))["resync_rounds"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        asked <= per_round * rounds,
+        "{asked} bucket requests in {rounds} rounds"
+    );
+    let g = tokio::task::block_in_place(|| gossip(&a));
+    assert!(
+        g["resync_buckets"].as_u64().unwrap() <= per_round * g["resync_rounds"].as_u64().unwrap(),
+        "{g}"
     );
 }
 

@@ -20,7 +20,7 @@ use xov_node::network::sync::{SyncRequest, SyncResponse};
 use xov_node::network::{build_swarm, libp2p_key, topics};
 use xov_protocol::{
     price_for_hours, public_charter, Arch, Chain, InstanceType, Invoice, Keypair, Location, Offer,
-    Order, Signed,
+    Order, PoolId, Signed,
 };
 use xov_testnet::bitcoind::Bitcoind;
 
@@ -102,6 +102,8 @@ async fn serve(
     orders: Arc<Mutex<Vec<Signed<Order>>>>,
 ) {
     let pool = public_charter(Chain::REGTEST).body().pool_id();
+    let mut held = xov_protocol::OfferBook::new();
+    held.insert(offer.clone(), offer.body().created_at).unwrap();
     loop {
         match swarm.select_next_some().await {
             SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
@@ -133,6 +135,28 @@ async fn serve(
                     SyncRequest::Charters { .. } => SyncResponse::Charters {
                         charters: Vec::new(),
                         next: None,
+                    },
+                    // It holds the one offer: its digest says so, and its bucket pages hand it over.
+                    SyncRequest::Digest { pool: p, .. } => SyncResponse::Digest {
+                        pool: p,
+                        buckets: held.digest(&PoolId(p)),
+                    },
+                    SyncRequest::Bucket {
+                        pool: p,
+                        bucket,
+                        after,
+                        ..
+                    } => SyncResponse::Book {
+                        pool: p,
+                        offers: held
+                            .bucket_page(&PoolId(p), bucket, after, 512)
+                            .0
+                            .iter()
+                            .map(|o| o.to_bytes())
+                            .collect(),
+                        withdrawals: Vec::new(),
+                        next: None,
+                        evidence: Vec::new(),
                     },
                 };
                 let _ = swarm.behaviour_mut().sync.send_response(channel, resp);

@@ -8,14 +8,23 @@
 //! Offer ids are per provider, across pools: one provider must not reuse an id in two pools.
 //!
 //! Index layout, chosen for books of a million offers (see docs/benchmarks.md): each offer lives once, boxed,
-//! in a slot table, found by key through a hash map. The price indexes are partitioned by pool and by
+//! in a slot table, found by key through an ordered map. The price indexes are partitioned by pool and by
 //! [`Shape`] (architecture and GPU model), so a query walks only partitions that can match: a rare-GPU query
 //! never touches the CPU-only offers. Partitions hold `(price, slot)` pairs, 16 bytes each, and a query merges
 //! the partitions it needs cheapest first, stops at the buyer's maximum price and as soon as it has `limit`
-//! matches. Expiry is a time-ordered set, so pruning costs only what it removes.
+//! matches. Expiry is a time-ordered set, so pruning costs only what it removes. The key map is ordered, so a
+//! page of a pool in key order (book sync) is a range walk, not a sort of the pool.
+//!
+//! Digest (anti-entropy): each pool keeps, per [`DIGEST_BUCKETS`] bucket of the key space (the first 10 bits
+//! of the provider's id), the count of its offers and the wrapping sum of their message ids' first 8 bytes,
+//! updated on every insert and removal. Two books that hold the same offers of a pool have equal digests
+//! whatever the order they came in; a bucket whose entries differ tells two nodes which slice of the key
+//! space to exchange ([`OfferBook::bucket_page`]), so a missed gossip message is repaired without sending the
+//! whole book. Message ids are hashes of the signed bytes, so no sender chooses what it adds to a sum.
 
 use std::cmp::Reverse;
-use std::collections::{btree_set, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{btree_map, btree_set, BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +35,67 @@ use crate::pool::PoolId;
 use crate::pool_load::LoadCaps;
 use crate::signed::{MessageId, Signed};
 use crate::validate::ValidationError;
+
+/// Buckets of a pool's digest: an offer falls in one by the first 10 bits of its provider's id.
+pub const DIGEST_BUCKETS: usize = 1024;
+
+/// One digest bucket: how many offers of the pool fall in it, and the wrapping sum of the first 8 bytes
+/// (little-endian) of their message ids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BucketSum {
+    pub count: u32,
+    pub sum: u64,
+}
+
+impl BucketSum {
+    fn add(&mut self, part: u64) {
+        self.count = self.count.wrapping_add(1);
+        self.sum = self.sum.wrapping_add(part);
+    }
+
+    fn sub(&mut self, part: u64) {
+        self.count = self.count.wrapping_sub(1);
+        self.sum = self.sum.wrapping_sub(part);
+    }
+}
+
+fn id_part(id: &MessageId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id.0[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// The digest bucket an offer key falls in (below [`DIGEST_BUCKETS`]).
+pub fn bucket_of(key: &OfferKey) -> u16 {
+    let b = key.provider.as_bytes();
+    (u16::from(b[0]) << 2) | u16::from(b[1] >> 6)
+}
+
+/// The buckets in which two digests of a pool differ, in bucket order. A digest of the wrong length (not
+/// [`DIGEST_BUCKETS`]) differs everywhere it is missing.
+pub fn differing_buckets(ours: &[BucketSum], theirs: &[BucketSum]) -> Vec<u16> {
+    (0..DIGEST_BUCKETS)
+        .filter(|&i| ours.get(i) != theirs.get(i))
+        .map(|i| i as u16)
+        .collect()
+}
+
+/// A pool's share of the book's indexes.
+#[derive(Debug, Clone)]
+struct PoolIndex {
+    shapes: HashMap<Shape, BTreeSet<PriceSlot>>,
+    /// [`DIGEST_BUCKETS`] entries.
+    digest: Box<[BucketSum]>,
+}
+
+impl Default for PoolIndex {
+    fn default() -> Self {
+        PoolIndex {
+            shapes: HashMap::new(),
+            digest: vec![BucketSum::default(); DIGEST_BUCKETS].into_boxed_slice(),
+        }
+    }
+}
 
 /// Identifies an offer across its versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -128,8 +198,9 @@ pub struct OfferBook {
     /// Boxed so that a half-empty table after growth costs 8 bytes per spare slot, not a whole entry.
     slots: Vec<Option<Box<Entry>>>,
     free: Vec<Slot>,
-    by_key: HashMap<OfferKey, Slot>,
-    by_pool: HashMap<PoolId, HashMap<Shape, BTreeSet<PriceSlot>>>,
+    /// Ordered: sync pages and digest buckets are key ranges.
+    by_key: BTreeMap<OfferKey, Slot>,
+    by_pool: HashMap<PoolId, PoolIndex>,
     by_expiry: BTreeSet<(u64, Slot)>,
     /// Live offers per provider and pool, for the pool's per-provider limit without a scan.
     per_provider: HashMap<(NodeId, PoolId), usize>,
@@ -175,7 +246,7 @@ impl OfferBook {
             .by_pool
             .get(pool)
             .into_iter()
-            .flat_map(|shapes| shapes.values())
+            .flat_map(|index| index.shapes.values())
             .map(|set| set.range::<PriceSlot, _>(..));
         Cheapest::new(self, parts, |_| true).map(|e| &e.offer)
     }
@@ -280,6 +351,7 @@ impl OfferBook {
             }
             Inserted::New => {}
         }
+        let part = id_part(&id);
         let entry = Box::new(Entry { offer, id });
         let slot = match self.free.pop() {
             Some(s) => {
@@ -300,12 +372,9 @@ impl OfferBook {
             body.provider,
         );
         let shape = Shape::of(body);
-        self.by_pool
-            .entry(pool)
-            .or_default()
-            .entry(shape)
-            .or_default()
-            .insert((price, slot));
+        let index = self.by_pool.entry(pool).or_default();
+        index.shapes.entry(shape).or_default().insert((price, slot));
+        index.digest[usize::from(bucket_of(&key))].add(part);
         self.by_expiry.insert((expires_at, slot));
         *self.per_provider.entry((provider, pool)).or_default() += 1;
         self.by_key.insert(key, slot);
@@ -397,15 +466,16 @@ impl OfferBook {
             .expect("the key map points at live slots only");
         self.free.push(slot);
         let body = entry.offer.body();
-        if let Some(shapes) = self.by_pool.get_mut(&body.pool) {
+        if let Some(index) = self.by_pool.get_mut(&body.pool) {
             let shape = Shape::of(body);
-            if let Some(set) = shapes.get_mut(&shape) {
+            if let Some(set) = index.shapes.get_mut(&shape) {
                 set.remove(&(body.price_sats_per_hour, slot));
                 if set.is_empty() {
-                    shapes.remove(&shape);
+                    index.shapes.remove(&shape);
                 }
             }
-            if shapes.is_empty() {
+            index.digest[usize::from(bucket_of(key))].sub(id_part(&entry.id));
+            if index.shapes.is_empty() {
                 self.by_pool.remove(&body.pool);
             }
         }
@@ -425,13 +495,13 @@ impl OfferBook {
     pub fn query(&self, q: &OfferQuery, now: u64) -> Vec<&Signed<Offer>> {
         let d = &q.demand;
         let max = d.max_price_sats_per_hour.unwrap_or(u64::MAX);
-        let pools: Vec<&HashMap<Shape, BTreeSet<PriceSlot>>> = match &q.pool {
+        let pools: Vec<&PoolIndex> = match &q.pool {
             Some(p) => self.by_pool.get(p).into_iter().collect(),
             None => self.by_pool.values().collect(),
         };
         let parts = pools
             .into_iter()
-            .flat_map(|shapes| shapes.iter())
+            .flat_map(|index| index.shapes.iter())
             .filter(|(shape, _)| shape.may_match(d))
             .map(|(_, set)| set.range(..=(max, Slot::MAX)));
         let limit = if q.limit == 0 { usize::MAX } else { q.limit };
@@ -442,6 +512,73 @@ impl OfferBook {
         .take(limit)
         .map(|e| &e.offer)
         .collect()
+    }
+
+    /// Up to `limit` offers of `pool` in key order, after `after` (from the start when `None`), and whether
+    /// more follow: a page of book sync.
+    pub fn page(
+        &self,
+        pool: &PoolId,
+        after: Option<OfferKey>,
+        limit: usize,
+    ) -> (Vec<&Signed<Offer>>, bool) {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.take_page(
+            pool,
+            self.by_key.range((from, Bound::Unbounded)),
+            limit,
+            |_| true,
+        )
+    }
+
+    /// [`OfferBook::page`] within one digest bucket: the pool's offers whose keys fall in `bucket`, after
+    /// `after`.
+    pub fn bucket_page(
+        &self,
+        pool: &PoolId,
+        bucket: u16,
+        after: Option<OfferKey>,
+        limit: usize,
+    ) -> (Vec<&Signed<Offer>>, bool) {
+        let from = match after {
+            Some(a) if bucket_of(&a) == bucket => Bound::Excluded(a),
+            Some(a) if bucket_of(&a) > bucket => return (Vec::new(), false),
+            _ => Bound::Included(OfferKey::first_of(bucket)),
+        };
+        let range = self.by_key.range((from, Bound::Unbounded));
+        self.take_page(pool, range, limit, |k| bucket_of(k) == bucket)
+    }
+
+    fn take_page<'a>(
+        &'a self,
+        pool: &PoolId,
+        range: btree_map::Range<'a, OfferKey, Slot>,
+        limit: usize,
+        within: impl Fn(&OfferKey) -> bool,
+    ) -> (Vec<&'a Signed<Offer>>, bool) {
+        let mut out = Vec::new();
+        if !self.by_pool.contains_key(pool) {
+            return (out, false);
+        }
+        for (_, slot) in range.take_while(|(k, _)| within(k)) {
+            let e = self.at(*slot);
+            if e.offer.body().pool != *pool {
+                continue;
+            }
+            if out.len() == limit {
+                return (out, true);
+            }
+            out.push(&e.offer);
+        }
+        (out, false)
+    }
+
+    /// The pool's digest: [`DIGEST_BUCKETS`] bucket sums (all zero for a pool the book holds nothing of).
+    pub fn digest(&self, pool: &PoolId) -> Vec<BucketSum> {
+        match self.by_pool.get(pool) {
+            Some(index) => index.digest.to_vec(),
+            None => vec![BucketSum::default(); DIGEST_BUCKETS],
+        }
     }
 
     /// A canonical summary of the book's state (live offers by id and tombstones), for comparing two books.
@@ -468,6 +605,17 @@ impl OfferKey {
         provider: NodeId::MIN,
         offer_id: 0,
     };
+
+    /// The smallest key of a digest bucket, for range bounds (its provider bytes are no key).
+    fn first_of(bucket: u16) -> OfferKey {
+        let mut b = [0u8; 32];
+        b[0] = (bucket >> 2) as u8;
+        b[1] = ((bucket & 3) as u8) << 6;
+        OfferKey {
+            provider: NodeId::bound(b),
+            offer_id: 0,
+        }
+    }
 }
 
 /// Merges price-index partitions into one stream of entries that pass `keep`, cheapest first and, within a

@@ -37,6 +37,10 @@ impl NodeId {
         VerifyingKey::from_bytes(&bytes).map_err(|_| NodeIdError::NotAKey)?;
         Ok(NodeId(bytes))
     }
+    /// Any 32 bytes, unchecked, for range bounds only (never a message's id).
+    pub(crate) const fn bound(bytes: [u8; 32]) -> NodeId {
+        NodeId(bytes)
+    }
     /// Any 32 bytes, unchecked: for tests of what happens to an id that is no key.
     #[cfg(test)]
     pub(crate) fn unchecked(bytes: [u8; 32]) -> NodeId {

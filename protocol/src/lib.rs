@@ -37,7 +37,10 @@ pub use admission::{
 };
 pub use bid::Bid;
 pub use bond::{bond_binding_message, bond_value, BondProof};
-pub use book::{Inserted, OfferBook, OfferKey, OfferQuery};
+pub use book::{
+    bucket_of, differing_buckets, BucketSum, Inserted, OfferBook, OfferKey, OfferQuery,
+    DIGEST_BUCKETS,
+};
 pub use chain::{Chain, ChainParseError};
 pub use demand::{Demand, GpuWanted};
 pub use encoding::{Decode, DecodeError, Encode};

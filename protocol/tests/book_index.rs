@@ -1,7 +1,8 @@
 //! The offer book's partitioned price index against the definition of a query: a linear scan of every held
 //! offer with `Demand::matches`, sorted by price then key. Books mix pools, architectures, GPU models in
 //! varied case, few distinct prices (so ties are common) and churn (supersession, removal, expiry), so that
-//! slot reuse and partition clean-up are exercised too.
+//! slot reuse and partition clean-up are exercised too. The same books check the key-ordered pages of book
+//! sync and the pool digests of anti-entropy against their definitions.
 
 mod common;
 
@@ -140,4 +141,143 @@ proptest! {
             }
         }
     }
+}
+
+/// A pool's digest by definition: per bucket, the count of its offers and the wrapping sum of their ids'
+/// first 8 bytes.
+fn digest_by_scan(book: &OfferBook, pool: &PoolId) -> Vec<BucketSum> {
+    let mut d = vec![BucketSum::default(); DIGEST_BUCKETS];
+    for o in book.iter().filter(|o| o.body().pool == *pool) {
+        let b = &mut d[usize::from(bucket_of(&OfferKey::of(o.body())))];
+        b.count += 1;
+        b.sum = b
+            .sum
+            .wrapping_add(u64::from_le_bytes(o.id().0[..8].try_into().unwrap()));
+    }
+    d
+}
+
+/// Keys of a pool's offers in key order, optionally only those of one bucket.
+fn keys_by_scan(book: &OfferBook, pool: &PoolId, bucket: Option<u16>) -> Vec<OfferKey> {
+    let mut v: Vec<OfferKey> = book
+        .iter()
+        .filter(|o| o.body().pool == *pool)
+        .map(|o| OfferKey::of(o.body()))
+        .filter(|k| bucket.is_none_or(|b| bucket_of(k) == b))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Follows `page` from the start until it says there is no more.
+fn all_pages(
+    limit: usize,
+    mut page: impl FnMut(Option<OfferKey>) -> (Vec<OfferKey>, bool),
+) -> Vec<OfferKey> {
+    let (mut out, mut after) = (Vec::new(), None);
+    loop {
+        let (keys, more) = page(after);
+        assert!(keys.len() <= limit, "a page over its limit");
+        out.extend(&keys);
+        if !more {
+            return out;
+        }
+        after = Some(*keys.last().expect("a page with more to come is not empty"));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn digests_and_pages_follow_the_book(
+        first in proptest::collection::vec(arb_offer(), 0..40),
+        forget in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        second in proptest::collection::vec(arb_offer(), 0..20),
+        expire_after in 0u64..300,
+        limit in 1usize..5,
+    ) {
+        let mut book = OfferBook::new();
+        for o in &first { let _ = book.insert(o.clone(), NOW); }
+        let held: Vec<OfferKey> = book.iter().map(|o| OfferKey::of(o.body())).collect();
+        for i in &forget {
+            if !held.is_empty() { book.remove_key(&held[i.index(held.len())]); }
+        }
+        for o in &second { let _ = book.insert(o.clone(), NOW); }
+        book.expire(NOW + expire_after);
+
+        // The same offers put in another order make the same digest.
+        let mut again = OfferBook::new();
+        let mut now_held: Vec<Signed<Offer>> = book.iter().cloned().collect();
+        now_held.reverse();
+        for o in now_held { again.insert(o, NOW).unwrap(); }
+
+        for p in [pool(), other_pool(), PoolId([9; 32])] {
+            let d = book.digest(&p);
+            prop_assert_eq!(&d, &digest_by_scan(&book, &p), "digest kept up through churn");
+            prop_assert_eq!(&d, &again.digest(&p), "digest independent of arrival order");
+            prop_assert!(differing_buckets(&d, &again.digest(&p)).is_empty());
+
+            let paged = all_pages(limit, |after| {
+                let (offers, more) = book.page(&p, after, limit);
+                (offers.iter().map(|o| OfferKey::of(o.body())).collect(), more)
+            });
+            prop_assert_eq!(paged, keys_by_scan(&book, &p, None), "pages walk the pool in key order");
+
+            let mut buckets: Vec<u16> = keys_by_scan(&book, &p, None).iter().map(bucket_of).collect();
+            buckets.dedup();
+            // An empty bucket next to a used one, and the edges of the key space, give empty pages.
+            buckets.extend([0, 1023]);
+            buckets.extend(buckets.clone().iter().map(|b| b.saturating_add(1).min(1023)));
+            for b in buckets {
+                let paged = all_pages(limit, |after| {
+                    let (offers, more) = book.bucket_page(&p, b, after, limit);
+                    (offers.iter().map(|o| OfferKey::of(o.body())).collect(), more)
+                });
+                prop_assert_eq!(paged, keys_by_scan(&book, &p, Some(b)), "bucket {} walked in key order", b);
+            }
+        }
+    }
+}
+
+/// A book that lacks one offer of another's differs from it in that offer's bucket and nowhere else; so does a
+/// book that holds another version of it.
+#[test]
+fn a_missing_or_other_version_offer_shows_in_its_bucket_alone() {
+    let mut full = OfferBook::new();
+    let offers: Vec<Signed<Offer>> = (1u8..=40)
+        .map(|n| {
+            let k = key(n);
+            Signed::sign(offer(&k, u64::from(n), 1, 5), &k)
+        })
+        .collect();
+    for o in &offers {
+        full.insert(o.clone(), NOW).unwrap();
+    }
+    let lost = &offers[17];
+    let lost_bucket = bucket_of(&OfferKey::of(lost.body()));
+
+    let mut missing = full.clone();
+    missing.remove_key(&OfferKey::of(lost.body()));
+    assert_eq!(
+        differing_buckets(&full.digest(&pool()), &missing.digest(&pool())),
+        vec![lost_bucket]
+    );
+
+    let mut newer = full.clone();
+    let k = key(18);
+    let mut body = lost.body().clone();
+    body.sequence += 1;
+    newer.insert(Signed::sign(body, &k), NOW).unwrap();
+    assert_eq!(
+        differing_buckets(&full.digest(&pool()), &newer.digest(&pool())),
+        vec![lost_bucket]
+    );
+    // What the other side pulls for that bucket brings the lost offer back, and the digests agree again.
+    let (page, more) = full.bucket_page(&pool(), lost_bucket, None, 512);
+    assert!(!more);
+    for o in page {
+        let _ = missing.insert(o.clone(), NOW);
+    }
+    assert!(differing_buckets(&full.digest(&pool()), &missing.digest(&pool())).is_empty());
 }

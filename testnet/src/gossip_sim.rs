@@ -567,7 +567,10 @@ impl Sim {
         let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
         let addr = format!("/memory/{port}");
         let defaults = NetworkConfig::default();
-        let max = self.opts.max_connections.unwrap_or(defaults.max_connections);
+        let max = self
+            .opts
+            .max_connections
+            .unwrap_or(defaults.max_connections);
         let cfg = NetworkConfig {
             max_connections: max,
             max_incoming: defaults.max_incoming.min(max * 3 / 4),
@@ -591,7 +594,8 @@ impl Sim {
         .map_err(|source| SimError::Market { slot, source })?;
         let market = Arc::new(RwLock::new(market));
         let key = Keypair::from_secret_bytes(&secret);
-        let lkey = network::libp2p_key(&key).map_err(|source| SimError::Network { slot, source })?;
+        let lkey =
+            network::libp2p_key(&key).map_err(|source| SimError::Network { slot, source })?;
         let t = transport(&lkey, self.delays, self.sent.clone())
             .map_err(|what| SimError::Transport { slot, what })?;
         let (stop, stop_rx) = watch::channel(false);
@@ -938,8 +942,11 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
         let first = sim.phase(count, Some(every), &mut churned).await?;
         sim.drain(first, Duration::from_secs(30)).await;
         summary.cores_churn = (cpu_now() - c0) / t0.elapsed().as_secs_f64();
-        (summary.spread_churn, summary.missed_churn, summary.left_before) =
-            spread_of(&sim.offers[first..]);
+        (
+            summary.spread_churn,
+            summary.missed_churn,
+            summary.left_before,
+        ) = spread_of(&sim.offers[first..]);
         summary.churned = churned;
         sim.say(&format!("churn: spread {:?}", summary.spread_churn));
     }
@@ -951,8 +958,12 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
     let end = settle_start + Duration::from_secs_f64(sim.opts.settle_secs);
     loop {
         let (ok, live, missing, extra) = sim.convergence(&want);
-        (summary.converged, summary.live, summary.missing, summary.extra) =
-            (ok, live, missing, extra);
+        (
+            summary.converged,
+            summary.live,
+            summary.missing,
+            summary.extra,
+        ) = (ok, live, missing, extra);
         if ok == live {
             summary.converged_after = Some(settle_start.elapsed().as_secs_f64());
             break;

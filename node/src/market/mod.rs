@@ -211,6 +211,7 @@ pub struct Market {
 }
 
 /// One page of a pool's book for a peer that syncs.
+#[derive(Default)]
 pub struct SyncPage {
     pub offers: Vec<Vec<u8>>,
     pub withdrawals: Vec<Vec<u8>>,
@@ -760,43 +761,69 @@ impl Market {
         Ok(out)
     }
 
-    /// A page of a joined pool's offers and withdrawals in key order, for a syncing peer.
+    /// A page of a joined pool's offers and withdrawals in key order, for a syncing peer (withdrawals on the
+    /// first page only).
     pub fn sync_page(&self, pool: &PoolId, after: Option<OfferKey>, limit: usize) -> SyncPage {
         if !self.joined.contains(pool) {
-            return SyncPage {
-                offers: Vec::new(),
-                withdrawals: Vec::new(),
-                next: None,
-            };
+            return SyncPage::default();
         }
-        let mut keys: Vec<OfferKey> = self
-            .book
-            .iter_pool(pool)
-            .map(|o| OfferKey::of(o.body()))
-            .filter(|k| after.is_none_or(|a| *k > a))
-            .collect();
-        keys.sort();
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let offers = keys
-            .iter()
-            .filter_map(|k| self.book.get(k))
-            .map(|o| o.to_bytes())
-            .collect();
-        let withdrawals = if after.is_none() {
+        let (offers, more) = self.book.page(pool, after, limit);
+        self.page_of(pool, offers, more, after.is_none(), |_| true)
+    }
+
+    /// A page of a joined pool's offers in one digest bucket ([`xov_protocol::bucket_of`]), in key order, with
+    /// the bucket's withdrawals on its first page: what a peer whose digest differs there asks for.
+    pub fn bucket_page(
+        &self,
+        pool: &PoolId,
+        bucket: u16,
+        after: Option<OfferKey>,
+        limit: usize,
+    ) -> SyncPage {
+        if !self.joined.contains(pool) {
+            return SyncPage::default();
+        }
+        let (offers, more) = self.book.bucket_page(pool, bucket, after, limit);
+        self.page_of(pool, offers, more, after.is_none(), |k| {
+            xov_protocol::bucket_of(k) == bucket
+        })
+    }
+
+    fn page_of(
+        &self,
+        pool: &PoolId,
+        offers: Vec<&Signed<Offer>>,
+        more: bool,
+        first: bool,
+        withdrawn: impl Fn(&OfferKey) -> bool,
+    ) -> SyncPage {
+        let next = if more {
+            offers.last().map(|o| OfferKey::of(o.body()))
+        } else {
+            None
+        };
+        let withdrawals = if first {
             self.withdrawals
-                .values()
-                .filter(|w| w.body().pool == *pool)
-                .map(|w| w.to_bytes())
+                .iter()
+                .filter(|(k, w)| w.body().pool == *pool && withdrawn(k))
+                .map(|(_, w)| w.to_bytes())
                 .collect()
         } else {
             Vec::new()
         };
         SyncPage {
-            offers,
+            offers: offers.iter().map(|o| o.to_bytes()).collect(),
             withdrawals,
-            next: if more { keys.last().copied() } else { None },
+            next,
         }
+    }
+
+    /// A joined pool's digest ([`xov_protocol::BucketSum`] per bucket); all zero for a pool not joined.
+    pub fn digest(&self, pool: &PoolId) -> Vec<xov_protocol::BucketSum> {
+        if !self.joined.contains(pool) {
+            return vec![xov_protocol::BucketSum::default(); xov_protocol::DIGEST_BUCKETS];
+        }
+        self.book.digest(pool)
     }
 
     /// Accepts an offer from anyone (gossip, sync): validate against its pool, persist, then index. An offer

@@ -123,6 +123,12 @@ pub struct GossipStats {
     pub invalid_frames: u64,
     /// Offers and withdrawals received through sync that were accepted.
     pub synced: u64,
+    /// Pool digests compared with a peer's (anti-entropy rounds, `sync.rs`).
+    #[serde(default)]
+    pub resync_rounds: u64,
+    /// Digest buckets that differed and were pulled from the peer.
+    #[serde(default)]
+    pub resync_buckets: u64,
     /// Charters, offers and sync answers of another bitcoin network, dropped without blame.
     #[serde(default)]
     pub other_chain: u64,
@@ -682,6 +688,8 @@ async fn run(
         node_ids: HashMap::new(),
         listen_addrs: listen_addrs.clone(),
         ticks: 0,
+        resync_every: (cfg.resync_secs > 0).then(|| Duration::from_secs(cfg.resync_secs)),
+        last_resync: Instant::now(),
         reach: Reachability::new(Instant::now()),
         reservations: HashMap::new(),
         conns: HashMap::new(),
@@ -824,6 +832,9 @@ struct Runner {
     node_ids: HashMap<PeerId, NodeId>,
     listen_addrs: Vec<Multiaddr>,
     ticks: u64,
+    /// How often each joined pool's digest is compared with a random pool peer's (`None`: never).
+    resync_every: Option<Duration>,
+    last_resync: Instant,
     /// Whether others can dial us, and the relays we listen through (reachability.rs).
     reach: Reachability,
     /// Relay listeners, by the relay they go through.
@@ -1090,6 +1101,69 @@ impl Runner {
         self.requests.insert(id, (peer, req, page));
     }
 
+    /// Anti-entropy: asks one random peer of each joined pool for the pool's digest; the answer decides
+    /// which buckets to pull ([`Runner::on_digest`]).
+    fn resync_round(&mut self) {
+        let joined: Vec<PoolId> = match self.market.read() {
+            Ok(m) => m.joined().iter().copied().collect(),
+            Err(_) => return,
+        };
+        for pool in joined {
+            let hash = pool_topic(&pool).hash();
+            let members: Vec<PeerId> = self
+                .swarm
+                .behaviour()
+                .gossipsub
+                .all_peers()
+                .filter(|(_, ts)| ts.contains(&&hash))
+                .map(|(p, _)| *p)
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let pick = rand_core::RngCore::next_u64(&mut rand_core::OsRng) as usize % members.len();
+            let req = SyncRequest::Digest {
+                chain: self.chain,
+                pool: pool.0,
+            };
+            self.send_sync(members[pick], req, 0);
+        }
+    }
+
+    /// A peer's digest of a joined pool: pull the buckets where it differs from ours, at most
+    /// [`sync::MAX_RESYNC_BUCKETS`] from a random start (so that buckets that stay different, say over an
+    /// offer one side holds withdrawn, do not keep others waiting).
+    fn on_digest(&mut self, peer: PeerId, pool: PoolId, theirs: &[xov_protocol::BucketSum]) {
+        let ours = match self.market.read() {
+            Ok(m) if m.joined().contains(&pool) => m.digest(&pool),
+            _ => return,
+        };
+        self.stats.resync_rounds += 1;
+        let differ = xov_protocol::differing_buckets(&ours, theirs);
+        if differ.is_empty() {
+            return;
+        }
+        let start = rand_core::RngCore::next_u64(&mut rand_core::OsRng) as usize % differ.len();
+        let picked: Vec<u16> = differ
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(differ.len().min(sync::MAX_RESYNC_BUCKETS))
+            .copied()
+            .collect();
+        debug!(%peer, %pool, differing = differ.len(), pulled = picked.len(), "pool digest differs; pulling buckets");
+        for bucket in picked {
+            self.stats.resync_buckets += 1;
+            let req = SyncRequest::Bucket {
+                chain: self.chain,
+                pool: pool.0,
+                bucket,
+                after: None,
+            };
+            self.send_sync(peer, req, 0);
+        }
+    }
+
     fn request_sync(&mut self, peer: PeerId, pool: PoolId) {
         if self.synced.insert((peer, pool)) {
             let req = SyncRequest::Book {
@@ -1146,6 +1220,26 @@ impl Runner {
                     withdrawals: page.withdrawals,
                     next: page.next,
                     evidence,
+                }
+            }
+            SyncRequest::Digest { pool, .. } => SyncResponse::Digest {
+                pool,
+                buckets: m.digest(&sync::pool_of(pool)),
+            },
+            SyncRequest::Bucket {
+                pool,
+                bucket,
+                after,
+                ..
+            } => {
+                let mut page = m.bucket_page(&sync::pool_of(pool), bucket, after, sync::PAGE);
+                page.withdrawals.truncate(sync::MAX_SYNC_WITHDRAWALS);
+                SyncResponse::Book {
+                    pool,
+                    offers: page.offers,
+                    withdrawals: page.withdrawals,
+                    next: page.next,
+                    evidence: Vec::new(),
                 }
             }
         })
@@ -1208,6 +1302,7 @@ impl Runner {
                     self.send_sync(peer, next, page + 1);
                 }
             }
+            Checked::Digest { pool, buckets } => self.on_digest(peer, pool, &buckets),
         }
     }
 
@@ -1728,6 +1823,13 @@ impl Runner {
     fn maintain(&mut self) {
         self.ticks += 1;
         let now = Instant::now();
+        if self
+            .resync_every
+            .is_some_and(|every| now.duration_since(self.last_resync) >= every)
+        {
+            self.last_resync = now;
+            self.resync_round();
+        }
         let actions = self.reach.tick(now);
         self.apply_reach(actions);
         self.close_redundant_relayed(now);

@@ -15,14 +15,21 @@
 //! - Charters travel in pages too (by count and by bytes), so however many exist, every page fits far
 //!   below the codec's 10 MiB response limit and a new node learns every pool.
 //!
-//! Version 3: charters are paged; version 4 (`/xov/sync/4`) carries offers of encoding version 3. A node that speaks only `/xov/sync/2` does not sync with
-//! this one (it still gossips).
+//! - Anti-entropy: a node asks a random pool peer for the pool's digest now and then ([`SyncRequest::Digest`],
+//!   every `[network] resync_secs`), compares it with its own and pulls only the buckets that differ
+//!   ([`SyncRequest::Bucket`], at most [`MAX_RESYNC_BUCKETS`] a round, each at most [`MAX_BUCKET_PAGES`]
+//!   pages), so an offer or withdrawal that gossip lost reaches it without the whole book being sent again.
+//!   A digest answer must have exactly [`DIGEST_BUCKETS`] entries, and a bucket page carries no evidence.
+//!
+//! Version 3: charters are paged; version 4 carries offers of encoding version 3; version 5 (`/xov/sync/5`)
+//! adds digests and bucket pages. A node that speaks only an older version does not sync with this one (it
+//! still gossips).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use xov_protocol::{Chain, OfferKey, PoolId};
+use xov_protocol::{BucketSum, Chain, OfferKey, PoolId, DIGEST_BUCKETS};
 
-pub const PROTOCOL: &str = "/xov/sync/4";
+pub const PROTOCOL: &str = "/xov/sync/5";
 /// Offers per page; a page stays far below the codec's response limit.
 pub const PAGE: usize = 512;
 /// Withdrawals handed over with a pool's first page.
@@ -37,6 +44,10 @@ pub const CHARTER_PAGE: usize = 64;
 pub const CHARTER_PAGE_BYTES: usize = 512 * 1024;
 /// Pages followed in one sync of one pool from one peer (`PAGE` offers each).
 pub const MAX_BOOK_PAGES: u32 = 256;
+/// Differing buckets pulled in one round; the rest wait for the next round (or another peer).
+pub const MAX_RESYNC_BUCKETS: usize = 16;
+/// Pages followed in one bucket's pull (a bucket holds about 1/1024 of a pool).
+pub const MAX_BUCKET_PAGES: u32 = 32;
 /// Pages followed in one sync of the charters from one peer: twice what a node keeps.
 pub const MAX_CHARTER_PAGES: u32 = (2 * crate::market::MAX_CHARTERS / CHARTER_PAGE) as u32;
 
@@ -53,13 +64,26 @@ pub enum SyncRequest {
         pool: [u8; 32],
         after: Option<OfferKey>,
     },
+    /// The pool's digest: one [`BucketSum`] per bucket.
+    Digest { chain: Chain, pool: [u8; 32] },
+    /// A page of the pool's offers in one digest bucket, after the given key; the first page also carries
+    /// the bucket's withdrawals. Answered with [`SyncResponse::Book`].
+    Bucket {
+        chain: Chain,
+        pool: [u8; 32],
+        bucket: u16,
+        after: Option<OfferKey>,
+    },
 }
 
 impl SyncRequest {
     /// The chain the requester trades on.
     pub fn chain(&self) -> Chain {
         match self {
-            SyncRequest::Charters { chain, .. } | SyncRequest::Book { chain, .. } => *chain,
+            SyncRequest::Charters { chain, .. }
+            | SyncRequest::Book { chain, .. }
+            | SyncRequest::Digest { chain, .. }
+            | SyncRequest::Bucket { chain, .. } => *chain,
         }
     }
 }
@@ -83,6 +107,11 @@ pub enum SyncResponse {
     },
     /// The responder trades on another chain (`chain`) and serves nothing to this requester.
     OtherChain { chain: Chain },
+    /// The pool's digest ([`DIGEST_BUCKETS`] entries; all zero for a pool the responder has not joined).
+    Digest {
+        pool: [u8; 32],
+        buckets: Vec<BucketSum>,
+    },
 }
 
 pub fn pool_of(raw: [u8; 32]) -> PoolId {
@@ -109,6 +138,10 @@ pub enum SyncFault {
     EvidenceNotFirst,
     #[error("the next page would start at or before this one")]
     NoProgress,
+    #[error("a digest of {got} buckets, not {DIGEST_BUCKETS}")]
+    DigestLength { got: usize },
+    #[error("bucket {asked} asked, the next page would start in bucket {got}")]
+    OutsideBucket { asked: u16, got: u16 },
 }
 
 /// A checked answer: what to apply, and what to ask next (if anything).
@@ -125,6 +158,10 @@ pub enum Checked {
         /// Withdrawals first, so that a withdrawn offer in the same page stays out; then offers, evidence.
         items: Vec<Vec<u8>>,
         next: Option<SyncRequest>,
+    },
+    Digest {
+        pool: PoolId,
+        buckets: Vec<BucketSum>,
     },
 }
 
@@ -147,6 +184,17 @@ pub fn check_response(
         SyncResponse::Charters { .. } => "charters",
         SyncResponse::Book { .. } => "book",
         SyncResponse::OtherChain { .. } => "other-chain",
+        SyncResponse::Digest { .. } => "digest",
+    };
+    let same_pool = |asked: &[u8; 32], got: [u8; 32]| {
+        if got == *asked {
+            Ok(())
+        } else {
+            Err(SyncFault::WrongPool {
+                asked: PoolId(*asked),
+                got: PoolId(got),
+            })
+        }
     };
     match (req, resp) {
         (_, SyncResponse::OtherChain { chain }) => Ok(Checked::OtherChain(chain)),
@@ -179,12 +227,7 @@ pub fn check_response(
                 evidence,
             },
         ) => {
-            if pool != *asked {
-                return Err(SyncFault::WrongPool {
-                    asked: PoolId(*asked),
-                    got: PoolId(pool),
-                });
-            }
+            same_pool(asked, pool)?;
             too_long("offers", offers.len(), PAGE)?;
             too_long("withdrawals", withdrawals.len(), MAX_SYNC_WITHDRAWALS)?;
             if after.is_some() && !(evidence.is_empty() && withdrawals.is_empty()) {
@@ -211,10 +254,66 @@ pub fn check_response(
                 next,
             })
         }
+        (SyncRequest::Digest { pool: asked, .. }, SyncResponse::Digest { pool, buckets }) => {
+            same_pool(asked, pool)?;
+            if buckets.len() != DIGEST_BUCKETS {
+                return Err(SyncFault::DigestLength { got: buckets.len() });
+            }
+            Ok(Checked::Digest {
+                pool: PoolId(pool),
+                buckets,
+            })
+        }
+        (
+            SyncRequest::Bucket {
+                chain,
+                pool: asked,
+                bucket,
+                after,
+            },
+            SyncResponse::Book {
+                pool,
+                offers,
+                withdrawals,
+                next,
+                evidence,
+            },
+        ) => {
+            same_pool(asked, pool)?;
+            too_long("offers", offers.len(), PAGE)?;
+            too_long("withdrawals", withdrawals.len(), MAX_SYNC_WITHDRAWALS)?;
+            too_long("evidence", evidence.len(), 0)?;
+            if after.is_some() && !withdrawals.is_empty() {
+                return Err(SyncFault::EvidenceNotFirst);
+            }
+            let next = match next {
+                Some(n) if after.is_some_and(|a| n <= a) => return Err(SyncFault::NoProgress),
+                Some(n) if xov_protocol::bucket_of(&n) != *bucket => {
+                    return Err(SyncFault::OutsideBucket {
+                        asked: *bucket,
+                        got: xov_protocol::bucket_of(&n),
+                    })
+                }
+                Some(n) if page + 1 < MAX_BUCKET_PAGES => Some(SyncRequest::Bucket {
+                    chain: *chain,
+                    pool: *asked,
+                    bucket: *bucket,
+                    after: Some(n),
+                }),
+                _ => None,
+            };
+            Ok(Checked::Book {
+                pool: PoolId(pool),
+                items: withdrawals.into_iter().chain(offers).collect(),
+                next,
+            })
+        }
         (req, resp) => Err(SyncFault::WrongKind {
             asked: match req {
                 SyncRequest::Charters { .. } => "charters",
                 SyncRequest::Book { .. } => "book",
+                SyncRequest::Digest { .. } => "digest",
+                SyncRequest::Bucket { .. } => "bucket",
             },
             got: kind(&resp),
         }),
@@ -224,6 +323,7 @@ pub fn check_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xov_protocol::bucket_of;
 
     fn key(n: u8) -> OfferKey {
         OfferKey {
@@ -236,6 +336,22 @@ mod tests {
         SyncRequest::Book {
             chain: Chain::REGTEST,
             pool: [1; 32],
+            after,
+        }
+    }
+
+    fn digest_req() -> SyncRequest {
+        SyncRequest::Digest {
+            chain: Chain::REGTEST,
+            pool: [1; 32],
+        }
+    }
+
+    fn bucket_req(bucket: u16, after: Option<OfferKey>) -> SyncRequest {
+        SyncRequest::Bucket {
+            chain: Chain::REGTEST,
+            pool: [1; 32],
+            bucket,
             after,
         }
     }
@@ -265,6 +381,11 @@ mod tests {
                 (b, a)
             }
         };
+        // A key in another digest bucket than k1's.
+        let other = (3..=40)
+            .map(key)
+            .find(|k| bucket_of(k) != bucket_of(&k1))
+            .expect("40 random keys fill more than one bucket");
         struct Case {
             name: &'static str,
             req: SyncRequest,
@@ -378,11 +499,94 @@ mod tests {
                 },
                 want: Err(SyncFault::NoProgress),
             },
+            Case {
+                name: "a digest of the right length is taken",
+                req: digest_req(),
+                page: 0,
+                resp: SyncResponse::Digest {
+                    pool: [1; 32],
+                    buckets: vec![BucketSum::default(); DIGEST_BUCKETS],
+                },
+                want: Ok(None),
+            },
+            Case {
+                name: "a digest of another length is the peer's fault",
+                req: digest_req(),
+                page: 0,
+                resp: SyncResponse::Digest {
+                    pool: [1; 32],
+                    buckets: vec![BucketSum::default(); DIGEST_BUCKETS - 1],
+                },
+                want: Err(SyncFault::DigestLength {
+                    got: DIGEST_BUCKETS - 1,
+                }),
+            },
+            Case {
+                name: "a digest of another pool is the peer's fault",
+                req: digest_req(),
+                page: 0,
+                resp: SyncResponse::Digest {
+                    pool: [2; 32],
+                    buckets: vec![BucketSum::default(); DIGEST_BUCKETS],
+                },
+                want: Err(SyncFault::WrongPool {
+                    asked: PoolId([1; 32]),
+                    got: PoolId([2; 32]),
+                }),
+            },
+            Case {
+                name: "a bucket pages on within its bucket",
+                req: bucket_req(bucket_of(&k1), None),
+                page: 0,
+                resp: page([1; 32], PAGE, Some(k1), 0),
+                want: Ok(Some(bucket_req(bucket_of(&k1), Some(k1)))),
+            },
+            Case {
+                name: "a bucket's next page in another bucket is the peer's fault",
+                req: bucket_req(bucket_of(&k1), None),
+                page: 0,
+                resp: page([1; 32], PAGE, Some(other), 0),
+                want: Err(SyncFault::OutsideBucket {
+                    asked: bucket_of(&k1),
+                    got: bucket_of(&other),
+                }),
+            },
+            Case {
+                name: "a bucket page carries no evidence",
+                req: bucket_req(bucket_of(&k1), None),
+                page: 0,
+                resp: page([1; 32], 1, None, 1),
+                want: Err(SyncFault::TooLong {
+                    what: "evidence",
+                    got: 1,
+                    max: 0,
+                }),
+            },
+            Case {
+                name: "a bucket's paging stops at its page limit",
+                req: bucket_req(bucket_of(&k1), None),
+                page: MAX_BUCKET_PAGES - 1,
+                resp: page([1; 32], PAGE, Some(k1), 0),
+                want: Ok(None),
+            },
+            Case {
+                name: "a digest answer to a bucket request is the peer's fault",
+                req: bucket_req(0, None),
+                page: 0,
+                resp: SyncResponse::Digest {
+                    pool: [1; 32],
+                    buckets: Vec::new(),
+                },
+                want: Err(SyncFault::WrongKind {
+                    asked: "bucket",
+                    got: "digest",
+                }),
+            },
         ];
         for c in cases {
             let got = check_response(&c.req, c.page, c.resp).map(|ok| match ok {
                 Checked::Book { next, .. } | Checked::Charters { next, .. } => next,
-                Checked::OtherChain(_) => None,
+                Checked::OtherChain(_) | Checked::Digest { .. } => None,
             });
             assert_eq!(got, c.want, "{}", c.name);
         }

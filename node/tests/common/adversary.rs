@@ -32,6 +32,11 @@ pub enum SyncScript {
     /// One page of [`PAGE_OFFERS`] valid offers of the pool asked for, each by its own provider
     /// ([`page_key`]), but the one at `forged` with a broken signature.
     ForgedInPage { forged: usize },
+    /// Holds [`PAGE_OFFERS`] valid offers of the pool ([`page_key`]) but serves none of them in book pages
+    /// (as if they had been lost): only its digest shows them, and bucket pages hand them over.
+    OnlyByDigest,
+    /// Answers every digest with one that differs from any book in every bucket, and bucket pages empty.
+    DigestDiffersEverywhere,
 }
 
 /// Offers in a [`SyncScript::ForgedInPage`] page.
@@ -44,7 +49,7 @@ pub fn page_key(i: usize) -> xov_protocol::Keypair {
     xov_protocol::Keypair::from_secret_bytes(&secret)
 }
 
-fn page_offers(pool: [u8; 32], forged: usize) -> Vec<Vec<u8>> {
+fn page_signed(pool: [u8; 32]) -> Vec<xov_protocol::Signed<xov_protocol::Offer>> {
     use xov_protocol::*;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -61,6 +66,11 @@ fn page_offers(pool: [u8; 32], forged: usize) -> Vec<Vec<u8>> {
         .collect();
     // A page is in key order (provider, offer id), as the node serves it.
     offers.sort_by_key(|o| OfferKey::of(o.body()));
+    offers
+}
+
+fn page_offers(pool: [u8; 32], forged: usize) -> Vec<Vec<u8>> {
+    let offers = page_signed(pool);
     let forged_by = page_key(forged).node_id();
     offers
         .iter()
@@ -87,6 +97,8 @@ pub struct Adversary {
     tx: mpsc::UnboundedSender<Cmd>,
     /// Sync requests the adversary received.
     pub sync_requests: Arc<AtomicU64>,
+    /// Of those, requests for a digest bucket's page.
+    pub bucket_requests: Arc<AtomicU64>,
     /// Connections to the target that closed.
     pub closed: Arc<AtomicU64>,
     pool: PoolId,
@@ -101,12 +113,45 @@ fn key_after(after: Option<OfferKey>, step: u64) -> OfferKey {
     }
 }
 
-fn answer(script: SyncScript, req: SyncRequest) -> SyncResponse {
+/// The answer to `req` by `script`; `book` holds what an [`SyncScript::OnlyByDigest`] adversary holds.
+fn answer(script: SyncScript, req: SyncRequest, book: &xov_protocol::OfferBook) -> SyncResponse {
     match req {
+        SyncRequest::Digest { pool, .. } => SyncResponse::Digest {
+            pool,
+            buckets: match script {
+                SyncScript::DigestDiffersEverywhere => (0..xov_protocol::DIGEST_BUCKETS)
+                    .map(|i| xov_protocol::BucketSum {
+                        count: 1,
+                        sum: i as u64 + 0x5EED,
+                    })
+                    .collect(),
+                _ => book.digest(&PoolId(pool)),
+            },
+        },
+        SyncRequest::Bucket {
+            pool,
+            bucket,
+            after,
+            ..
+        } => {
+            let (offers, more) =
+                book.bucket_page(&PoolId(pool), bucket, after, xov_node::network::sync::PAGE);
+            SyncResponse::Book {
+                pool,
+                next: more.then(|| OfferKey::of(offers.last().unwrap().body())),
+                offers: offers.iter().map(|o| o.to_bytes()).collect(),
+                withdrawals: Vec::new(),
+                evidence: Vec::new(),
+            }
+        }
         SyncRequest::Charters { after, .. } => SyncResponse::Charters {
             charters: Vec::new(),
             next: match script {
-                SyncScript::Empty | SyncScript::WrongPool | SyncScript::ForgedInPage { .. } => None,
+                SyncScript::Empty
+                | SyncScript::WrongPool
+                | SyncScript::ForgedInPage { .. }
+                | SyncScript::OnlyByDigest
+                | SyncScript::DigestDiffersEverywhere => None,
                 SyncScript::NoProgress => Some(after.unwrap_or([1; 32])),
                 // Only books page for ever: the charters answer ends, so it can serve as a barrier.
                 SyncScript::Endless => None,
@@ -124,7 +169,11 @@ fn answer(script: SyncScript, req: SyncRequest) -> SyncResponse {
             },
             withdrawals: Vec::new(),
             next: match script {
-                SyncScript::Empty | SyncScript::WrongPool | SyncScript::ForgedInPage { .. } => None,
+                SyncScript::Empty
+                | SyncScript::WrongPool
+                | SyncScript::ForgedInPage { .. }
+                | SyncScript::OnlyByDigest
+                | SyncScript::DigestDiffersEverywhere => None,
                 SyncScript::NoProgress => Some(after.unwrap_or_else(|| key_after(None, 1))),
                 SyncScript::Endless => Some(key_after(after, 1)),
             },
@@ -158,7 +207,22 @@ impl Adversary {
         let hash = topic.hash();
         let sync_requests = Arc::new(AtomicU64::new(0));
         let closed = Arc::new(AtomicU64::new(0));
-        let (requests, closes) = (sync_requests.clone(), closed.clone());
+        let bucket_requests = Arc::new(AtomicU64::new(0));
+        let (requests, buckets, closes) = (
+            sync_requests.clone(),
+            bucket_requests.clone(),
+            closed.clone(),
+        );
+        let mut book = xov_protocol::OfferBook::new();
+        if script == SyncScript::OnlyByDigest {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            for o in page_signed(pool.0) {
+                book.insert(o, now).unwrap();
+            }
+        }
         tokio::spawn(async move {
             let mut pending: std::collections::HashMap<
                 OutboundRequestId,
@@ -193,7 +257,10 @@ impl Adversary {
                         SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message { message, .. })) => match message {
                             request_response::Message::Request { request, channel, .. } => {
                                 requests.fetch_add(1, Ordering::SeqCst);
-                                let _ = swarm.behaviour_mut().sync.send_response(channel, answer(script, request));
+                                if matches!(request, SyncRequest::Bucket { .. }) {
+                                    buckets.fetch_add(1, Ordering::SeqCst);
+                                }
+                                let _ = swarm.behaviour_mut().sync.send_response(channel, answer(script, request, &book));
                             }
                             request_response::Message::Response { request_id, response } => {
                                 if let Some(tx) = pending.remove(&request_id) { let _ = tx.send(Ok(response)); }
@@ -240,6 +307,7 @@ impl Adversary {
             peer_id,
             tx,
             sync_requests,
+            bucket_requests,
             closed,
             pool,
             chain: Chain::REGTEST,

@@ -295,7 +295,8 @@ fn gossip_load(args: &[String]) -> Result<(), String> {
 fn gossip_sim(args: &[String]) -> Result<(), String> {
     let all: Vec<String> = std::env::args().collect();
     let shm = std::path::Path::new("/dev/shm");
-    let base = (!all.iter().any(|a| a == "--data-root") && shm.is_dir()).then(|| shm.join("xov-gossip-sim"));
+    let base = (!all.iter().any(|a| a == "--data-root") && shm.is_dir())
+        .then(|| shm.join("xov-gossip-sim"));
     let nodes = flag(args, "--nodes", 1000usize)?;
     let ms = |name: &str, default: u64| flag(args, name, default).map(Duration::from_millis);
     let run = |root: &std::path::Path| -> Result<String, String> {
