@@ -273,9 +273,10 @@ impl Store {
     }
 
     /// Seals stored offers whose signatures the caller has just checked (they loaded unsealed), in one
-    /// unsynced batch, then flushed to a table file: lost in a crash, they are only checked again at the next
-    /// start; flushed, the next start does not replay them from the write-ahead log (a million resealed
-    /// offers replayed made that start 7.6 s instead of 3.9 s).
+    /// unsynced batch, then flushed to a table file and compacted: lost in a crash, they are only checked
+    /// again at the next start; flushed, the next start does not replay them from the write-ahead log (a
+    /// million resealed offers replayed made that start 7.6 s instead of 3.9 s); compacted, it does not read
+    /// every offer twice, sealed and unsealed, while RocksDB merges the two copies beside it (6.1 s).
     pub fn seal_offers<'a>(
         &self,
         offers: impl IntoIterator<Item = &'a Signed<Offer>>,
@@ -290,6 +291,8 @@ impl Store {
         }
         self.db.write(batch)?;
         self.db.flush_cf(self.cf(CF_OFFERS))?;
+        self.db
+            .compact_range_cf(self.cf(CF_OFFERS), None::<&[u8]>, None::<&[u8]>);
         Ok(())
     }
 
