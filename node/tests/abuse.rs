@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::adversary::{page_key, Adversary, SyncScript, PAGE_OFFERS};
 use common::*;
 use serde_json::Value;
-use xov_node::network::sync::{SyncRequest, MAX_BOOK_PAGES, MAX_RESYNC_BUCKETS};
+use xov_node::network::sync::{SyncRequest, MAX_BOOK_PAGES, MAX_RESYNC_BUCKETS, RESYNC_REQUESTS};
 use xov_protocol::{
     public_charter, Chain, Keypair, LoadReport, NodeId, PoolCharter, PoolId, PoolRules,
     PublishPolicy, Signed,
@@ -226,10 +226,11 @@ async fn offers_the_book_sync_missed_arrive_by_digest_resync() {
     assert_eq!(g["resync_buckets"].as_u64().unwrap(), pulled, "{g}");
 }
 
-/// Anti-entropy against a peer whose digest differs everywhere (lying, or holding a very different book):
-/// each round pulls at most `MAX_RESYNC_BUCKETS` buckets from it, however many differ.
+/// Anti-entropy against a peer whose digest differs everywhere and whose bucket pages never end (lying, or
+/// holding a very different book): each round pulls at most `MAX_RESYNC_BUCKETS` buckets from it and sends at
+/// most `RESYNC_REQUESTS` requests in all (the digest, the buckets, the pages it steers), however many differ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_digest_that_differs_everywhere_costs_a_bounded_pull_per_round() {
+async fn a_digest_that_differs_everywhere_costs_a_bounded_round() {
     let dir = tempfile::tempdir().unwrap();
     let a = start(&dir, &[], "[network]\nresync_secs = 1\n");
     let peer = Adversary::connect_with(
@@ -239,28 +240,32 @@ async fn a_digest_that_differs_everywhere_costs_a_bounded_pull_per_round() {
     )
     .await;
     wait_stat(&a, "three digest rounds", "resync_rounds", 3);
-    let per_round = MAX_RESYNC_BUCKETS as u64;
     tokio::task::block_in_place(|| {
-        eventually("a round's bucket pulls arrive", CONVERGE, || {
+        eventually("a round's bucket pages arrive", CONVERGE, || {
             let n = peer.bucket_requests.load(Ordering::SeqCst);
-            (n >= per_round)
+            (n > MAX_RESYNC_BUCKETS as u64)
                 .then_some(())
                 .ok_or(format!("{n} bucket requests"))
         })
     });
     // The peer counts a request when it arrives, after the node counted its round.
     let asked = peer.bucket_requests.load(Ordering::SeqCst);
-    let rounds = tokio::task::block_in_place(|| gossip(&a))["resync_rounds"]
-        .as_u64()
-        .unwrap();
+    let g = tokio::task::block_in_place(|| gossip(&a));
+    let rounds = g["resync_rounds"].as_u64().unwrap();
+    // One request of each round's budget went to the digest.
+    let per_round = u64::from(RESYNC_REQUESTS) - 1;
     assert!(
         asked <= per_round * rounds,
-        "{asked} bucket requests in {rounds} rounds"
+        "{asked} bucket requests in {rounds} rounds: {g}"
     );
-    let g = tokio::task::block_in_place(|| gossip(&a));
     assert!(
-        g["resync_buckets"].as_u64().unwrap() <= per_round * g["resync_rounds"].as_u64().unwrap(),
+        g["resync_buckets"].as_u64().unwrap() <= MAX_RESYNC_BUCKETS as u64 * rounds,
         "{g}"
+    );
+    assert_eq!(
+        g["sync_faults"].as_u64().unwrap(),
+        0,
+        "pages within their bucket are no fault: {g}"
     );
 }
 

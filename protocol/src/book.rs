@@ -13,7 +13,9 @@
 //! never touches the CPU-only offers. Partitions hold `(price, slot)` pairs, 16 bytes each, and a query merges
 //! the partitions it needs cheapest first, stops at the buyer's maximum price and as soon as it has `limit`
 //! matches. Expiry is a time-ordered set, so pruning costs only what it removes. The key map is ordered, so a
-//! page of a pool in key order (book sync) is a range walk, not a sort of the pool.
+//! page of a pool in key order (book sync) is a range walk, not a sort of the pool. Known limit: the walk skips
+//! other pools' keys, so a page of a small pool in a book dominated by another pool walks past the other's
+//! offers (a per-pool key set would avoid it, at ~60 bytes per offer).
 //!
 //! Digest (anti-entropy): each pool keeps, per [`DIGEST_BUCKETS`] bucket of the key space (the first 10 bits
 //! of the provider's id), the count of its offers and the wrapping sum of their message ids' first 8 bytes,

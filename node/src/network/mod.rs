@@ -690,6 +690,7 @@ async fn run(
         ticks: 0,
         resync_every: (cfg.resync_secs > 0).then(|| Duration::from_secs(cfg.resync_secs)),
         last_resync: Instant::now(),
+        resync_budget: 0,
         reach: Reachability::new(Instant::now()),
         reservations: HashMap::new(),
         conns: HashMap::new(),
@@ -835,6 +836,8 @@ struct Runner {
     /// How often each joined pool's digest is compared with a random pool peer's (`None`: never).
     resync_every: Option<Duration>,
     last_resync: Instant,
+    /// Sync requests the current anti-entropy round may still send ([`sync::RESYNC_REQUESTS`] a round).
+    resync_budget: u32,
     /// Whether others can dial us, and the relays we listen through (reachability.rs).
     reach: Reachability,
     /// Relay listeners, by the relay they go through.
@@ -1108,7 +1111,11 @@ impl Runner {
             Ok(m) => m.joined().iter().copied().collect(),
             Err(_) => return,
         };
+        self.resync_budget = sync::RESYNC_REQUESTS;
         for pool in joined {
+            if self.resync_budget == 0 {
+                break;
+            }
             let hash = pool_topic(&pool).hash();
             let members: Vec<PeerId> = self
                 .swarm
@@ -1126,6 +1133,7 @@ impl Runner {
                 chain: self.chain,
                 pool: pool.0,
             };
+            self.resync_budget -= 1;
             self.send_sync(members[pick], req, 0);
         }
     }
@@ -1148,9 +1156,15 @@ impl Runner {
             .iter()
             .cycle()
             .skip(start)
-            .take(differ.len().min(sync::MAX_RESYNC_BUCKETS))
+            .take(
+                differ
+                    .len()
+                    .min(sync::MAX_RESYNC_BUCKETS)
+                    .min(self.resync_budget as usize),
+            )
             .copied()
             .collect();
+        self.resync_budget -= picked.len() as u32;
         debug!(%peer, %pool, differing = differ.len(), pulled = picked.len(), "pool digest differs; pulling buckets");
         for bucket in picked {
             self.stats.resync_buckets += 1;
@@ -1298,6 +1312,15 @@ impl Runner {
                         }
                     }
                 }
+                // A bucket's further pages come out of the round's budget: the answering peer steers `next`.
+                let next = match (&req, next) {
+                    (SyncRequest::Bucket { .. }, Some(_)) if self.resync_budget == 0 => None,
+                    (SyncRequest::Bucket { .. }, Some(n)) => {
+                        self.resync_budget -= 1;
+                        Some(n)
+                    }
+                    (_, n) => n,
+                };
                 if let Some(next) = next {
                     self.send_sync(peer, next, page + 1);
                 }

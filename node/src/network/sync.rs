@@ -18,7 +18,7 @@
 //! - Anti-entropy: a node asks a random pool peer for the pool's digest now and then ([`SyncRequest::Digest`],
 //!   every `[network] resync_secs`), compares it with its own and pulls only the buckets that differ
 //!   ([`SyncRequest::Bucket`], at most [`MAX_RESYNC_BUCKETS`] a round, each at most [`MAX_BUCKET_PAGES`]
-//!   pages), so an offer or withdrawal that gossip lost reaches it without the whole book being sent again.
+//!   pages, and at most [`RESYNC_REQUESTS`] requests a round in all), so an offer or withdrawal that gossip lost reaches it without the whole book being sent again.
 //!   A digest answer must have exactly [`DIGEST_BUCKETS`] entries, and a bucket page carries no evidence.
 //!
 //! Version 3: charters are paged; version 4 carries offers of encoding version 3; version 5 (`/xov/sync/5`)
@@ -48,6 +48,12 @@ pub const MAX_BOOK_PAGES: u32 = 256;
 pub const MAX_RESYNC_BUCKETS: usize = 16;
 /// Pages followed in one bucket's pull (a bucket holds about 1/1024 of a pool).
 pub const MAX_BUCKET_PAGES: u32 = 32;
+/// Sync requests one anti-entropy round sends at most, every pool together: digests, buckets and the buckets'
+/// further pages (the answering peer steers those, so they come out of this budget too). Below what a peer
+/// serves in a default round (30 s at one a second, `SYNC_SERVE_RATE_PER_SEC`), so resync alone never gets an
+/// honest node refused or penalised, and a peer answering a digest cannot make a round cost more than this many
+/// pages (512 offers each).
+pub const RESYNC_REQUESTS: u32 = 24;
 /// Pages followed in one sync of the charters from one peer: twice what a node keeps.
 pub const MAX_CHARTER_PAGES: u32 = (2 * crate::market::MAX_CHARTERS / CHARTER_PAGE) as u32;
 

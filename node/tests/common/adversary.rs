@@ -35,7 +35,8 @@ pub enum SyncScript {
     /// Holds [`PAGE_OFFERS`] valid offers of the pool ([`page_key`]) but serves none of them in book pages
     /// (as if they had been lost): only its digest shows them, and bucket pages hand them over.
     OnlyByDigest,
-    /// Answers every digest with one that differs from any book in every bucket, and bucket pages empty.
+    /// Answers every digest with one that differs from any book in every bucket, and every bucket page empty
+    /// but with a `next` further on in the bucket: paging for ever, if the asker let it.
     DigestDiffersEverywhere,
 }
 
@@ -113,6 +114,33 @@ fn key_after(after: Option<OfferKey>, step: u64) -> OfferKey {
     }
 }
 
+/// A key after `after` in digest bucket `bucket` (a provider found by trying keys: ~1,024 tries).
+fn key_in_bucket(bucket: u16, after: Option<OfferKey>) -> OfferKey {
+    if let Some(a) = after.filter(|a| xov_protocol::bucket_of(a) == bucket) {
+        return OfferKey {
+            provider: a.provider,
+            offer_id: a.offer_id + 1,
+        };
+    }
+    let provider = (0u64..)
+        .map(|i| {
+            let mut secret = [0x42; 32];
+            secret[..8].copy_from_slice(&i.to_le_bytes());
+            xov_protocol::Keypair::from_secret_bytes(&secret).node_id()
+        })
+        .find(|p| {
+            xov_protocol::bucket_of(&OfferKey {
+                provider: *p,
+                offer_id: 0,
+            }) == bucket
+        })
+        .expect("some key falls in every bucket");
+    OfferKey {
+        provider,
+        offer_id: 1,
+    }
+}
+
 /// The answer to `req` by `script`; `book` holds what an [`SyncScript::OnlyByDigest`] adversary holds.
 fn answer(script: SyncScript, req: SyncRequest, book: &xov_protocol::OfferBook) -> SyncResponse {
     match req {
@@ -127,6 +155,18 @@ fn answer(script: SyncScript, req: SyncRequest, book: &xov_protocol::OfferBook) 
                     .collect(),
                 _ => book.digest(&PoolId(pool)),
             },
+        },
+        SyncRequest::Bucket {
+            pool,
+            bucket,
+            after,
+            ..
+        } if script == SyncScript::DigestDiffersEverywhere => SyncResponse::Book {
+            pool,
+            offers: Vec::new(),
+            withdrawals: Vec::new(),
+            next: Some(key_in_bucket(bucket, after)),
+            evidence: Vec::new(),
         },
         SyncRequest::Bucket {
             pool,
