@@ -141,6 +141,9 @@ pub struct Summary {
     pub bytes_gross: f64,
     /// Idle bytes per node per second.
     pub idle_bytes_per_node_sec: f64,
+    /// Connections that completed their noise handshake while idle, per node per minute (each costs a few
+    /// X25519 operations on both sides).
+    pub idle_handshakes_per_node_min: f64,
     /// The signed offer's size, and gossipsub's mesh degree D.
     pub offer_bytes: usize,
     pub mesh_degree: usize,
@@ -224,6 +227,10 @@ impl Summary {
             self.mesh_degree * self.offer_bytes,
             self.bytes_per_node_offer / (self.mesh_degree * self.offer_bytes) as f64,
             self.bytes_per_node_offer / self.bytes_limit()
+        );
+        out += &format!(
+            "idle: {:.1} connections opened per node per minute (noise handshakes completed)\n",
+            self.idle_handshakes_per_node_min
         );
         out += &format!(
             "process: RSS {:.0} MiB at the end, peak {:.0} MiB ({:.2} MiB per node); CPU {:.2} cores idle, {:.2} steady, {:.2} churn\n",
@@ -457,11 +464,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
+/// Connections that completed their handshake, all nodes together: (dialed, accepted).
+#[derive(Debug, Default)]
+struct Handshakes {
+    dialed: AtomicU64,
+    accepted: AtomicU64,
+}
+
 /// The simulated node's transport: memory, counted, noise, yamux, then the per-link delay.
 fn transport(
     key: &identity::Keypair,
     delays: Delays,
     sent: Arc<AtomicU64>,
+    handshakes: Arc<Handshakes>,
 ) -> Result<OtherTransport, String> {
     let local = key.public().to_peer_id();
     let noise = noise::Config::new(key).map_err(|e| e.to_string())?;
@@ -473,7 +488,13 @@ fn transport(
         .upgrade(upgrade::Version::V1)
         .authenticate(noise)
         .multiplex(yamux::Config::default())
-        .map(move |(peer, muxer), _| {
+        .map(move |(peer, muxer), endpoint| {
+            let count = if endpoint.is_dialer() {
+                &handshakes.dialed
+            } else {
+                &handshakes.accepted
+            };
+            count.fetch_add(1, Ordering::Relaxed);
             let delay = delays.between(&local, &peer);
             (
                 peer,
@@ -514,6 +535,7 @@ struct Sim {
     rng: Rng,
     delays: Delays,
     sent: Arc<AtomicU64>,
+    handshakes: Arc<Handshakes>,
     nodes: Vec<Option<Live>>,
     chain: Chain,
     pool: PoolId,
@@ -596,8 +618,13 @@ impl Sim {
         let key = Keypair::from_secret_bytes(&secret);
         let lkey =
             network::libp2p_key(&key).map_err(|source| SimError::Network { slot, source })?;
-        let t = transport(&lkey, self.delays, self.sent.clone())
-            .map_err(|what| SimError::Transport { slot, what })?;
+        let t = transport(
+            &lkey,
+            self.delays,
+            self.sent.clone(),
+            self.handshakes.clone(),
+        )
+        .map_err(|what| SimError::Transport { slot, what })?;
         let (stop, stop_rx) = watch::channel(false);
         let (handle, leases) = network::start_over(&key, &cfg, market.clone(), store, stop_rx, t)
             .await
@@ -855,6 +882,7 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
             seed: opts.seed,
         },
         sent: Arc::new(AtomicU64::new(0)),
+        handshakes: Arc::new(Handshakes::default()),
         nodes: Vec::new(),
         chain,
         pool: xov_protocol::public_charter(chain).body().pool_id(),
@@ -905,8 +933,19 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
 
     // Idle traffic.
     let (b0, c0, t0) = (sim.sent.load(Ordering::Relaxed), cpu_now(), Instant::now());
+    let shakes = |h: &Handshakes| {
+        (
+            h.dialed.load(Ordering::Relaxed),
+            h.accepted.load(Ordering::Relaxed),
+        )
+    };
+    let (d0, a0) = shakes(&sim.handshakes);
     tokio::time::sleep(Duration::from_secs_f64(sim.opts.idle_secs)).await;
     let idle_secs = t0.elapsed().as_secs_f64();
+    let (d1, a1) = shakes(&sim.handshakes);
+    // Both ends of a connection are in this process: the larger side's count is the connections.
+    summary.idle_handshakes_per_node_min =
+        (d1 - d0).max(a1 - a0) as f64 / n as f64 / (idle_secs / 60.0);
     let idle_rate = (sim.sent.load(Ordering::Relaxed) - b0) as f64 / idle_secs;
     summary.idle_bytes_per_node_sec = idle_rate / n as f64;
     summary.cores_idle = (cpu_now() - c0) / idle_secs;
