@@ -82,6 +82,16 @@ fn throwaway(n: u64) -> Keypair {
     Keypair::from_secret_bytes(&secret)
 }
 
+/// The providers of the offers `d` lists.
+fn listed_providers(d: &Daemon) -> Vec<String> {
+    tokio::task::block_in_place(|| d.json(&["offers", "list"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["provider"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn wait_stat(d: &Daemon, what: &str, name: &str, at_least: u64) -> u64 {
     tokio::task::block_in_place(|| {
         eventually(what, CONVERGE, || {
@@ -168,12 +178,7 @@ async fn a_forged_offer_in_a_sync_page_is_refused_alone_and_the_rest_taken_in() 
     .await;
     let honest = (PAGE_OFFERS - 1) as u64;
     wait_stat(&a, "the page's honest offers synced", "synced", honest);
-    let listed: Vec<String> = tokio::task::block_in_place(|| a.json(&["offers", "list"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["provider"].as_str().unwrap().to_string())
-        .collect();
+    let listed = listed_providers(&a);
     for i in 0..PAGE_OFFERS {
         let provider = page_key(i).node_id().to_string();
         assert_eq!(
@@ -205,12 +210,7 @@ async fn offers_the_book_sync_missed_arrive_by_digest_resync() {
         "synced",
         PAGE_OFFERS as u64,
     );
-    let listed: Vec<String> = tokio::task::block_in_place(|| a.json(&["offers", "list"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["provider"].as_str().unwrap().to_string())
-        .collect();
+    let listed = listed_providers(&a);
     for i in 0..PAGE_OFFERS {
         let provider = page_key(i).node_id().to_string();
         assert!(listed.contains(&provider), "offer {i} missing: {listed:?}");

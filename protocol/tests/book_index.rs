@@ -102,6 +102,31 @@ fn linear_scan(book: &OfferBook, q: &OfferQuery, now: u64) -> Vec<MessageId> {
     ids
 }
 
+/// A book after churn: `first` inserted, some of them forgotten, `second` inserted (reusing freed slots),
+/// then pruned by expiry.
+fn churned(
+    first: &[Signed<Offer>],
+    forget: &[prop::sample::Index],
+    second: &[Signed<Offer>],
+    expire_after: u64,
+) -> OfferBook {
+    let mut book = OfferBook::new();
+    for o in first {
+        let _ = book.insert(o.clone(), NOW);
+    }
+    let held: Vec<OfferKey> = book.iter().map(|o| OfferKey::of(o.body())).collect();
+    for i in forget {
+        if !held.is_empty() {
+            book.remove_key(&held[i.index(held.len())]);
+        }
+    }
+    for o in second {
+        let _ = book.insert(o.clone(), NOW);
+    }
+    book.expire(NOW + expire_after);
+    book
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -113,15 +138,7 @@ proptest! {
         expire_after in 0u64..300,
         queries in proptest::collection::vec((0u8..4, arb_demand(), 0usize..6, 0u64..400), 1..8),
     ) {
-        let mut book = OfferBook::new();
-        for o in &first { let _ = book.insert(o.clone(), NOW); }
-        // Churn: forget some, add more (reusing freed slots), prune some by expiry.
-        let held: Vec<OfferKey> = book.iter().map(|o| OfferKey::of(o.body())).collect();
-        for i in &forget {
-            if !held.is_empty() { book.remove_key(&held[i.index(held.len())]); }
-        }
-        for o in &second { let _ = book.insert(o.clone(), NOW); }
-        book.expire(NOW + expire_after);
+        let book = churned(&first, &forget, &second, expire_after);
 
         for (pool_pick, demand, limit, at) in queries {
             let q = OfferQuery { pool: pick_pool(pool_pick), demand, limit };
@@ -197,14 +214,7 @@ proptest! {
         expire_after in 0u64..300,
         limit in 1usize..5,
     ) {
-        let mut book = OfferBook::new();
-        for o in &first { let _ = book.insert(o.clone(), NOW); }
-        let held: Vec<OfferKey> = book.iter().map(|o| OfferKey::of(o.body())).collect();
-        for i in &forget {
-            if !held.is_empty() { book.remove_key(&held[i.index(held.len())]); }
-        }
-        for o in &second { let _ = book.insert(o.clone(), NOW); }
-        book.expire(NOW + expire_after);
+        let book = churned(&first, &forget, &second, expire_after);
 
         // The same offers put in another order make the same digest.
         let mut again = OfferBook::new();

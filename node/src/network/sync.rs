@@ -179,6 +179,32 @@ fn too_long(what: &'static str, got: usize, max: usize) -> Result<(), SyncFault>
     }
 }
 
+/// A book or bucket page as answered, with where its request started.
+struct PageIn<'a> {
+    after: Option<OfferKey>,
+    offers: &'a [Vec<u8>],
+    withdrawals: &'a [Vec<u8>],
+    evidence: &'a [Vec<u8>],
+    next: Option<OfferKey>,
+}
+
+impl PageIn<'_> {
+    /// The rules every page of a pool keeps (its limits, withdrawals and evidence on a first page only, a
+    /// `next` strictly after the start); returns that `next`.
+    fn check(&self, max_evidence: usize) -> Result<Option<OfferKey>, SyncFault> {
+        too_long("offers", self.offers.len(), PAGE)?;
+        too_long("withdrawals", self.withdrawals.len(), MAX_SYNC_WITHDRAWALS)?;
+        too_long("evidence", self.evidence.len(), max_evidence)?;
+        if self.after.is_some() && !(self.evidence.is_empty() && self.withdrawals.is_empty()) {
+            return Err(SyncFault::EvidenceNotFirst);
+        }
+        match self.next {
+            Some(n) if self.after.is_some_and(|a| n <= a) => Err(SyncFault::NoProgress),
+            n => Ok(n),
+        }
+    }
+}
+
 /// Checks `resp` against the request `req` it answers, the `page`th of this sync (0 = first). The follow-up
 /// request is `None` when the peer says there is no more or the sync reached its page limit.
 pub fn check_response(
@@ -234,14 +260,14 @@ pub fn check_response(
             },
         ) => {
             same_pool(asked, pool)?;
-            too_long("offers", offers.len(), PAGE)?;
-            too_long("withdrawals", withdrawals.len(), MAX_SYNC_WITHDRAWALS)?;
-            if after.is_some() && !(evidence.is_empty() && withdrawals.is_empty()) {
-                return Err(SyncFault::EvidenceNotFirst);
-            }
-            too_long("evidence", evidence.len(), MAX_SYNC_EVIDENCE)?;
-            let next = match next {
-                Some(n) if after.is_some_and(|a| n <= a) => return Err(SyncFault::NoProgress),
+            let page_in = PageIn {
+                after: *after,
+                offers: &offers,
+                withdrawals: &withdrawals,
+                evidence: &evidence,
+                next,
+            };
+            let next = match page_in.check(MAX_SYNC_EVIDENCE)? {
                 Some(n) if page + 1 < MAX_BOOK_PAGES => Some(SyncRequest::Book {
                     chain: *chain,
                     pool: *asked,
@@ -286,14 +312,14 @@ pub fn check_response(
             },
         ) => {
             same_pool(asked, pool)?;
-            too_long("offers", offers.len(), PAGE)?;
-            too_long("withdrawals", withdrawals.len(), MAX_SYNC_WITHDRAWALS)?;
-            too_long("evidence", evidence.len(), 0)?;
-            if after.is_some() && !withdrawals.is_empty() {
-                return Err(SyncFault::EvidenceNotFirst);
-            }
-            let next = match next {
-                Some(n) if after.is_some_and(|a| n <= a) => return Err(SyncFault::NoProgress),
+            let page_in = PageIn {
+                after: *after,
+                offers: &offers,
+                withdrawals: &withdrawals,
+                evidence: &evidence,
+                next,
+            };
+            let next = match page_in.check(0)? {
                 Some(n) if xov_protocol::bucket_of(&n) != *bucket => {
                     return Err(SyncFault::OutsideBucket {
                         asked: *bucket,
