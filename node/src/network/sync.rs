@@ -94,6 +94,50 @@ impl SyncRequest {
     }
 }
 
+impl SyncRequest {
+    /// For a request of a pool's pages (its book, or one digest bucket): the pool, where the page starts, and
+    /// how much evidence a page may carry.
+    fn pool_page(&self) -> Option<([u8; 32], Option<OfferKey>, usize)> {
+        match self {
+            SyncRequest::Book { pool, after, .. } => Some((*pool, *after, MAX_SYNC_EVIDENCE)),
+            SyncRequest::Bucket { pool, after, .. } => Some((*pool, *after, 0)),
+            SyncRequest::Charters { .. } | SyncRequest::Digest { .. } => None,
+        }
+    }
+
+    /// The request for the page after key `n`, this request having been the `page`th of its sync; `None` at
+    /// the page limit. A bucket's next page must start in the bucket.
+    fn next_page(&self, n: OfferKey, page: u32) -> Result<Option<SyncRequest>, SyncFault> {
+        Ok(match *self {
+            SyncRequest::Book { chain, pool, .. } if page + 1 < MAX_BOOK_PAGES => {
+                Some(SyncRequest::Book {
+                    chain,
+                    pool,
+                    after: Some(n),
+                })
+            }
+            SyncRequest::Bucket { bucket, .. } if xov_protocol::bucket_of(&n) != bucket => {
+                return Err(SyncFault::OutsideBucket {
+                    asked: bucket,
+                    got: xov_protocol::bucket_of(&n),
+                })
+            }
+            SyncRequest::Bucket {
+                chain,
+                pool,
+                bucket,
+                ..
+            } if page + 1 < MAX_BUCKET_PAGES => Some(SyncRequest::Bucket {
+                chain,
+                pool,
+                bucket,
+                after: Some(n),
+            }),
+            _ => None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SyncResponse {
     Charters {
@@ -246,11 +290,7 @@ pub fn check_response(
             })
         }
         (
-            SyncRequest::Book {
-                chain,
-                pool: asked,
-                after,
-            },
+            req,
             SyncResponse::Book {
                 pool,
                 offers,
@@ -258,22 +298,19 @@ pub fn check_response(
                 next,
                 evidence,
             },
-        ) => {
-            same_pool(asked, pool)?;
+        ) if req.pool_page().is_some() => {
+            let (asked, after, max_evidence) = req.pool_page().expect("checked by the guard");
+            same_pool(&asked, pool)?;
             let page_in = PageIn {
-                after: *after,
+                after,
                 offers: &offers,
                 withdrawals: &withdrawals,
                 evidence: &evidence,
                 next,
             };
-            let next = match page_in.check(MAX_SYNC_EVIDENCE)? {
-                Some(n) if page + 1 < MAX_BOOK_PAGES => Some(SyncRequest::Book {
-                    chain: *chain,
-                    pool: *asked,
-                    after: Some(n),
-                }),
-                _ => None,
+            let next = match page_in.check(max_evidence)? {
+                Some(n) => req.next_page(n, page)?,
+                None => None,
             };
             let items = withdrawals
                 .into_iter()
@@ -294,50 +331,6 @@ pub fn check_response(
             Ok(Checked::Digest {
                 pool: PoolId(pool),
                 buckets,
-            })
-        }
-        (
-            SyncRequest::Bucket {
-                chain,
-                pool: asked,
-                bucket,
-                after,
-            },
-            SyncResponse::Book {
-                pool,
-                offers,
-                withdrawals,
-                next,
-                evidence,
-            },
-        ) => {
-            same_pool(asked, pool)?;
-            let page_in = PageIn {
-                after: *after,
-                offers: &offers,
-                withdrawals: &withdrawals,
-                evidence: &evidence,
-                next,
-            };
-            let next = match page_in.check(0)? {
-                Some(n) if xov_protocol::bucket_of(&n) != *bucket => {
-                    return Err(SyncFault::OutsideBucket {
-                        asked: *bucket,
-                        got: xov_protocol::bucket_of(&n),
-                    })
-                }
-                Some(n) if page + 1 < MAX_BUCKET_PAGES => Some(SyncRequest::Bucket {
-                    chain: *chain,
-                    pool: *asked,
-                    bucket: *bucket,
-                    after: Some(n),
-                }),
-                _ => None,
-            };
-            Ok(Checked::Book {
-                pool: PoolId(pool),
-                items: withdrawals.into_iter().chain(offers).collect(),
-                next,
             })
         }
         (req, resp) => Err(SyncFault::WrongKind {
