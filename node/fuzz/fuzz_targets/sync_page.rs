@@ -1,9 +1,11 @@
 #![no_main]
 
-//! Book sync (`/xov/sync/3`): the input is a peer's answer, decoded as libp2p's cbor codec decodes it into a
+//! Book sync (`/xov/sync/5`): the input is a peer's answer, decoded as libp2p's cbor codec decodes it into a
 //! `SyncResponse` (and, for the serving side, into a `SyncRequest`), then read against several requests it
-//! could answer with the node's own `sync::check_response`: what it accepts must be of the pool asked for,
-//! within the page limits, and its follow-up must move forward and stop at the page limit. Every item of a
+//! could answer (book pages, digest buckets, digests, charters) with the node's own `sync::check_response`:
+//! what it accepts must be of the pool asked for, within the page limits, and its follow-up must move forward,
+//! stay in the bucket asked for, and stop at the page limit; an accepted digest has exactly `DIGEST_BUCKETS`
+//! entries and compares with the node's own without panicking. Every item of a
 //! page is decoded as an
 //! `AnyMessage` and validated as the node validates gossip; a `Book` page is then applied in the node's order
 //! (withdrawals, offers, evidence) to an in-memory `OfferBook` (offers and withdrawals of the page's pool),
@@ -21,8 +23,8 @@ use xov_protocol::validate::{
     validate_receipt, validate_withdrawal,
 };
 use xov_protocol::{
-    AnyMessage, Inserted, MessageId, OfferBook, OfferKey, PoolId, PoolLoad, TrustLedger,
-    ValidationError,
+    bucket_of, differing_buckets, AnyMessage, Inserted, MessageId, OfferBook, OfferKey, PoolId,
+    PoolLoad, TrustLedger, ValidationError, DIGEST_BUCKETS,
 };
 
 /// What the node keeps from sync: the book, receipts and load.
@@ -156,9 +158,22 @@ impl Node {
                 }
                 next
             }
+            Ok(sync::Checked::Digest { pool, buckets }) => {
+                let SyncRequest::Digest { pool: asked, .. } = req else {
+                    panic!("a digest accepted for another request than a digest");
+                };
+                assert_eq!(pool.0, *asked, "a digest of another pool than asked was accepted");
+                assert_eq!(buckets.len(), DIGEST_BUCKETS);
+                let differ = differing_buckets(&self.book.digest(&pool), &buckets);
+                assert!(differ.windows(2).all(|w| w[0] < w[1]));
+                assert!(differ.iter().all(|b| usize::from(*b) < DIGEST_BUCKETS));
+                None
+            }
             Ok(sync::Checked::Book { pool, items, next }) => {
-                let SyncRequest::Book { pool: asked, after, .. } = req else {
-                    panic!("a book page accepted for a charters request");
+                let (asked, after, bucket) = match req {
+                    SyncRequest::Book { pool, after, .. } => (pool, after, None),
+                    SyncRequest::Bucket { pool, after, bucket, .. } => (pool, after, Some(*bucket)),
+                    _ => panic!("a book page accepted for a charters or digest request"),
                 };
                 assert_eq!(pool.0, *asked, "a page of another pool than asked was accepted");
                 for item in &items {
@@ -170,9 +185,20 @@ impl Node {
                         Some(o.id())
                     );
                 }
-                if let Some(SyncRequest::Book { after: Some(a), .. }) = &next {
-                    assert!(after.is_none_or(|b| *a > b), "a follow-up that does not move forward");
-                    assert!(n + 1 < sync::MAX_BOOK_PAGES, "paging past the limit");
+                match &next {
+                    Some(SyncRequest::Book { after: Some(a), .. }) => {
+                        assert!(bucket.is_none(), "a bucket's follow-up asks for the whole book");
+                        assert!(after.is_none_or(|b| *a > b), "a follow-up that does not move forward");
+                        assert!(n + 1 < sync::MAX_BOOK_PAGES, "paging past the limit");
+                    }
+                    Some(SyncRequest::Bucket { after: Some(a), bucket: b, .. }) => {
+                        assert_eq!(Some(*b), bucket, "a follow-up of another bucket or of a book page");
+                        assert_eq!(bucket_of(a), *b, "a bucket's follow-up starts outside the bucket");
+                        assert!(after.is_none_or(|p| *a > p), "a follow-up that does not move forward");
+                        assert!(n + 1 < sync::MAX_BUCKET_PAGES, "paging past the limit");
+                    }
+                    Some(other) => panic!("a page's follow-up of the wrong kind: {other:?}"),
+                    None => {}
                 }
                 if let Some(r) = &next {
                     check_cbor_roundtrip(r);
@@ -195,7 +221,7 @@ fuzz_target!(|data: &[u8]| {
     // The answer read against each request it could answer: the first page of the page's own pool and of
     // another pool, a later page, the last allowed page, and the charters.
     let own = match &resp {
-        SyncResponse::Book { pool, .. } => *pool,
+        SyncResponse::Book { pool, .. } | SyncResponse::Digest { pool, .. } => *pool,
         _ => [1; 32],
     };
     let after = Some(OfferKey {
@@ -209,6 +235,14 @@ fuzz_target!(|data: &[u8]| {
         (SyncRequest::Book { chain: CHAIN, pool: own, after }, sync::MAX_BOOK_PAGES - 1),
         (SyncRequest::Charters { chain: CHAIN, after: None }, 0),
         (SyncRequest::Charters { chain: CHAIN, after: Some([5; 32]) }, 1),
+        (SyncRequest::Digest { chain: CHAIN, pool: own }, 0),
+        (SyncRequest::Digest { chain: CHAIN, pool: [9; 32] }, 0),
+        (SyncRequest::Bucket { chain: CHAIN, pool: own, bucket: 0, after: None }, 0),
+        (SyncRequest::Bucket { chain: CHAIN, pool: own, bucket: bucket_of(&after.unwrap()), after }, 2),
+        (
+            SyncRequest::Bucket { chain: CHAIN, pool: own, bucket: bucket_of(&after.unwrap()), after },
+            sync::MAX_BUCKET_PAGES - 1,
+        ),
     ];
     for (req, n) in &requests {
         let mut node = Node::new();
