@@ -83,7 +83,8 @@ fn a_restarted_node_reconnects_to_the_peers_it_reached_without_bootstrap_peers()
 }
 
 /// A node keeps at most `[network] max_connections`: of six nodes whose only way in is one hub allowing
-/// three, three get in and three are refused; an announced external address is what the node tells peers.
+/// three, three get in and three are refused, before their handshake (the hub counts them: `gate.rs`); an
+/// announced external address is what the node tells peers.
 #[test]
 fn a_node_holds_no_more_connections_than_its_limit() {
     let dh = tempfile::tempdir().unwrap();
@@ -127,7 +128,13 @@ fn a_node_holds_no_more_connections_than_its_limit() {
         .filter(|d| network(d)["connected_peers"] == 0)
         .count();
     assert_eq!(outside, 3);
-    assert_eq!(network(&hub)["connected_peers"], 3);
+    let hub_net = network(&hub);
+    assert_eq!(hub_net["connected_peers"], 3);
+    let refused = hub_net["gossip"]["refused_at_caps"].as_u64().unwrap_or(0);
+    assert!(
+        refused >= 3,
+        "the hub refused {refused} connections before their handshake; three dialers stayed out: {hub_net}"
+    );
 }
 
 /// Seeds: regtest ships none; `[network] seeds` (here `XOV_NETWORK_SEEDS`) replaces the shipped list; a

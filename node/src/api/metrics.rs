@@ -91,6 +91,12 @@ pub fn render(
     if let Some((p, g)) = net {
         o.gauge("xov_peers", "Connected libp2p peers.", p);
         o.family(
+            "xov_connections_refused_at_caps_total",
+            "counter",
+            "Connections (dialed or accepted) refused before their handshake because the node was at its connection caps ([network] max_connections, max_incoming).",
+        );
+        o.sample("xov_connections_refused_at_caps_total", &[], g.refused_at_caps);
+        o.family(
             "xov_gossip_messages_total",
             "counter",
             "Gossip messages by outcome of this node's checks.",
@@ -339,6 +345,7 @@ mod tests {
             accepted: 11,
             bans: 2,
             invalid_frames: 1,
+            refused_at_caps: 5,
             ..Default::default()
         };
         let t = render(
@@ -354,6 +361,7 @@ mod tests {
             "xov_chain_state{state=\"stalled\",source=\"compact block filters\"} 1",
             "xov_chain_state{state=\"synced\",source=\"compact block filters\"} 0",
             "xov_chain_peers 1",
+            "xov_connections_refused_at_caps_total 5",
             "xov_chain_tip{which=\"wallet\"} 150",
             "xov_chain_tip{which=\"headers\"} 152",
             "xov_chain_tip{which=\"peers\"} 153",

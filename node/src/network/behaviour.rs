@@ -13,6 +13,7 @@ use libp2p::{
 };
 use sha2::{Digest, Sha256};
 
+use super::gate;
 use super::lease_wire::{LeaseRequest, LeaseResponse};
 use super::scoring;
 use super::sync::{SyncRequest, SyncResponse, PROTOCOL};
@@ -37,6 +38,8 @@ pub struct Behaviour {
     pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     pub lease: request_response::cbor::Behaviour<LeaseRequest, LeaseResponse>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Refuses, before their handshake, connections the caps would refuse once established.
+    pub gate: gate::Behaviour,
     /// Caps on connections (`[network] max_connections`, `max_incoming`, `max_per_peer`).
     pub limits: connection_limits::Behaviour,
     /// Asks peers to dial our candidate addresses back, confirming the ones that work.
@@ -61,7 +64,7 @@ pub struct Options {
     pub duplicate_cache: Duration,
     /// Largest gossip frame read (tests build peers that send frames over the node's limit with another).
     pub max_frame: usize,
-    pub connections: connection_limits::ConnectionLimits,
+    pub connections: Caps,
     pub relay_server: bool,
     pub upnp: bool,
 }
@@ -72,7 +75,7 @@ impl Default for Options {
             mdns: false,
             duplicate_cache: DUPLICATE_CACHE,
             max_frame: MAX_FRAME,
-            connections: default_limits(),
+            connections: Caps::default(),
             relay_server: true,
             upnp: false,
         }
@@ -97,19 +100,39 @@ pub fn relay_config() -> relay::Config {
     }
 }
 
-/// The connection caps of a node with default settings (see `NetworkConfig`).
-pub fn default_limits() -> connection_limits::ConnectionLimits {
-    limits(64, 48, 4)
+/// Connection caps (`[network] max_connections`, `max_incoming`, `max_per_peer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Established connections, in and out.
+    pub total: u32,
+    /// Of them, inbound.
+    pub incoming: u32,
+    /// To one peer.
+    pub per_peer: u32,
 }
 
-/// Connection caps: `total` established in and out, `incoming` of them inbound, `per_peer` to one peer; as
-/// many pending inbound handshakes as a quarter of `incoming` (at least 4).
-pub fn limits(total: u32, incoming: u32, per_peer: u32) -> connection_limits::ConnectionLimits {
-    connection_limits::ConnectionLimits::default()
-        .with_max_established(Some(total))
-        .with_max_established_incoming(Some(incoming.min(total)))
-        .with_max_established_per_peer(Some(per_peer.max(1)))
-        .with_max_pending_incoming(Some((incoming / 4).max(4)))
+impl Default for Caps {
+    /// A node with default settings (see `NetworkConfig`).
+    fn default() -> Self {
+        Caps {
+            total: 64,
+            incoming: 48,
+            per_peer: 4,
+        }
+    }
+}
+
+impl Caps {
+    /// libp2p's limits for established connections: `total`, `incoming` of them, `per_peer`; as many pending
+    /// inbound handshakes as a quarter of `incoming` (at least 4). The [`gate`] applies `total` and
+    /// `incoming` before the handshake as well.
+    pub fn limits(&self) -> connection_limits::ConnectionLimits {
+        connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(self.total))
+            .with_max_established_incoming(Some(self.incoming.min(self.total)))
+            .with_max_established_per_peer(Some(self.per_peer.max(1)))
+            .with_max_pending_incoming(Some((self.incoming / 4).max(4)))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +218,8 @@ impl Behaviour {
             sync,
             lease,
             mdns: mdns.into(),
-            limits: connection_limits::Behaviour::new(opts.connections.clone()),
+            gate: gate::Behaviour::new(opts.connections.total, opts.connections.incoming),
+            limits: connection_limits::Behaviour::new(opts.connections.limits()),
             autonat: autonat::v2::client::Behaviour::new(
                 rand_core::OsRng,
                 autonat::v2::client::Config::default().with_probe_interval(Duration::from_secs(5)),

@@ -18,6 +18,7 @@
 //! contradicts its own pool (an offer naming our pool but another chain) is rejected.
 
 pub mod behaviour;
+pub mod gate;
 pub mod known_peers;
 pub mod lease_wire;
 pub mod origin;
@@ -142,6 +143,10 @@ pub struct GossipStats {
     /// Hole punching attempts that failed (a symmetric NAT, say); the relay keeps carrying the connection.
     #[serde(default)]
     pub hole_punch_failures: u64,
+    /// Connections (dialed or accepted) refused before their handshake because the node was at its
+    /// connection caps (`gate.rs`).
+    #[serde(default)]
+    pub refused_at_caps: u64,
 }
 
 /// A peer as the API shows it.
@@ -556,7 +561,11 @@ fn options(cfg: &NetworkConfig) -> behaviour::Options {
         mdns: cfg.mdns,
         duplicate_cache: Duration::from_secs(cfg.duplicate_cache_secs.max(1)),
         max_frame: behaviour::MAX_FRAME,
-        connections: behaviour::limits(cfg.max_connections, cfg.max_incoming, cfg.max_per_peer),
+        connections: behaviour::Caps {
+            total: cfg.max_connections,
+            incoming: cfg.max_incoming,
+            per_peer: cfg.max_per_peer,
+        },
         relay_server: cfg.relay_server,
         upnp: cfg.upnp,
     }
@@ -2018,7 +2027,10 @@ impl Runner {
                         .external_addresses()
                         .map(|a| a.to_string())
                         .collect(),
-                    gossip: self.stats.clone(),
+                    gossip: GossipStats {
+                        refused_at_caps: self.swarm.behaviour().gate.refused(),
+                        ..self.stats.clone()
+                    },
                 });
             }
             Command::Peers(tx) => {

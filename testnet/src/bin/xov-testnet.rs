@@ -293,6 +293,16 @@ fn gossip_load(args: &[String]) -> Result<(), String> {
 /// `gossip-sim`: N nodes in this process (see `xov_testnet::gossip_sim`). The stores go on /dev/shm unless
 /// `--data-root` says otherwise: the disk is not what is measured.
 fn gossip_sim(args: &[String]) -> Result<(), String> {
+    // `XOV_SIM_LOG=libp2p_swarm=debug` (RUST_LOG syntax): the nodes' logs on standard error, to see what
+    // they do (every node logs into the one stream; the peer ids tell them apart).
+    if let Ok(filter) = std::env::var("XOV_SIM_LOG") {
+        let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+            .map_err(|e| format!("XOV_SIM_LOG={filter}: {e}"))?;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let all: Vec<String> = std::env::args().collect();
     let shm = std::path::Path::new("/dev/shm");
     let base = (!all.iter().any(|a| a == "--data-root") && shm.is_dir())
