@@ -409,7 +409,10 @@ pub struct NetworkConfig {
     /// Connections this node keeps at most, in and out together; more are refused (the 50-node gossip run
     /// had every node connected to nearly all others).
     pub max_connections: u32,
-    /// Of those, inbound connections at most, so that dialers cannot take every slot.
+    /// Of those, inbound connections at most, so that dialers cannot take every slot; the rest
+    /// (`max_connections - max_incoming`) is the most the node dials itself, so that its own dials cannot
+    /// take every slot from newcomers either (when `max_incoming` is all of `max_connections`, dials are
+    /// capped by `max_connections` only).
     pub max_incoming: u32,
     /// Connections to one peer at most: a relayed one and the direct one that replaces it, and AutoNAT's
     /// dial-backs each way, count all.

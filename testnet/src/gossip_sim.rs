@@ -23,12 +23,12 @@
 //! - Time is the wall clock: the nodes share the machine's cores, so when they need more CPU than it has, the
 //!   delays grow as they would on overloaded hosts. The report gives the CPU used, to tell which happened.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,9 @@ pub struct Summary {
     /// Connections that completed their noise handshake while idle, per node per minute (each costs a few
     /// X25519 operations on both sides).
     pub idle_handshakes_per_node_min: f64,
+    /// Idle bytes per node per second by protocol (substream payload, without yamux and noise framing),
+    /// largest first.
+    pub idle_by_protocol: Vec<(String, f64)>,
     /// The signed offer's size, and gossipsub's mesh degree D.
     pub offer_bytes: usize,
     pub mesh_degree: usize,
@@ -232,6 +235,17 @@ impl Summary {
             "idle: {:.1} connections opened per node per minute (noise handshakes completed)\n",
             self.idle_handshakes_per_node_min
         );
+        if !self.idle_by_protocol.is_empty() {
+            let parts: Vec<String> = self
+                .idle_by_protocol
+                .iter()
+                .map(|(p, b)| format!("{p} {b:.0}"))
+                .collect();
+            out += &format!(
+                "idle: B/s per node by protocol (payload above yamux): {}\n",
+                parts.join(", ")
+            );
+        }
         out += &format!(
             "process: RSS {:.0} MiB at the end, peak {:.0} MiB ({:.2} MiB per node); CPU {:.2} cores idle, {:.2} steady, {:.2} churn\n",
             self.rss_mib,
@@ -303,6 +317,8 @@ pub struct Delayed<S> {
     read: usize,
     eof: bool,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Counts what the substream writes under its protocol's name, when the simulation asks for it.
+    tap: Option<Tap>,
 }
 
 impl<S> Delayed<S> {
@@ -314,6 +330,77 @@ impl<S> Delayed<S> {
             read: 0,
             eof: false,
             timer: None,
+            tap: None,
+        }
+    }
+
+    fn tapped(mut self, by: &ByProtocol) -> Self {
+        self.tap = Some(Tap {
+            head: Vec::new(),
+            name: None,
+            unnamed: 0,
+            by: by.clone(),
+        });
+        self
+    }
+}
+
+/// Bytes written on substreams, by protocol name, all nodes together (payload above yamux: framing and
+/// noise are not in it).
+pub type ByProtocol = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// A substream's protocol, read from the multistream-select negotiation it writes first (each message a
+/// varint length and a line: `/multistream/1.0.0`, then the protocol proposed, or echoed when accepted).
+struct Tap {
+    head: Vec<u8>,
+    name: Option<String>,
+    /// Bytes written before the name was known.
+    unnamed: u64,
+    by: ByProtocol,
+}
+
+impl Tap {
+    const HEAD: usize = 256;
+
+    fn wrote(&mut self, data: &[u8]) {
+        if self.name.is_none() {
+            self.unnamed += data.len() as u64;
+            let room = Self::HEAD.saturating_sub(self.head.len());
+            self.head.extend_from_slice(&data[..data.len().min(room)]);
+            self.name = Self::protocol(&self.head)
+                .or_else(|| (self.head.len() >= Self::HEAD).then(|| "(unknown)".to_string()));
+            let Some(name) = &self.name else { return };
+            if let Ok(mut m) = self.by.lock() {
+                *m.entry(name.clone()).or_default() += std::mem::take(&mut self.unnamed);
+            }
+        } else if let (Some(name), Ok(mut m)) = (&self.name, self.by.lock()) {
+            *m.entry(name.clone()).or_default() += data.len() as u64;
+        }
+    }
+
+    fn protocol(head: &[u8]) -> Option<String> {
+        let mut rest = head;
+        loop {
+            // unsigned varint length
+            let (mut len, mut shift, mut used) = (0usize, 0, 0);
+            loop {
+                let b = *rest.get(used)?;
+                used += 1;
+                len |= usize::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                if shift > 21 {
+                    return Some("(unknown)".into());
+                }
+            }
+            let msg = rest.get(used..used + len)?;
+            rest = &rest[used + len..];
+            let line = std::str::from_utf8(msg).ok()?.trim_end_matches('\n');
+            if line.starts_with('/') && line != "/multistream/1.0.0" {
+                return Some(line.to_string());
+            }
         }
     }
 }
@@ -373,7 +460,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Delayed<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(tap)) = (&r, &mut this.tap) {
+            tap.wrote(&buf[..*n]);
+        }
+        r
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
@@ -387,6 +479,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Delayed<S> {
 struct DelayedMuxer {
     inner: StreamMuxerBox,
     delay: Duration,
+    by: ByProtocol,
 }
 
 impl StreamMuxer for DelayedMuxer {
@@ -399,9 +492,10 @@ impl StreamMuxer for DelayedMuxer {
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
         let d = this.delay;
+        let by = &this.by;
         Pin::new(&mut this.inner)
             .poll_inbound(cx)
-            .map_ok(|s| Delayed::new(s, d))
+            .map_ok(|s| Delayed::new(s, d).tapped(by))
     }
 
     fn poll_outbound(
@@ -410,9 +504,10 @@ impl StreamMuxer for DelayedMuxer {
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
         let d = this.delay;
+        let by = &this.by;
         Pin::new(&mut this.inner)
             .poll_outbound(cx)
-            .map_ok(|s| Delayed::new(s, d))
+            .map_ok(|s| Delayed::new(s, d).tapped(by))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -477,6 +572,7 @@ fn transport(
     delays: Delays,
     sent: Arc<AtomicU64>,
     handshakes: Arc<Handshakes>,
+    by: ByProtocol,
 ) -> Result<OtherTransport, String> {
     let local = key.public().to_peer_id();
     let noise = noise::Config::new(key).map_err(|e| e.to_string())?;
@@ -501,6 +597,7 @@ fn transport(
                 StreamMuxerBox::new(DelayedMuxer {
                     inner: StreamMuxerBox::new(muxer),
                     delay,
+                    by: by.clone(),
                 }),
             )
         })
@@ -536,6 +633,7 @@ struct Sim {
     delays: Delays,
     sent: Arc<AtomicU64>,
     handshakes: Arc<Handshakes>,
+    by_protocol: ByProtocol,
     nodes: Vec<Option<Live>>,
     chain: Chain,
     pool: PoolId,
@@ -595,7 +693,8 @@ impl Sim {
             .unwrap_or(defaults.max_connections);
         let cfg = NetworkConfig {
             max_connections: max,
-            max_incoming: defaults.max_incoming.min(max * 3 / 4),
+            // Half inbound when the cap is lowered (16: 8 dialed, 8 accepted); the default's 48 of 64 otherwise.
+            max_incoming: defaults.max_incoming.min(max / 2),
             listen: vec![addr.clone()],
             bootstrap,
             seeds: Some(Vec::new()),
@@ -623,6 +722,7 @@ impl Sim {
             self.delays,
             self.sent.clone(),
             self.handshakes.clone(),
+            self.by_protocol.clone(),
         )
         .map_err(|what| SimError::Transport { slot, what })?;
         let (stop, stop_rx) = watch::channel(false);
@@ -669,19 +769,29 @@ impl Sim {
     async fn wait_pool_peers(&self, want: usize, deadline: Duration) -> Result<(), SimError> {
         let end = Instant::now() + deadline;
         loop {
-            let mut short = 0;
-            for l in self.nodes.iter().flatten() {
+            let mut short = Vec::new();
+            for (slot, l) in self.nodes.iter().enumerate() {
+                let Some(l) = l else { continue };
                 let m = l.handle.members().await.unwrap_or_default();
-                if m.get(&self.pool).copied().unwrap_or(0) < want {
-                    short += 1;
+                let members = m.get(&self.pool).copied().unwrap_or(0);
+                if members < want {
+                    let connected = l.handle.status().await.map(|s| s.connected_peers);
+                    short.push(format!(
+                        "node {slot}: {members} pool peers, {} connected",
+                        connected.map_or("?".into(), |c| c.to_string())
+                    ));
                 }
             }
-            if short == 0 {
+            if short.is_empty() {
                 return Ok(());
             }
             if Instant::now() > end {
                 return Err(SimError::Deadline {
-                    what: format!("{short} nodes with fewer than {want} pool peers"),
+                    what: format!(
+                        "{} nodes with fewer than {want} pool peers ({})",
+                        short.len(),
+                        short.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+                    ),
                     secs: deadline.as_secs(),
                 });
             }
@@ -883,6 +993,7 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
         },
         sent: Arc::new(AtomicU64::new(0)),
         handshakes: Arc::new(Handshakes::default()),
+        by_protocol: ByProtocol::default(),
         nodes: Vec::new(),
         chain,
         pool: xov_protocol::public_charter(chain).body().pool_id(),
@@ -940,9 +1051,29 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
         )
     };
     let (d0, a0) = shakes(&sim.handshakes);
+    let by0 = sim
+        .by_protocol
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
     tokio::time::sleep(Duration::from_secs_f64(sim.opts.idle_secs)).await;
     let idle_secs = t0.elapsed().as_secs_f64();
     let (d1, a1) = shakes(&sim.handshakes);
+    let by1 = sim
+        .by_protocol
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let mut by: Vec<(String, f64)> = by1
+        .into_iter()
+        .map(|(p, b)| {
+            let before = by0.get(&p).copied().unwrap_or(0);
+            (p, (b - before) as f64 / idle_secs / n as f64)
+        })
+        .filter(|(_, r)| *r >= 1.0)
+        .collect();
+    by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    summary.idle_by_protocol = by;
     // Both ends of a connection are in this process: the larger side's count is the connections.
     summary.idle_handshakes_per_node_min =
         (d1 - d0).max(a1 - a0) as f64 / n as f64 / (idle_secs / 60.0);

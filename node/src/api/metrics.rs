@@ -95,7 +95,11 @@ pub fn render(
             "counter",
             "Connections (dialed or accepted) refused before their handshake because the node was at its connection caps ([network] max_connections, max_incoming).",
         );
-        o.sample("xov_connections_refused_at_caps_total", &[], g.refused_at_caps);
+        o.sample(
+            "xov_connections_refused_at_caps_total",
+            &[],
+            g.refused_at_caps,
+        );
         o.family(
             "xov_gossip_messages_total",
             "counter",

@@ -42,8 +42,9 @@ pub struct Behaviour {
     pub gate: gate::Behaviour,
     /// Caps on connections (`[network] max_connections`, `max_incoming`, `max_per_peer`).
     pub limits: connection_limits::Behaviour,
-    /// Asks peers to dial our candidate addresses back, confirming the ones that work.
-    pub autonat: autonat::v2::client::Behaviour,
+    /// Asks peers to dial our candidate addresses back, confirming the ones that work; off when the operator
+    /// names the node's external addresses (`[network] external_addresses`: those are taken as confirmed).
+    pub autonat: Toggle<autonat::v2::client::Behaviour>,
     /// Dials peers' candidate addresses back for them.
     pub autonat_server: autonat::v2::server::Behaviour,
     /// Circuit relay v2 for peers behind NAT (`[network] relay_server`).
@@ -67,6 +68,8 @@ pub struct Options {
     pub connections: Caps,
     pub relay_server: bool,
     pub upnp: bool,
+    /// Probe the node's own reachability with AutoNAT (off when its external addresses are configured).
+    pub autonat_client: bool,
 }
 
 impl Default for Options {
@@ -78,6 +81,7 @@ impl Default for Options {
             connections: Caps::default(),
             relay_server: true,
             upnp: false,
+            autonat_client: true,
         }
     }
 }
@@ -105,7 +109,7 @@ pub fn relay_config() -> relay::Config {
 pub struct Caps {
     /// Established connections, in and out.
     pub total: u32,
-    /// Of them, inbound.
+    /// Of them, inbound; the rest is for outbound.
     pub incoming: u32,
     /// To one peer.
     pub per_peer: u32,
@@ -123,13 +127,29 @@ impl Default for Caps {
 }
 
 impl Caps {
-    /// libp2p's limits for established connections: `total`, `incoming` of them, `per_peer`; as many pending
-    /// inbound handshakes as a quarter of `incoming` (at least 4). The [`gate`] applies `total` and
-    /// `incoming` before the handshake as well.
+    /// What the gate applies before the handshake: `total`; `incoming` of them inbound; and the rest
+    /// (`total - incoming`) outbound, so that the node's own dials leave the inbound share to newcomers
+    /// (when `incoming` is all of `total`, outbound has no cap of its own).
+    pub fn gate(&self) -> gate::Caps {
+        let incoming = self.incoming.min(self.total);
+        gate::Caps {
+            total: self.total,
+            incoming,
+            outgoing: match self.total - incoming {
+                0 => self.total,
+                n => n,
+            },
+        }
+    }
+
+    /// libp2p's limits for established connections: the [`Caps::gate`] caps, and `per_peer`; as many
+    /// pending inbound handshakes as a quarter of `incoming` (at least 4).
     pub fn limits(&self) -> connection_limits::ConnectionLimits {
+        let g = self.gate();
         connection_limits::ConnectionLimits::default()
-            .with_max_established(Some(self.total))
-            .with_max_established_incoming(Some(self.incoming.min(self.total)))
+            .with_max_established(Some(g.total))
+            .with_max_established_incoming(Some(g.incoming))
+            .with_max_established_outgoing(Some(g.outgoing))
             .with_max_established_per_peer(Some(self.per_peer.max(1)))
             .with_max_pending_incoming(Some((self.incoming / 4).max(4)))
     }
@@ -218,12 +238,18 @@ impl Behaviour {
             sync,
             lease,
             mdns: mdns.into(),
-            gate: gate::Behaviour::new(opts.connections.total, opts.connections.incoming),
+            gate: gate::Behaviour::new(opts.connections.gate()),
             limits: connection_limits::Behaviour::new(opts.connections.limits()),
-            autonat: autonat::v2::client::Behaviour::new(
-                rand_core::OsRng,
-                autonat::v2::client::Config::default().with_probe_interval(Duration::from_secs(5)),
-            ),
+            autonat: opts
+                .autonat_client
+                .then(|| {
+                    autonat::v2::client::Behaviour::new(
+                        rand_core::OsRng,
+                        autonat::v2::client::Config::default()
+                            .with_probe_interval(Duration::from_secs(5)),
+                    )
+                })
+                .into(),
             autonat_server: autonat::v2::server::Behaviour::new(rand_core::OsRng),
             relay: opts
                 .relay_server

@@ -147,6 +147,10 @@ pub struct GossipStats {
     /// connection caps (`gate.rs`).
     #[serde(default)]
     pub refused_at_caps: u64,
+    /// Connections accepted in a guest slot (the inbound slots being full) and closed when their time was
+    /// up (`gate.rs`).
+    #[serde(default)]
+    pub guests_closed: u64,
 }
 
 /// A peer as the API shows it.
@@ -568,6 +572,10 @@ fn options(cfg: &NetworkConfig) -> behaviour::Options {
         },
         relay_server: cfg.relay_server,
         upnp: cfg.upnp,
+        // Addresses the operator names are taken as confirmed; probing the node's other candidates (each
+        // inbound connection can report one, a NAT's mapping or an ephemeral port) would only cost its peers
+        // dial-backs.
+        autonat_client: cfg.external_addresses.is_empty(),
     }
 }
 
@@ -696,9 +704,9 @@ async fn run(
         requests: HashMap::new(),
         node_ids: HashMap::new(),
         listen_addrs: listen_addrs.clone(),
-        ticks: 0,
         resync_every: (cfg.resync_secs > 0).then(|| Duration::from_secs(cfg.resync_secs)),
         last_resync: Instant::now(),
+        announce: Backoff::new(ANNOUNCE_FIRST, ANNOUNCE_MAX, Instant::now()),
         resync_budget: 0,
         reach: Reachability::new(Instant::now()),
         reservations: HashMap::new(),
@@ -841,10 +849,11 @@ struct Runner {
     requests: HashMap<OutboundRequestId, (PeerId, SyncRequest, u32)>,
     node_ids: HashMap<PeerId, NodeId>,
     listen_addrs: Vec<Multiaddr>,
-    ticks: u64,
     /// How often each joined pool's digest is compared with a random pool peer's (`None`: never).
     resync_every: Option<Duration>,
     last_resync: Instant,
+    /// When the joined pools are announced in the DHT again.
+    announce: Backoff,
     /// Sync requests the current anti-entropy round may still send ([`sync::RESYNC_REQUESTS`] a round).
     resync_budget: u32,
     /// Whether others can dial us, and the relays we listen through (reachability.rs).
@@ -868,6 +877,42 @@ struct Conn {
 /// Relays through which a lease message to an unconnected peer is also tried.
 const MAX_RELAY_GUESSES: usize = 3;
 const RELAYED_GRACE: Duration = Duration::from_secs(10);
+
+/// Pool announcements (DHT provider records) are repeated after `ANNOUNCE_FIRST`, then at twice the last
+/// interval up to `ANNOUNCE_MAX` (5, 10, 20, 40 s ... 5 min): often while the node and the network around it
+/// are new (the first announcement, made before any peer is known, reaches nobody), rarely after. Every 30 s for good was
+/// most of an idle node's traffic at 100 simulated nodes (each announcement is a DHT lookup and 20
+/// stores); records last 48 h, so 5 min is only for churn among the peers that hold them.
+const ANNOUNCE_FIRST: Duration = Duration::from_secs(5);
+const ANNOUNCE_MAX: Duration = Duration::from_secs(300);
+
+/// A repeating deadline whose interval doubles from `first` up to `max`.
+#[derive(Debug, Clone)]
+struct Backoff {
+    next: Instant,
+    every: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration, max: Duration, now: Instant) -> Self {
+        Backoff {
+            next: now + first,
+            every: first,
+            max,
+        }
+    }
+
+    /// Whether the deadline passed at `now`; if so the next one is set, at twice the interval.
+    fn due(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.every = (self.every * 2).min(self.max);
+        self.next = now + self.every;
+        true
+    }
+}
 
 /// Below this many peers in a joined pool, the node looks up the pool's members in the DHT.
 const MIN_POOL_PEERS: usize = 3;
@@ -1853,7 +1898,6 @@ impl Runner {
     }
 
     fn maintain(&mut self) {
-        self.ticks += 1;
         let now = Instant::now();
         if self
             .resync_every
@@ -1865,6 +1909,10 @@ impl Runner {
         let actions = self.reach.tick(now);
         self.apply_reach(actions);
         self.close_redundant_relayed(now);
+        for (peer, id) in self.swarm.behaviour_mut().gate.expire_guests(now) {
+            debug!(%peer, "closing a guest connection: its time is up and the inbound slots are full");
+            self.swarm.close_connection(id);
+        }
         let has_outbound = self.conns.values().any(|c| c.dialer && !c.relayed);
         let mut inbound: Vec<PeerId> = self
             .conns
@@ -1892,6 +1940,7 @@ impl Runner {
             .read()
             .map(|m| m.joined().iter().copied().collect())
             .unwrap_or_default();
+        let announce_now = self.announce.due(now);
         for p in &joined {
             let hash = pool_topic(p).hash();
             let peers = self
@@ -1902,7 +1951,7 @@ impl Runner {
                 .filter(|(_, ts)| ts.contains(&&hash))
                 .count();
             // Re-announce now and then: provider records live on whichever peers were closest at the time.
-            if self.ticks % 15 == 1 {
+            if announce_now {
                 announce(&mut self.swarm, p);
             }
             if peers < MIN_POOL_PEERS && self.swarm.connected_peers().count() > 0 {
@@ -2029,6 +2078,7 @@ impl Runner {
                         .collect(),
                     gossip: GossipStats {
                         refused_at_caps: self.swarm.behaviour().gate.refused(),
+                        guests_closed: self.swarm.behaviour().gate.guests_closed(),
                         ..self.stats.clone()
                     },
                 });
