@@ -89,6 +89,8 @@ pub struct OpenStackSettings {
     pub compute_endpoint_override: Option<String>,
     #[serde(default)]
     pub image_endpoint_override: Option<String>,
+    #[serde(default)]
+    pub network_endpoint_override: Option<String>,
     pub network: Networks,
     #[serde(default)]
     pub key_delivery: KeyDelivery,
@@ -287,6 +289,7 @@ impl OpenStackSettings {
             insecure: self.insecure.unwrap_or(conn.insecure),
             compute_endpoint_override: self.compute_endpoint_override.clone(),
             image_endpoint_override: self.image_endpoint_override.clone(),
+            network_endpoint_override: self.network_endpoint_override.clone(),
             network: self.network.clone(),
             key_delivery: self.key_delivery,
             boot_timeout: self.boot_timeout,

@@ -187,6 +187,10 @@ pub struct OpenStackConfig {
     /// Use this image (Glance) endpoint instead of the catalog's.
     #[serde(default)]
     pub image_endpoint_override: Option<String>,
+    /// Use this network (Neutron) endpoint instead of the catalog's (without `/v2.0`, as the catalog
+    /// lists it).
+    #[serde(default)]
+    pub network_endpoint_override: Option<String>,
     /// Network for new machines: `"none"`, `"auto"` or a network UUID.
     pub network: Networks,
     #[serde(default)]
@@ -235,6 +239,9 @@ impl OpenStackConfig {
         }
         if let Some(u) = &self.image_endpoint_override {
             check_url("image_endpoint_override", u)?;
+        }
+        if let Some(u) = &self.network_endpoint_override {
+            check_url("network_endpoint_override", u)?;
         }
         if self.boot_timeout.is_zero() || self.request_timeout.is_zero() {
             return Err(ProvisionError::Config(

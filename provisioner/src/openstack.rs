@@ -12,13 +12,20 @@
 //! answer is lost (dropped connection, timeout, 5xx) is followed by a fresh listing, and only a listing that
 //! succeeded and shows nothing allows another create. Should two exist anyway (another process raced us),
 //! the oldest is kept and the others, tagged with the same lease, are deleted. Nothing untagged is touched.
+//!
+//! A machine's access (its ports in the lease's security group, tagged, and the floating IP) is set up while
+//! the server builds, as soon as Neutron lists its ports, so that a machine is handed over when Nova says
+//! ACTIVE rather than after another round of Neutron calls. It is checked again after ACTIVE with one port
+//! listing: only when the ports differ from those set up (or the early set-up failed) is it done again,
+//! and every step is idempotent (`ensure_*` lists by marker first; a floating IP on another port is moved).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{watch, Mutex, OwnedMutexGuard};
 use tracing::{info, warn};
 
 use crate::config::{KeyDelivery, Networks, OpenStackConfig};
@@ -27,7 +34,7 @@ use crate::glance::{Glance, Image};
 use crate::http::{self, Service};
 use crate::inventory::{self, InventoryMapping};
 use crate::keystone::Keystone;
-use crate::neutron::Neutron;
+use crate::neutron::{Neutron, Port};
 use crate::nova::{Action, Created, Flavor, Nova, NovaServer};
 use crate::provisioner::{
     parse_ssh_key, same_ssh_key, validate_lease_id, Address, Inventory, LaunchRequest, Machine,
@@ -35,6 +42,13 @@ use crate::provisioner::{
 };
 use crate::retry::{Backoff, Poll};
 use crate::userdata;
+
+/// A machine's access as set up while it built: the ports it was set up on, and the floating address.
+#[derive(Debug)]
+struct Prepared {
+    ports: Vec<String>,
+    floating: Option<String>,
+}
 
 /// The Nova key pair holding a lease's buyer key.
 pub fn keypair_name(lease_id: &str) -> String {
@@ -144,7 +158,7 @@ impl OpenStackProvisioner {
             svc: service("image", Some("/v2"), &cfg.image_endpoint_override),
         };
         let neutron = Neutron {
-            svc: service("network", Some("/v2.0"), &None),
+            svc: service("network", Some("/v2.0"), &cfg.network_endpoint_override),
             owner: cfg.owner.clone(),
         };
         Ok(OpenStackProvisioner {
@@ -306,8 +320,72 @@ impl OpenStackProvisioner {
 
     async fn launch_locked(&self, req: &LaunchRequest) -> Result<Machine> {
         let lease = req.lease_id.as_str();
-        let machine = self.boot(req).await?;
-        self.open_access(lease, &req.extra_ports, machine).await
+        let (server_tx, server_rx) = watch::channel(None);
+        let attaching = AtomicBool::new(false);
+        let boot = self.boot(req, &server_tx);
+        let early = self.early_access(lease, &req.extra_ports, server_rx, &attaching);
+        tokio::pin!(boot, early);
+        let mut prepared = None;
+        let machine = loop {
+            tokio::select! {
+                m = &mut boot => break m?,
+                r = &mut early, if prepared.is_none() => prepared = Some(r),
+            }
+        };
+        // Neutron calls under way are finished rather than cut off (a create cut off could leave a second
+        // floating IP behind the listing that follows).
+        if prepared.is_none() && attaching.load(Ordering::SeqCst) {
+            prepared = Some(early.await);
+        }
+        let prepared = match prepared {
+            Some(Ok(a)) => Some(a),
+            Some(Err(e)) => {
+                warn!(lease, error = %e, "launch: setting up access while the machine built failed; again now");
+                None
+            }
+            None => None,
+        };
+        self.open_access(lease, &req.extra_ports, machine, prepared)
+            .await
+    }
+
+    /// The machine's access, set up while it builds: waits for the server's id (the create's answer), then
+    /// for Neutron to list its ports, then sets them up ([`Self::attach`]). Never finishes when the
+    /// network has no ports for machines; the launch drops it when the boot is over.
+    async fn early_access(
+        &self,
+        lease: &str,
+        extra_ports: &[u16],
+        mut server: watch::Receiver<Option<String>>,
+        attaching: &AtomicBool,
+    ) -> Result<Prepared> {
+        if matches!(self.cfg.network, Networks::None) {
+            return std::future::pending().await;
+        }
+        let id = loop {
+            if let Some(id) = server.borrow_and_update().clone() {
+                break id;
+            }
+            if server.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        };
+        let mut poll = Poll::new(self.cfg.boot_timeout);
+        let ports = loop {
+            let ports = self.neutron.ports_of_server(&id).await?;
+            if !ports.is_empty() {
+                break ports;
+            }
+            if !poll.wait().await {
+                return std::future::pending().await;
+            }
+        };
+        attaching.store(true, Ordering::SeqCst);
+        let floating = self.attach(lease, extra_ports, &ports).await?;
+        Ok(Prepared {
+            ports: ports.into_iter().map(|p| p.id).collect(),
+            floating,
+        })
     }
 
     /// Whether leases get their own security group: only machines on a network have ports to put in one.
@@ -330,39 +408,59 @@ impl OpenStackProvisioner {
 
     /// After the machine is up: its ports in the lease's security group (a server found again may predate
     /// it) and the floating IP on its first port; the machine as buyers reach it, floating address first.
+    /// What was `prepared` while it built stands if the machine's ports are still those.
     async fn open_access(
         &self,
         lease: &str,
         extra_ports: &[u16],
-        mut machine: Machine,
+        machine: Machine,
+        prepared: Option<Prepared>,
     ) -> Result<Machine> {
         if matches!(self.cfg.network, Networks::None) {
             return Ok(machine);
         }
-        let sg = self.security_group(lease, extra_ports).await?;
         let ports = self.neutron.ports_of_server(&machine.server_id).await?;
+        let floating = match prepared {
+            Some(p) if p.ports.iter().eq(ports.iter().map(|x| &x.id)) => p.floating,
+            _ => self.attach(lease, extra_ports, &ports).await?,
+        };
+        Ok(match floating {
+            // Nova learns of it from Neutron a moment later; the buyer needs it now.
+            Some(ip) => floating_first(machine, &ip),
+            None => machine,
+        })
+    }
+
+    /// The server's `ports` in the lease's security group and tagged, and the floating IP (from the
+    /// external network, when one is configured) on the first; the floating address.
+    async fn attach(
+        &self,
+        lease: &str,
+        extra_ports: &[u16],
+        ports: &[Port],
+    ) -> Result<Option<String>> {
+        let sg = self.security_group(lease, extra_ports).await?;
         if let Some(sg) = &sg {
             for p in ports.iter().filter(|p| p.security_groups != [sg.clone()]) {
                 self.neutron.set_security_groups(&p.id, &[sg]).await?;
             }
         }
-        for p in &ports {
+        for p in ports {
             self.neutron.tag_port(lease, p).await?;
         }
-        if let (Some(ext), Some(port)) = (&self.cfg.access.external_network, ports.first()) {
-            let fip = self
-                .neutron
-                .ensure_floating_ip(lease, ext, &port.id)
-                .await?;
-            info!(
-                lease,
-                address = fip.floating_ip_address,
-                "launch: floating IP attached"
-            );
-            // Nova learns of it from Neutron a moment later; the buyer needs it now.
-            machine = floating_first(machine, &fip.floating_ip_address);
-        }
-        Ok(machine)
+        let (Some(ext), Some(port)) = (&self.cfg.access.external_network, ports.first()) else {
+            return Ok(None);
+        };
+        let fip = self
+            .neutron
+            .ensure_floating_ip(lease, ext, &port.id)
+            .await?;
+        info!(
+            lease,
+            address = fip.floating_ip_address,
+            "launch: floating IP attached"
+        );
+        Ok(Some(fip.floating_ip_address))
     }
 
     /// The machine with the lease's attached floating IP first, as Neutron records it. Nova's view of a
@@ -396,7 +494,12 @@ impl OpenStackProvisioner {
     }
 
     /// The lease's server, booted (or found again) and followed until it is built.
-    async fn boot(&self, req: &LaunchRequest) -> Result<Machine> {
+    /// `server_id` learns the server's id as soon as it is known (for [`Self::early_access`]).
+    async fn boot(
+        &self,
+        req: &LaunchRequest,
+        server_id: &watch::Sender<Option<String>>,
+    ) -> Result<Machine> {
         let lease = req.lease_id.as_str();
         // A retry, a restart or a crash after the create: the tagged server is the lease's machine.
         if let Some(s) = self.of_lease(lease).await?.into_iter().next() {
@@ -406,6 +509,7 @@ impl OpenStackProvisioner {
                 status = s.status,
                 "launch: the lease already has a machine"
             );
+            server_id.send_replace(Some(s.id.clone()));
             return self.follow(lease, s.id).await;
         }
         let flavor = match self.flavor(&req.flavor).await {
@@ -498,6 +602,7 @@ impl OpenStackProvisioner {
                 }
             }
         };
+        server_id.send_replace(Some(id.clone()));
         self.follow(lease, id).await
     }
 

@@ -256,12 +256,15 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
     else {
         return;
     };
-    let cfg = ctx.networked_config();
+    let mut cfg = ctx.networked_config();
     let fixed_only = xov_provisioner::OpenStackConfig {
         access: Default::default(),
         ..cfg.clone()
     };
     let p_fixed = OpenStackProvisioner::new(fixed_only, ctx.mapping()).unwrap();
+    // This one reaches Neutron through a proxy (`network_endpoint_override`), which sees its requests.
+    let neutron = FaultProxy::start(&ctx.lab.network_origin).await;
+    cfg.network_endpoint_override = Some(neutron.origin.clone());
     let p = OpenStackProvisioner::new(cfg, ctx.mapping()).unwrap();
     let n = p.neutron();
     let lease = lease_id();
@@ -288,6 +291,11 @@ async fn a_lease_gets_one_security_group_and_one_floating_ip_and_releases_them()
     assert_eq!(m.server_id, booted.server_id);
     let again = p.launch(&wants_web).await.unwrap();
     assert_eq!(again.server_id, m.server_id);
+    assert_eq!(
+        neutron.count(&Method::POST, "/v2.0/floatingips"),
+        (1, 1),
+        "the floating IP was made once, through the overriding endpoint"
+    );
 
     let groups = n.security_groups_of(&lease).await.unwrap();
     assert_eq!(groups.len(), 1, "{groups:?}");

@@ -83,7 +83,7 @@ pub struct Opts {
     pub delay_max: Duration,
     /// Bootstrap peers of each node: random live nodes started before it.
     pub bootstrap: usize,
-    /// `[network] max_connections` of every node (None: the node's default, 64); `max_incoming` is 3/4 of it.
+    /// `[network] max_connections` of every node (None: the node's default, 64); when lowered, `max_incoming` is half of it.
     pub max_connections: Option<u32>,
     /// Window before the steady phase, with nothing published, whose bytes are subtracted as idle traffic.
     pub idle_secs: f64,

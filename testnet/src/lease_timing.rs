@@ -2,9 +2,10 @@
 //! reporting the machine RUNNING, split into the node's own time and OpenStack's.
 //!
 //! A provider and a buyer run on the local testnet (bitcoind regtest, the OpenStack lab). The provider reaches
-//! Nova through a recording proxy that timestamps every request and notes each server status in Nova's
-//! answers, so the wire shows when the node asked for the server (`POST /servers`) and when Nova first
-//! answered ACTIVE. The harness mines the confirming block and polls the provider's lease state every
+//! Nova and Neutron through recording proxies that timestamp every request (and note each server status in
+//! Nova's answers), so the wire shows when the node asked for the server (`POST /servers`), when Nova first
+//! answered ACTIVE, and what the node asked of either service when; the time with no request to either in
+//! flight is the node's own (or its waiting between status polls). The harness mines the confirming block and polls the provider's lease state every
 //! 25 ms. Nova's own view (`created` → `OS-SRV-USG:launched_at`, whole seconds) is read afterwards.
 //!
 //!   node before Nova   = POST /servers sent            − block mined
@@ -30,10 +31,12 @@ use crate::openstack::{LabCleanup, OpenStackLab, RealMode};
 use crate::proc_stats::{self, percentile, sorted};
 use crate::scenario::{self, ProviderOpts, PRICE_P1};
 
-/// One request the proxy forwarded.
+/// One request a proxy forwarded.
 #[derive(Debug, Clone)]
 struct Record {
-    /// When the request reached the proxy, and when Nova's answer came back, since the proxy started.
+    /// `nova` or `neutron`.
+    service: &'static str,
+    /// When the request reached the proxy, and when the service's answer came back, since the proxies started.
     sent: f64,
     answered: f64,
     method: String,
@@ -44,11 +47,28 @@ struct Record {
     server_id: Option<String>,
 }
 
+/// A recording proxy in front of one service; the proxies of a run share the clock and the log.
 struct Proxy {
+    service: &'static str,
     target: String,
     client: reqwest::Client,
     t0: Instant,
-    log: Mutex<Vec<Record>>,
+    log: Arc<Mutex<Vec<Record>>>,
+}
+
+impl Proxy {
+    /// Listens on a free port of 127.0.0.1 and forwards to `target`; the proxy's origin.
+    async fn serve(self: &Arc<Self>) -> Result<String, String> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let origin = format!("http://{}", l.local_addr().map_err(|e| e.to_string())?);
+        let app = axum::Router::new().fallback(relay).with_state(self.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+        Ok(origin)
+    }
 }
 
 async fn relay(State(p): State<Arc<Proxy>>, req: Request) -> Response {
@@ -94,6 +114,7 @@ async fn relay(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         }
     }
     p.log.lock().unwrap().push(Record {
+        service: p.service,
         sent,
         answered: p.t0.elapsed().as_secs_f64(),
         method: parts.method.to_string(),
@@ -169,8 +190,12 @@ struct Run {
     /// Block mined → the provider's lease leaves `payment_seen` (chain detection; its RPC poll is 200 ms).
     to_funded: Option<f64>,
     polls: usize,
-    /// Time with at least one Nova request in flight, block → running.
-    nova_busy: f64,
+    /// Time with at least one Nova or Neutron request in flight, block → running.
+    cloud_busy: f64,
+    /// Of it, with a Neutron request in flight.
+    neutron_busy: f64,
+    /// First ACTIVE answer → running with some request in flight (the rest of that stretch is the node's).
+    after_active_cloud: f64,
     /// Time between the create and the first ACTIVE answer with no request in flight: the node waits for the
     /// boot at its poll pace.
     poll_wait: f64,
@@ -214,24 +239,21 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
         .map_err(|e| e.to_string())?;
     let client = NodeApi::client();
     let proxy = Arc::new(Proxy {
+        service: "nova",
         target: lab.compute_origin.clone(),
         client: client.clone(),
         t0: Instant::now(),
-        log: Mutex::new(Vec::new()),
+        log: Arc::new(Mutex::new(Vec::new())),
     });
-    let origin = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        let origin = format!("http://{}", l.local_addr().map_err(|e| e.to_string())?);
-        let app = axum::Router::new()
-            .fallback(relay)
-            .with_state(proxy.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(l, app).await;
-        });
-        Ok::<_, String>(origin)
-    })?;
+    let neutron = Arc::new(Proxy {
+        service: "neutron",
+        target: lab.network_origin.clone(),
+        client: client.clone(),
+        t0: proxy.t0,
+        log: proxy.log.clone(),
+    });
+    let (origin, neutron_origin) =
+        rt.block_on(async { Ok::<_, String>((proxy.serve().await?, neutron.serve().await?)) })?;
 
     let dir = |n: &str| {
         let d = root.join(n);
@@ -241,6 +263,7 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
     // a while: this provider lets the buyer hold more, so runs are never refused.
     let opts = ProviderOpts {
         compute_endpoint: Some(format!("{origin}/v2.1")),
+        network_endpoint: Some(neutron_origin),
         extra: "\n[provider.admission.anonymous]\nmax_concurrent_leases = 1000\nmax_sats_per_hour = 100000000\nreference_sats_per_hour = 0\n"
             .to_string()
             + &["basic", "established", "trusted"]
@@ -323,19 +346,21 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
         col(&|x| Some(x.after_active)),
         col(&|x| Some(x.total)),
     ));
-    say("\nthe same total split by who was working: Nova (some request in flight), the node waiting between status polls while the server builds, and the node itself (everything else: chain detection, its own processing)".into());
-    say("| Nova requests in flight | waiting between status polls | node's own time | node's own share of total |".into());
-    say("|---|---|---|---|".into());
+    say("\nthe same total split by who was working: the cloud (some Nova or Neutron request in flight), the node waiting between status polls while the server builds, and the node itself (everything else: chain detection, its own processing); and after the first ACTIVE answer, the cloud's and the node's parts".into());
+    say("| Nova or Neutron requests in flight | of which Neutron | waiting between status polls | node's own time | node's own share of total | after ACTIVE: cloud / node |".into());
+    say("|---|---|---|---|---|---|".into());
+    let own = |x: &Run| x.total - x.cloud_busy - x.poll_wait;
     say(format!(
-        "| {} | {} | {} | {} |",
-        col(&|x| Some(x.nova_busy)),
+        "| {} | {} | {} | {} | {} | {} / {} |",
+        col(&|x| Some(x.cloud_busy)),
+        col(&|x| Some(x.neutron_busy)),
         col(&|x| Some(x.poll_wait)),
-        col(&|x| Some(x.total - x.nova_busy - x.poll_wait)),
+        col(&|x| Some(own(x))),
         {
             let v = sorted(
                 results
                     .iter()
-                    .map(|x| (x.total - x.nova_busy - x.poll_wait) / x.total.max(1e-9) * 100.0)
+                    .map(|x| own(x) / x.total.max(1e-9) * 100.0)
                     .collect(),
             );
             format!(
@@ -344,7 +369,9 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
                 v.first().copied().unwrap_or(0.0),
                 v.last().copied().unwrap_or(0.0)
             )
-        }
+        },
+        col(&|x| Some(x.after_active_cloud)),
+        col(&|x| Some(x.after_active - x.after_active_cloud)),
     ));
     if real.is_some() {
         // The real VM's path to the first login, on one timeline from the block (see docs/benchmarks.md):
@@ -468,13 +495,14 @@ fn one_lease(
         }
     };
     let log: Vec<Record> = proxy.log.lock().unwrap()[mark..].to_vec();
-    let create = log
+    let nova: Vec<&Record> = log.iter().filter(|r| r.service == "nova").collect();
+    let create = nova
         .iter()
         .find(|r| r.method == "POST" && r.path.ends_with("/servers"))
         .ok_or("the provider never asked Nova for a server")?;
     let server_id = create.server_id.clone().unwrap_or_default();
     // Only answers about this server count: listings also show other leases' machines.
-    let active = log
+    let active = nova
         .iter()
         .find(|r| {
             r.sent >= create.sent
@@ -482,7 +510,7 @@ fn one_lease(
                 && r.statuses.iter().any(|s| s == "ACTIVE")
         })
         .ok_or("no ACTIVE answer from Nova on the wire")?;
-    let polls = log
+    let polls = nova
         .iter()
         .filter(|r| r.method == "GET" && r.path.ends_with(&server_id) && r.sent >= create.sent)
         .count();
@@ -509,10 +537,11 @@ fn one_lease(
                 String::new()
             };
             let path = r.path.replace(&server_id, "{id}");
+            let service = if r.service == "nova" { "" } else { "neutron " };
             (
                 r.sent - mined_at,
                 format!(
-                    "{:.0}–{:.0} {} {path}{st}",
+                    "{:.0}–{:.0} {service}{} {path}{st}",
                     (r.sent - mined_at) * 1e3,
                     (r.answered - mined_at) * 1e3,
                     r.method
@@ -528,7 +557,14 @@ fn one_lease(
         .collect();
     trace.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
     let spans: Vec<(f64, f64)> = log.iter().map(|r| (r.sent, r.answered)).collect();
-    let nova_busy = covered(&spans, mined_at, running_at);
+    let cloud_busy = covered(&spans, mined_at, running_at);
+    let neutron_spans: Vec<(f64, f64)> = log
+        .iter()
+        .filter(|r| r.service == "neutron")
+        .map(|r| (r.sent, r.answered))
+        .collect();
+    let neutron_busy = covered(&neutron_spans, mined_at, running_at);
+    let after_active_cloud = covered(&spans, active.answered, running_at);
     let poll_wait = (active.answered - create.sent) - covered(&spans, create.sent, active.answered);
     let to_funded = seen
         .iter()
@@ -558,7 +594,9 @@ fn one_lease(
         nova_own,
         to_funded,
         polls,
-        nova_busy,
+        cloud_busy,
+        neutron_busy,
+        after_active_cloud,
         poll_wait,
         trace: trace.into_iter().map(|(_, s)| s).collect(),
         boot,

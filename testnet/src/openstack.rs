@@ -50,6 +50,8 @@ pub struct OpenStackLab {
     pub compute_origin: String,
     /// Glance, `http://127.0.0.1:9292`.
     pub image_url: String,
+    /// Neutron's origin (`http://127.0.0.1:9696`; the API is under `/v2.0`), for proxies.
+    pub network_origin: String,
     pub username: String,
     pub password: String,
     pub project_name: String,
@@ -110,6 +112,7 @@ impl OpenStackLab {
             compute_url: format!("http://127.0.0.1:{NOVA_PORT}/v2.1"),
             compute_origin: format!("http://127.0.0.1:{NOVA_PORT}"),
             image_url: format!("http://127.0.0.1:{GLANCE_PORT}"),
+            network_origin: format!("http://127.0.0.1:{NEUTRON_PORT}"),
             username: "admin".into(),
             password: std::env::var("OSLAB_ADMIN_PASSWORD").unwrap_or_else(|_| "admin".into()),
             project_name: "admin".into(),

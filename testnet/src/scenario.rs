@@ -32,6 +32,8 @@ pub struct ProviderOpts {
     pub advertise: bool,
     /// Reach Nova through this URL (a fault proxy) instead of the catalog's.
     pub compute_endpoint: Option<String>,
+    /// Reach Neutron through this URL instead of the catalog's.
+    pub network_endpoint: Option<String>,
     /// More TOML appended to the config (whole tables, e.g. `[provider.admission.anonymous]`).
     pub extra: String,
     /// The Glance image behind the offer's `debian-12` (the lab's `tiny-raw` when `None`); the real mode's
@@ -46,6 +48,7 @@ impl Default for ProviderOpts {
         ProviderOpts {
             advertise: true,
             compute_endpoint: None,
+            network_endpoint: None,
             extra: String::new(),
             glance_image: None,
             ssh_user: None,
@@ -64,7 +67,12 @@ pub fn provider_toml_with(
         .compute_endpoint
         .as_ref()
         .map(|u| format!("compute_endpoint_override = \"{u}\"\n"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &opts
+            .network_endpoint
+            .as_ref()
+            .map(|u| format!("network_endpoint_override = \"{u}\"\n"))
+            .unwrap_or_default();
     format!(
         r#"
 [wallet]

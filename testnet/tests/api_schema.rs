@@ -182,8 +182,18 @@ fn schemathesis_finds_the_api_as_documented() {
         "[wallet]\nenabled = false\nnetwork = \"regtest\"\n",
         Some(&market.buyer),
     );
-    wait_any_offer(&walletless);
-    let offers = walletless.json(&["offers", "list", "--image", "debian-12"]);
+    // An offer the stateful phase's orders (orders.toml: 1 vCPU, debian-12, no GPU) match: the market's
+    // providers sell a GPU flavor too, which an order for no GPU does not match (and at equal prices the list's
+    // first offer could be either).
+    let no_gpu = ["offers", "list", "--image", "debian-12", "--gpu", "none"];
+    eventually("an offer without a GPU in the book", WAIT, || {
+        let v = walletless.json(&no_gpu);
+        match v.as_array().map(|a| a.len()) {
+            Some(n) if n > 0 => Ok(()),
+            _ => Err(v.to_string()),
+        }
+    });
+    let offers = walletless.json(&no_gpu);
     let offer = offers[0]["key"].as_str().expect("a key").to_string();
     let pool = offers[0]["pool"].as_str().expect("a pool").to_string();
     let phases = "--phases=examples,coverage,fuzzing";
@@ -200,7 +210,13 @@ fn schemathesis_finds_the_api_as_documented() {
         "[wallet]\nenabled = false\nnetwork = \"regtest\"\n",
         Some(&market.buyer),
     );
-    wait_any_offer(&walletless);
+    eventually("the pinned offer in the fresh node's book", WAIT, || {
+        let v = walletless.json(&no_gpu);
+        match v.as_array() {
+            Some(a) if a.iter().any(|o| o["key"] == offer.as_str()) => Ok(()),
+            _ => Err(v.to_string()),
+        }
+    });
     let key_file = ssh_key(&subdir(root.path(), "keys"));
     let env = [
         ("XOV_ST_OFFER", offer),
