@@ -688,7 +688,6 @@ async fn run(
         lease_tx,
         lease_in: HashMap::new(),
         lease_out: HashMap::new(),
-        lease_lookups: HashMap::new(),
         next_token: 0,
         swarm,
         market,
@@ -708,8 +707,6 @@ async fn run(
         resync_every: (cfg.resync_secs > 0).then(|| Duration::from_secs(cfg.resync_secs)),
         last_resync: Instant::now(),
         announce: Backoff::new(ANNOUNCE_FIRST, ANNOUNCE_MAX, Instant::now()),
-        peer_lookup: Backoff::due_now(MAINTENANCE_INTERVAL, LOOKUP_MAX, Instant::now()),
-        pool_lookups: HashMap::new(),
         resync_budget: 0,
         reach: Reachability::new(Instant::now()),
         reservations: HashMap::new(),
@@ -827,9 +824,8 @@ struct Runner {
     latencies: Latencies,
     lease_tx: mpsc::Sender<IncomingLease>,
     lease_in: HashMap<u64, request_response::ResponseChannel<lease_wire::LeaseResponse>>,
-    lease_out: HashMap<OutboundRequestId, LeaseOut>,
-    /// Lease requests whose dial failed, waiting for a DHT lookup of their peer (then sent once more).
-    lease_lookups: HashMap<kad::QueryId, LeaseOut>,
+    lease_out:
+        HashMap<OutboundRequestId, oneshot::Sender<Result<lease_wire::LeaseResponse, String>>>,
     next_token: u64,
     swarm: Swarm<Behaviour>,
     market: Arc<RwLock<Market>>,
@@ -858,10 +854,6 @@ struct Runner {
     last_resync: Instant,
     /// When the joined pools are announced in the DHT again.
     announce: Backoff,
-    /// When the node may look for more peers (below its target) in the DHT again.
-    peer_lookup: Backoff,
-    /// Per joined pool, when the node may look up its members (below [`MIN_POOL_PEERS`]) again.
-    pool_lookups: HashMap<PoolId, Backoff>,
     /// Sync requests the current anti-entropy round may still send ([`sync::RESYNC_REQUESTS`] a round).
     resync_budget: u32,
     /// Whether others can dial us, and the relays we listen through (reachability.rs).
@@ -894,20 +886,11 @@ const RELAYED_GRACE: Duration = Duration::from_secs(10);
 const ANNOUNCE_FIRST: Duration = Duration::from_secs(5);
 const ANNOUNCE_MAX: Duration = Duration::from_secs(300);
 
-/// While a node has fewer peers than its target (or fewer than [`MIN_POOL_PEERS`] in a pool), it looks
-/// for more in the DHT every maintenance tick at first, then at twice the last interval up to this; back at
-/// the target, the pace starts over. A node that cannot find more (a small network, or every peer at its
-/// connection caps) would otherwise start a DHT query every 2 s for good, and each query's dials into
-/// full peers empty the routing table, which starts kademlia's own bootstrap queries (at 100 simulated
-/// nodes with 16 connections each, DHT lookups were most of an idle node's traffic).
-const LOOKUP_MAX: Duration = Duration::from_secs(60);
-
 /// A repeating deadline whose interval doubles from `first` up to `max`.
 #[derive(Debug, Clone)]
 struct Backoff {
     next: Instant,
     every: Duration,
-    first: Duration,
     max: Duration,
 }
 
@@ -916,45 +899,19 @@ impl Backoff {
         Backoff {
             next: now + first,
             every: first,
-            first,
             max,
         }
     }
 
-    /// Due at once, then at the first interval again (what was looked for was found; the next need starts
-    /// the pace over).
-    fn reset(&mut self, now: Instant) {
-        self.every = self.first;
-        self.next = now;
-    }
-
-    /// [`Backoff::new`], due at once.
-    fn due_now(first: Duration, max: Duration, now: Instant) -> Self {
-        let mut b = Backoff::new(first, max, now);
-        b.reset(now);
-        b
-    }
-
-    /// Whether the deadline passed at `now`; if so the next one is set, one interval on, and the interval
-    /// after it is twice as long.
+    /// Whether the deadline passed at `now`; if so the next one is set, at twice the interval.
     fn due(&mut self, now: Instant) -> bool {
         if now < self.next {
             return false;
         }
-        self.next = now + self.every;
         self.every = (self.every * 2).min(self.max);
+        self.next = now + self.every;
         true
     }
-}
-
-/// A lease request on its way. A peer the node cannot dial (no address known yet: a buyer that just started
-/// has the offers from a sync but has not met their providers) is looked up in the DHT once, and the request
-/// sent again with what the lookup found; only then does the sender hear that the peer is unreachable.
-struct LeaseOut {
-    peer: PeerId,
-    /// Kept for the one retry after a lookup; `None` once retried.
-    retry: Option<lease_wire::LeaseRequest>,
-    reply: oneshot::Sender<Result<lease_wire::LeaseResponse, String>>,
 }
 
 /// Below this many peers in a joined pool, the node looks up the pool's members in the DHT.
@@ -1780,27 +1737,18 @@ impl Runner {
                         request_id,
                         response,
                     } => {
-                        if let Some(out) = self.lease_out.remove(&request_id) {
-                            let _ = out.reply.send(Ok(response));
+                        if let Some(tx) = self.lease_out.remove(&request_id) {
+                            let _ = tx.send(Ok(response));
                         }
                     }
                 },
                 request_response::Event::OutboundFailure {
                     request_id, error, ..
-                } => match self.lease_out.remove(&request_id) {
-                    Some(out)
-                        if matches!(error, request_response::OutboundFailure::DialFailure)
-                            && out.retry.is_some() =>
-                    {
-                        debug!(peer = %out.peer, "lease request: dial failed; looking the peer up in the DHT");
-                        let q = self.swarm.behaviour_mut().kad.get_closest_peers(out.peer);
-                        self.lease_lookups.insert(q, out);
+                } => {
+                    if let Some(tx) = self.lease_out.remove(&request_id) {
+                        let _ = tx.send(Err(error.to_string()));
                     }
-                    Some(out) => {
-                        let _ = out.reply.send(Err(error.to_string()));
-                    }
-                    None => {}
-                },
+                }
                 _ => {}
             },
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
@@ -1834,41 +1782,6 @@ impl Runner {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => match e {
                 kad::Event::RoutingUpdated { peer, .. } => self.maybe_dial(peer),
-                kad::Event::OutboundQueryProgressed {
-                    id,
-                    result: kad::QueryResult::GetClosestPeers(result),
-                    ..
-                } if self.lease_lookups.contains_key(&id) => {
-                    let found = match result {
-                        Ok(ok) => ok.peers,
-                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
-                    };
-                    if let Some(mut out) = self.lease_lookups.remove(&id) {
-                        let addrs: Vec<Multiaddr> = found
-                            .into_iter()
-                            .filter(|p| p.peer_id == out.peer)
-                            .flat_map(|p| p.addrs)
-                            .collect();
-                        if addrs.is_empty() && !self.swarm.is_connected(&out.peer) {
-                            let _ = out.reply.send(Err(
-                                "failed to dial the peer, and the DHT knows no address of it"
-                                    .into(),
-                            ));
-                        } else {
-                            for a in addrs {
-                                self.swarm.add_peer_address(out.peer, a);
-                            }
-                            if let Some(request) = out.retry.take() {
-                                let rid = self
-                                    .swarm
-                                    .behaviour_mut()
-                                    .lease
-                                    .send_request(&out.peer, request);
-                                self.lease_out.insert(rid, out);
-                            }
-                        }
-                    }
-                }
                 kad::Event::OutboundQueryProgressed {
                     result: kad::QueryResult::GetClosestPeers(Ok(ok)),
                     ..
@@ -2041,13 +1954,7 @@ impl Runner {
             if announce_now {
                 announce(&mut self.swarm, p);
             }
-            let lookup = self
-                .pool_lookups
-                .entry(*p)
-                .or_insert_with(|| Backoff::due_now(MAINTENANCE_INTERVAL, LOOKUP_MAX, now));
-            if peers >= MIN_POOL_PEERS {
-                lookup.reset(now);
-            } else if self.swarm.connected_peers().count() > 0 && lookup.due(now) {
+            if peers < MIN_POOL_PEERS && self.swarm.connected_peers().count() > 0 {
                 self.swarm.behaviour_mut().kad.get_providers(pool_key(p));
             }
         }
@@ -2069,9 +1976,7 @@ impl Runner {
             }
             Err(e) => warn!(error = %e, "refreshing own offers failed"),
         }
-        if self.swarm.connected_peers().count() >= self.target_peers {
-            self.peer_lookup.reset(now);
-        } else if self.peer_lookup.due(now) {
+        if self.swarm.connected_peers().count() < self.target_peers {
             self.swarm
                 .behaviour_mut()
                 .kad
@@ -2109,15 +2014,8 @@ impl Runner {
                     .swarm
                     .behaviour_mut()
                     .lease
-                    .send_request(&peer, request.clone());
-                self.lease_out.insert(
-                    id,
-                    LeaseOut {
-                        peer,
-                        retry: Some(request),
-                        reply,
-                    },
-                );
+                    .send_request(&peer, request);
+                self.lease_out.insert(id, reply);
             }
             Command::LeaseReply { token, response } => {
                 if let Some(ch) = self.lease_in.remove(&token) {
@@ -2251,23 +2149,6 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The times a backoff fires at when asked every second: its first interval, then doubling up to its
-    /// cap; a reset fires at once and starts the pace over.
-    #[test]
-    fn backoff_doubles_up_to_its_cap_and_starts_over_on_reset() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs;
-        let fired = |b: &mut Backoff, from: u64, to: u64| -> Vec<u64> {
-            (from..to).filter(|&t| b.due(t0 + s(t))).collect()
-        };
-        let mut announce = Backoff::new(s(5), s(40), t0);
-        assert_eq!(fired(&mut announce, 0, 200), [5, 10, 20, 40, 80, 120, 160]);
-        let mut lookup = Backoff::due_now(s(2), s(16), t0);
-        assert_eq!(fired(&mut lookup, 0, 40), [0, 2, 6, 14, 30]);
-        lookup.reset(t0 + s(41));
-        assert_eq!(fired(&mut lookup, 41, 50), [41, 43, 47]);
-    }
 
     #[test]
     fn bootstrap_addresses_name_a_peer_or_a_dnsaddr() {
