@@ -42,12 +42,49 @@ pub fn bin_dir() -> Result<PathBuf, HarnessError> {
     })
 }
 
-/// Picks a free TCP port on 127.0.0.1 (the OS may hand it out again, but not while we hold it here).
+/// A TCP port on 127.0.0.1 for a server a test starts (bitcoind's RPC and P2P ports), that no other test
+/// process on the machine is handed until this one exits.
+///
+/// Why not simply bind port 0 and close: that port is in the kernel's ephemeral range, which the kernel
+/// hands out to every listener bound to port 0 and every outgoing connection, so while bitcoind starts, a
+/// node or proxy of a test running beside it can take the port first (a light client then talks to the
+/// wrong server). So ports come from below the ephemeral range (20000 up to its start), where nothing is
+/// handed out unasked; test processes claim one by an advisory lock on `$TMPDIR/xov-test-ports/<port>`,
+/// held for the rest of the process, and a port something already listens on is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    const LOW: u32 = 20_000;
+    let high = ephemeral_start().max(LOW + 1_000);
+    let span = high - LOW;
+    let dir = std::env::temp_dir().join("xov-test-ports");
+    std::fs::create_dir_all(&dir).expect("the test ports' lock directory");
+    let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+    // Processes start their search at different places, so they rarely meet on one lock.
+    let start = (std::process::id().wrapping_mul(7_919) + held.len() as u32) % span;
+    for i in 0..span {
+        let port = (LOW + (start + i) % span) as u16;
+        let Ok(lock) = std::fs::File::create(dir.join(port.to_string())) else {
+            continue;
+        };
+        if lock.try_lock().is_err() || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        held.push(lock);
+        return port;
+    }
+    panic!(
+        "no free port on 127.0.0.1 between {LOW} and {high} (locks in {})",
+        dir.display()
+    )
+}
+
+/// The first port of the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), 32768 when
+/// unknown.
+fn ephemeral_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A running regtest node.
@@ -242,3 +279,34 @@ impl Drop for Bitcoind {
 
 /// A regtest P2WPKH address whose key nobody uses: a sink for blocks mined only to move the chain.
 pub const BURN_ADDRESS: &str = "bcrt1qs758ursh4q9z627kt3pp5yysm78ddny6txaqgw";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ports handed to bitcoind are never ones the kernel gives a listener on port 0 (what every node and
+    /// proxy of the other tests binds) and never the same twice.
+    #[test]
+    fn free_ports_stay_out_of_the_kernels_way_and_are_not_handed_out_twice() {
+        let ours: Vec<u16> = (0..16).map(|_| free_port()).collect();
+        let distinct: std::collections::HashSet<u16> = ours.iter().copied().collect();
+        assert_eq!(distinct.len(), ours.len(), "{ours:?}");
+        let kernels: Vec<TcpListener> = (0..200)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a port from the kernel"))
+            .collect();
+        for l in &kernels {
+            let p = l.local_addr().expect("its address").port();
+            assert!(
+                !distinct.contains(&p),
+                "the kernel handed out {p}, one of ours"
+            );
+        }
+        for p in ours {
+            assert!(
+                u32::from(p) < ephemeral_start(),
+                "{p} is in the ephemeral range"
+            );
+            TcpListener::bind(("127.0.0.1", p)).expect("ours is free to bind");
+        }
+    }
+}

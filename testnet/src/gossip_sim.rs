@@ -127,6 +127,8 @@ impl Opts {
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub nodes: usize,
+    /// Every node's `max_connections` and `max_incoming`.
+    pub caps: (u32, u32),
     /// Spread (publish to book) over node×offer, seconds, steady phase: p50, p90, p99, max.
     pub spread: [f64; 4],
     /// The same during churn.
@@ -189,7 +191,10 @@ impl Summary {
             )
         };
         let mut out = String::new();
-        out += &format!("nodes: {}\n", self.nodes);
+        out += &format!(
+            "nodes: {} (max_connections {}, max_incoming {})\n",
+            self.nodes, self.caps.0, self.caps.1
+        );
         out += &format!(
             "startup: {:.1} s; connected peers per node min/median/max {}/{}/{}\n",
             self.startup_secs, self.peers[0], self.peers[1], self.peers[2]
@@ -643,6 +648,14 @@ struct Sim {
     t0: Instant,
 }
 
+/// Every node's `max_connections` and `max_incoming`: half inbound when the cap is lowered (16: 8 dialed, 8
+/// accepted); the default's 48 of 64 otherwise.
+fn caps(opts: &Opts) -> (u32, u32) {
+    let defaults = NetworkConfig::default();
+    let max = opts.max_connections.unwrap_or(defaults.max_connections);
+    (max, defaults.max_incoming.min(max / 2))
+}
+
 fn spec(price: u64) -> OfferSpec {
     serde_json::from_value(serde_json::json!({
         "vcpus": 1, "ram_mib": 1024, "disk_gib": 10, "images": ["bench"],
@@ -687,14 +700,10 @@ impl Sim {
         let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
         let addr = format!("/memory/{port}");
         let defaults = NetworkConfig::default();
-        let max = self
-            .opts
-            .max_connections
-            .unwrap_or(defaults.max_connections);
+        let (max_connections, max_incoming) = caps(&self.opts);
         let cfg = NetworkConfig {
-            max_connections: max,
-            // Half inbound when the cap is lowered (16: 8 dialed, 8 accepted); the default's 48 of 64 otherwise.
-            max_incoming: defaults.max_incoming.min(max / 2),
+            max_connections,
+            max_incoming,
             listen: vec![addr.clone()],
             bootstrap,
             seeds: Some(Vec::new()),
@@ -1006,6 +1015,7 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
     let n = sim.opts.nodes;
     let mut summary = Summary {
         nodes: n,
+        caps: caps(&sim.opts),
         mesh_degree: libp2p::gossipsub::Config::default().mesh_n(),
         ..Summary::default()
     };

@@ -19,6 +19,15 @@ use super::scoring;
 use super::sync::{SyncRequest, SyncResponse, PROTOCOL};
 
 pub const KAD_PROTOCOL: &str = "/xov/kad/1.0.0";
+/// How many peers a DHT walk must hear from before it ends, and how many hold each provider record
+/// (kademlia's default is 20). Every walk (a lookup, a bootstrap, a pool announcement) asks until this many of
+/// the closest peers answered, and at connection caps most dials of a walk are refused, so a walk at 20 went
+/// on through most of a 100-node network (~80 requests). Pool announcements are repeated every 5 minutes at
+/// most and pool members also meet through gossip, so 8 copies of a record are enough.
+const KAD_REPLICATION: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(8) {
+    Some(n) => n,
+    None => panic!("8 is not zero"),
+};
 pub const IDENTIFY_PROTOCOL: &str = "/xov/id/1.0.0";
 /// Largest gossip frame gossipsub reads. Our own messages are at most 16 KiB; anything larger is garbage, and
 /// is read anyway up to this size so that it reaches validation and counts against its sender (a frame
@@ -198,6 +207,11 @@ impl Behaviour {
 
         let mut kad_cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_cfg.set_query_timeout(Duration::from_secs(30));
+        kad_cfg.set_replication_factor(KAD_REPLICATION);
+        // No bootstrap each time a peer enters a table smaller than K: at connection caps that never ends
+        // (third_party/libp2p-kad/XOV-PATCH.md). The periodic one (5 min) stays, and the node walks the DHT
+        // itself while below its target peers (lookup_pace.rs).
+        kad_cfg.set_automatic_bootstrap_throttle(None);
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
         // A client until reachability.rs confirms a direct address (the runner switches it).

@@ -21,6 +21,7 @@ pub mod behaviour;
 pub mod gate;
 pub mod known_peers;
 pub mod lease_wire;
+pub mod lookup_pace;
 pub mod origin;
 pub mod rate_limit;
 pub mod reachability;
@@ -53,6 +54,7 @@ use xov_protocol::{AnyMessage, Chain, DecodeError, Inserted, NodeId, Offer, Pool
 
 use crate::store::Store;
 use known_peers::KnownPeers;
+use lookup_pace::LookupPace;
 
 use crate::clock::unix_now;
 use crate::config::NetworkConfig;
@@ -707,6 +709,7 @@ async fn run(
         resync_every: (cfg.resync_secs > 0).then(|| Duration::from_secs(cfg.resync_secs)),
         last_resync: Instant::now(),
         announce: Backoff::new(ANNOUNCE_FIRST, ANNOUNCE_MAX, Instant::now()),
+        peer_lookup: LookupPace::new(MAINTENANCE_INTERVAL, LOOKUP_MAX),
         resync_budget: 0,
         reach: Reachability::new(Instant::now()),
         reservations: HashMap::new(),
@@ -854,6 +857,8 @@ struct Runner {
     last_resync: Instant,
     /// When the joined pools are announced in the DHT again.
     announce: Backoff,
+    /// When a node below `target_peers` looks for more in the DHT (lookup_pace.rs).
+    peer_lookup: LookupPace,
     /// Sync requests the current anti-entropy round may still send ([`sync::RESYNC_REQUESTS`] a round).
     resync_budget: u32,
     /// Whether others can dial us, and the relays we listen through (reachability.rs).
@@ -885,6 +890,8 @@ const RELAYED_GRACE: Duration = Duration::from_secs(10);
 /// stores); records last 48 h, so 5 min is only for churn among the peers that hold them.
 const ANNOUNCE_FIRST: Duration = Duration::from_secs(5);
 const ANNOUNCE_MAX: Duration = Duration::from_secs(300);
+/// The longest a node below its target waits between DHT lookups that find nobody new (lookup_pace.rs).
+const LOOKUP_MAX: Duration = Duration::from_secs(60);
 
 /// A repeating deadline whose interval doubles from `first` up to `max`.
 #[derive(Debug, Clone)]
@@ -912,6 +919,46 @@ impl Backoff {
         self.next = now + self.every;
         true
     }
+}
+
+/// One debug line (target `xov::kad`) per finished DHT query and per DHT request served, naming its kind:
+/// what the DHT costs a node, by cause (`XOV_LOG=xov::kad=debug`; the simulator's `XOV_SIM_LOG` likewise).
+fn log_kad(e: kad::Event, table: usize) -> kad::Event {
+    match &e {
+        kad::Event::OutboundQueryProgressed {
+            result,
+            stats,
+            step,
+            ..
+        } if step.last => {
+            let kind = match result {
+                kad::QueryResult::Bootstrap(_) => "bootstrap",
+                kad::QueryResult::GetClosestPeers(_) => "get_closest_peers",
+                kad::QueryResult::GetProviders(_) => "get_providers",
+                kad::QueryResult::StartProviding(_) => "start_providing",
+                kad::QueryResult::RepublishProvider(_) => "republish_provider",
+                kad::QueryResult::GetRecord(_) => "get_record",
+                kad::QueryResult::PutRecord(_) => "put_record",
+                kad::QueryResult::RepublishRecord(_) => "republish_record",
+            };
+            debug!(target: "xov::kad", kind, requests = stats.num_requests(), table, "query finished");
+        }
+        kad::Event::RoutingUpdated {
+            is_new_peer: true, ..
+        } => debug!(target: "xov::kad", kind = "inserted", table, "routing table"),
+        kad::Event::InboundRequest { request } => {
+            let kind = match request {
+                kad::InboundRequest::FindNode { .. } => "find_node",
+                kad::InboundRequest::GetProvider { .. } => "get_provider",
+                kad::InboundRequest::AddProvider { .. } => "add_provider",
+                kad::InboundRequest::GetRecord { .. } => "get_record",
+                kad::InboundRequest::PutRecord { .. } => "put_record",
+            };
+            debug!(target: "xov::kad", kind, table, "request served");
+        }
+        _ => {}
+    }
+    e
 }
 
 /// Below this many peers in a joined pool, the node looks up the pool's members in the DHT.
@@ -1780,7 +1827,15 @@ impl Runner {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => match e {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => match log_kad(
+                e,
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .kbuckets()
+                    .map(|b| b.num_entries())
+                    .sum(),
+            ) {
                 kad::Event::RoutingUpdated { peer, .. } => self.maybe_dial(peer),
                 kad::Event::OutboundQueryProgressed {
                     result: kad::QueryResult::GetClosestPeers(Ok(ok)),
@@ -1976,7 +2031,8 @@ impl Runner {
             }
             Err(e) => warn!(error = %e, "refreshing own offers failed"),
         }
-        if self.swarm.connected_peers().count() < self.target_peers {
+        let peers = self.swarm.connected_peers().count();
+        if self.peer_lookup.due(peers, self.target_peers, now) {
             self.swarm
                 .behaviour_mut()
                 .kad
