@@ -923,7 +923,17 @@ impl Backoff {
 
 /// One debug line (target `xov::kad`) per finished DHT query and per DHT request served, naming its kind:
 /// what the DHT costs a node, by cause (`XOV_LOG=xov::kad=debug`; the simulator's `XOV_SIM_LOG` likewise).
-fn log_kad(e: kad::Event, table: usize) -> kad::Event {
+fn log_kad(e: kad::Event, swarm: &mut Swarm<Behaviour>) -> kad::Event {
+    if !tracing::enabled!(target: "xov::kad", tracing::Level::DEBUG) {
+        return e;
+    }
+    // The routing table's size: a walk over its 256 buckets, so only when the line is wanted.
+    let table: usize = swarm
+        .behaviour_mut()
+        .kad
+        .kbuckets()
+        .map(|b| b.num_entries())
+        .sum();
     match &e {
         kad::Event::OutboundQueryProgressed {
             result,
@@ -1827,15 +1837,7 @@ impl Runner {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => match log_kad(
-                e,
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .kbuckets()
-                    .map(|b| b.num_entries())
-                    .sum(),
-            ) {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => match log_kad(e, &mut self.swarm) {
                 kad::Event::RoutingUpdated { peer, .. } => self.maybe_dial(peer),
                 kad::Event::OutboundQueryProgressed {
                     result: kad::QueryResult::GetClosestPeers(Ok(ok)),
