@@ -60,7 +60,10 @@ pub fn free_port() -> u16 {
     std::fs::create_dir_all(&dir).expect("the test ports' lock directory");
     let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
     // Processes start their search at different places, so they rarely meet on one lock.
-    let start = (std::process::id().wrapping_mul(7_919) + held.len() as u32) % span;
+    let start = std::process::id()
+        .wrapping_mul(7_919)
+        .wrapping_add(held.len() as u32)
+        % span;
     for i in 0..span {
         let port = (LOW + (start + i) % span) as u16;
         let Ok(lock) = std::fs::File::create(dir.join(port.to_string())) else {

@@ -2,10 +2,11 @@
 //! towards a random key, then dials to what it found). Time and counts are passed in: no clock reads here.
 //!
 //! Why a pace: a node that cannot reach its target (a network smaller than the target, or every peer it finds
-//! at its connection caps) would otherwise walk the DHT every maintenance tick for good. At 100 simulated
-//! nodes with 16 connections each, those walks were most of an idle node's traffic (8.6 KB/s of kademlia per
-//! node). Slowing them down unconditionally breaks small networks, where the walks are how nodes meet the
-//! ones that joined after them; so the pace follows whether the walks lead anywhere.
+//! at its connection caps) would otherwise walk the DHT every maintenance tick for good, each walk tens of
+//! requests that find nobody new. (Most of an idle node's DHT traffic at 100 simulated nodes turned out to be
+//! kademlia's automatic bootstrap instead, now off: see behaviour.rs.) Slowing the walks down
+//! unconditionally breaks small networks, where they are how nodes meet the ones that joined after them; so
+//! the pace follows whether the walks lead anywhere.
 //!
 //! Invariants:
 //! - At or above the target, no lookup is due, and the pace starts over.
