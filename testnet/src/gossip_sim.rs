@@ -138,6 +138,11 @@ pub struct Summary {
     pub missed_churn: usize,
     /// Pairs whose node left before the offer reached it.
     pub left_before: usize,
+    /// Offers whose publisher left before they reached any other node: gone from the network with it, so
+    /// neither their pairs count as missed nor do books have to hold them.
+    pub lost_with_publisher: usize,
+    /// For each of those, seconds from its publication to its publisher leaving.
+    pub lost_after: Vec<f64>,
     /// Bytes sent per node per offer in the steady phase, net of idle traffic, and gross.
     pub bytes_per_node_offer: f64,
     pub bytes_gross: f64,
@@ -212,6 +217,12 @@ impl Summary {
             self.left_before,
             self.spread_churn[2]
         );
+        if self.lost_with_publisher > 0 {
+            out += &format!(
+                "lost with their publisher: {} offers (it left {:.2?} s after publishing, before they reached any other node; not counted above or below)\n",
+                self.lost_with_publisher, self.lost_after
+            );
+        }
         out += &format!(
             "convergence: {}/{} live nodes hold exactly the {} offers published ({} missing, {} extra in the others) {}; {} nodes left and joined\n",
             self.converged,
@@ -410,6 +421,10 @@ impl Tap {
     }
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; 16 * 1024].into_boxed_slice());
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Delayed<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -419,12 +434,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Delayed<S> {
         let this = self.get_mut();
         loop {
             while !this.eof {
-                let mut tmp = [0u8; 16 * 1024];
-                match Pin::new(&mut this.inner).poll_read(cx, &mut tmp) {
-                    Poll::Ready(Ok(0)) => this.eof = true,
-                    Poll::Ready(Ok(n)) => this
+                // One zeroed buffer per thread, not 16 KiB zeroed on every read of every substream.
+                let got = SCRATCH.with_borrow_mut(|tmp| {
+                    Pin::new(&mut this.inner)
+                        .poll_read(cx, &mut tmp[..])
+                        .map_ok(|n| tmp[..n].to_vec())
+                });
+                match got {
+                    Poll::Ready(Ok(data)) if data.is_empty() => this.eof = true,
+                    Poll::Ready(Ok(data)) => this
                         .queue
-                        .push_back((tokio::time::Instant::now() + this.delay, tmp[..n].to_vec())),
+                        .push_back((tokio::time::Instant::now() + this.delay, data)),
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => break,
                 }
@@ -630,6 +650,9 @@ struct Tracked {
     pending: HashSet<usize>,
     spreads: Vec<f64>,
     left: usize,
+    publisher: usize,
+    /// Seconds from its publication to its publisher leaving, if that was before it reached any other node.
+    orphaned: Option<f64>,
 }
 
 struct Sim {
@@ -757,6 +780,14 @@ impl Sim {
     }
 
     fn stop_node(&mut self, slot: usize) {
+        // What arrived up to now, so that an offer that did spread is not taken for one that did not.
+        self.poll_books(0);
+        for t in &mut self.offers {
+            if t.publisher == slot && t.spreads.is_empty() && !t.pending.is_empty() {
+                t.orphaned = Some(t.at.elapsed().as_secs_f64());
+                t.pending.clear();
+            }
+        }
         if let Some(l) = self.nodes[slot].take() {
             let _ = l.stop.send(true);
         }
@@ -832,6 +863,8 @@ impl Sim {
             pending: live.into_iter().filter(|&i| i != from).collect(),
             spreads: Vec::new(),
             left: 0,
+            publisher: from,
+            orphaned: None,
         });
         Ok(())
     }
@@ -922,8 +955,13 @@ impl Sim {
         }
     }
 
-    /// Live nodes whose book is exactly `want`; missing and extra offers summed over the others.
-    fn convergence(&self, want: &HashSet<OfferKey>) -> (usize, usize, usize, usize) {
+    /// Live nodes whose book is exactly `want` (offers in `either` may be there or not: those that left with
+    /// their publisher may still have reached a node in flight); missing and extra offers summed over the others.
+    fn convergence(
+        &self,
+        want: &HashSet<OfferKey>,
+        either: &HashSet<OfferKey>,
+    ) -> (usize, usize, usize, usize) {
         let (mut ok, mut live, mut missing, mut extra) = (0, 0, 0, 0);
         for l in self.nodes.iter().flatten() {
             live += 1;
@@ -932,6 +970,7 @@ impl Sim {
                 .book()
                 .iter_pool(&self.pool)
                 .map(|o| OfferKey::of(o.body()))
+                .filter(|k| !either.contains(k))
                 .collect();
             let miss = want.difference(&have).count();
             let ext = have.difference(want).count();
@@ -1131,13 +1170,27 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
         sim.say(&format!("churn: spread {:?}", summary.spread_churn));
     }
 
-    // Convergence: every live node's book is the set of offers published (none expires within the run).
-    let want: HashSet<OfferKey> = sim.offers.iter().map(|t| t.key).collect();
+    // Convergence: every live node's book is the set of offers published (none expires within the run), but
+    // for those that left with their publisher before reaching anyone.
+    summary.lost_after = sim.offers.iter().filter_map(|t| t.orphaned).collect();
+    summary.lost_with_publisher = summary.lost_after.len();
+    let want: HashSet<OfferKey> = sim
+        .offers
+        .iter()
+        .filter(|t| t.orphaned.is_none())
+        .map(|t| t.key)
+        .collect();
+    let either: HashSet<OfferKey> = sim
+        .offers
+        .iter()
+        .filter(|t| t.orphaned.is_some())
+        .map(|t| t.key)
+        .collect();
     summary.offers_total = want.len();
     let settle_start = Instant::now();
     let end = settle_start + Duration::from_secs_f64(sim.opts.settle_secs);
     loop {
-        let (ok, live, missing, extra) = sim.convergence(&want);
+        let (ok, live, missing, extra) = sim.convergence(&want, &either);
         (
             summary.converged,
             summary.live,

@@ -1042,7 +1042,8 @@ impl Runner {
     }
 
     /// [`Runner::apply_msg`] for a message whose signature's verdict may be known already (`Some`: an offer
-    /// of a sync page, checked in the page's batch); `None` checks it as a single message.
+    /// of a sync page, checked in the page's batch, or a gossiped one, checked by [`Runner::admit_gossip`]);
+    /// `None` checks it as a single message. Only offers use the verdict; other messages check their own.
     fn apply_msg_signed(
         &mut self,
         topic: Option<TopicKind>,
@@ -1168,7 +1169,8 @@ impl Runner {
         } else {
             let topic = classify(&msg.topic, &self.chain);
             let verdict = match self.admit_gossip(&msg.data) {
-                Ok(m) => self.apply_msg(topic, m),
+                // admit_gossip checked the author's signature: an offer's is not checked twice
+                Ok(m) => self.apply_msg_signed(topic, m, Some(true)),
                 Err(v) => v,
             };
             match verdict {

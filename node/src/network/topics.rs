@@ -31,14 +31,25 @@ pub enum TopicKind {
 
 /// What `hash` names for a node on `chain`: its charters topic, a pool's topic, or nothing (the charters
 /// topic of another chain, or anything else).
+/// Allocates nothing: it runs for every gossip message and every topic of every peer listed.
 pub fn classify(hash: &TopicHash, chain: &Chain) -> Option<TopicKind> {
-    if *hash == charters_topic(chain).hash() {
-        return Some(TopicKind::Charters);
+    let s = hash.as_str();
+    if let Some(genesis) = s.strip_prefix(CHARTERS_TOPIC_PREFIX) {
+        return is_genesis_hex(genesis, chain).then_some(TopicKind::Charters);
     }
-    hash.as_str()
-        .strip_prefix(POOL_TOPIC_PREFIX)
+    s.strip_prefix(POOL_TOPIC_PREFIX)
         .and_then(|id| id.parse().ok())
         .map(TopicKind::Pool)
+}
+
+/// Whether `s` is exactly `chain.genesis_hex()` (lower-case: the same hash in capitals is another topic).
+fn is_genesis_hex(s: &str, chain: &Chain) -> bool {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let s = s.as_bytes();
+    s.len() == 64
+        && chain.as_bytes().iter().rev().enumerate().all(|(i, b)| {
+            s[2 * i] == HEX[usize::from(b >> 4)] && s[2 * i + 1] == HEX[usize::from(b & 15)]
+        })
 }
 
 #[cfg(test)]
@@ -60,6 +71,16 @@ mod tests {
             Some(TopicKind::Charters)
         );
         assert_eq!(classify(&IdentTopic::new("other").hash(), &chain), None);
+        // The same genesis in capitals names another topic, which this node does not carry.
+        let upper = charters_topic(&chain)
+            .to_string()
+            .to_uppercase()
+            .replace("XOV/CHARTERS/1/", CHARTERS_TOPIC_PREFIX);
+        assert_eq!(classify(&IdentTopic::new(upper).hash(), &chain), None);
+        assert_eq!(
+            classify(&IdentTopic::new(CHARTERS_TOPIC_PREFIX).hash(), &chain),
+            None
+        );
     }
 
     #[test]
