@@ -138,8 +138,9 @@ pub struct Summary {
     pub missed_churn: usize,
     /// Pairs whose node left before the offer reached it.
     pub left_before: usize,
-    /// Offers whose publisher left before they reached any other node: gone from the network with it, so
-    /// neither their pairs count as missed nor do books have to hold them.
+    /// Offers whose publisher left within [`ORPHAN_WINDOW`] of publishing them and before they reached any
+    /// other node: gone from the network with it, so neither their pairs count as missed nor do books have to
+    /// hold them. (One that reached nobody for longer is a gossip failure and counts as one.)
     pub lost_with_publisher: usize,
     /// For each of those, seconds from its publication to its publisher leaving.
     pub lost_after: Vec<f64>,
@@ -227,7 +228,7 @@ impl Summary {
             "convergence: {}/{} live nodes hold exactly the {} offers published ({} missing, {} extra in the others) {}; {} nodes left and joined\n",
             self.converged,
             self.live,
-            self.offers_total,
+            self.offers_total - self.lost_with_publisher,
             self.missing,
             self.extra,
             match self.converged_after {
@@ -642,6 +643,10 @@ struct Live {
     _leases: mpsc::Receiver<IncomingLease>,
 }
 
+/// How soon after publishing an offer its publisher may leave for the offer to count as gone with it (when it
+/// reached nobody yet) rather than as a gossip failure: the spread limit.
+const ORPHAN_WINDOW: Duration = Duration::from_secs(1);
+
 /// An offer followed from its publication.
 struct Tracked {
     key: OfferKey,
@@ -779,11 +784,16 @@ impl Sim {
         Ok(slot)
     }
 
+    /// Stops a node; its offers that reached nobody yet, published within [`ORPHAN_WINDOW`], leave with it.
     fn stop_node(&mut self, slot: usize) {
         // What arrived up to now, so that an offer that did spread is not taken for one that did not.
         self.poll_books(0);
         for t in &mut self.offers {
-            if t.publisher == slot && t.spreads.is_empty() && !t.pending.is_empty() {
+            if t.publisher == slot
+                && t.spreads.is_empty()
+                && !t.pending.is_empty()
+                && t.at.elapsed() < ORPHAN_WINDOW
+            {
                 t.orphaned = Some(t.at.elapsed().as_secs_f64());
                 t.pending.clear();
             }
@@ -1186,7 +1196,7 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
         .filter(|t| t.orphaned.is_some())
         .map(|t| t.key)
         .collect();
-    summary.offers_total = want.len();
+    summary.offers_total = sim.offers.len();
     let settle_start = Instant::now();
     let end = settle_start + Duration::from_secs_f64(sim.opts.settle_secs);
     loop {
