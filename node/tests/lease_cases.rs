@@ -1251,3 +1251,106 @@ fn a_slice_signed_as_the_lease_ends_is_still_sent_once() {
     );
     no_violations(&w);
 }
+
+/// A refused order is ordered once more from the offer's newer version when the refusal says the offer
+/// changed and the newer terms still fit: from the buyer's book when gossip brought that version already,
+/// else from what the provider's refusal names (version and price: the order names the version, and the
+/// invoice must match the price). A provider's capacity changes bump its offers' versions whenever other
+/// leases start or end, so an order racing such a change must not fail for it (seen in CI: "offer ...
+/// changed since you saw it (now version ... at 36000 sats/h)", the same price).
+#[test]
+fn an_order_refused_for_a_changed_offer_is_retried_at_the_newer_version() {
+    let w = world();
+    let asked = offer(&w, sim::T0);
+    let newer = |sequence: u64, price: u64| Offer {
+        sequence,
+        price_sats_per_hour: price,
+        ..asked.clone()
+    };
+    let changed = |sequence: u64, price: u64| OrderRefusal::OfferChanged {
+        offer_id: asked.offer_id,
+        sequence,
+        price_sats_per_hour: price,
+    };
+    let same = asked.price_sats_per_hour;
+    let cases: Vec<(
+        &str,
+        OrderRefusal,
+        Option<Offer>,
+        Option<u64>,
+        Option<Offer>,
+    )> = vec![
+        (
+            "newer version in the book",
+            changed(2, same),
+            Some(newer(2, same)),
+            None,
+            Some(newer(2, same)),
+        ),
+        (
+            "newer version not in the book yet: the refusal's",
+            changed(2, same),
+            None,
+            None,
+            Some(newer(2, same)),
+        ),
+        (
+            "the book holds the version asked only: the refusal's",
+            changed(3, same),
+            Some(asked.clone()),
+            None,
+            Some(newer(3, same)),
+        ),
+        (
+            "the book's version is newer than the refusal's",
+            changed(2, same),
+            Some(newer(4, same + 1)),
+            None,
+            Some(newer(4, same + 1)),
+        ),
+        (
+            "cheaper now, within the limit",
+            changed(2, same - 100),
+            None,
+            Some(same),
+            Some(newer(2, same - 100)),
+        ),
+        (
+            "dearer than the buyer's limit now",
+            changed(2, same + 1),
+            None,
+            Some(same),
+            None,
+        ),
+        (
+            "the book's dearer version over the limit",
+            changed(2, same + 1),
+            Some(newer(2, same + 1)),
+            Some(same),
+            None,
+        ),
+        (
+            "a refusal naming no newer version",
+            changed(1, same),
+            None,
+            None,
+            None,
+        ),
+        (
+            "another refusal",
+            OrderRefusal::WrongPool {
+                offer_id: asked.offer_id,
+            },
+            Some(newer(2, same)),
+            None,
+            None,
+        ),
+    ];
+    for (name, why, in_book, max_price, want) in cases {
+        assert_eq!(
+            machine::renewed_offer(&asked, &why, in_book.as_ref(), max_price),
+            want,
+            "{name}"
+        );
+    }
+}

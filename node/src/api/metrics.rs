@@ -100,6 +100,11 @@ pub fn render(
             &[],
             g.refused_at_caps,
         );
+        o.gauge(
+            "xov_lease_slots_used",
+            "Connections to lease counterparties held above the connection caps, in lease slots (at most 4).",
+            g.lease_slots_used,
+        );
         o.family(
             "xov_gossip_messages_total",
             "counter",
@@ -350,6 +355,7 @@ mod tests {
             bans: 2,
             invalid_frames: 1,
             refused_at_caps: 5,
+            lease_slots_used: 1,
             ..Default::default()
         };
         let t = render(
@@ -366,6 +372,7 @@ mod tests {
             "xov_chain_state{state=\"synced\",source=\"compact block filters\"} 0",
             "xov_chain_peers 1",
             "xov_connections_refused_at_caps_total 5",
+            "xov_lease_slots_used 1",
             "xov_chain_tip{which=\"wallet\"} 150",
             "xov_chain_tip{which=\"headers\"} 152",
             "xov_chain_tip{which=\"peers\"} 153",

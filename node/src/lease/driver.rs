@@ -1429,10 +1429,13 @@ impl LeaseEngine {
             return Err(OrderError::NoWallet);
         }
         let mut refusals = Vec::new();
-        let mut queue: std::collections::VecDeque<(Signed<Offer>, bool)> =
-            candidates.into_iter().map(|o| (o, true)).collect();
+        // Offers' bodies: a retry may order a version known only from the provider's refusal.
+        let mut queue: std::collections::VecDeque<(Offer, bool)> = candidates
+            .into_iter()
+            .map(|o| (o.body().clone(), true))
+            .collect();
         while let Some((offer, may_retry)) = queue.pop_front() {
-            let o = offer.body();
+            let o = &offer;
             // The book and bid answers hold offers of this node's chain only; never order across networks.
             if o.chain != self.chain {
                 refusals.push(format!(
@@ -1493,21 +1496,16 @@ impl LeaseEngine {
                     }
                 },
                 LeaseResponse::Refused(why) => {
-                    // The offer was renewed while the order travelled: try once more with the version now in
-                    // our book, if it still matches what was asked.
-                    if may_retry && why.is_retryable_with_newer_offer() {
-                        let newer = self.market.read().ok().and_then(|m| {
-                            m.book()
-                                .get(&OfferKey::of(o))
-                                .filter(|n| {
-                                    n.body().sequence > o.sequence
-                                        && req
-                                            .max_price
-                                            .is_none_or(|p| n.body().price_sats_per_hour <= p)
-                                })
-                                .cloned()
-                        });
-                        if let Some(n) = newer {
+                    // The offer was renewed while the order travelled: try once more with the newer version,
+                    // if it still matches what was asked (`machine::renewed_offer`).
+                    if may_retry {
+                        let in_book =
+                            self.market.read().ok().and_then(|m| {
+                                m.book().get(&OfferKey::of(o)).map(|n| n.body().clone())
+                            });
+                        if let Some(n) =
+                            machine::renewed_offer(o, &why, in_book.as_ref(), req.max_price)
+                        {
                             queue.push_front((n, false));
                             continue;
                         }

@@ -460,6 +460,42 @@ pub fn check_order_parties(
     Ok(())
 }
 
+/// The buyer's answer to a refusal of its order for `asked`: the offer version to order once more, if any.
+/// Only an [`OrderRefusal::OfferChanged`] naming a newer version is retried: with the newest version the
+/// buyer's book holds (`in_book`, the same offer as held now) when it is at least the refusal's, else with
+/// the version and price the refusal names (the provider's capacity changes bump its offers' versions, and
+/// gossip may bring the new one after the order arrived; the provider checks the other terms again); and only
+/// while the price stays within `max_price`. The buyer's node then checks the invoice against that price.
+pub fn renewed_offer(
+    asked: &xov_protocol::Offer,
+    why: &OrderRefusal,
+    in_book: Option<&xov_protocol::Offer>,
+    max_price: Option<u64>,
+) -> Option<xov_protocol::Offer> {
+    let OrderRefusal::OfferChanged {
+        sequence,
+        price_sats_per_hour,
+        ..
+    } = *why
+    else {
+        return None;
+    };
+    if sequence <= asked.sequence {
+        return None;
+    }
+    let renewed = match in_book.filter(|n| n.sequence >= sequence) {
+        Some(n) => n.clone(),
+        None => xov_protocol::Offer {
+            sequence,
+            price_sats_per_hour,
+            ..asked.clone()
+        },
+    };
+    max_price
+        .is_none_or(|p| renewed.price_sats_per_hour <= p)
+        .then_some(renewed)
+}
+
 /// The provider's checks of an order against the offer it names (pure; capacity and trust come after).
 pub fn check_order(
     o: &xov_protocol::Order,

@@ -38,8 +38,15 @@ pub const MAX_FRAME: usize = 1024 * 1024;
 /// message rate times this, whoever sends (`[network] duplicate_cache_secs`).
 pub const DUPLICATE_CACHE: Duration = Duration::from_secs(120);
 
+// The gate and the limits come first: a connection they refuse is refused before any other behaviour hears
+// of it (request-response hands a waiting request to a connection when it is established, and would lose it
+// if a later behaviour refused that connection: rust-libp2p#4870).
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Refuses, before their handshake, connections the caps would refuse once established.
+    pub gate: gate::Behaviour,
+    /// Caps on connections (`[network] max_connections`, `max_incoming`, `max_per_peer`).
+    pub limits: connection_limits::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub identify: identify::Behaviour,
@@ -47,10 +54,6 @@ pub struct Behaviour {
     pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     pub lease: request_response::cbor::Behaviour<LeaseRequest, LeaseResponse>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
-    /// Refuses, before their handshake, connections the caps would refuse once established.
-    pub gate: gate::Behaviour,
-    /// Caps on connections (`[network] max_connections`, `max_incoming`, `max_per_peer`).
-    pub limits: connection_limits::Behaviour,
     /// Asks peers to dial our candidate addresses back, confirming the ones that work; off when the operator
     /// names the node's external addresses (`[network] external_addresses`: those are taken as confirmed).
     pub autonat: Toggle<autonat::v2::client::Behaviour>,
@@ -151,14 +154,16 @@ impl Caps {
         }
     }
 
-    /// libp2p's limits for established connections: the [`Caps::gate`] caps, and `per_peer`; as many
-    /// pending inbound handshakes as a quarter of `incoming` (at least 4).
+    /// libp2p's limits for established connections, the backstop behind the gate: the [`Caps::gate`] caps,
+    /// the total and outbound ones [`gate::LEASE_SLOTS`] higher (the gate admits dials to lease
+    /// counterparties there), and `per_peer`; as many pending inbound handshakes as a quarter of `incoming`
+    /// (at least 4).
     pub fn limits(&self) -> connection_limits::ConnectionLimits {
         let g = self.gate();
         connection_limits::ConnectionLimits::default()
-            .with_max_established(Some(g.total))
+            .with_max_established(Some(g.total.saturating_add(gate::LEASE_SLOTS)))
             .with_max_established_incoming(Some(g.incoming))
-            .with_max_established_outgoing(Some(g.outgoing))
+            .with_max_established_outgoing(Some(g.outgoing.saturating_add(gate::LEASE_SLOTS)))
             .with_max_established_per_peer(Some(self.per_peer.max(1)))
             .with_max_pending_incoming(Some((self.incoming / 4).max(4)))
     }

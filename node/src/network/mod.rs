@@ -153,6 +153,12 @@ pub struct GossipStats {
     /// up (`gate.rs`).
     #[serde(default)]
     pub guests_closed: u64,
+    /// Connections to lease counterparties held now above the caps, in lease slots (`gate.rs`).
+    #[serde(default)]
+    pub lease_slots_used: u32,
+    /// Lease-slot connections closed after their peer's last lease request (`gate.rs`).
+    #[serde(default)]
+    pub lease_slots_closed: u64,
 }
 
 /// A peer as the API shows it.
@@ -826,9 +832,8 @@ struct Runner {
     inbound: broadcast::Sender<AnyMessage>,
     latencies: Latencies,
     lease_tx: mpsc::Sender<IncomingLease>,
-    lease_in: HashMap<u64, request_response::ResponseChannel<lease_wire::LeaseResponse>>,
-    lease_out:
-        HashMap<OutboundRequestId, oneshot::Sender<Result<lease_wire::LeaseResponse, String>>>,
+    lease_in: HashMap<u64, LeaseIn>,
+    lease_out: HashMap<OutboundRequestId, LeaseOut>,
     next_token: u64,
     swarm: Swarm<Behaviour>,
     market: Arc<RwLock<Market>>,
@@ -881,6 +886,27 @@ struct Conn {
 /// so that the requests already on it finish and new traffic takes the direct one.
 /// Relays through which a lease message to an unconnected peer is also tried.
 const MAX_RELAY_GUESSES: usize = 3;
+
+/// How long a lease request, either way, is waited on at most: past request-response's own timeout (60 s,
+/// behaviour.rs), for a request lost with a connection refused as it was established (rust-libp2p#4870) or
+/// one the lease engine never answered. Until it ends, its peers' dials may take lease slots (gate.rs).
+const LEASE_ANSWER_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A lease request sent and not yet answered.
+struct LeaseOut {
+    /// The peers whose dials may take a lease slot meanwhile (gate.rs): the counterparty, and the relays it
+    /// may be reached through.
+    peers: Vec<PeerId>,
+    since: Instant,
+    reply: oneshot::Sender<Result<lease_wire::LeaseResponse, String>>,
+}
+
+/// A lease request received and not yet answered; its peer's connection counts as in use meanwhile.
+struct LeaseIn {
+    peer: PeerId,
+    since: Instant,
+    channel: request_response::ResponseChannel<lease_wire::LeaseResponse>,
+}
 const RELAYED_GRACE: Duration = Duration::from_secs(10);
 
 /// Pool announcements (DHT provider records) are repeated after `ANNOUNCE_FIRST`, then at twice the last
@@ -1206,6 +1232,59 @@ impl Runner {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &source, acceptance);
+    }
+
+    /// Ends a lease request sent: its peers no longer hold lease slots for it.
+    fn take_lease_out(
+        &mut self,
+        id: &OutboundRequestId,
+    ) -> Option<oneshot::Sender<Result<lease_wire::LeaseResponse, String>>> {
+        let out = self.lease_out.remove(id)?;
+        for p in &out.peers {
+            self.swarm.behaviour_mut().gate.lease_request_ended(p);
+        }
+        Some(out.reply)
+    }
+
+    /// Ends a lease request received.
+    fn take_lease_in(
+        &mut self,
+        token: u64,
+    ) -> Option<request_response::ResponseChannel<lease_wire::LeaseResponse>> {
+        let l = self.lease_in.remove(&token)?;
+        self.swarm.behaviour_mut().gate.lease_request_ended(&l.peer);
+        Some(l.channel)
+    }
+
+    /// Ends the lease requests, either way, waited on past [`LEASE_ANSWER_DEADLINE`].
+    fn expire_lease_requests(&mut self, now: Instant) {
+        let old = |since: Instant| now.saturating_duration_since(since) >= LEASE_ANSWER_DEADLINE;
+        let out: Vec<OutboundRequestId> = self
+            .lease_out
+            .iter()
+            .filter(|(_, l)| old(l.since))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in out {
+            if let Some(tx) = self.take_lease_out(&id) {
+                let _ = tx.send(Err(format!(
+                    "no answer within {} s",
+                    LEASE_ANSWER_DEADLINE.as_secs()
+                )));
+            }
+        }
+        let inn: Vec<u64> = self
+            .lease_in
+            .iter()
+            .filter(|(_, l)| old(l.since))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in inn {
+            if let Some(l) = self.lease_in.get(&t) {
+                warn!(peer = %l.peer, "a lease request was not answered in time; dropped");
+            }
+            self.take_lease_in(t);
+        }
     }
 
     fn send_sync(&mut self, peer: PeerId, req: SyncRequest, page: u32) {
@@ -1780,7 +1859,15 @@ impl Runner {
                     } => {
                         self.next_token += 1;
                         let token = self.next_token;
-                        self.lease_in.insert(token, channel);
+                        self.swarm.behaviour_mut().gate.lease_request_started(peer);
+                        self.lease_in.insert(
+                            token,
+                            LeaseIn {
+                                peer,
+                                since: Instant::now(),
+                                channel,
+                            },
+                        );
                         let incoming = IncomingLease {
                             peer,
                             from: node_id_of(&peer),
@@ -1789,14 +1876,14 @@ impl Runner {
                         };
                         if self.lease_tx.try_send(incoming).is_err() {
                             warn!(%peer, "lease engine busy or absent; request dropped");
-                            self.lease_in.remove(&token);
+                            self.take_lease_in(token);
                         }
                     }
                     request_response::Message::Response {
                         request_id,
                         response,
                     } => {
-                        if let Some(tx) = self.lease_out.remove(&request_id) {
+                        if let Some(tx) = self.take_lease_out(&request_id) {
                             let _ = tx.send(Ok(response));
                         }
                     }
@@ -1804,7 +1891,7 @@ impl Runner {
                 request_response::Event::OutboundFailure {
                     request_id, error, ..
                 } => {
-                    if let Some(tx) = self.lease_out.remove(&request_id) {
+                    if let Some(tx) = self.take_lease_out(&request_id) {
                         let _ = tx.send(Err(error.to_string()));
                     }
                 }
@@ -1972,6 +2059,11 @@ impl Runner {
             debug!(%peer, "closing a guest connection: its time is up and the inbound slots are full");
             self.swarm.close_connection(id);
         }
+        self.expire_lease_requests(now);
+        for (peer, id) in self.swarm.behaviour_mut().gate.expire_lease_slots(now) {
+            debug!(%peer, "closing a lease-slot connection: no lease request for a while and the outbound slots are full");
+            self.swarm.close_connection(id);
+        }
         let has_outbound = self.conns.values().any(|c| c.dialer && !c.relayed);
         let mut inbound: Vec<PeerId> = self
             .conns
@@ -2051,34 +2143,47 @@ impl Runner {
                 request,
                 reply,
             } => {
+                // The peers whose dials may take a lease slot above the caps while the request is in flight
+                // (gate.rs): the counterparty, and the relays it may be reached through.
+                let mut slot_peers = vec![peer];
                 if !self.swarm.is_connected(&peer) {
                     // A peer behind NAT is reached through a relay it holds a slot with: offer the dial
                     // a few relays we know; one without its slot fails alone, the others go on.
-                    let through: Vec<Multiaddr> = self
+                    let relays: Vec<Multiaddr> = self
                         .reach
                         .known_relays()
                         // a few: request-response keeps ten addresses per peer, and the peer's own
                         // (learned from identify and the DHT) must not be pushed out by guesses
                         .take(MAX_RELAY_GUESSES)
-                        .map(|r| {
-                            r.clone()
-                                .with(Protocol::P2pCircuit)
-                                .with(Protocol::P2p(peer))
-                        })
+                        .cloned()
                         .collect();
-                    for a in through {
+                    for r in relays {
+                        if let Some(Protocol::P2p(relay)) = r.iter().last() {
+                            slot_peers.push(relay);
+                        }
+                        let a = r.with(Protocol::P2pCircuit).with(Protocol::P2p(peer));
                         self.swarm.add_peer_address(peer, a);
                     }
+                }
+                for p in &slot_peers {
+                    self.swarm.behaviour_mut().gate.lease_request_started(*p);
                 }
                 let id = self
                     .swarm
                     .behaviour_mut()
                     .lease
                     .send_request(&peer, request);
-                self.lease_out.insert(id, reply);
+                self.lease_out.insert(
+                    id,
+                    LeaseOut {
+                        peers: slot_peers,
+                        since: Instant::now(),
+                        reply,
+                    },
+                );
             }
             Command::LeaseReply { token, response } => {
-                if let Some(ch) = self.lease_in.remove(&token) {
+                if let Some(ch) = self.take_lease_in(token) {
                     let _ = self.swarm.behaviour_mut().lease.send_response(ch, response);
                 }
             }
@@ -2139,6 +2244,8 @@ impl Runner {
                     gossip: GossipStats {
                         refused_at_caps: self.swarm.behaviour().gate.refused(),
                         guests_closed: self.swarm.behaviour().gate.guests_closed(),
+                        lease_slots_used: self.swarm.behaviour().gate.lease_slots_used(),
+                        lease_slots_closed: self.swarm.behaviour().gate.lease_closed(),
                         ..self.stats.clone()
                     },
                 });
