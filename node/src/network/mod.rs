@@ -291,6 +291,12 @@ impl NetworkHandle {
         rx.await.map_err(|_| NetworkError::Stopped)
     }
 
+    /// Resolves once the network task has ended (after a shutdown signal) and let go of everything it held:
+    /// its connections and its handle on the store.
+    pub async fn stopped(&self) {
+        self.tx.closed().await
+    }
+
     /// Gossips a signed message into a pool.
     pub async fn publish<T: xov_protocol::Message>(
         &self,
@@ -756,6 +762,10 @@ async fn run(
                 _ = shutdown.wait_for(|s| *s) => break,
             }
         }
+        // Everything the task holds (the swarm, its store) goes before the command channel closes, which is
+        // what `NetworkHandle::stopped` waits for.
+        drop(runner);
+        drop(rx);
         debug!("network task stopped");
     });
     info!(%peer_id, addrs = ?listen_addrs, "p2p network listening");
