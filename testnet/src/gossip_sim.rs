@@ -785,7 +785,7 @@ impl Sim {
     }
 
     /// Stops a node; its offers that reached nobody yet, published within [`ORPHAN_WINDOW`], leave with it.
-    /// Stops a node (its market goes at once); returns its network handle, to wait for its task to end.
+    /// Its market goes at once; the network handle returned resolves `stopped` once its task has ended.
     fn stop_node(&mut self, slot: usize) -> Option<NetworkHandle> {
         // What arrived up to now, so that an offer that did spread is not taken for one that did not.
         self.poll_books(0);
@@ -1227,11 +1227,12 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
     let live: Vec<usize> = sim.live();
     let handles: Vec<NetworkHandle> = live.into_iter().filter_map(|i| sim.stop_node(i)).collect();
     let closing = futures::future::join_all(handles.iter().map(|h| h.stopped()));
-    tokio::time::timeout(Duration::from_secs(120), closing)
+    let deadline = Duration::from_secs(120);
+    tokio::time::timeout(deadline, closing)
         .await
         .map_err(|_| SimError::Deadline {
             what: "every node's network task stopped".into(),
-            secs: 120,
+            secs: deadline.as_secs(),
         })?;
     Ok(summary)
 }
