@@ -147,3 +147,27 @@ async fn a_buyer_at_its_connection_caps_still_reaches_its_provider() {
     );
     assert_eq!(after.gossip.lease_slots_used, 1, "{after:?}");
 }
+
+/// A lease request to a node no address is known for ends with a typed reason, not text: the dial failed (the
+/// driver sends a notice again later; an order moves on to the next provider).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_a_node_nobody_knows_fails_as_a_dial_failure() {
+    let lone = node(9, 50, 50, Vec::new()).await;
+    let stranger = Keypair::from_secret_bytes(&[10; 32]).node_id();
+    let sent = tokio::time::timeout(
+        Duration::from_secs(60),
+        lone.handle
+            .send_lease(&stranger, lease_wire::LeaseRequest::Notice(vec![1; 8])),
+    )
+    .await
+    .expect("the request ended");
+    assert!(
+        matches!(
+            sent,
+            Err(network::NetworkError::Unreachable(
+                network::LeaseSendError::DialFailed
+            ))
+        ),
+        "{sent:?}"
+    );
+}

@@ -22,6 +22,13 @@
 //!   published count (not its publisher); nodes that leave before it arrives are counted apart.
 //! - Time is the wall clock: the nodes share the machine's cores, so when they need more CPU than it has, the
 //!   delays grow as they would on overloaded hosts. The report gives the CPU used, to tell which happened.
+//! - Time dilation (`time_scale` k > 1): every time constant on the spread path runs k times slower (links,
+//!   publish and churn intervals, phases and deadlines, the node's resync, gossipsub's heartbeat, backoffs,
+//!   caches and queues), and the reported spreads and convergence are wall time ÷ k: each node gets k times
+//!   the CPU per protocol second, as on a host k times larger. Not stretched: libp2p's own timers (ping,
+//!   identify, kademlia, idle connections, handshakes) and peer scoring's decay (which only acts on invalid
+//!   messages, none here); they fire as often per wall second, so the host carries more of them per protocol
+//!   second, not fewer.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -97,6 +104,12 @@ pub struct Opts {
     pub seed: u64,
     /// Print progress lines.
     pub verbose: bool,
+    /// Time dilation: every time constant on the spread path runs `time_scale` times slower (the links'
+    /// delays, the publish and churn intervals, the phases' lengths and deadlines, the node's resync interval,
+    /// and gossipsub's time constants: see `behaviour::Options::time_scale`), so each node gets `time_scale`
+    /// times the CPU per protocol second. Times in the summary are protocol time (wall time / `time_scale`);
+    /// CPU is per wall second. All other fields are in protocol time too. 1: no dilation.
+    pub time_scale: u32,
 }
 
 impl Opts {
@@ -119,6 +132,25 @@ impl Opts {
             root,
             seed: 1,
             verbose: true,
+            time_scale: 1,
+        }
+    }
+}
+
+impl Opts {
+    /// These settings in wall time, for a run dilated by `time_scale` (see [`Opts::time_scale`]).
+    fn dilated(self) -> Opts {
+        let k = self.time_scale.max(1);
+        let kf = f64::from(k);
+        Opts {
+            rate: self.rate / kf,
+            churn_per_min: self.churn_per_min / kf,
+            churn_secs: self.churn_secs * kf,
+            delay_min: self.delay_min * k,
+            delay_max: self.delay_max * k,
+            idle_secs: self.idle_secs * kf,
+            settle_secs: self.settle_secs * kf,
+            ..self
         }
     }
 }
@@ -179,8 +211,10 @@ pub struct Summary {
     pub cores_churn: f64,
     /// Connected peers per node at the start of the steady phase: min, median, max.
     pub peers: [usize; 3],
-    /// Seconds to start every node and see each with enough pool peers.
+    /// Seconds to start every node and see each with enough pool peers (wall time).
     pub startup_secs: f64,
+    /// The run's time dilation ([`Opts::time_scale`]): spreads and convergence are protocol time.
+    pub time_scale: u32,
 }
 
 impl Summary {
@@ -201,6 +235,12 @@ impl Summary {
             "nodes: {} (max_connections {}, max_incoming {})\n",
             self.nodes, self.caps.0, self.caps.1
         );
+        if self.time_scale > 1 {
+            out += &format!(
+                "time dilation ×{k}: links, publish and churn intervals, the node's resync and gossipsub's time constants ran {k}× slower; spreads and convergence below are protocol time (wall ÷ {k}), CPU and idle bytes are per wall second (so each node had {k}× the CPU per protocol second)\n",
+                k = self.time_scale
+            );
+        }
         out += &format!(
             "startup: {:.1} s; connected peers per node min/median/max {}/{}/{}\n",
             self.startup_secs, self.peers[0], self.peers[1], self.peers[2]
@@ -738,6 +778,7 @@ impl Sim {
             // A node on the internet with a public address: confirmed as it is (AutoNAT cannot confirm a
             // memory address, whose dialers come from ephemeral ports).
             external_addresses: vec![addr],
+            resync_secs: defaults.resync_secs * u64::from(self.opts.time_scale.max(1)),
             ..defaults
         };
         let store = Store::open(&self.opts.root.join(format!("n{slot}")))
@@ -763,9 +804,11 @@ impl Sim {
         )
         .map_err(|what| SimError::Transport { slot, what })?;
         let (stop, stop_rx) = watch::channel(false);
-        let (handle, leases) = network::start_over(&key, &cfg, market.clone(), store, stop_rx, t)
-            .await
-            .map_err(|source| SimError::Network { slot, source })?;
+        let k = self.opts.time_scale.max(1);
+        let (handle, leases) =
+            network::start_over(&key, &cfg, market.clone(), store, stop_rx, t, k)
+                .await
+                .map_err(|source| SimError::Network { slot, source })?;
         let addr = handle
             .listen_addrs
             .first()
@@ -793,7 +836,7 @@ impl Sim {
             if t.publisher == slot
                 && t.spreads.is_empty()
                 && !t.pending.is_empty()
-                && t.at.elapsed() < ORPHAN_WINDOW
+                && t.at.elapsed() < ORPHAN_WINDOW * self.opts.time_scale.max(1)
             {
                 t.orphaned = Some(t.at.elapsed().as_secs_f64());
                 t.pending.clear();
@@ -1042,6 +1085,8 @@ pub fn run(opts: &Opts) -> Result<Summary, SimError> {
 }
 
 async fn simulate(opts: Opts) -> Result<Summary, SimError> {
+    let k = opts.time_scale.max(1);
+    let opts = opts.dilated();
     let chain = Chain::REGTEST;
     let mut sim = Sim {
         rng: Rng(opts.seed),
@@ -1067,6 +1112,7 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
         nodes: n,
         caps: caps(&sim.opts),
         mesh_degree: libp2p::gossipsub::Config::default().mesh_n(),
+        time_scale: k,
         ..Summary::default()
     };
     for i in 0..n {
@@ -1076,7 +1122,7 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
         }
     }
     let want = 3.min(n.saturating_sub(1));
-    let setup = Duration::from_secs(60 + n as u64 / 5);
+    let setup = Duration::from_secs(60 + n as u64 / 5) * k;
     sim.wait_pool_peers(want, setup).await?;
     // Warm-up: three offers reach everyone (meshes formed).
     let first = sim.offers.len();
@@ -1147,7 +1193,7 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
     let mut churned = 0;
     let count = sim.opts.offers;
     let first = sim.phase(count, None, &mut churned).await?;
-    sim.drain(first, Duration::from_secs(30)).await;
+    sim.drain(first, Duration::from_secs(30) * k).await;
     let secs = t0.elapsed().as_secs_f64();
     let gross = (sim.sent.load(Ordering::Relaxed) - b0) as f64;
     summary.cores_steady = (cpu_now() - c0) / secs;
@@ -1170,7 +1216,7 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
         let (c0, t0) = (cpu_now(), Instant::now());
         let count = (sim.opts.rate * sim.opts.churn_secs).round() as usize;
         let first = sim.phase(count, Some(every), &mut churned).await?;
-        sim.drain(first, Duration::from_secs(30)).await;
+        sim.drain(first, Duration::from_secs(30) * k).await;
         summary.cores_churn = (cpu_now() - c0) / t0.elapsed().as_secs_f64();
         (
             summary.spread_churn,
@@ -1217,6 +1263,19 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // Back to protocol time.
+    let kf = f64::from(k);
+    for v in summary
+        .spread
+        .iter_mut()
+        .chain(summary.spread_churn.iter_mut())
+    {
+        *v /= kf;
+    }
+    for v in &mut summary.lost_after {
+        *v /= kf;
+    }
+    summary.converged_after = summary.converged_after.map(|t| t / kf);
     if let Some(r) = proc_stats::rss(std::process::id()) {
         summary.rss_mib = r.rss_kib as f64 / 1024.0;
         summary.hwm_mib = r.hwm_kib as f64 / 1024.0;
@@ -1240,6 +1299,32 @@ async fn simulate(opts: Opts) -> Result<Summary, SimError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dilation_stretches_every_phase_but_keeps_the_offers_and_churn_counts() {
+        let o = Opts {
+            time_scale: 8,
+            ..Opts::new(100, PathBuf::from("/nonexistent"))
+        };
+        let d = o.clone().dilated();
+        assert_eq!(d.delay_min, o.delay_min * 8);
+        assert_eq!(d.delay_max, o.delay_max * 8);
+        assert_eq!(d.churn_secs, o.churn_secs * 8.0);
+        assert_eq!(d.idle_secs, o.idle_secs * 8.0);
+        assert_eq!(d.settle_secs, o.settle_secs * 8.0);
+        // as many offers published and nodes churned in the churn phase, over 8× the wall time
+        assert_eq!(d.rate * d.churn_secs, o.rate * o.churn_secs);
+        assert_eq!(
+            d.churn_per_min * d.churn_secs,
+            o.churn_per_min * o.churn_secs
+        );
+        assert_eq!(d.offers, o.offers);
+        let same = Opts {
+            time_scale: 1,
+            ..o.clone()
+        };
+        assert_eq!(same.clone().dilated().rate, same.rate);
+    }
 
     #[test]
     fn links_keep_one_delay_both_ways_within_the_range() {

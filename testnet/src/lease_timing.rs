@@ -273,11 +273,14 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
         ssh_user: real.as_ref().map(|r| r.user.clone()),
         ..Default::default()
     };
-    let provider = scenario::start(
-        &dir("provider").map_err(|e| e.to_string())?,
-        &scenario::provider_toml_with(&lab, &btc, PRICE_P1, &cleanup.owner("provider"), &opts),
-        None,
-    );
+    // The provider logs its step trace (the wallet's RPC rounds, wallet events, lease changes) at debug level.
+    let pdir = dir("provider").map_err(|e| e.to_string())?;
+    std::fs::write(
+        pdir.join("xov.toml"),
+        scenario::provider_toml_with(&lab, &btc, PRICE_P1, &cleanup.owner("provider"), &opts),
+    )
+    .map_err(|e| e.to_string())?;
+    let provider = Daemon::start_with(&pdir, &[("XOV_LOG_LEVEL", STEP_TRACE.to_string())]);
     let buyer = scenario::start(
         &dir("buyer").map_err(|e| e.to_string())?,
         &scenario::buyer_toml(&btc),
@@ -296,6 +299,7 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
     let papi = NodeApi::of(&provider, &client);
     let mut results = Vec::new();
     for r in 0..runs {
+        let log_from = provider.log_text().len();
         let res = one_lease(
             &rt,
             &btc,
@@ -308,6 +312,10 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
             real.as_ref(),
         )?;
         say(format!("  trace: {}", res.trace.join(" | ")));
+        let log = provider.log_text();
+        for step in node_steps(log.get(log_from..).unwrap_or_default()) {
+            say(format!("  node step: {step}"));
+        }
         say(format!(
             "run {}/{runs}: mined→POST /servers {:.0} ms, POST→ACTIVE answer {:.0} ms ({} status polls), ACTIVE→running {:.0} ms, total {:.0} ms, Nova's own created→launched_at {}; load average {}",
             r + 1,
@@ -399,6 +407,37 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
     drop((provider, buyer));
     let _ = btc.stop();
     Ok(report.text())
+}
+
+/// The provider's log filter: its step trace on, the rest at info.
+const STEP_TRACE: &str = "info,xov_wallet::chain=debug,xov_node::lease::driver=debug";
+
+/// The provider's steps during one run, from its log: each commit of the wallet's RPC loop (blocks, mempool),
+/// each wallet event and lease change, up to and including the first `launching` (after it the proxies' trace
+/// takes over).
+fn node_steps(log: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in log.lines().map(crate::node::strip_ansi) {
+        let step = line.contains("wallet blocks committed")
+            || line.contains("wallet mempool committed")
+            || line.contains("wallet event")
+            || line.contains("lease input applied")
+            || line.contains("launching");
+        if step {
+            // "<timestamp> <LEVEL> <target>: <message and fields>": the time of day and what happened.
+            let time = line
+                .split(['T', 'Z'])
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let what = line.split_once(": ").map(|(_, w)| w).unwrap_or(&line);
+            out.push(format!("{time} {what}"));
+            if line.contains("launching") {
+                break;
+            }
+        }
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -605,7 +644,30 @@ fn one_lease(
 
 #[cfg(test)]
 mod tests {
-    use super::{covered, unix_of};
+    use super::{covered, node_steps, unix_of};
+
+    #[test]
+    fn node_steps_keep_wallet_commits_events_and_lease_changes_up_to_the_launch() {
+        let log = "\u{1b}[2m2026-12-05T06:01:02.000100Z\u{1b}[0m DEBUG xov_wallet::chain: wallet mempool committed read_us=2400
+2026-12-05T06:01:02.100200Z DEBUG xov_wallet::chain: wallet blocks committed blocks=1 applied_us=2100
+2026-12-05T06:01:02.100300Z  INFO xov_node::api: request served
+2026-12-05T06:01:02.100400Z DEBUG xov_node::lease::driver: wallet event event=TipChanged { height: 7 }
+2026-12-05T06:01:02.101000Z DEBUG xov_node::lease::driver: lease input applied lease=l1 decide_persist_us=600
+2026-12-05T06:01:02.101100Z  INFO xov_node::lease::driver: launching lease=l1
+2026-12-05T06:01:02.200000Z DEBUG xov_node::lease::driver: lease input applied lease=l1 decide_persist_us=500
+";
+        assert_eq!(
+            node_steps(log),
+            vec![
+                "06:01:02.000100 wallet mempool committed read_us=2400",
+                "06:01:02.100200 wallet blocks committed blocks=1 applied_us=2100",
+                "06:01:02.100400 wallet event event=TipChanged { height: 7 }",
+                "06:01:02.101000 lease input applied lease=l1 decide_persist_us=600",
+                "06:01:02.101100 launching lease=l1",
+            ]
+        );
+        assert!(node_steps("").is_empty());
+    }
 
     #[test]
     fn covered_counts_overlaps_once_and_clips() {

@@ -20,7 +20,7 @@ use bdk_bitcoind_rpc::Emitter;
 use bdk_wallet::bitcoin::{Network, Transaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::error::WalletError;
 use crate::health::{ChainHealth, ChainState, ChainTuning};
@@ -277,7 +277,6 @@ fn run_rpc(
     let mut emitter = Emitter::new(client.clone(), cp, start, expected);
     let mut push = true;
     while !stop.load(Ordering::SeqCst) {
-        let mut changed = false;
         let count = client.get_block_count();
         let wallet_tip = lock(&inner).wallet.latest_checkpoint().height();
         health.send_if_modified(|h| {
@@ -307,6 +306,8 @@ fn run_rpc(
             h.secs_since_progress = last_progress.elapsed().as_secs();
             *h != before
         });
+        let round = std::time::Instant::now();
+        let mut blocks = 0u32;
         loop {
             match emitter.next_block() {
                 Ok(Some(ev)) => {
@@ -324,7 +325,7 @@ fn run_rpc(
                             Emitter::new(client.clone(), cp, h, Vec::<Arc<Transaction>>::new());
                         break;
                     }
-                    changed = true;
+                    blocks += 1;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -333,38 +334,65 @@ fn run_rpc(
                 }
             }
         }
+        let applied = round.elapsed();
+        // Blocks are committed (persisted, then invoices re-assessed and the tip announced) before the mempool
+        // is read: a confirmation does not wait for a full mempool read.
+        if blocks > 0 {
+            commit(&inner);
+            debug!(
+                blocks,
+                applied_us = applied.as_micros() as u64,
+                committed_us = (round.elapsed() - applied).as_micros() as u64,
+                "wallet blocks committed"
+            );
+        }
+        let committed = round.elapsed();
+        let mut mempool_changed = false;
         match emitter.mempool() {
             Ok(mp) => {
                 if !mp.update.is_empty() || !mp.evicted.is_empty() {
                     let mut g = lock(&inner);
                     g.wallet.apply_evicted_txs(mp.evicted);
                     g.wallet.apply_unconfirmed_txs(mp.update);
-                    changed = true;
+                    mempool_changed = true;
                 }
             }
             Err(e) => warn!(error = %e, "bitcoind RPC failed while reading the mempool"),
         }
-        if changed {
-            let mut g = lock(&inner);
-            let tip_before = g.assessed_tip();
-            match g.persist() {
-                // Only a real change (new block, new or evicted transaction) is worth re-assessing.
-                Ok(true) => {
-                    if let Err(e) = g.refresh() {
-                        warn!(error = %e, "cannot persist invoice update");
-                    }
-                    if g.wallet.latest_checkpoint().height() != tip_before {
-                        g.tip_event();
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "cannot persist wallet update"),
-            }
+        let mempool_read = round.elapsed();
+        if mempool_changed {
+            commit(&inner);
+        }
+        if mempool_changed {
+            debug!(
+                read_us = (mempool_read - committed).as_micros() as u64,
+                committed_us = (round.elapsed() - mempool_read).as_micros() as u64,
+                "wallet mempool committed"
+            );
         }
         let tip = lock(&inner).wallet.latest_checkpoint().height();
         if !wait_for_block_above(&client, tip, poll, &mut push) {
             std::thread::sleep(poll);
         }
+    }
+}
+
+/// Persists what the wallet staged, then (only after a write that stuck, and only for a real change) re-assesses
+/// the invoices and announces a new tip: nothing is announced that a crash could take back.
+fn commit(inner: &Shared) {
+    let mut g = lock(inner);
+    let tip_before = g.assessed_tip();
+    match g.persist() {
+        Ok(true) => {
+            if let Err(e) = g.refresh() {
+                warn!(error = %e, "cannot persist invoice update");
+            }
+            if g.wallet.latest_checkpoint().height() != tip_before {
+                g.tip_event();
+            }
+        }
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "cannot persist wallet update"),
     }
 }
 

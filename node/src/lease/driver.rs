@@ -521,6 +521,7 @@ impl LeaseEngine {
             terms: &self.policy.terms,
             key: &self.key,
         };
+        let started = std::time::Instant::now();
         let applied = {
             let mut g = self.lock();
             if let Some(kind) = done {
@@ -535,6 +536,15 @@ impl LeaseEngine {
         match applied {
             Ok(a) => {
                 if let Some(saved) = &a.saved {
+                    // The step trace of a lease change: decide and persist, under the lock (debug level).
+                    debug!(
+                        lease = %id,
+                        from = ?a.previous,
+                        to = ?saved.state,
+                        actions = a.actions.len(),
+                        decide_persist_us = started.elapsed().as_micros() as u64,
+                        "lease input applied"
+                    );
                     self.events.lease_saved(saved, a.previous);
                 }
                 for action in a.actions {
@@ -831,7 +841,11 @@ impl LeaseEngine {
             let mut events = w.subscribe();
             tokio::spawn(async move {
                 loop {
-                    match events.recv().await {
+                    let event = events.recv().await;
+                    if let Ok(e) = &event {
+                        debug!(event = ?e, "wallet event");
+                    }
+                    match event {
                         Ok(WalletEvent::TipChanged { .. }) => {
                             for id in me.provider_ids(true) {
                                 if let Some(i) = me.payments_of(&id) {

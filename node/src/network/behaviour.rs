@@ -82,6 +82,10 @@ pub struct Options {
     pub upnp: bool,
     /// Probe the node's own reachability with AutoNAT (off when its external addresses are configured).
     pub autonat_client: bool,
+    /// Every gossipsub time constant (heartbeat, its first delay, fanout TTL, backoffs, IWANT follow-up,
+    /// duplicate cache, queue durations) multiplied by this. 1 in a node; more only in the simulator's time
+    /// dilation (`xov-testnet gossip-sim --time-scale`), never in the user's config.
+    pub time_scale: u32,
 }
 
 impl Default for Options {
@@ -94,6 +98,7 @@ impl Default for Options {
             relay_server: true,
             upnp: false,
             autonat_client: true,
+            time_scale: 1,
         }
     }
 }
@@ -189,7 +194,8 @@ impl Behaviour {
         let peer_id = key.public().to_peer_id();
         // Our payloads carry their own ed25519 signatures, so gossipsub's envelope signing would only repeat
         // that work; messages are identified by content, which also makes re-publishing the same bytes a no-op.
-        let config = gossipsub::ConfigBuilder::default()
+        let mut config = gossipsub::ConfigBuilder::default();
+        config
             .validation_mode(gossipsub::ValidationMode::Anonymous)
             .validate_messages()
             .message_id_fn(|m: &gossipsub::Message| {
@@ -200,7 +206,24 @@ impl Behaviour {
             .duplicate_cache_time(duplicate_cache)
             // A publisher sends to its mesh like everyone else instead of to every peer it knows: measured
             // ~23x the offer's size sent per node with flooding over ~48 connections (docs/benchmarks.md).
-            .flood_publish(false)
+            .flood_publish(false);
+        let k = opts.time_scale.max(1);
+        if k > 1 {
+            let d = gossipsub::Config::default();
+            config
+                .heartbeat_interval(Duration::from_millis(500) * k)
+                .heartbeat_initial_delay(d.heartbeat_initial_delay() * k)
+                .duplicate_cache_time(duplicate_cache * k)
+                .fanout_ttl(d.fanout_ttl() * k)
+                .prune_backoff(d.prune_backoff() * k)
+                .unsubscribe_backoff(d.unsubscribe_backoff().as_secs() * u64::from(k))
+                .graft_flood_threshold(d.graft_flood_threshold() * k)
+                .iwant_followup_time(d.iwant_followup_time() * k)
+                .published_message_ids_cache_time(d.published_message_ids_cache_time() * k)
+                .publish_queue_duration(d.publish_queue_duration() * k)
+                .forward_queue_duration(d.forward_queue_duration() * k);
+        }
+        let config = config
             .build()
             .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
         let mut gossipsub =
@@ -278,5 +301,25 @@ impl Behaviour {
             dcutr: dcutr::Behaviour::new(peer_id),
             upnp: opts.upnp.then(upnp::tokio::Behaviour::default).into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gossipsub checks its config when built (e.g. the heartbeat against the queue durations): the stretched
+    /// constants of a time-dilated simulation must pass those checks as the real ones do.
+    #[tokio::test]
+    async fn a_time_dilated_behaviour_builds() {
+        for time_scale in [1, 2, 8, 32] {
+            let opts = Options {
+                time_scale,
+                ..Options::default()
+            };
+            let built =
+                super::super::build_swarm_with(identity::Keypair::generate_ed25519(), &opts);
+            assert!(built.is_ok(), "time scale {time_scale}: {:?}", built.err());
+        }
     }
 }

@@ -96,8 +96,39 @@ pub enum NetworkError {
     Bootstrap(String),
     #[error("the network task has stopped")]
     Stopped,
+    #[error("'{0}' is not a valid node id")]
+    InvalidNodeId(String),
     #[error("cannot reach the other party: {0}")]
-    Unreachable(String),
+    Unreachable(#[from] LeaseSendError),
+}
+
+/// Why a lease request sent to another node got no answer: the other side's or the path's fault, never ours.
+/// Whether the request reached the other node is unknown unless the dial failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LeaseSendError {
+    #[error("the node could not be dialled (offline, or no address known for it)")]
+    DialFailed,
+    #[error("no answer in time (the node may still have taken the request)")]
+    NoAnswer,
+    #[error("the connection closed before the node answered")]
+    ConnectionClosed,
+    #[error("the node does not speak xov's lease protocol (another version?)")]
+    Unsupported,
+    #[error("the stream to the node failed: {0}")]
+    Stream(String),
+}
+
+impl From<&request_response::OutboundFailure> for LeaseSendError {
+    fn from(f: &request_response::OutboundFailure) -> Self {
+        use request_response::OutboundFailure as F;
+        match f {
+            F::DialFailure => LeaseSendError::DialFailed,
+            F::Timeout => LeaseSendError::NoAnswer,
+            F::ConnectionClosed => LeaseSendError::ConnectionClosed,
+            F::UnsupportedProtocols => LeaseSendError::Unsupported,
+            F::Io(e) => LeaseSendError::Stream(e.to_string()),
+        }
+    }
 }
 
 /// Counters of gossip validation outcomes, for status and tests.
@@ -246,7 +277,7 @@ enum Command {
     LeaseSend {
         peer: PeerId,
         request: lease_wire::LeaseRequest,
-        reply: oneshot::Sender<Result<lease_wire::LeaseResponse, String>>,
+        reply: oneshot::Sender<Result<lease_wire::LeaseResponse, LeaseSendError>>,
     },
     LeaseReply {
         token: u64,
@@ -337,8 +368,7 @@ impl NetworkHandle {
         to: &NodeId,
         request: lease_wire::LeaseRequest,
     ) -> Result<lease_wire::LeaseResponse, NetworkError> {
-        let peer = peer_id_of(to)
-            .ok_or_else(|| NetworkError::Unreachable(format!("{to} is not a valid node id")))?;
+        let peer = peer_id_of(to).ok_or_else(|| NetworkError::InvalidNodeId(to.to_string()))?;
         let (tx, rx) = oneshot::channel();
         self.send(Command::LeaseSend {
             peer,
@@ -590,6 +620,7 @@ fn options(cfg: &NetworkConfig) -> behaviour::Options {
         // inbound connection can report one, a NAT's mapping or an ephemeral port) would only cost its peers
         // dial-backs.
         autonat_client: cfg.external_addresses.is_empty(),
+        time_scale: 1,
     }
 }
 
@@ -607,6 +638,7 @@ pub async fn start(
 
 /// Starts the network task over a transport given from outside ([`OtherTransport`]; `cfg.listen` and
 /// `cfg.bootstrap` are its addresses): the same task as [`start`], for simulations of many nodes in one process.
+/// `time_scale` stretches gossipsub's time constants for a time-dilated simulation (1: as a node runs).
 pub async fn start_over(
     key: &xov_protocol::Keypair,
     cfg: &NetworkConfig,
@@ -614,8 +646,13 @@ pub async fn start_over(
     store: Store,
     shutdown: watch::Receiver<bool>,
     transport: OtherTransport,
+    time_scale: u32,
 ) -> Result<(NetworkHandle, mpsc::Receiver<IncomingLease>), NetworkError> {
-    let swarm = build_swarm_over(libp2p_key(key)?, &options(cfg), transport)?;
+    let opts = behaviour::Options {
+        time_scale,
+        ..options(cfg)
+    };
+    let swarm = build_swarm_over(libp2p_key(key)?, &opts, transport)?;
     run(swarm, cfg, market, store, shutdown).await
 }
 
@@ -908,7 +945,7 @@ struct LeaseOut {
     /// may be reached through.
     peers: Vec<PeerId>,
     since: Instant,
-    reply: oneshot::Sender<Result<lease_wire::LeaseResponse, String>>,
+    reply: oneshot::Sender<Result<lease_wire::LeaseResponse, LeaseSendError>>,
 }
 
 /// A lease request received and not yet answered; its peer's connection counts as in use meanwhile.
@@ -1248,7 +1285,7 @@ impl Runner {
     fn take_lease_out(
         &mut self,
         id: &OutboundRequestId,
-    ) -> Option<oneshot::Sender<Result<lease_wire::LeaseResponse, String>>> {
+    ) -> Option<oneshot::Sender<Result<lease_wire::LeaseResponse, LeaseSendError>>> {
         let out = self.lease_out.remove(id)?;
         for p in &out.peers {
             self.swarm.behaviour_mut().gate.lease_request_ended(p);
@@ -1277,10 +1314,7 @@ impl Runner {
             .collect();
         for id in out {
             if let Some(tx) = self.take_lease_out(&id) {
-                let _ = tx.send(Err(format!(
-                    "no answer within {} s",
-                    LEASE_ANSWER_DEADLINE.as_secs()
-                )));
+                let _ = tx.send(Err(LeaseSendError::NoAnswer));
             }
         }
         let inn: Vec<u64> = self
@@ -1902,7 +1936,7 @@ impl Runner {
                     request_id, error, ..
                 } => {
                     if let Some(tx) = self.take_lease_out(&request_id) {
-                        let _ = tx.send(Err(error.to_string()));
+                        let _ = tx.send(Err(LeaseSendError::from(&error)));
                     }
                 }
                 _ => {}

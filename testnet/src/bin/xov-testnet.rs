@@ -217,7 +217,8 @@ const USAGE: &str = "usage: xov-testnet [up [--real] | down [--lab]
   | gossip-sim [--nodes 1000] [--offers 100] [--rate 2] [--churn-per-min 0.05] [--churn-secs 120]
                [--delay-min-ms 10] [--delay-max-ms 150] [--idle-secs 10] [--settle-secs 60] [--poll-ms 20]
                [--max-connections N (default: the node's, 64; 16 above 200 nodes)]
-               [--seed 1]   (every node in this process, over libp2p's memory transport; tmpfs by default)
+               [--seed 1] [--time-scale 1 (time dilation: every time constant ×k, times reported ÷k)]
+               (every node in this process, over libp2p's memory transport; tmpfs by default)
   | lease-timing [--runs 3] [--real] | idle [--secs 60] [--runs 1] | store-size [--offers 10000]
   | restart-time [--offers 100000] [--runs 3]]
 every benchmark also takes [--data-root DIR] (where node data dirs go) and [--keep] (keep them)";
@@ -321,6 +322,7 @@ fn gossip_sim(args: &[String]) -> Result<(), String> {
             settle_secs: flag(args, "--settle-secs", 60.0)?,
             poll: ms("--poll-ms", 20)?,
             seed: flag(args, "--seed", 1)?,
+            time_scale: flag(args, "--time-scale", 1u32)?.max(1),
             // Above 200 nodes the default caps (64) do not fit one machine (65 MiB per node); 16 does
             // (12.9 MiB per node): said in the printed settings, and `--max-connections 64` still asks for them.
             max_connections: match flag(args, "--max-connections", 0u32)? {
