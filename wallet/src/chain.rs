@@ -276,36 +276,9 @@ fn run_rpc(
     let start = cp.height();
     let mut emitter = Emitter::new(client.clone(), cp, start, expected);
     let mut push = true;
+    // Before the first catch-up too, which may take long: the status says syncing meanwhile.
+    report_health(&client, &inner, &health, &mut last_progress);
     while !stop.load(Ordering::SeqCst) {
-        let count = client.get_block_count();
-        let wallet_tip = lock(&inner).wallet.latest_checkpoint().height();
-        health.send_if_modified(|h| {
-            let before = h.clone();
-            match &count {
-                Ok(count) => {
-                    let count = *count as u32;
-                    if h.wallet_tip != wallet_tip || h.header_tip != Some(count) {
-                        last_progress = std::time::Instant::now();
-                    }
-                    h.peers = 1;
-                    h.header_tip = Some(count);
-                    h.peer_tip = Some(count);
-                    h.wallet_tip = wallet_tip;
-                    h.state = if wallet_tip >= count {
-                        ChainState::Synced
-                    } else {
-                        ChainState::Syncing
-                    };
-                }
-                Err(e) => {
-                    h.peers = 0;
-                    h.state = ChainState::Connecting;
-                    h.last_warning = Some(format!("bitcoind RPC does not answer: {e}"));
-                }
-            }
-            h.secs_since_progress = last_progress.elapsed().as_secs();
-            *h != before
-        });
         let round = std::time::Instant::now();
         let mut blocks = 0u32;
         loop {
@@ -346,7 +319,10 @@ fn run_rpc(
                 "wallet blocks committed"
             );
         }
-        let committed = round.elapsed();
+        // The chain's health (bitcoind's tip against the wallet's) after the blocks: one RPC call fewer between
+        // a block and its events.
+        report_health(&client, &inner, &health, &mut last_progress);
+        let mempool_start = round.elapsed();
         let mut mempool_changed = false;
         match emitter.mempool() {
             Ok(mp) => {
@@ -360,12 +336,10 @@ fn run_rpc(
             Err(e) => warn!(error = %e, "bitcoind RPC failed while reading the mempool"),
         }
         let mempool_read = round.elapsed();
-        if mempool_changed {
-            commit(&inner);
-        }
-        if mempool_changed {
+        // (The emitter hands the whole mempool over every round; only a real change is written and logged.)
+        if mempool_changed && commit(&inner) {
             debug!(
-                read_us = (mempool_read - committed).as_micros() as u64,
+                read_us = (mempool_read - mempool_start).as_micros() as u64,
                 committed_us = (round.elapsed() - mempool_read).as_micros() as u64,
                 "wallet mempool committed"
             );
@@ -377,9 +351,48 @@ fn run_rpc(
     }
 }
 
+/// Publishes the chain's health: bitcoind's tip against the wallet's, or that bitcoind does not answer.
+fn report_health(
+    client: &Client,
+    inner: &Shared,
+    health: &watch::Sender<ChainHealth>,
+    last_progress: &mut std::time::Instant,
+) {
+    let count = client.get_block_count();
+    let wallet_tip = lock(inner).wallet.latest_checkpoint().height();
+    health.send_if_modified(|h| {
+        let before = h.clone();
+        match &count {
+            Ok(count) => {
+                let count = *count as u32;
+                if h.wallet_tip != wallet_tip || h.header_tip != Some(count) {
+                    *last_progress = std::time::Instant::now();
+                }
+                h.peers = 1;
+                h.header_tip = Some(count);
+                h.peer_tip = Some(count);
+                h.wallet_tip = wallet_tip;
+                h.state = if wallet_tip >= count {
+                    ChainState::Synced
+                } else {
+                    ChainState::Syncing
+                };
+            }
+            Err(e) => {
+                h.peers = 0;
+                h.state = ChainState::Connecting;
+                h.last_warning = Some(format!("bitcoind RPC does not answer: {e}"));
+            }
+        }
+        h.secs_since_progress = last_progress.elapsed().as_secs();
+        *h != before
+    });
+}
+
 /// Persists what the wallet staged, then (only after a write that stuck, and only for a real change) re-assesses
-/// the invoices and announces a new tip: nothing is announced that a crash could take back.
-fn commit(inner: &Shared) {
+/// the invoices and announces a new tip: nothing is announced that a crash could take back. True when a change
+/// was written.
+fn commit(inner: &Shared) -> bool {
     let mut g = lock(inner);
     let tip_before = g.assessed_tip();
     match g.persist() {
@@ -390,9 +403,13 @@ fn commit(inner: &Shared) {
             if g.wallet.latest_checkpoint().height() != tip_before {
                 g.tip_event();
             }
+            true
         }
-        Ok(false) => {}
-        Err(e) => warn!(error = %e, "cannot persist wallet update"),
+        Ok(false) => false,
+        Err(e) => {
+            warn!(error = %e, "cannot persist wallet update");
+            false
+        }
     }
 }
 
