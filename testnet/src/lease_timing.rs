@@ -2,11 +2,11 @@
 //! reporting the machine RUNNING, split into the node's own time and OpenStack's.
 //!
 //! A provider and a buyer run on the local testnet (bitcoind regtest, the OpenStack lab). The provider reaches
-//! Nova and Neutron through recording proxies that timestamp every request (and note each server status in
+//! Nova, Neutron and Glance through recording proxies that timestamp every request (and note each server status in
 //! Nova's answers), so the wire shows when the node asked for the server (`POST /servers`), when Nova first
-//! answered ACTIVE, and what the node asked of either service when; the time with no request to either in
-//! flight is the node's own (or its waiting between status polls). The harness mines the confirming block and polls the provider's lease state every
-//! 25 ms. Nova's own view (`created` → `OS-SRV-USG:launched_at`, whole seconds) is read afterwards.
+//! answered ACTIVE, and what the node asked of each service when; the time with no request to any of them in
+//! flight is the node's own (or its waiting between status polls; Keystone's token requests, not proxied, count
+//! as the node's). The harness mines the confirming block and polls the provider's lease state every 25 ms. Nova's own view (`created` → `OS-SRV-USG:launched_at`, whole seconds) is read afterwards.
 //!
 //!   node before Nova   = POST /servers sent            − block mined
 //!   OpenStack (wire)   = first ACTIVE answer            − POST /servers sent
@@ -34,7 +34,7 @@ use crate::scenario::{self, ProviderOpts, PRICE_P1};
 /// One request a proxy forwarded.
 #[derive(Debug, Clone)]
 struct Record {
-    /// `nova` or `neutron`.
+    /// `nova`, `neutron` or `glance`.
     service: &'static str,
     /// When the request reached the proxy, and when the service's answer came back, since the proxies started.
     sent: f64,
@@ -190,7 +190,7 @@ struct Run {
     /// Block mined → the provider's lease leaves `payment_seen` (chain detection; its RPC poll is 200 ms).
     to_funded: Option<f64>,
     polls: usize,
-    /// Time with at least one Nova or Neutron request in flight, block → running.
+    /// Time with at least one Nova, Neutron or Glance request in flight, block → running.
     cloud_busy: f64,
     /// Of it, with a Neutron request in flight.
     neutron_busy: f64,
@@ -252,8 +252,20 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
         t0: proxy.t0,
         log: proxy.log.clone(),
     });
-    let (origin, neutron_origin) =
-        rt.block_on(async { Ok::<_, String>((proxy.serve().await?, neutron.serve().await?)) })?;
+    let glance = Arc::new(Proxy {
+        service: "glance",
+        target: lab.image_url.clone(),
+        client: client.clone(),
+        t0: proxy.t0,
+        log: proxy.log.clone(),
+    });
+    let (origin, neutron_origin, glance_origin) = rt.block_on(async {
+        Ok::<_, String>((
+            proxy.serve().await?,
+            neutron.serve().await?,
+            glance.serve().await?,
+        ))
+    })?;
 
     let dir = |n: &str| {
         let d = root.join(n);
@@ -264,6 +276,7 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
     let opts = ProviderOpts {
         compute_endpoint: Some(format!("{origin}/v2.1")),
         network_endpoint: Some(neutron_origin),
+        image_endpoint: Some(glance_origin),
         extra: "\n[provider.admission.anonymous]\nmax_concurrent_leases = 1000\nmax_sats_per_hour = 100000000\nreference_sats_per_hour = 0\n"
             .to_string()
             + &["basic", "established", "trusted"]
@@ -354,8 +367,8 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
         col(&|x| Some(x.after_active)),
         col(&|x| Some(x.total)),
     ));
-    say("\nthe same total split by who was working: the cloud (some Nova or Neutron request in flight), the node waiting between status polls while the server builds, and the node itself (everything else: chain detection, its own processing); and after the first ACTIVE answer, the cloud's and the node's parts".into());
-    say("| Nova or Neutron requests in flight | of which Neutron | waiting between status polls | node's own time | node's own share of total | after ACTIVE: cloud / node |".into());
+    say("\nthe same total split by who was working: the cloud (some Nova, Neutron or Glance request in flight), the node waiting between status polls while the server builds, and the node itself (everything else: chain detection, its own processing); and after the first ACTIVE answer, the cloud's and the node's parts".into());
+    say("| Nova, Neutron or Glance requests in flight | of which Neutron | waiting between status polls | node's own time | node's own share of total | after ACTIVE: cloud / node |".into());
     say("|---|---|---|---|---|---|".into());
     let own = |x: &Run| x.total - x.cloud_busy - x.poll_wait;
     say(format!(
@@ -576,7 +589,11 @@ fn one_lease(
                 String::new()
             };
             let path = r.path.replace(&server_id, "{id}");
-            let service = if r.service == "nova" { "" } else { "neutron " };
+            let service = match r.service {
+                "nova" => "",
+                "neutron" => "neutron ",
+                _ => "glance ",
+            };
             (
                 r.sent - mined_at,
                 format!(

@@ -34,6 +34,8 @@ pub struct ProviderOpts {
     pub compute_endpoint: Option<String>,
     /// Reach Neutron through this URL instead of the catalog's.
     pub network_endpoint: Option<String>,
+    /// Reach Glance through this URL instead of the catalog's.
+    pub image_endpoint: Option<String>,
     /// More TOML appended to the config (whole tables, e.g. `[provider.admission.anonymous]`).
     pub extra: String,
     /// The Glance image behind the offer's `debian-12` (the lab's `tiny-raw` when `None`); the real mode's
@@ -49,6 +51,7 @@ impl Default for ProviderOpts {
             advertise: true,
             compute_endpoint: None,
             network_endpoint: None,
+            image_endpoint: None,
             extra: String::new(),
             glance_image: None,
             ssh_user: None,
@@ -72,6 +75,11 @@ pub fn provider_toml_with(
             .network_endpoint
             .as_ref()
             .map(|u| format!("network_endpoint_override = \"{u}\"\n"))
+            .unwrap_or_default()
+        + &opts
+            .image_endpoint
+            .as_ref()
+            .map(|u| format!("image_endpoint_override = \"{u}\"\n"))
             .unwrap_or_default();
     format!(
         r#"
