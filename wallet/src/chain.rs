@@ -276,6 +276,8 @@ fn run_rpc(
     let start = cp.height();
     let mut emitter = Emitter::new(client.clone(), cp, start, expected);
     let mut push = true;
+    // A write failed: commit again next round even if nothing new comes.
+    let mut due = false;
     // Before the first catch-up too, which may take long: the status says syncing meanwhile.
     report_health(&client, &inner, &health, &mut last_progress);
     while !stop.load(Ordering::SeqCst) {
@@ -310,8 +312,7 @@ fn run_rpc(
         let applied = round.elapsed();
         // Blocks are committed (persisted, then invoices re-assessed and the tip announced) before the mempool
         // is read: a confirmation does not wait for a full mempool read.
-        if blocks > 0 {
-            commit(&inner);
+        if blocks > 0 && commit(&inner, &mut due) {
             debug!(
                 blocks,
                 applied_us = applied.as_micros() as u64,
@@ -337,7 +338,7 @@ fn run_rpc(
         }
         let mempool_read = round.elapsed();
         // (The emitter hands the whole mempool over every round; only a real change is written and logged.)
-        if mempool_changed && commit(&inner) {
+        if (mempool_changed || due) && commit(&inner, &mut due) {
             debug!(
                 read_us = (mempool_read - mempool_start).as_micros() as u64,
                 committed_us = (round.elapsed() - mempool_read).as_micros() as u64,
@@ -389,25 +390,32 @@ fn report_health(
     });
 }
 
-/// Persists what the wallet staged, then (only after a write that stuck, and only for a real change) re-assesses
-/// the invoices and announces a new tip: nothing is announced that a crash could take back. True when a change
-/// was written.
-fn commit(inner: &Shared) -> bool {
+/// Persists what the wallet staged, then (only after a write that stuck, and only for a real change or a retry)
+/// re-assesses the invoices and, once they are written too, announces a new tip: nothing is announced that a
+/// crash could take back. `due` is set when a write failed, so that the next round tries again whether or not
+/// anything new came; cleared once everything is written. True when a change was written and announced.
+fn commit(inner: &Shared, due: &mut bool) -> bool {
     let mut g = lock(inner);
     let tip_before = g.assessed_tip();
     match g.persist() {
-        Ok(true) => {
-            if let Err(e) = g.refresh() {
-                warn!(error = %e, "cannot persist invoice update");
+        Ok(written) if written || *due => match g.refresh() {
+            Ok(()) => {
+                *due = false;
+                if g.wallet.latest_checkpoint().height() != tip_before {
+                    g.tip_event();
+                }
+                true
             }
-            if g.wallet.latest_checkpoint().height() != tip_before {
-                g.tip_event();
+            Err(e) => {
+                *due = true;
+                warn!(error = %e, "cannot persist invoice update; tried again next round");
+                false
             }
-            true
-        }
-        Ok(false) => false,
+        },
+        Ok(_) => false,
         Err(e) => {
-            warn!(error = %e, "cannot persist wallet update");
+            *due = true;
+            warn!(error = %e, "cannot persist wallet update; tried again next round");
             false
         }
     }

@@ -334,11 +334,15 @@ fn client_thread(
                             continue;
                         }
                         let tip_before = g.assessed_tip();
-                        if let Err(e) = g.persist().and_then(|_| g.refresh()) {
-                            warn!(error = %e, "cannot persist wallet update");
-                        }
-                        if g.wallet.latest_checkpoint().height() != tip_before {
-                            g.tip_event();
+                        // Announced only once written (a failed write is written, and announced, with the
+                        // next update: the store then writes the complete change set).
+                        match g.persist().and_then(|_| g.refresh()) {
+                            Err(e) => warn!(error = %e, "cannot persist wallet update"),
+                            Ok(()) => {
+                                if g.wallet.latest_checkpoint().height() != tip_before {
+                                    g.tip_event();
+                                }
+                            }
                         }
                         drop(g);
                         let _ = events.send(ClientEvent::Progress);

@@ -94,6 +94,12 @@ impl Inner {
                 written?;
                 Ok(true)
             }
+            // Nothing new, but an earlier write failed: what it lacked is written now.
+            _ if self.full_write_due => {
+                self.store.save_changeset(&self.full)?;
+                self.full_write_due = false;
+                Ok(true)
+            }
             _ => Ok(false),
         }
     }
@@ -128,7 +134,9 @@ impl Inner {
         out
     }
 
-    /// Re-assesses every invoice against the chain view; persists and announces what changed.
+    /// Re-assesses every invoice against the chain view; persists and announces what changed. Nothing changes
+    /// in memory, and nothing is announced, unless every changed invoice was written: after a failed write the
+    /// next call finds the same changes and tries again.
     pub(crate) fn refresh(&mut self) -> Result<(), WalletError> {
         crate::stuck::track(self);
         let now = unix_now();
@@ -136,7 +144,7 @@ impl Inner {
         let mut by_index = self.payments_by_index(now);
         let mut events = Vec::new();
         let mut changed = Vec::new();
-        for inv in self.invoices.values_mut() {
+        for inv in self.invoices.values() {
             let mut payments = by_index.remove(&inv.index).unwrap_or_default();
             payments.sort_by_key(|p| (p.seen_at, p.txid.clone(), p.vout));
             let key = |p: &Payment| (p.txid.clone(), p.vout);
@@ -188,12 +196,13 @@ impl Inner {
                     inv.pending_sat,
                 );
             if status_changed || payments != inv.payments {
-                inv.status = a.status;
-                inv.settled_sat = a.settled_sat;
-                inv.zero_conf_sat = a.zero_conf_sat;
-                inv.pending_sat = a.pending_sat;
-                inv.payments = payments;
-                changed.push(inv.clone());
+                let mut next = inv.clone();
+                next.status = a.status;
+                next.settled_sat = a.settled_sat;
+                next.zero_conf_sat = a.zero_conf_sat;
+                next.pending_sat = a.pending_sat;
+                next.payments = payments;
+                changed.push(next);
                 if status_changed {
                     events.push(WalletEvent::InvoiceUpdated {
                         invoice: inv.id.clone(),
@@ -207,6 +216,9 @@ impl Inner {
         }
         for inv in &changed {
             self.store.save_invoice(inv)?;
+        }
+        for inv in changed {
+            self.invoices.insert(inv.id.clone(), inv);
         }
         self.assessed_tip = tip;
         for e in events {
