@@ -24,11 +24,14 @@
 //!   delays grow as they would on overloaded hosts. The report gives the CPU used, to tell which happened.
 //! - Time dilation (`time_scale` k > 1): every time constant on the spread path runs k times slower (links,
 //!   publish and churn intervals, phases and deadlines, the node's resync, gossipsub's heartbeat, backoffs,
-//!   caches and queues), and the reported spreads and convergence are wall time ÷ k: each node gets k times
-//!   the CPU per protocol second, as on a host k times larger. Not stretched: libp2p's own timers (ping,
-//!   identify, kademlia, idle connections, handshakes) and peer scoring's decay (which only acts on invalid
-//!   messages, none here); they fire as often per wall second, so the host carries more of them per protocol
-//!   second, not fewer.
+//!   caches and queues, the offers' lifetime), and the reported spreads and convergence are wall time ÷ k:
+//!   each node gets k times the CPU per protocol second, as on a host k times larger. Not stretched:
+//!   libp2p's own timers (ping, identify, kademlia, idle connections, handshakes), peer scoring's decay, and
+//!   the node's own maintenance timers (the pool-peer lookup every 2 s, pool announcements, the 30 s sync
+//!   request timeout). The first fire as often per wall second, so the host carries more of them per
+//!   protocol second, not fewer; the last make a joining node look for pool peers up to k times as often
+//!   per protocol second, which can flatter the churn phase's figures (not the steady phase's: no node joins
+//!   in it).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -107,8 +110,9 @@ pub struct Opts {
     /// Time dilation: every time constant on the spread path runs `time_scale` times slower (the links'
     /// delays, the publish and churn intervals, the phases' lengths and deadlines, the node's resync interval,
     /// and gossipsub's time constants: see `behaviour::Options::time_scale`), so each node gets `time_scale`
-    /// times the CPU per protocol second. Times in the summary are protocol time (wall time / `time_scale`);
-    /// CPU is per wall second. All other fields are in protocol time too. 1: no dilation.
+    /// times the CPU per protocol second. The settings above are protocol time, but for `poll` (wall time).
+    /// The summary's spreads, `lost_after` and `converged_after` are protocol time (wall time / `time_scale`);
+    /// start-up, CPU, idle bytes and idle handshakes are per wall second. 1: no dilation.
     pub time_scale: u32,
 }
 
@@ -724,10 +728,12 @@ fn caps(opts: &Opts) -> (u32, u32) {
     (max, defaults.max_incoming.min(max / 2))
 }
 
-fn spec(price: u64) -> OfferSpec {
+/// An offer that lives an hour of protocol time (`time_scale` hours of wall time): none expires within a run.
+fn spec(price: u64, time_scale: u32) -> OfferSpec {
     serde_json::from_value(serde_json::json!({
         "vcpus": 1, "ram_mib": 1024, "disk_gib": 10, "images": ["bench"],
-        "price_sats_per_hour": price, "country": "DE", "ttl_secs": 3600
+        "price_sats_per_hour": price, "country": "DE",
+        "ttl_secs": 3600 * u64::from(time_scale.max(1))
     }))
     .expect("a valid offer spec")
 }
@@ -905,7 +911,7 @@ impl Sim {
         let l = self.nodes[from].as_ref().ok_or(SimError::NoNode)?;
         let signed = {
             let mut m = l.market.write().map_err(|_| SimError::NoNode)?;
-            m.publish(&spec(self.next_price), unix_now())
+            m.publish(&spec(self.next_price, self.opts.time_scale), unix_now())
                 .map_err(|source| SimError::Market { slot: from, source })?
         };
         self.offer_bytes = signed.to_bytes().len();

@@ -293,7 +293,14 @@ pub fn run(runs: usize, real: bool, root: &std::path::Path) -> Result<String, St
         scenario::provider_toml_with(&lab, &btc, PRICE_P1, &cleanup.owner("provider"), &opts),
     )
     .map_err(|e| e.to_string())?;
-    let provider = Daemon::start_with(&pdir, &[("XOV_LOG_LEVEL", STEP_TRACE.to_string())]);
+    // (RUST_LOG, if set in this environment, would win over XOV_LOG_LEVEL: both are set.)
+    let provider = Daemon::start_with(
+        &pdir,
+        &[
+            ("XOV_LOG_LEVEL", STEP_TRACE.to_string()),
+            ("RUST_LOG", STEP_TRACE.to_string()),
+        ],
+    );
     let buyer = scenario::start(
         &dir("buyer").map_err(|e| e.to_string())?,
         &scenario::buyer_toml(&btc),
@@ -433,7 +440,7 @@ fn node_steps(log: &str) -> Vec<String> {
     for line in log.lines().map(crate::node::strip_ansi) {
         let step = line.contains("wallet blocks committed")
             || line.contains("wallet mempool committed")
-            || line.contains("wallet event")
+            || line.contains("wallet event received")
             || line.contains("lease input applied")
             || line.contains("launching");
         if step {
@@ -668,7 +675,7 @@ mod tests {
         let log = "\u{1b}[2m2026-12-05T06:01:02.000100Z\u{1b}[0m DEBUG xov_wallet::chain: wallet mempool committed read_us=2400
 2026-12-05T06:01:02.100200Z DEBUG xov_wallet::chain: wallet blocks committed blocks=1 applied_us=2100
 2026-12-05T06:01:02.100300Z  INFO xov_node::api: request served
-2026-12-05T06:01:02.100400Z DEBUG xov_node::lease::driver: wallet event event=TipChanged { height: 7 }
+2026-12-05T06:01:02.100400Z DEBUG xov_node::lease::driver: wallet event received event=TipChanged { height: 7 }
 2026-12-05T06:01:02.101000Z DEBUG xov_node::lease::driver: lease input applied lease=l1 decide_persist_us=600
 2026-12-05T06:01:02.101100Z  INFO xov_node::lease::driver: launching lease=l1
 2026-12-05T06:01:02.200000Z DEBUG xov_node::lease::driver: lease input applied lease=l1 decide_persist_us=500
@@ -678,7 +685,7 @@ mod tests {
             vec![
                 "06:01:02.000100 wallet mempool committed read_us=2400",
                 "06:01:02.100200 wallet blocks committed blocks=1 applied_us=2100",
-                "06:01:02.100400 wallet event event=TipChanged { height: 7 }",
+                "06:01:02.100400 wallet event received event=TipChanged { height: 7 }",
                 "06:01:02.101000 lease input applied lease=l1 decide_persist_us=600",
                 "06:01:02.101100 launching lease=l1",
             ]

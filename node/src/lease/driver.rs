@@ -521,9 +521,9 @@ impl LeaseEngine {
             terms: &self.policy.terms,
             key: &self.key,
         };
-        let started = std::time::Instant::now();
-        let applied = {
+        let (started, applied) = {
             let mut g = self.lock();
+            let started = std::time::Instant::now();
             if let Some(kind) = done {
                 self.inflight
                     .lock()
@@ -531,7 +531,8 @@ impl LeaseEngine {
                     .remove(&(id.to_string(), kind));
             }
             let store = &self.store;
-            apply_input(&mut g, &mut |r| store.put_lease(r), id, input, now, &ctx)
+            let applied = apply_input(&mut g, &mut |r| store.put_lease(r), id, input, now, &ctx);
+            (started, applied)
         };
         match applied {
             Ok(a) => {
@@ -843,7 +844,7 @@ impl LeaseEngine {
                 loop {
                     let event = events.recv().await;
                     if let Ok(e) = &event {
-                        debug!(event = ?e, "wallet event");
+                        debug!(event = ?e, "wallet event received");
                     }
                     match event {
                         Ok(WalletEvent::TipChanged { .. }) => {

@@ -99,14 +99,17 @@ pub enum NetworkError {
     #[error("'{0}' is not a valid node id")]
     InvalidNodeId(String),
     #[error("cannot reach the other party: {0}")]
-    Unreachable(#[from] LeaseSendError),
+    Unreachable(LeaseSendError),
 }
 
-/// Why a lease request sent to another node got no answer: the other side's or the path's fault, never ours.
-/// Whether the request reached the other node is unknown unless the dial failed.
+/// Why a lease request sent to another node got no answer: the other node, the path to it, or this node's own
+/// connectivity (a dial fails when this node is offline too). Whether the request reached the other node is
+/// unknown unless the dial failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LeaseSendError {
-    #[error("the node could not be dialled (offline, or no address known for it)")]
+    #[error(
+        "the node could not be dialled (it or this node is offline, or no address is known for it)"
+    )]
     DialFailed,
     #[error("no answer in time (the node may still have taken the request)")]
     NoAnswer,

@@ -322,7 +322,10 @@ fn gossip_sim(args: &[String]) -> Result<(), String> {
             settle_secs: flag(args, "--settle-secs", 60.0)?,
             poll: ms("--poll-ms", 20)?,
             seed: flag(args, "--seed", 1)?,
-            time_scale: flag(args, "--time-scale", 1u32)?.max(1),
+            time_scale: match flag(args, "--time-scale", 1u32)? {
+                k @ 1..=1000 => k,
+                k => return Err(format!("--time-scale {k}: give a factor from 1 to 1000")),
+            },
             // Above 200 nodes the default caps (64) do not fit one machine (65 MiB per node); 16 does
             // (12.9 MiB per node): said in the printed settings, and `--max-connections 64` still asks for them.
             max_connections: match flag(args, "--max-connections", 0u32)? {
