@@ -78,30 +78,21 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Writes what BDK staged; returns whether anything was. Called before any result of the change leaves
-    /// the wallet.
+    /// Writes what BDK staged, or everything once more after a failed write (the store then lacks a delta);
+    /// returns whether anything was written. Called before any result of the change leaves the wallet.
     pub(crate) fn persist(&mut self) -> Result<bool, WalletError> {
-        match self.wallet.take_staged() {
-            Some(delta) if !delta.is_empty() => {
-                self.full.merge(delta.clone());
-                // After a failed write the store lacks a delta: write everything once.
-                let written = if self.full_write_due {
-                    self.store.save_changeset(&self.full)
-                } else {
-                    self.store.append_changeset(&delta, &self.full)
-                };
-                self.full_write_due = written.is_err();
-                written?;
-                Ok(true)
-            }
-            // Nothing new, but an earlier write failed: what it lacked is written now.
-            _ if self.full_write_due => {
-                self.store.save_changeset(&self.full)?;
-                self.full_write_due = false;
-                Ok(true)
-            }
-            _ => Ok(false),
+        let delta = self.wallet.take_staged().filter(|d| !d.is_empty());
+        if let Some(d) = &delta {
+            self.full.merge(d.clone());
         }
+        let written = match (&delta, self.full_write_due) {
+            (None, false) => return Ok(false),
+            (Some(d), false) => self.store.append_changeset(d, &self.full),
+            (_, true) => self.store.save_changeset(&self.full),
+        };
+        self.full_write_due = written.is_err();
+        written?;
+        Ok(true)
     }
 
     /// Payments to each external index, from the wallet's indexed outputs (spent ones included).
